@@ -1,0 +1,73 @@
+//! Text patching: replace one aligned instruction word after checking the old one, then `ibar 0`.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Why a patch was refused. Nothing was written in either case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchError {
+    /// The address is not 4-byte aligned or not inside the kernel's text.
+    BadAddress(u64),
+    /// The word in memory is not the one the caller expected.
+    Mismatch { addr: u64, expected: u32, found: u32 },
+}
+
+impl core::fmt::Display for PatchError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            PatchError::BadAddress(a) => write!(f, "{a:#x} is not an aligned kernel text address"),
+            PatchError::Mismatch { addr, expected, found } => {
+                write!(f, "text at {addr:#x} is {found:#010x}, expected {expected:#010x}")
+            }
+        }
+    }
+}
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __kernel_start: u8;
+}
+
+/// Bounds `[start, end)` of the kernel text that may be patched.
+pub fn text_bounds() -> (u64, u64) {
+    (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__text_end) as u64)
+}
+
+/// Whether `addr` is an aligned address inside the kernel text.
+pub fn is_text(addr: u64) -> bool {
+    let (start, end) = text_bounds();
+    addr & 3 == 0 && addr >= start && addr + 4 <= end
+}
+
+fn word(addr: u64) -> &'static AtomicU32 {
+    // SAFETY: callers check `is_text(addr)`: the address is aligned, inside the image, and mapped
+    // read-write through the cached DMW window for the kernel's whole life.
+    unsafe { AtomicU32::from_ptr(addr as *mut u32) }
+}
+
+/// Reads the instruction word at `addr`.
+pub fn read_insn(addr: u64) -> Result<u32, PatchError> {
+    if !is_text(addr) {
+        return Err(PatchError::BadAddress(addr));
+    }
+    Ok(word(addr).load(Ordering::Relaxed))
+}
+
+/// Replaces the instruction at `addr` with `new` if it currently is `old`.
+///
+/// The store is a single aligned 32-bit write, so a CPU fetching the word concurrently sees
+/// either the old or the new instruction, never a mix; `ibar 0` then makes this CPU's later
+/// fetches see the new word. (Other CPUs are synchronised by the caller, see the ftrace core.)
+pub fn patch_insn(addr: u64, old: u32, new: u32) -> Result<(), PatchError> {
+    if !is_text(addr) {
+        return Err(PatchError::BadAddress(addr));
+    }
+    let w = word(addr);
+    let found = w.load(Ordering::Relaxed);
+    if found != old {
+        return Err(PatchError::Mismatch { addr, expected: old, found });
+    }
+    w.store(new, Ordering::Release);
+    crate::cpu::ibar();
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Kernel start-up on the boot CPU: console, traps, heap, symbols, command line, self-tests.
+
+use alloc::string::String;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+
+static COUNTER_HZ: AtomicU64 = AtomicU64::new(100_000_000);
+static CMDLINE: Once<String> = Once::new();
+
+/// Frequency of the stable counter in Hz.
+#[inline]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn counter_hz() -> u64 {
+    COUNTER_HZ.load(Ordering::Relaxed)
+}
+
+/// The kernel command line given by the host.
+pub fn cmdline() -> crate::cmdline::Cmdline<'static> {
+    crate::cmdline::Cmdline::new(CMDLINE.get().map_or("", |s| s.as_str()))
+}
+
+/// Maps a return address found on the stack to the real one (the function-graph tracer replaces
+/// return addresses with its return hook); `slot` is where it was found.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn real_return_address(ret: u64, _slot: u64) -> u64 {
+    ret
+}
+
+unsafe extern "C" {
+    static __start_patchable_function_entries: u64;
+    static __stop_patchable_function_entries: u64;
+}
+
+/// The entry address of every patchable function, as the compiler recorded them.
+pub fn patchable_entries() -> &'static [u64] {
+    // SAFETY: the linker script brackets the section, an array of 8-byte absolute addresses.
+    unsafe {
+        let start = core::ptr::addr_of!(__start_patchable_function_entries);
+        let n = (core::ptr::addr_of!(__stop_patchable_function_entries) as usize - start as usize) / 8;
+        core::slice::from_raw_parts(start, n)
+    }
+}
+
+/// What the boot CPU found at the patch sites before anything touched them.
+pub struct EarlyScan {
+    pub sites: usize,
+    /// Sites whose two entry words were not both `nop`.
+    pub not_nop: usize,
+    pub first_bad: u64,
+}
+
+static EARLY: Once<EarlyScan> = Once::new();
+
+/// The scan of the patch sites taken at boot.
+pub fn early_scan() -> &'static EarlyScan {
+    EARLY.get().expect("early scan runs at boot")
+}
+
+fn scan_sites() -> EarlyScan {
+    let mut scan = EarlyScan { sites: 0, not_nop: 0, first_bad: 0 };
+    for &ip in patchable_entries() {
+        scan.sites += 1;
+        let w0 = arch::patch::read_insn(ip);
+        let w1 = arch::patch::read_insn(ip + 4);
+        if w0 != Ok(arch::insn::NOP) || w1 != Ok(arch::insn::NOP) {
+            if scan.not_nop == 0 {
+                scan.first_bad = ip;
+            }
+            scan.not_nop += 1;
+        }
+    }
+    scan
+}
+
+fn read_cmdline() -> String {
+    let mut buf = [0u8; 512];
+    let n = arch::fw_cfg::read_file("opt/loongtrace/cmdline", &mut buf).unwrap_or(0);
+    String::from(core::str::from_utf8(&buf[..n]).unwrap_or("").trim_end_matches('\0').trim())
+}
+
+/// Number of CPUs that reached Rust code.
+pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
+
+const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo"];
+
+/// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
+#[unsafe(no_mangle)]
+pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
+    crate::irq::init();
+    COUNTER_HZ.store(arch::time::frequency(), Ordering::Relaxed);
+    CPUS_UP.fetch_add(1, Ordering::Relaxed);
+    crate::heap::init();
+    EARLY.call_once(scan_sites);
+    let cmd = CMDLINE.call_once(read_cmdline);
+    let cmd = crate::cmdline::Cmdline::new(cmd);
+    let level = match cmd.get("log") {
+        Some("error") => log::LevelFilter::Error,
+        Some("warn") => log::LevelFilter::Warn,
+        Some("debug") => log::LevelFilter::Debug,
+        Some("trace") => log::LevelFilter::Trace,
+        Some("off") => log::LevelFilter::Off,
+        _ => log::LevelFilter::Info,
+    };
+    crate::logger::init(level);
+    println!();
+    log::info!("loongtrace {} booting on cpu{cpu}", env!("CARGO_PKG_VERSION"));
+    log::info!("stable counter {} Hz, heap {} MiB", counter_hz(), crate::heap::HEAP_SIZE >> 20);
+    match crate::ksyms::init() {
+        Ok(n) => log::info!("symbol table: {n} symbols"),
+        Err(e) => log::warn!("no usable symbol table ({e:?}): addresses will not be symbolised"),
+    }
+    log::info!("command line: '{}'", cmd.as_str());
+    for w in cmd.unknown(KNOWN_KEYS) {
+        log::warn!("ignoring unknown command-line word '{w}'");
+    }
+    let scan = early_scan();
+    log::info!("{} patchable function entries", scan.sites);
+    crate::irq::start_tick();
+
+    let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };
+    let sum = crate::selftest::run(&sel);
+    log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);
+    log::info!("powering off");
+    arch::power::power_off()
+}

@@ -1,0 +1,302 @@
+//! Shell-style glob matching for `set_ftrace_filter`-like function selection.
+//!
+//! Patterns support `*` (any run of characters, including none) and `?` (exactly one character,
+//! which may be a multi-byte UTF-8 character); every other character matches itself literally.
+//! Matching is iterative with a single backtrack point (no recursion, no allocation) and runs in
+//! `O(pattern × text)` worst case, linear for the common `*foo*` shapes.
+//!
+//! A filter token is a pattern optionally prefixed with `!`, which (as in Linux's
+//! `set_ftrace_filter`) removes the matching functions instead of adding them. Function names are
+//! full Rust paths such as `loongtrace_kernel::tests::func1`; [`name_matches`] accepts a pattern
+//! matching either the full path or just its last `::` segment.
+
+use core::fmt;
+
+/// Length in bytes of the UTF-8 character whose first byte is `b`.
+#[inline]
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xFF => 4,
+        // A continuation byte never starts a character of a valid `&str`; step one byte so the
+        // loop always makes progress anyway.
+        _ => 1,
+    }
+}
+
+/// Does `pattern` match the whole of `text`?
+///
+/// `*` matches any (possibly empty) sequence of characters, `?` exactly one character, everything
+/// else only itself. An empty pattern matches only the empty text.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    // Position just after the most recent `*`, and the text position it is currently assumed to
+    // stretch to. On a mismatch we let that star swallow one more character and retry. Only the
+    // last star needs remembering: earlier stars can never be forced to grow by a later failure
+    // that the last star could not absorb itself.
+    let mut star: Option<(usize, usize)> = None;
+
+    while ti < t.len() {
+        let step = match p.get(pi) {
+            Some(b'*') => {
+                pi += 1;
+                star = Some((pi, ti));
+                continue;
+            }
+            Some(b'?') => Some((1, utf8_len(t[ti]))),
+            Some(&c) => {
+                let n = utf8_len(c);
+                match (p.get(pi..pi + n), t.get(ti..ti + n)) {
+                    (Some(a), Some(b)) if a == b => Some((n, n)),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        match step {
+            Some((dp, dt)) => {
+                pi += dp;
+                ti += dt;
+            }
+            None => match star {
+                Some((sp, st)) => {
+                    let st = st + utf8_len(t[st]);
+                    star = Some((sp, st));
+                    pi = sp;
+                    ti = st;
+                }
+                None => return false,
+            },
+        }
+    }
+    // Text exhausted: the rest of the pattern must be stars only.
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
+}
+
+/// Does `pattern` contain any wildcard (`*` or `?`)? A pattern without one matches only itself,
+/// which lets callers use an exact lookup instead of a scan.
+pub fn has_wildcards(pattern: &str) -> bool {
+    pattern.bytes().any(|b| b == b'*' || b == b'?')
+}
+
+/// The last `::`-separated segment of a Rust path (`a::b::c` → `c`; `c` → `c`).
+pub fn last_segment(path: &str) -> &str {
+    match path.rfind("::") {
+        Some(i) => &path[i + 2..],
+        None => path,
+    }
+}
+
+/// Does `pattern` match the function `full_name` (a full Rust path such as
+/// `loongtrace_kernel::tests::func1`)?
+///
+/// True if it matches the full path or the last `::` segment, so `func1`, `func*`,
+/// `*::tests::*` and `loongtrace_kernel::*` all select that function.
+pub fn name_matches(pattern: &str, full_name: &str) -> bool {
+    if glob_match(pattern, full_name) {
+        return true;
+    }
+    let last = last_segment(full_name);
+    last.len() != full_name.len() && glob_match(pattern, last)
+}
+
+/// Why a filter token was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobError {
+    /// The token is empty (or only whitespace).
+    Empty,
+    /// The token is a lone `!` with no pattern after it.
+    EmptyNegation,
+    /// The pattern contains whitespace or a control character (tokens are whitespace-separated,
+    /// and function names never contain these).
+    BadChar(char),
+}
+
+impl fmt::Display for GlobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GlobError::Empty => f.write_str("empty filter pattern"),
+            GlobError::EmptyNegation => f.write_str("'!' must be followed by a pattern"),
+            GlobError::BadChar(c) => write!(f, "invalid character {c:?} in filter pattern"),
+        }
+    }
+}
+
+/// Parse one whitespace-separated filter token.
+///
+/// Returns `(negated, pattern)`: a leading `!` sets `negated` (remove the matching functions from
+/// the filter) and is stripped. Surrounding whitespace is ignored.
+pub fn parse_filter_token(tok: &str) -> Result<(bool, &str), GlobError> {
+    let tok = tok.trim();
+    if tok.is_empty() {
+        return Err(GlobError::Empty);
+    }
+    let (negated, pat) = match tok.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, tok),
+    };
+    if pat.is_empty() {
+        return Err(GlobError::EmptyNegation);
+    }
+    if let Some(c) = pat.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(GlobError::BadChar(c));
+    }
+    Ok((negated, pat))
+}
+
+/// Split a filter line (as written to `set_ftrace_filter`) into its tokens.
+pub fn filter_tokens(line: &str) -> impl Iterator<Item = &str> {
+    line.split_whitespace()
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    fn m(p: &str, t: &str) -> bool {
+        glob_match(p, t)
+    }
+
+    #[test]
+    fn literals() {
+        assert!(m("", ""));
+        assert!(!m("", "a"));
+        assert!(!m("a", ""));
+        assert!(m("schedule", "schedule"));
+        assert!(!m("schedule", "schedul"));
+        assert!(!m("schedul", "schedule"));
+        assert!(!m("Schedule", "schedule"));
+        assert!(m("a.b[c]\\d", "a.b[c]\\d"));
+        assert!(!m("a.b", "axb"));
+    }
+
+    #[test]
+    fn stars() {
+        assert!(m("*", ""));
+        assert!(m("*", "anything"));
+        assert!(m("**", ""));
+        assert!(m("***", "x"));
+        assert!(m("*sched*", "schedule"));
+        assert!(m("*sched*", "__schedule"));
+        assert!(m("*sched*", "do_sched_yield"));
+        assert!(m("*sched*", "sched"));
+        assert!(!m("*sched*", "schd"));
+        assert!(!m("*sched*", ""));
+        assert!(m("*_test_func", "my_test_func"));
+        assert!(m("*_test_func", "_test_func"));
+        assert!(!m("*_test_func", "my_test_func2"));
+        assert!(!m("*_test_func", "test_func"));
+        assert!(m("sched*", "schedule"));
+        assert!(m("sched*", "sched"));
+        assert!(!m("sched*", "xsched"));
+        assert!(m("a*b*c", "abc"));
+        assert!(m("a*b*c", "aXXbYYc"));
+        assert!(m("a*b*c", "abcbc"));
+        assert!(!m("a*b*c", "abcb"));
+        assert!(m("*a", "aaaa"));
+        assert!(!m("*ab", "aaaa"));
+        assert!(m("*aab", "aaaaab"));
+        assert!(m("a*", "a"));
+        assert!(!m("a*", ""));
+        assert!(m("*.*", "a.b"));
+        assert!(!m("*.*", "ab"));
+    }
+
+    #[test]
+    fn question_marks() {
+        assert!(m("func?", "func1"));
+        assert!(m("func?", "funcX"));
+        assert!(!m("func?", "func"));
+        assert!(!m("func?", "func12"));
+        assert!(m("?", "x"));
+        assert!(!m("?", ""));
+        assert!(m("??", "ab"));
+        assert!(m("*?", "a"));
+        assert!(!m("*?", ""));
+        assert!(m("?*?", "ab"));
+        assert!(m("f?n*_?", "fun_test_1"));
+    }
+
+    #[test]
+    fn utf8() {
+        assert!(m("?", "é"));
+        assert!(m("?", "中"));
+        assert!(m("?", "🦀"));
+        assert!(!m("??", "é"));
+        assert!(m("caf?", "café"));
+        assert!(m("caf?", "cafe"));
+        assert!(!m("caf??", "café"));
+        assert!(m("*é", "café"));
+        assert!(!m("*é", "cafe"));
+        assert!(m("?🦀?", "a🦀b"));
+        assert!(m("*🦀*", "xx🦀yy"));
+        assert!(!m("*🦀*", "xxyy"));
+        assert!(m("中?文", "中国文"));
+        assert!(m("*文", "中国文"));
+        // A literal multi-byte char must not match a different one sharing a lead byte.
+        assert!(!m("é", "è"));
+        assert!(!m("é*", "è"));
+    }
+
+    #[test]
+    fn pathological_is_fast() {
+        // Classic exponential case for naive recursive matchers.
+        let text = "a".repeat(200);
+        let pat = std::format!("{}b", "a*".repeat(50));
+        assert!(!m(&pat, &text));
+        let pat2 = std::format!("{}a", "a*".repeat(50));
+        assert!(m(&pat2, &text));
+    }
+
+    #[test]
+    fn segments_and_names() {
+        assert_eq!(last_segment("a::b::c"), "c");
+        assert_eq!(last_segment("c"), "c");
+        assert_eq!(last_segment("a::"), "");
+        let full = "loongtrace_kernel::tests::func1";
+        assert!(name_matches("func1", full));
+        assert!(name_matches("func*", full));
+        assert!(name_matches("func?", full));
+        assert!(name_matches("*::tests::*", full));
+        assert!(name_matches("loongtrace_kernel::*", full));
+        assert!(name_matches(full, full));
+        assert!(name_matches("*func1", full));
+        assert!(name_matches("*", full));
+        assert!(!name_matches("func2", full));
+        assert!(!name_matches("tests", full));
+        assert!(!name_matches("tests::func1", full));
+        assert!(name_matches("*tests::func1", full));
+        assert!(!name_matches("", full));
+        assert!(name_matches("kmain", "kmain"));
+        assert!(!name_matches("main", "kmain"));
+    }
+
+    #[test]
+    fn tokens() {
+        assert_eq!(parse_filter_token("func1"), Ok((false, "func1")));
+        assert_eq!(parse_filter_token("!func1"), Ok((true, "func1")));
+        assert_eq!(parse_filter_token("  !*sched*\n"), Ok((true, "*sched*")));
+        assert_eq!(parse_filter_token("!!x"), Ok((true, "!x")));
+        assert_eq!(parse_filter_token(""), Err(GlobError::Empty));
+        assert_eq!(parse_filter_token("   "), Err(GlobError::Empty));
+        assert_eq!(parse_filter_token("!"), Err(GlobError::EmptyNegation));
+        assert_eq!(parse_filter_token("a b"), Err(GlobError::BadChar(' ')));
+        assert_eq!(
+            parse_filter_token("a\u{7}"),
+            Err(GlobError::BadChar('\u{7}'))
+        );
+        let toks: std::vec::Vec<_> = filter_tokens("  func1 !func2\t*x* ").collect();
+        assert_eq!(toks, ["func1", "!func2", "*x*"]);
+        assert!(has_wildcards("a*"));
+        assert!(has_wildcards("a?"));
+        assert!(!has_wildcards("a::b"));
+        assert_eq!(std::format!("{}", GlobError::Empty), "empty filter pattern");
+        assert!(std::format!("{}", GlobError::BadChar(' ')).contains("' '"));
+    }
+}

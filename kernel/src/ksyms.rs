@@ -1,0 +1,74 @@
+//! The kernel's own symbol table (embedded by `tools/ltsym`) and symbolised backtraces.
+
+use crate::symtab::{SymDisplay, Symbol, SymbolTable};
+use spin::Once;
+
+unsafe extern "C" {
+    static __ksyms_start: u8;
+    static __ksyms_end: u8;
+}
+
+static TABLE: Once<SymbolTable<'static>> = Once::new();
+
+/// Parses the embedded table. Returns the number of symbols, or an error text.
+pub fn init() -> Result<usize, crate::symtab::SymtabError> {
+    // SAFETY: `__ksyms_start..__ksyms_end` is a region of the loaded image reserved by the linker
+    // script and never written at run time.
+    let blob = unsafe {
+        let start = core::ptr::addr_of!(__ksyms_start);
+        let len = core::ptr::addr_of!(__ksyms_end) as usize - start as usize;
+        core::slice::from_raw_parts(start, len)
+    };
+    let t = SymbolTable::parse(blob);
+    let r = t.as_ref().map(|t| t.len()).map_err(|e| *e);
+    TABLE.call_once(|| t.unwrap_or_else(|_| SymbolTable::empty()));
+    r
+}
+
+/// The table (empty before `init` or when the image has none).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn table() -> &'static SymbolTable<'static> {
+    static EMPTY: Once<SymbolTable<'static>> = Once::new();
+    TABLE.get().unwrap_or_else(|| EMPTY.call_once(SymbolTable::empty))
+}
+
+/// The symbol containing `addr` and the offset into it.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn lookup(addr: u64) -> Option<(Symbol<'static>, u64)> {
+    table().lookup(addr)
+}
+
+/// The symbol named `name` (full path, or last path segment).
+pub fn find(name: &str) -> Option<Symbol<'static>> {
+    table().find(name)
+}
+
+/// `name+0xoff/0xsize`, or the bare address.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn sym(addr: u64) -> SymDisplay<'static> {
+    SymDisplay(lookup(addr), addr)
+}
+
+/// Just the name of the function containing `addr` (or `?`).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn name(addr: u64) -> &'static str {
+    lookup(addr).map_or("?", |(s, _)| s.name)
+}
+
+/// Prints a backtrace starting at frame pointer `fp`, one `prefix#n  addr  symbol` line per frame.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
+    let mut n = 0;
+    if let Some(pc) = pc {
+        println!("{prefix}#{n:<2} {pc:#018x} {}", sym(pc));
+        n += 1;
+    }
+    let stack = arch::boot::stack_bounds(arch::cpu::id());
+    arch::unwind::walk(fp, stack, 64, |f| {
+        let ret = crate::boot::real_return_address(f.ret, f.fp - 8);
+        // The return address points after the call; name the call itself.
+        println!("{prefix}#{n:<2} {ret:#018x} {}", sym(ret - 4));
+        n += 1;
+        true
+    });
+}

@@ -1,0 +1,32 @@
+//! loongtrace: a small LoongArch64 kernel whose centrepiece is its own dynamic ftrace.
+//!
+//! The pure modules (`glob`, `ringbuf`, `symtab`, `cmdline`) build and test on the host;
+//! everything else exists only in the kernel image (`target_os = "none"`).
+#![cfg_attr(not(test), no_std)]
+#![feature(patchable_function_entry)]
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod glob;
+pub mod ringbuf;
+pub mod symtab;
+
+#[cfg(target_os = "none")]
+#[macro_use]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod heap;
+#[cfg(target_os = "none")]
+pub mod ksyms;
+#[cfg(target_os = "none")]
+pub mod logger;
+#[cfg(target_os = "none")]
+pub mod panic;
+#[cfg(target_os = "none")]
+#[macro_use]
+pub mod selftest;
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod irq;

@@ -1,0 +1,880 @@
+//! Lock-free, fixed-capacity, overwrite-oldest per-CPU trace ring buffer.
+//!
+//! One [`RingBuffer`] exists per CPU. It stores [`TraceEntry`] records in `N` slots (`N` a power of
+//! two) and, when full, overwrites the oldest records, counting what a reader could not get as
+//! *lost*. It never allocates, never blocks and never panics, so it can be written from the
+//! function tracer's hot path, including from interrupt or exception context.
+//!
+//! # Concurrency contract
+//!
+//! * **Writers.** At most one writer context per buffer runs at a time, *except* that a writer may
+//!   be interrupted on its own CPU by another writer (interrupt/exception context) that pushes into
+//!   the same buffer and finishes before the interrupted one resumes (nesting, any depth).
+//! * **Readers.** Any number of CPUs may read while writing goes on. Consuming reads
+//!   ([`RingBuffer::snapshot`]) advance a single shared cursor, so callers must serialize them
+//!   (e.g. with a lock); racing consumers cause no memory unsafety, only duplicated or skipped
+//!   entries.
+//!
+//! # Design
+//!
+//! Every field of a slot is an [`AtomicU64`], so there are no data races at all: torn *values* are
+//! possible, torn *reads* are detected and discarded.
+//!
+//! * `head` is a reservation counter: a writer takes sequence number `s = head.fetch_add(1)` and
+//!   owns slot `s & (N - 1)`.
+//! * Each slot has a `stamp` recording its state: `EMPTY`, `busy(s)` (writer of `s` is filling it)
+//!   or `committed(s)`. A writer claims its slot with a CAS to `busy(s)` only if the slot is not busy
+//!   and holds an *older* sequence number; otherwise (a nested writer lapped the buffer while an
+//!   outer writer was mid-write, or a newer writer already took the slot) it drops its record and
+//!   notes that in the slot's `dropped` tag, so records are never mixed. After the claim it issues
+//!   a release fence, stores the five payload words (relaxed), then stores `committed(s)` with
+//!   release ordering.
+//! * A reader expecting sequence `s` loads the stamp (acquire), the payload words (relaxed), issues
+//!   an acquire fence and loads the stamp again (seqlock). Only if both loads are `committed(s)` is
+//!   the entry accepted; a newer stamp, or a change between the loads, means the record was
+//!   overwritten and it is counted as lost. A stamp that is still older than `s` (or `busy(s)`)
+//!   means the writer of `s` has not finished yet: the reader stops there and picks up from that
+//!   point next time, unless the slot's `dropped` tag says `s` was dropped (then it is lost).
+//!
+//! Stamps keep 62 bits of the sequence number and compare them modulo 2^62, so the 64-bit counters
+//! may wrap freely.
+
+use core::sync::atomic::{AtomicU64, Ordering, fence};
+
+/// [`TraceEntry::kind`] of a plain function-trace record.
+pub const KIND_FUNC: u8 = 0;
+/// [`TraceEntry::kind`] of a function-graph entry record.
+pub const KIND_GRAPH_ENTRY: u8 = 1;
+/// [`TraceEntry::kind`] of a function-graph return record.
+pub const KIND_GRAPH_RETURN: u8 = 2;
+
+/// One trace record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TraceEntry {
+    /// Timestamp (timer counter ticks).
+    pub ts: u64,
+    /// Address of the traced function.
+    pub ip: u64,
+    /// Address the traced function was called from.
+    pub parent: u64,
+    /// [`KIND_FUNC`], [`KIND_GRAPH_ENTRY`] or [`KIND_GRAPH_RETURN`].
+    pub kind: u8,
+    /// CPU that recorded the entry.
+    pub cpu: u8,
+    /// Call depth (function graph).
+    pub depth: u16,
+    /// Padding; stored and returned verbatim.
+    pub _pad: u32,
+    /// Function graph: return value or duration.
+    pub extra: u64,
+}
+
+const WORDS: usize = 5;
+
+impl TraceEntry {
+    #[inline(always)]
+    fn to_words(self) -> [u64; WORDS] {
+        let packed = self.kind as u64
+            | (self.cpu as u64) << 8
+            | (self.depth as u64) << 16
+            | (self._pad as u64) << 32;
+        [self.ts, self.ip, self.parent, packed, self.extra]
+    }
+
+    #[inline(always)]
+    fn from_words(w: [u64; WORDS]) -> Self {
+        TraceEntry {
+            ts: w[0],
+            ip: w[1],
+            parent: w[2],
+            kind: w[3] as u8,
+            cpu: (w[3] >> 8) as u8,
+            depth: (w[3] >> 16) as u16,
+            _pad: (w[3] >> 32) as u32,
+            extra: w[4],
+        }
+    }
+}
+
+/// Result of a read pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Entries delivered to the callback.
+    pub read: u64,
+    /// Entries in the read range that were overwritten (or dropped) before they could be read.
+    pub lost: u64,
+}
+
+/// Result of a non-consuming [`RingBuffer::read_from`] pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Sequence number to continue from next time.
+    pub next: u64,
+    /// Entries delivered / lost in this pass.
+    pub stats: ReadStats,
+}
+
+// Stamp encoding: bit 1 = "not empty", bit 0 = "busy", bits 63..2 = sequence number mod 2^62.
+const EMPTY: u64 = 0;
+const VALID: u64 = 0b10;
+const BUSY: u64 = 0b01;
+const SEQ_MASK: u64 = u64::MAX >> 2;
+
+#[inline(always)]
+const fn committed(s: u64) -> u64 {
+    (s << 2) | VALID
+}
+
+#[inline(always)]
+const fn busy(s: u64) -> u64 {
+    (s << 2) | VALID | BUSY
+}
+
+/// Is the (62-bit) sequence number stored in `stamp` strictly older than `s`?
+#[inline(always)]
+const fn stamp_older(stamp: u64, s: u64) -> bool {
+    let d = (s & SEQ_MASK).wrapping_sub(stamp >> 2) & SEQ_MASK;
+    d != 0 && d < (1 << 61)
+}
+
+struct Slot {
+    stamp: AtomicU64,
+    words: [AtomicU64; WORDS],
+    /// `committed(s)` of the last sequence number `s` whose writer gave up on this slot.
+    dropped: AtomicU64,
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Slot {
+            stamp: AtomicU64::new(EMPTY),
+            words: [const { AtomicU64::new(0) }; WORDS],
+            dropped: AtomicU64::new(EMPTY),
+        }
+    }
+}
+
+enum SlotRead {
+    Entry(TraceEntry),
+    Lost,
+    Pending,
+}
+
+/// A fixed-capacity, overwrite-oldest trace ring buffer with `N` slots (`N` a power of two).
+///
+/// See the [module documentation](self) for the concurrency contract.
+pub struct RingBuffer<const N: usize> {
+    /// Next sequence number to reserve.
+    head: AtomicU64,
+    /// Consumer cursor: first sequence number not yet consumed by [`snapshot`](Self::snapshot).
+    cursor: AtomicU64,
+    /// Entries found lost by consuming reads so far.
+    lost: AtomicU64,
+    /// Pushes that gave up because a nested writer collided with an unfinished one.
+    dropped: AtomicU64,
+    /// Value of `head` for an empty buffer (0 except in tests).
+    origin: u64,
+    slots: [Slot; N],
+}
+
+impl<const N: usize> RingBuffer<N> {
+    const CHECK: () = assert!(
+        N.is_power_of_two(),
+        "RingBuffer size must be a power of two"
+    );
+    const MASK: u64 = (N as u64).wrapping_sub(1);
+
+    /// An empty buffer; usable in a `static`.
+    pub const fn new() -> Self {
+        Self::with_origin(0)
+    }
+
+    const fn with_origin(origin: u64) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        RingBuffer {
+            head: AtomicU64::new(origin),
+            cursor: AtomicU64::new(origin),
+            lost: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            origin,
+            slots: [const { Slot::new() }; N],
+        }
+    }
+
+    /// Number of slots.
+    #[inline]
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// Append `e`, overwriting the oldest entry if the buffer is full.
+    ///
+    /// Never blocks, allocates or panics. If a nested writer finds the slot it reserved still being
+    /// filled by the writer it interrupted, it drops its own record (counted in
+    /// [`dropped`](Self::dropped) and, once a reader reaches it, in [`lost`](Self::lost)).
+    #[inline]
+    pub fn push(&self, e: &TraceEntry) {
+        self.push_inner(e, || {}, || {});
+    }
+
+    /// `push` with hooks at the two points where a nested writer can interrupt (tests only pass
+    /// non-empty closures; in `push` they compile to nothing).
+    #[inline(always)]
+    fn push_inner(&self, e: &TraceEntry, after_reserve: impl FnOnce(), mid_write: impl FnOnce()) {
+        let s = self.head.fetch_add(1, Ordering::Relaxed);
+        after_reserve();
+        let Some(slot) = self.slots.get((s & Self::MASK) as usize) else {
+            return;
+        };
+        let mut cur = slot.stamp.load(Ordering::Relaxed);
+        loop {
+            if cur & BUSY != 0 || (cur != EMPTY && !stamp_older(cur, s)) {
+                // Either an interrupted writer on this CPU is still filling this slot (we cannot
+                // wait for it), or a newer writer already reused it. Give up on this record.
+                slot.dropped.store(committed(s), Ordering::Release);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            match slot.stamp.compare_exchange_weak(
+                cur,
+                busy(s),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        // Order the `busy` stamp before the payload stores (seqlock writer side).
+        fence(Ordering::Release);
+        let w = e.to_words();
+        slot.words[0].store(w[0], Ordering::Relaxed);
+        slot.words[1].store(w[1], Ordering::Relaxed);
+        mid_write();
+        slot.words[2].store(w[2], Ordering::Relaxed);
+        slot.words[3].store(w[3], Ordering::Relaxed);
+        slot.words[4].store(w[4], Ordering::Relaxed);
+        // Nested writers never modify a busy stamp, so a plain store suffices.
+        slot.stamp.store(committed(s), Ordering::Release);
+    }
+
+    /// Total pushes ever (since creation or the last [`reset`](Self::reset)), including those later
+    /// overwritten or dropped.
+    #[inline]
+    pub fn written(&self) -> u64 {
+        self.head.load(Ordering::Relaxed).wrapping_sub(self.origin)
+    }
+
+    /// Entries that a consumer could not / cannot get: those found lost by earlier
+    /// [`snapshot`](Self::snapshot)s, plus those already overwritten beyond the consumer cursor
+    /// (`unconsumed - N` when more than `N` are unconsumed).
+    pub fn lost(&self) -> u64 {
+        let head = self.head.load(Ordering::Relaxed);
+        let cursor = self.cursor.load(Ordering::Relaxed);
+        let pending = Self::distance(cursor, head);
+        self.lost
+            .load(Ordering::Relaxed)
+            .wrapping_add(pending.saturating_sub(N as u64))
+    }
+
+    /// Pushes abandoned because a nested writer collided with the writer it interrupted.
+    #[inline]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Number of entries a consumer could still read right now (at most `N`).
+    pub fn unread(&self) -> u64 {
+        let head = self.head.load(Ordering::Relaxed);
+        let cursor = self.cursor.load(Ordering::Relaxed);
+        Self::distance(cursor, head).min(N as u64)
+    }
+
+    /// The consumer cursor: first sequence number not yet consumed.
+    #[inline]
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+
+    /// Sequence number the next push will get.
+    #[inline]
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Relaxed)
+    }
+
+    /// `to - from` if `from` is not ahead of `to`, else 0 (wrapping-safe).
+    #[inline]
+    fn distance(from: u64, to: u64) -> u64 {
+        let d = to.wrapping_sub(from);
+        if d > u64::MAX / 2 { 0 } else { d }
+    }
+
+    /// Consuming read: visit, in order, every surviving entry from the consumer cursor up to the
+    /// current head (calling `out(seq, entry)`), count the ones that were overwritten as lost, and
+    /// advance the cursor.
+    ///
+    /// Stops early at an entry whose writer has not finished yet (it will be returned by the next
+    /// call). Consuming reads must be serialized by the caller.
+    pub fn snapshot(&self, out: impl FnMut(u64, TraceEntry)) -> ReadStats {
+        let from = self.cursor.load(Ordering::Relaxed);
+        let r = self.read_from(from, out);
+        self.cursor.store(r.next, Ordering::Relaxed);
+        self.lost.fetch_add(r.stats.lost, Ordering::Relaxed);
+        r.stats
+    }
+
+    /// Non-consuming read starting at sequence number `from`: like [`snapshot`](Self::snapshot)
+    /// but leaves the cursor and lost counter alone and returns where to continue. Entries older
+    /// than `head - N` count as lost. If `from` is ahead of the head nothing is read.
+    pub fn read_from(&self, from: u64, mut out: impl FnMut(u64, TraceEntry)) -> ReadOutcome {
+        let head = self.head.load(Ordering::Acquire);
+        let avail = head.wrapping_sub(from);
+        let mut stats = ReadStats::default();
+        if avail > u64::MAX / 2 {
+            return ReadOutcome { next: from, stats };
+        }
+        let mut s = from;
+        if avail > N as u64 {
+            stats.lost = avail - N as u64;
+            s = head.wrapping_sub(N as u64);
+        }
+        while s != head {
+            match self.read_slot(s) {
+                SlotRead::Entry(e) => {
+                    out(s, e);
+                    stats.read += 1;
+                }
+                SlotRead::Lost => stats.lost += 1,
+                SlotRead::Pending => break,
+            }
+            s = s.wrapping_add(1);
+        }
+        ReadOutcome { next: s, stats }
+    }
+
+    /// Seqlock read of the record with sequence number `s`.
+    #[inline]
+    fn read_slot(&self, s: u64) -> SlotRead {
+        let Some(slot) = self.slots.get((s & Self::MASK) as usize) else {
+            return SlotRead::Lost;
+        };
+        let want = committed(s);
+        let st1 = slot.stamp.load(Ordering::Acquire);
+        if st1 != want {
+            let newer = st1 != EMPTY && st1 & !BUSY != want && !stamp_older(st1, s);
+            if newer || slot.dropped.load(Ordering::Acquire) == want {
+                return SlotRead::Lost;
+            }
+            return SlotRead::Pending;
+        }
+        let w = [
+            slot.words[0].load(Ordering::Relaxed),
+            slot.words[1].load(Ordering::Relaxed),
+            slot.words[2].load(Ordering::Relaxed),
+            slot.words[3].load(Ordering::Relaxed),
+            slot.words[4].load(Ordering::Relaxed),
+        ];
+        // Order the payload loads before the re-check (seqlock reader side).
+        fence(Ordering::Acquire);
+        if slot.stamp.load(Ordering::Relaxed) != want {
+            return SlotRead::Lost;
+        }
+        SlotRead::Entry(TraceEntry::from_words(w))
+    }
+
+    /// Consume everything currently readable, discarding it; returns the stats.
+    pub fn discard(&self) -> ReadStats {
+        self.snapshot(|_, _| {})
+    }
+
+    /// Empty the buffer and zero all counters.
+    ///
+    /// Only valid while no writer is active on any CPU (tracing disabled and no push in flight) and
+    /// no reader is running; otherwise the result is still memory-safe but counts and contents may
+    /// be inconsistent.
+    pub fn reset(&self) {
+        for slot in &self.slots {
+            slot.stamp.store(EMPTY, Ordering::Relaxed);
+            slot.dropped.store(EMPTY, Ordering::Relaxed);
+            for w in &slot.words {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        self.lost.store(0, Ordering::Relaxed);
+        self.dropped.store(0, Ordering::Relaxed);
+        self.cursor.store(self.origin, Ordering::Relaxed);
+        self.head.store(self.origin, Ordering::Release);
+    }
+}
+
+impl<const N: usize> Default for RingBuffer<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::vec::Vec;
+
+    fn checksum(e: &TraceEntry) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for v in [
+            e.ts,
+            e.ip,
+            e.parent,
+            e.kind as u64,
+            e.cpu as u64,
+            e.depth as u64,
+            e._pad as u64,
+        ] {
+            h ^= v;
+            h = h.wrapping_mul(0x0000_0100_0000_01B3).rotate_left(29);
+        }
+        h
+    }
+
+    /// A distinctive entry for sequence number `i`, with `extra` = checksum of the other fields.
+    fn entry(i: u64) -> TraceEntry {
+        let mut e = TraceEntry {
+            ts: i,
+            ip: 0x9000_0000_0020_0000 ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            parent: !i,
+            kind: (i % 3) as u8,
+            cpu: (i >> 3) as u8,
+            depth: (i >> 5) as u16,
+            _pad: (i >> 7) as u32 ^ 0xA5A5_A5A5,
+            extra: 0,
+        };
+        e.extra = checksum(&e);
+        e
+    }
+
+    fn collect<const N: usize>(rb: &RingBuffer<N>) -> (Vec<(u64, TraceEntry)>, ReadStats) {
+        let mut v = Vec::new();
+        let st = rb.snapshot(|s, e| v.push((s, e)));
+        (v, st)
+    }
+
+    #[test]
+    fn entry_layout_and_packing() {
+        assert_eq!(core::mem::size_of::<TraceEntry>(), 40);
+        let e = TraceEntry {
+            ts: 1,
+            ip: 2,
+            parent: 3,
+            kind: 0xFE,
+            cpu: 0xFD,
+            depth: 0xFFFC,
+            _pad: 0xDEAD_BEEF,
+            extra: u64::MAX,
+        };
+        assert_eq!(TraceEntry::from_words(e.to_words()), e);
+        assert_eq!(
+            TraceEntry::from_words(TraceEntry::default().to_words()),
+            TraceEntry::default()
+        );
+    }
+
+    #[test]
+    fn static_buffer() {
+        static RB: RingBuffer<16> = RingBuffer::new();
+        RB.push(&entry(7));
+        let (v, st) = collect(&RB);
+        assert_eq!(st, ReadStats { read: 1, lost: 0 });
+        assert_eq!(v, [(0, entry(7))]);
+        assert_eq!(RB.capacity(), 16);
+    }
+
+    #[test]
+    fn empty() {
+        let rb = RingBuffer::<8>::new();
+        assert_eq!(rb.written(), 0);
+        assert_eq!(rb.lost(), 0);
+        assert_eq!(rb.unread(), 0);
+        let (v, st) = collect(&rb);
+        assert!(v.is_empty());
+        assert_eq!(st, ReadStats::default());
+    }
+
+    #[test]
+    fn no_wrap() {
+        let rb = RingBuffer::<8>::new();
+        for i in 0..5 {
+            rb.push(&entry(i));
+        }
+        assert_eq!(rb.written(), 5);
+        assert_eq!(rb.unread(), 5);
+        assert_eq!(rb.lost(), 0);
+        // Non-consuming read first.
+        let mut seen = Vec::new();
+        let r = rb.read_from(0, |s, e| seen.push((s, e)));
+        assert_eq!(
+            r,
+            ReadOutcome {
+                next: 5,
+                stats: ReadStats { read: 5, lost: 0 }
+            }
+        );
+        assert_eq!(rb.cursor(), 0);
+        let (v, st) = collect(&rb);
+        assert_eq!(v, seen);
+        assert_eq!(st, ReadStats { read: 5, lost: 0 });
+        for (k, (s, e)) in v.iter().enumerate() {
+            assert_eq!(*s, k as u64);
+            assert_eq!(*e, entry(k as u64));
+        }
+        assert_eq!(rb.unread(), 0);
+        // Nothing new: nothing read.
+        assert_eq!(collect(&rb).1, ReadStats::default());
+        // Incremental reads continue from the cursor.
+        rb.push(&entry(5));
+        rb.push(&entry(6));
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 2, lost: 0 });
+        assert_eq!(v, [(5, entry(5)), (6, entry(6))]);
+    }
+
+    #[test]
+    fn exactly_full_then_wrap() {
+        let rb = RingBuffer::<8>::new();
+        for i in 0..8 {
+            rb.push(&entry(i));
+        }
+        assert_eq!(rb.lost(), 0);
+        assert_eq!(collect(&rb).1, ReadStats { read: 8, lost: 0 });
+
+        let rb = RingBuffer::<8>::new();
+        for i in 0..29 {
+            rb.push(&entry(i));
+        }
+        assert_eq!(rb.written(), 29);
+        assert_eq!(rb.lost(), 29 - 8);
+        assert_eq!(rb.unread(), 8);
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 8, lost: 21 });
+        let seqs: Vec<u64> = v.iter().map(|p| p.0).collect();
+        assert_eq!(seqs, (21..29).collect::<Vec<_>>());
+        for (s, e) in &v {
+            assert_eq!(*e, entry(*s));
+        }
+        // Lost stays accounted after reading.
+        assert_eq!(rb.lost(), 21);
+        for i in 29..32 {
+            rb.push(&entry(i));
+        }
+        assert_eq!(rb.lost(), 21);
+        assert_eq!(rb.unread(), 3);
+        for i in 32..45 {
+            rb.push(&entry(i));
+        }
+        // 16 unconsumed, 8 of them gone.
+        assert_eq!(rb.lost(), 29);
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 8, lost: 8 });
+        assert_eq!(v[0], (37, entry(37)));
+        assert_eq!(rb.lost(), 29);
+        assert_eq!(rb.written(), 45);
+    }
+
+    #[test]
+    fn read_from_old_position() {
+        let rb = RingBuffer::<4>::new();
+        for i in 0..10 {
+            rb.push(&entry(i));
+        }
+        let mut v = Vec::new();
+        let r = rb.read_from(1, |s, _| v.push(s));
+        assert_eq!(r.stats, ReadStats { read: 4, lost: 5 });
+        assert_eq!(r.next, 10);
+        assert_eq!(v, [6, 7, 8, 9]);
+        // From the future: nothing.
+        let r = rb.read_from(100, |_, _| panic!());
+        assert_eq!(
+            r,
+            ReadOutcome {
+                next: 100,
+                stats: ReadStats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn reset_clears() {
+        let rb = RingBuffer::<4>::new();
+        for i in 0..10 {
+            rb.push(&entry(i));
+        }
+        let _ = rb.discard();
+        rb.push(&entry(10));
+        rb.reset();
+        assert_eq!(rb.written(), 0);
+        assert_eq!(rb.lost(), 0);
+        assert_eq!(rb.unread(), 0);
+        assert_eq!(collect(&rb).1, ReadStats::default());
+        rb.push(&entry(1));
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 1, lost: 0 });
+        assert_eq!(v, [(0, entry(1))]);
+    }
+
+    #[test]
+    fn counters_near_u64_wrap() {
+        let start = u64::MAX - 5;
+        let rb = RingBuffer::<8>::with_origin(start);
+        for i in 0..20u64 {
+            rb.push(&entry(i));
+        }
+        assert_eq!(rb.written(), 20);
+        assert_eq!(rb.head(), start.wrapping_add(20));
+        assert_eq!(rb.lost(), 12);
+        assert_eq!(rb.unread(), 8);
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 8, lost: 12 });
+        for (k, (s, e)) in v.iter().enumerate() {
+            let i = 12 + k as u64;
+            assert_eq!(*s, start.wrapping_add(i));
+            assert_eq!(*e, entry(i));
+        }
+        // Straddle the wrap without overflow in a small, non-overflowing buffer too.
+        let rb = RingBuffer::<4>::with_origin(u64::MAX - 1);
+        for i in 0..4 {
+            rb.push(&entry(i));
+        }
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 4, lost: 0 });
+        let seqs: Vec<u64> = v.iter().map(|p| p.0).collect();
+        assert_eq!(seqs, [u64::MAX - 1, u64::MAX, 0, 1]);
+        assert_eq!(rb.written(), 4);
+        rb.reset();
+        assert_eq!(rb.written(), 0);
+        assert_eq!(rb.head(), u64::MAX - 1);
+    }
+
+    #[test]
+    fn stamp_ordering_wraps() {
+        assert!(stamp_older(committed(5), 6));
+        assert!(!stamp_older(committed(6), 6));
+        assert!(!stamp_older(committed(7), 6));
+        assert!(stamp_older(committed(u64::MAX), 0));
+        assert!(stamp_older(busy(u64::MAX - 3), 1));
+        assert!(!stamp_older(committed(1), u64::MAX));
+        assert_ne!(committed(0), EMPTY);
+        assert_ne!(committed(u64::MAX), EMPTY);
+        assert_ne!(busy(0), committed(0));
+    }
+
+    #[test]
+    fn nested_writer_small() {
+        // An interrupt pushes one record while the outer push is half-way through its stores.
+        let rb = RingBuffer::<8>::new();
+        rb.push(&entry(100));
+        rb.push_inner(&entry(101), || {}, || rb.push(&entry(102)));
+        rb.push_inner(&entry(103), || rb.push(&entry(104)), || {});
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 5, lost: 0 });
+        assert_eq!(
+            v,
+            [
+                (0, entry(100)),
+                (1, entry(101)),
+                (2, entry(102)),
+                (3, entry(103)),
+                (4, entry(104))
+            ]
+        );
+        assert_eq!(rb.dropped(), 0);
+    }
+
+    #[test]
+    fn nested_writer_laps_busy_slot() {
+        // The interrupt pushes N records while the outer writer is mid-write: its last record maps
+        // onto the slot the outer writer owns and must be dropped instead of mixing the two.
+        const N: usize = 8;
+        let rb = RingBuffer::<N>::new();
+        rb.push_inner(
+            &entry(0),
+            || {},
+            || {
+                for i in 1..=N as u64 {
+                    rb.push(&entry(i));
+                }
+            },
+        );
+        assert_eq!(rb.written(), N as u64 + 1);
+        assert_eq!(rb.dropped(), 1);
+        let (v, st) = collect(&rb);
+        // Seq 0 fell out of the window, seq N was dropped.
+        assert_eq!(
+            st,
+            ReadStats {
+                read: N as u64 - 1,
+                lost: 2
+            }
+        );
+        for (s, e) in &v {
+            assert_eq!(*e, entry(*s));
+            assert_eq!(e.extra, checksum(e));
+        }
+        assert_eq!(v.first().unwrap().0, 1);
+        assert_eq!(v.last().unwrap().0, N as u64 - 1);
+        // The buffer keeps working afterwards.
+        rb.push(&entry(50));
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 1, lost: 0 });
+        assert_eq!(v, [(N as u64 + 1, entry(50))]);
+        assert_eq!(rb.written(), rb.lost() + (N as u64 - 1) + 1);
+    }
+
+    #[test]
+    fn nested_writer_laps_before_claim() {
+        // The interrupt arrives right after the outer writer reserved its sequence number but
+        // before it claimed the slot; the interrupt's newer record wins and the outer one is
+        // dropped.
+        const N: usize = 8;
+        let rb = RingBuffer::<N>::new();
+        rb.push_inner(
+            &entry(0),
+            || {
+                for i in 1..=N as u64 {
+                    rb.push(&entry(i));
+                }
+            },
+            || {},
+        );
+        assert_eq!(rb.dropped(), 1);
+        let (v, st) = collect(&rb);
+        assert_eq!(
+            st,
+            ReadStats {
+                read: N as u64,
+                lost: 1
+            }
+        );
+        for (s, e) in &v {
+            assert_eq!(*e, entry(*s));
+        }
+        assert_eq!(v.last().unwrap().0, N as u64);
+    }
+
+    #[test]
+    fn reader_stops_at_unfinished_writer() {
+        let rb = RingBuffer::<8>::new();
+        rb.push(&entry(0));
+        let mut inner = None;
+        rb.push_inner(
+            &entry(1),
+            || inner = Some(collect(&rb)),
+            || {
+                // Reader (e.g. on another CPU) looks while seq 1 is half written.
+                let (v, st) = collect(&rb);
+                assert!(v.is_empty());
+                assert_eq!(st, ReadStats::default());
+                rb.push(&entry(2));
+            },
+        );
+        let (v, st) = inner.unwrap();
+        assert_eq!(st, ReadStats { read: 1, lost: 0 });
+        assert_eq!(v, [(0, entry(0))]);
+        assert_eq!(rb.cursor(), 1);
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 2, lost: 0 });
+        assert_eq!(v, [(1, entry(1)), (2, entry(2))]);
+    }
+
+    #[test]
+    fn concurrent_reader_never_sees_torn_entries() {
+        const N: usize = 64;
+        const TOTAL: u64 = 400_000;
+        let rb = Arc::new(RingBuffer::<N>::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let rb = rb.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for i in 0..TOTAL {
+                    rb.push(&entry(i));
+                }
+                done.store(true, Ordering::Release);
+            })
+        };
+        let mut read = 0u64;
+        let mut lost = 0u64;
+        let mut last: Option<u64> = None;
+        let mut check = |s: u64, e: TraceEntry| {
+            assert_eq!(e.extra, checksum(&e), "torn entry at seq {s}: {e:?}");
+            assert_eq!(e, entry(s), "wrong entry at seq {s}");
+            if let Some(l) = last {
+                assert!(s > l, "out of order: {s} after {l}");
+            }
+            last = Some(s);
+        };
+        loop {
+            let finished = done.load(Ordering::Acquire);
+            let st = rb.snapshot(&mut check);
+            read += st.read;
+            lost += st.lost;
+            if finished {
+                break;
+            }
+        }
+        writer.join().unwrap();
+        let st = rb.snapshot(&mut check);
+        read += st.read;
+        lost += st.lost;
+        assert_eq!(read + lost, TOTAL);
+        assert_eq!(rb.written(), TOTAL);
+        assert_eq!(rb.lost(), lost);
+        assert_eq!(rb.dropped(), 0);
+        assert!(read > 0);
+    }
+
+    #[test]
+    fn concurrent_non_consuming_readers() {
+        // Several readers race a writer with read_from(); every accepted entry must be intact.
+        const N: usize = 16;
+        let rb = Arc::new(RingBuffer::<N>::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let rb = rb.clone();
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !done.load(Ordering::Acquire) {
+                        let from = rb.head().saturating_sub(N as u64);
+                        rb.read_from(from, |s, e| {
+                            assert_eq!(e, entry(s));
+                            n += 1;
+                        });
+                    }
+                    n
+                })
+            })
+            .collect();
+        for i in 0..200_000 {
+            rb.push(&entry(i));
+        }
+        done.store(true, Ordering::Release);
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn push_from_many_entries_never_panics() {
+        let rb = RingBuffer::<1>::new();
+        for i in 0..100 {
+            rb.push(&entry(i));
+        }
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 1, lost: 99 });
+        assert_eq!(v, [(99, entry(99))]);
+    }
+}

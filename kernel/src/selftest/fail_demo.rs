@@ -1,0 +1,40 @@
+//! Suite `fail_demo` (only with `fail_demo=1` on the command line): cases that fail on purpose,
+//! to prove the host notices an assertion failure, a panic and an exception.
+
+use crate::{kassert_eq, ktest};
+
+ktest! {
+    fn fail_demo::assertion_fails() {
+        kassert_eq!(1 + 1, 3, "deliberately wrong");
+        Ok(())
+    }
+}
+
+ktest! {
+    fn fail_demo::panics() {
+        let v: alloc::vec::Vec<u32> = alloc::vec::Vec::new();
+        let i = core::hint::black_box(3);
+        let _ = v[i];
+        Ok(())
+    }
+}
+
+ktest! {
+    fn fail_demo::unexpected_break() {
+        // SAFETY: deliberately raises an exception nobody expects; the harness recovers.
+        unsafe { core::arch::asm!("break 7") };
+        Ok(())
+    }
+}
+
+ktest! {
+    /// Runs last: hangs when the command line says `fail_demo=hang`.
+    fn fail_demo::zz_hang_if_asked() {
+        if crate::boot::cmdline().get("fail_demo") == Some("hang") {
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+        Ok(())
+    }
+}
