@@ -22,13 +22,13 @@ pub const BREAK0: u32 = 0x002A_0000;
 /// `ret`, i.e. `jirl $zero, $ra, 0`.
 pub const RET: u32 = 0x4C00_0020;
 
-/// Base word of `b offs26` (major opcode `0x14` in bits [31:26]).
+/// Base word of `b offs26` (major opcode `0x14` in bits 31..26).
 pub const B_BASE: u32 = 0x5000_0000;
-/// Base word of `bl offs26` (major opcode `0x15` in bits [31:26]).
+/// Base word of `bl offs26` (major opcode `0x15` in bits 31..26).
 pub const BL_BASE: u32 = 0x5400_0000;
-/// Base word of `jirl rd, rj, offs16` (major opcode `0x13` in bits [31:26]).
+/// Base word of `jirl rd, rj, offs16` (major opcode `0x13` in bits 31..26).
 pub const JIRL_BASE: u32 = 0x4C00_0000;
-/// Base word of `or rd, rj, rk` (bits [31:15] = `0x2A`).
+/// Base word of `or rd, rj, rk` (bits 31..15 = `0x2A`).
 pub const OR_BASE: u32 = 0x0015_0000;
 
 /// Reach of `b`/`bl` in bytes: the byte offset must lie in `[-B_REACH, B_REACH)`.
@@ -37,7 +37,7 @@ pub const B_REACH: u64 = 0x0800_0000;
 pub const JIRL_REACH: u64 = 0x2_0000;
 
 const OP6_MASK: u32 = 0xFC00_0000;
-/// Mask of the 17 opcode bits [31:15] shared by `or`, `break` and `ibar`.
+/// Mask of the 17 opcode bits 31..15 shared by `or`, `break` and `ibar`.
 const OP17_MASK: u32 = 0xFFFF_8000;
 const BREAK_BASE: u32 = BREAK0;
 const IBAR_BASE: u32 = IBAR0;
