@@ -16,6 +16,8 @@ pub mod cpu;
 #[cfg(target_arch = "loongarch64")]
 pub mod csr;
 #[cfg(target_arch = "loongarch64")]
+pub mod ftrace;
+#[cfg(target_arch = "loongarch64")]
 pub mod fw_cfg;
 #[cfg(target_arch = "loongarch64")]
 pub mod jump;

@@ -115,6 +115,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     }
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
+    crate::ftrace::init();
     crate::irq::start_tick();
 
     let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };

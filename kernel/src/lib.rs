@@ -29,4 +29,6 @@ pub mod selftest;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
+pub mod ftrace;
+#[cfg(target_os = "none")]
 pub mod irq;

@@ -13,8 +13,12 @@ use arch::frame::PtRegs;
 use arch::jump::JumpContext;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
+mod abi_oracle;
 mod boot_tests;
 mod fail_demo;
+mod ftrace_tests;
+mod insn_tests;
+pub mod targets;
 
 /// How a case ended other than passing.
 #[derive(Debug)]
@@ -120,8 +124,8 @@ pub fn add_isolation_check(name: &'static str, check: IsolationCheck) {
 }
 
 unsafe extern "C" {
-    static __start_ktest: KTest;
-    static __stop_ktest: KTest;
+    static __start_ktest: u8;
+    static __stop_ktest: u8;
 }
 
 /// Every registered case, in run order.
@@ -129,7 +133,7 @@ pub fn all_cases() -> Vec<&'static KTest> {
     // SAFETY: the linker script brackets the `.ktest` section, which holds only `KTest` statics
     // emitted by `ktest!`, each 8-byte aligned like the section.
     let cases = unsafe {
-        let start = core::ptr::addr_of!(__start_ktest);
+        let start = core::ptr::addr_of!(__start_ktest) as *const KTest;
         let n = (core::ptr::addr_of!(__stop_ktest) as usize - start as usize) / core::mem::size_of::<KTest>();
         core::slice::from_raw_parts(start, n)
     };
@@ -260,15 +264,18 @@ pub fn run(sel: &Selection) -> Summary {
     sum
 }
 
-fn recovery_for_this_cpu() -> Option<*mut JumpContext> {
+/// The recovery point of the case running on this CPU, if the failure happened at trap depth
+/// `depth` (0 for a panic in normal context, 1 inside the handler of an exception taken there).
+fn recovery_for_this_cpu(depth: u32) -> Option<*mut JumpContext> {
     let ctx = RECOVERY.load(Ordering::Acquire);
-    (!ctx.is_null() && RUNNER_CPU.load(Ordering::Relaxed) == arch::cpu::id()).then_some(ctx)
+    let here = RUNNER_CPU.load(Ordering::Relaxed) == arch::cpu::id() && arch::trap::depth() == depth;
+    (!ctx.is_null() && here).then_some(ctx)
 }
 
 /// Called by the panic handler: a panic inside a case fails that case and resumes the harness.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn on_panic(info: &core::panic::PanicInfo) {
-    let Some(ctx) = recovery_for_this_cpu() else { return };
+    let Some(ctx) = recovery_for_this_cpu(0) else { return };
     // Recover at most once per case: a panic while reporting goes to the fatal path.
     RECOVERY.store(core::ptr::null_mut(), Ordering::Release);
     let loc = info.location();
@@ -289,7 +296,7 @@ pub fn on_panic(info: &core::panic::PanicInfo) {
 /// return into the harness. Returns whether it did.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn on_exception(frame: &mut PtRegs) -> bool {
-    let Some(ctx) = recovery_for_this_cpu() else { return false };
+    let Some(ctx) = recovery_for_this_cpu(1) else { return false };
     RECOVERY.store(core::ptr::null_mut(), Ordering::Release);
     println!("    # unexpected exception in the case:");
     crate::panic::print_exception(frame, "    #   ");

@@ -1,0 +1,57 @@
+# loongtrace: build, boot and test the kernel. `make help` lists the targets.
+
+TARGET      := loongarch64-unknown-none-softfloat
+RAW_ELF     := target/$(TARGET)/release/loongtrace
+KERNEL      := target/loongtrace.elf
+QEMU        ?= qemu-system-loongarch64
+SMP         ?= 1
+CMDLINE     ?= demo=1
+TIMEOUT     ?= 120
+GDB         ?= gdb-multiarch
+QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL)
+
+export QEMU
+
+.PHONY: help setup build qemu test test-host test-kernel bench gdb clean FORCE
+
+help:
+	@echo "make setup   install QEMU, gdb-multiarch and the Rust components (Debian)"
+	@echo "make qemu    build and boot the kernel: boot log, self-tests, demos"
+	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
+	@echo "make bench   instruction counts per traced call under qemu -icount"
+	@echo "make gdb     boot halted and attach gdb-multiarch"
+	@echo "variables:   QEMU=/path/to/qemu-system-loongarch64 SMP=n CMDLINE='tests=boot|insn'"
+
+setup:
+	@./tools/setup.sh
+
+build: $(KERNEL)
+
+# Cargo decides what is stale; ltsym then embeds the symbol table into a copy of the image.
+$(KERNEL): FORCE
+	cargo kbuild
+	cargo run -q --release -p loongtrace-tools --bin ltsym -- $(RAW_ELF) $(KERNEL)
+
+qemu: build
+	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)"
+
+test-host:
+	cargo test -q -p loongtrace-arch -p loongtrace-tools
+	cargo test -q -p loongtrace-kernel --lib
+	cargo test -q -p loongtrace-tests --lib
+
+test-kernel: build
+	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(SMP) \
+		cargo test -q -p loongtrace-tests --test fail_demo
+	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(SMP) \
+		cargo test -q -p loongtrace-tests --test kernel
+
+test: test-host test-kernel
+
+gdb: build
+	$(QEMU) $(QEMU_ARGS) -s -S -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)" & \
+	$(GDB) -q $(KERNEL) -ex 'set architecture Loongarch64' -ex 'target remote :1234'; \
+	kill %1 2>/dev/null || true
+
+clean:
+	cargo clean

@@ -1,0 +1,319 @@
+//! The ftrace assembly (`ftrace_caller`, `ftrace_regs_caller`, `ftrace_common`,
+//! `ftrace_common_return`, `ftrace_stub`, `ftrace_stub_direct_tramp`) and the small arch hooks the
+//! generic core calls to rewrite patch sites (`init_nop`, `make_call`, `make_nop`, `modify_call`,
+//! `update_ftrace_func`).
+//!
+//! # Patch sites
+//!
+//! Every traceable function starts with two words that the compiler emits as `nop`:
+//!
+//! | compiled | disabled      | enabled                    |
+//! |----------|---------------|----------------------------|
+//! | `nop`    | `move t0, ra` | `move t0, ra`              |
+//! | `nop`    | `nop`         | `bl <caller or trampoline>` |
+//!
+//! `init_nop` writes the first word once at boot; enabling and disabling only ever rewrite the
+//! second. After `move t0, ra; bl X`: `t0` = the parent's return address, `ra` = `ip + 8` (the
+//! function body), where `ip` is the function's entry.
+//!
+//! # Register contract of the return paths (v6.19 convention)
+//!
+//! | exit of `ftrace_common_return` | t0 | ra | jumps to |
+//! |---|---|---|---|
+//! | normal (`t1` slot = 0) | resume address (`ip + 8` or a redirect) | parent (or the graph return hook) | `t0` |
+//! | direct (`t1` slot != 0) | parent (or the graph return hook) | resume address | `t1` |
+//!
+//! A direct trampoline therefore sees `t0` = parent and `ra` = body whether it is called straight
+//! from the site or through `ftrace_regs_caller`, and ends with `move t1, ra; move ra, t0; jr t1`.
+
+use crate::frame::*;
+use crate::insn::{self, InsnError};
+use crate::patch::{self, PatchError};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// Value `ftrace_regs_caller` stores in the (otherwise unused) `$r0` slot of its frame, so that
+/// callbacks can tell a full register frame from the argument-only one of `ftrace_caller`.
+pub const FULL_REGS_MARK: u64 = 0x5245_4753; // "REGS"
+
+/// The ops pointer handed to the function patched into `ftrace_call` (third argument).
+#[unsafe(no_mangle)]
+static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+// ftrace_caller / ftrace_regs_caller
+//   in:   t0 = parent return address, ra = traced function body (ip + 8), a0-a7 = its arguments,
+//         sp = the traced function's caller's sp.
+//   does: pushes a PtRegs frame (PT_SIZE bytes): PT_RA = parent, PT_ERA = body, a0-a7, fp,
+//         PT_SP = sp at entry, PT_T1 = 0 (direct-call slot), PT_R0 = 0 or FULL_REGS_MARK;
+//         ftrace_regs_caller also saves tp, r21, t0, t2-t8, s0-s8. Then continues in ftrace_common.
+//
+// ftrace_common
+//   in:   the frame above at sp.
+//   does: builds two frame records inside the frame so that a backtrace from a callback shows
+//         the traced function and then its parent; calls the word at `ftrace_call` with
+//         a0 = ip, a1 = parent, a2 = LOONGTRACE_FUNCTION_TRACE_OP, a3 = frame; runs the word at
+//         `ftrace_graph_call` (a `nop`, or a branch to the graph hook that comes back to
+//         ftrace_common_return).
+//
+// ftrace_common_return
+//   in:   sp = the frame (callbacks may have changed PT_A0-A7, PT_RA, PT_ERA, PT_T1).
+//   does: restores a0-a7 and fp, pops the frame and leaves as in the table in the module docs.
+//   clobbers: t0, t1 (and ra, which it sets); every other register is as the traced function's
+//         caller left it, so the traced function sees its real arguments.
+//
+// ftrace_stub: `jr ra`, the do-nothing callback.
+// ftrace_stub_direct_tramp: the do-nothing direct trampoline (t0 = parent, ra = body on entry;
+//   resumes the body with ra = parent; clobbers t1).
+core::arch::global_asm!(
+    r#"
+    .macro FTRACE_REGS_ENTRY allregs
+    addi.d  $sp, $sp, -{size}
+    st.d    $t0, $sp, {ra}
+    st.d    $a0, $sp, {a0} + 0
+    st.d    $a1, $sp, {a0} + 8
+    st.d    $a2, $sp, {a0} + 16
+    st.d    $a3, $sp, {a0} + 24
+    st.d    $a4, $sp, {a0} + 32
+    st.d    $a5, $sp, {a0} + 40
+    st.d    $a6, $sp, {a0} + 48
+    st.d    $a7, $sp, {a0} + 56
+    st.d    $fp, $sp, {fp}
+    .if \allregs
+    st.d    $tp, $sp, {tp}
+    st.d    $t0, $sp, {t0}
+    .irp n, 14,15,16,17,18,19,20,21,23,24,25,26,27,28,29,30,31
+    st.d    $r\n, $sp, \n * 8
+    .endr
+    li.w    $t1, {full}
+    st.d    $t1, $sp, {r0}
+    .else
+    st.d    $zero, $sp, {r0}
+    .endif
+    st.d    $ra, $sp, {era}
+    st.d    $zero, $sp, {t1}
+    addi.d  $t1, $sp, {size}
+    st.d    $t1, $sp, {sp}
+    .endm
+
+    .text
+    .balign 4
+    .global ftrace_stub
+    .type ftrace_stub, @function
+ftrace_stub:
+    jr      $ra
+    .size ftrace_stub, . - ftrace_stub
+
+    .global ftrace_caller
+    .type ftrace_caller, @function
+ftrace_caller:
+    FTRACE_REGS_ENTRY 0
+    b       ftrace_common
+    .size ftrace_caller, . - ftrace_caller
+
+    .global ftrace_regs_caller
+    .type ftrace_regs_caller, @function
+ftrace_regs_caller:
+    FTRACE_REGS_ENTRY 1
+    b       ftrace_common
+    .size ftrace_regs_caller, . - ftrace_regs_caller
+
+    .global ftrace_common
+    .type ftrace_common, @function
+ftrace_common:
+    st.d    $fp, $sp, {crmd}
+    st.d    $t0, $sp, {prmd}
+    addi.d  $t1, $sp, {prmd} + 8
+    st.d    $t1, $sp, {orig_a0}
+    addi.d  $fp, $sp, {era} + 8
+    addi.d  $a0, $ra, -8
+    move    $a1, $t0
+    la.pcrel $t1, LOONGTRACE_FUNCTION_TRACE_OP
+    ld.d    $a2, $t1, 0
+    move    $a3, $sp
+    .global ftrace_call
+ftrace_call:
+    bl      ftrace_stub
+    .global ftrace_graph_call
+ftrace_graph_call:
+    nop
+    .global ftrace_common_return
+ftrace_common_return:
+    ld.d    $a0, $sp, {a0} + 0
+    ld.d    $a1, $sp, {a0} + 8
+    ld.d    $a2, $sp, {a0} + 16
+    ld.d    $a3, $sp, {a0} + 24
+    ld.d    $a4, $sp, {a0} + 32
+    ld.d    $a5, $sp, {a0} + 40
+    ld.d    $a6, $sp, {a0} + 48
+    ld.d    $a7, $sp, {a0} + 56
+    ld.d    $fp, $sp, {fp}
+    ld.d    $t1, $sp, {t1}
+    bnez    $t1, 1f
+    ld.d    $ra, $sp, {ra}
+    ld.d    $t0, $sp, {era}
+    addi.d  $sp, $sp, {size}
+    jr      $t0
+1:
+    ld.d    $t0, $sp, {ra}
+    ld.d    $ra, $sp, {era}
+    addi.d  $sp, $sp, {size}
+    jr      $t1
+    .size ftrace_common, . - ftrace_common
+
+    .global ftrace_stub_direct_tramp
+    .type ftrace_stub_direct_tramp, @function
+ftrace_stub_direct_tramp:
+    move    $t1, $ra
+    move    $ra, $t0
+    jr      $t1
+    .size ftrace_stub_direct_tramp, . - ftrace_stub_direct_tramp
+"#,
+    size = const PT_SIZE,
+    ra = const PT_RA,
+    tp = const PT_TP,
+    sp = const PT_SP,
+    a0 = const PT_A0,
+    t0 = const PT_T0,
+    t1 = const PT_T1,
+    fp = const PT_FP,
+    r0 = const PT_R0,
+    orig_a0 = const PT_ORIG_A0,
+    era = const PT_ERA,
+    crmd = const PT_CRMD,
+    prmd = const PT_PRMD,
+    full = const FULL_REGS_MARK,
+);
+
+unsafe extern "C" {
+    fn ftrace_stub();
+    fn ftrace_caller();
+    fn ftrace_regs_caller();
+    fn ftrace_common();
+    fn ftrace_stub_direct_tramp();
+    static ftrace_call: u32;
+    static ftrace_graph_call: u32;
+    static ftrace_common_return: u32;
+}
+
+/// Addresses of the assembly entry points.
+pub mod addr {
+    macro_rules! fn_addr {
+        ($($(#[$m:meta])* $name:ident => $sym:ident;)*) => {$(
+            $(#[$m])*
+            #[inline]
+            pub fn $name() -> u64 {
+                super::$sym as *const () as u64
+            }
+        )*};
+    }
+    fn_addr! {
+        /// `ftrace_caller`: the argument-saving entry.
+        caller => ftrace_caller;
+        /// `ftrace_regs_caller`: the full-register entry.
+        regs_caller => ftrace_regs_caller;
+        /// `ftrace_common`.
+        common => ftrace_common;
+        /// `ftrace_stub`: returns at once.
+        stub => ftrace_stub;
+        /// `ftrace_stub_direct_tramp`: the no-op direct trampoline.
+        stub_direct_tramp => ftrace_stub_direct_tramp;
+    }
+    /// The patchable `bl` inside `ftrace_common` that calls the tracer function.
+    #[inline]
+    pub fn ftrace_call() -> u64 {
+        core::ptr::addr_of!(super::ftrace_call) as u64
+    }
+    /// The patchable word inside `ftrace_common` that branches to the graph hook.
+    #[inline]
+    pub fn ftrace_graph_call() -> u64 {
+        core::ptr::addr_of!(super::ftrace_graph_call) as u64
+    }
+    /// `ftrace_common_return`.
+    #[inline]
+    pub fn common_return() -> u64 {
+        core::ptr::addr_of!(super::ftrace_common_return) as u64
+    }
+}
+
+/// Sets the ops pointer passed as the third argument of the `ftrace_call` function.
+#[inline]
+pub fn set_function_trace_op(op: *const ()) {
+    LOONGTRACE_FUNCTION_TRACE_OP.store(op as *mut (), Ordering::Release);
+}
+
+/// Why an arch hook refused to patch. Nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FtraceArchError {
+    /// The branch cannot be encoded (target misaligned or beyond ±128 MiB).
+    Insn(InsnError),
+    /// The text is not what was expected, or the address is not kernel text.
+    Patch(PatchError),
+}
+
+impl core::fmt::Display for FtraceArchError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FtraceArchError::Insn(e) => write!(f, "{e}"),
+            FtraceArchError::Patch(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<InsnError> for FtraceArchError {
+    fn from(e: InsnError) -> Self {
+        FtraceArchError::Insn(e)
+    }
+}
+impl From<PatchError> for FtraceArchError {
+    fn from(e: PatchError) -> Self {
+        FtraceArchError::Patch(e)
+    }
+}
+
+/// The word at the call slot (`ip + 4`) of a site calling `target` (`nop` when `None`).
+pub fn call_word(ip: u64, target: Option<u64>) -> Result<u32, InsnError> {
+    match target {
+        Some(t) => insn::encode_bl(ip + 4, t),
+        None => Ok(insn::NOP),
+    }
+}
+
+/// `move t0, ra`, the first word of every initialised site.
+pub const SITE_MOVE: u32 = insn::encode_move(insn::Reg::T0, insn::Reg::Ra);
+
+/// Boot-time initialisation of the site at `ip`: first word `nop` → `move t0, ra`, after
+/// checking that both words are still the compiler's `nop`s.
+pub fn init_nop(ip: u64) -> Result<(), FtraceArchError> {
+    let second = patch::read_insn(ip + 4)?;
+    if second != insn::NOP {
+        return Err(PatchError::Mismatch { addr: ip + 4, expected: insn::NOP, found: second }.into());
+    }
+    patch::patch_insn(ip, insn::NOP, SITE_MOVE)?;
+    Ok(())
+}
+
+/// Rewrites the call slot of the site at `ip` from calling `old` to calling `new` (`None` =
+/// `nop`), validating the old word first. Covers Linux's `ftrace_make_call` (None → Some),
+/// `ftrace_make_nop` (Some → None) and `ftrace_modify_call` (Some → Some).
+pub fn modify_call(ip: u64, old: Option<u64>, new: Option<u64>) -> Result<(), FtraceArchError> {
+    let old_w = call_word(ip, old)?;
+    let new_w = call_word(ip, new)?;
+    patch::patch_insn(ip + 4, old_w, new_w)?;
+    Ok(())
+}
+
+/// Enables the site at `ip`: `nop` → `bl target`.
+pub fn make_call(ip: u64, target: u64) -> Result<(), FtraceArchError> {
+    modify_call(ip, None, Some(target))
+}
+
+/// Disables the site at `ip`: `bl target` → `nop`.
+pub fn make_nop(ip: u64, target: u64) -> Result<(), FtraceArchError> {
+    modify_call(ip, Some(target), None)
+}
+
+/// Points the `bl` at `ftrace_call` from `old` to `new` (both function addresses).
+pub fn update_ftrace_func(old: u64, new: u64) -> Result<(), FtraceArchError> {
+    let pc = addr::ftrace_call();
+    patch::patch_insn(pc, insn::encode_bl(pc, old)?, insn::encode_bl(pc, new)?)?;
+    Ok(())
+}

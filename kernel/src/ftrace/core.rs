@@ -1,0 +1,500 @@
+//! The generic ftrace core: registered ops, the state of every site, and the ordered updates
+//! that move the text from one configuration to the next.
+//!
+//! All policy lives here; the arch layer only rewrites single words (`arch::ftrace`).
+//!
+//! An update goes through fixed steps, each followed by a synchronisation of all CPUs, so that a
+//! call in flight always finds a valid target (the order of Linux's `ftrace_modify_all_code`):
+//! 1. `ftrace_call` is pointed at the list function, which checks every ops' filter itself;
+//! 2. the new ops list and the new per-ops site sets are published;
+//! 3. the sites are patched (`nop` ↔ `bl caller` ↔ `bl regs_caller` ↔ `bl trampoline`);
+//! 4. the ops pointer and then `ftrace_call` are set for the final configuration: the stub (no
+//!    ops), the single ops' callback (straight, or through the recursion-guarding assist function),
+//!    or the list function;
+//! 5. what the old configuration used (site sets, lists) is freed.
+
+use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsConfig, OpsFlags};
+use super::recursion;
+use super::sites::{self, Site, SiteSet};
+use alloc::boxed::Box;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+bitflags::bitflags! {
+    /// State of one site.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SiteFlags: u32 {
+        /// The call slot holds a `bl`.
+        const ENABLED = 1 << 0;
+        /// ... to `ftrace_regs_caller`.
+        const REGS = 1 << 1;
+        /// ... straight to a direct trampoline.
+        const DIRECT = 1 << 2;
+        /// Patching failed once; the site is never touched again.
+        const FAILED = 1 << 3;
+        /// Never traced (see `sites::NOTRACE_POLICY`).
+        const NOTRACE = 1 << 4;
+    }
+}
+
+/// Mutable state of a site (under the core lock).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SiteState {
+    pub flags: SiteFlags,
+    /// Registered ops that want the site.
+    pub refs: u32,
+    /// Current target of the call slot (0 = `nop`).
+    pub target: u64,
+}
+
+/// A snapshot of one site for inspection and tests.
+#[derive(Clone, Copy, Debug)]
+pub struct SiteInfo {
+    pub site: Site,
+    pub state: SiteState,
+}
+
+pub(crate) struct Core {
+    pub state: Vec<SiteState>,
+    pub ops: Vec<&'static FtraceOps>,
+    /// Current target of the `bl` at `ftrace_call`.
+    pub call_target: u64,
+    pub init_ticks: u64,
+}
+
+pub(crate) static CORE: spin::Mutex<Option<Core>> = spin::Mutex::new(None);
+/// The registered ops as the list function sees them (a leaked `Vec`, replaced on update).
+static OPS_LIST: AtomicPtr<Vec<&'static FtraceOps>> = AtomicPtr::new(core::ptr::null_mut());
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every CPU see earlier text and data changes before the caller goes on. Only the boot
+/// CPU runs today; this is where secondary CPUs get synchronised.
+#[inline]
+fn sync_all_cpus() {
+    arch::cpu::dbar();
+    arch::cpu::ibar();
+}
+
+/// Reports a site that could not be patched, once, in the manner of Linux's `ftrace_bug`.
+fn ftrace_bug(site: &Site, what: &str, err: &arch::ftrace::FtraceArchError) {
+    let w0 = arch::patch::read_insn(site.ip).unwrap_or(0);
+    let w1 = arch::patch::read_insn(site.ip + 4).unwrap_or(0);
+    log::error!(
+        "ftrace bug: {what} failed at {} ({:#x}): {err}; site words {w0:#010x} {w1:#010x}; the site is disabled for good",
+        site.name,
+        site.ip
+    );
+}
+
+/// Boot-time init: writes `move t0, ra` into every site. Returns (sites, notrace, failed).
+pub fn init(entries: &[u64]) -> (usize, usize, usize) {
+    let t0 = arch::time::ticks();
+    let all = sites::build(entries);
+    let mut state = alloc::vec![SiteState::default(); all.len()];
+    let (mut notrace, mut failed) = (0, 0);
+    for (site, st) in all.iter().zip(state.iter_mut()) {
+        if sites::notrace_by_policy(site.name) {
+            st.flags |= SiteFlags::NOTRACE;
+            notrace += 1;
+        }
+        if let Err(e) = arch::ftrace::init_nop(site.ip) {
+            ftrace_bug(site, "init", &e);
+            st.flags |= SiteFlags::FAILED;
+            failed += 1;
+        }
+    }
+    let init_ticks = arch::time::ticks() - t0;
+    *CORE.lock() = Some(Core { state, ops: Vec::new(), call_target: arch::ftrace::addr::stub(), init_ticks });
+    (all.len(), notrace, failed)
+}
+
+/// Counter ticks boot-time init took.
+pub fn init_ticks() -> u64 {
+    CORE.lock().as_ref().map_or(0, |c| c.init_ticks)
+}
+
+fn with_core<R>(f: impl FnOnce(&mut Core) -> Result<R, FtraceError>) -> Result<R, FtraceError> {
+    let mut g = CORE.lock();
+    let core = g.as_mut().ok_or(FtraceError::NotInitialised)?;
+    f(core)
+}
+
+/// Whether a site can be traced at all.
+fn traceable(st: &SiteState) -> bool {
+    !st.flags.intersects(SiteFlags::NOTRACE | SiteFlags::FAILED)
+}
+
+/// The sites an ops wants under `cfg`.
+fn compute_wants(core: &Core, cfg: &OpsConfig) -> SiteSet {
+    let mut set = SiteSet::new();
+    for (i, st) in core.state.iter().enumerate() {
+        let selected = cfg.filter.as_ref().is_none_or(|f| f.contains(i));
+        if selected && !cfg.notrace.contains(i) && traceable(st) {
+            set.insert(i);
+        }
+    }
+    set
+}
+
+/// Applies the words of a `set_ftrace_filter`-style line to `set`.
+fn apply_words(core: &Core, set: &mut SiteSet, text: &str) -> Result<(), FtraceError> {
+    let all = sites::all();
+    let mut any = false;
+    for word in crate::glob::filter_tokens(text) {
+        any = true;
+        let (neg, pat) = crate::glob::parse_filter_token(word).map_err(|_| FtraceError::BadFilter(word.to_string()))?;
+        let (mut hits, mut notrace_hits) = (0usize, 0usize);
+        for (i, site) in all.iter().enumerate() {
+            if !crate::glob::name_matches(pat, site.name) {
+                continue;
+            }
+            if !traceable(&core.state[i]) {
+                notrace_hits += 1;
+                continue;
+            }
+            hits += 1;
+            if neg {
+                set.remove(i);
+            } else {
+                set.insert(i);
+            }
+        }
+        if hits == 0 {
+            return Err(if notrace_hits > 0 {
+                FtraceError::NotTraceable(word.to_string())
+            } else {
+                FtraceError::NoMatch(word.to_string())
+            });
+        }
+    }
+    if any { Ok(()) } else { Err(FtraceError::BadFilter(text.to_string())) }
+}
+
+/// Which list an edit goes to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Filter,
+    Notrace,
+}
+
+fn edit_config(
+    ops: &'static FtraceOps,
+    which: Which,
+    edit: impl FnOnce(&Core, &mut SiteSet) -> Result<(), FtraceError>,
+    reset: bool,
+) -> Result<(), FtraceError> {
+    with_core(|core| {
+        let mut cfg = ops.config.lock().clone().unwrap_or_default();
+        let list = match which {
+            Which::Filter => cfg.filter.get_or_insert_with(SiteSet::new),
+            Which::Notrace => &mut cfg.notrace,
+        };
+        let mut edited = if reset { SiteSet::new() } else { list.clone() };
+        edit(core, &mut edited)?;
+        *list = edited;
+        *ops.config.lock() = Some(cfg);
+        if ops.is_registered() {
+            let list = core.ops.clone();
+            update(core, list);
+        }
+        Ok(())
+    })
+}
+
+/// Adds (or with `!word` removes) the functions named by the globs in `text` to the ops'
+/// filter, like writing to Linux's `set_ftrace_filter`. `reset` starts from an empty filter.
+/// An ops with no filter traces every function.
+pub fn ftrace_set_filter(ops: &'static FtraceOps, text: &str, reset: bool) -> Result<(), FtraceError> {
+    edit_config(ops, Which::Filter, |core, set| apply_words(core, set, text), reset)
+}
+
+/// Adds functions the ops must never trace, like Linux's `set_ftrace_notrace`.
+pub fn ftrace_set_notrace(ops: &'static FtraceOps, text: &str, reset: bool) -> Result<(), FtraceError> {
+    edit_config(ops, Which::Notrace, |core, set| apply_words(core, set, text), reset)
+}
+
+/// Adds (or removes) one function by its entry address.
+pub fn ftrace_set_filter_ip(ops: &'static FtraceOps, ip: u64, remove: bool, reset: bool) -> Result<(), FtraceError> {
+    let i = sites::index_of(ip).ok_or(FtraceError::NotASite(ip))?;
+    edit_config(
+        ops,
+        Which::Filter,
+        |core, set| {
+            if !traceable(&core.state[i]) {
+                return Err(FtraceError::NotTraceable(sites::all()[i].name.to_string()));
+            }
+            if remove { set.remove(i) } else { set.insert(i) }
+            Ok(())
+        },
+        reset,
+    )
+}
+
+/// Drops the ops' filter and notrace lists (it then wants every function).
+pub fn ftrace_reset_filters(ops: &'static FtraceOps) -> Result<(), FtraceError> {
+    with_core(|core| {
+        *ops.config.lock() = None;
+        if ops.is_registered() {
+            let list = core.ops.clone();
+            update(core, list);
+        }
+        Ok(())
+    })
+}
+
+/// Starts calling `ops` for the functions it wants.
+pub fn register_ftrace_function(ops: &'static FtraceOps) -> Result<(), FtraceError> {
+    if ops.flags.contains(OpsFlags::DIRECT) {
+        return Err(FtraceError::WrongKind);
+    }
+    register_locked(ops)
+}
+
+pub(crate) fn register_locked(ops: &'static FtraceOps) -> Result<(), FtraceError> {
+    with_core(|core| {
+        if core.ops.iter().any(|o| core::ptr::eq(*o, ops)) {
+            return Err(FtraceError::AlreadyRegistered);
+        }
+        let mut list = core.ops.clone();
+        list.push(ops);
+        update(core, list);
+        Ok(())
+    })
+}
+
+/// Stops calling `ops`. When this returns no CPU is running its callback, so it may be freed.
+pub fn unregister_ftrace_function(ops: &'static FtraceOps) -> Result<(), FtraceError> {
+    if ops.flags.contains(OpsFlags::DIRECT) {
+        return Err(FtraceError::WrongKind);
+    }
+    unregister_locked(ops)
+}
+
+pub(crate) fn unregister_locked(ops: &'static FtraceOps) -> Result<(), FtraceError> {
+    with_core(|core| {
+        if !core.ops.iter().any(|o| core::ptr::eq(*o, ops)) {
+            return Err(FtraceError::NotRegistered);
+        }
+        let list: Vec<_> = core.ops.iter().copied().filter(|o| !core::ptr::eq(*o, ops)).collect();
+        update(core, list);
+        Ok(())
+    })
+}
+
+/// Where a site wanted by `users` should branch (None = `nop`).
+fn site_target(users: &[&'static FtraceOps], ip: u64) -> Option<u64> {
+    match users {
+        [] => None,
+        [only] if only.flags.contains(OpsFlags::DIRECT) => {
+            let tramp = super::direct::site_entry(only);
+            if arch::insn::bl_reachable(ip + 4, tramp) { Some(tramp) } else { Some(arch::ftrace::addr::regs_caller()) }
+        }
+        _ if users.iter().any(|o| o.flags.intersects(OpsFlags::SAVE_REGS | OpsFlags::DIRECT)) => {
+            Some(arch::ftrace::addr::regs_caller())
+        }
+        _ => Some(arch::ftrace::addr::caller()),
+    }
+}
+
+fn set_call_target(core: &mut Core, target: u64) {
+    if core.call_target == target {
+        return;
+    }
+    match arch::ftrace::update_ftrace_func(core.call_target, target) {
+        Ok(()) => core.call_target = target,
+        Err(e) => log::error!("ftrace bug: cannot retarget ftrace_call: {e}"),
+    }
+    sync_all_cpus();
+}
+
+/// Moves text and published state to the configuration where exactly `new_ops` are registered.
+fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
+    let list_func = ftrace_ops_list_func as *const () as u64;
+    // 1. Route every call through the list function while anything changes.
+    if core.call_target != arch::ftrace::addr::stub() {
+        set_call_target(core, list_func);
+    }
+    // 2. Publish the new site sets and ops list.
+    let mut retired_sets: Vec<*mut SiteSet> = Vec::new();
+    for ops in core.ops.iter().filter(|o| !new_ops.iter().any(|n| core::ptr::eq(*n, **o))) {
+        ops.registered.store(false, Ordering::Release);
+        retired_sets.push(ops.wants.swap(core::ptr::null_mut(), Ordering::AcqRel));
+    }
+    for ops in &new_ops {
+        let cfg = ops.config.lock().clone().unwrap_or_default();
+        let set = Box::into_raw(Box::new(compute_wants(core, &cfg)));
+        retired_sets.push(ops.wants.swap(set, Ordering::AcqRel));
+        ops.registered.store(true, Ordering::Release);
+    }
+    let old_list = OPS_LIST.swap(Box::into_raw(Box::new(new_ops.clone())), Ordering::AcqRel);
+    core.ops = new_ops;
+    sync_all_cpus();
+    // 3. Patch the sites.
+    let all = sites::all();
+    let mut users: Vec<&'static FtraceOps> = Vec::new();
+    for (i, site) in all.iter().enumerate() {
+        let st = &mut core.state[i];
+        if !traceable(st) {
+            continue;
+        }
+        users.clear();
+        users.extend(core.ops.iter().copied().filter(|o| o.wants_index(i)));
+        st.refs = users.len() as u32;
+        let want = site_target(&users, site.ip);
+        let have = (st.target != 0).then_some(st.target);
+        if want == have {
+            continue;
+        }
+        match arch::ftrace::modify_call(site.ip, have, want) {
+            Ok(()) => {
+                st.target = want.unwrap_or(0);
+                st.flags.remove(SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
+                if let Some(t) = want {
+                    st.flags |= SiteFlags::ENABLED;
+                    if t == arch::ftrace::addr::regs_caller() {
+                        st.flags |= SiteFlags::REGS;
+                    } else if t != arch::ftrace::addr::caller() {
+                        st.flags |= SiteFlags::DIRECT;
+                    }
+                }
+            }
+            Err(e) => {
+                ftrace_bug(site, if want.is_some() { "enable" } else { "disable" }, &e);
+                st.flags |= SiteFlags::FAILED;
+            }
+        }
+    }
+    sync_all_cpus();
+    // 4. The final function at ftrace_call.
+    let (op, target) = match core.ops.as_slice() {
+        [] => (core::ptr::null(), arch::ftrace::addr::stub()),
+        [only] if only.flags.contains(OpsFlags::RECURSION) => (*only as *const FtraceOps, ftrace_ops_assist_func as *const () as u64),
+        [only] => (*only as *const FtraceOps, only.func as *const () as u64),
+        _ => (core::ptr::null(), list_func),
+    };
+    if core.call_target != target {
+        set_call_target(core, list_func);
+        arch::ftrace::set_function_trace_op(op as *const ());
+        sync_all_cpus();
+        set_call_target(core, target);
+    } else {
+        arch::ftrace::set_function_trace_op(op as *const ());
+        sync_all_cpus();
+    }
+    // 5. Nothing can reach the old state any more.
+    for p in retired_sets.into_iter().filter(|p| !p.is_null()) {
+        // SAFETY: `p` came from `Box::into_raw` above (an earlier update) and was unpublished in
+        // step 2; every CPU has synchronised since, so no hot path still reads it.
+        drop(unsafe { Box::from_raw(p) });
+    }
+    if !old_list.is_null() {
+        // SAFETY: as above, for the previous ops list.
+        drop(unsafe { Box::from_raw(old_list) });
+    }
+}
+
+/// Calls every registered ops that wants `ip` (the `ftrace_call` target when several ops are
+/// registered, and during every update).
+pub extern "C" fn ftrace_ops_list_func(ip: u64, parent_ip: u64, _op: &FtraceOps, regs: &mut FtraceRegs) {
+    let Some(held) = recursion::trylock() else { return };
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    let list = OPS_LIST.load(Ordering::Acquire);
+    if let (Some(i), false) = (sites::index_of(ip), list.is_null()) {
+        // SAFETY: a published list stays valid until every CPU synchronised after replacing it.
+        for ops in unsafe { (*list).iter() } {
+            if ops.wants_index(i) && (!ops.flags.contains(OpsFlags::SAVE_REGS) || regs.has_full_regs()) {
+                (ops.func)(ip, parent_ip, ops, regs);
+            }
+        }
+    }
+    recursion::unlock(held);
+}
+
+/// The `ftrace_call` target for a single ops that asked for recursion protection.
+pub extern "C" fn ftrace_ops_assist_func(ip: u64, parent_ip: u64, op: &FtraceOps, regs: &mut FtraceRegs) {
+    let Some(held) = recursion::trylock() else { return };
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    if let Some(i) = sites::index_of(ip)
+        && op.wants_index(i)
+        && (!op.flags.contains(OpsFlags::SAVE_REGS) || regs.has_full_regs())
+    {
+        (op.func)(ip, parent_ip, op, regs);
+    }
+    recursion::unlock(held);
+}
+
+/// Calls through the list or assist function so far.
+pub fn dispatched_calls() -> u64 {
+    CALLS.load(Ordering::Relaxed)
+}
+
+/// A snapshot of the site with entry `ip`.
+pub fn site_info(ip: u64) -> Option<SiteInfo> {
+    let i = sites::index_of(ip)?;
+    let g = CORE.lock();
+    let st = g.as_ref()?.state[i];
+    Some(SiteInfo { site: sites::all()[i], state: st })
+}
+
+/// Visits every site with its state.
+pub fn for_each_site(mut f: impl FnMut(SiteInfo)) {
+    let g = CORE.lock();
+    let Some(core) = g.as_ref() else { return };
+    for (site, st) in sites::all().iter().zip(core.state.iter()) {
+        f(SiteInfo { site: *site, state: *st });
+    }
+}
+
+/// Number of registered ops.
+pub fn registered_ops() -> usize {
+    CORE.lock().as_ref().map_or(0, |c| c.ops.len())
+}
+
+/// The current target of `ftrace_call`.
+pub fn call_target() -> u64 {
+    CORE.lock().as_ref().map_or(0, |c| c.call_target)
+}
+
+/// Test support: puts a failed site back to its disabled words and makes it usable again.
+/// `found` is the word currently in the call slot.
+pub fn repair_site(ip: u64, found: u32) -> Result<(), FtraceError> {
+    with_core(|core| {
+        let i = sites::index_of(ip).ok_or(FtraceError::NotASite(ip))?;
+        arch::patch::patch_insn(ip + 4, found, arch::insn::NOP).map_err(|_| FtraceError::NotASite(ip))?;
+        let st = &mut core.state[i];
+        st.flags.remove(SiteFlags::FAILED | SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
+        st.target = 0;
+        Ok(())
+    })
+}
+
+/// Checks that the text matches the disabled state everywhere: every usable site is
+/// `move t0, ra; nop`, no ops is registered and `ftrace_call` calls the stub.
+pub fn check_all_disabled() -> Result<(), alloc::string::String> {
+    let g = CORE.lock();
+    let Some(core) = g.as_ref() else { return Ok(()) };
+    if !core.ops.is_empty() {
+        return Err(alloc::format!("{} ops still registered", core.ops.len()));
+    }
+    if core.call_target != arch::ftrace::addr::stub() {
+        return Err("ftrace_call does not call ftrace_stub".into());
+    }
+    let mut bad = 0;
+    let mut first = None;
+    for (site, st) in sites::all().iter().zip(core.state.iter()) {
+        if st.flags.contains(SiteFlags::FAILED) {
+            continue;
+        }
+        let w0 = arch::patch::read_insn(site.ip);
+        let w1 = arch::patch::read_insn(site.ip + 4);
+        if w0 != Ok(arch::ftrace::SITE_MOVE) || w1 != Ok(arch::insn::NOP) || st.target != 0 {
+            bad += 1;
+            first.get_or_insert(site.name);
+        }
+    }
+    if bad > 0 {
+        return Err(alloc::format!("{bad} sites not disabled, first {}", first.unwrap_or("?")));
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The function tracer: one ring-buffer event per traced call, printed in Linux's `trace` format.
+
+use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsFlags};
+use crate::ringbuf::{KIND_FUNC, RingBuffer, TraceEntry};
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+/// Events each CPU's buffer holds before it overwrites the oldest.
+pub const BUFFER_ENTRIES: usize = 4096;
+const MAX_CPUS: usize = arch::boot::MAX_CPUS;
+
+/// Per-CPU buffers shared by the function and function-graph tracers.
+pub static BUFFERS: [RingBuffer<BUFFER_ENTRIES>; MAX_CPUS] = [const { RingBuffer::new() }; MAX_CPUS];
+
+/// Entry flag (in `depth` of a function event): recorded with interrupts disabled.
+pub const FLAG_IRQS_OFF: u16 = 1 << 0;
+/// Entry flag: recorded inside an exception or interrupt handler.
+pub const FLAG_IN_TRAP: u16 = 1 << 1;
+
+/// Flags describing the context of the current CPU.
+#[inline(always)]
+pub fn context_flags() -> u16 {
+    let mut f = 0;
+    if !arch::cpu::irq_enabled() {
+        f |= FLAG_IRQS_OFF;
+    }
+    if arch::trap::depth() > 0 {
+        f |= FLAG_IN_TRAP;
+    }
+    f
+}
+
+/// Appends an event to this CPU's buffer.
+#[inline(always)]
+pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
+    let cpu = arch::cpu::id() % MAX_CPUS;
+    BUFFERS[cpu].push(&TraceEntry {
+        ts: arch::time::ticks(),
+        ip,
+        parent,
+        kind,
+        cpu: cpu as u8,
+        depth,
+        _pad: 0,
+        extra,
+    });
+}
+
+extern "C" fn function_trace_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
+    record(KIND_FUNC, ip, parent_ip, context_flags(), 0);
+}
+
+/// The function tracer's ops.
+pub static FUNCTION_OPS: FtraceOps = FtraceOps::new(function_trace_call, OpsFlags::RECURSION);
+
+/// Clears every buffer (only while no tracer writes to them).
+pub fn reset_buffers() {
+    BUFFERS.iter().for_each(|b| b.reset());
+}
+
+/// Starts the function tracer on the functions named by `filter` (all when `None`).
+pub fn start(filter: Option<&str>) -> Result<(), FtraceError> {
+    match filter {
+        Some(f) => super::ftrace_set_filter(&FUNCTION_OPS, f, true)?,
+        None => super::ftrace_reset_filters(&FUNCTION_OPS)?,
+    }
+    super::register_ftrace_function(&FUNCTION_OPS)
+}
+
+/// Stops the function tracer (the buffers keep their events).
+pub fn stop() -> Result<(), FtraceError> {
+    super::unregister_ftrace_function(&FUNCTION_OPS)?;
+    super::ftrace_reset_filters(&FUNCTION_OPS)
+}
+
+/// Everything read from the buffers: events in timestamp order plus the lost count.
+pub struct Collected {
+    pub events: Vec<TraceEntry>,
+    pub lost: u64,
+    pub written: u64,
+}
+
+/// Takes every event out of every CPU's buffer, merged in timestamp order.
+pub fn collect() -> Collected {
+    let mut events = Vec::new();
+    let (mut lost, mut written) = (0, 0);
+    for b in BUFFERS.iter() {
+        written += b.written();
+        let st = b.snapshot(|_, e| events.push(e));
+        lost += st.lost;
+    }
+    events.sort_by_key(|e| (e.ts, e.cpu));
+    Collected { events, lost, written }
+}
+
+/// A symbol name without the crate prefix, as the trace shows it.
+pub fn short_name(addr: u64) -> &'static str {
+    let n = crate::ksyms::name(addr);
+    n.strip_prefix("loongtrace_kernel::").unwrap_or(n)
+}
+
+/// Writes the header of Linux's `trace` file.
+pub fn write_header(w: &mut dyn Write, tracer: &str, c: &Collected) -> core::fmt::Result {
+    writeln!(w, "# tracer: {tracer}")?;
+    writeln!(w, "#")?;
+    writeln!(
+        w,
+        "# entries-in-buffer/entries-written: {}/{}   #P:{}   lost: {}",
+        c.events.len(),
+        c.written,
+        crate::boot::CPUS_UP.load(core::sync::atomic::Ordering::Relaxed),
+        c.lost
+    )?;
+    writeln!(w, "#")?;
+    writeln!(w, "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION")?;
+    writeln!(w, "#              | |         |   |||||     |         |")
+}
+
+/// Writes one function event as a `trace` line:
+/// `      loongtrace-0       [000] d.h..     0.123456: func <-parent`.
+pub fn write_function_line(w: &mut dyn Write, e: &TraceEntry) -> core::fmt::Result {
+    let hz = crate::boot::counter_hz();
+    let (s, us) = (e.ts / hz, (e.ts % hz) * 1_000_000 / hz);
+    let irq = if e.depth & FLAG_IRQS_OFF != 0 { 'd' } else { '.' };
+    let trap = if e.depth & FLAG_IN_TRAP != 0 { 'h' } else { '.' };
+    writeln!(
+        w,
+        "{:>16}-{:<7} [{:03}] {irq}.{trap}.. {s:>5}.{us:06}: {} <-{}",
+        "loongtrace",
+        0,
+        e.cpu,
+        short_name(e.ip),
+        short_name(e.parent)
+    )
+}

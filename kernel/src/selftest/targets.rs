@@ -1,0 +1,70 @@
+//! Ordinary traceable functions that the tracing tests call and trace.
+//!
+//! They are `#[inline(never)]` and do their work through `black_box` so each keeps its own patch
+//! site and makes real calls (no tail calls), which keeps the expected traces exact. Bodies
+//! differ so that LLVM cannot merge two of them into one function.
+
+use core::hint::black_box;
+
+/// Linux's `trace_selftest_dynamic_test_func`.
+#[inline(never)]
+pub fn dyn_func1() -> u64 {
+    black_box(1)
+}
+
+/// Linux's `trace_selftest_dynamic_test_func2`.
+#[inline(never)]
+pub fn dyn_func2() -> u64 {
+    black_box(2)
+}
+
+/// A function whose site the patching tests enable and disable.
+#[inline(never)]
+pub fn patch_target_a(x: u64) -> u64 {
+    black_box(x) + 1
+}
+
+/// A second patchable function.
+#[inline(never)]
+pub fn patch_target_b(x: u64) -> u64 {
+    black_box(x) + 2
+}
+
+/// The function whose text the corruption test damages on purpose.
+#[inline(never)]
+pub fn patch_victim(x: u64) -> u64 {
+    black_box(x) + 3
+}
+
+/// Computes `a*100 + b*10 + c`; the regs tests read and change its arguments.
+#[inline(never)]
+pub fn regs_target(a: u64, b: u64, c: u64) -> u64 {
+    black_box(a) * 100 + black_box(b) * 10 + black_box(c)
+}
+
+/// Same signature as [`regs_target`], different result: where a redirect lands.
+#[inline(never)]
+pub fn regs_replacement(a: u64, b: u64, c: u64) -> u64 {
+    black_box(a) + black_box(b) + black_box(c) + 1000
+}
+
+/// The top of the function tracer's known call chain (not matched by `chain_?`).
+#[inline(never)]
+pub fn chain_root(x: u64) -> u64 {
+    black_box(chain_a(black_box(x))) + 1
+}
+
+#[inline(never)]
+pub fn chain_a(x: u64) -> u64 {
+    black_box(chain_b(black_box(x) + 1)) + 1
+}
+
+#[inline(never)]
+pub fn chain_b(x: u64) -> u64 {
+    black_box(chain_c(black_box(x) + 1)) + 1
+}
+
+#[inline(never)]
+pub fn chain_c(x: u64) -> u64 {
+    black_box(x) * 2
+}
