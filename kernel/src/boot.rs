@@ -121,6 +121,9 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };
     let sum = crate::selftest::run(&sel);
     log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);
+    if cmd.flag("demo") {
+        crate::demo::run_all();
+    }
     log::info!("powering off");
     arch::power::power_off()
 }

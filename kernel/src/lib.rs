@@ -29,6 +29,8 @@ pub mod selftest;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
+pub mod demo;
+#[cfg(target_os = "none")]
 pub mod ftrace;
 #[cfg(target_os = "none")]
 pub mod irq;

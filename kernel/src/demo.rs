@@ -1,0 +1,29 @@
+//! What `make qemu` shows after the self-tests (`demo=1`): short traces of a known call chain.
+
+use crate::ftrace::tracer;
+use crate::selftest::targets::chain_root;
+
+/// Traces the call chain with the function tracer and prints Linux's `trace` text.
+pub fn function_tracer() {
+    println!("\n=== demo: function tracer on chain_? (set_ftrace_filter = \"chain_?\") ===");
+    tracer::reset_buffers();
+    if let Err(e) = tracer::start(Some("chain_?")) {
+        println!("demo: cannot start the function tracer: {e}");
+        return;
+    }
+    let v = chain_root(1);
+    let _ = tracer::stop();
+    let c = tracer::collect();
+    crate::console::with_console(|w| {
+        let _ = tracer::write_header(w, "function", &c);
+        for e in &c.events {
+            let _ = tracer::write_function_line(w, e);
+        }
+    });
+    println!("chain_root(1) = {v}");
+}
+
+/// Runs every demo.
+pub fn run_all() {
+    function_tracer();
+}
