@@ -3,7 +3,7 @@
 //! The pure modules (`glob`, `ringbuf`, `symtab`, `cmdline`) build and test on the host;
 //! everything else exists only in the kernel image (`target_os = "none"`).
 #![cfg_attr(not(test), no_std)]
-#![feature(patchable_function_entry)]
+#![cfg_attr(target_os = "none", feature(patchable_function_entry))]
 
 extern crate alloc;
 
