@@ -71,7 +71,7 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 /// Makes every CPU see earlier text and data changes before the caller goes on. Only the boot
 /// CPU runs today; this is where secondary CPUs get synchronised.
 #[inline]
-fn sync_all_cpus() {
+pub(crate) fn sync_all_cpus() {
     arch::cpu::dbar();
     arch::cpu::ibar();
 }
@@ -114,7 +114,7 @@ pub fn init_ticks() -> u64 {
     CORE.lock().as_ref().map_or(0, |c| c.init_ticks)
 }
 
-fn with_core<R>(f: impl FnOnce(&mut Core) -> Result<R, FtraceError>) -> Result<R, FtraceError> {
+pub(crate) fn with_core<R>(f: impl FnOnce(&mut Core) -> Result<R, FtraceError>) -> Result<R, FtraceError> {
     let mut g = CORE.lock();
     let core = g.as_mut().ok_or(FtraceError::NotInitialised)?;
     f(core)
@@ -126,7 +126,7 @@ fn traceable(st: &SiteState) -> bool {
 }
 
 /// The sites an ops wants under `cfg`.
-fn compute_wants(core: &Core, cfg: &OpsConfig) -> SiteSet {
+pub(crate) fn compute_wants(core: &Core, cfg: &OpsConfig) -> SiteSet {
     let mut set = SiteSet::new();
     for (i, st) in core.state.iter().enumerate() {
         let selected = cfg.filter.as_ref().is_none_or(|f| f.contains(i));
@@ -286,7 +286,7 @@ pub(crate) fn unregister_locked(ops: &'static FtraceOps) -> Result<(), FtraceErr
 fn site_target(users: &[&'static FtraceOps], ip: u64) -> Option<u64> {
     match users {
         [] => None,
-        [only] if only.flags.contains(OpsFlags::DIRECT) => {
+        [only] if only.flags.contains(OpsFlags::DIRECT) && !only.modifying.load(Ordering::Acquire) => {
             let tramp = super::direct::site_entry(only);
             if arch::insn::bl_reachable(ip + 4, tramp) { Some(tramp) } else { Some(arch::ftrace::addr::regs_caller()) }
         }
@@ -309,7 +309,7 @@ fn set_call_target(core: &mut Core, target: u64) {
 }
 
 /// Moves text and published state to the configuration where exactly `new_ops` are registered.
-fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
+pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     let list_func = ftrace_ops_list_func as *const () as u64;
     // 1. Route every call through the list function while anything changes.
     if core.call_target != arch::ftrace::addr::stub() {

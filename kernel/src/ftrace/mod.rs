@@ -14,6 +14,7 @@ pub use self::core::{
     ftrace_reset_filters, ftrace_set_filter, ftrace_set_filter_ip, ftrace_set_notrace, register_ftrace_function,
     unregister_ftrace_function,
 };
+pub use direct::{modify_ftrace_direct, register_ftrace_direct, unregister_ftrace_direct};
 pub use ops::{FtraceError, FtraceFunc, FtraceOps, FtraceRegs, OpsFlags};
 
 /// Boot-time init: builds the site table and writes `move t0, ra` into every site.

@@ -93,6 +93,11 @@ pub struct FtraceOps {
     pub(crate) wants: AtomicPtr<SiteSet>,
     /// Direct trampoline of a direct ops (0 otherwise).
     pub(crate) direct: AtomicU64,
+    /// For a `LEGACY_ABI` direct ops: the adapter in front of the trampoline (0 otherwise).
+    pub(crate) thunk: AtomicU64,
+    /// Set while `modify_ftrace_direct` retargets the ops: its sites go through
+    /// `ftrace_regs_caller` instead of calling a trampoline straight.
+    pub(crate) modifying: AtomicBool,
 }
 
 impl FtraceOps {
@@ -106,7 +111,18 @@ impl FtraceOps {
             registered: AtomicBool::new(false),
             wants: AtomicPtr::new(core::ptr::null_mut()),
             direct: AtomicU64::new(0),
+            thunk: AtomicU64::new(0),
+            modifying: AtomicBool::new(false),
         }
+    }
+
+    /// A new direct-call ops, to be given functions with `ftrace_set_filter*` and then a
+    /// trampoline with `register_ftrace_direct`. `extra` may be `OpsFlags::LEGACY_ABI`.
+    pub const fn new_direct(extra: OpsFlags) -> Self {
+        FtraceOps::new(
+            super::direct::call_direct_funcs,
+            OpsFlags::DIRECT.union(OpsFlags::SAVE_REGS).union(extra),
+        )
     }
 
     /// Allocates an ops on the heap (freed with [`FtraceOps::free`] after unregistering).

@@ -198,3 +198,48 @@ ktest! {
         with_ops(&[&ORACLE_REGS_OPS], "SAVE_REGS ops")
     }
 }
+
+static ORACLE_DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
+
+/// The oracle with `ftrace_stub_direct_tramp` on the target; with `shared` an ordinary ops too,
+/// which moves the site from the straight route to ftrace_regs_caller.
+fn with_direct(shared: bool, what: &str) -> crate::selftest::TestResult {
+    let fail = |e: ftrace::FtraceError| crate::selftest::TestError::Fail(alloc::format!("{what}: {e}"));
+    let stub = arch::ftrace::addr::stub_direct_tramp();
+    let ip = abi_oracle_target as *const () as u64;
+    ftrace::ftrace_set_filter_ip(&ORACLE_DIRECT, ip, false, true).map_err(fail)?;
+    let mut r = ftrace::register_ftrace_direct(&ORACLE_DIRECT, stub).map_err(fail);
+    if shared && r.is_ok() {
+        ORACLE_OPS[1].private.store(0, Relaxed);
+        r = ftrace::ftrace_set_filter_ip(&ORACLE_OPS[1], ip, false, true)
+            .and_then(|_| ftrace::register_ftrace_function(&ORACLE_OPS[1]))
+            .map_err(fail);
+    }
+    let word = arch::patch::read_insn(ip + 4).unwrap_or(0);
+    if r.is_ok() {
+        r = check(what, abi_oracle_target);
+    }
+    let _ = ftrace::unregister_ftrace_function(&ORACLE_OPS[1]);
+    let _ = ftrace::ftrace_reset_filters(&ORACLE_OPS[1]);
+    let _ = ftrace::unregister_ftrace_direct(&ORACLE_DIRECT, stub);
+    let _ = ftrace::ftrace_reset_filters(&ORACLE_DIRECT);
+    r?;
+    let want = if shared { arch::ftrace::addr::regs_caller() } else { stub };
+    kassert_eq!(arch::insn::decode(ip + 4, word), arch::insn::Insn::Bl { target: want }, "{what}: route");
+    if shared {
+        kassert_eq!(ORACLE_OPS[1].private.load(Relaxed), 1, "{what}: ordinary callback");
+    }
+    Ok(())
+}
+
+ktest! {
+    fn abi_oracle::direct_straight() {
+        with_direct(false, "direct, straight")
+    }
+}
+
+ktest! {
+    fn abi_oracle::direct_via_regs_caller() {
+        with_direct(true, "direct via ftrace_regs_caller")
+    }
+}

@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 mod abi_oracle;
 mod boot_tests;
+pub mod direct_tests;
 mod fail_demo;
 mod ftrace_tests;
 mod insn_tests;

@@ -68,3 +68,22 @@ pub fn chain_b(x: u64) -> u64 {
 pub fn chain_c(x: u64) -> u64 {
     black_box(x) * 2
 }
+
+static DIRECT_TARGET_RUNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The direct-call tests' target: eight arguments, counts its runs.
+#[inline(never)]
+pub extern "C" fn direct_target(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, a7: u64) -> u64 {
+    DIRECT_TARGET_RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    direct_target_expected(&[a0, a1, a2, a3, a4, a5, a6, a7])
+}
+
+/// What [`direct_target`] returns for `args`.
+pub fn direct_target_expected(args: &[u64; 8]) -> u64 {
+    args.iter().fold(7, |acc, &v| acc.wrapping_mul(31).wrapping_add(v))
+}
+
+/// How many times [`direct_target`] has run.
+pub fn direct_target_runs() -> u64 {
+    DIRECT_TARGET_RUNS.load(core::sync::atomic::Ordering::Relaxed)
+}
