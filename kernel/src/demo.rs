@@ -23,7 +23,29 @@ pub fn function_tracer() {
     println!("chain_root(1) = {v}");
 }
 
+/// Loads each ftrace-direct sample, exercises it, prints what its handler logged, unloads it.
+pub fn samples() {
+    for s in crate::samples::ALL.iter() {
+        println!("\n=== demo: sample {} ===", s.name);
+        crate::samples::take_log();
+        if let Err(e) = (s.load)() {
+            println!("{}: load failed: {e}", s.name);
+            continue;
+        }
+        (s.exercise)();
+        let unloaded = (s.unload)();
+        for line in crate::samples::take_log() {
+            println!("  {line}");
+        }
+        match unloaded {
+            Ok(()) => println!("{}: unloaded", s.name),
+            Err(e) => println!("{}: unload failed: {e}", s.name),
+        }
+    }
+}
+
 /// Runs every demo.
 pub fn run_all() {
     function_tracer();
+    samples();
 }

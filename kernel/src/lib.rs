@@ -34,3 +34,5 @@ pub mod demo;
 pub mod ftrace;
 #[cfg(target_os = "none")]
 pub mod irq;
+#[cfg(target_os = "none")]
+pub mod samples;

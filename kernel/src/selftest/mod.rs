@@ -19,6 +19,7 @@ pub mod direct_tests;
 mod fail_demo;
 mod ftrace_tests;
 mod insn_tests;
+mod samples_tests;
 pub mod targets;
 
 /// How a case ended other than passing.

@@ -1,0 +1,84 @@
+//! `ftrace-direct-modify`: two trampolines on `schedule`, flipped with `modify_ftrace_direct`
+//! while the function keeps being called (Linux flips from a kthread every two seconds).
+
+use super::{Sample, targets};
+use crate::ftrace::{self, FtraceError, FtraceOps, OpsFlags};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Calls seen by each handler.
+pub static HITS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+#[unsafe(no_mangle)]
+extern "C" fn sample_modify_func1() {
+    HITS[0].fetch_add(1, Ordering::Relaxed);
+    super::log(alloc::string::String::from("ftrace-direct-modify: my direct func1"));
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn sample_modify_func2() {
+    HITS[1].fetch_add(1, Ordering::Relaxed);
+    super::log(alloc::string::String::from("ftrace-direct-modify: my direct func2"));
+}
+
+// sample_modify_tramp1 / sample_modify_tramp2: entered with t0 = parent, ra = body. Save t0 and
+// ra (16-byte frame), call their handler, restore and resume the function.
+core::arch::global_asm!(
+    r#"
+    .text
+    .irp n, 1,2
+    .global sample_modify_tramp\n
+    .type sample_modify_tramp\n, @function
+sample_modify_tramp\n:
+    addi.d  $sp, $sp, -16
+    st.d    $t0, $sp, 0
+    st.d    $ra, $sp, 8
+    bl      sample_modify_func\n
+    ld.d    $t0, $sp, 0
+    ld.d    $ra, $sp, 8
+    addi.d  $sp, $sp, 16
+    move    $t1, $ra
+    move    $ra, $t0
+    jr      $t1
+    .size sample_modify_tramp\n, . - sample_modify_tramp\n
+    .endr
+"#
+);
+
+unsafe extern "C" {
+    fn sample_modify_tramp1();
+    fn sample_modify_tramp2();
+}
+
+pub static DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
+
+pub fn tramps() -> [u64; 2] {
+    [sample_modify_tramp1 as *const () as u64, sample_modify_tramp2 as *const () as u64]
+}
+
+pub fn load() -> Result<(), FtraceError> {
+    HITS.iter().for_each(|h| h.store(0, Ordering::Relaxed));
+    ftrace::ftrace_set_filter_ip(&DIRECT, targets::schedule as *const () as u64, false, true)?;
+    ftrace::register_ftrace_direct(&DIRECT, tramps()[0])
+}
+
+pub fn unload() -> Result<(), FtraceError> {
+    let current = DIRECT.direct.load(Ordering::Acquire);
+    ftrace::unregister_ftrace_direct(&DIRECT, current)?;
+    ftrace::ftrace_reset_filters(&DIRECT)
+}
+
+/// Points the sample at the other trampoline (what Linux's kthread does periodically).
+pub fn flip() -> Result<(), FtraceError> {
+    let [t1, t2] = tramps();
+    let next = if DIRECT.direct.load(Ordering::Acquire) == t1 { t2 } else { t1 };
+    ftrace::modify_ftrace_direct(&DIRECT, next)
+}
+
+fn exercise() {
+    for _ in 0..2 {
+        targets::schedule();
+        let _ = flip();
+    }
+}
+
+pub const SAMPLE: Sample = Sample { name: "ftrace-direct-modify", load, unload, exercise };
