@@ -60,6 +60,19 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //   clobbers: t0, t1 (and ra, which it sets); every other register is as the traced function's
 //         caller left it, so the traced function sees its real arguments.
 //
+// ftrace_graph_caller (reached from `ftrace_graph_call` when the graph tracer is on)
+//   in:   sp = the frame of ftrace_common, after the callbacks.
+//   does: calls the graph entry hook with a0 = ip (PT_ERA - 8), a1 = &PT_RA (the saved parent
+//         return address, which the hook may replace with `return_to_handler`), a2 = frame;
+//         then continues in ftrace_common_return.
+//
+// return_to_handler (where a hooked function returns instead of to its parent)
+//   in:   a0/a1 = the function's return values, sp = the sp the function was entered with.
+//   does: saves a0, a1 and fp in a 32-byte frame, calls the graph return hook with a0 = that
+//         frame (a0 and a1 at offsets 0 and 8) and a1 = the sp at return; the hook answers with
+//         the real return address. Restores a0, a1, fp and jumps to it with ra = that address.
+//   clobbers: t0-t8 (the function has returned; its caller expects them clobbered anyway).
+//
 // ftrace_stub: `jr ra`, the do-nothing callback.
 // ftrace_stub_direct_tramp: the do-nothing direct trampoline (t0 = parent, ra = body on entry;
 //   resumes the body with ra = parent; clobbers t1).
@@ -159,6 +172,39 @@ ftrace_common_return:
     jr      $t1
     .size ftrace_common, . - ftrace_common
 
+    .global ftrace_graph_caller
+    .type ftrace_graph_caller, @function
+ftrace_graph_caller:
+    ld.d    $a0, $sp, {era}
+    addi.d  $a0, $a0, -8
+    addi.d  $a1, $sp, {ra}
+    move    $a2, $sp
+    la.pcrel $t1, LOONGTRACE_GRAPH_ENTRY_HOOK
+    ld.d    $t1, $t1, 0
+    jirl    $ra, $t1, 0
+    b       ftrace_common_return
+    .size ftrace_graph_caller, . - ftrace_graph_caller
+
+    .global return_to_handler
+    .type return_to_handler, @function
+return_to_handler:
+    addi.d  $sp, $sp, -32
+    st.d    $a0, $sp, 0
+    st.d    $a1, $sp, 8
+    st.d    $fp, $sp, 16
+    move    $a0, $sp
+    addi.d  $a1, $sp, 32
+    la.pcrel $t1, LOONGTRACE_GRAPH_RETURN_HOOK
+    ld.d    $t1, $t1, 0
+    jirl    $ra, $t1, 0
+    move    $ra, $a0
+    ld.d    $a0, $sp, 0
+    ld.d    $a1, $sp, 8
+    ld.d    $fp, $sp, 16
+    addi.d  $sp, $sp, 32
+    jr      $ra
+    .size return_to_handler, . - return_to_handler
+
     .global ftrace_stub_direct_tramp
     .type ftrace_stub_direct_tramp, @function
 ftrace_stub_direct_tramp:
@@ -183,7 +229,36 @@ ftrace_stub_direct_tramp:
     full = const FULL_REGS_MARK,
 );
 
+/// The graph entry hook: `fn(ip, parent_slot: *mut u64, frame: *mut PtRegs)`.
+#[unsafe(no_mangle)]
+static LOONGTRACE_GRAPH_ENTRY_HOOK: AtomicPtr<()> = AtomicPtr::new(ftrace_stub as *mut ());
+/// The graph return hook: `fn(saved: *mut [u64; 2], sp: u64) -> u64` (the real return address).
+#[unsafe(no_mangle)]
+static LOONGTRACE_GRAPH_RETURN_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The graph tracer's entry hook, called from `ftrace_graph_caller`.
+pub type GraphEntryHook = extern "C" fn(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs);
+/// The graph tracer's return hook, called from `return_to_handler`; returns where to go.
+pub type GraphReturnHook = extern "C" fn(saved: *mut [u64; 2], sp: u64) -> u64;
+
+/// Installs the kernel's graph hooks (before `ftrace_graph_call` is ever enabled).
+pub fn set_graph_hooks(entry: GraphEntryHook, ret: GraphReturnHook) {
+    LOONGTRACE_GRAPH_RETURN_HOOK.store(ret as *mut (), Ordering::Release);
+    LOONGTRACE_GRAPH_ENTRY_HOOK.store(entry as *mut (), Ordering::Release);
+}
+
+/// Turns the branch at `ftrace_graph_call` on (`b ftrace_graph_caller`) or off (`nop`).
+pub fn set_graph_call(on: bool) -> Result<(), FtraceArchError> {
+    let pc = addr::ftrace_graph_call();
+    let b = insn::encode_b(pc, addr::graph_caller())?;
+    let (old, new) = if on { (insn::NOP, b) } else { (b, insn::NOP) };
+    patch::patch_insn(pc, old, new)?;
+    Ok(())
+}
+
 unsafe extern "C" {
+    fn ftrace_graph_caller();
+    fn return_to_handler();
     fn ftrace_stub();
     fn ftrace_caller();
     fn ftrace_regs_caller();
@@ -216,6 +291,10 @@ pub mod addr {
         stub => ftrace_stub;
         /// `ftrace_stub_direct_tramp`: the no-op direct trampoline.
         stub_direct_tramp => ftrace_stub_direct_tramp;
+        /// `ftrace_graph_caller`: the graph entry path.
+        graph_caller => ftrace_graph_caller;
+        /// `return_to_handler`: where hooked functions return.
+        return_to_handler => return_to_handler;
     }
     /// The patchable `bl` inside `ftrace_common` that calls the tracer function.
     #[inline]

@@ -20,10 +20,10 @@ pub fn cmdline() -> crate::cmdline::Cmdline<'static> {
 }
 
 /// Maps a return address found on the stack to the real one (the function-graph tracer replaces
-/// return addresses with its return hook); `slot` is where it was found.
+/// return addresses with its return hook); `fp` is the frame pointer it was found under.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub fn real_return_address(ret: u64, _slot: u64) -> u64 {
-    ret
+pub fn real_return_address(ret: u64, fp: u64) -> u64 {
+    crate::ftrace::fgraph::real_return_address(ret, fp)
 }
 
 unsafe extern "C" {

@@ -44,8 +44,28 @@ pub fn samples() {
     }
 }
 
+/// Traces the call chain with the function_graph tracer (`set_graph_function = chain_root`).
+pub fn function_graph() {
+    use crate::ftrace::graph_tracer::{self, GraphConfig};
+    println!("\n=== demo: function_graph tracer (set_graph_function = \"chain_root\") ===");
+    tracer::reset_buffers();
+    let cfg = GraphConfig { graph_function: Some("chain_root"), ftrace_filter: Some("chain_*"), max_depth: 0 };
+    if let Err(e) = graph_tracer::start(&cfg) {
+        println!("demo: cannot start the function_graph tracer: {e}");
+        return;
+    }
+    let v = chain_root(2);
+    let _ = graph_tracer::stop();
+    let c = tracer::collect();
+    crate::console::with_console(|w| {
+        let _ = graph_tracer::write_graph(w, &c);
+    });
+    println!("chain_root(2) = {v}");
+}
+
 /// Runs every demo.
 pub fn run_all() {
     function_tracer();
+    function_graph();
     samples();
 }

@@ -65,7 +65,7 @@ pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
     }
     let stack = arch::boot::stack_bounds(arch::cpu::id());
     arch::unwind::walk(fp, stack, 64, |f| {
-        let ret = crate::boot::real_return_address(f.ret, f.fp - 8);
+        let ret = crate::boot::real_return_address(f.ret, f.fp);
         // The return address points after the call; name the call itself.
         println!("{prefix}#{n:<2} {ret:#018x} {}", sym(ret - 4));
         n += 1;

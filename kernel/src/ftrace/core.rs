@@ -498,3 +498,13 @@ pub fn check_all_disabled() -> Result<(), alloc::string::String> {
     }
     Ok(())
 }
+
+/// The set of traceable sites named by a filter line (for filters that are not an ops', such as
+/// the graph tracer's `set_graph_function`).
+pub fn resolve_filter(text: &str) -> Result<SiteSet, FtraceError> {
+    with_core(|core| {
+        let mut set = SiteSet::new();
+        apply_words(core, &mut set, text)?;
+        Ok(set)
+    })
+}

@@ -5,6 +5,8 @@
 
 pub mod core;
 pub mod direct;
+pub mod fgraph;
+pub mod graph_tracer;
 pub mod ops;
 pub mod recursion;
 pub mod sites;
@@ -22,5 +24,7 @@ pub fn init() {
     let (n, notrace, failed) = self::core::init(crate::boot::patchable_entries());
     let us = self::core::init_ticks() * 1_000_000 / crate::boot::counter_hz();
     log::info!("ftrace: {n} patch sites initialised in {us} us ({notrace} notrace by policy, {failed} failed)");
+    fgraph::init();
     crate::selftest::add_isolation_check("ftrace sites disabled", self::core::check_all_disabled);
+    crate::selftest::add_isolation_check("function graph idle", fgraph::check_idle);
 }

@@ -49,6 +49,8 @@ pub enum FtraceError {
     EmptyFilter,
     /// The operation needs a direct ops / an ordinary ops.
     WrongKind,
+    /// All 16 graph ops slots are taken.
+    TooManyGraphOps,
 }
 
 impl core::fmt::Display for FtraceError {
@@ -65,6 +67,7 @@ impl core::fmt::Display for FtraceError {
             FtraceError::DirectBusy(n) => write!(f, "{n} already has a direct trampoline"),
             FtraceError::EmptyFilter => write!(f, "the ops names no function"),
             FtraceError::WrongKind => write!(f, "wrong kind of ops for this call"),
+            FtraceError::TooManyGraphOps => write!(f, "too many graph ops (at most 16)"),
         }
     }
 }

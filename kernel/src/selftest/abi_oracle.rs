@@ -243,3 +243,48 @@ ktest! {
         with_direct(true, "direct via ftrace_regs_caller")
     }
 }
+
+/// The oracle with the function_graph tracer hooking the target's return; with `direct`, a
+/// direct trampoline (the stub) on the target as well.
+fn with_graph(direct: bool, what: &str) -> crate::selftest::TestResult {
+    use crate::ftrace::{graph_tracer, tracer};
+    let fail = |e: ftrace::FtraceError| crate::selftest::TestError::Fail(alloc::format!("{what}: {e}"));
+    let stub = arch::ftrace::addr::stub_direct_tramp();
+    let ip = abi_oracle_target as *const () as u64;
+    tracer::reset_buffers();
+    let mut r = Ok(());
+    if direct {
+        r = ftrace::ftrace_set_filter_ip(&ORACLE_DIRECT, ip, false, true)
+            .and_then(|_| ftrace::register_ftrace_direct(&ORACLE_DIRECT, stub))
+            .map_err(fail);
+    }
+    if r.is_ok() {
+        let cfg = graph_tracer::GraphConfig { ftrace_filter: Some("abi_oracle_target"), ..Default::default() };
+        r = graph_tracer::start(&cfg).map_err(fail);
+    }
+    if r.is_ok() {
+        r = check(what, abi_oracle_target);
+    }
+    let _ = graph_tracer::stop();
+    if direct {
+        let _ = ftrace::unregister_ftrace_direct(&ORACLE_DIRECT, stub);
+        let _ = ftrace::ftrace_reset_filters(&ORACLE_DIRECT);
+    }
+    r?;
+    let c = tracer::collect();
+    let kinds: alloc::vec::Vec<(u8, u64)> = c.events.iter().map(|e| (e.kind, e.ip)).collect();
+    kassert_eq!(kinds, alloc::vec![(crate::ringbuf::KIND_GRAPH_ENTRY, ip), (crate::ringbuf::KIND_GRAPH_RETURN, ip)], "{what}: graph events");
+    Ok(())
+}
+
+ktest! {
+    fn abi_oracle::graph() {
+        with_graph(false, "function_graph")
+    }
+}
+
+ktest! {
+    fn abi_oracle::graph_and_direct() {
+        with_graph(true, "function_graph + direct")
+    }
+}

@@ -17,6 +17,7 @@ mod abi_oracle;
 mod boot_tests;
 pub mod direct_tests;
 mod fail_demo;
+mod fgraph_tests;
 mod ftrace_tests;
 mod insn_tests;
 mod samples_tests;

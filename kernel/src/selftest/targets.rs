@@ -87,3 +87,42 @@ pub fn direct_target_expected(args: &[u64; 8]) -> u64 {
 pub fn direct_target_runs() -> u64 {
     DIRECT_TARGET_RUNS.load(core::sync::atomic::Ordering::Relaxed)
 }
+
+/// Recursion for the graph tests: `n` nested calls below the first.
+#[inline(never)]
+pub fn fgraph_recurse(n: u64) -> u64 {
+    if black_box(n) == 0 { 0 } else { black_box(fgraph_recurse(n - 1)) + 1 }
+}
+
+/// Ends in a tail call to a traced function (`pcaddu18i $t8; jr $t8` in the medium code model).
+#[inline(never)]
+pub fn tail_caller(x: u64) -> u64 {
+    tail_callee(x.wrapping_add(1))
+}
+
+#[inline(never)]
+pub fn tail_callee(x: u64) -> u64 {
+    black_box(x) * 3
+}
+
+/// Takes an (expected) `break 0` exception in its body.
+#[inline(never)]
+pub fn fgraph_breaks(x: u64) -> u64 {
+    let before = crate::irq::expect_break(0);
+    // SAFETY: the trap handler skips the expected `break 0`.
+    unsafe { core::arch::asm!("break 0") };
+    black_box(x) + crate::irq::breaks_seen() - before
+}
+
+/// Calls `leaf` and returns its result plus one.
+#[inline(never)]
+pub fn fgraph_bt_mid(leaf: fn() -> u64) -> u64 {
+    black_box(leaf()) + 1
+}
+
+/// Damages its own shadow-stack entry (graph tests only), then returns 77.
+#[inline(never)]
+pub fn fgraph_corrupt_me() -> u64 {
+    crate::ftrace::fgraph::corrupt_top_entry_for_test();
+    black_box(77)
+}

@@ -1,0 +1,134 @@
+//! The `function_graph` tracer: entry and return events in the ring buffer, printed in Linux's
+//! layout (CPU, duration, nesting with `func() {` / `}` and leaf calls as `func();`).
+//!
+//! `set_graph_function` ([`GraphConfig::graph_function`]) limits which functions start a graph;
+//! their callees are traced too, down to [`GraphConfig::max_depth`].
+
+use super::fgraph::{self, FgraphData, FgraphEnt, FgraphOps, FgraphRet};
+use super::sites::{self, SiteSet};
+use super::tracer::{self, Collected};
+use super::FtraceError;
+use crate::ringbuf::{KIND_GRAPH_ENTRY, KIND_GRAPH_RETURN, TraceEntry};
+use alloc::boxed::Box;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+const MAX_CPUS: usize = arch::boot::MAX_CPUS;
+
+/// Per CPU: hooked calls of this tracer outstanding (so callees of a `set_graph_function`
+/// function are traced).
+static ACTIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static GRAPH_FUNCTIONS: AtomicPtr<SiteSet> = AtomicPtr::new(core::ptr::null_mut());
+static MAX_DEPTH: AtomicU32 = AtomicU32::new(u32::MAX);
+
+fn entry(ent: &FgraphEnt, _ops: &FgraphOps, _data: &mut FgraphData) -> bool {
+    let cpu = arch::cpu::id() % MAX_CPUS;
+    if ent.depth >= MAX_DEPTH.load(Ordering::Relaxed) {
+        return false;
+    }
+    let filter = GRAPH_FUNCTIONS.load(Ordering::Acquire);
+    if !filter.is_null() && ACTIVE[cpu].load(Ordering::Relaxed) == 0 {
+        // SAFETY: the filter is replaced only while the tracer is unregistered.
+        let wanted = sites::index_of(ent.func).is_some_and(|i| unsafe { (*filter).contains(i) });
+        if !wanted {
+            return false;
+        }
+    }
+    ACTIVE[cpu].fetch_add(1, Ordering::Relaxed);
+    tracer::record(KIND_GRAPH_ENTRY, ent.func, ent.parent, ent.depth as u16, 0);
+    true
+}
+
+fn ret(r: &FgraphRet, _ops: &FgraphOps, _data: &FgraphData) {
+    let cpu = arch::cpu::id() % MAX_CPUS;
+    ACTIVE[cpu].fetch_sub(1, Ordering::Relaxed);
+    tracer::record(KIND_GRAPH_RETURN, r.func, r.retval, r.depth as u16, r.rettime.saturating_sub(r.calltime));
+}
+
+/// The tracer's graph ops.
+pub static FUNCTION_GRAPH: FgraphOps = FgraphOps::new(entry, ret);
+
+/// What to trace.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GraphConfig<'a> {
+    /// `set_graph_function`: functions that start a graph (all when `None`).
+    pub graph_function: Option<&'a str>,
+    /// `set_ftrace_filter`: functions whose sites are enabled at all (all when `None`).
+    pub ftrace_filter: Option<&'a str>,
+    /// `max_graph_depth`: deepest nesting recorded (0 = unlimited).
+    pub max_depth: u32,
+}
+
+/// Starts the function_graph tracer.
+pub fn start(cfg: &GraphConfig) -> Result<(), FtraceError> {
+    let filter = match cfg.graph_function {
+        Some(text) => Box::into_raw(Box::new(super::core::resolve_filter(text)?)),
+        None => core::ptr::null_mut(),
+    };
+    let site_filter = match cfg.ftrace_filter {
+        Some(f) => super::ftrace_set_filter(&fgraph::GRAPH_SITE_OPS, f, true),
+        None => super::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS),
+    };
+    if let Err(e) = site_filter {
+        if !filter.is_null() {
+            // SAFETY: just made above, never published.
+            drop(unsafe { Box::from_raw(filter) });
+        }
+        return Err(e);
+    }
+    let old = GRAPH_FUNCTIONS.swap(filter, Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: the tracer was not registered, so nothing reads the old filter.
+        drop(unsafe { Box::from_raw(old) });
+    }
+    MAX_DEPTH.store(if cfg.max_depth == 0 { u32::MAX } else { cfg.max_depth }, Ordering::Relaxed);
+    ACTIVE.iter().for_each(|a| a.store(0, Ordering::Relaxed));
+    fgraph::register_ftrace_graph(&FUNCTION_GRAPH)
+}
+
+/// Stops the tracer (the buffers keep their events).
+pub fn stop() -> Result<(), FtraceError> {
+    fgraph::unregister_ftrace_graph(&FUNCTION_GRAPH)?;
+    super::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS)
+}
+
+/// `   12.345 us` style duration of `ticks` counter ticks (13 columns, as Linux aligns it).
+fn write_duration(w: &mut dyn Write, ticks: u64) -> core::fmt::Result {
+    let ns = ticks * 1_000_000_000 / crate::boot::counter_hz();
+    write!(w, "{:>7}.{:03} us", ns / 1000, ns % 1000)
+}
+
+const NO_DURATION: &str = "             ";
+
+/// Writes graph events in Linux's `function_graph` layout.
+pub fn write_graph(w: &mut dyn Write, c: &Collected) -> core::fmt::Result {
+    writeln!(w, "# tracer: function_graph")?;
+    writeln!(w, "#")?;
+    writeln!(w, "# CPU    DURATION       FUNCTION CALLS")?;
+    writeln!(w, "# |       |   |          |   |   |   |")?;
+    let ev: alloc::vec::Vec<&TraceEntry> =
+        c.events.iter().filter(|e| e.kind == KIND_GRAPH_ENTRY || e.kind == KIND_GRAPH_RETURN).collect();
+    let mut i = 0;
+    while i < ev.len() {
+        let e = ev[i];
+        let indent = 2 * (e.depth as usize + 1);
+        let name = tracer::short_name(e.ip);
+        write!(w, " {})  ", e.cpu)?;
+        let leaf = e.kind == KIND_GRAPH_ENTRY
+            && ev.get(i + 1).is_some_and(|n| n.kind == KIND_GRAPH_RETURN && n.ip == e.ip && n.depth == e.depth && n.cpu == e.cpu);
+        if leaf {
+            write_duration(w, ev[i + 1].extra)?;
+            writeln!(w, "  |{:indent$}{name}();", "")?;
+            i += 2;
+            continue;
+        }
+        if e.kind == KIND_GRAPH_ENTRY {
+            writeln!(w, "{NO_DURATION}  |{:indent$}{name}() {{", "")?;
+        } else {
+            write_duration(w, e.extra)?;
+            writeln!(w, "  |{:indent$}}} /* {name} */", "")?;
+        }
+        i += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! Suite `fgraph`: the function-graph core and tracer.
+
+use super::targets::*;
+use crate::ftrace::fgraph::{self, FgraphData, FgraphEnt, FgraphOps, FgraphRet};
+use crate::ftrace::{self, FtraceError, FtraceOps, OpsFlags, graph_tracer, tracer};
+use crate::{kassert, kassert_eq, kdiag, ktest};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+fn fail(e: FtraceError) -> crate::selftest::TestError {
+    crate::selftest::TestError::Fail(alloc::format!("ftrace error: {e}"))
+}
+
+fn addr(f: *const ()) -> u64 {
+    f as u64
+}
+
+/// One observation of the recording graph ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rec {
+    pub entry: bool,
+    pub func: u64,
+    pub depth: u32,
+    pub retval: u64,
+    pub duration: u64,
+}
+
+static RECORDS: spin::Mutex<Vec<Rec>> = spin::Mutex::new(Vec::new());
+/// Functions the recorder hooks (0 = unused slot).
+static WANTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+fn rec_entry(ent: &FgraphEnt, _ops: &FgraphOps, _d: &mut FgraphData) -> bool {
+    if !WANTED.iter().any(|w| w.load(Relaxed) == ent.func) {
+        return false;
+    }
+    RECORDS.lock().push(Rec { entry: true, func: ent.func, depth: ent.depth, retval: 0, duration: 0 });
+    true
+}
+
+fn rec_return(r: &FgraphRet, _ops: &FgraphOps, _d: &FgraphData) {
+    RECORDS.lock().push(Rec { entry: false, func: r.func, depth: r.depth, retval: r.retval, duration: r.rettime - r.calltime });
+}
+
+static RECORDER: FgraphOps = FgraphOps::new(rec_entry, rec_return);
+
+/// Runs `body` with the recorder hooking `funcs` (sites enabled for `filter`); returns records.
+fn record(funcs: &[*const ()], filter: &str, body: impl FnOnce()) -> Result<Vec<Rec>, crate::selftest::TestError> {
+    RECORDS.lock().clear();
+    for (slot, f) in WANTED.iter().zip(funcs.iter().map(|f| addr(*f)).chain(core::iter::repeat(0))) {
+        slot.store(f, Relaxed);
+    }
+    ftrace::ftrace_set_filter(&fgraph::GRAPH_SITE_OPS, filter, true).map_err(fail)?;
+    fgraph::register_ftrace_graph(&RECORDER).map_err(fail)?;
+    body();
+    let r = fgraph::unregister_ftrace_graph(&RECORDER);
+    let _ = ftrace::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS);
+    r.map_err(fail)?;
+    Ok(core::mem::take(&mut *RECORDS.lock()))
+}
+
+/// Checks entries and returns pair up (LIFO), depths match, nested durations fit.
+fn check_pairs(recs: &[Rec]) -> crate::selftest::TestResult {
+    let mut stack: Vec<Rec> = Vec::new();
+    let mut children: Vec<u64> = Vec::new();
+    for r in recs {
+        if r.entry {
+            kassert_eq!(r.depth as usize, stack.len(), "entry depth of {}", crate::ksyms::name(r.func));
+            stack.push(*r);
+            children.push(0);
+        } else {
+            let e = stack.pop().ok_or_else(|| crate::selftest::TestError::Fail("return without entry".into()))?;
+            kassert_eq!(e.func, r.func, "return matches entry");
+            kassert_eq!(e.depth, r.depth);
+            kassert!(r.duration > 0, "duration of {} is 0", crate::ksyms::name(r.func));
+            let inner = children.pop().unwrap_or(0);
+            kassert!(inner <= r.duration, "callees took {inner} > {} ticks", r.duration);
+            if let Some(c) = children.last_mut() {
+                *c += r.duration;
+            }
+        }
+    }
+    kassert!(stack.is_empty(), "{} entries without return", stack.len());
+    Ok(())
+}
+
+ktest! {
+    /// Entry and return pairs of a known call chain: depths, return values, durations.
+    fn fgraph::entry_return_pairs() {
+        let fs = [chain_root as *const (), chain_a as *const (), chain_b as *const (), chain_c as *const ()];
+        let mut v = 0;
+        let recs = record(&fs, "chain_*", || v = chain_root(1))?;
+        kassert_eq!(v, 9);
+        let shape: Vec<(bool, u64, u32)> = recs.iter().map(|r| (r.entry, r.func, r.depth)).collect();
+        let f: Vec<u64> = fs.iter().map(|f| addr(*f)).collect();
+        kassert_eq!(shape, alloc::vec![
+            (true, f[0], 0), (true, f[1], 1), (true, f[2], 2), (true, f[3], 3),
+            (false, f[3], 3), (false, f[2], 2), (false, f[1], 1), (false, f[0], 0),
+        ]);
+        let rets: Vec<u64> = recs.iter().filter(|r| !r.entry).map(|r| r.retval).collect();
+        kassert_eq!(rets, alloc::vec![6, 7, 8, 9]);
+        check_pairs(&recs)?;
+        kassert_eq!(fgraph::shadow_depth(), 0);
+        Ok(())
+    }
+}
+
+// Linux's fgraph storage test values (trace_selftest.c).
+const STORE_VALUES: [(usize, u64); 4] = [(1, 123), (2, 12345), (4, 1234567890), (8, 1234567890123456789)];
+static STORE_SEEN: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static STORE_SIZE: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static STORE_TARGET: AtomicU64 = AtomicU64::new(0);
+
+fn store_entry(ent: &FgraphEnt, ops: &FgraphOps, data: &mut FgraphData) -> bool {
+    if ent.func != STORE_TARGET.load(Relaxed) {
+        return false;
+    }
+    let (size, value) = STORE_VALUES[ops.private.load(Relaxed)];
+    match data.reserve(size) {
+        Some(buf) => buf.copy_from_slice(&value.to_le_bytes()[..size]),
+        None => return false,
+    }
+    true
+}
+
+fn store_return(_r: &FgraphRet, ops: &FgraphOps, data: &FgraphData) {
+    let i = ops.private.load(Relaxed);
+    let mut bytes = [0u8; 8];
+    if let Some(d) = data.retrieve() {
+        bytes[..d.len()].copy_from_slice(d);
+        STORE_SEEN[i].store(u64::from_le_bytes(bytes), Relaxed);
+        STORE_SIZE[i].store(d.len() as u64, Relaxed);
+    }
+}
+
+static STORE_OPS: [FgraphOps; 4] = [const { FgraphOps::new(store_entry, store_return) }; 4];
+
+fn storage(which: &[usize]) -> crate::selftest::TestResult {
+    STORE_TARGET.store(addr(dyn_func1 as *const ()), Relaxed);
+    STORE_SEEN.iter().chain(STORE_SIZE.iter()).for_each(|s| s.store(0, Relaxed));
+    ftrace::ftrace_set_filter(&fgraph::GRAPH_SITE_OPS, "dyn_func1", true).map_err(fail)?;
+    for &i in which {
+        STORE_OPS[i].private.store(i, Relaxed);
+        fgraph::register_ftrace_graph(&STORE_OPS[i]).map_err(fail)?;
+    }
+    dyn_func1();
+    for &i in which {
+        fgraph::unregister_ftrace_graph(&STORE_OPS[i]).map_err(fail)?;
+    }
+    let _ = ftrace::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS);
+    for &i in which {
+        let (size, value) = STORE_VALUES[i];
+        let want = value & if size == 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 };
+        kassert_eq!(STORE_SEEN[i].load(Relaxed), want, "{size}-byte value");
+        kassert_eq!(STORE_SIZE[i].load(Relaxed), size as u64, "{size}-byte size");
+    }
+    Ok(())
+}
+
+ktest! {
+    /// Linux's fgraph storage test: 1, 2, 4 and 8 byte values stored at entry, read at return.
+    fn fgraph::storage_one_ops() {
+        for i in 0..4 {
+            storage(&[i])?;
+        }
+        Ok(())
+    }
+}
+
+ktest! {
+    /// ... and four graph ops at once on one function.
+    fn fgraph::storage_four_ops() {
+        storage(&[0, 1, 2, 3])
+    }
+}
+
+ktest! {
+    /// Recursion to depth 50: 51 nested pairs with the right depths.
+    fn fgraph::recursion_depth_50() {
+        let mut v = 0;
+        let recs = record(&[fgraph_recurse as *const ()], "fgraph_recurse", || v = fgraph_recurse(50))?;
+        kassert_eq!(v, 50);
+        kassert_eq!(recs.len(), 102);
+        kassert_eq!(recs.iter().filter(|r| r.entry).map(|r| r.depth).max(), Some(50));
+        check_pairs(&recs)
+    }
+}
+
+/// Whether the function at `f` jumps to `to` without linking: `b to`, or the medium code
+/// model's `pcaddu18i $rX, hi; jirl $zero, $rX, lo`.
+fn ends_in_tail_call(f: u64, to: u64) -> bool {
+    let words: Vec<u32> = (0..48).map(|i| arch::patch::read_insn(f + 4 * i).unwrap_or(0)).collect();
+    words.iter().enumerate().any(|(i, &w)| {
+        let pc = f + 4 * i as u64;
+        if matches!(arch::insn::decode(pc, w), arch::insn::Insn::B { target } if target == to) {
+            return true;
+        }
+        let Some(&next) = words.get(i + 1) else { return false };
+        let is_pcaddu18i = w & 0xfe00_0000 == 0x1e00_0000;
+        if let (true, arch::insn::Insn::Jirl { rd: arch::insn::Reg::Zero, rj, offset }) = (is_pcaddu18i, arch::insn::decode(pc + 4, next)) {
+            let hi = arch::insn::sign_extend(((w >> 5) & 0xf_ffff) as u64, 20) << 18;
+            return rj.num() == w & 0x1f && pc.wrapping_add(hi as u64).wrapping_add(offset as u64) == to;
+        }
+        false
+    })
+}
+
+ktest! {
+    /// A tail call (a jump, not a call, into a traced function) keeps both returns hooked and correct.
+    fn fgraph::tail_call() {
+        let has_tail_b = ends_in_tail_call(tail_caller as *const () as u64, tail_callee as *const () as u64);
+        let mut v = 0;
+        let recs = record(&[tail_caller as *const (), tail_callee as *const ()], "tail_c*", || v = tail_caller(4))?;
+        kassert_eq!(v, 15);
+        kdiag!("tail_caller jumps to tail_callee without linking: {has_tail_b}");
+        kassert!(has_tail_b, "the compiler did not emit a tail call; the test would prove nothing");
+        kassert_eq!(recs.len(), 4);
+        kassert_eq!(recs.iter().filter(|r| !r.entry).map(|r| r.retval).collect::<Vec<_>>(), alloc::vec![15, 15]);
+        kassert_eq!(fgraph::shadow_depth(), 0);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A hooked function that takes a `break` exception returns normally.
+    fn fgraph::exception_while_hooked() {
+        let mut v = 0;
+        let recs = record(&[fgraph_breaks as *const ()], "fgraph_breaks", || v = fgraph_breaks(10))?;
+        kassert_eq!(v, 11);
+        kassert_eq!(recs.len(), 2);
+        kassert_eq!(recs[1].retval, 11);
+        check_pairs(&recs)
+    }
+}
+
+static BT_NAMES: spin::Mutex<Vec<(u64, &'static str)>> = spin::Mutex::new(Vec::new());
+
+#[inline(never)]
+fn bt_leaf() -> u64 {
+    let stack = arch::boot::stack_bounds(arch::cpu::id());
+    let mut v = Vec::new();
+    arch::unwind::walk(arch::cpu::frame_pointer(), stack, 16, |f| {
+        let real = crate::boot::real_return_address(f.ret, f.fp);
+        v.push((f.ret, crate::ksyms::name(real - 4)));
+        true
+    });
+    *BT_NAMES.lock() = v;
+    core::hint::black_box(5)
+}
+
+ktest! {
+    /// A backtrace taken inside hooked functions names the real callers, not return_to_handler.
+    fn fgraph::backtrace_through_hooked_frames() {
+        let leaf = bt_leaf as fn() -> u64;
+        let mut v = 0;
+        let _ = record(&[fgraph_bt_mid as *const (), bt_leaf as *const ()], "fgraph_bt_mid bt_leaf", || v = fgraph_bt_mid(leaf))?;
+        let names = core::mem::take(&mut *BT_NAMES.lock());
+        for (raw, name) in &names {
+            kdiag!("{raw:#x} {name}");
+        }
+        kassert_eq!(v, 6);
+        let rth = arch::ftrace::addr::return_to_handler();
+        kassert!(names.iter().any(|(raw, _)| *raw == rth), "no hooked frame on the stack: nothing was tested");
+        kassert!(names.iter().all(|(_, n)| !n.contains("return_to_handler")), "a frame shows return_to_handler");
+        kassert!(names.iter().any(|(_, n)| n.ends_with("::fgraph_bt_mid")), "the caller fgraph_bt_mid is missing");
+        kassert!(names.iter().any(|(_, n)| n.ends_with("::backtrace_through_hooked_frames")), "the test function is missing");
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A full shadow stack stops hooking new calls (counted) and corrupts nothing.
+    fn fgraph::shadow_stack_overflow() {
+        let n = fgraph::SHADOW_ENTRIES as u64 + 20;
+        let before = fgraph::OVERFLOWS.load(Relaxed);
+        let mut v = 0;
+        let recs = record(&[fgraph_recurse as *const ()], "fgraph_recurse", || v = fgraph_recurse(n))?;
+        let overflows = fgraph::OVERFLOWS.load(Relaxed) - before;
+        kdiag!("{} calls hooked, {overflows} refused", recs.len() / 2);
+        kassert_eq!(v, n);
+        kassert_eq!(recs.len(), 2 * fgraph::SHADOW_ENTRIES);
+        kassert_eq!(overflows, n + 1 - fgraph::SHADOW_ENTRIES as u64);
+        kassert_eq!(fgraph::shadow_depth(), 0);
+        check_pairs(&recs)
+    }
+}
+
+ktest! {
+    /// A shadow entry that no longer matches stops the graph tracer with an error, and the
+    /// function still returns to its caller.
+    fn fgraph::shadow_stack_mismatch() {
+        let before = fgraph::CORRUPTIONS.load(Relaxed);
+        let mut v = (0, 0);
+        let recs = record(&[fgraph_corrupt_me as *const (), dyn_func1 as *const ()], "fgraph_corrupt_me dyn_func1", || {
+            v.0 = fgraph_corrupt_me();
+            v.1 = dyn_func1();
+        })?;
+        let stopped = fgraph::stopped();
+        kassert_eq!(v, (77, 1), "returned to the right place");
+        kassert_eq!(fgraph::CORRUPTIONS.load(Relaxed), before + 1);
+        kassert!(stopped, "the graph tracer did not stop");
+        kassert_eq!(recs.iter().filter(|r| r.entry).count(), 1, "nothing hooked after the stop: {recs:?}");
+        kassert_eq!(fgraph::shadow_depth(), 0);
+        Ok(())
+    }
+}
+
+static GD_DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
+
+ktest! {
+    /// Graph + direct on one function: the return is still hooked through the stub trampoline.
+    fn fgraph::with_direct_stub() {
+        let stub = arch::ftrace::addr::stub_direct_tramp();
+        ftrace::ftrace_set_filter(&GD_DIRECT, "chain_c", true).map_err(fail)?;
+        ftrace::register_ftrace_direct(&GD_DIRECT, stub).map_err(fail)?;
+        let mut v = 0;
+        let recs = record(&[chain_c as *const (), chain_b as *const ()], "chain_b chain_c", || v = chain_b(2));
+        let _ = ftrace::unregister_ftrace_direct(&GD_DIRECT, stub);
+        let _ = ftrace::ftrace_reset_filters(&GD_DIRECT);
+        let recs = recs?;
+        kassert_eq!(v, 7);
+        kassert_eq!(recs.len(), 4, "{recs:?}");
+        kassert_eq!(recs[2].func, chain_c as *const () as u64);
+        kassert_eq!(recs[2].retval, 6);
+        check_pairs(&recs)
+    }
+}
+
+ktest! {
+    /// Graph + a sample trampoline (ftrace-direct on wake_up_process).
+    fn fgraph::with_sample_trampoline() {
+        use crate::samples::{self, targets};
+        samples::take_log();
+        (samples::ftrace_direct::SAMPLE.load)().map_err(fail)?;
+        let mut v = 0;
+        let recs = record(&[targets::wake_up_process as *const ()], "wake_up_process", || v = targets::wake_up_process(6));
+        let _ = (samples::ftrace_direct::SAMPLE.unload)();
+        let recs = recs?;
+        let log = samples::take_log();
+        kassert_eq!(v, 6 ^ 0x5a);
+        kassert_eq!(log, [String::from("ftrace-direct: waking up task-6")]);
+        kassert_eq!(recs.len(), 2);
+        kassert_eq!(recs[1].retval, 6 ^ 0x5a);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// The function_graph tracer prints Linux's layout for the call chain.
+    fn fgraph::function_graph_output() {
+        tracer::reset_buffers();
+        graph_tracer::start(&graph_tracer::GraphConfig { graph_function: Some("chain_root"), ftrace_filter: Some("chain_*"), max_depth: 0 })
+            .map_err(fail)?;
+        let v = chain_root(1);
+        graph_tracer::stop().map_err(fail)?;
+        let c = tracer::collect();
+        let mut out = String::new();
+        let _ = graph_tracer::write_graph(&mut out, &c);
+        for l in out.lines() {
+            kdiag!("{l}");
+        }
+        kassert_eq!(v, 9);
+        let body: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        kassert_eq!(body.len(), 7, "lines: {body:?}");
+        let tails = ["|  selftest::targets::chain_root() {", "|    selftest::targets::chain_a() {", "|      selftest::targets::chain_b() {",
+            "|        selftest::targets::chain_c();", "|      } /* selftest::targets::chain_b */", "|    } /* selftest::targets::chain_a */",
+            "|  } /* selftest::targets::chain_root */"];
+        for (l, t) in body.iter().zip(tails) {
+            kassert!(l.ends_with(t), "'{l}' should end with '{t}'");
+            kassert!(l.starts_with(" 0)  "), "'{l}'");
+        }
+        kassert!(body[3].contains(" us  |"), "leaf line has a duration: {}", body[3]);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// max_graph_depth cuts the graph.
+    fn fgraph::max_depth() {
+        tracer::reset_buffers();
+        graph_tracer::start(&graph_tracer::GraphConfig { graph_function: Some("chain_root"), ftrace_filter: Some("chain_*"), max_depth: 2 })
+            .map_err(fail)?;
+        chain_root(1);
+        graph_tracer::stop().map_err(fail)?;
+        let c = tracer::collect();
+        kassert_eq!(c.events.len(), 4, "root and chain_a, entry and return each");
+        Ok(())
+    }
+}
