@@ -5,16 +5,25 @@
 //!
 //! # Patch sites
 //!
-//! Every traceable function starts with two words that the compiler emits as `nop`:
+//! Every traceable function is compiled with two `nop`s before its entry and two at it
+//! (`-Zpatchable-function-entry=4,2`, 8-byte aligned):
 //!
-//! | compiled | disabled      | enabled                    |
-//! |----------|---------------|----------------------------|
-//! | `nop`    | `move t0, ra` | `move t0, ra`              |
-//! | `nop`    | `nop`         | `bl <caller or trampoline>` |
+//! | address  | compiled | disabled      | enabled                     |
+//! |----------|----------|---------------|-----------------------------|
+//! | `ip - 8` | `nop`    | ops literal   | ops literal (64-bit, data)  |
+//! | `ip - 4` | `nop`    | (literal)     | (literal)                   |
+//! | `ip`     | `nop`    | `move t0, ra` | `move t0, ra`               |
+//! | `ip + 4` | `nop`    | `nop`         | `bl <caller or trampoline>` |
 //!
-//! `init_nop` writes the first word once at boot; enabling and disabling only ever rewrite the
-//! second. After `move t0, ra; bl X`: `t0` = the parent's return address, `ra` = `ip + 8` (the
-//! function body), where `ip` is the function's entry.
+//! `init_site` writes the literal and the first word once at boot; enabling and disabling only
+//! ever rewrite the word at `ip + 4` (and the literal, a data word the caller reads). After
+//! `move t0, ra; bl X`: `t0` = the parent's return address, `ra` = `ip + 8` (the function body),
+//! where `ip` is the function's entry.
+//!
+//! The literal points to the ops that wants the site (or to a list ops when several do, or to a
+//! do-nothing ops); its first word is the function `ftrace_caller` calls for it. So with one ops on
+//! a site, `ftrace_caller` reaches that ops' callback without walking any list, however many other
+//! ops are registered (Linux's `CALL_OPS` on arm64 and RISC-V).
 //!
 //! # Register contract of the return paths (v6.19 convention)
 //!
@@ -31,23 +40,46 @@ use crate::insn::{self, InsnError};
 use crate::patch::{self, PatchError};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-/// Value `ftrace_regs_caller` stores in the (otherwise unused) `$r0` slot of its frame, so that
-/// callbacks can tell a full register frame from the argument-only one of `ftrace_caller`.
+/// Value `ftrace_regs_caller` stores in the (otherwise unused) `$r0` slot of its frame while the
+/// frame is live (it is cleared on the way out), so that callbacks can tell a full register frame
+/// from the argument-only one of `ftrace_caller`.
 pub const FULL_REGS_MARK: u64 = 0x5245_4753; // "REGS"
+
+/// Bytes of patchable space before a function's entry (the ops literal).
+pub const SITE_PREFIX: u64 = 8;
+/// Offset, in the structure a site literal points to, of the function `ftrace_caller` calls.
+pub const SITE_OPS_CALL_OFFSET: usize = 0;
+
+/// The function entry of a `__patchable_function_entries` record (which names the first prefix
+/// `nop`); Linux calls this `ftrace_call_adjust`.
+#[inline]
+pub const fn site_ip(record: u64) -> u64 {
+    record + SITE_PREFIX
+}
 
 /// The ops pointer handed to the function patched into `ftrace_call` (third argument).
 #[unsafe(no_mangle)]
 static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
-// ftrace_caller / ftrace_regs_caller
+// ftrace_caller (the fast path: arguments only, per-site ops)
 //   in:   t0 = parent return address, ra = traced function body (ip + 8), a0-a7 = its arguments,
 //         sp = the traced function's caller's sp.
-//   does: pushes a PtRegs frame (PT_SIZE bytes): PT_RA = parent, PT_ERA = body, a0-a7, fp,
-//         PT_SP = sp at entry, PT_T1 = 0 (direct-call slot), PT_R0 = 0 or FULL_REGS_MARK;
-//         ftrace_regs_caller also saves tp, r21, t0, t2-t8, s0-s8. Then continues in ftrace_common.
+//   does: pushes a PtRegs-shaped frame of PT_SIZE bytes holding only PT_RA = parent,
+//         PT_ERA = body and a0-a7; loads the site's ops literal (at ip - 8 = ra - 16) and calls
+//         the function in its first word with a0 = ip, a1 = parent, a2 = ops, a3 = frame;
+//         restores a0-a7 from the frame and resumes at PT_ERA with ra = PT_RA.
+//   clobbers: t0, t1 and whatever the callback clobbers of the temporaries; fp and the other
+//         callee-saved registers are preserved by the callback itself (C ABI), so they are not
+//         saved here. 29 instructions besides the callback.
 //
-// ftrace_common
-//   in:   the frame above at sp.
+// ftrace_regs_caller (the full path)
+//   in:   as ftrace_caller.
+//   does: pushes a full PtRegs frame: PT_RA = parent, PT_ERA = body, all GPRs (tp, r21, t0,
+//         t2-t8, s0-s8, a0-a7, fp), PT_SP = sp at entry, PT_T1 = 0 (direct-call slot),
+//         PT_R0 = FULL_REGS_MARK. Then continues in ftrace_common.
+//
+// ftrace_common (the rest of the full path)
+//   in:   the frame of ftrace_regs_caller at sp.
 //   does: builds two frame records inside the frame so that a backtrace from a callback shows
 //         the traced function and then its parent; calls the word at `ftrace_call` with
 //         a0 = ip, a1 = parent, a2 = LOONGTRACE_FUNCTION_TRACE_OP, a3 = frame; runs the word at
@@ -56,7 +88,8 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //
 // ftrace_common_return
 //   in:   sp = the frame (callbacks may have changed PT_A0-A7, PT_RA, PT_ERA, PT_T1).
-//   does: restores a0-a7 and fp, pops the frame and leaves as in the table in the module docs.
+//   does: restores a0-a7 and fp, clears the PT_R0 mark, pops the frame and leaves as in the
+//         table in the module docs.
 //   clobbers: t0, t1 (and ra, which it sets); every other register is as the traced function's
 //         caller left it, so the traced function sees its real arguments.
 //
@@ -78,7 +111,7 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //   resumes the body with ra = parent; clobbers t1).
 core::arch::global_asm!(
     r#"
-    .macro FTRACE_REGS_ENTRY allregs
+    .macro FTRACE_REGS_ENTRY
     addi.d  $sp, $sp, -{size}
     st.d    $t0, $sp, {ra}
     st.d    $a0, $sp, {a0} + 0
@@ -90,7 +123,6 @@ core::arch::global_asm!(
     st.d    $a6, $sp, {a0} + 48
     st.d    $a7, $sp, {a0} + 56
     st.d    $fp, $sp, {fp}
-    .if \allregs
     st.d    $tp, $sp, {tp}
     st.d    $t0, $sp, {t0}
     .irp n, 14,15,16,17,18,19,20,21,23,24,25,26,27,28,29,30,31
@@ -98,9 +130,6 @@ core::arch::global_asm!(
     .endr
     li.w    $t1, {full}
     st.d    $t1, $sp, {r0}
-    .else
-    st.d    $zero, $sp, {r0}
-    .endif
     st.d    $ra, $sp, {era}
     st.d    $zero, $sp, {t1}
     addi.d  $t1, $sp, {size}
@@ -118,14 +147,31 @@ ftrace_stub:
     .global ftrace_caller
     .type ftrace_caller, @function
 ftrace_caller:
-    FTRACE_REGS_ENTRY 0
-    b       ftrace_common
+    addi.d  $sp, $sp, -{size}
+    st.d    $t0, $sp, {ra}
+    st.d    $ra, $sp, {era}
+    .irp n, 0,1,2,3,4,5,6,7
+    st.d    $a\n, $sp, {a0} + \n * 8
+    .endr
+    ld.d    $a2, $ra, -16
+    ld.d    $t1, $a2, {ops_call}
+    addi.d  $a0, $ra, -8
+    move    $a1, $t0
+    move    $a3, $sp
+    jirl    $ra, $t1, 0
+    .irp n, 0,1,2,3,4,5,6,7
+    ld.d    $a\n, $sp, {a0} + \n * 8
+    .endr
+    ld.d    $ra, $sp, {ra}
+    ld.d    $t0, $sp, {era}
+    addi.d  $sp, $sp, {size}
+    jr      $t0
     .size ftrace_caller, . - ftrace_caller
 
     .global ftrace_regs_caller
     .type ftrace_regs_caller, @function
 ftrace_regs_caller:
-    FTRACE_REGS_ENTRY 1
+    FTRACE_REGS_ENTRY
     b       ftrace_common
     .size ftrace_regs_caller, . - ftrace_regs_caller
 
@@ -159,6 +205,7 @@ ftrace_common_return:
     ld.d    $a6, $sp, {a0} + 48
     ld.d    $a7, $sp, {a0} + 56
     ld.d    $fp, $sp, {fp}
+    st.d    $zero, $sp, {r0}
     ld.d    $t1, $sp, {t1}
     bnez    $t1, 1f
     ld.d    $ra, $sp, {ra}
@@ -227,6 +274,7 @@ ftrace_stub_direct_tramp:
     crmd = const PT_CRMD,
     prmd = const PT_PRMD,
     full = const FULL_REGS_MARK,
+    ops_call = const SITE_OPS_CALL_OFFSET,
 );
 
 /// The graph entry hook: `fn(ip, parent_slot: *mut u64, frame: *mut PtRegs)`.
@@ -359,15 +407,43 @@ pub fn call_word(ip: u64, target: Option<u64>) -> Result<u32, InsnError> {
 /// `move t0, ra`, the first word of every initialised site.
 pub const SITE_MOVE: u32 = insn::encode_move(insn::Reg::T0, insn::Reg::Ra);
 
-/// Boot-time initialisation of the site at `ip`: first word `nop` → `move t0, ra`, after
-/// checking that both words are still the compiler's `nop`s.
-pub fn init_nop(ip: u64) -> Result<(), FtraceArchError> {
-    let second = patch::read_insn(ip + 4)?;
-    if second != insn::NOP {
-        return Err(PatchError::Mismatch { addr: ip + 4, expected: insn::NOP, found: second }.into());
+fn literal(ip: u64) -> Result<&'static core::sync::atomic::AtomicU64, FtraceArchError> {
+    let at = ip.wrapping_sub(SITE_PREFIX);
+    if at & 7 != 0 || !patch::is_text(at) || !patch::is_text(at + 4) {
+        return Err(PatchError::BadAddress(at).into());
     }
+    // SAFETY: `at` is 8-byte aligned kernel text (checked above), mapped read-write for the
+    // kernel's whole life; the two prefix words are never executed.
+    Ok(unsafe { core::sync::atomic::AtomicU64::from_ptr(at as *mut u64) })
+}
+
+/// Boot-time initialisation of the site at `ip` (Linux's `ftrace_init_nop`): checks that the two
+/// prefix words and the call slot are still the compiler's `nop`s, stores `ops` in the literal,
+/// and turns the first entry word into `move t0, ra`.
+pub fn init_site(ip: u64, ops: u64) -> Result<(), FtraceArchError> {
+    for at in [ip - 8, ip - 4, ip + 4] {
+        let found = patch::read_insn(at)?;
+        if found != insn::NOP {
+            return Err(PatchError::Mismatch { addr: at, expected: insn::NOP, found }.into());
+        }
+    }
+    literal(ip)?.store(ops, Ordering::Release);
     patch::patch_insn(ip, insn::NOP, SITE_MOVE)?;
     Ok(())
+}
+
+/// Points the site's ops literal at `ops` (one aligned 64-bit store; `ftrace_caller` reads it
+/// with one load, so it sees the old or the new pointer). Followed by a full barrier so the
+/// literal is visible before a later patch of the call slot.
+pub fn set_site_ops(ip: u64, ops: u64) -> Result<(), FtraceArchError> {
+    literal(ip)?.store(ops, Ordering::Release);
+    crate::cpu::dbar();
+    Ok(())
+}
+
+/// The site's ops literal.
+pub fn site_ops(ip: u64) -> Result<u64, FtraceArchError> {
+    Ok(literal(ip)?.load(Ordering::Acquire))
 }
 
 /// Rewrites the call slot of the site at `ip` from calling `old` to calling `new` (`None` =

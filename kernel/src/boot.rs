@@ -31,7 +31,8 @@ unsafe extern "C" {
     static __stop_patchable_function_entries: u64;
 }
 
-/// The entry address of every patchable function, as the compiler recorded them.
+/// The compiler's records: for each patchable function, the address of its first prefix `nop`
+/// (8 bytes before the entry; see [`function_entries`]).
 pub fn patchable_entries() -> &'static [u64] {
     // SAFETY: the linker script brackets the section, an array of 8-byte absolute addresses.
     unsafe {
@@ -41,10 +42,15 @@ pub fn patchable_entries() -> &'static [u64] {
     }
 }
 
+/// The entry address of every patchable function.
+pub fn function_entries() -> impl Iterator<Item = u64> {
+    patchable_entries().iter().map(|&r| arch::ftrace::site_ip(r))
+}
+
 /// What the boot CPU found at the patch sites before anything touched them.
 pub struct EarlyScan {
     pub sites: usize,
-    /// Sites whose two entry words were not both `nop`.
+    /// Sites whose four words (two before the entry, two at it) were not all `nop`.
     pub not_nop: usize,
     pub first_bad: u64,
 }
@@ -58,11 +64,10 @@ pub fn early_scan() -> &'static EarlyScan {
 
 fn scan_sites() -> EarlyScan {
     let mut scan = EarlyScan { sites: 0, not_nop: 0, first_bad: 0 };
-    for &ip in patchable_entries() {
+    for ip in function_entries() {
         scan.sites += 1;
-        let w0 = arch::patch::read_insn(ip);
-        let w1 = arch::patch::read_insn(ip + 4);
-        if w0 != Ok(arch::insn::NOP) || w1 != Ok(arch::insn::NOP) {
+        let all_nop = [ip - 8, ip - 4, ip, ip + 4].iter().all(|&a| arch::patch::read_insn(a) == Ok(arch::insn::NOP));
+        if !all_nop {
             if scan.not_nop == 0 {
                 scan.first_bad = ip;
             }

@@ -46,6 +46,8 @@ pub struct SiteState {
     pub refs: u32,
     /// Current target of the call slot (0 = `nop`).
     pub target: u64,
+    /// Current value of the site's ops literal.
+    pub ops: u64,
 }
 
 /// A snapshot of one site for inspection and tests.
@@ -88,7 +90,7 @@ fn ftrace_bug(site: &Site, what: &str, err: &arch::ftrace::FtraceArchError) {
 }
 
 /// Boot-time init: writes `move t0, ra` into every site. Returns (sites, notrace, failed).
-pub fn init(entries: &[u64]) -> (usize, usize, usize) {
+pub fn init(entries: impl Iterator<Item = u64>) -> (usize, usize, usize) {
     let t0 = arch::time::ticks();
     let all = sites::build(entries);
     let mut state = alloc::vec![SiteState::default(); all.len()];
@@ -98,7 +100,8 @@ pub fn init(entries: &[u64]) -> (usize, usize, usize) {
             st.flags |= SiteFlags::NOTRACE;
             notrace += 1;
         }
-        if let Err(e) = arch::ftrace::init_nop(site.ip) {
+        st.ops = &NOP_OPS as *const FtraceOps as u64;
+        if let Err(e) = arch::ftrace::init_site(site.ip, st.ops) {
             ftrace_bug(site, "init", &e);
             st.flags |= SiteFlags::FAILED;
             failed += 1;
@@ -282,6 +285,24 @@ pub(crate) fn unregister_locked(ops: &'static FtraceOps) -> Result<(), FtraceErr
     })
 }
 
+/// Writes a site's ops literal; a failure marks the site failed. Returns whether it worked.
+fn set_literal(site: &Site, st: &mut SiteState, ops: u64) -> bool {
+    if st.ops == ops {
+        return true;
+    }
+    match arch::ftrace::set_site_ops(site.ip, ops) {
+        Ok(()) => {
+            st.ops = ops;
+            true
+        }
+        Err(e) => {
+            ftrace_bug(site, "set ops literal", &e);
+            st.flags |= SiteFlags::FAILED;
+            false
+        }
+    }
+}
+
 /// Where a site wanted by `users` should branch (None = `nop`).
 fn site_target(users: &[&'static FtraceOps], ip: u64) -> Option<u64> {
     match users {
@@ -330,9 +351,13 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     let old_list = OPS_LIST.swap(Box::into_raw(Box::new(new_ops.clone())), Ordering::AcqRel);
     core.ops = new_ops;
     sync_all_cpus();
-    // 3. Patch the sites.
+    // 3. Patch the sites. The literal of a site that calls ftrace_caller is written before its
+    //    call slot is pointed there, and a site leaves ftrace_caller before its literal changes,
+    //    so ftrace_caller only ever finds an ops that was meant for the site (or the list ops,
+    //    which checks filters itself).
     let all = sites::all();
     let mut users: Vec<&'static FtraceOps> = Vec::new();
+    let caller = arch::ftrace::addr::caller();
     for (i, site) in all.iter().enumerate() {
         let st = &mut core.state[i];
         if !traceable(st) {
@@ -343,7 +368,20 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         st.refs = users.len() as u32;
         let want = site_target(&users, site.ip);
         let have = (st.target != 0).then_some(st.target);
-        if want == have {
+        let want_ops = match users.as_slice() {
+            _ if want != Some(caller) => &NOP_OPS,
+            [only] => *only,
+            _ => &LIST_OPS,
+        } as *const FtraceOps as u64;
+        if want == have && want_ops == st.ops {
+            continue;
+        }
+        if want == Some(caller) && have == Some(caller) {
+            // Staying on ftrace_caller: only the literal changes.
+            set_literal(site, st, want_ops);
+            continue;
+        }
+        if want == Some(caller) && !set_literal(site, st, want_ops) {
             continue;
         }
         match arch::ftrace::modify_call(site.ip, have, want) {
@@ -362,7 +400,11 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
             Err(e) => {
                 ftrace_bug(site, if want.is_some() { "enable" } else { "disable" }, &e);
                 st.flags |= SiteFlags::FAILED;
+                continue;
             }
+        }
+        if want != Some(caller) {
+            set_literal(site, st, want_ops);
         }
     }
     sync_all_cpus();
@@ -392,6 +434,22 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         // SAFETY: as above, for the previous ops list.
         drop(unsafe { Box::from_raw(old_list) });
     }
+}
+
+/// What a site literal points to when no single ops owns the site: nothing to call.
+pub static NOP_OPS: FtraceOps = FtraceOps::new(ftrace_ops_skip, OpsFlags::empty());
+/// What a site literal points to when several ops want the site.
+pub static LIST_OPS: FtraceOps = FtraceOps::new(ftrace_ops_list_func_args, OpsFlags::empty());
+
+/// A callback that does nothing (what `ftrace_caller` calls for a site whose literal names no
+/// usable ops).
+pub extern "C" fn ftrace_ops_skip(_ip: u64, _parent: u64, _op: &FtraceOps, _regs: &mut FtraceRegs) {}
+
+/// The list function for argument-only frames (`ftrace_caller` through [`LIST_OPS`]): like
+/// [`ftrace_ops_list_func`], but ops that need full registers are skipped.
+pub extern "C" fn ftrace_ops_list_func_args(ip: u64, parent_ip: u64, _op: &FtraceOps, regs: &mut FtraceRegs) {
+    regs.clear_full_mark();
+    ftrace_ops_list_func(ip, parent_ip, _op, regs);
 }
 
 /// Calls every registered ops that wants `ip` (the `ftrace_call` target when several ops are
@@ -465,6 +523,8 @@ pub fn repair_site(ip: u64, found: u32) -> Result<(), FtraceError> {
         let st = &mut core.state[i];
         st.flags.remove(SiteFlags::FAILED | SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
         st.target = 0;
+        st.ops = &NOP_OPS as *const FtraceOps as u64;
+        arch::ftrace::set_site_ops(ip, st.ops).map_err(|_| FtraceError::NotASite(ip))?;
         Ok(())
     })
 }
@@ -488,7 +548,9 @@ pub fn check_all_disabled() -> Result<(), alloc::string::String> {
         }
         let w0 = arch::patch::read_insn(site.ip);
         let w1 = arch::patch::read_insn(site.ip + 4);
-        if w0 != Ok(arch::ftrace::SITE_MOVE) || w1 != Ok(arch::insn::NOP) || st.target != 0 {
+        let lit = arch::ftrace::site_ops(site.ip);
+        let nop_ops = &NOP_OPS as *const FtraceOps as u64;
+        if w0 != Ok(arch::ftrace::SITE_MOVE) || w1 != Ok(arch::insn::NOP) || st.target != 0 || lit != Ok(nop_ops) {
             bad += 1;
             first.get_or_insert(site.name);
         }

@@ -142,8 +142,9 @@ pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
 extern "C" fn graph_site_noop(_ip: u64, _parent: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {}
 
 /// The ordinary ops that enables the sites the graph tracer hooks (all traceable functions
-/// unless its filter is set with `ftrace_set_filter`).
-pub static GRAPH_SITE_OPS: FtraceOps = FtraceOps::new(graph_site_noop, OpsFlags::empty());
+/// unless its filter is set with `ftrace_set_filter`). It asks for full registers so that its
+/// sites go through `ftrace_regs_caller` and `ftrace_common`, where `ftrace_graph_call` is.
+pub static GRAPH_SITE_OPS: FtraceOps = FtraceOps::new(graph_site_noop, OpsFlags::SAVE_REGS);
 
 /// Installs the arch hooks (boot).
 pub fn init() {

@@ -21,7 +21,7 @@ pub use ops::{FtraceError, FtraceFunc, FtraceOps, FtraceRegs, OpsFlags};
 
 /// Boot-time init: builds the site table and writes `move t0, ra` into every site.
 pub fn init() {
-    let (n, notrace, failed) = self::core::init(crate::boot::patchable_entries());
+    let (n, notrace, failed) = self::core::init(crate::boot::function_entries());
     let us = self::core::init_ticks() * 1_000_000 / crate::boot::counter_hz();
     log::info!("ftrace: {n} patch sites initialised in {us} us ({notrace} notrace by policy, {failed} failed)");
     fgraph::init();

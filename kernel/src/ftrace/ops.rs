@@ -84,7 +84,14 @@ pub(crate) struct OpsConfig {
 ///
 /// Ops are registered by `&'static` reference; a heap ops may be freed once
 /// `unregister_ftrace_function` has returned (no CPU is running its callback any more).
+///
+/// A site's ops literal points at an `FtraceOps`; `ftrace_caller` calls its first field.
+#[repr(C)]
 pub struct FtraceOps {
+    /// What `ftrace_caller` calls when this ops alone owns a site (argument-only frame): the
+    /// callback itself, the recursion-guarding assist function, or nothing for ops that need
+    /// full registers (their sites go through `ftrace_regs_caller`).
+    pub(crate) call_fast: FtraceFunc,
     pub(crate) func: FtraceFunc,
     pub(crate) flags: OpsFlags,
     /// Free for the owner's use (Linux's `ops->private`).
@@ -106,7 +113,15 @@ pub struct FtraceOps {
 impl FtraceOps {
     /// A new, unregistered ops with no filter (wants every traceable function).
     pub const fn new(func: FtraceFunc, flags: OpsFlags) -> Self {
+        let call_fast: FtraceFunc = if flags.intersects(OpsFlags::SAVE_REGS.union(OpsFlags::DIRECT)) {
+            super::core::ftrace_ops_skip
+        } else if flags.contains(OpsFlags::RECURSION) {
+            super::core::ftrace_ops_assist_func
+        } else {
+            func
+        };
         FtraceOps {
+            call_fast,
             func,
             flags,
             private: AtomicUsize::new(0),
@@ -199,20 +214,27 @@ impl FtraceRegs {
     pub fn set_resume_address(&mut self, addr: u64) {
         self.regs.era = addr;
     }
-    /// The traced function's stack pointer at entry.
+    /// The traced function's stack pointer at entry (the frame sits right below it).
     #[inline(always)]
     pub fn stack_pointer(&self) -> u64 {
-        self.regs.regs[3]
+        self as *const FtraceRegs as u64 + arch::frame::PT_SIZE as u64
     }
-    /// The frame pointer at entry (the parent's).
+    /// The frame pointer at entry (the parent's), when the full frame was saved. (`ftrace_caller`
+    /// leaves fp in its register: callbacks preserve it, so it need not be saved there.)
     #[inline(always)]
-    pub fn frame_pointer(&self) -> u64 {
-        self.regs.regs[22]
+    pub fn frame_pointer(&self) -> Option<u64> {
+        self.full().map(|r| r.regs[22])
     }
     /// Whether every register was saved (the site went through `ftrace_regs_caller`).
     #[inline(always)]
     pub fn has_full_regs(&self) -> bool {
         self.regs.regs[0] == arch::ftrace::FULL_REGS_MARK
+    }
+    /// Marks the frame as argument-only (done before callbacks of `ftrace_caller`'s list
+    /// function run, since that frame's `$r0` slot is not written by the trampoline).
+    #[inline(always)]
+    pub(crate) fn clear_full_mark(&mut self) {
+        self.regs.regs[0] = 0;
     }
     /// All registers, when the site went through `ftrace_regs_caller`.
     #[inline(always)]
@@ -230,3 +252,5 @@ impl FtraceRegs {
         self.regs.regs[13]
     }
 }
+
+const _: () = assert!(core::mem::offset_of!(FtraceOps, call_fast) == arch::ftrace::SITE_OPS_CALL_OFFSET);

@@ -43,11 +43,10 @@ pub fn notrace_by_policy(name: &str) -> bool {
 }
 
 /// Builds the table from the compiler's list (once, at boot).
-pub fn build(entries: &[u64]) -> &'static [Site] {
+pub fn build(entries: impl Iterator<Item = u64>) -> &'static [Site] {
     SITES.call_once(|| {
         let mut v: Vec<Site> = entries
-            .iter()
-            .map(|&ip| Site { ip, name: crate::ksyms::lookup(ip).map_or("?", |(s, _)| s.name) })
+            .map(|ip| Site { ip, name: crate::ksyms::lookup(ip).map_or("?", |(s, _)| s.name) })
             .collect();
         v.sort_unstable_by_key(|s| s.ip);
         v.dedup_by_key(|s| s.ip);

@@ -104,13 +104,14 @@ ktest! {
 }
 
 ktest! {
-    /// Every recorded patchable entry held two NOPs when the kernel booted.
+    /// Every recorded patchable function held its four NOPs (two before the entry for the ops
+    /// literal, two at the entry) when the kernel booted.
     fn boot::patch_sites_are_nops() {
         let s = crate::boot::early_scan();
         kdiag!("{} patchable function entries", s.sites);
         kassert!(s.sites > 50, "only {} sites", s.sites);
         kassert!(s.not_nop == 0, "{} sites were not two NOPs, first at {}", s.not_nop, crate::ksyms::sym(s.first_bad));
-        let mut sorted: Vec<u64> = crate::boot::patchable_entries().to_vec();
+        let mut sorted: Vec<u64> = crate::boot::function_entries().collect();
         sorted.sort_unstable();
         let me = boot_patch_sites_are_nops_probe as *const () as u64;
         kassert!(sorted.binary_search(&me).is_ok(), "a traceable kernel function has no record");
