@@ -48,6 +48,9 @@ test-kernel: build
 
 test: test-host test-kernel
 
+bench: build
+	cargo run -q --release -p loongtrace-tools --bin ltbench -- --runs 2 --json bench/results.json $(KERNEL)
+
 gdb: build
 	$(QEMU) $(QEMU_ARGS) -s -S -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)" & \
 	$(GDB) -q $(KERNEL) -ex 'set architecture Loongarch64' -ex 'target remote :1234'; \

@@ -86,7 +86,7 @@ fn read_cmdline() -> String {
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo"];
+const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench"];
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
@@ -122,6 +122,10 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     log::info!("{} patchable function entries", scan.sites);
     crate::ftrace::init();
     crate::irq::start_tick();
+    if cmd.flag("bench") {
+        crate::bench::run();
+        arch::power::power_off();
+    }
 
     let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };
     let sum = crate::selftest::run(&sel);

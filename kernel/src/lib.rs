@@ -27,6 +27,8 @@ pub mod panic;
 #[macro_use]
 pub mod selftest;
 #[cfg(target_os = "none")]
+pub mod bench;
+#[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
 pub mod demo;

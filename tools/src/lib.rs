@@ -5,7 +5,9 @@
 //! - [`runner`] boots a kernel image under `qemu-system-loongarch64` and collects its output.
 //! - [`symtab`] builds the `.ksyms` blob described in `docs/formats.md`, writes it into a linked
 //!   kernel image, and reads it back.
+//! - [`bench`] reads the kernel's `BENCH` lines and checks the speed targets.
 
+pub mod bench;
 pub mod ktap;
 pub mod runner;
 pub mod symtab;

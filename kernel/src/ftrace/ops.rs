@@ -12,6 +12,7 @@ pub type FtraceFunc = extern "C" fn(ip: u64, parent_ip: u64, ops: &FtraceOps, re
 bitflags::bitflags! {
     /// Behaviour of an ops.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(transparent)]
     pub struct OpsFlags: u32 {
         /// The callback needs every register (`FtraceRegs::full`): sites go through
         /// `ftrace_regs_caller`.

@@ -1,0 +1,198 @@
+//! Parses the kernel's `BENCH` lines, checks the speed targets, renders the table and JSON.
+//!
+//! The kernel (`bench=1`, under `qemu -icount shift=0`) prints `BENCH <row> <instructions>` for
+//! every row, `BENCH-ERROR <row> <why>` for a row it could not set up, and `BENCH-DONE` at the end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Every row `make bench` must produce, in table order, with what it measures.
+pub const ROWS: &[(&str, &str)] = &[
+    ("nop_site", "site disabled (move t0, ra; nop)"),
+    ("ops_1", "one ops, empty callback"),
+    ("ops_1_plus_100_irrelevant", "the same + 100 ops filtering other functions"),
+    ("ops_10_relevant", "ten ops on the function"),
+    ("ops_regs", "one SAVE_REGS ops"),
+    ("direct_straight", "ftrace_stub_direct_tramp called from the site"),
+    ("direct_via_regs", "the same + an ordinary ops (ftrace_regs_caller)"),
+    ("function_tracer", "function tracer, one ring-buffer event"),
+    ("graph", "function_graph tracer, entry + return"),
+    ("enable_all", "patching every site (per site)"),
+    ("disable_all", "unpatching every site (per site)"),
+];
+
+/// Instructions of Linux's LoongArch path for `ops_1` (one ops, `ftrace_call` patched straight
+/// to an empty one-instruction callback), counted from `arch/loongarch/kernel/mcount_dyn.S`:
+/// site 2 + `ftrace_regs_entry` 16 + `b ftrace_common` 1 + `ftrace_common` up to the call 7
+/// + the graph `nop` 1 + `ftrace_common_return` 15 = 42, plus the callback's 1. See README.
+pub const LINUX_OPS_1: f64 = 43.0;
+
+/// A parsed run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BenchRun {
+    /// Row name → instructions per call (or per site).
+    pub rows: BTreeMap<String, f64>,
+    /// Rows the kernel reported it could not measure, with the reason.
+    pub errors: Vec<(String, String)>,
+    pub done: bool,
+    /// Other `BENCH-INFO` lines.
+    pub info: Vec<String>,
+}
+
+/// Reads the `BENCH` lines out of serial output.
+pub fn parse<S: AsRef<str>>(lines: &[S]) -> BenchRun {
+    let mut run = BenchRun::default();
+    for line in lines {
+        let line = line.as_ref().trim();
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("BENCH") => {
+                if let (Some(name), Some(v)) = (words.next(), words.next()) {
+                    match v.parse::<f64>() {
+                        Ok(v) => {
+                            run.rows.insert(name.to_string(), v);
+                        }
+                        Err(_) => run.errors.push((name.to_string(), format!("unparsable value '{v}'"))),
+                    }
+                }
+            }
+            Some("BENCH-ERROR") => {
+                let name = words.next().unwrap_or("?").to_string();
+                run.errors.push((name, words.collect::<Vec<_>>().join(" ")));
+            }
+            Some("BENCH-INFO") => run.info.push(words.collect::<Vec<_>>().join(" ")),
+            Some("BENCH-DONE") => run.done = true,
+            _ => {}
+        }
+    }
+    run
+}
+
+/// One checked target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub text: String,
+    pub ok: bool,
+}
+
+/// Problems that make the bench fail: rows missing, errors, no `BENCH-DONE`.
+pub fn problems(run: &BenchRun) -> Vec<String> {
+    let mut p: Vec<String> = ROWS
+        .iter()
+        .filter(|(r, _)| !run.rows.contains_key(*r))
+        .map(|(r, _)| format!("row {r} was not measured"))
+        .collect();
+    p.extend(run.errors.iter().map(|(r, why)| format!("row {r} failed: {why}")));
+    if !run.done {
+        p.push("the kernel did not finish the bench (no BENCH-DONE)".into());
+    }
+    p
+}
+
+/// The speed targets of the project.
+pub fn targets(run: &BenchRun) -> Vec<Target> {
+    let get = |r: &str| run.rows.get(r).copied().unwrap_or(f64::NAN);
+    let (nop, ops1, ops100, direct) = (get("nop_site"), get("ops_1"), get("ops_1_plus_100_irrelevant"), get("direct_straight"));
+    let limit = 0.75 * LINUX_OPS_1;
+    vec![
+        Target { text: format!("nop_site {nop:.1} <= 2"), ok: nop <= 2.0 },
+        Target { text: format!("ops_1_plus_100_irrelevant {ops100:.1} <= ops_1 {ops1:.1} + 5"), ok: ops100 <= ops1 + 5.0 },
+        Target {
+            text: format!("ops_1 {ops1:.1} <= 75% of Linux's {LINUX_OPS_1:.0} = {limit:.2} ({:.1}%)", 100.0 * ops1 / LINUX_OPS_1),
+            ok: ops1 <= limit,
+        },
+        Target { text: format!("direct_straight {direct:.1} <= 8"), ok: direct <= 8.0 },
+    ]
+}
+
+/// The table as printed by `ltbench`.
+pub fn table(run: &BenchRun) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<28} {:>12}  {}", "row", "instructions", "configuration");
+    for (row, what) in ROWS {
+        let v = run.rows.get(*row).map_or("-".to_string(), |v| format!("{v:.1}"));
+        let _ = writeln!(s, "{row:<28} {v:>12}  {what}");
+    }
+    s
+}
+
+/// The JSON written to `bench/results.json`.
+pub fn json(run: &BenchRun) -> String {
+    let mut s = String::from("{\n  \"unit\": \"guest instructions per call (enable_all/disable_all: per site)\",\n");
+    let _ = writeln!(s, "  \"measured_with\": \"qemu-system-loongarch64 -icount shift=0 -smp 1\",");
+    let _ = writeln!(s, "  \"linux_ops_1_counted\": {LINUX_OPS_1:.1},");
+    s.push_str("  \"rows\": {\n");
+    let rows: Vec<String> = ROWS
+        .iter()
+        .filter_map(|(r, _)| run.rows.get(*r).map(|v| format!("    \"{r}\": {v:.1}")))
+        .collect();
+    s.push_str(&rows.join(",\n"));
+    s.push_str("\n  },\n  \"targets\": [\n");
+    let t: Vec<String> = targets(run)
+        .iter()
+        .map(|t| format!("    {{ \"target\": \"{}\", \"ok\": {} }}", t.text, t.ok))
+        .collect();
+    s.push_str(&t.join(",\n"));
+    s.push_str("\n  ]\n}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<String> {
+        let mut v = vec!["BENCH-START calls=20000".to_string()];
+        for (i, (r, _)) in ROWS.iter().enumerate() {
+            v.push(format!("BENCH {r} {}.{}", i + 2, i % 10));
+        }
+        v.push("[    0.1] INFO cpu0: noise".into());
+        v.push("BENCH-DONE".into());
+        v
+    }
+
+    #[test]
+    fn parses_rows_and_done() {
+        let run = parse(&sample());
+        assert!(run.done);
+        assert_eq!(run.rows.len(), ROWS.len());
+        assert_eq!(run.rows["nop_site"], 2.0);
+        assert_eq!(run.rows["ops_1"], 3.1);
+        assert!(problems(&run).is_empty());
+    }
+
+    #[test]
+    fn missing_row_error_and_unfinished_are_problems() {
+        let mut lines = sample();
+        lines.retain(|l| !l.starts_with("BENCH graph") && l != "BENCH-DONE");
+        lines.push("BENCH-ERROR graph cannot register".into());
+        let p = problems(&parse(&lines));
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("graph was not measured"));
+        assert!(p[1].contains("cannot register"));
+        assert!(p[2].contains("BENCH-DONE"));
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let lines: Vec<String> = ["BENCH nop_site 2.0", "BENCH ops_1 31.9", "BENCH ops_1_plus_100_irrelevant 32.0", "BENCH direct_straight 5.0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let t = targets(&parse(&lines));
+        assert!(t.iter().all(|t| t.ok), "{t:?}");
+        let bad: Vec<String> = ["BENCH nop_site 3.0", "BENCH ops_1 40", "BENCH ops_1_plus_100_irrelevant 50", "BENCH direct_straight 9"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(targets(&parse(&bad)).iter().all(|t| !t.ok));
+    }
+
+    #[test]
+    fn json_lists_rows_and_targets() {
+        let j = json(&parse(&sample()));
+        assert!(j.contains("\"nop_site\": 2.0"));
+        assert!(j.contains("\"targets\""));
+        assert!(j.trim_end().ends_with('}'));
+    }
+}

@@ -1,0 +1,105 @@
+//! `ltbench`: boots the kernel with `bench=1` under `qemu -icount shift=0 -smp 1` (twice by
+//! default), checks both runs agree exactly and every row was measured, prints the table and
+//! the targets, and writes the results as JSON.
+//!
+//! Usage: `ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] <kernel.elf>`
+
+use loongtrace_tools::bench;
+use loongtrace_tools::runner::{self, RunConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut qemu: Option<PathBuf> = None;
+    let mut runs = 2usize;
+    let mut json = PathBuf::from("bench/results.json");
+    let mut timeout = 120u64;
+    let mut kernel: Option<PathBuf> = None;
+    while let Some(a) = args.next() {
+        let mut value = |what: &str| args.next().ok_or_else(|| format!("{a} needs {what}"));
+        let r = match a.as_str() {
+            "--qemu" => value("a path").map(|v| qemu = Some(v.into())),
+            "--runs" => value("a count").and_then(|v| v.parse().map(|n| runs = n).map_err(|_| format!("bad --runs {v}"))),
+            "--json" => value("a path").map(|v| json = v.into()),
+            "--timeout" => value("seconds").and_then(|v| v.parse().map(|n| timeout = n).map_err(|_| format!("bad --timeout {v}"))),
+            "-h" | "--help" => {
+                println!("usage: ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] <kernel.elf>");
+                return ExitCode::SUCCESS;
+            }
+            _ if kernel.is_none() && !a.starts_with('-') => {
+                kernel = Some(a.clone().into());
+                Ok(())
+            }
+            _ => Err(format!("unknown argument {a}")),
+        };
+        if let Err(e) = r {
+            eprintln!("ltbench: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let Some(kernel) = kernel else {
+        eprintln!("ltbench: no kernel image given");
+        return ExitCode::from(2);
+    };
+    let mut cfg = RunConfig::new(kernel);
+    if let Some(q) = qemu {
+        cfg.qemu = q;
+    }
+    cfg.icount = true;
+    cfg.smp = 1;
+    cfg.cmdline = "bench=1".into();
+    cfg.timeout = Duration::from_secs(timeout);
+    cfg.echo = false;
+
+    let mut results = Vec::new();
+    for i in 0..runs.max(1) {
+        let out = match runner::run(&cfg) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("ltbench: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if out.timed_out {
+            eprintln!("ltbench: run {} timed out after {timeout} s; last line: {:?}", i + 1, out.last_line());
+            return ExitCode::FAILURE;
+        }
+        let run = bench::parse(&out.lines);
+        println!("run {}:\n{}", i + 1, bench::table(&run));
+        let problems = bench::problems(&run);
+        if !problems.is_empty() {
+            for p in problems {
+                eprintln!("ltbench: error: {p}");
+            }
+            return ExitCode::FAILURE;
+        }
+        results.push(run);
+    }
+    if let Some(diff) = results.windows(2).find(|w| w[0].rows != w[1].rows) {
+        eprintln!("ltbench: error: the runs differ: {:?} vs {:?}", diff[0].rows, diff[1].rows);
+        return ExitCode::FAILURE;
+    }
+    let run = &results[0];
+    for info in &run.info {
+        println!("note: {info}");
+    }
+    println!("all {} runs gave identical figures", results.len());
+    let mut ok = true;
+    for t in bench::targets(run) {
+        println!("target {}: {}", if t.ok { "met   " } else { "MISSED" }, t.text);
+        ok &= t.ok;
+    }
+    if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&json, bench::json(run)) {
+        Ok(()) => println!("wrote {}", json.display()),
+        Err(e) => {
+            eprintln!("ltbench: cannot write {}: {e}", json.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
