@@ -27,13 +27,14 @@ fn failing_cases_are_reported_with_what_and_where() {
     assert!(report.finished, "the kernel goes on after failed cases");
     let failed: Vec<_> = report.cases().filter(|(_, c)| c.outcome.is_fail()).map(|(_, c)| c).collect();
     let names: Vec<_> = failed.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["assertion_fails", "panics", "unexpected_break"]);
+    assert_eq!(names, ["assertion_fails", "panics", "unexpected_break", "null_deref"]);
     let diag = |i: usize| failed[i].diagnostics.join("\n");
     assert!(diag(0).contains("fail_demo.rs") && diag(0).contains("deliberately wrong"), "{}", diag(0));
     assert!(diag(1).contains("panicked at kernel/src/selftest/fail_demo.rs"), "{}", diag(1));
     assert!(diag(1).contains("index out of bounds"), "{}", diag(1));
     assert!(diag(2).contains("breakpoint (BRK)"), "{}", diag(2));
     assert!(diag(2).contains("fail_demo"), "the backtrace names the case: {}", diag(2));
+    assert!(diag(3).contains("TLB refill") && diag(3).contains("BADV 0x0000000000000010"), "{}", diag(3));
     assert_eq!(report.passed(), 1, "the case after the failures still runs");
 }
 

@@ -12,8 +12,11 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 //   clobbers: nothing visible to the interrupted code.
 //
 // `loongtrace_tlbr_entry`: TLB refill (any access outside the two DMW windows). Runs in
-//   direct-address mode; saves a frame like the one above with ERA = TLBRERA, BADV = TLBRBADV and
-//   ESTAT's code set to 0x3f, and calls `loongtrace_trap_refill(frame)`, which does not return.
+//   direct-address mode; saves a frame like the one above with ERA = TLBRERA (without its IsTLBR
+//   bit), PRMD = TLBRPRMD, BADV = TLBRBADV and ESTAT's code set to 0x3f, and calls
+//   `loongtrace_trap_refill(frame)`. Nothing maps such addresses, so that only returns when the
+//   kernel's handler redirected ERA (a self-test recovering); the vector then restores the frame
+//   and leaves refill mode with `ertn` through TLBRERA/TLBRPRMD.
 core::arch::global_asm!(
     r#"
     .section .text.trap, "ax"
@@ -70,16 +73,36 @@ loongtrace_tlbr_entry:
     addi.d  $t0, $sp, {size}
     st.d    $t0, $sp, {sp}
     csrrd   $t0, {c_tlbrera}
+    srli.d  $t0, $t0, 2
+    slli.d  $t0, $t0, 2
     st.d    $t0, $sp, {era}
     csrrd   $t0, {c_tlbrbadv}
     st.d    $t0, $sp, {badv}
+    csrrd   $t0, {c_tlbrprmd}
+    st.d    $t0, $sp, {prmd}
+    csrrd   $t0, {c_crmd}
+    st.d    $t0, $sp, {crmd}
+    csrrd   $t0, {c_euen}
+    st.d    $t0, $sp, {euen}
+    csrrd   $t0, {c_ecfg}
+    st.d    $t0, $sp, {ecfg}
     li.d    $t0, 0x3f0000
     st.d    $t0, $sp, {estat}
+    st.d    $zero, $sp, 0
+    st.d    $a0, $sp, {orig_a0}
     move    $a0, $sp
     la.abs  $t0, loongtrace_trap_refill
     jirl    $ra, $t0, 0
-1:  idle    0
-    b       1b
+    ld.d    $t0, $sp, {era}
+    ori     $t0, $t0, 1
+    csrwr   $t0, {c_tlbrera}
+    ld.d    $t0, $sp, {prmd}
+    csrwr   $t0, {c_tlbrprmd}
+    .irp n, 1,2,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    ld.d    $r\n, $sp, \n * 8
+    .endr
+    ld.d    $sp, $sp, {sp}
+    ertn
     .size loongtrace_tlbr_entry, . - loongtrace_tlbr_entry
 "#,
     size = const PT_SIZE,
@@ -103,6 +126,7 @@ loongtrace_tlbr_entry:
     c_tlbrsave = const csr::TLBRSAVE,
     c_tlbrera = const csr::TLBRERA,
     c_tlbrbadv = const csr::TLBRBADV,
+    c_tlbrprmd = const csr::TLBRPRMD,
 );
 
 unsafe extern "C" {
@@ -236,11 +260,14 @@ fn dispatch(frame: &mut PtRegs) {
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn loongtrace_trap_refill(frame: &mut PtRegs) -> ! {
-    if let Some(f) = exception_handler() {
-        f(frame);
+extern "C" fn loongtrace_trap_refill(frame: &mut PtRegs) {
+    let d = &DEPTH[crate::cpu::id() % crate::boot::MAX_CPUS];
+    d.fetch_add(1, Ordering::Relaxed);
+    match exception_handler() {
+        Some(f) => f(frame),
+        None => fatal_without_kernel(frame),
     }
-    fatal_without_kernel(frame)
+    d.fetch_sub(1, Ordering::Relaxed);
 }
 
 fn fatal_without_kernel(frame: &PtRegs) -> ! {

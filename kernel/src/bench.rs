@@ -60,7 +60,8 @@ loongtrace_bench_empty_callback:
 );
 
 // SAFETY: the asm routine returns at once and touches no register or memory, so calling it
-// with any arguments is safe.
+// with any arguments is safe. (It never looks behind the references, hence the allow.)
+#[allow(improper_ctypes)]
 unsafe extern "C" {
     safe fn loongtrace_bench_empty_callback(ip: u64, parent: u64, ops: &FtraceOps, regs: &mut FtraceRegs);
 }

@@ -83,6 +83,31 @@ fn read_cmdline() -> String {
     String::from(core::str::from_utf8(&buf[..n]).unwrap_or("").trim_end_matches('\0').trim())
 }
 
+/// Written at the low end of every boot stack; a stack that overflowed has overwritten it.
+const STACK_CANARY: u64 = 0x57ac_c0de_57ac_c0de;
+const CANARY_WORDS: usize = 8;
+
+fn canary_words(cpu: usize) -> &'static [core::sync::atomic::AtomicU64] {
+    let (low, _) = arch::boot::stack_bounds(cpu);
+    // SAFETY: the lowest 64 bytes of this CPU's boot stack: mapped, 8-byte aligned, and only
+    // reached by the stack if it overflows, which is what the canary detects.
+    unsafe { core::slice::from_raw_parts(low as *const core::sync::atomic::AtomicU64, CANARY_WORDS) }
+}
+
+/// Puts the canary at the bottom of `cpu`'s stack.
+pub fn plant_stack_canary(cpu: usize) {
+    canary_words(cpu).iter().for_each(|w| w.store(STACK_CANARY, Ordering::Relaxed));
+}
+
+/// Checks this CPU's stack canary (an isolation check between self-test cases).
+pub fn check_stack_canary() -> Result<(), String> {
+    let cpu = arch::cpu::id();
+    match canary_words(cpu).iter().position(|w| w.load(Ordering::Relaxed) != STACK_CANARY) {
+        None => Ok(()),
+        Some(i) => Err(alloc::format!("cpu{cpu}'s boot stack overflowed (canary word {i} overwritten)")),
+    }
+}
+
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
@@ -92,6 +117,7 @@ const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench"];
 #[unsafe(no_mangle)]
 pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::irq::init();
+    plant_stack_canary(cpu);
     COUNTER_HZ.store(arch::time::frequency(), Ordering::Relaxed);
     CPUS_UP.fetch_add(1, Ordering::Relaxed);
     crate::heap::init();
@@ -121,6 +147,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
     crate::ftrace::init();
+    crate::selftest::add_isolation_check("boot stack canary", check_stack_canary);
     crate::irq::start_tick();
     if cmd.flag("bench") {
         crate::bench::run();

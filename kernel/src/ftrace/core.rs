@@ -140,13 +140,18 @@ pub(crate) fn compute_wants(core: &Core, cfg: &OpsConfig) -> SiteSet {
     set
 }
 
-/// Applies the words of a `set_ftrace_filter`-style line to `set`.
-fn apply_words(core: &Core, set: &mut SiteSet, text: &str) -> Result<(), FtraceError> {
+/// Applies the words of a `set_ftrace_filter`-style line to `set`. `!word` removes functions;
+/// it is refused when `can_remove` is false (an ops without a filter already traces everything,
+/// and removing from "everything" is what `ftrace_set_notrace` is for).
+fn apply_words(core: &Core, set: &mut SiteSet, text: &str, can_remove: bool) -> Result<(), FtraceError> {
     let all = sites::all();
     let mut any = false;
     for word in crate::glob::filter_tokens(text) {
         any = true;
         let (neg, pat) = crate::glob::parse_filter_token(word).map_err(|_| FtraceError::BadFilter(word.to_string()))?;
+        if neg && !can_remove {
+            return Err(FtraceError::NothingToRemove(word.to_string()));
+        }
         let (mut hits, mut notrace_hits) = (0usize, 0usize);
         for (i, site) in all.iter().enumerate() {
             if !crate::glob::name_matches(pat, site.name) {
@@ -154,6 +159,9 @@ fn apply_words(core: &Core, set: &mut SiteSet, text: &str) -> Result<(), FtraceE
             }
             if !traceable(&core.state[i]) {
                 notrace_hits += 1;
+                continue;
+            }
+            if neg && !set.contains(i) {
                 continue;
             }
             hits += 1;
@@ -164,7 +172,9 @@ fn apply_words(core: &Core, set: &mut SiteSet, text: &str) -> Result<(), FtraceE
             }
         }
         if hits == 0 {
-            return Err(if notrace_hits > 0 {
+            return Err(if neg {
+                FtraceError::NothingToRemove(word.to_string())
+            } else if notrace_hits > 0 {
                 FtraceError::NotTraceable(word.to_string())
             } else {
                 FtraceError::NoMatch(word.to_string())
@@ -184,17 +194,19 @@ enum Which {
 fn edit_config(
     ops: &'static FtraceOps,
     which: Which,
-    edit: impl FnOnce(&Core, &mut SiteSet) -> Result<(), FtraceError>,
+    edit: impl FnOnce(&Core, &mut SiteSet, bool) -> Result<(), FtraceError>,
     reset: bool,
 ) -> Result<(), FtraceError> {
     with_core(|core| {
         let mut cfg = ops.config.lock().clone().unwrap_or_default();
+        // Removing from a filter needs a filter; an ops without one wants everything.
+        let can_remove = which == Which::Notrace || (cfg.filter.is_some() && !reset);
         let list = match which {
             Which::Filter => cfg.filter.get_or_insert_with(SiteSet::new),
             Which::Notrace => &mut cfg.notrace,
         };
         let mut edited = if reset { SiteSet::new() } else { list.clone() };
-        edit(core, &mut edited)?;
+        edit(core, &mut edited, can_remove)?;
         *list = edited;
         *ops.config.lock() = Some(cfg);
         if ops.is_registered() {
@@ -207,14 +219,15 @@ fn edit_config(
 
 /// Adds (or with `!word` removes) the functions named by the globs in `text` to the ops'
 /// filter, like writing to Linux's `set_ftrace_filter`. `reset` starts from an empty filter.
-/// An ops with no filter traces every function.
+/// An ops with no filter traces every function; once it has a filter, it traces exactly the
+/// functions in it (an emptied filter traces nothing, unlike Linux, where it means "all").
 pub fn ftrace_set_filter(ops: &'static FtraceOps, text: &str, reset: bool) -> Result<(), FtraceError> {
-    edit_config(ops, Which::Filter, |core, set| apply_words(core, set, text), reset)
+    edit_config(ops, Which::Filter, |core, set, can_remove| apply_words(core, set, text, can_remove), reset)
 }
 
 /// Adds functions the ops must never trace, like Linux's `set_ftrace_notrace`.
 pub fn ftrace_set_notrace(ops: &'static FtraceOps, text: &str, reset: bool) -> Result<(), FtraceError> {
-    edit_config(ops, Which::Notrace, |core, set| apply_words(core, set, text), reset)
+    edit_config(ops, Which::Notrace, |core, set, _| apply_words(core, set, text, true), reset)
 }
 
 /// Adds (or removes) one function by its entry address.
@@ -223,11 +236,19 @@ pub fn ftrace_set_filter_ip(ops: &'static FtraceOps, ip: u64, remove: bool, rese
     edit_config(
         ops,
         Which::Filter,
-        |core, set| {
+        |core, set, can_remove| {
+            let name = sites::all()[i].name;
             if !traceable(&core.state[i]) {
-                return Err(FtraceError::NotTraceable(sites::all()[i].name.to_string()));
+                return Err(FtraceError::NotTraceable(name.to_string()));
             }
-            if remove { set.remove(i) } else { set.insert(i) }
+            if remove {
+                if !can_remove || !set.contains(i) {
+                    return Err(FtraceError::NothingToRemove(name.to_string()));
+                }
+                set.remove(i);
+            } else {
+                set.insert(i);
+            }
             Ok(())
         },
         reset,
@@ -443,10 +464,12 @@ pub static LIST_OPS: FtraceOps = FtraceOps::new(ftrace_ops_list_func_args, OpsFl
 
 /// A callback that does nothing (what `ftrace_caller` calls for a site whose literal names no
 /// usable ops).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub extern "C" fn ftrace_ops_skip(_ip: u64, _parent: u64, _op: &FtraceOps, _regs: &mut FtraceRegs) {}
 
 /// The list function for argument-only frames (`ftrace_caller` through [`LIST_OPS`]): like
 /// [`ftrace_ops_list_func`], but ops that need full registers are skipped.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub extern "C" fn ftrace_ops_list_func_args(ip: u64, parent_ip: u64, _op: &FtraceOps, regs: &mut FtraceRegs) {
     regs.clear_full_mark();
     ftrace_ops_list_func(ip, parent_ip, _op, regs);
@@ -454,6 +477,7 @@ pub extern "C" fn ftrace_ops_list_func_args(ip: u64, parent_ip: u64, _op: &Ftrac
 
 /// Calls every registered ops that wants `ip` (the `ftrace_call` target when several ops are
 /// registered, and during every update).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub extern "C" fn ftrace_ops_list_func(ip: u64, parent_ip: u64, _op: &FtraceOps, regs: &mut FtraceRegs) {
     let Some(held) = recursion::trylock() else { return };
     CALLS.fetch_add(1, Ordering::Relaxed);
@@ -470,6 +494,7 @@ pub extern "C" fn ftrace_ops_list_func(ip: u64, parent_ip: u64, _op: &FtraceOps,
 }
 
 /// The `ftrace_call` target for a single ops that asked for recursion protection.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub extern "C" fn ftrace_ops_assist_func(ip: u64, parent_ip: u64, op: &FtraceOps, regs: &mut FtraceRegs) {
     let Some(held) = recursion::trylock() else { return };
     CALLS.fetch_add(1, Ordering::Relaxed);
@@ -540,6 +565,14 @@ pub fn check_all_disabled() -> Result<(), alloc::string::String> {
     if core.call_target != arch::ftrace::addr::stub() {
         return Err("ftrace_call does not call ftrace_stub".into());
     }
+    let pc = arch::ftrace::addr::ftrace_call();
+    let word = arch::patch::read_insn(pc).unwrap_or(0);
+    if arch::insn::decode(pc, word) != (arch::insn::Insn::Bl { target: arch::ftrace::addr::stub() }) {
+        return Err(alloc::format!("the word at ftrace_call is {word:#010x}, not bl ftrace_stub"));
+    }
+    if recursion::any_held() {
+        return Err("a recursion bit is still held".into());
+    }
     let mut bad = 0;
     let mut first = None;
     for (site, st) in sites::all().iter().zip(core.state.iter()) {
@@ -566,7 +599,31 @@ pub fn check_all_disabled() -> Result<(), alloc::string::String> {
 pub fn resolve_filter(text: &str) -> Result<SiteSet, FtraceError> {
     with_core(|core| {
         let mut set = SiteSet::new();
-        apply_words(core, &mut set, text)?;
+        apply_words(core, &mut set, text, false)?;
         Ok(set)
     })
+}
+
+/// Puts ftrace back in order after a self-test case was abandoned (panic or exception) while it
+/// may have been inside a callback or an ftrace call: drops this CPU's recursion bits, takes the
+/// core lock back if the abandoned case held it, and unregisters every ops.
+pub fn recover_after_abort() {
+    recursion::reset_this_cpu();
+    if CORE.is_locked() {
+        // SAFETY: only the self-test CPU calls the ftrace API while cases run; the holder was
+        // the case that was just abandoned on this CPU, and will never release it.
+        unsafe { CORE.force_unlock() };
+    }
+    let ops: Vec<&'static FtraceOps> = CORE.lock().as_ref().map(|c| c.ops.clone()).unwrap_or_default();
+    for o in ops {
+        let r = if o.flags.contains(OpsFlags::DIRECT) {
+            super::direct::unregister_ftrace_direct(o, o.direct.load(Ordering::Acquire))
+        } else {
+            unregister_locked(o)
+        };
+        if let Err(e) = r {
+            log::error!("ftrace: cannot unregister an ops left by an aborted case: {e}");
+        }
+        o.modifying.store(false, Ordering::Release);
+    }
 }

@@ -31,6 +31,7 @@ pub fn site_entry(ops: &FtraceOps) -> u64 {
 }
 
 /// The callback of every direct ops: send control on to the trampoline after the callbacks.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub extern "C" fn call_direct_funcs(_ip: u64, _parent: u64, ops: &FtraceOps, regs: &mut FtraceRegs) {
     let t = site_entry(ops);
     if t != 0 {

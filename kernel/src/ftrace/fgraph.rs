@@ -139,6 +139,7 @@ pub static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 pub static CORRUPTIONS: AtomicU64 = AtomicU64::new(0);
 pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
 
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn graph_site_noop(_ip: u64, _parent: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {}
 
 /// The ordinary ops that enables the sites the graph tracer hooks (all traceable functions
@@ -189,6 +190,11 @@ pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceErro
     Ok(())
 }
 
+/// Whether `ops` is registered.
+pub fn is_registered(ops: &FgraphOps) -> bool {
+    GRAPH_OPS.iter().any(|s| core::ptr::eq(s.load(Ordering::Acquire), ops))
+}
+
 /// Whether the graph tracer stopped itself after finding a corrupt shadow stack.
 pub fn stopped() -> bool {
     STOPPED.load(Ordering::Acquire)
@@ -212,6 +218,7 @@ pub fn corrupt_top_entry_for_test() -> bool {
 
 /// Maps a return address found at frame pointer `fp` back to the real one when it is
 /// `return_to_handler` (for backtraces).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn real_return_address(ret: u64, fp: u64) -> u64 {
     if ret != arch::ftrace::addr::return_to_handler() {
         return ret;
@@ -219,6 +226,7 @@ pub fn real_return_address(ret: u64, fp: u64) -> u64 {
     with_shadow(|s| s.entries[..s.depth].iter().rev().find(|e| e.sp == fp).map_or(ret, |e| e.ret))
 }
 
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs) {
     if STOPPED.load(Ordering::Relaxed) || REGISTERED.load(Ordering::Relaxed) == 0 {
         return;
@@ -263,6 +271,7 @@ extern "C" fn graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs) {
     recursion::unlock(held);
 }
 
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
     let rettime = arch::time::ticks();
     let popped = with_shadow(|s| {
@@ -331,4 +340,22 @@ pub fn check_idle() -> Result<(), alloc::string::String> {
             Err(alloc::format!("{d} shadow-stack entries left"))
         }
     }
+}
+
+/// After an abandoned self-test case: unregisters every graph ops and forgets this CPU's hooked
+/// calls (their frames are gone).
+pub fn recover_after_abort() {
+    if GRAPH_LOCK.is_locked() {
+        // SAFETY: as for the ftrace core lock: the holder was the abandoned case on this CPU.
+        unsafe { GRAPH_LOCK.force_unlock() };
+    }
+    for slot in GRAPH_OPS.iter() {
+        let p = slot.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: registered graph ops are `'static`.
+            let _ = unregister_ftrace_graph(unsafe { &*p });
+        }
+    }
+    with_shadow(|s| s.depth = 0);
+    STOPPED.store(false, Ordering::Release);
 }

@@ -61,6 +61,9 @@ pub struct GraphConfig<'a> {
 
 /// Starts the function_graph tracer.
 pub fn start(cfg: &GraphConfig) -> Result<(), FtraceError> {
+    if fgraph::is_registered(&FUNCTION_GRAPH) {
+        return Err(FtraceError::AlreadyRegistered);
+    }
     let filter = match cfg.graph_function {
         Some(text) => Box::into_raw(Box::new(super::core::resolve_filter(text)?)),
         None => core::ptr::null_mut(),

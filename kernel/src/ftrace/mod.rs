@@ -27,4 +27,8 @@ pub fn init() {
     fgraph::init();
     crate::selftest::add_isolation_check("ftrace sites disabled", self::core::check_all_disabled);
     crate::selftest::add_isolation_check("function graph idle", fgraph::check_idle);
+    crate::selftest::add_abort_hook(|| {
+        fgraph::recover_after_abort();
+        self::core::recover_after_abort();
+    });
 }

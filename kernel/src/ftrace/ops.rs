@@ -52,6 +52,8 @@ pub enum FtraceError {
     WrongKind,
     /// All 16 graph ops slots are taken.
     TooManyGraphOps,
+    /// `!word` or a removal named nothing in the ops' filter (or the ops has no filter).
+    NothingToRemove(alloc::string::String),
 }
 
 impl core::fmt::Display for FtraceError {
@@ -69,6 +71,9 @@ impl core::fmt::Display for FtraceError {
             FtraceError::EmptyFilter => write!(f, "the ops names no function"),
             FtraceError::WrongKind => write!(f, "wrong kind of ops for this call"),
             FtraceError::TooManyGraphOps => write!(f, "too many graph ops (at most 16)"),
+            FtraceError::NothingToRemove(w) => {
+                write!(f, "'{w}' removes nothing: not in the ops' filter (an ops without a filter traces everything; use set_notrace)")
+            }
         }
     }
 }

@@ -42,6 +42,16 @@ pub fn unlock(h: Held) {
     bits.store(bits.load(Ordering::Relaxed) & !h.bit, Ordering::Relaxed);
 }
 
+/// Whether any recursion bit of this CPU is held.
+pub fn any_held() -> bool {
+    BITS[arch::cpu::id() % MAX_CPUS].load(Ordering::Relaxed) != 0
+}
+
+/// Drops this CPU's recursion bits (after a test case was abandoned inside a callback).
+pub fn reset_this_cpu() {
+    BITS[arch::cpu::id() % MAX_CPUS].store(0, Ordering::Relaxed);
+}
+
 /// Calls blocked by the guard on every CPU so far.
 pub fn blocked() -> u64 {
     BLOCKED.iter().map(|b| b.load(Ordering::Relaxed) as u64).sum()

@@ -30,16 +30,22 @@ pub const NOTRACE_POLICY: &[&str] = &[
     "loongtrace_kernel::heap::*",
     "<loongtrace_kernel::heap::*",
     "loongtrace_kernel::panic::*",
+    "<loongtrace_kernel::panic::*",
     "loongtrace_kernel::ksyms::*",
     "loongtrace_kernel::symtab::*",
     "<loongtrace_kernel::symtab::*",
     "loongtrace_kernel::selftest::on_*",
-    "rust_begin_unwind",
+    // The allocator shims every allocation enters through, and the panic entry.
+    "__rustc::*",
+    // Arch code instantiated or inlined into the kernel crate (unwinding, decoding).
+    "arch::*",
+    "<arch::*",
 ];
 
-/// Whether `name` is covered by [`NOTRACE_POLICY`].
+/// Whether `name` is covered by [`NOTRACE_POLICY`]. A site without a symbol (`?`, e.g. an image
+/// without the embedded table) cannot be checked against the policy and is never traced either.
 pub fn notrace_by_policy(name: &str) -> bool {
-    NOTRACE_POLICY.iter().any(|p| crate::glob::glob_match(p, name))
+    name == "?" || NOTRACE_POLICY.iter().any(|p| crate::glob::glob_match(p, name))
 }
 
 /// Builds the table from the compiler's list (once, at boot).

@@ -46,6 +46,7 @@ pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
     });
 }
 
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn function_trace_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
     record(KIND_FUNC, ip, parent_ip, context_flags(), 0);
 }
@@ -60,6 +61,9 @@ pub fn reset_buffers() {
 
 /// Starts the function tracer on the functions named by `filter` (all when `None`).
 pub fn start(filter: Option<&str>) -> Result<(), FtraceError> {
+    if FUNCTION_OPS.is_registered() {
+        return Err(FtraceError::AlreadyRegistered);
+    }
     match filter {
         Some(f) => super::ftrace_set_filter(&FUNCTION_OPS, f, true)?,
         None => super::ftrace_reset_filters(&FUNCTION_OPS)?,

@@ -2,6 +2,7 @@
 //! to prove the host notices an assertion failure, a panic and an exception.
 
 use crate::{kassert_eq, ktest};
+// (each case below fails on purpose)
 
 ktest! {
     fn fail_demo::assertion_fails() {
@@ -23,6 +24,17 @@ ktest! {
     fn fail_demo::unexpected_break() {
         // SAFETY: deliberately raises an exception nobody expects; the harness recovers.
         unsafe { core::arch::asm!("break 7") };
+        Ok(())
+    }
+}
+
+ktest! {
+    fn fail_demo::null_deref() {
+        let p = core::hint::black_box(0x10usize) as *const u64;
+        // SAFETY: deliberately reads an unmapped address (outside both DMW windows); the TLB refill
+        // vector reports it and the harness recovers.
+        let v = unsafe { core::ptr::read_volatile(p) };
+        kassert_eq!(v, 0);
         Ok(())
     }
 }

@@ -120,10 +120,17 @@ const SUITE_ORDER: &[&str] = &[
 pub type IsolationCheck = fn() -> Result<(), String>;
 
 static CHECKS: spin::Mutex<Vec<(&'static str, IsolationCheck)>> = spin::Mutex::new(Vec::new());
+static ABORT_HOOKS: spin::Mutex<Vec<fn()>> = spin::Mutex::new(Vec::new());
 
 /// Registers a check that must hold after every case.
 pub fn add_isolation_check(name: &'static str, check: IsolationCheck) {
     CHECKS.lock().push((name, check));
+}
+
+/// Registers a function that puts a subsystem back in order after a case was abandoned by a
+/// panic or an exception (locks it held, state it left half-changed).
+pub fn add_abort_hook(hook: fn()) {
+    ABORT_HOOKS.lock().push(hook);
 }
 
 unsafe extern "C" {
@@ -208,6 +215,10 @@ fn run_one(t: &KTest) -> TestResult {
         JUMP_PANIC => Err(TestError::Fail("panicked (see above)".into())),
         _ => Err(TestError::Fail("unexpected exception (see above)".into())),
     };
+    if how != 0 {
+        let hooks: Vec<fn()> = ABORT_HOOKS.lock().clone();
+        hooks.iter().for_each(|h| h());
+    }
     let checks: Vec<_> = CHECKS.lock().clone();
     for (name, check) in checks {
         if let Err(e) = check() {
