@@ -6,14 +6,18 @@ pub const MAX_CPUS: usize = 8;
 pub const STACK_SIZE: usize = 128 * 1024;
 
 // `_start`: entered by QEMU's direct ELF boot in direct-address mode (CRMD.DA = 1) at the
-// physical load address, with interrupts off.
+// physical load address, with interrupts off. Under QEMU 7.2 every CPU enters here at once;
+// under newer QEMU only CPU 0 does, and the others come here when CPU 0 mails them this address.
 //
 // Contract:
 //   in:   nothing is relied on (QEMU 7.2 passes a0 = a1 = a2 = 0, newer QEMU a0 = 1, a1 = cmdline).
 //   does: DMW0 = uncached window 0x8000_..., DMW1 = cached window 0x9000_..., jumps to the linked
-//         (virtual) address, switches CRMD to paging mode (PG = 1, DA = 0, cached accesses),
-//         parks every CPU but CPU 0, clears BSS, sets sp to CPU 0's boot stack, fp = ra = r21 = 0,
-//         and calls `loongtrace_kernel_main(cpu = 0)`, which never returns.
+//         (virtual) address, switches CRMD to paging mode (PG = 1, DA = 0, cached accesses).
+//         CPU 0 clears BSS; every other CPU waits until `loongtrace_secondaries_go` (in .data, so
+//         the clearing does not touch it) is nonzero. Then each CPU sets sp to the top of its boot
+//         stack, r21 to its per-CPU area (whose first word it sets to its CPU number), fp = ra = 0,
+//         and calls `loongtrace_kernel_main(0)` or `loongtrace_secondary_main(cpu)`, which never
+//         return.
 //   clobbers: everything.
 core::arch::global_asm!(
     r#"
@@ -30,30 +34,53 @@ _start:
 1:
     li.w        $t0, 0xb0
     csrwr       $t0, {crmd}
-    csrrd       $t0, {cpuid}
-    andi        $t0, $t0, 0x1ff
-    bnez        $t0, .Lpark
+    csrrd       $s0, {cpuid}
+    andi        $s0, $s0, 0x1ff
+    li.d        $t0, {max_cpus}
+    bgeu        $s0, $t0, .Lpark
+    bnez        $s0, .Lwait
 
     la.pcrel    $t1, __bss_start
     la.pcrel    $t2, __bss_end
 2:
-    bgeu        $t1, $t2, 3f
+    bgeu        $t1, $t2, .Lsetup
     st.d        $zero, $t1, 0
     addi.d      $t1, $t1, 8
     b           2b
-3:
-    la.pcrel    $sp, __boot_stacks
+.Lwait:
+    la.pcrel    $t1, loongtrace_secondaries_go
+4:
+    ld.d        $t2, $t1, 0
+    beqz        $t2, 4b
+    dbar        0
+.Lsetup:
     li.d        $t0, {stack_size}
-    add.d       $sp, $sp, $t0
+    addi.d      $t1, $s0, 1
+    mul.d       $t1, $t1, $t0
+    la.pcrel    $sp, __boot_stacks
+    add.d       $sp, $sp, $t1
+    li.d        $t0, {percpu_size}
+    mul.d       $t1, $s0, $t0
+    la.pcrel    $r21, loongtrace_percpu
+    add.d       $r21, $r21, $t1
+    st.d        $s0, $r21, 0
     move        $fp, $zero
     move        $ra, $zero
-    move        $r21, $zero
-    move        $a0, $zero
+    move        $a0, $s0
+    bnez        $s0, 5f
     bl          loongtrace_kernel_main
+5:
+    bl          loongtrace_secondary_main
 .Lpark:
     idle        0
     b           .Lpark
     .size _start, . - _start
+
+    .data
+    .balign 8
+    .global loongtrace_secondaries_go
+loongtrace_secondaries_go:
+    .dword 0
 
     .section .bss.stack, "aw", @nobits
     .balign 16
@@ -67,11 +94,37 @@ __boot_stacks:
     cpuid = const crate::csr::CPUID,
     stack_size = const STACK_SIZE,
     stacks = const STACK_SIZE * MAX_CPUS,
+    max_cpus = const MAX_CPUS,
+    percpu_size = const core::mem::size_of::<PerCpu>(),
 );
+
+/// The per-CPU area `r21` points at on every CPU. Rust code never allocates `r21` (the psABI
+/// reserves it), so it stays valid everywhere, including the trap path.
+#[repr(C, align(64))]
+pub struct PerCpu {
+    /// This CPU's number (written by `_start`).
+    pub cpu: u64,
+}
+
+/// One area per possible CPU.
+#[unsafe(no_mangle)]
+static mut loongtrace_percpu: [PerCpu; MAX_CPUS] = [const { PerCpu { cpu: 0 } }; MAX_CPUS];
+
+unsafe extern "C" {
+    static loongtrace_secondaries_go: core::sync::atomic::AtomicU64;
+}
+
+/// Lets secondary CPUs waiting in `_start` go on into `loongtrace_secondary_main`.
+pub fn release_secondaries() {
+    // SAFETY: a word in .data defined by the asm above, only accessed atomically.
+    unsafe { loongtrace_secondaries_go.store(1, core::sync::atomic::Ordering::Release) };
+}
 
 unsafe extern "C" {
     static __boot_stacks: u8;
 }
+
+const _: () = assert!(core::mem::offset_of!(PerCpu, cpu) == 0);
 
 /// Bounds `[low, high)` of CPU `cpu`'s boot stack.
 pub fn stack_bounds(cpu: usize) -> (u64, u64) {

@@ -2,9 +2,19 @@
 
 use crate::csr;
 
-/// This CPU's number (CSR CPUID).
+/// This CPU's number, from its per-CPU area (`r21`, set up by `_start`).
 #[inline(always)]
 pub fn id() -> usize {
+    let id: u64;
+    // SAFETY: r21 points at this CPU's `boot::PerCpu` from `_start` on and is never changed;
+    // its first word is the CPU number.
+    unsafe { core::arch::asm!("ld.d {0}, $r21, 0", out(reg) id, options(readonly, nostack, preserves_flags)) };
+    id as usize
+}
+
+/// This CPU's number as the hardware reports it (CSR CPUID).
+#[inline(always)]
+pub fn hw_id() -> usize {
     (csr::read::<{ csr::CPUID }>() & 0x1ff) as usize
 }
 

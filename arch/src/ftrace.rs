@@ -138,6 +138,8 @@ core::arch::global_asm!(
 
     .text
     .balign 4
+    .global loongtrace_ftrace_text_start
+loongtrace_ftrace_text_start:
     .global ftrace_stub
     .type ftrace_stub, @function
 ftrace_stub:
@@ -259,6 +261,8 @@ ftrace_stub_direct_tramp:
     move    $ra, $t0
     jr      $t1
     .size ftrace_stub_direct_tramp, . - ftrace_stub_direct_tramp
+    .global loongtrace_ftrace_text_end
+loongtrace_ftrace_text_end:
 "#,
     size = const PT_SIZE,
     ra = const PT_RA,
@@ -304,7 +308,17 @@ pub fn set_graph_call(on: bool) -> Result<(), FtraceArchError> {
     Ok(())
 }
 
+/// Whether `addr` lies inside the assembly above (any of the trampolines).
+#[inline]
+pub fn in_trampolines(addr: u64) -> bool {
+    let start = core::ptr::addr_of!(loongtrace_ftrace_text_start) as u64;
+    let end = core::ptr::addr_of!(loongtrace_ftrace_text_end) as u64;
+    (start..end).contains(&addr)
+}
+
 unsafe extern "C" {
+    static loongtrace_ftrace_text_start: u8;
+    static loongtrace_ftrace_text_end: u8;
     fn ftrace_graph_caller();
     fn return_to_handler();
     fn ftrace_stub();

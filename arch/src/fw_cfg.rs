@@ -32,6 +32,19 @@ fn read_be16() -> u16 {
     (0..2).fold(0u16, |acc, _| (acc << 8) | read_byte() as u16)
 }
 
+const KEY_NB_CPUS: u16 = 0x0005;
+
+/// Number of CPUs QEMU was started with (`-smp`), if the device is there.
+pub fn cpu_count() -> Option<usize> {
+    if !present() {
+        return None;
+    }
+    select(KEY_NB_CPUS);
+    let lo = read_byte() as usize;
+    let hi = read_byte() as usize;
+    Some(lo | hi << 8)
+}
+
 /// Whether the device answers with its `QEMU` signature.
 pub fn present() -> bool {
     select(KEY_SIGNATURE);

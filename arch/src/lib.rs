@@ -26,6 +26,8 @@ pub mod patch;
 #[cfg(target_arch = "loongarch64")]
 pub mod power;
 #[cfg(target_arch = "loongarch64")]
+pub mod smp;
+#[cfg(target_arch = "loongarch64")]
 pub mod time;
 #[cfg(target_arch = "loongarch64")]
 pub mod trap;

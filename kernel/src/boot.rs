@@ -148,6 +148,10 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     log::info!("{} patchable function entries", scan.sites);
     crate::ftrace::init();
     crate::selftest::add_isolation_check("boot stack canary", check_stack_canary);
+    arch::smp::init_this_cpu();
+    crate::smp::mark_online();
+    let want = crate::smp::start_secondaries();
+    log::info!("smp: {} of {want} CPUs online", crate::smp::online());
     crate::irq::start_tick();
     if cmd.flag("bench") {
         crate::bench::run();

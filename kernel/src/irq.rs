@@ -35,9 +35,13 @@ fn timer_tick(cpu: usize) {
 
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn on_interrupt(line: u32, _frame: &mut PtRegs) {
-    if line == 11 {
-        arch::time::ack();
-        timer_tick(arch::cpu::id());
+    match line {
+        11 => {
+            arch::time::ack();
+            timer_tick(arch::cpu::id());
+        }
+        12 => crate::smp::handle_ipi(_frame),
+        _ => {}
     }
 }
 

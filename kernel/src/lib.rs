@@ -38,3 +38,5 @@ pub mod ftrace;
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod samples;
+#[cfg(target_os = "none")]
+pub mod smp;

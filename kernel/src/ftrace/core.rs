@@ -70,12 +70,11 @@ pub(crate) static CORE: spin::Mutex<Option<Core>> = spin::Mutex::new(None);
 static OPS_LIST: AtomicPtr<Vec<&'static FtraceOps>> = AtomicPtr::new(core::ptr::null_mut());
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// Makes every CPU see earlier text and data changes before the caller goes on. Only the boot
-/// CPU runs today; this is where secondary CPUs get synchronised.
+/// Makes every CPU see earlier text and data changes before the caller goes on (a cross-call
+/// that runs `ibar 0` on each).
 #[inline]
 pub(crate) fn sync_all_cpus() {
-    arch::cpu::dbar();
-    arch::cpu::ibar();
+    crate::smp::sync_all_cpus();
 }
 
 /// Reports a site that could not be patched, once, in the manner of Linux's `ftrace_bug`.
