@@ -103,12 +103,37 @@ __boot_stacks:
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// This CPU's number (written by `_start`).
-    pub cpu: u64,
+    pub cpu: core::sync::atomic::AtomicU64,
+    /// Tracing calls this CPU is inside (the SMP trampolines count them; see `arch::ftrace`).
+    pub tracing_depth: core::sync::atomic::AtomicU64,
+    /// Times this CPU left its outermost tracing call.
+    pub tracing_exits: core::sync::atomic::AtomicU64,
 }
+
+/// Offset of [`PerCpu::tracing_depth`] (used by the assembly).
+pub const PERCPU_TRACING_DEPTH: usize = 8;
+/// Offset of [`PerCpu::tracing_exits`] (used by the assembly).
+pub const PERCPU_TRACING_EXITS: usize = 16;
+
+const _: () = {
+    assert!(core::mem::offset_of!(PerCpu, tracing_depth) == PERCPU_TRACING_DEPTH);
+    assert!(core::mem::offset_of!(PerCpu, tracing_exits) == PERCPU_TRACING_EXITS);
+};
 
 /// One area per possible CPU.
 #[unsafe(no_mangle)]
-static mut loongtrace_percpu: [PerCpu; MAX_CPUS] = [const { PerCpu { cpu: 0 } }; MAX_CPUS];
+static loongtrace_percpu: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        cpu: core::sync::atomic::AtomicU64::new(0),
+        tracing_depth: core::sync::atomic::AtomicU64::new(0),
+        tracing_exits: core::sync::atomic::AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+/// The per-CPU area of `cpu` (readable from any CPU).
+pub fn percpu(cpu: usize) -> &'static PerCpu {
+    &loongtrace_percpu[cpu % MAX_CPUS]
+}
 
 unsafe extern "C" {
     static loongtrace_secondaries_go: core::sync::atomic::AtomicU64;

@@ -72,6 +72,9 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //         callee-saved registers are preserved by the callback itself (C ABI), so they are not
 //         saved here. 29 instructions besides the callback.
 //
+// ftrace_caller_smp: ftrace_caller plus TRACING_ENTER/TRACING_EXIT around it (used when more
+//   than one CPU runs; also clobbers t2). The full path and return_to_handler always count.
+//
 // ftrace_regs_caller (the full path)
 //   in:   as ftrace_caller.
 //   does: pushes a full PtRegs frame: PT_RA = parent, PT_ERA = body, all GPRs (tp, r21, t0,
@@ -111,7 +114,29 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //   resumes the body with ra = parent; clobbers t1).
 core::arch::global_asm!(
     r#"
+    // TRACING_ENTER / TRACING_EXIT: count this CPU's tracing calls in its per-CPU area (r21),
+    // so another CPU can wait until calls in flight are over (kernel `ftrace::quiesce`).
+    // ENTER clobbers t1; EXIT clobbers the two scratch registers it is given.
+    .macro TRACING_ENTER
+    ld.d    $t1, $r21, {depth}
+    addi.d  $t1, $t1, 1
+    st.d    $t1, $r21, {depth}
+    dbar    0
+    .endm
+    .macro TRACING_EXIT s1, s2
+    dbar    0
+    ld.d    \s1, $r21, {depth}
+    addi.d  \s1, \s1, -1
+    st.d    \s1, $r21, {depth}
+    bnez    \s1, 99f
+    ld.d    \s2, $r21, {exits}
+    addi.d  \s2, \s2, 1
+    st.d    \s2, $r21, {exits}
+99:
+    .endm
+
     .macro FTRACE_REGS_ENTRY
+    TRACING_ENTER
     addi.d  $sp, $sp, -{size}
     st.d    $t0, $sp, {ra}
     st.d    $a0, $sp, {a0} + 0
@@ -170,6 +195,32 @@ ftrace_caller:
     jr      $t0
     .size ftrace_caller, . - ftrace_caller
 
+    .global ftrace_caller_smp
+    .type ftrace_caller_smp, @function
+ftrace_caller_smp:
+    TRACING_ENTER
+    addi.d  $sp, $sp, -{size}
+    st.d    $t0, $sp, {ra}
+    st.d    $ra, $sp, {era}
+    .irp n, 0,1,2,3,4,5,6,7
+    st.d    $a\n, $sp, {a0} + \n * 8
+    .endr
+    ld.d    $a2, $ra, -16
+    ld.d    $t1, $a2, {ops_call}
+    addi.d  $a0, $ra, -8
+    move    $a1, $t0
+    move    $a3, $sp
+    jirl    $ra, $t1, 0
+    .irp n, 0,1,2,3,4,5,6,7
+    ld.d    $a\n, $sp, {a0} + \n * 8
+    .endr
+    ld.d    $ra, $sp, {ra}
+    ld.d    $t0, $sp, {era}
+    addi.d  $sp, $sp, {size}
+    TRACING_EXIT $t1, $t2
+    jr      $t0
+    .size ftrace_caller_smp, . - ftrace_caller_smp
+
     .global ftrace_regs_caller
     .type ftrace_regs_caller, @function
 ftrace_regs_caller:
@@ -213,11 +264,13 @@ ftrace_common_return:
     ld.d    $ra, $sp, {ra}
     ld.d    $t0, $sp, {era}
     addi.d  $sp, $sp, {size}
+    TRACING_EXIT $t2, $t3
     jr      $t0
 1:
     ld.d    $t0, $sp, {ra}
     ld.d    $ra, $sp, {era}
     addi.d  $sp, $sp, {size}
+    TRACING_EXIT $t2, $t3
     jr      $t1
     .size ftrace_common, . - ftrace_common
 
@@ -237,6 +290,7 @@ ftrace_graph_caller:
     .global return_to_handler
     .type return_to_handler, @function
 return_to_handler:
+    TRACING_ENTER
     addi.d  $sp, $sp, -32
     st.d    $a0, $sp, 0
     st.d    $a1, $sp, 8
@@ -251,6 +305,7 @@ return_to_handler:
     ld.d    $a1, $sp, 8
     ld.d    $fp, $sp, 16
     addi.d  $sp, $sp, 32
+    TRACING_EXIT $t1, $t2
     jr      $ra
     .size return_to_handler, . - return_to_handler
 
@@ -279,6 +334,8 @@ loongtrace_ftrace_text_end:
     prmd = const PT_PRMD,
     full = const FULL_REGS_MARK,
     ops_call = const SITE_OPS_CALL_OFFSET,
+    depth = const crate::boot::PERCPU_TRACING_DEPTH,
+    exits = const crate::boot::PERCPU_TRACING_EXITS,
 );
 
 /// The graph entry hook: `fn(ip, parent_slot: *mut u64, frame: *mut PtRegs)`.
@@ -317,6 +374,7 @@ pub fn in_trampolines(addr: u64) -> bool {
 }
 
 unsafe extern "C" {
+    fn ftrace_caller_smp();
     static loongtrace_ftrace_text_start: u8;
     static loongtrace_ftrace_text_end: u8;
     fn ftrace_graph_caller();
@@ -343,8 +401,10 @@ pub mod addr {
         )*};
     }
     fn_addr! {
-        /// `ftrace_caller`: the argument-saving entry.
+        /// `ftrace_caller`: the argument-saving entry (one CPU).
         caller => ftrace_caller;
+        /// `ftrace_caller_smp`: the same, counting calls in flight for other CPUs to wait on.
+        caller_smp => ftrace_caller_smp;
         /// `ftrace_regs_caller`: the full-register entry.
         regs_caller => ftrace_regs_caller;
         /// `ftrace_common`.

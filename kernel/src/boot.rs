@@ -111,7 +111,7 @@ pub fn check_stack_canary() -> Result<(), String> {
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench"];
+const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask"];
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
@@ -152,6 +152,9 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::smp::mark_online();
     let want = crate::smp::start_secondaries();
     log::info!("smp: {} of {want} CPUs online", crate::smp::online());
+    if crate::smp::online() > 1 && crate::ftrace::core::use_smp_caller().is_err() {
+        log::error!("ftrace: cannot switch to the SMP caller");
+    }
     crate::irq::start_tick();
     if cmd.flag("bench") {
         crate::bench::run();

@@ -29,6 +29,7 @@ pub fn start_tick() {
 }
 
 /// The timer tick (traceable: it is ordinary kernel code called from the trap path).
+#[inline(never)]
 fn timer_tick(cpu: usize) {
     TICKS[cpu % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
 }

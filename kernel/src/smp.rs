@@ -120,16 +120,29 @@ pub fn on_other_cpus(f: CrossFn) -> u64 {
             arch::smp::send_ipi(cpu, VEC_CALL);
         }
     }
+    CALLER.store(arch::cpu::id(), Ordering::Release);
     let t0 = arch::time::ticks();
+    let mut spins = 0u32;
     while CALL_PENDING.load(Ordering::Acquire) != 0 {
+        // Spin briefly, then sleep until an interrupt (each answer sends one; the timer tick
+        // bounds the wait if an answer lands just before the `idle`): under QEMU the answering
+        // CPUs then get the host CPU time they need.
+        spins += 1;
+        if spins < 256 {
+            core::hint::spin_loop();
+        } else {
+            arch::cpu::idle();
+        }
         if arch::time::ticks() - t0 > crate::boot::counter_hz() * 5 {
             log::error!("smp: cross-call not answered by CPUs {:#x} within 5 s", CALL_PENDING.load(Ordering::Acquire));
             return others;
         }
-        core::hint::spin_loop();
     }
     CALL_BUSY.load(Ordering::Acquire)
 }
+
+/// The CPU waiting for the current cross-call's answers.
+static CALLER: AtomicUsize = AtomicUsize::new(0);
 
 /// The IPI interrupt: run a pending cross-call.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
@@ -144,6 +157,7 @@ pub fn handle_ipi(frame: &mut PtRegs) {
                 CALL_BUSY.fetch_or(me, Ordering::AcqRel);
             }
             CALL_PENDING.fetch_and(!me, Ordering::AcqRel);
+            arch::smp::send_ipi(CALLER.load(Ordering::Acquire), VEC_WAKE);
         }
     }
 }

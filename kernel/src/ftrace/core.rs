@@ -62,6 +62,9 @@ pub(crate) struct Core {
     pub ops: Vec<&'static FtraceOps>,
     /// Current target of the `bl` at `ftrace_call`.
     pub call_target: u64,
+    /// The argument-only caller sites use: `ftrace_caller`, or `ftrace_caller_smp` once other
+    /// CPUs run (it counts calls in flight for the quiescence wait).
+    pub fast_caller: u64,
     pub init_ticks: u64,
 }
 
@@ -107,7 +110,8 @@ pub fn init(entries: impl Iterator<Item = u64>) -> (usize, usize, usize) {
         }
     }
     let init_ticks = arch::time::ticks() - t0;
-    *CORE.lock() = Some(Core { state, ops: Vec::new(), call_target: arch::ftrace::addr::stub(), init_ticks });
+    let fast_caller = arch::ftrace::addr::caller();
+    *CORE.lock() = Some(Core { state, ops: Vec::new(), call_target: arch::ftrace::addr::stub(), fast_caller, init_ticks });
     (all.len(), notrace, failed)
 }
 
@@ -324,7 +328,7 @@ fn set_literal(site: &Site, st: &mut SiteState, ops: u64) -> bool {
 }
 
 /// Where a site wanted by `users` should branch (None = `nop`).
-fn site_target(users: &[&'static FtraceOps], ip: u64) -> Option<u64> {
+fn site_target(users: &[&'static FtraceOps], ip: u64, fast_caller: u64) -> Option<u64> {
     match users {
         [] => None,
         [only] if only.flags.contains(OpsFlags::DIRECT) && !only.modifying.load(Ordering::Acquire) => {
@@ -334,7 +338,7 @@ fn site_target(users: &[&'static FtraceOps], ip: u64) -> Option<u64> {
         _ if users.iter().any(|o| o.flags.intersects(OpsFlags::SAVE_REGS | OpsFlags::DIRECT)) => {
             Some(arch::ftrace::addr::regs_caller())
         }
-        _ => Some(arch::ftrace::addr::caller()),
+        _ => Some(fast_caller),
     }
 }
 
@@ -377,7 +381,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     //    which checks filters itself).
     let all = sites::all();
     let mut users: Vec<&'static FtraceOps> = Vec::new();
-    let caller = arch::ftrace::addr::caller();
+    let caller = core.fast_caller;
     for (i, site) in all.iter().enumerate() {
         let st = &mut core.state[i];
         if !traceable(st) {
@@ -386,7 +390,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         users.clear();
         users.extend(core.ops.iter().copied().filter(|o| o.wants_index(i)));
         st.refs = users.len() as u32;
-        let want = site_target(&users, site.ip);
+        let want = site_target(&users, site.ip, caller);
         let have = (st.target != 0).then_some(st.target);
         let want_ops = match users.as_slice() {
             _ if want != Some(caller) => &NOP_OPS,
@@ -412,7 +416,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
                     st.flags |= SiteFlags::ENABLED;
                     if t == arch::ftrace::addr::regs_caller() {
                         st.flags |= SiteFlags::REGS;
-                    } else if t != arch::ftrace::addr::caller() {
+                    } else if t != caller {
                         st.flags |= SiteFlags::DIRECT;
                     }
                 }
@@ -423,12 +427,14 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
                 continue;
             }
         }
-        if want != Some(caller) {
-            set_literal(site, st, want_ops);
-        }
+        // A site that left ftrace_caller keeps its literal for now: a call that went through the
+        // old `bl ftrace_caller` may still be about to load it. It is reset in step 5.
     }
     sync_all_cpus();
-    // 4. The final function at ftrace_call.
+    // 4. The final function at ftrace_call. A CPU may have loaded the old ops pointer in
+    //    ftrace_common and be stopped just before `ftrace_call`; so after publishing the new
+    //    pointer, wait until every CPU was seen outside the trampolines before pointing
+    //    `ftrace_call` at a function that uses it (the list function and the stub ignore it).
     let (op, target) = match core.ops.as_slice() {
         [] => (core::ptr::null(), arch::ftrace::addr::stub()),
         [only] if only.flags.contains(OpsFlags::RECURSION) => (*only as *const FtraceOps, ftrace_ops_assist_func as *const () as u64),
@@ -439,12 +445,25 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         set_call_target(core, list_func);
         arch::ftrace::set_function_trace_op(op as *const ());
         sync_all_cpus();
+        if !op.is_null() {
+            super::quiesce::synchronize_tracing();
+        }
         set_call_target(core, target);
     } else {
         arch::ftrace::set_function_trace_op(op as *const ());
         sync_all_cpus();
     }
-    // 5. Nothing can reach the old state any more.
+    // 5. Nothing can reach the old state any more: wait until no CPU is still inside a call that
+    //    began before, then free. (If a CPU never leaves, leak rather than free under it.)
+    if !super::quiesce::synchronize_tracing() {
+        return;
+    }
+    let nop_ops = &NOP_OPS as *const FtraceOps as u64;
+    for (site, st) in all.iter().zip(core.state.iter_mut()) {
+        if traceable(st) && st.target != caller && st.ops != nop_ops {
+            set_literal(site, st, nop_ops);
+        }
+    }
     for p in retired_sets.into_iter().filter(|p| !p.is_null()) {
         // SAFETY: `p` came from `Box::into_raw` above (an earlier update) and was unpublished in
         // step 2; every CPU has synchronised since, so no hot path still reads it.
@@ -625,4 +644,53 @@ pub fn recover_after_abort() {
         }
         o.modifying.store(false, Ordering::Release);
     }
+}
+
+/// The argument-only caller enabled sites use (see [`Core::fast_caller`]).
+pub fn fast_caller() -> u64 {
+    CORE.lock().as_ref().map_or(arch::ftrace::addr::caller(), |c| c.fast_caller)
+}
+
+/// Switches sites to `ftrace_caller_smp` once secondary CPUs run. Called at boot before any
+/// ops is registered (refused otherwise: sites would have to move while in use).
+pub fn use_smp_caller() -> Result<(), FtraceError> {
+    with_core(|core| {
+        if !core.ops.is_empty() {
+            return Err(FtraceError::AlreadyRegistered);
+        }
+        core.fast_caller = arch::ftrace::addr::caller_smp();
+        Ok(())
+    })
+}
+
+/// Checks that every site's text, literal and recorded state match what the registered ops
+/// want (an invariant the update procedure maintains between calls).
+pub fn check_consistency() -> Result<(), alloc::string::String> {
+    let g = CORE.lock();
+    let Some(core) = g.as_ref() else { return Ok(()) };
+    let caller = core.fast_caller;
+    for (i, site) in sites::all().iter().enumerate() {
+        let st = &core.state[i];
+        if !traceable(st) {
+            continue;
+        }
+        let users: Vec<&'static FtraceOps> = core.ops.iter().copied().filter(|o| o.wants_index(i)).collect();
+        let want = site_target(&users, site.ip, caller);
+        let want_ops = match users.as_slice() {
+            _ if want != Some(caller) => &NOP_OPS,
+            [only] => *only,
+            _ => &LIST_OPS,
+        } as *const FtraceOps as u64;
+        let word = arch::patch::read_insn(site.ip + 4).unwrap_or(0);
+        let want_word = arch::ftrace::call_word(site.ip, want).unwrap_or(1);
+        let lit = arch::ftrace::site_ops(site.ip).unwrap_or(0);
+        if word != want_word || lit != want_ops || st.target != want.unwrap_or(0) || st.ops != lit || st.refs as usize != users.len() {
+            return Err(alloc::format!(
+                "{}: word {word:#010x} (want {want_word:#010x}), literal {lit:#x} (want {want_ops:#x}), state {st:?}, {} users",
+                site.name,
+                users.len()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@
 
 use super::core::{Core, compute_wants, sync_all_cpus, update, with_core};
 use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsFlags};
-use super::sites;
+use super::{quiesce, sites};
 use alloc::boxed::Box;
 use arch::insn::{self, Reg};
 use core::sync::atomic::Ordering;
@@ -70,6 +70,21 @@ fn make_thunk(tramp: u64) -> Result<u64, FtraceError> {
     Ok(at)
 }
 
+/// Makes the quiescence wait treat the trampoline (and its adapter) as tracing code.
+fn track_tramp(tramp: u64, thunk: u64) {
+    let ok = quiesce::track(tramp, quiesce::code_end(tramp)) && (thunk == 0 || quiesce::track(thunk, thunk + 16));
+    if !ok {
+        log::warn!("ftrace: too many direct trampolines to track; removal waits may be early");
+    }
+}
+
+fn untrack_tramp(tramp: u64, thunk: u64) {
+    quiesce::untrack(tramp);
+    if thunk != 0 {
+        quiesce::untrack(thunk);
+    }
+}
+
 fn free_thunk(at: u64) {
     if at != 0 {
         // SAFETY: `at` came from `make_thunk` (a leaked Box<Thunk>) and is no longer published;
@@ -108,6 +123,7 @@ pub fn register_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(),
         }
         check_conflicts(core, ops)?;
         let thunk = if ops.flags.contains(OpsFlags::LEGACY_ABI) { make_thunk(tramp)? } else { 0 };
+        track_tramp(tramp, thunk);
         ops.direct.store(tramp, Ordering::Release);
         ops.thunk.store(thunk, Ordering::Release);
         let mut list = core.ops.clone();
@@ -132,7 +148,12 @@ pub fn unregister_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(
         let list: alloc::vec::Vec<_> = core.ops.iter().copied().filter(|o| !core::ptr::eq(*o, ops)).collect();
         update(core, list);
         ops.direct.store(0, Ordering::Release);
-        free_thunk(ops.thunk.swap(0, Ordering::AcqRel));
+        let thunk = ops.thunk.swap(0, Ordering::AcqRel);
+        let quiet = quiesce::synchronize_trampolines();
+        untrack_tramp(tramp, thunk);
+        if quiet {
+            free_thunk(thunk);
+        }
         Ok(())
     })
 }
@@ -151,6 +172,8 @@ pub fn modify_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(), F
             return Err(FtraceError::NotRegistered);
         }
         let thunk = if ops.flags.contains(OpsFlags::LEGACY_ABI) { make_thunk(tramp)? } else { 0 };
+        track_tramp(tramp, thunk);
+        let old_tramp = ops.direct.load(Ordering::Acquire);
         let list = core.ops.clone();
         ops.modifying.store(true, Ordering::Release);
         update(core, list.clone());
@@ -159,7 +182,11 @@ pub fn modify_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(), F
         sync_all_cpus();
         ops.modifying.store(false, Ordering::Release);
         update(core, list);
-        free_thunk(old_thunk);
+        let quiet = quiesce::synchronize_trampolines();
+        untrack_tramp(old_tramp, old_thunk);
+        if quiet {
+            free_thunk(old_thunk);
+        }
         Ok(())
     })
 }

@@ -18,7 +18,7 @@ use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsFlags};
 use super::recursion;
 use arch::frame::PtRegs;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Graph ops that may be registered at once.
 pub const FGRAPH_MAX_OPS: usize = 16;
@@ -131,6 +131,10 @@ fn with_shadow<R>(f: impl FnOnce(&mut ShadowStack) -> R) -> R {
 
 static GRAPH_OPS: [AtomicPtr<FgraphOps>; FGRAPH_MAX_OPS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; FGRAPH_MAX_OPS];
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
+/// Slots whose ops is being unregistered: no new calls are hooked for them.
+static ENTRY_OFF: AtomicU32 = AtomicU32::new(0);
+/// Per slot: hooked calls that have not returned yet, on all CPUs.
+static OUTSTANDING: [AtomicU64; FGRAPH_MAX_OPS] = [const { AtomicU64::new(0) }; FGRAPH_MAX_OPS];
 static STOPPED: AtomicBool = AtomicBool::new(false);
 static GRAPH_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
@@ -169,16 +173,32 @@ pub fn register_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError>
         }
         super::core::sync_all_cpus();
     }
+    let i = GRAPH_OPS.iter().position(|s| core::ptr::eq(s, slot)).unwrap_or(0);
+    OUTSTANDING[i].store(0, Ordering::Relaxed);
+    ENTRY_OFF.fetch_and(!(1 << i), Ordering::AcqRel);
     slot.store(ops as *const FgraphOps as *mut FgraphOps, Ordering::Release);
     REGISTERED.fetch_add(1, Ordering::AcqRel);
     Ok(())
 }
 
-/// Stops calling `ops`. Calls hooked earlier still return through the shadow stack; their
-/// return callbacks are skipped.
+/// Stops calling `ops`. No new call is hooked for it; calls it hooked on other CPUs get their
+/// return callback before this returns (waiting up to one second for them to return). Calls it
+/// hooked on this CPU that are still running (callers of this function) return without it.
 pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError> {
     let _g = GRAPH_LOCK.lock();
-    let slot = GRAPH_OPS.iter().find(|s| core::ptr::eq(s.load(Ordering::Acquire), ops)).ok_or(FtraceError::NotRegistered)?;
+    let i = GRAPH_OPS.iter().position(|s| core::ptr::eq(s.load(Ordering::Acquire), ops)).ok_or(FtraceError::NotRegistered)?;
+    ENTRY_OFF.fetch_or(1 << i, Ordering::AcqRel);
+    super::core::sync_all_cpus();
+    let here = with_shadow(|s| s.entries[..s.depth].iter().filter(|e| e.mask & (1 << i) != 0).count() as u64);
+    let t0 = arch::time::ticks();
+    while OUTSTANDING[i].load(Ordering::Acquire) > here {
+        if arch::time::ticks() - t0 > crate::boot::counter_hz() {
+            log::warn!("fgraph: {} hooked calls still running after 1 s; their returns are not reported", OUTSTANDING[i].load(Ordering::Acquire) - here);
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let slot = &GRAPH_OPS[i];
     slot.store(core::ptr::null_mut(), Ordering::Release);
     if REGISTERED.fetch_sub(1, Ordering::AcqRel) == 1 {
         if let Err(e) = arch::ftrace::set_graph_call(false) {
@@ -245,9 +265,10 @@ extern "C" fn graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs) {
         let e = &mut s.entries[depth];
         e.mask = 0;
         e.data_size = [0; FGRAPH_MAX_OPS];
+        let off = ENTRY_OFF.load(Ordering::Acquire);
         for (i, slot) in GRAPH_OPS.iter().enumerate() {
             let p = slot.load(Ordering::Acquire);
-            if p.is_null() {
+            if p.is_null() || off & (1 << i) != 0 {
                 continue;
             }
             // SAFETY: registered graph ops are `'static`.
@@ -255,6 +276,7 @@ extern "C" fn graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs) {
             let mut data = FgraphData { size: &mut e.data_size[i], bytes: &mut e.data[i] };
             if (ops.entry)(&ent, ops, &mut data) {
                 e.mask |= 1 << i;
+                OUTSTANDING[i].fetch_add(1, Ordering::AcqRel);
             }
         }
         if e.mask == 0 {
@@ -272,6 +294,17 @@ extern "C" fn graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs) {
 }
 
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+/// Counts the hooked call of the ops in `mask` as finished.
+#[inline]
+fn returned(mask: u16) {
+    for (i, n) in OUTSTANDING.iter().enumerate() {
+        if mask & (1 << i) != 0 {
+            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(1)));
+        }
+    }
+}
+
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
     let rettime = arch::time::ticks();
     let popped = with_shadow(|s| {
@@ -279,6 +312,7 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
         match found {
             Some(i) => {
                 ABANDONED.fetch_add((s.depth - 1 - i) as u64, Ordering::Relaxed);
+                s.entries[i + 1..s.depth].iter().for_each(|e| returned(e.mask));
                 s.depth = i;
                 Some((s.entries[i], i, false))
             }
@@ -293,6 +327,7 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
         panic!("return_to_handler reached with an empty shadow stack (sp {sp:#x})");
     };
     if corrupt {
+        returned(entry.mask);
         STOPPED.store(true, Ordering::Release);
         CORRUPTIONS.fetch_add(1, Ordering::Relaxed);
         log::error!(
@@ -319,6 +354,8 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
         }
         recursion::unlock(held);
     }
+    // Only now may an unregistering ops' slot be cleared (see unregister_ftrace_graph).
+    returned(entry.mask);
     entry.ret
 }
 

@@ -8,6 +8,7 @@ pub mod direct;
 pub mod fgraph;
 pub mod graph_tracer;
 pub mod ops;
+pub mod quiesce;
 pub mod recursion;
 pub mod sites;
 pub mod tracer;

@@ -101,13 +101,14 @@ unsafe extern "C" {
     fn loongtrace_abi_oracle(ctx: *mut OracleCtx, target: extern "C" fn(u64, u64, u64, u64, u64, u64, u64, u64) -> u64);
 }
 
-static RECEIVED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+/// What the target received, per CPU (the SMP stress runs the oracle on several CPUs at once).
+static RECEIVED: [[AtomicU64; 8]; arch::boot::MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 8] }; arch::boot::MAX_CPUS];
 
 /// The traced function under test: records its arguments and mixes them into its result.
 #[inline(never)]
 pub extern "C" fn abi_oracle_target(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, a7: u64) -> u64 {
     let args = [a0, a1, a2, a3, a4, a5, a6, a7];
-    for (slot, v) in RECEIVED.iter().zip(args) {
+    for (slot, v) in RECEIVED[arch::cpu::id() % arch::boot::MAX_CPUS].iter().zip(args) {
         slot.store(v, Relaxed);
     }
     expected_result(&args)
@@ -131,10 +132,11 @@ pub fn check(what: &str, target: extern "C" fn(u64, u64, u64, u64, u64, u64, u64
     }
     // r21 keeps its real value: it is reserved for per-CPU data, which interrupts may use.
     ctx.saved_in[11] = r21;
-    RECEIVED.iter().for_each(|r| r.store(0, Relaxed));
+    let received = &RECEIVED[arch::cpu::id() % arch::boot::MAX_CPUS];
+    received.iter().for_each(|r| r.store(0, Relaxed));
     // SAFETY: the asm follows the C ABI and restores every callee-saved register it loads.
     unsafe { loongtrace_abi_oracle(&mut ctx, target) };
-    let received: [u64; 8] = core::array::from_fn(|i| RECEIVED[i].load(Relaxed));
+    let received: [u64; 8] = core::array::from_fn(|i| received[i].load(Relaxed));
     kassert_eq!(received, ctx.args, "{what}: arguments the function saw");
     kassert_eq!(ctx.ret, expected_result(&ctx.args), "{what}: return value");
     kassert_eq!(ctx.saved_out, ctx.saved_in, "{what}: s0-s8, fp, tp, r21 after the call");

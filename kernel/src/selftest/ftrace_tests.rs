@@ -62,7 +62,7 @@ ktest! {
         kassert_eq!(read(ip + 4), insn::NOP);
         ftrace::ftrace_set_filter_ip(&PATCH_OPS, ip, false, true).map_err(fail)?;
         ftrace::register_ftrace_function(&PATCH_OPS).map_err(fail)?;
-        kassert_eq!(insn::decode(ip + 4, read(ip + 4)), Insn::Bl { target: arch::ftrace::addr::caller() });
+        kassert_eq!(insn::decode(ip + 4, read(ip + 4)), Insn::Bl { target: ftrace::core::fast_caller() });
         kassert_eq!(read(ip), arch::ftrace::SITE_MOVE);
         let info = site_info(ip).unwrap();
         kassert!(info.state.flags.contains(SiteFlags::ENABLED) && info.state.refs == 1, "{:?}", info.state);
@@ -76,7 +76,7 @@ ktest! {
         kassert_eq!(patch_target_a(5), 6);
         kassert_eq!((count(&PATCH_OPS), count(&PATCH_REGS_OPS)), (2, 1));
         ftrace::unregister_ftrace_function(&PATCH_REGS_OPS).map_err(fail)?;
-        kassert_eq!(insn::decode(ip + 4, read(ip + 4)), Insn::Bl { target: arch::ftrace::addr::caller() });
+        kassert_eq!(insn::decode(ip + 4, read(ip + 4)), Insn::Bl { target: ftrace::core::fast_caller() });
         ftrace::unregister_ftrace_function(&PATCH_OPS).map_err(fail)?;
         kassert_eq!(read(ip + 4), insn::NOP);
         kassert_eq!(patch_target_a(5), 6);

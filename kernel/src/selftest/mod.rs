@@ -13,7 +13,7 @@ use arch::frame::PtRegs;
 use arch::jump::JumpContext;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-mod abi_oracle;
+pub(crate) mod abi_oracle;
 mod boot_tests;
 pub mod direct_tests;
 mod fail_demo;
@@ -21,6 +21,7 @@ mod fgraph_tests;
 mod ftrace_tests;
 mod insn_tests;
 mod samples_tests;
+mod smp_tests;
 pub mod targets;
 
 /// How a case ended other than passing.

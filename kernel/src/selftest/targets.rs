@@ -126,3 +126,35 @@ pub fn fgraph_corrupt_me() -> u64 {
     crate::ftrace::fgraph::corrupt_top_entry_for_test();
     black_box(77)
 }
+
+/// Calls of the SMP work functions, per function and per CPU.
+pub static SMP_CALLS: [[core::sync::atomic::AtomicU64; arch::boot::MAX_CPUS]; 3] =
+    [const { [const { core::sync::atomic::AtomicU64::new(0) }; arch::boot::MAX_CPUS] }; 3];
+
+fn smp_count(f: usize) {
+    SMP_CALLS[f][arch::cpu::id() % arch::boot::MAX_CPUS].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Total calls of SMP work function `f` on all CPUs.
+pub fn smp_calls(f: usize) -> u64 {
+    SMP_CALLS[f].iter().map(|c| c.load(core::sync::atomic::Ordering::Relaxed)).sum()
+}
+
+/// SMP stress work functions: each counts its call, then computes.
+#[inline(never)]
+pub fn smp_work_a(x: u64) -> u64 {
+    smp_count(0);
+    black_box(x).wrapping_mul(3) + 1
+}
+
+#[inline(never)]
+pub fn smp_work_b(x: u64) -> u64 {
+    smp_count(1);
+    black_box(x).wrapping_mul(5) + 2
+}
+
+#[inline(never)]
+pub fn smp_work_c(x: u64) -> u64 {
+    smp_count(2);
+    black_box(x).wrapping_mul(7) + 3
+}
