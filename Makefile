@@ -5,8 +5,11 @@ RAW_ELF     := target/$(TARGET)/release/loongtrace
 KERNEL      := target/loongtrace.elf
 QEMU        ?= qemu-system-loongarch64
 SMP         ?= 1
+# make test boots with 4 CPUs (suite smp needs them); STRESS=long runs the SMP stress 10x longer.
+TEST_SMP    ?= 4
+STRESS      ?=
 CMDLINE     ?= demo=1
-TIMEOUT     ?= 120
+TIMEOUT     ?= 300
 GDB         ?= gdb-multiarch
 QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL)
 
@@ -41,9 +44,10 @@ test-host:
 	cargo test -q -p loongtrace-tests --lib
 
 test-kernel: build
-	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(SMP) \
+	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) \
 		cargo test -q -p loongtrace-tests --test fail_demo
-	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(SMP) \
+	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(TEST_SMP) \
+		LOONGTRACE_CMDLINE="$(if $(STRESS),stress=$(STRESS))" \
 		cargo test -q -p loongtrace-tests --test kernel
 
 test: test-host test-kernel

@@ -71,3 +71,21 @@ pub fn patch_insn(addr: u64, old: u32, new: u32) -> Result<(), PatchError> {
     crate::cpu::ibar();
     Ok(())
 }
+
+/// Stores the word at `addr` again, unchanged, then `ibar 0`.
+///
+/// Used after every other CPU has synchronised following a patch. On real hardware the first
+/// store and `ibar` suffice; under QEMU's multi-threaded TCG another CPU may have been
+/// translating the page while the first store landed, keeping a translation of the old word that
+/// the store did not invalidate (the page was not write-protected yet). A second store, made
+/// once no translation can be in progress, is seen by QEMU's write protection and drops such
+/// stale translations. It never changes what the word is.
+pub fn recommit_insn(addr: u64) -> Result<(), PatchError> {
+    if !is_text(addr) {
+        return Err(PatchError::BadAddress(addr));
+    }
+    let w = word(addr);
+    w.store(w.load(Ordering::Relaxed), Ordering::Release);
+    crate::cpu::ibar();
+    Ok(())
+}

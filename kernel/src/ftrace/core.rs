@@ -80,6 +80,18 @@ pub(crate) fn sync_all_cpus() {
     crate::smp::sync_all_cpus();
 }
 
+/// Makes every CPU execute the new words at `patched`: synchronise, store each word once more
+/// (see `arch::patch::recommit_insn`), synchronise again.
+pub(crate) fn publish_text(patched: &[u64]) {
+    sync_all_cpus();
+    if crate::smp::online() > 1 && !patched.is_empty() {
+        for &a in patched {
+            let _ = arch::patch::recommit_insn(a);
+        }
+        sync_all_cpus();
+    }
+}
+
 /// Reports a site that could not be patched, once, in the manner of Linux's `ftrace_bug`.
 fn ftrace_bug(site: &Site, what: &str, err: &arch::ftrace::FtraceArchError) {
     let w0 = arch::patch::read_insn(site.ip).unwrap_or(0);
@@ -350,7 +362,7 @@ fn set_call_target(core: &mut Core, target: u64) {
         Ok(()) => core.call_target = target,
         Err(e) => log::error!("ftrace bug: cannot retarget ftrace_call: {e}"),
     }
-    sync_all_cpus();
+    publish_text(&[arch::ftrace::addr::ftrace_call()]);
 }
 
 /// Moves text and published state to the configuration where exactly `new_ops` are registered.
@@ -381,6 +393,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     //    which checks filters itself).
     let all = sites::all();
     let mut users: Vec<&'static FtraceOps> = Vec::new();
+    let mut patched: Vec<u64> = Vec::new();
     let caller = core.fast_caller;
     for (i, site) in all.iter().enumerate() {
         let st = &mut core.state[i];
@@ -410,6 +423,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         }
         match arch::ftrace::modify_call(site.ip, have, want) {
             Ok(()) => {
+                patched.push(site.ip + 4);
                 st.target = want.unwrap_or(0);
                 st.flags.remove(SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
                 if let Some(t) = want {
@@ -430,7 +444,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         // A site that left ftrace_caller keeps its literal for now: a call that went through the
         // old `bl ftrace_caller` may still be about to load it. It is reset in step 5.
     }
-    sync_all_cpus();
+    publish_text(&patched);
     // 4. The final function at ftrace_call. A CPU may have loaded the old ops pointer in
     //    ftrace_common and be stopped just before `ftrace_call`; so after publishing the new
     //    pointer, wait until every CPU was seen outside the trampolines before pointing

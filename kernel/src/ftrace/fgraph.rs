@@ -171,7 +171,7 @@ pub fn register_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError>
             let _ = super::unregister_ftrace_function(&GRAPH_SITE_OPS);
             return Err(FtraceError::NotInitialised);
         }
-        super::core::sync_all_cpus();
+        super::core::publish_text(&[arch::ftrace::addr::ftrace_graph_call()]);
     }
     let i = GRAPH_OPS.iter().position(|s| core::ptr::eq(s, slot)).unwrap_or(0);
     OUTSTANDING[i].store(0, Ordering::Relaxed);
@@ -204,6 +204,7 @@ pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceErro
         if let Err(e) = arch::ftrace::set_graph_call(false) {
             log::error!("ftrace bug: cannot disable ftrace_graph_call: {e}");
         }
+        super::core::publish_text(&[arch::ftrace::addr::ftrace_graph_call()]);
         super::unregister_ftrace_function(&GRAPH_SITE_OPS)?;
     }
     super::core::sync_all_cpus();
