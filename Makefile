@@ -9,7 +9,7 @@ SMP         ?= 1
 TEST_SMP    ?= 4
 STRESS      ?=
 CMDLINE     ?= demo=1
-TIMEOUT     ?= 300
+TIMEOUT     ?= $(if $(STRESS),1800,300)
 GDB         ?= gdb-multiarch
 QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL)
 
