@@ -56,9 +56,7 @@ bench: build
 	cargo run -q --release -p loongtrace-tools --bin ltbench -- --runs 2 --json bench/results.json $(KERNEL)
 
 gdb: build
-	$(QEMU) $(QEMU_ARGS) -s -S -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)" & \
-	$(GDB) -q $(KERNEL) -ex 'set architecture Loongarch64' -ex 'target remote :1234'; \
-	kill %1 2>/dev/null || true
+	GDB=$(GDB) ./tools/gdb.sh $(KERNEL) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)"
 
 clean:
 	cargo clean
