@@ -171,34 +171,14 @@ ftrace_stub:
     jr      $ra
     .size ftrace_stub, . - ftrace_stub
 
-    .global ftrace_caller
-    .type ftrace_caller, @function
-ftrace_caller:
-    addi.d  $sp, $sp, -{size}
-    st.d    $t0, $sp, {ra}
-    st.d    $ra, $sp, {era}
-    .irp n, 0,1,2,3,4,5,6,7
-    st.d    $a\n, $sp, {a0} + \n * 8
-    .endr
-    ld.d    $a2, $ra, -16
-    ld.d    $t1, $a2, {ops_call}
-    addi.d  $a0, $ra, -8
-    move    $a1, $t0
-    move    $a3, $sp
-    jirl    $ra, $t1, 0
-    .irp n, 0,1,2,3,4,5,6,7
-    ld.d    $a\n, $sp, {a0} + \n * 8
-    .endr
-    ld.d    $ra, $sp, {ra}
-    ld.d    $t0, $sp, {era}
-    addi.d  $sp, $sp, {size}
-    jr      $t0
-    .size ftrace_caller, . - ftrace_caller
-
-    .global ftrace_caller_smp
-    .type ftrace_caller_smp, @function
-ftrace_caller_smp:
+    // The argument-only caller; `counted` adds TRACING_ENTER/TRACING_EXIT (ftrace_caller_smp).
+    .macro FTRACE_ARGS_CALLER name, counted
+    .global \name
+    .type \name, @function
+\name:
+    .if \counted
     TRACING_ENTER
+    .endif
     addi.d  $sp, $sp, -{size}
     st.d    $t0, $sp, {ra}
     st.d    $ra, $sp, {era}
@@ -217,9 +197,15 @@ ftrace_caller_smp:
     ld.d    $ra, $sp, {ra}
     ld.d    $t0, $sp, {era}
     addi.d  $sp, $sp, {size}
+    .if \counted
     TRACING_EXIT $t1, $t2
+    .endif
     jr      $t0
-    .size ftrace_caller_smp, . - ftrace_caller_smp
+    .size \name, . - \name
+    .endm
+
+    FTRACE_ARGS_CALLER ftrace_caller, 0
+    FTRACE_ARGS_CALLER ftrace_caller_smp, 1
 
     .global ftrace_regs_caller
     .type ftrace_regs_caller, @function

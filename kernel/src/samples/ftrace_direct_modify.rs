@@ -62,16 +62,12 @@ pub fn load() -> Result<(), FtraceError> {
 }
 
 pub fn unload() -> Result<(), FtraceError> {
-    let current = DIRECT.direct.load(Ordering::Acquire);
-    ftrace::unregister_ftrace_direct(&DIRECT, current)?;
-    ftrace::ftrace_reset_filters(&DIRECT)
+    super::unload_direct(&DIRECT)
 }
 
 /// Points the sample at the other trampoline (what Linux's kthread does periodically).
 pub fn flip() -> Result<(), FtraceError> {
-    let [t1, t2] = tramps();
-    let next = if DIRECT.direct.load(Ordering::Acquire) == t1 { t2 } else { t1 };
-    ftrace::modify_ftrace_direct(&DIRECT, next)
+    super::flip(&DIRECT, tramps())
 }
 
 fn exercise() {

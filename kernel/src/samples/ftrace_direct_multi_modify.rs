@@ -3,7 +3,6 @@
 
 use super::{Sample, targets};
 use crate::ftrace::{self, FtraceError, FtraceOps, OpsFlags};
-use core::sync::atomic::Ordering;
 
 #[unsafe(no_mangle)]
 extern "C" fn sample_multi_modify_func1(ip: u64) {
@@ -60,16 +59,12 @@ pub fn load() -> Result<(), FtraceError> {
 }
 
 pub fn unload() -> Result<(), FtraceError> {
-    let current = DIRECT.direct.load(Ordering::Acquire);
-    ftrace::unregister_ftrace_direct(&DIRECT, current)?;
-    ftrace::ftrace_reset_filters(&DIRECT)
+    super::unload_direct(&DIRECT)
 }
 
 /// Points the sample at the other trampoline.
 pub fn flip() -> Result<(), FtraceError> {
-    let [t1, t2] = tramps();
-    let next = if DIRECT.direct.load(Ordering::Acquire) == t1 { t2 } else { t1 };
-    ftrace::modify_ftrace_direct(&DIRECT, next)
+    super::flip(&DIRECT, tramps())
 }
 
 fn exercise() {

@@ -33,6 +33,20 @@ pub fn take_log() -> Vec<String> {
     core::mem::take(&mut *LOG.lock())
 }
 
+/// Points a direct ops registered on one of `tramps` at the other one (what Linux's modify
+/// samples do from a kthread).
+pub fn flip(ops: &'static crate::ftrace::FtraceOps, tramps: [u64; 2]) -> Result<(), crate::ftrace::FtraceError> {
+    let current = ops.direct.load(core::sync::atomic::Ordering::Acquire);
+    let next = if current == tramps[0] { tramps[1] } else { tramps[0] };
+    crate::ftrace::modify_ftrace_direct(ops, next)
+}
+
+/// Unregisters a direct ops from whichever trampoline it uses now, and drops its filter.
+pub fn unload_direct(ops: &'static crate::ftrace::FtraceOps) -> Result<(), crate::ftrace::FtraceError> {
+    crate::ftrace::unregister_ftrace_direct(ops, ops.direct.load(core::sync::atomic::Ordering::Acquire))?;
+    crate::ftrace::ftrace_reset_filters(ops)
+}
+
 /// A sample as the demo and the tests see it.
 pub struct Sample {
     pub name: &'static str,

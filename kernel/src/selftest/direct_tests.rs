@@ -60,29 +60,22 @@ loongtrace_direct_probe:
     jr      $t1
     .size loongtrace_direct_probe, . - loongtrace_direct_probe
 
-    .global loongtrace_tramp_a
-    .type loongtrace_tramp_a, @function
-loongtrace_tramp_a:
+    .irp name, a, b
+    .global loongtrace_tramp_\name
+    .type loongtrace_tramp_\name, @function
+loongtrace_tramp_\name:
     la.pcrel $t2, loongtrace_tramp_counts
+    .ifc \name, b
+    addi.d  $t2, $t2, 8
+    .endif
     ld.d    $t3, $t2, 0
     addi.d  $t3, $t3, 1
     st.d    $t3, $t2, 0
     move    $t1, $ra
     move    $ra, $t0
     jr      $t1
-    .size loongtrace_tramp_a, . - loongtrace_tramp_a
-
-    .global loongtrace_tramp_b
-    .type loongtrace_tramp_b, @function
-loongtrace_tramp_b:
-    la.pcrel $t2, loongtrace_tramp_counts
-    ld.d    $t3, $t2, 8
-    addi.d  $t3, $t3, 1
-    st.d    $t3, $t2, 8
-    move    $t1, $ra
-    move    $ra, $t0
-    jr      $t1
-    .size loongtrace_tramp_b, . - loongtrace_tramp_b
+    .size loongtrace_tramp_\name, . - loongtrace_tramp_\name
+    .endr
 
     .global loongtrace_legacy_tramp
     .type loongtrace_legacy_tramp, @function
