@@ -290,6 +290,7 @@ ktest! {
     /// function still returns to its caller.
     fn fgraph::shadow_stack_mismatch() {
         let before = fgraph::CORRUPTIONS.load(Relaxed);
+        kdiag!("damaging a shadow-stack entry on purpose: the 'shadow stack mismatch' log line below is expected");
         let mut v = (0, 0);
         let recs = record(&[fgraph_corrupt_me as *const (), dyn_func1 as *const ()], "fgraph_corrupt_me dyn_func1", || {
             v.0 = fgraph_corrupt_me();

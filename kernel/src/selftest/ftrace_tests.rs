@@ -94,6 +94,7 @@ ktest! {
     fn ftrace_patch::corrupted_site_refused() {
         let victim = addr(patch_victim as *const ());
         let other = addr(patch_target_b as *const ());
+        kdiag!("damaging patch_victim's call slot on purpose: the 'ftrace bug' log line below is expected");
         arch::patch::patch_insn(victim + 4, insn::NOP, CORRUPT).map_err(|e| fail_str(alloc::format!("{e}")))?;
         let r = ftrace::ftrace_set_filter(&PATCH_OPS, "patch_victim patch_target_b", true)
             .and_then(|_| ftrace::register_ftrace_function(&PATCH_OPS));
