@@ -152,7 +152,9 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::smp::mark_online();
     let want = crate::smp::start_secondaries();
     log::info!("smp: {} of {want} CPUs online", crate::smp::online());
-    if crate::smp::online() > 1 && crate::ftrace::core::use_smp_caller().is_err() {
+    // Decided on the CPUs QEMU has, not on those that made it in time: a late one must not find
+    // sites on the uncounted caller.
+    if want > 1 && crate::ftrace::core::use_smp_caller().is_err() {
         log::error!("ftrace: cannot switch to the SMP caller");
     }
     crate::irq::start_tick();

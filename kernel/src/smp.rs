@@ -114,13 +114,15 @@ pub fn on_other_cpus(f: CrossFn) -> u64 {
     CROSS_CALLS.fetch_add(1, Ordering::Relaxed);
     CALL_FN.store(f as usize, Ordering::Relaxed);
     CALL_BUSY.store(0, Ordering::Relaxed);
+    CALLER.store(arch::cpu::id(), Ordering::Relaxed);
     CALL_PENDING.store(others, Ordering::Release);
+    // The IPI is an IOCSR write: order the stores above before it.
+    arch::cpu::dbar();
     for cpu in 0..MAX_CPUS {
         if others & (1 << cpu) != 0 {
             arch::smp::send_ipi(cpu, VEC_CALL);
         }
     }
-    CALLER.store(arch::cpu::id(), Ordering::Release);
     let t0 = arch::time::ticks();
     let mut spins = 0u32;
     while CALL_PENDING.load(Ordering::Acquire) != 0 {
@@ -134,8 +136,9 @@ pub fn on_other_cpus(f: CrossFn) -> u64 {
             arch::cpu::idle();
         }
         if arch::time::ticks() - t0 > crate::boot::counter_hz() * 5 {
-            log::error!("smp: cross-call not answered by CPUs {:#x} within 5 s", CALL_PENDING.load(Ordering::Acquire));
-            return others;
+            // Going on would break every guarantee built on this call (text seen by all CPUs,
+            // nothing freed under a running CPU); a CPU that does not answer IPIs is a kernel bug.
+            panic!("smp: cross-call not answered by CPUs {:#x} within 5 s", CALL_PENDING.load(Ordering::Acquire));
         }
     }
     CALL_BUSY.load(Ordering::Acquire)
@@ -148,6 +151,7 @@ static CALLER: AtomicUsize = AtomicUsize::new(0);
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn handle_ipi(frame: &mut PtRegs) {
     let pending = arch::smp::take_ipis();
+    arch::cpu::dbar();
     if pending & (1 << VEC_CALL) != 0 {
         let me = 1u64 << arch::cpu::id();
         if CALL_PENDING.load(Ordering::Acquire) & me != 0 {

@@ -459,24 +459,27 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         set_call_target(core, list_func);
         arch::ftrace::set_function_trace_op(op as *const ());
         sync_all_cpus();
-        if !op.is_null() {
-            super::quiesce::synchronize_tracing();
+        // If some CPU never leaves its call, stay on the list function (safe with any pointer).
+        if op.is_null() || super::quiesce::synchronize_tracing() {
+            set_call_target(core, target);
         }
-        set_call_target(core, target);
     } else {
         arch::ftrace::set_function_trace_op(op as *const ());
         sync_all_cpus();
     }
-    // 5. Nothing can reach the old state any more: wait until no CPU is still inside a call that
-    //    began before, then free. (If a CPU never leaves, leak rather than free under it.)
-    if !super::quiesce::synchronize_tracing() {
-        return;
-    }
+    // 5. Reset the literals of sites that left ftrace_caller (a CPU that went through an old
+    //    `bl ftrace_caller` but has not counted itself yet then finds `NOP_OPS`), wait until no
+    //    CPU is still inside a call that began before, then free what the old state used. (If a
+    //    CPU never leaves, leak rather than free under it.)
     let nop_ops = &NOP_OPS as *const FtraceOps as u64;
     for (site, st) in all.iter().zip(core.state.iter_mut()) {
         if traceable(st) && st.target != caller && st.ops != nop_ops {
             set_literal(site, st, nop_ops);
         }
+    }
+    arch::cpu::dbar();
+    if !super::quiesce::synchronize_tracing() {
+        return;
     }
     for p in retired_sets.into_iter().filter(|p| !p.is_null()) {
         // SAFETY: `p` came from `Box::into_raw` above (an earlier update) and was unpublished in
@@ -641,6 +644,11 @@ pub fn resolve_filter(text: &str) -> Result<SiteSet, FtraceError> {
 /// core lock back if the abandoned case held it, and unregisters every ops.
 pub fn recover_after_abort() {
     recursion::reset_this_cpu();
+    // The abandoned case may have left this CPU counted as inside a tracing call.
+    let me = arch::boot::percpu(arch::cpu::id());
+    if me.tracing_depth.swap(0, Ordering::AcqRel) != 0 {
+        me.tracing_exits.fetch_add(1, Ordering::AcqRel);
+    }
     if CORE.is_locked() {
         // SAFETY: only the self-test CPU calls the ftrace API while cases run; the holder was
         // the case that was just abandoned on this CPU, and will never release it.

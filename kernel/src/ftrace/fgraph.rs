@@ -162,7 +162,13 @@ pub fn register_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError>
     if GRAPH_OPS.iter().any(|s| core::ptr::eq(s.load(Ordering::Acquire), ops)) {
         return Err(FtraceError::AlreadyRegistered);
     }
-    let slot = GRAPH_OPS.iter().find(|s| s.load(Ordering::Acquire).is_null()).ok_or(FtraceError::TooManyGraphOps)?;
+    // A slot is reused only once every call hooked through it has returned.
+    let slot = GRAPH_OPS
+        .iter()
+        .zip(OUTSTANDING.iter())
+        .find(|(s, n)| s.load(Ordering::Acquire).is_null() && n.load(Ordering::Acquire) == 0)
+        .map(|(s, _)| s)
+        .ok_or(FtraceError::TooManyGraphOps)?;
     if REGISTERED.load(Ordering::Acquire) == 0 {
         super::register_ftrace_function(&GRAPH_SITE_OPS)?;
         STOPPED.store(false, Ordering::Release);
@@ -174,7 +180,6 @@ pub fn register_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError>
         super::core::publish_text(&[arch::ftrace::addr::ftrace_graph_call()]);
     }
     let i = GRAPH_OPS.iter().position(|s| core::ptr::eq(s, slot)).unwrap_or(0);
-    OUTSTANDING[i].store(0, Ordering::Relaxed);
     ENTRY_OFF.fetch_and(!(1 << i), Ordering::AcqRel);
     slot.store(ops as *const FgraphOps as *mut FgraphOps, Ordering::Release);
     REGISTERED.fetch_add(1, Ordering::AcqRel);
@@ -374,10 +379,18 @@ pub fn check_idle() -> Result<(), alloc::string::String> {
         0 => Ok(()),
         d => {
             // Drop stale entries so later cases start clean; report the leak.
-            with_shadow(|s| s.depth = 0);
+            drop_shadow_entries();
             Err(alloc::format!("{d} shadow-stack entries left"))
         }
     }
+}
+
+/// Forgets this CPU's hooked calls (their frames are gone), counting them as returned.
+fn drop_shadow_entries() {
+    with_shadow(|s| {
+        s.entries[..s.depth].iter().for_each(|e| returned(e.mask));
+        s.depth = 0;
+    });
 }
 
 /// After an abandoned self-test case: unregisters every graph ops and forgets this CPU's hooked
@@ -394,6 +407,6 @@ pub fn recover_after_abort() {
             let _ = unregister_ftrace_graph(unsafe { &*p });
         }
     }
-    with_shadow(|s| s.depth = 0);
+    drop_shadow_entries();
     STOPPED.store(false, Ordering::Release);
 }

@@ -19,8 +19,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 const TRACKED: usize = 32;
 /// Direct trampolines and adapters in use, as `[start, end)` pairs (0, 0 = free slot).
 static RANGES: [[AtomicU64; 2]; TRACKED] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; TRACKED];
-/// Times a wait found a CPU still inside and had to look again.
+/// Waits that found a CPU still inside and had to wait for it.
 pub static RETRIES: AtomicU64 = AtomicU64::new(0);
+/// Waits that gave up (a CPU stayed inside); nothing was freed then.
+pub static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 
 /// Starts treating `[start, end)` as a direct trampoline in use. Returns false when the table is
 /// full.
@@ -66,17 +68,24 @@ pub fn synchronize_tracing() -> bool {
     let mut snap = [(0u64, 0u64); arch::boot::MAX_CPUS];
     for c in others() {
         let p = arch::boot::percpu(c);
-        snap[c] = (p.tracing_depth.load(Ordering::Acquire), p.tracing_exits.load(Ordering::Acquire));
+        let exits = p.tracing_exits.load(Ordering::Acquire);
+        snap[c] = (p.tracing_depth.load(Ordering::Acquire), exits);
     }
     let t0 = arch::time::ticks();
     for c in others() {
         if snap[c].0 == 0 {
             continue;
         }
+        // Done once the CPU is outside now, or left its outermost call since the snapshot.
+        // (Depth and exits are read separately, so the snapshot may already include the exit.)
         let p = arch::boot::percpu(c);
-        while p.tracing_exits.load(Ordering::Acquire) == snap[c].1 {
+        let inside = || p.tracing_depth.load(Ordering::Acquire) != 0 && p.tracing_exits.load(Ordering::Acquire) == snap[c].1;
+        if inside() {
             RETRIES.fetch_add(1, Ordering::Relaxed);
+        }
+        while inside() {
             if arch::time::ticks() - t0 > crate::boot::counter_hz() * 5 {
+                TIMEOUTS.fetch_add(1, Ordering::Relaxed);
                 log::error!("ftrace: cpu{c} stayed inside one tracing call for 5 s");
                 return false;
             }
@@ -99,7 +108,8 @@ fn in_tracked(addr: u64) -> bool {
 /// Cross-call: is the interrupted context outside every tracked trampoline?
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn outside_trampolines(frame: &arch::frame::PtRegs) -> bool {
-    if in_tracked(frame.era) || in_tracked(frame.regs[1]) {
+    // Also busy: between ftrace_common_return's exit count and its `jr t1` (t1 = trampoline).
+    if in_tracked(frame.era) || in_tracked(frame.regs[1]) || in_tracked(frame.regs[13]) || arch::ftrace::in_trampolines(frame.era) {
         return false;
     }
     let mut inside = false;
@@ -123,6 +133,7 @@ pub fn synchronize_trampolines() -> bool {
         }
         RETRIES.fetch_add(1, Ordering::Relaxed);
         if arch::time::ticks() - t0 > crate::boot::counter_hz() {
+            TIMEOUTS.fetch_add(1, Ordering::Relaxed);
             log::error!("ftrace: CPUs {waiting:#x} stayed inside a direct trampoline for 1 s");
             return false;
         }

@@ -1,12 +1,10 @@
 //! Suite `smp`: all CPUs up, tracing on every CPU while CPU 0 reconfigures it thousands of
 //! times, safe removal, and the traced timer interrupt.
 //!
-//! Accounting bound used by the stress test: an ops' callback count over a registration period
-//! is compared with the calls its functions counted over the same period, both read while the
-//! ops is live (right after `register` returned and right before `unregister` is called). Each
-//! worker CPU can have one call in flight per function at each of those two readings, whose
-//! callback and body count may fall on different sides of it, so the two figures may differ by
-//! at most `2 × workers × functions` per period.
+//! Accounting (see `Item`): counters are read with the workers paused between two loop
+//! iterations. Between the reading right after an ops' `register` returned and the one right
+//! before its `unregister`, callbacks must equal calls exactly; over the whole period they may
+//! also include calls made while the switch ran, and none may happen while it is unregistered.
 
 use super::abi_oracle;
 use super::targets::*;
@@ -186,12 +184,14 @@ struct Item {
     periods: u64,
     /// Largest number of switch-time calls the callback saw in one period.
     switch_calls: u64,
+    /// Callback count read after the last unregister (it must not move until the next register).
+    last_post: Option<u64>,
     errors: alloc::vec::Vec<alloc::string::String>,
 }
 
 impl Item {
     const fn new(funcs: &'static [usize]) -> Self {
-        Item { on: false, pre: (0, 0), begin: (0, 0), funcs, periods: 0, switch_calls: 0, errors: alloc::vec::Vec::new() }
+        Item { on: false, pre: (0, 0), begin: (0, 0), funcs, periods: 0, switch_calls: 0, last_post: None, errors: alloc::vec::Vec::new() }
     }
     fn snap(&self, counter: &dyn Fn() -> u64) -> (u64, u64) {
         paused(|| (self.funcs.iter().map(|&f| smp_calls(f)).sum(), counter()))
@@ -199,6 +199,11 @@ impl Item {
     /// Registers with `switch`, recording the period's start.
     fn register(&mut self, counter: &dyn Fn() -> u64, switch: impl FnOnce() -> Result<(), FtraceError>) -> Result<(), FtraceError> {
         self.pre = self.snap(counter);
+        if let Some(p) = self.last_post
+            && self.pre.1 != p
+        {
+            self.errors.push(alloc::format!("{} callbacks ran while unregistered", self.pre.1 - p));
+        }
         switch()?;
         self.begin = self.snap(counter);
         self.on = true;
@@ -209,6 +214,7 @@ impl Item {
         let end = self.snap(counter);
         switch()?;
         let post = self.snap(counter);
+        self.last_post = Some(post.1);
         self.on = false;
         self.periods += 1;
         let window = (end.0 - self.begin.0, end.1 - self.begin.1);
@@ -264,6 +270,8 @@ ktest! {
         BAD_RESULTS.store(0, Relaxed);
         GRAPH_ENTRIES.store(0, Relaxed);
         GRAPH_RETURNS.store(0, Relaxed);
+        let timeouts0 = ftrace::quiesce::TIMEOUTS.load(Relaxed);
+        let mut traced_events = 0usize;
         let workers = start_workers() as u64;
         kassert!(workers > 0, "no worker started");
         let mut items = [Item::new(&[0]), Item::new(&[0, 1]), Item::new(&[1]), Item::new(&[2]), Item::new(&[]), Item::new(&[]), Item::new(&[])];
@@ -308,6 +316,17 @@ ktest! {
                             let next = if DIRECT.direct.load(Acquire) == t0 { t1 } else { t0 };
                             ftrace::modify_ftrace_direct(&DIRECT, next)?;
                             modifies += 1;
+                            // After the change only the new trampoline may run.
+                            let old = (next == t0) as usize;
+                            let before = paused(|| loongtrace_smp_tramp_counts[old].load(Relaxed));
+                            let t = arch::time::ticks();
+                            while arch::time::ticks() - t < 20_000 {
+                                core::hint::spin_loop();
+                            }
+                            let after = paused(|| loongtrace_smp_tramp_counts[old].load(Relaxed));
+                            if after != before {
+                                items[3].errors.push(alloc::format!("old trampoline ran {} times after modify returned", after - before));
+                            }
                         }
                     }
                     3 | 4 => items[3].register(counters[3], || ftrace::register_ftrace_direct(&DIRECT, tramps()[pick - 3]))?,
@@ -324,7 +343,7 @@ ktest! {
                     6 => {
                         if items[5].on {
                             tracer::stop()?;
-                            let _ = tracer::collect();
+                            traced_events += tracer::collect().events.len();
                         } else {
                             tracer::start(Some(names))?;
                         }
@@ -397,6 +416,9 @@ ktest! {
         kassert_eq!(ORACLE_FAILURES.load(Relaxed), 0, "abi_oracle failed on a worker CPU");
         kassert_eq!(GRAPH_ENTRIES.load(Relaxed), GRAPH_RETURNS.load(Relaxed), "graph entries != returns");
         kassert!(items.iter().take(4).all(|it| it.periods > 10), "some configuration was hardly used");
+        kassert!(GRAPH_ENTRIES.load(Relaxed) > 0, "the graph tracer never hooked a call");
+        kassert!(traced_events > 0, "the function tracer never recorded an event");
+        kassert_eq!(ftrace::quiesce::TIMEOUTS.load(Relaxed), timeouts0, "a quiescence wait gave up");
         Ok(())
     }
 }
