@@ -504,3 +504,57 @@ ktest! {
         Ok(())
     }
 }
+
+ktest! {
+    /// The function tracer records on every CPU into per-CPU buffers, and the output merges them
+    /// in timestamp order; the function_graph tracer pairs entries and returns on each CPU.
+    fn smp::merged_trace_output() {
+        if crate::smp::online() < 2 {
+            kskip!("needs at least 2 CPUs");
+        }
+        tracer::reset_buffers();
+        let workers = start_workers();
+        let r = tracer::start(Some("smp_work_a"));
+        let t0 = arch::time::ticks();
+        while arch::time::ticks() - t0 < crate::boot::counter_hz() / 50 {
+            core::hint::spin_loop();
+        }
+        let _ = tracer::stop();
+        let c = tracer::collect();
+        let g = ftrace::graph_tracer::GraphConfig { ftrace_filter: Some("smp_work_b"), ..Default::default() };
+        let rg = ftrace::graph_tracer::start(&g);
+        let t0 = arch::time::ticks();
+        while arch::time::ticks() - t0 < crate::boot::counter_hz() / 50 {
+            core::hint::spin_loop();
+        }
+        let _ = ftrace::graph_tracer::stop();
+        stop_workers();
+        let cg = tracer::collect();
+        r.map_err(fail)?;
+        rg.map_err(fail)?;
+        let mut cpus = 0u64;
+        c.events.iter().for_each(|e| cpus |= 1 << e.cpu);
+        kdiag!("{} function events ({} lost) from CPUs {cpus:#x}; {} graph events", c.events.len(), c.lost, cg.events.len());
+        kassert!(cpus.count_ones() as usize >= workers, "events from CPUs {cpus:#x} only");
+        kassert!(c.events.windows(2).all(|w| w[0].ts <= w[1].ts), "merged output is not in timestamp order");
+        // Per CPU, after its first entry (older events may have been overwritten), every return
+        // closes an entry made on that CPU.
+        let mut open = [0i64; arch::boot::MAX_CPUS];
+        let mut started = [false; arch::boot::MAX_CPUS];
+        for e in &cg.events {
+            let cpu = e.cpu as usize;
+            match e.kind {
+                crate::ringbuf::KIND_GRAPH_ENTRY => {
+                    started[cpu] = true;
+                    open[cpu] += 1;
+                }
+                crate::ringbuf::KIND_GRAPH_RETURN if started[cpu] => open[cpu] -= 1,
+                _ => {}
+            }
+            kassert!(open[cpu] >= 0, "a return without its entry on cpu{cpu}");
+        }
+        kassert!(cg.lost > 0 || open.iter().all(|&o| o == 0), "unbalanced graph events: {open:?}");
+        kassert!(!cg.events.is_empty(), "no graph events");
+        Ok(())
+    }
+}
