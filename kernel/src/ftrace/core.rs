@@ -339,6 +339,27 @@ fn set_literal(site: &Site, st: &mut SiteState, ops: u64) -> bool {
     }
 }
 
+/// What site `i` (entry `ip`) should look like with `ops` registered: its call-slot target
+/// (None = `nop`) and, when that is the fast caller, the ops its literal names (otherwise
+/// `NOP_OPS`). `users` is filled with the ops that want the site.
+fn desired(
+    ops: &[&'static FtraceOps],
+    i: usize,
+    ip: u64,
+    caller: u64,
+    users: &mut Vec<&'static FtraceOps>,
+) -> (Option<u64>, u64) {
+    users.clear();
+    users.extend(ops.iter().copied().filter(|o| o.wants_index(i)));
+    let want = site_target(users, ip, caller);
+    let literal = match users.as_slice() {
+        _ if want != Some(caller) => &NOP_OPS,
+        [only] => *only,
+        _ => &LIST_OPS,
+    };
+    (want, literal as *const FtraceOps as u64)
+}
+
 /// Where a site wanted by `users` should branch (None = `nop`).
 fn site_target(users: &[&'static FtraceOps], ip: u64, fast_caller: u64) -> Option<u64> {
     match users {
@@ -400,16 +421,9 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         if !traceable(st) {
             continue;
         }
-        users.clear();
-        users.extend(core.ops.iter().copied().filter(|o| o.wants_index(i)));
+        let (want, want_ops) = desired(&core.ops, i, site.ip, caller, &mut users);
         st.refs = users.len() as u32;
-        let want = site_target(&users, site.ip, caller);
         let have = (st.target != 0).then_some(st.target);
-        let want_ops = match users.as_slice() {
-            _ if want != Some(caller) => &NOP_OPS,
-            [only] => *only,
-            _ => &LIST_OPS,
-        } as *const FtraceOps as u64;
         if want == have && want_ops == st.ops {
             continue;
         }
@@ -696,13 +710,8 @@ pub fn check_consistency() -> Result<(), alloc::string::String> {
         if !traceable(st) {
             continue;
         }
-        let users: Vec<&'static FtraceOps> = core.ops.iter().copied().filter(|o| o.wants_index(i)).collect();
-        let want = site_target(&users, site.ip, caller);
-        let want_ops = match users.as_slice() {
-            _ if want != Some(caller) => &NOP_OPS,
-            [only] => *only,
-            _ => &LIST_OPS,
-        } as *const FtraceOps as u64;
+        let mut users = Vec::new();
+        let (want, want_ops) = desired(&core.ops, i, site.ip, caller, &mut users);
         let word = arch::patch::read_insn(site.ip + 4).unwrap_or(0);
         let want_word = arch::ftrace::call_word(site.ip, want).unwrap_or(1);
         let lit = arch::ftrace::site_ops(site.ip).unwrap_or(0);
