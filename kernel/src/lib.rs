@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod glob;
+pub mod modload;
 pub mod ringbuf;
 pub mod symtab;
 
