@@ -13,11 +13,22 @@ CMDLINE     ?= demo=1
 # loaded host it takes several times longer than on an idle one (seen: 60 s idle, 230 s at load 13).
 TIMEOUT     ?= $(if $(STRESS),3600,900)
 GDB         ?= gdb-multiarch
-QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL)
+# Sample modules (modules/<name>/, built to target/modules/<name>.o); user modules: MODULES="a.o b.o".
+SAMPLE_MODULES := sample_mod sample_far
+MODULE_DIR  := target/modules
+MODULES     ?=
+# A module is the crate's own object file: the kernel's target, code model and patchable entries.
+MODULE_FLAGS = -Zpatchable-function-entry=4,2 -Zmin-function-alignment=8 -Ccodegen-units=1
+# sample_far reaches kernel data through its GOT and is built with linker relaxation markers.
+MODULE_FLAGS_sample_far = -Zdirect-access-external-data=no -Ctarget-feature=+relax
+MODULE_FW_CFG = $(foreach m,$(SAMPLE_MODULES),-fw_cfg name=opt/loongtrace/modules/$(m),file=$(MODULE_DIR)/$(m).o) \
+	$(foreach m,$(MODULES),-fw_cfg name=opt/loongtrace/modules/$(basename $(notdir $(m))),file=$(m))
+QEMU_CMDLINE = $(CMDLINE)$(if $(MODULES), modules=$(subst $(eval) ,+,$(strip $(foreach m,$(MODULES),$(basename $(notdir $(m)))))))
+QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL) $(MODULE_FW_CFG)
 
 export QEMU
 
-.PHONY: help setup build qemu test test-host test-kernel bench gdb clean FORCE
+.PHONY: help setup build modules modules-testdata qemu test test-host test-kernel bench gdb clean FORCE
 
 help:
 	@echo "make setup   install QEMU, gdb-multiarch and the Rust components (Debian)"
@@ -25,12 +36,22 @@ help:
 	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
 	@echo "make bench   instruction counts per traced call under qemu -icount"
 	@echo "make gdb     boot halted and attach gdb-multiarch"
-	@echo "variables:   QEMU=/path/to/qemu-system-loongarch64 SMP=n CMDLINE='tests=boot|insn'"
+	@echo "variables:   QEMU=/path/to/qemu-system-loongarch64 SMP=n CMDLINE='tests=boot|insn' MODULES='a.o b.o'"
 
 setup:
 	@./tools/setup.sh
 
-build: $(KERNEL)
+build: $(KERNEL) modules
+
+modules:
+	@mkdir -p $(MODULE_DIR)
+	$(foreach m,$(SAMPLE_MODULES),cargo rustc -q --release -p $(m) --target $(TARGET) \
+		-Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem -- \
+		--emit=obj=$(MODULE_DIR)/$(m).o $(MODULE_FLAGS) $(MODULE_FLAGS_$(m)) &&) true
+
+# Refreshes the module objects the host tests of the loader read (kernel/src/modload/testdata).
+modules-testdata: modules
+	cp $(foreach m,$(SAMPLE_MODULES),$(MODULE_DIR)/$(m).o) kernel/src/modload/testdata/
 
 # Cargo decides what is stale; ltsym then embeds the symbol table into a copy of the image.
 $(KERNEL): FORCE
@@ -38,7 +59,7 @@ $(KERNEL): FORCE
 	cargo run -q --release -p loongtrace-tools --bin ltsym -- $(RAW_ELF) $(KERNEL)
 
 qemu: build
-	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)"
+	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(QEMU_CMDLINE)"
 
 test-host:
 	cargo test -q -p loongtrace-arch -p loongtrace-tools

@@ -53,6 +53,39 @@ pub fn present() -> bool {
     &sig == b"QEMU"
 }
 
+/// Calls `f(name, size, selector)` for every file in the fw_cfg directory (nothing when there is
+/// no device).
+pub fn for_each_file(mut f: impl FnMut(&str, usize, u16)) {
+    if !present() {
+        return;
+    }
+    select(KEY_FILE_DIR);
+    let count = read_be32();
+    // The directory is re-selected for every entry, so `f` may read other items in between.
+    for i in 0..count {
+        select(KEY_FILE_DIR);
+        // Skip the count and the entries before this one.
+        for _ in 0..4 + 64 * i {
+            read_byte();
+        }
+        let size = read_be32();
+        let key = read_be16();
+        let _reserved = read_be16();
+        let mut entry = [0u8; 56];
+        entry.iter_mut().for_each(|b| *b = read_byte());
+        let len = entry.iter().position(|&b| b == 0).unwrap_or(56);
+        if let Ok(name) = core::str::from_utf8(&entry[..len]) {
+            f(name, size as usize, key);
+        }
+    }
+}
+
+/// Copies the first `buf.len()` bytes of the fw_cfg item with selector `key` into `buf`.
+pub fn read_item(key: u16, buf: &mut [u8]) {
+    select(key);
+    buf.iter_mut().for_each(|b| *b = read_byte());
+}
+
 /// Copies the fw_cfg file `name` into `buf`; returns the number of bytes copied, or `None` when
 /// there is no device or no such file. Longer files are truncated to `buf.len()`.
 pub fn read_file(name: &str, buf: &mut [u8]) -> Option<usize> {

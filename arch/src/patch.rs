@@ -1,11 +1,11 @@
 //! Text patching: replace one aligned instruction word after checking the old one, then `ibar 0`.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Why a patch was refused. Nothing was written in either case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchError {
-    /// The address is not 4-byte aligned or not inside the kernel's text.
+    /// The address is not 4-byte aligned or not inside the kernel's (or a module's) text.
     BadAddress(u64),
     /// The word in memory is not the one the caller expected.
     Mismatch { addr: u64, expected: u32, found: u32 },
@@ -33,10 +33,47 @@ pub fn text_bounds() -> (u64, u64) {
     (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__text_end) as u64)
 }
 
-/// Whether `addr` is an aligned address inside the kernel text.
+/// Most text ranges outside the image (module text, executable allocations) at once.
+pub const MAX_EXTRA_TEXT: usize = 64;
+/// Text outside the kernel image that may be patched, as `[start, end)` pairs (0, 0 = free).
+static EXTRA_TEXT: [[AtomicU64; 2]; MAX_EXTRA_TEXT] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_EXTRA_TEXT];
+
+/// Makes `[start, end)` (memory the caller owns, mapped read-write-execute for the kernel's life,
+/// e.g. a loaded module's text) patchable text. Returns false when the table is full.
+pub fn register_text(start: u64, end: u64) -> bool {
+    for r in EXTRA_TEXT.iter() {
+        if r[0].compare_exchange(0, start, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            r[1].store(end, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
+/// Stops treating the range that starts at `start` as text (before its memory is freed).
+pub fn unregister_text(start: u64) {
+    for r in EXTRA_TEXT.iter() {
+        if r[0].load(Ordering::Acquire) == start {
+            r[1].store(0, Ordering::Release);
+            r[0].store(0, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Whether `addr` is an aligned address inside the kernel text or a registered text range.
 pub fn is_text(addr: u64) -> bool {
     let (start, end) = text_bounds();
-    addr & 3 == 0 && addr >= start && addr + 4 <= end
+    if addr & 3 != 0 {
+        return false;
+    }
+    if addr >= start && addr + 4 <= end {
+        return true;
+    }
+    EXTRA_TEXT.iter().any(|r| {
+        let s = r[0].load(Ordering::Acquire);
+        s != 0 && addr >= s && addr + 4 <= r[1].load(Ordering::Acquire)
+    })
 }
 
 fn word(addr: u64) -> &'static AtomicU32 {

@@ -111,7 +111,7 @@ pub fn check_stack_canary() -> Result<(), String> {
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask"];
+const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules"];
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
@@ -121,6 +121,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     COUNTER_HZ.store(arch::time::frequency(), Ordering::Relaxed);
     CPUS_UP.fetch_add(1, Ordering::Relaxed);
     crate::heap::init();
+    crate::module::init();
     EARLY.call_once(scan_sites);
     let cmd = CMDLINE.call_once(read_cmdline);
     let cmd = crate::cmdline::Cmdline::new(cmd);
@@ -163,6 +164,9 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         arch::power::power_off();
     }
 
+    if let Some(list) = cmd.get("modules") {
+        crate::module::load_from_cmdline(list);
+    }
     let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };
     let sum = crate::selftest::run(&sel);
     log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);

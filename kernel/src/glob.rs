@@ -105,6 +105,17 @@ pub fn name_matches(pattern: &str, full_name: &str) -> bool {
     last.len() != full_name.len() && glob_match(pattern, last)
 }
 
+/// Splits Linux's module form `func:mod:name` into the function pattern and the module name
+/// (`:mod:name` alone means every function of the module). `None` when the word has no `:mod:`
+/// part; `Some((pat, ""))` for an empty module name, which callers reject.
+pub fn split_module(pat: &str) -> (&str, Option<&str>) {
+    match pat.split_once(":mod:") {
+        None => (pat, None),
+        Some(("", m)) => ("*", Some(m)),
+        Some((f, m)) => (f, Some(m)),
+    }
+}
+
 /// Why a filter token was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GlobError {
@@ -291,6 +302,11 @@ mod tests {
             parse_filter_token("a\u{7}"),
             Err(GlobError::BadChar('\u{7}'))
         );
+        assert_eq!(split_module("*:mod:sample_mod"), ("*", Some("sample_mod")));
+        assert_eq!(split_module("f*:mod:m"), ("f*", Some("m")));
+        assert_eq!(split_module(":mod:m"), ("*", Some("m")));
+        assert_eq!(split_module("a::b"), ("a::b", None));
+        assert_eq!(split_module("f:mod:"), ("f", Some("")));
         let toks: std::vec::Vec<_> = filter_tokens("  func1 !func2\t*x* ").collect();
         assert_eq!(toks, ["func1", "!func2", "*x*"]);
         assert!(has_wildcards("a*"));

@@ -35,6 +35,12 @@ pub fn table() -> &'static SymbolTable<'static> {
 /// The symbol containing `addr` and the offset into it.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn lookup(addr: u64) -> Option<(Symbol<'static>, u64)> {
+    if let Some((_, name, start, size)) = crate::module::lookup(addr) {
+        return Some((Symbol { addr: start, size: size as u32, name }, addr - start));
+    }
+    if crate::module::in_area(addr) {
+        return None;
+    }
     table().lookup(addr)
 }
 

@@ -38,6 +38,8 @@ pub mod ftrace;
 #[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
+pub mod module;
+#[cfg(target_os = "none")]
 pub mod samples;
 #[cfg(target_os = "none")]
 pub mod smp;

@@ -53,6 +53,22 @@ pub struct RunConfig {
     pub echo: bool,
     /// Appended to the QEMU command line as they are.
     pub extra_args: Vec<String>,
+    /// Module objects handed to the kernel as fw_cfg files `opt/loongtrace/modules/<stem>`
+    /// (default: the `*.o` files in `modules/` beside the kernel image, which `make build` fills).
+    pub modules: Vec<PathBuf>,
+}
+
+/// The fw_cfg directory the kernel finds module objects in.
+pub const MODULES_FW_CFG: &str = "opt/loongtrace/modules";
+
+/// The `*.o` files in the `modules` directory beside `kernel`, sorted (none if it does not exist).
+pub fn default_modules(kernel: &std::path::Path) -> Vec<PathBuf> {
+    let dir = kernel.parent().unwrap_or(std::path::Path::new(".")).join("modules");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "o")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 impl RunConfig {
@@ -62,9 +78,11 @@ impl RunConfig {
             .filter(|q| !q.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_QEMU));
+        let kernel: PathBuf = kernel.into();
         RunConfig {
             qemu,
-            kernel: kernel.into(),
+            modules: default_modules(&kernel),
+            kernel,
             timeout: DEFAULT_TIMEOUT,
             smp: 1,
             cmdline: String::new(),
@@ -103,6 +121,13 @@ impl RunConfig {
         if !self.cmdline.is_empty() {
             args.push("-fw_cfg".into());
             args.push(format!("name={CMDLINE_FW_CFG},string={}", self.cmdline).into());
+        }
+        for m in &self.modules {
+            let stem = m.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut a = OsString::from(format!("name={MODULES_FW_CFG}/{stem},file="));
+            a.push(m.as_os_str());
+            args.push("-fw_cfg".into());
+            args.push(a);
         }
         if self.icount {
             args.push("-icount".into());

@@ -35,6 +35,10 @@ bitflags::bitflags! {
         const FAILED = 1 << 3;
         /// Never traced (see `sites::NOTRACE_POLICY`).
         const NOTRACE = 1 << 4;
+        /// A module site whose module is being unloaded: no ops may want it any more.
+        const GOING = 1 << 5;
+        /// A vacant slot of the module part of the table (no site).
+        const ABSENT = 1 << 6;
     }
 }
 
@@ -60,6 +64,9 @@ pub struct SiteInfo {
 pub(crate) struct Core {
     pub state: Vec<SiteState>,
     pub ops: Vec<&'static FtraceOps>,
+    /// Every ops that ever got a filter or notrace list (registered or not), so that a module's
+    /// site indices can be dropped from all of them when it unloads.
+    pub configured: Vec<&'static FtraceOps>,
     /// Current target of the `bl` at `ftrace_call`.
     pub call_target: u64,
     /// The argument-only caller sites use: `ftrace_caller`, or `ftrace_caller_smp` once other
@@ -123,7 +130,7 @@ pub fn init(entries: impl Iterator<Item = u64>) -> (usize, usize, usize) {
     }
     let init_ticks = arch::time::ticks() - t0;
     let fast_caller = arch::ftrace::addr::caller();
-    *CORE.lock() = Some(Core { state, ops: Vec::new(), call_target: arch::ftrace::addr::stub(), fast_caller, init_ticks });
+    *CORE.lock() = Some(Core { state, ops: Vec::new(), configured: Vec::new(), call_target: arch::ftrace::addr::stub(), fast_caller, init_ticks });
     (all.len(), notrace, failed)
 }
 
@@ -140,7 +147,28 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&mut Core) -> Result<R, FtraceError>) 
 
 /// Whether a site can be traced at all.
 fn traceable(st: &SiteState) -> bool {
-    !st.flags.intersects(SiteFlags::NOTRACE | SiteFlags::FAILED)
+    !st.flags.intersects(SiteFlags::NOTRACE | SiteFlags::FAILED | SiteFlags::GOING | SiteFlags::ABSENT)
+}
+
+/// Whether `update` must look at the site: a traceable one, or a going one still patched.
+fn needs_update(st: &SiteState, nop_ops: u64) -> bool {
+    traceable(st) || (st.flags.contains(SiteFlags::GOING) && (st.target != 0 || st.ops != nop_ops))
+}
+
+/// The address the `bl` at site `ip` branches to for the logical target `target`: the target
+/// itself when in reach, else the far-jump stub of the module the site belongs to.
+#[inline]
+fn route(ip: u64, target: u64) -> u64 {
+    if arch::insn::bl_reachable(ip + 4, target) {
+        target
+    } else {
+        crate::module::stub_for(ip, target).unwrap_or(target)
+    }
+}
+
+/// `arch::ftrace::modify_call` with both targets routed.
+fn modify_routed(ip: u64, have: Option<u64>, want: Option<u64>) -> Result<(), arch::ftrace::FtraceArchError> {
+    arch::ftrace::modify_call(ip, have.map(|t| route(ip, t)), want.map(|t| route(ip, t)))
 }
 
 /// The sites an ops wants under `cfg`.
@@ -167,9 +195,13 @@ fn apply_words(core: &Core, set: &mut SiteSet, text: &str, can_remove: bool) -> 
         if neg && !can_remove {
             return Err(FtraceError::NothingToRemove(word.to_string()));
         }
+        let (pat, module) = crate::glob::split_module(pat);
+        if module == Some("") {
+            return Err(FtraceError::BadFilter(word.to_string()));
+        }
         let (mut hits, mut notrace_hits) = (0usize, 0usize);
         for (i, site) in all.iter().enumerate() {
-            if !crate::glob::name_matches(pat, site.name) {
+            if site.ip == 0 || module.is_some_and(|m| m != site.module) || !crate::glob::name_matches(pat, site.name) {
                 continue;
             }
             if !traceable(&core.state[i]) {
@@ -224,6 +256,9 @@ fn edit_config(
         edit(core, &mut edited, can_remove)?;
         *list = edited;
         *ops.config.lock() = Some(cfg);
+        if !core.configured.iter().any(|o| core::ptr::eq(*o, ops)) {
+            core.configured.push(ops);
+        }
         if ops.is_registered() {
             let list = core.ops.clone();
             update(core, list);
@@ -416,9 +451,10 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     let mut users: Vec<&'static FtraceOps> = Vec::new();
     let mut patched: Vec<u64> = Vec::new();
     let caller = core.fast_caller;
+    let nop_ops = &NOP_OPS as *const FtraceOps as u64;
     for (i, site) in all.iter().enumerate() {
         let st = &mut core.state[i];
-        if !traceable(st) {
+        if !needs_update(st, nop_ops) {
             continue;
         }
         let (want, want_ops) = desired(&core.ops, i, site.ip, caller, &mut users);
@@ -435,7 +471,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         if want == Some(caller) && !set_literal(site, st, want_ops) {
             continue;
         }
-        match arch::ftrace::modify_call(site.ip, have, want) {
+        match modify_routed(site.ip, have, want) {
             Ok(()) => {
                 patched.push(site.ip + 4);
                 st.target = want.unwrap_or(0);
@@ -485,9 +521,8 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     //    `bl ftrace_caller` but has not counted itself yet then finds `NOP_OPS`), wait until no
     //    CPU is still inside a call that began before, then free what the old state used. (If a
     //    CPU never leaves, leak rather than free under it.)
-    let nop_ops = &NOP_OPS as *const FtraceOps as u64;
     for (site, st) in all.iter().zip(core.state.iter_mut()) {
-        if traceable(st) && st.target != caller && st.ops != nop_ops {
+        if needs_update(st, nop_ops) && st.target != caller && st.ops != nop_ops {
             set_literal(site, st, nop_ops);
         }
     }
@@ -625,7 +660,7 @@ pub fn check_all_disabled() -> Result<(), alloc::string::String> {
     let mut bad = 0;
     let mut first = None;
     for (site, st) in sites::all().iter().zip(core.state.iter()) {
-        if st.flags.contains(SiteFlags::FAILED) {
+        if st.flags.intersects(SiteFlags::FAILED | SiteFlags::ABSENT) {
             continue;
         }
         let w0 = arch::patch::read_insn(site.ip);
@@ -713,7 +748,7 @@ pub fn check_consistency() -> Result<(), alloc::string::String> {
         let mut users = Vec::new();
         let (want, want_ops) = desired(&core.ops, i, site.ip, caller, &mut users);
         let word = arch::patch::read_insn(site.ip + 4).unwrap_or(0);
-        let want_word = arch::ftrace::call_word(site.ip, want).unwrap_or(1);
+        let want_word = arch::ftrace::call_word(site.ip, want.map(|t| route(site.ip, t))).unwrap_or(1);
         let lit = arch::ftrace::site_ops(site.ip).unwrap_or(0);
         if word != want_word || lit != want_ops || st.target != want.unwrap_or(0) || st.ops != lit || st.refs as usize != users.len() {
             return Err(alloc::format!(
@@ -724,4 +759,180 @@ pub fn check_consistency() -> Result<(), alloc::string::String> {
         }
     }
     Ok(())
+}
+
+/// Forgets an ops that is about to be freed (it no longer needs its filters kept up to date).
+pub(crate) fn forget_ops(ops: &'static FtraceOps) {
+    let _ = with_core(|core| {
+        core.configured.retain(|o| !core::ptr::eq(*o, ops));
+        Ok(())
+    });
+}
+
+/// Waits until no CPU can still read `old` (a replaced site table), then frees it (or leaks it
+/// when some CPU never leaves its tracing call).
+fn retire_table(old: *mut sites::Table) {
+    if super::quiesce::synchronize_tracing() {
+        // SAFETY: `old` came from `sites::publish`, and every CPU left the tracing calls that
+        // began before it was replaced; callers outside tracing calls hold the core lock.
+        unsafe { sites::free_table(old) };
+    }
+}
+
+/// Adds a loaded module's functions as sites (Linux's `ftrace_module_init` and
+/// `ftrace_module_enable`): `funcs` are (entry, name) pairs; each site is initialised to
+/// `move t0, ra; nop` with the do-nothing literal, gets a stable index, and is enabled for every
+/// registered ops that wants all functions. Returns the indices given to the module (a range).
+pub fn add_module_sites(module: &'static str, funcs: &[(u64, &'static str)]) -> Result<core::ops::Range<usize>, FtraceError> {
+    with_core(|core| {
+        let table = sites::table().ok_or(FtraceError::NotInitialised)?;
+        let kernel_len = table.kernel_len;
+        let n = funcs.len();
+        // First run of `n` vacant slots in the module part, or the end of the table.
+        let mut start = table.sites.len();
+        let mut run = 0;
+        for i in kernel_len..table.sites.len() {
+            if core.state[i].flags.contains(SiteFlags::ABSENT) {
+                run += 1;
+                if run == n {
+                    start = i + 1 - n;
+                    break;
+                }
+            } else {
+                run = 0;
+            }
+        }
+        let mut module_part: Vec<Site> = table.sites[kernel_len..].to_vec();
+        let end = start + n;
+        if module_part.len() < end - kernel_len {
+            module_part.resize(end - kernel_len, Site::VACANT);
+            core.state.resize(end, SiteState { flags: SiteFlags::ABSENT, ..SiteState::default() });
+        }
+        let nop_ops = &NOP_OPS as *const FtraceOps as u64;
+        let mut failed = 0;
+        for (k, &(ip, name)) in funcs.iter().enumerate() {
+            let site = Site { ip, name, module };
+            module_part[start + k - kernel_len] = site;
+            let mut st = SiteState { ops: nop_ops, ..SiteState::default() };
+            if sites::notrace_by_policy(name) {
+                st.flags |= SiteFlags::NOTRACE;
+            }
+            if let Err(e) = arch::ftrace::init_site(ip, nop_ops) {
+                ftrace_bug(&site, "init", &e);
+                st.flags |= SiteFlags::FAILED;
+                failed += 1;
+            }
+            core.state[start + k] = st;
+        }
+        if failed > 0 {
+            log::warn!("ftrace: {failed} of {n} sites of module {module} could not be initialised");
+        }
+        sync_all_cpus();
+        let old = sites::publish(table.with_module_part(module_part));
+        // Ops without a filter want the new functions too (ops with one cannot name them yet).
+        if core.ops.iter().any(|o| o.config.lock().as_ref().is_none_or(|c| c.filter.is_none())) {
+            let list = core.ops.clone();
+            update(core, list);
+        }
+        retire_table(old);
+        Ok(start..end)
+    })
+}
+
+/// First step of removing a module's sites (`range`, as returned by [`add_module_sites`]): fails
+/// with [`FtraceError::InUse`] when a registered ops names one of them in its filter (it is
+/// attached to the module); otherwise marks them going, which stops every ops from wanting them
+/// and patches them back to `nop`. Undo with [`module_sites_stay`] if the unload is abandoned.
+pub fn module_sites_going(range: core::ops::Range<usize>) -> Result<(), FtraceError> {
+    with_core(|core| {
+        for ops in &core.ops {
+            let cfg = ops.config.lock();
+            if let Some(f) = cfg.as_ref().and_then(|c| c.filter.as_ref())
+                && let Some(i) = range.clone().find(|&i| f.contains(i))
+            {
+                return Err(FtraceError::InUse(sites::all()[i].name.to_string()));
+            }
+        }
+        if super::graph_tracer::graph_function_filter_uses(range.clone()) {
+            return Err(FtraceError::InUse("set_graph_function".to_string()));
+        }
+        let nop_ops = &NOP_OPS as *const FtraceOps as u64;
+        let used = range.clone().any(|i| {
+            let st = &core.state[i];
+            st.target != 0 || st.ops != nop_ops || core.ops.iter().any(|o| o.wants_index(i))
+        });
+        for i in range.clone() {
+            core.state[i].flags |= SiteFlags::GOING;
+        }
+        // Sites nobody wants are `nop` already: no text to change, no CPU to wait for.
+        if used {
+            let list = core.ops.clone();
+            update(core, list);
+        }
+        Ok(())
+    })
+}
+
+/// Makes going sites ordinary again (an unload that was abandoned after `module_sites_going`).
+pub fn module_sites_stay(range: core::ops::Range<usize>) {
+    let _ = with_core(|core| {
+        for i in range.clone() {
+            core.state[i].flags.remove(SiteFlags::GOING);
+        }
+        let list = core.ops.clone();
+        update(core, list);
+        Ok(())
+    });
+}
+
+/// Last step (Linux's `ftrace_release_mod`): drops the going sites in `range` from the table,
+/// from every ops' filter and notrace list, and waits until no CPU can still look them up.
+/// Afterwards the module's text may be freed.
+pub fn remove_module_sites(range: core::ops::Range<usize>) -> Result<(), FtraceError> {
+    with_core(|core| {
+        let table = sites::table().ok_or(FtraceError::NotInitialised)?;
+        let nop_ops = &NOP_OPS as *const FtraceOps as u64;
+        for i in range.clone() {
+            let st = &core.state[i];
+            if !st.flags.contains(SiteFlags::GOING) || st.target != 0 || st.ops != nop_ops {
+                return Err(FtraceError::InUse(table.sites[i].name.to_string()));
+            }
+        }
+        let mut module_part: Vec<Site> = table.sites[table.kernel_len..].to_vec();
+        for i in range.clone() {
+            module_part[i - table.kernel_len] = Site::VACANT;
+            core.state[i] = SiteState { flags: SiteFlags::ABSENT, ..SiteState::default() };
+        }
+        // Trailing vacant slots are dropped, so the table shrinks back when the last module goes.
+        while module_part.last().is_some_and(|s| s.ip == 0) {
+            module_part.pop();
+        }
+        core.state.truncate(table.kernel_len + module_part.len());
+        core.state.shrink_to_fit();
+        for ops in &core.configured {
+            if let Some(cfg) = ops.config.lock().as_mut() {
+                if let Some(f) = cfg.filter.as_mut() {
+                    f.remove_range(range.clone());
+                }
+                cfg.notrace.remove_range(range.clone());
+            }
+        }
+        let old = sites::publish(table.with_module_part(module_part));
+        sync_all_cpus();
+        retire_table(old);
+        Ok(())
+    })
+}
+
+/// Whether any ops (registered or not) still has one of the sites in `range` in a filter or
+/// notrace list (the module tests check that an unload left nothing behind).
+pub fn filters_mention(range: core::ops::Range<usize>) -> bool {
+    with_core(|core| {
+        Ok(core.configured.iter().any(|o| {
+            o.config.lock().as_ref().is_some_and(|c| {
+                c.filter.as_ref().is_some_and(|f| f.intersects(range.clone())) || c.notrace.intersects(range.clone())
+            })
+        }))
+    })
+    .unwrap_or(false)
 }

@@ -135,3 +135,12 @@ pub fn write_graph(w: &mut dyn Write, c: &Collected) -> core::fmt::Result {
     }
     Ok(())
 }
+
+/// Whether the running tracer's `set_graph_function` names a site in `range` (a module that is
+/// about to unload is then in use).
+pub fn graph_function_filter_uses(range: core::ops::Range<usize>) -> bool {
+    let filter = GRAPH_FUNCTIONS.load(Ordering::Acquire);
+    // SAFETY: the filter is replaced only by `start`, which runs under the same callers' lock
+    // discipline as this check (self-test or shell CPU).
+    fgraph::is_registered(&FUNCTION_GRAPH) && !filter.is_null() && unsafe { (*filter).intersects(range) }
+}

@@ -54,6 +54,8 @@ pub enum FtraceError {
     TooManyGraphOps,
     /// `!word` or a removal named nothing in the ops' filter (or the ops has no filter).
     NothingToRemove(alloc::string::String),
+    /// A module function is in use (named by a registered ops' filter): its module cannot go.
+    InUse(alloc::string::String),
 }
 
 impl core::fmt::Display for FtraceError {
@@ -71,6 +73,7 @@ impl core::fmt::Display for FtraceError {
             FtraceError::EmptyFilter => write!(f, "the ops names no function"),
             FtraceError::WrongKind => write!(f, "wrong kind of ops for this call"),
             FtraceError::TooManyGraphOps => write!(f, "too many graph ops (at most 16)"),
+            FtraceError::InUse(w) => write!(f, "{w} is in use by a registered ops or trampoline"),
             FtraceError::NothingToRemove(w) => {
                 write!(f, "'{w}' removes nothing: not in the ops' filter (an ops without a filter traces everything; use set_notrace)")
             }
@@ -162,6 +165,7 @@ impl FtraceOps {
         if ops.registered.load(Ordering::Acquire) {
             return Err(FtraceError::AlreadyRegistered);
         }
+        super::core::forget_ops(ops);
         // SAFETY: per the contract the ops was leaked from a Box and nothing else refers to it;
         // unregistering already waited until no CPU runs its callback.
         drop(unsafe { Box::from_raw(ops as *const FtraceOps as *mut FtraceOps) });

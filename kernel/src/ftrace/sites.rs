@@ -1,18 +1,52 @@
 //! The patch-site records: one per `__patchable_function_entries` entry, sorted by address.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
-use spin::Once;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// An immutable record of one patch site (state that changes lives in the core, under its lock).
 #[derive(Clone, Copy, Debug)]
 pub struct Site {
-    /// Function entry: the first of the two patchable words.
+    /// Function entry: the first of the two patchable words (0 for a vacant module slot).
     pub ip: u64,
-    /// Demangled symbol name (`?` if the symbol table has none for this address).
+    /// Demangled symbol name (`?` if the symbol table has none for this address). For a module
+    /// function the name lives in the module's memory and is valid while the module is loaded
+    /// (its sites are removed from the table before it is freed).
     pub name: &'static str,
+    /// The module the function belongs to (`""` for the kernel).
+    pub module: &'static str,
 }
 
-static SITES: Once<&'static [Site]> = Once::new();
+impl Site {
+    /// A slot of the module part of the table that no module uses.
+    pub const VACANT: Site = Site { ip: 0, name: "", module: "" };
+}
+
+/// The site table: kernel sites first (indices `0..kernel_len`, sorted by `ip`), then module
+/// sites at stable indices (a module's sites keep their indices while it is loaded; slots of
+/// unloaded modules are vacant and reused). `by_ip` maps module entries to indices, sorted.
+pub struct Table {
+    pub sites: Vec<Site>,
+    pub kernel_len: usize,
+    pub by_ip: Vec<(u64, usize)>,
+}
+
+impl Table {
+    /// A table with `sites` as its module part (kernel part copied from `self`).
+    pub fn with_module_part(&self, module: Vec<Site>) -> Table {
+        let mut sites = Vec::with_capacity(self.kernel_len + module.len());
+        sites.extend_from_slice(&self.sites[..self.kernel_len]);
+        sites.extend(module);
+        let mut by_ip: Vec<(u64, usize)> =
+            sites.iter().enumerate().skip(self.kernel_len).filter(|(_, s)| s.ip != 0).map(|(i, s)| (s.ip, i)).collect();
+        by_ip.sort_unstable();
+        Table { sites, kernel_len: self.kernel_len, by_ip }
+    }
+}
+
+/// The published table (null before boot-time init). Replaced only under the core lock; a
+/// replaced table is freed once no CPU can be inside a tracing call that began before.
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Symbols that are never traced, whatever a filter says: the tracing machinery itself, the
 /// console and logger it prints through, the heap its callbacks may use, the fault paths, and
@@ -50,30 +84,61 @@ pub fn notrace_by_policy(name: &str) -> bool {
 
 /// Builds the table from the compiler's list (once, at boot).
 pub fn build(entries: impl Iterator<Item = u64>) -> &'static [Site] {
-    SITES.call_once(|| {
+    if TABLE.load(Ordering::Acquire).is_null() {
         let mut v: Vec<Site> = entries
-            .map(|ip| Site { ip, name: crate::ksyms::lookup(ip).map_or("?", |(s, _)| s.name) })
+            .map(|ip| Site { ip, name: crate::ksyms::lookup(ip).map_or("?", |(s, _)| s.name), module: "" })
             .collect();
         v.sort_unstable_by_key(|s| s.ip);
         v.dedup_by_key(|s| s.ip);
-        v.leak()
-    })
+        let kernel_len = v.len();
+        let table = Box::new(Table { sites: v, kernel_len, by_ip: Vec::new() });
+        TABLE.store(Box::into_raw(table), Ordering::Release);
+    }
+    all()
 }
 
-/// All sites, sorted by `ip` (empty before boot-time init).
+/// The current table.
+#[inline(always)]
+pub fn table() -> Option<&'static Table> {
+    let p = TABLE.load(Ordering::Acquire);
+    // SAFETY: a published table stays valid until every CPU left the tracing calls that may have
+    // loaded it (see `publish`); callers outside tracing calls hold the core lock, under which
+    // tables are replaced.
+    if p.is_null() { None } else { Some(unsafe { &*p }) }
+}
+
+/// Publishes `new` and returns the old table, to be freed with [`free_table`] after waiting
+/// until no CPU can still be reading it.
+pub(crate) fn publish(new: Table) -> *mut Table {
+    TABLE.swap(Box::into_raw(Box::new(new)), Ordering::AcqRel)
+}
+
+/// Frees a table returned by [`publish`].
+///
+/// # Safety
+/// `old` came from `publish`, and every CPU has left the tracing calls that began before it was
+/// replaced.
+pub(crate) unsafe fn free_table(old: *mut Table) {
+    if !old.is_null() {
+        // SAFETY: per the contract, from Box::into_raw and no longer read by anyone.
+        drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+/// All sites, by index (empty before boot-time init). Module slots may be vacant (`ip` 0).
 #[inline(always)]
 pub fn all() -> &'static [Site] {
-    SITES.get().copied().unwrap_or(&[])
+    table().map_or(&[], |t| t.sites.as_slice())
 }
 
-/// Index of the site whose entry is `ip`. Hand-written so the hot path calls nothing traceable.
+/// Position of `ip` among `len` ascending keys read by `key` (a binary search the hot path can
+/// call: inlined, nothing traceable).
 #[inline(always)]
-pub fn index_of(ip: u64) -> Option<usize> {
-    let s = all();
-    let (mut lo, mut hi) = (0usize, s.len());
+fn search(len: usize, key: impl Fn(usize) -> u64, ip: u64) -> Option<usize> {
+    let (mut lo, mut hi) = (0usize, len);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let v = s[mid].ip;
+        let v = key(mid);
         if v == ip {
             return Some(mid);
         } else if v < ip {
@@ -83,6 +148,13 @@ pub fn index_of(ip: u64) -> Option<usize> {
         }
     }
     None
+}
+
+/// Index of the site whose entry is `ip` (kernel part, then module part).
+#[inline(always)]
+pub fn index_of(ip: u64) -> Option<usize> {
+    let t = table()?;
+    search(t.kernel_len, |i| t.sites[i].ip, ip).or_else(|| search(t.by_ip.len(), |i| t.by_ip[i].0, ip).map(|k| t.by_ip[k].1))
 }
 
 /// A set of site indices (bitmap).
@@ -113,6 +185,19 @@ impl SiteSet {
         if let Some(w) = self.bits.get_mut(i / 64) {
             *w &= !(1 << (i % 64));
         }
+    }
+    /// Removes every index in `range`; returns whether any was in the set.
+    pub fn remove_range(&mut self, range: core::ops::Range<usize>) -> bool {
+        let mut any = false;
+        for i in range {
+            any |= self.contains(i);
+            self.remove(i);
+        }
+        any
+    }
+    /// Whether any index in `range` is in the set.
+    pub fn intersects(&self, range: core::ops::Range<usize>) -> bool {
+        range.into_iter().any(|i| self.contains(i))
     }
     pub fn clear(&mut self) {
         self.bits.iter_mut().for_each(|w| *w = 0);

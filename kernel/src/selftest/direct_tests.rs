@@ -145,12 +145,12 @@ fn reset_counts() {
     loongtrace_tramp_counts.iter().for_each(|c| c.store(0, Relaxed));
 }
 
-fn seen() -> ProbeSeen {
+pub(crate) fn seen() -> ProbeSeen {
     // SAFETY: written only by the probe trampoline on this CPU, read after the call returned.
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(loongtrace_direct_seen)) }
 }
 
-fn reset_seen() {
+pub(crate) fn reset_seen() {
     // SAFETY: as above; no call is in flight.
     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(loongtrace_direct_seen), ProbeSeen::default()) }
 }

@@ -20,6 +20,7 @@ mod fail_demo;
 mod fgraph_tests;
 mod ftrace_tests;
 mod insn_tests;
+mod module_tests;
 mod samples_tests;
 mod smp_tests;
 pub mod targets;
@@ -114,7 +115,7 @@ macro_rules! kdiag {
 /// Suites in the order they run; others follow alphabetically.
 const SUITE_ORDER: &[&str] = &[
     "boot", "insn", "ftrace_patch", "ftrace_ops", "ftrace_regs", "abi_oracle", "function_tracer",
-    "ftrace_direct", "samples", "fgraph", "smp", "fail_demo",
+    "ftrace_direct", "samples", "fgraph", "modules", "smp", "fail_demo",
 ];
 
 /// A check run after every case; returns a description of what the case left behind.
