@@ -21,9 +21,10 @@ MODULES     ?=
 MODULE_FLAGS = -Zpatchable-function-entry=4,2 -Zmin-function-alignment=8 -Ccodegen-units=1
 # sample_far reaches kernel data through its GOT and is built with linker relaxation markers.
 MODULE_FLAGS_sample_far = -Zdirect-access-external-data=no -Ctarget-feature=+relax
-MODULE_FW_CFG = $(foreach m,$(SAMPLE_MODULES),-fw_cfg name=opt/loongtrace/modules/$(m),file=$(MODULE_DIR)/$(m).o) \
+USER_MODULES = $(foreach m,$(MODULES),$(basename $(notdir $(m))))
+MODULE_FW_CFG = $(foreach m,$(filter-out $(USER_MODULES),$(SAMPLE_MODULES)),-fw_cfg name=opt/loongtrace/modules/$(m),file=$(MODULE_DIR)/$(m).o) \
 	$(foreach m,$(MODULES),-fw_cfg name=opt/loongtrace/modules/$(basename $(notdir $(m))),file=$(m))
-QEMU_CMDLINE = $(CMDLINE)$(if $(MODULES), modules=$(subst $(eval) ,+,$(strip $(foreach m,$(MODULES),$(basename $(notdir $(m)))))))
+QEMU_CMDLINE = $(CMDLINE)$(if $(MODULES), modules=$(subst $(eval) ,+,$(strip $(USER_MODULES))))
 QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL) $(MODULE_FW_CFG)
 
 export QEMU

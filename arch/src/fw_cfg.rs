@@ -89,26 +89,14 @@ pub fn read_item(key: u16, buf: &mut [u8]) {
 /// Copies the fw_cfg file `name` into `buf`; returns the number of bytes copied, or `None` when
 /// there is no device or no such file. Longer files are truncated to `buf.len()`.
 pub fn read_file(name: &str, buf: &mut [u8]) -> Option<usize> {
-    if !present() {
-        return None;
-    }
-    select(KEY_FILE_DIR);
-    let count = read_be32();
     let mut found = None;
-    for _ in 0..count {
-        let size = read_be32();
-        let key = read_be16();
-        let _reserved = read_be16();
-        let mut entry = [0u8; 56];
-        entry.iter_mut().for_each(|b| *b = read_byte());
-        let len = entry.iter().position(|&b| b == 0).unwrap_or(56);
-        if found.is_none() && &entry[..len] == name.as_bytes() {
-            found = Some((key, size as usize));
+    for_each_file(|n, size, key| {
+        if found.is_none() && n == name {
+            found = Some((key, size));
         }
-    }
+    });
     let (key, size) = found?;
-    select(key);
     let n = size.min(buf.len());
-    buf[..n].iter_mut().for_each(|b| *b = read_byte());
+    read_item(key, &mut buf[..n]);
     Some(n)
 }

@@ -185,26 +185,31 @@ static OPS: [FtraceOps; 3] = [
 static REGS_OPS: FtraceOps = FtraceOps::new(count_cb, OpsFlags::SAVE_REGS.union(OpsFlags::RECURSION));
 static DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
 
-/// A direct trampoline in the module area: `pcaddu18i t1; jirl zero, t1` to `target` (so it
-/// behaves exactly as `target`, which may clobber t1 anyway), reachable from module sites.
-fn far_tramp(near: u64, target: u64) -> Result<module::ExecMem, crate::selftest::TestError> {
-    let mem = module::alloc_exec_near(near, 8, 8).map_err(|e| crate::selftest::TestError::Fail(alloc::format!("alloc_exec: {e}")))?;
-    let w = reloc::far_jump(mem.addr, target).map_err(|e| crate::selftest::TestError::Fail(alloc::format!("{e}")))?;
-    for (k, word) in w.iter().enumerate() {
+/// `n` instructions of code in the module area within `bl` reach of `near`, made by `words` from
+/// the address they land at.
+fn tramp_code(near: u64, n: usize, words: impl Fn(u64) -> Option<Vec<u32>>) -> Result<module::ExecMem, crate::selftest::TestError> {
+    let mem = module::alloc_exec_near(near, 4 * n, 8).map_err(|e| crate::selftest::TestError::Fail(alloc::format!("alloc_exec: {e}")))?;
+    let Some(code) = words(mem.addr).filter(|c| c.len() == n) else {
+        // SAFETY: never executed or published.
+        unsafe { module::free_exec(mem) };
+        kfail!("cannot encode the trampoline");
+    };
+    for (k, word) in code.iter().enumerate() {
         let _ = arch::patch::patch_insn(mem.addr + 4 * k as u64, 0, *word);
     }
     crate::smp::sync_all_cpus();
     Ok(mem)
 }
 
+/// A direct trampoline in the module area: `pcaddu18i t1; jirl zero, t1` to `target` (so it
+/// behaves exactly as `target`, which may clobber t1 anyway), reachable from module sites.
+fn far_tramp(near: u64, target: u64) -> Result<module::ExecMem, crate::selftest::TestError> {
+    tramp_code(near, 2, |at| reloc::far_jump(at, target).ok().map(|w| w.to_vec()))
+}
+
 /// A do-nothing direct trampoline (`move t1, ra; move ra, t0; jr t1`) in the module area.
 fn stub_tramp(near: u64) -> Result<module::ExecMem, crate::selftest::TestError> {
-    let mem = module::alloc_exec_near(near, 12, 8).map_err(|e| crate::selftest::TestError::Fail(alloc::format!("alloc_exec: {e}")))?;
-    for (k, word) in [insn::encode_move(Reg::T1, Reg::Ra), insn::encode_move(Reg::Ra, Reg::T0), insn::encode_jr(Reg::T1)].iter().enumerate() {
-        let _ = arch::patch::patch_insn(mem.addr + 4 * k as u64, 0, *word);
-    }
-    crate::smp::sync_all_cpus();
-    Ok(mem)
+    tramp_code(near, 3, |_| Some(alloc::vec![insn::encode_move(Reg::T1, Reg::Ra), insn::encode_move(Reg::Ra, Reg::T0), insn::encode_jr(Reg::T1)]))
 }
 
 fn free_tramp(mem: module::ExecMem) {
