@@ -46,6 +46,9 @@ pub struct FgraphRet {
     pub parent: u64,
     /// Its return value (a0).
     pub retval: u64,
+    /// The second return register (a1): the high half of a `u128` or the second word of a
+    /// two-word struct (meaningless for functions that return one register or nothing).
+    pub retval_hi: u64,
     pub depth: u32,
     /// Counter ticks at entry and at return.
     pub calltime: u64,
@@ -154,6 +157,11 @@ pub static GRAPH_SITE_OPS: FtraceOps = FtraceOps::new(graph_site_noop, OpsFlags:
 /// Installs the arch hooks (boot).
 pub fn init() {
     arch::ftrace::set_graph_hooks(graph_entry, graph_return);
+}
+
+/// The entry and return hooks `init` installs (tests wrap them, see `selftest::poison`).
+pub fn hooks() -> (arch::ftrace::GraphEntryHook, arch::ftrace::GraphReturnHook) {
+    (graph_entry, graph_return)
 }
 
 /// Starts calling `ops` for every hooked-able call. Up to 16 graph ops at once.
@@ -345,8 +353,8 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
     }
     if let Some(held) = recursion::trylock() {
         // SAFETY: `return_to_handler` passes its frame holding a0 and a1.
-        let retval = unsafe { (*saved)[0] };
-        let ret = FgraphRet { func: entry.func, parent: entry.ret, retval, depth: depth as u32, calltime: entry.calltime, rettime };
+        let [retval, retval_hi] = unsafe { *saved };
+        let ret = FgraphRet { func: entry.func, parent: entry.ret, retval, retval_hi, depth: depth as u32, calltime: entry.calltime, rettime };
         let mut e = entry;
         for (i, slot) in GRAPH_OPS.iter().enumerate() {
             let p = slot.load(Ordering::Acquire);

@@ -3,9 +3,13 @@
 use super::{Sample, targets};
 use crate::ftrace::{self, FtraceError, FtraceOps, OpsFlags};
 
-/// Handler: the task being woken up.
-#[unsafe(no_mangle)]
-extern "C" fn sample_direct_func(pid: u64) {
+// Reached through a wrapper that, in the self-tests' poisoning runs (`selftest::poison`),
+// clobbers every register a handler may clobber before returning to the trampoline.
+crate::selftest::poison::poisoning_fn!(
+    /// Handler: the task being woken up.
+    fn sample_direct_func(pid: u64) => sample_direct_func_impl);
+
+extern "C" fn sample_direct_func_impl(pid: u64) {
     super::log(alloc::format!("ftrace-direct: waking up task-{pid}"));
 }
 

@@ -8,14 +8,20 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// Calls seen by each handler.
 pub static HITS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
-#[unsafe(no_mangle)]
-extern "C" fn sample_modify_func1() {
+// Reached through a wrapper that, in the self-tests' poisoning runs (`selftest::poison`),
+// clobbers every register a handler may clobber before returning to the trampoline.
+crate::selftest::poison::poisoning_fn!(fn sample_modify_func1() => sample_modify_func1_impl);
+
+extern "C" fn sample_modify_func1_impl() {
     HITS[0].fetch_add(1, Ordering::Relaxed);
     super::log(alloc::string::String::from("ftrace-direct-modify: my direct func1"));
 }
 
-#[unsafe(no_mangle)]
-extern "C" fn sample_modify_func2() {
+// Reached through a wrapper that, in the self-tests' poisoning runs (`selftest::poison`),
+// clobbers every register a handler may clobber before returning to the trampoline.
+crate::selftest::poison::poisoning_fn!(fn sample_modify_func2() => sample_modify_func2_impl);
+
+extern "C" fn sample_modify_func2_impl() {
     HITS[1].fetch_add(1, Ordering::Relaxed);
     super::log(alloc::string::String::from("ftrace-direct-modify: my direct func2"));
 }

@@ -8,8 +8,11 @@
 use super::{Sample, targets};
 use crate::ftrace::{self, FtraceError, FtraceOps, OpsFlags};
 
-#[unsafe(no_mangle)]
-extern "C" fn sample_multi_func(ip: u64) {
+// Reached through a wrapper that, in the self-tests' poisoning runs (`selftest::poison`),
+// clobbers every register a handler may clobber before returning to the trampoline.
+crate::selftest::poison::poisoning_fn!(fn sample_multi_func(ip: u64) => sample_multi_func_impl);
+
+extern "C" fn sample_multi_func_impl(ip: u64) {
     super::log(alloc::format!("ftrace-direct-multi: {} ({ip:#x})", crate::ksyms::name(ip)));
 }
 

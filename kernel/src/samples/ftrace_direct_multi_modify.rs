@@ -4,13 +4,19 @@
 use super::{Sample, targets};
 use crate::ftrace::{self, FtraceError, FtraceOps, OpsFlags};
 
-#[unsafe(no_mangle)]
-extern "C" fn sample_multi_modify_func1(ip: u64) {
+// Reached through a wrapper that, in the self-tests' poisoning runs (`selftest::poison`),
+// clobbers every register a handler may clobber before returning to the trampoline.
+crate::selftest::poison::poisoning_fn!(fn sample_multi_modify_func1(ip: u64) => sample_multi_modify_func1_impl);
+
+extern "C" fn sample_multi_modify_func1_impl(ip: u64) {
     super::log(alloc::format!("ftrace-direct-multi-modify: func1 {} ({ip:#x})", crate::ksyms::name(ip)));
 }
 
-#[unsafe(no_mangle)]
-extern "C" fn sample_multi_modify_func2(ip: u64) {
+// Reached through a wrapper that, in the self-tests' poisoning runs (`selftest::poison`),
+// clobbers every register a handler may clobber before returning to the trampoline.
+crate::selftest::poison::poisoning_fn!(fn sample_multi_modify_func2(ip: u64) => sample_multi_modify_func2_impl);
+
+extern "C" fn sample_multi_modify_func2_impl(ip: u64) {
     super::log(alloc::format!("ftrace-direct-multi-modify: func2 {} ({ip:#x})", crate::ksyms::name(ip)));
 }
 

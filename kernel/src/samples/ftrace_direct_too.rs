@@ -5,8 +5,11 @@ use super::{Sample, targets};
 use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags};
 use core::sync::atomic::Ordering;
 
-#[unsafe(no_mangle)]
-extern "C" fn sample_direct_too_func(vma: u64, address: u64, flags: u64) {
+// Reached through a wrapper that, in the self-tests' poisoning runs (`selftest::poison`),
+// clobbers every register a handler may clobber before returning to the trampoline.
+crate::selftest::poison::poisoning_fn!(fn sample_direct_too_func(vma: u64, address: u64, flags: u64) => sample_direct_too_func_impl);
+
+extern "C" fn sample_direct_too_func_impl(vma: u64, address: u64, flags: u64) {
     super::log(alloc::format!("ftrace-direct-too: handle mm fault vma={vma:#x} address={address:#x} flags={flags:#x}"));
 }
 
@@ -48,9 +51,10 @@ pub static DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
 extern "C" fn count(_ip: u64, _parent: u64, ops: &FtraceOps, _regs: &mut FtraceRegs) {
     ops.private.fetch_add(1, Ordering::Relaxed);
 }
+crate::selftest::poison::poisoning_fn!(fn sample_too_count(ip: u64, parent: u64, ops: &FtraceOps, regs: &mut FtraceRegs) => count);
 
 /// The ordinary ops that shares the function (counts calls in `private`).
-pub static TOO: FtraceOps = FtraceOps::new(count, OpsFlags::RECURSION);
+pub static TOO: FtraceOps = FtraceOps::new(sample_too_count, OpsFlags::RECURSION);
 
 fn tramp() -> u64 {
     sample_direct_too_tramp as *const () as u64

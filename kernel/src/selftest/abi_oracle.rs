@@ -1,9 +1,17 @@
 //! Suite `abi_oracle`: calls a traced function from assembly with a canary in every argument
-//! and callee-saved register, and checks what the function received, what it returned and that
-//! every register the psABI says survives a call did survive — in each tracing mode.
+//! and callee-saved register, and checks what the function received, what it returned (in one
+//! register or two) and that every register the psABI says survives a call did survive — in each
+//! tracing mode, with polite and with poisoning probes (`selftest::poison`).
+//!
+//! The modes are the table in [`oracle_modes!`] at the bottom: one line per mode (case name and
+//! a [`Mode`] value: how to arm it on a target, disarm it, and what it must have observed), each
+//! becoming the case `abi_oracle.<name>`. Every mode runs on every [`TARGETS`] entry (a `u64`,
+//! a `u128` and a two-word struct return) once with polite and once with poisoning probes.
 
-use crate::ftrace::{self, FtraceOps, FtraceRegs, OpsFlags};
-use crate::{kassert_eq, ktest};
+use super::poison;
+use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags};
+use crate::selftest::{TestError, TestResult};
+use crate::{kassert, kassert_eq, ktest};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Inputs and outputs of one oracle call (indices in u64 words, used by the asm below).
@@ -14,8 +22,8 @@ pub struct OracleCtx {
     pub args: [u64; 8],
     /// s0-s8, fp, tp, r21 before the call.
     pub saved_in: [u64; 12],
-    /// a0 after the call.
-    pub ret: u64,
+    /// a0 and a1 after the call.
+    pub ret: [u64; 2],
     /// s0-s8, fp, tp, r21 after the call.
     pub saved_out: [u64; 12],
     pub sp_before: u64,
@@ -25,9 +33,9 @@ pub struct OracleCtx {
 const ARGS: usize = 0;
 const SAVED_IN: usize = 8 * 8;
 const RET: usize = 20 * 8;
-const SAVED_OUT: usize = 21 * 8;
-const SP_BEFORE: usize = 33 * 8;
-const SP_AFTER: usize = 34 * 8;
+const SAVED_OUT: usize = 22 * 8;
+const SP_BEFORE: usize = 34 * 8;
+const SP_AFTER: usize = 35 * 8;
 const _: () = {
     assert!(core::mem::offset_of!(OracleCtx, saved_in) == SAVED_IN);
     assert!(core::mem::offset_of!(OracleCtx, ret) == RET);
@@ -38,7 +46,7 @@ const _: () = {
 
 // loongtrace_abi_oracle(ctx: a0, target: a1)
 //   Saves its own caller's ra, fp, s0-s8, tp, r21 on the stack; loads s0-s8, fp, tp, r21 and
-//   a0-a7 from *ctx; calls target; stores a0, s0-s8, fp, tp, r21 and sp into *ctx; restores
+//   a0-a7 from *ctx; calls target; stores a0, a1, s0-s8, fp, tp, r21 and sp into *ctx; restores
 //   everything it saved and returns. Clobbers t0-t8 and a0-a7 like any call.
 core::arch::global_asm!(
     r#"
@@ -71,6 +79,7 @@ loongtrace_abi_oracle:
     jirl    $ra, $t3, 0
     ld.d    $t2, $sp, 104
     st.d    $a0, $t2, {ret}
+    st.d    $a1, $t2, {ret} + 8
     .irp n, 0,1,2,3,4,5,6,7,8
     st.d    $s\n, $t2, {saved_out} + \n * 8
     .endr
@@ -98,35 +107,103 @@ loongtrace_abi_oracle:
 );
 
 unsafe extern "C" {
-    fn loongtrace_abi_oracle(ctx: *mut OracleCtx, target: extern "C" fn(u64, u64, u64, u64, u64, u64, u64, u64) -> u64);
+    fn loongtrace_abi_oracle(ctx: *mut OracleCtx, target: u64);
 }
 
 /// What the target received, per CPU (the SMP stress runs the oracle on several CPUs at once).
 static RECEIVED: [[AtomicU64; 8]; arch::boot::MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 8] }; arch::boot::MAX_CPUS];
 
-/// The traced function under test: records its arguments and mixes them into its result.
+fn record_args(args: &[u64; 8]) {
+    for (slot, &v) in RECEIVED[arch::cpu::id() % arch::boot::MAX_CPUS].iter().zip(args) {
+        slot.store(v, Relaxed);
+    }
+}
+
+/// The two result words every target computes from its arguments (a target returning one
+/// register returns the first).
+pub fn expected_result(args: &[u64; 8]) -> [u64; 2] {
+    let lo = args.iter().enumerate().fold(0x5eed, |acc: u64, (i, &v)| acc.rotate_left(7) ^ v.wrapping_mul(i as u64 + 3));
+    let hi = args.iter().rev().fold(0xf00d, |acc: u64, &v| acc.rotate_left(13).wrapping_add(v ^ 0x0123_4567_89ab_cdef));
+    [lo, hi]
+}
+
+/// A traced function with eight arguments returning one register: records its arguments and
+/// mixes them into its result.
 #[inline(never)]
 pub extern "C" fn abi_oracle_target(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, a7: u64) -> u64 {
     let args = [a0, a1, a2, a3, a4, a5, a6, a7];
-    for (slot, v) in RECEIVED[arch::cpu::id() % arch::boot::MAX_CPUS].iter().zip(args) {
-        slot.store(v, Relaxed);
+    record_args(&args);
+    expected_result(&args)[0]
+}
+
+/// The same returning a `u128` (in a0 = low half, a1 = high half).
+#[inline(never)]
+#[allow(improper_ctypes_definitions)]
+pub extern "C" fn abi_oracle_target_u128(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, a7: u64) -> u128 {
+    let args = [a0, a1, a2, a3, a4, a5, a6, a7];
+    record_args(&args);
+    let [lo, hi] = expected_result(&args);
+    (hi as u128) << 64 | lo as u128
+}
+
+/// A two-word struct, returned in a0 and a1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OraclePair {
+    pub first: u64,
+    pub second: u64,
+}
+
+/// The same returning a two-word struct (in a0 and a1).
+#[inline(never)]
+pub extern "C" fn abi_oracle_target_pair(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, a7: u64) -> OraclePair {
+    let args = [a0, a1, a2, a3, a4, a5, a6, a7];
+    record_args(&args);
+    let [first, second] = expected_result(&args);
+    OraclePair { first: core::hint::black_box(first), second }
+}
+
+/// A function the oracle calls.
+pub struct Target {
+    /// Its name (the last path segment, unique among traceable functions).
+    pub name: &'static str,
+    /// Its entry address.
+    pub addr: fn() -> u64,
+    /// Registers that carry its result: 1 (a0) or 2 (a0 and a1).
+    pub words: usize,
+}
+
+/// Every target, run in every mode.
+pub static TARGETS: [Target; 3] = [
+    Target { name: "abi_oracle_target", addr: || abi_oracle_target as *const () as u64, words: 1 },
+    Target { name: "abi_oracle_target_u128", addr: || abi_oracle_target_u128 as *const () as u64, words: 2 },
+    Target { name: "abi_oracle_target_pair", addr: || abi_oracle_target_pair as *const () as u64, words: 2 },
+];
+
+/// Describes a value for messages: names the register it is the poison of.
+fn show(v: &[u64]) -> alloc::string::String {
+    let mut s = alloc::string::String::from("[");
+    for (i, &x) in v.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        match poison::which(x) {
+            Some(r) => s += &alloc::format!("{sep}{x:#x} (poison of {r})"),
+            None => s += &alloc::format!("{sep}{x:#x}"),
+        }
     }
-    expected_result(&args)
+    s + "]"
 }
 
-fn expected_result(args: &[u64; 8]) -> u64 {
-    args.iter().enumerate().fold(0x5eed, |acc, (i, &v)| acc.rotate_left(7) ^ v.wrapping_mul(i as u64 + 3))
+/// The argument canaries of every oracle call.
+fn oracle_args() -> [u64; 8] {
+    core::array::from_fn(|i| 0xa000_0000_0000_0000 | (i as u64) << 32 | 0xa0a0)
 }
 
-/// Runs one oracle call and checks every observation. `what` names the mode in messages.
-pub fn check(what: &str, target: extern "C" fn(u64, u64, u64, u64, u64, u64, u64, u64) -> u64) -> crate::selftest::TestResult {
+/// Runs one oracle call of `t` and checks every observation. `what` names the mode in messages.
+pub fn check(what: &str, t: &Target) -> TestResult {
     let r21: u64;
     // SAFETY: reads a register.
     unsafe { core::arch::asm!("move {0}, $r21", out(reg) r21) };
-    let mut ctx = OracleCtx::default();
-    for i in 0..8 {
-        ctx.args[i] = 0xa000_0000_0000_0000 | (i as u64) << 32 | 0xa0a0;
-    }
+    let mut ctx = OracleCtx { args: oracle_args(), ..Default::default() };
     for i in 0..11 {
         ctx.saved_in[i] = 0x5000_0000_0000_0000 | (i as u64) << 32 | 0x5a5a;
     }
@@ -134,159 +211,308 @@ pub fn check(what: &str, target: extern "C" fn(u64, u64, u64, u64, u64, u64, u64
     ctx.saved_in[11] = r21;
     let received = &RECEIVED[arch::cpu::id() % arch::boot::MAX_CPUS];
     received.iter().for_each(|r| r.store(0, Relaxed));
-    // SAFETY: the asm follows the C ABI and restores every callee-saved register it loads.
-    unsafe { loongtrace_abi_oracle(&mut ctx, target) };
+    // SAFETY: the asm follows the C ABI and restores every callee-saved register it loads;
+    // every target takes eight u64 arguments and returns in a0 (and a1).
+    unsafe { loongtrace_abi_oracle(&mut ctx, (t.addr)()) };
     let received: [u64; 8] = core::array::from_fn(|i| received[i].load(Relaxed));
-    kassert_eq!(received, ctx.args, "{what}: arguments the function saw");
-    kassert_eq!(ctx.ret, expected_result(&ctx.args), "{what}: return value");
-    kassert_eq!(ctx.saved_out, ctx.saved_in, "{what}: s0-s8, fp, tp, r21 after the call");
-    kassert_eq!(ctx.sp_after, ctx.sp_before, "{what}: sp after the call");
+    let name = t.name;
+    kassert!(received == ctx.args, "{what}, {name}: arguments the function saw {} != {}", show(&received), show(&ctx.args));
+    let want = expected_result(&ctx.args);
+    let words = t.words.min(2);
+    kassert!(
+        ctx.ret[..words] == want[..words],
+        "{what}, {name}: return value {} != {} (a0{})",
+        show(&ctx.ret[..words]),
+        show(&want[..words]),
+        if words == 2 { ", a1" } else { "" }
+    );
+    kassert_eq!(ctx.saved_out, ctx.saved_in, "{what}, {name}: s0-s8, fp, tp, r21 after the call");
+    kassert_eq!(ctx.sp_after, ctx.sp_before, "{what}, {name}: sp after the call");
     Ok(())
 }
 
+/// A tracing mode: how to arm it on a target, disarm it, and what one call must have done.
+pub struct Mode {
+    /// Names the mode in messages.
+    pub name: &'static str,
+    /// Sets the mode up on the target (and resets the mode's counters). On error the runner
+    /// still calls `disarm`.
+    pub arm: fn(&Target) -> TestResult,
+    /// Undoes `arm`, also a partial one; ignores what is not there.
+    pub disarm: fn(&Target),
+    /// Called after one oracle call and `disarm`: checks what the mode's probes observed.
+    pub verify: fn(&Target) -> TestResult,
+}
+
+fn nothing(_: &Target) -> TestResult {
+    Ok(())
+}
+fn no_disarm(_: &Target) {}
+
+/// Runs `mode` on every target with polite and with poisoning probes.
+pub fn run(mode: &Mode) -> TestResult {
+    poison::each_flavour(|_| {
+        for t in &TARGETS {
+            let armed = (mode.arm)(t);
+            let called = armed.and_then(|_| check(mode.name, t));
+            (mode.disarm)(t);
+            called?;
+            (mode.verify)(t)?;
+        }
+        Ok(())
+    })
+}
+
+fn fail(what: &str) -> impl Fn(FtraceError) -> TestError + '_ {
+    move |e| TestError::Fail(alloc::format!("{what}: {e}"))
+}
+
+/// The callback every oracle ops uses: counts its calls in the ops' `private`.
 extern "C" fn oracle_probe(_ip: u64, _parent: u64, ops: &FtraceOps, _regs: &mut FtraceRegs) {
     ops.private.fetch_add(1, Relaxed);
 }
+poison::poisoning_fn!(fn loongtrace_oracle_cb(ip: u64, parent: u64, ops: &FtraceOps, regs: &mut FtraceRegs) => oracle_probe);
 
-static ORACLE_OPS: [FtraceOps; 3] = [
-    FtraceOps::new(oracle_probe, OpsFlags::empty()),
-    FtraceOps::new(oracle_probe, OpsFlags::RECURSION),
-    FtraceOps::new(oracle_probe, OpsFlags::RECURSION),
+/// The oracle's ordinary ops, by role.
+static PLAIN: FtraceOps = FtraceOps::new(loongtrace_oracle_cb, OpsFlags::empty());
+static GUARDED: [FtraceOps; 2] = [
+    FtraceOps::new(loongtrace_oracle_cb, OpsFlags::RECURSION),
+    FtraceOps::new(loongtrace_oracle_cb, OpsFlags::RECURSION),
 ];
-static ORACLE_REGS_OPS: FtraceOps = FtraceOps::new(oracle_probe, OpsFlags::SAVE_REGS.union(OpsFlags::RECURSION));
+static REGS: FtraceOps = FtraceOps::new(loongtrace_oracle_cb, OpsFlags::SAVE_REGS);
+static REGS_GUARDED: FtraceOps = FtraceOps::new(loongtrace_oracle_cb, OpsFlags::SAVE_REGS.union(OpsFlags::RECURSION));
 
-fn with_ops(ops: &[&'static FtraceOps], what: &str) -> crate::selftest::TestResult {
-    let fail = |e: ftrace::FtraceError| crate::selftest::TestError::Fail(alloc::format!("{what}: {e}"));
-    let mut result = Ok(());
-    for o in ops {
+fn register_ops(set: &[&'static FtraceOps], t: &Target) -> TestResult {
+    for o in set {
         o.private.store(0, Relaxed);
-        if let Err(e) = ftrace::ftrace_set_filter(o, "abi_oracle_target", true).and_then(|_| ftrace::register_ftrace_function(o)) {
-            result = Err(fail(e));
-        }
+        ftrace::ftrace_set_filter_ip(o, (t.addr)(), false, true)
+            .and_then(|_| ftrace::register_ftrace_function(o))
+            .map_err(fail(t.name))?;
     }
-    if result.is_ok() {
-        result = check(what, abi_oracle_target);
-    }
-    let calls: alloc::vec::Vec<usize> = ops.iter().map(|o| o.private.load(Relaxed)).collect();
-    for o in ops {
+    Ok(())
+}
+
+fn unregister_ops(set: &[&'static FtraceOps]) {
+    for o in set {
         let _ = ftrace::unregister_ftrace_function(o);
         let _ = ftrace::ftrace_reset_filters(o);
     }
-    result?;
-    kassert_eq!(calls, alloc::vec![1usize; ops.len()], "{what}: callbacks per call");
+}
+
+fn verify_ops(set: &[&'static FtraceOps], t: &Target) -> TestResult {
+    let calls: alloc::vec::Vec<usize> = set.iter().map(|o| o.private.load(Relaxed)).collect();
+    kassert_eq!(calls, alloc::vec![1usize; set.len()], "{}: callbacks per call", t.name);
     Ok(())
 }
 
-ktest! {
-    fn abi_oracle::site_disabled() {
-        check("disabled", abi_oracle_target)
-    }
-}
-
-ktest! {
-    fn abi_oracle::one_ops() {
-        with_ops(&[&ORACLE_OPS[0]], "one ops")
-    }
-}
-
-ktest! {
-    fn abi_oracle::three_ops() {
-        with_ops(&[&ORACLE_OPS[0], &ORACLE_OPS[1], &ORACLE_OPS[2]], "three ops")
-    }
-}
-
-ktest! {
-    fn abi_oracle::save_regs_ops() {
-        with_ops(&[&ORACLE_REGS_OPS], "SAVE_REGS ops")
-    }
-}
-
-static ORACLE_DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
-
-/// The oracle with `ftrace_stub_direct_tramp` on the target; with `shared` an ordinary ops too,
-/// which moves the site from the straight route to ftrace_regs_caller.
-fn with_direct(shared: bool, what: &str) -> crate::selftest::TestResult {
-    let fail = |e: ftrace::FtraceError| crate::selftest::TestError::Fail(alloc::format!("{what}: {e}"));
-    let stub = arch::ftrace::addr::stub_direct_tramp();
-    let ip = abi_oracle_target as *const () as u64;
-    ftrace::ftrace_set_filter_ip(&ORACLE_DIRECT, ip, false, true).map_err(fail)?;
-    let mut r = ftrace::register_ftrace_direct(&ORACLE_DIRECT, stub).map_err(fail);
-    if shared && r.is_ok() {
-        ORACLE_OPS[1].private.store(0, Relaxed);
-        r = ftrace::ftrace_set_filter_ip(&ORACLE_OPS[1], ip, false, true)
-            .and_then(|_| ftrace::register_ftrace_function(&ORACLE_OPS[1]))
-            .map_err(fail);
-    }
+/// The word at the target's call slot must be `bl want`.
+fn expect_route(t: &Target, want: u64, route: &str) -> TestResult {
+    let ip = (t.addr)();
     let word = arch::patch::read_insn(ip + 4).unwrap_or(0);
-    if r.is_ok() {
-        r = check(what, abi_oracle_target);
-    }
-    let _ = ftrace::unregister_ftrace_function(&ORACLE_OPS[1]);
-    let _ = ftrace::ftrace_reset_filters(&ORACLE_OPS[1]);
-    let _ = ftrace::unregister_ftrace_direct(&ORACLE_DIRECT, stub);
-    let _ = ftrace::ftrace_reset_filters(&ORACLE_DIRECT);
-    r?;
-    let want = if shared { arch::ftrace::addr::regs_caller() } else { stub };
-    kassert_eq!(arch::insn::decode(ip + 4, word), arch::insn::Insn::Bl { target: want }, "{what}: route");
+    kassert_eq!(arch::insn::decode(ip + 4, word), arch::insn::Insn::Bl { target: want }, "{}: route {route}", t.name);
+    Ok(())
+}
+
+/// An ops-only mode over a fixed set of ops.
+macro_rules! ops_mode {
+    ($name:expr, [$($ops:expr),*], $route:expr) => {
+        Mode {
+            name: $name,
+            arm: |t| {
+                register_ops(&[$(&$ops),*], t)?;
+                let route: fn() -> u64 = $route;
+                expect_route(t, route(), $name)
+            },
+            disarm: |_| unregister_ops(&[$(&$ops),*]),
+            verify: |t| verify_ops(&[$(&$ops),*], t),
+        }
+    };
+}
+
+// loongtrace_oracle_tramp: a direct trampoline (v6.19 convention) that counts its entries in
+//   loongtrace_oracle_tramp_count[0] (atomically) and resumes the body through
+//   `direct_tramp_exit` (poisons t0, t2-t8 when poisoning is on). Clobbers t1-t8.
+// loongtrace_oracle_legacy_tramp: an old-convention trampoline (t0 = body, ra = parent) that
+//   counts in loongtrace_oracle_tramp_count[1] and jumps to the body through
+//   `legacy_tramp_exit` (poisons t1-t8 when poisoning is on).
+core::arch::global_asm!(concat!(
+    r#"
+    .text
+    .global loongtrace_oracle_tramp
+    .type loongtrace_oracle_tramp, @function
+loongtrace_oracle_tramp:
+    la.pcrel $t2, loongtrace_oracle_tramp_count
+    li.d    $t3, 1
+    amadd_db.d $t4, $t3, $t2
+"#,
+    poison::direct_tramp_exit!(),
+    r#"
+    .size loongtrace_oracle_tramp, . - loongtrace_oracle_tramp
+
+    .global loongtrace_oracle_legacy_tramp
+    .type loongtrace_oracle_legacy_tramp, @function
+loongtrace_oracle_legacy_tramp:
+    la.pcrel $t2, loongtrace_oracle_tramp_count
+    addi.d  $t2, $t2, 8
+    li.d    $t3, 1
+    amadd_db.d $t4, $t3, $t2
+"#,
+    poison::legacy_tramp_exit!(),
+    r#"
+    .size loongtrace_oracle_legacy_tramp, . - loongtrace_oracle_legacy_tramp
+"#
+));
+
+#[unsafe(no_mangle)]
+static loongtrace_oracle_tramp_count: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+unsafe extern "C" {
+    fn loongtrace_oracle_tramp();
+    fn loongtrace_oracle_legacy_tramp();
+}
+
+fn tramp() -> u64 {
+    loongtrace_oracle_tramp as *const () as u64
+}
+fn legacy_tramp() -> u64 {
+    loongtrace_oracle_legacy_tramp as *const () as u64
+}
+
+static DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
+static LEGACY: FtraceOps = FtraceOps::new_direct(OpsFlags::LEGACY_ABI);
+
+/// Arms a direct ops (`legacy`: the LEGACY_ABI one with the old-convention trampoline) on the
+/// target, with the guarded ordinary ops too when `shared` (route: ftrace_regs_caller).
+fn arm_direct(t: &Target, legacy: bool, shared: bool) -> TestResult {
+    let (ops, tr) = if legacy { (&LEGACY, legacy_tramp()) } else { (&DIRECT, tramp()) };
+    loongtrace_oracle_tramp_count.iter().for_each(|c| c.store(0, Relaxed));
+    ftrace::ftrace_set_filter_ip(ops, (t.addr)(), false, true)
+        .and_then(|_| ftrace::register_ftrace_direct(ops, tr))
+        .map_err(fail(t.name))?;
     if shared {
-        kassert_eq!(ORACLE_OPS[1].private.load(Relaxed), 1, "{what}: ordinary callback");
+        register_ops(&[&GUARDED[0]], t)?;
+        return expect_route(t, arch::ftrace::addr::regs_caller(), "ftrace_regs_caller");
+    }
+    let straight = if legacy { LEGACY.thunk.load(Relaxed) } else { tr };
+    expect_route(t, straight, if legacy { "the legacy adapter" } else { "the trampoline" })
+}
+
+fn disarm_direct(_: &Target) {
+    unregister_ops(&[&GUARDED[0]]);
+    for ops in [&DIRECT, &LEGACY] {
+        let _ = ftrace::unregister_ftrace_direct(ops, ops.direct.load(Relaxed));
+        let _ = ftrace::ftrace_reset_filters(ops);
+    }
+}
+
+fn verify_direct(t: &Target, legacy: bool, shared: bool) -> TestResult {
+    let counts = [0, 1].map(|i| loongtrace_oracle_tramp_count[i].load(Relaxed));
+    let want = if legacy { [0, 1] } else { [1, 0] };
+    kassert_eq!(counts, want, "{}: trampoline entries (new, legacy)", t.name);
+    if shared {
+        verify_ops(&[&GUARDED[0]], t)?;
     }
     Ok(())
 }
 
-ktest! {
-    fn abi_oracle::direct_straight() {
-        with_direct(false, "direct, straight")
-    }
-}
-
-ktest! {
-    fn abi_oracle::direct_via_regs_caller() {
-        with_direct(true, "direct via ftrace_regs_caller")
-    }
-}
-
-/// The oracle with the function_graph tracer hooking the target's return; with `direct`, a
-/// direct trampoline (the stub) on the target as well.
-fn with_graph(direct: bool, what: &str) -> crate::selftest::TestResult {
+/// Starts the function_graph tracer on the target; with `direct`, the counting trampoline too.
+fn arm_graph(t: &Target, direct: bool) -> TestResult {
     use crate::ftrace::{graph_tracer, tracer};
-    let fail = |e: ftrace::FtraceError| crate::selftest::TestError::Fail(alloc::format!("{what}: {e}"));
-    let stub = arch::ftrace::addr::stub_direct_tramp();
-    let ip = abi_oracle_target as *const () as u64;
     tracer::reset_buffers();
-    let mut r = Ok(());
     if direct {
-        r = ftrace::ftrace_set_filter_ip(&ORACLE_DIRECT, ip, false, true)
-            .and_then(|_| ftrace::register_ftrace_direct(&ORACLE_DIRECT, stub))
-            .map_err(fail);
+        arm_direct(t, false, false)?;
     }
-    if r.is_ok() {
-        let cfg = graph_tracer::GraphConfig { ftrace_filter: Some("abi_oracle_target"), ..Default::default() };
-        r = graph_tracer::start(&cfg).map_err(fail);
-    }
-    if r.is_ok() {
-        r = check(what, abi_oracle_target);
-    }
-    let _ = graph_tracer::stop();
-    if direct {
-        let _ = ftrace::unregister_ftrace_direct(&ORACLE_DIRECT, stub);
-        let _ = ftrace::ftrace_reset_filters(&ORACLE_DIRECT);
-    }
-    r?;
-    let c = tracer::collect();
+    let cfg = graph_tracer::GraphConfig { ftrace_filter: Some(t.name), ..Default::default() };
+    graph_tracer::start(&cfg).map_err(fail(t.name))?;
+    expect_route(t, arch::ftrace::addr::regs_caller(), "ftrace_regs_caller")
+}
+
+fn disarm_graph(t: &Target) {
+    let _ = crate::ftrace::graph_tracer::stop();
+    disarm_direct(t);
+}
+
+/// The graph tracer saw one entry and one return of the target, with its first result word.
+fn verify_graph(t: &Target, direct: bool) -> TestResult {
+    let c = crate::ftrace::tracer::collect();
+    let ip = (t.addr)();
     let kinds: alloc::vec::Vec<(u8, u64)> = c.events.iter().map(|e| (e.kind, e.ip)).collect();
-    kassert_eq!(kinds, alloc::vec![(crate::ringbuf::KIND_GRAPH_ENTRY, ip), (crate::ringbuf::KIND_GRAPH_RETURN, ip)], "{what}: graph events");
+    kassert_eq!(kinds, alloc::vec![(crate::ringbuf::KIND_GRAPH_ENTRY, ip), (crate::ringbuf::KIND_GRAPH_RETURN, ip)], "{}: graph events", t.name);
+    kassert_eq!(c.events[1].parent, expected_result(&oracle_args())[0], "{}: return value the graph tracer recorded", t.name);
+    if direct {
+        verify_direct(t, false, false)?;
+    }
     Ok(())
 }
 
-ktest! {
-    fn abi_oracle::graph() {
-        with_graph(false, "function_graph")
-    }
+/// Declares the modes: each line `case => Mode` becomes case `abi_oracle.<case>` and an entry of
+/// [`MODES`]. Adding a mode is adding a line.
+macro_rules! oracle_modes {
+    ($($(#[$m:meta])* $case:ident => $mode:expr;)*) => {
+        /// Every mode, in the order its case runs.
+        #[allow(dead_code)]
+        pub static MODES: &[Mode] = &[$($mode),*];
+        $(
+            ktest! {
+                $(#[$m])*
+                fn abi_oracle::$case() {
+                    run(&$mode)
+                }
+            }
+        )*
+    };
 }
 
-ktest! {
-    fn abi_oracle::graph_and_direct() {
-        with_graph(true, "function_graph + direct")
-    }
+oracle_modes! {
+    /// No tracing: the site is `move t0, ra; nop`.
+    site_disabled => Mode { name: "disabled", arm: nothing, disarm: no_disarm, verify: nothing };
+    /// One ops without recursion guard: ftrace_caller calls the callback straight.
+    one_ops => ops_mode!("one ops", [PLAIN], crate::ftrace::core::fast_caller);
+    /// One recursion-guarded ops: ftrace_caller calls the assist function, which calls the callback.
+    one_ops_recursion => ops_mode!("one recursion-guarded ops", [GUARDED[0]], crate::ftrace::core::fast_caller);
+    /// Three ops: ftrace_caller calls the list function through the site's list literal.
+    three_ops => ops_mode!("three ops", [PLAIN, GUARDED[0], GUARDED[1]], crate::ftrace::core::fast_caller);
+    /// One SAVE_REGS ops: ftrace_regs_caller, ftrace_common, the callback straight from ftrace_call.
+    save_regs_ops => ops_mode!("SAVE_REGS ops", [REGS], arch::ftrace::addr::regs_caller);
+    /// One SAVE_REGS ops with recursion guard: ftrace_call calls the assist function.
+    save_regs_recursion => ops_mode!("SAVE_REGS recursion-guarded ops", [REGS_GUARDED], arch::ftrace::addr::regs_caller);
+    /// An argument-only and a SAVE_REGS ops: ftrace_regs_caller and the list function.
+    mixed_ops => ops_mode!("plain + SAVE_REGS ops", [PLAIN, REGS_GUARDED], arch::ftrace::addr::regs_caller);
+    /// A direct trampoline called straight from the site.
+    direct_straight => Mode {
+        name: "direct, straight",
+        arm: |t| arm_direct(t, false, false),
+        disarm: disarm_direct,
+        verify: |t| verify_direct(t, false, false),
+    };
+    /// A direct trampoline reached through ftrace_regs_caller (an ordinary ops shares the site).
+    direct_via_regs_caller => Mode {
+        name: "direct via ftrace_regs_caller",
+        arm: |t| arm_direct(t, false, true),
+        disarm: disarm_direct,
+        verify: |t| verify_direct(t, false, true),
+    };
+    /// An old-convention trampoline behind the LEGACY_ABI adapter, called straight.
+    legacy_straight => Mode {
+        name: "legacy adapter, straight",
+        arm: |t| arm_direct(t, true, false),
+        disarm: disarm_direct,
+        verify: |t| verify_direct(t, true, false),
+    };
+    /// The same through ftrace_regs_caller.
+    legacy_via_regs_caller => Mode {
+        name: "legacy adapter via ftrace_regs_caller",
+        arm: |t| arm_direct(t, true, true),
+        disarm: disarm_direct,
+        verify: |t| verify_direct(t, true, true),
+    };
+    /// The function_graph tracer hooks the return (ftrace_graph_caller, return_to_handler).
+    graph => Mode { name: "function_graph", arm: |t| arm_graph(t, false), disarm: disarm_graph, verify: |t| verify_graph(t, false) };
+    /// The function_graph tracer plus a direct trampoline on the same function.
+    graph_and_direct => Mode {
+        name: "function_graph + direct",
+        arm: |t| arm_graph(t, true),
+        disarm: disarm_graph,
+        verify: |t| verify_graph(t, true),
+    };
 }

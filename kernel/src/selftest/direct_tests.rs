@@ -32,14 +32,14 @@ pub struct CallCtx {
 
 // loongtrace_direct_probe: a direct trampoline (new convention) that records t0, ra, sp and
 //   a0-a7 at entry into `loongtrace_direct_seen`, counts itself, and resumes the traced function.
-//   Clobbers t1-t3.
+//   Clobbers t1-t3; with poisoning on (selftest::poison) also poisons t0 and t2-t8.
 // loongtrace_tramp_a / loongtrace_tramp_b: count themselves in loongtrace_tramp_counts[0/1] and
-//   resume the traced function. Clobber t1-t3.
+//   resume the traced function. Clobber t1-t3 (poisoning: t0, t2-t8).
 // loongtrace_legacy_tramp: an old-convention trampoline (expects t0 = body, ra = parent): counts
-//   itself in loongtrace_tramp_counts[2] and returns with `jr t0`.
+//   itself in loongtrace_tramp_counts[2] and returns with `jr t0` (poisoning: t1-t8 first).
 // loongtrace_direct_call(ctx: a0, target: a1): loads a0-a7 from ctx, records sp and the return
 //   address of its call, calls target, stores a0 into ctx.ret. C ABI.
-core::arch::global_asm!(
+core::arch::global_asm!(concat!(
     r#"
     .text
     .global loongtrace_direct_probe
@@ -55,9 +55,9 @@ loongtrace_direct_probe:
     ld.d    $t3, $t2, 88
     addi.d  $t3, $t3, 1
     st.d    $t3, $t2, 88
-    move    $t1, $ra
-    move    $ra, $t0
-    jr      $t1
+"#,
+    super::poison::direct_tramp_exit!(),
+    r#"
     .size loongtrace_direct_probe, . - loongtrace_direct_probe
 
     .irp name, a, b
@@ -71,9 +71,9 @@ loongtrace_tramp_\name:
     ld.d    $t3, $t2, 0
     addi.d  $t3, $t3, 1
     st.d    $t3, $t2, 0
-    move    $t1, $ra
-    move    $ra, $t0
-    jr      $t1
+"#,
+    super::poison::direct_tramp_exit!(),
+    r#"
     .size loongtrace_tramp_\name, . - loongtrace_tramp_\name
     .endr
 
@@ -84,7 +84,9 @@ loongtrace_legacy_tramp:
     ld.d    $t3, $t2, 16
     addi.d  $t3, $t3, 1
     st.d    $t3, $t2, 16
-    jr      $t0
+"#,
+    super::poison::legacy_tramp_exit!(),
+    r#"
     .size loongtrace_legacy_tramp, . - loongtrace_legacy_tramp
 
     .global loongtrace_direct_call
@@ -111,7 +113,7 @@ loongtrace_direct_call:
     jr      $ra
     .size loongtrace_direct_call, . - loongtrace_direct_call
 "#
-);
+));
 
 #[unsafe(no_mangle)]
 static mut loongtrace_direct_seen: ProbeSeen = ProbeSeen { t0: 0, ra: 0, sp: 0, args: [0; 8], entries: 0 };
@@ -181,7 +183,8 @@ extern "C" fn ordinary(_ip: u64, _parent: u64, ops: &FtraceOps, _regs: &mut Ftra
     ops.private.fetch_add(1, Relaxed);
     ORDER.store(seen().entries, Relaxed);
 }
-static ORDINARY: FtraceOps = FtraceOps::new(ordinary, OpsFlags::RECURSION);
+super::poison::poisoning_fn!(fn loongtrace_direct_ordinary(ip: u64, parent: u64, ops: &FtraceOps, regs: &mut FtraceRegs) => ordinary);
+static ORDINARY: FtraceOps = FtraceOps::new(loongtrace_direct_ordinary, OpsFlags::RECURSION);
 
 fn cleanup() {
     for (ops, t) in [(&DIRECT, 0), (&DIRECT2, 0), (&LEGACY, 0)] {
@@ -221,29 +224,31 @@ ktest! {
     /// Straight from the site and through ftrace_regs_caller, a trampoline sees t0 = parent,
     /// ra = body, the caller's sp and the arguments; an ordinary ops on the same function runs first.
     fn ftrace_direct::probe_sees_the_same_on_both_routes() {
-        cleanup();
-        let r = (|| {
-            ftrace::ftrace_set_filter_ip(&DIRECT, target(), false, true).map_err(fail)?;
-            ftrace::register_ftrace_direct(&DIRECT, probe_addr()).map_err(fail)?;
-            kassert_eq!(site_word(), Insn::Bl { target: probe_addr() }, "straight route");
-            check_probe_call("straight")?;
-            ftrace::ftrace_set_filter_ip(&ORDINARY, target(), false, true).map_err(fail)?;
-            ftrace::register_ftrace_function(&ORDINARY).map_err(fail)?;
-            kassert_eq!(site_word(), Insn::Bl { target: arch::ftrace::addr::regs_caller() }, "regs route");
-            ORDER.store(u64::MAX, Relaxed);
-            check_probe_call("via ftrace_regs_caller")?;
-            kassert_eq!(ORDINARY.private.load(Relaxed), 1, "ordinary ops calls");
-            kassert_eq!(ORDER.load(Relaxed), 0, "the ordinary callback ran before the trampoline");
-            // The ordinary ops leaves: back to the straight route.
-            ftrace::unregister_ftrace_function(&ORDINARY).map_err(fail)?;
-            kassert_eq!(site_word(), Insn::Bl { target: probe_addr() });
-            check_probe_call("straight again")?;
-            ftrace::unregister_ftrace_direct(&DIRECT, probe_addr()).map_err(fail)?;
-            kassert_eq!(site_word(), Insn::Nop, "unregister restores the site");
-            Ok(())
-        })();
-        cleanup();
-        r
+        super::poison::each_flavour(|_| {
+            cleanup();
+            let r = (|| {
+                ftrace::ftrace_set_filter_ip(&DIRECT, target(), false, true).map_err(fail)?;
+                ftrace::register_ftrace_direct(&DIRECT, probe_addr()).map_err(fail)?;
+                kassert_eq!(site_word(), Insn::Bl { target: probe_addr() }, "straight route");
+                check_probe_call("straight")?;
+                ftrace::ftrace_set_filter_ip(&ORDINARY, target(), false, true).map_err(fail)?;
+                ftrace::register_ftrace_function(&ORDINARY).map_err(fail)?;
+                kassert_eq!(site_word(), Insn::Bl { target: arch::ftrace::addr::regs_caller() }, "regs route");
+                ORDER.store(u64::MAX, Relaxed);
+                check_probe_call("via ftrace_regs_caller")?;
+                kassert_eq!(ORDINARY.private.load(Relaxed), 1, "ordinary ops calls");
+                kassert_eq!(ORDER.load(Relaxed), 0, "the ordinary callback ran before the trampoline");
+                // The ordinary ops leaves: back to the straight route.
+                ftrace::unregister_ftrace_function(&ORDINARY).map_err(fail)?;
+                kassert_eq!(site_word(), Insn::Bl { target: probe_addr() });
+                check_probe_call("straight again")?;
+                ftrace::unregister_ftrace_direct(&DIRECT, probe_addr()).map_err(fail)?;
+                kassert_eq!(site_word(), Insn::Nop, "unregister restores the site");
+                Ok(())
+            })();
+            cleanup();
+            r
+        })
     }
 }
 
@@ -305,36 +310,42 @@ fn modify_loop(with_ordinary: bool) -> crate::selftest::TestResult {
 ktest! {
     /// modify_ftrace_direct while the function is being called: no call is lost.
     fn ftrace_direct::modify_while_calling() {
-        modify_loop(false)
+        super::poison::each_flavour(|_| {
+            modify_loop(false)
+        })
     }
 }
 
 ktest! {
     /// The same with an ordinary ops sharing the function (the site stays on ftrace_regs_caller).
     fn ftrace_direct::modify_shared_with_ops() {
-        modify_loop(true)
+        super::poison::each_flavour(|_| {
+            modify_loop(true)
+        })
     }
 }
 
 ktest! {
     /// ftrace_stub_direct_tramp as the trampoline changes nothing the function computes.
     fn ftrace_direct::stub_trampoline_is_transparent() {
-        cleanup();
-        let stub = arch::ftrace::addr::stub_direct_tramp();
-        let r = (|| {
-            ftrace::ftrace_set_filter(&DIRECT, "regs_target direct_target", true).map_err(fail)?;
-            ftrace::register_ftrace_direct(&DIRECT, stub).map_err(fail)?;
-            kassert_eq!(regs_target(1, 2, 3), 123);
-            let ctx = call8(target(), ARGS);
-            kassert_eq!(ctx.ret, direct_target_expected(&ARGS));
-            ftrace::ftrace_set_filter(&ORDINARY, "regs_target", true).map_err(fail)?;
-            ftrace::register_ftrace_function(&ORDINARY).map_err(fail)?;
-            kassert_eq!(regs_target(4, 5, 6), 456);
-            kassert_eq!(ORDINARY.private.load(Relaxed), 1);
-            Ok(())
-        })();
-        cleanup();
-        r
+        super::poison::each_flavour(|_| {
+            cleanup();
+            let stub = arch::ftrace::addr::stub_direct_tramp();
+            let r = (|| {
+                ftrace::ftrace_set_filter(&DIRECT, "regs_target direct_target", true).map_err(fail)?;
+                ftrace::register_ftrace_direct(&DIRECT, stub).map_err(fail)?;
+                kassert_eq!(regs_target(1, 2, 3), 123);
+                let ctx = call8(target(), ARGS);
+                kassert_eq!(ctx.ret, direct_target_expected(&ARGS));
+                ftrace::ftrace_set_filter(&ORDINARY, "regs_target", true).map_err(fail)?;
+                ftrace::register_ftrace_function(&ORDINARY).map_err(fail)?;
+                kassert_eq!(regs_target(4, 5, 6), 456);
+                kassert_eq!(ORDINARY.private.load(Relaxed), 1);
+                Ok(())
+            })();
+            cleanup();
+            r
+        })
     }
 }
 
@@ -342,36 +353,38 @@ ktest! {
     /// An old-convention trampoline (`jr t0`) skips the traced function under the new convention
     /// (the failure mode the v6.19 review asked about); with LEGACY_ABI it works on both routes.
     fn ftrace_direct::legacy_trampoline() {
-        cleanup();
-        reset_counts();
-        let r = (|| {
-            ftrace::ftrace_set_filter_ip(&DIRECT, target(), false, true).map_err(fail)?;
-            ftrace::register_ftrace_direct(&DIRECT, legacy_tramp()).map_err(fail)?;
-            let runs = direct_target_runs();
-            let ctx = call8(target(), ARGS);
-            ftrace::unregister_ftrace_direct(&DIRECT, legacy_tramp()).map_err(fail)?;
-            kassert_eq!(tramp_count(2), 1);
-            kassert_eq!(direct_target_runs(), runs, "without LEGACY_ABI the function is skipped");
-            kassert_eq!(ctx.ret, ARGS[0], "the caller gets back its own first argument");
-            // With the flag, through the adapter:
-            ftrace::ftrace_set_filter_ip(&LEGACY, target(), false, true).map_err(fail)?;
-            ftrace::register_ftrace_direct(&LEGACY, legacy_tramp()).map_err(fail)?;
-            let straight = matches!(site_word(), Insn::Bl { target } if target == LEGACY.thunk.load(Relaxed));
-            kassert!(straight, "the site calls the adapter: {:?}", site_word());
-            let ctx = call8(target(), ARGS);
-            kassert_eq!(ctx.ret, direct_target_expected(&ARGS));
-            kassert_eq!(direct_target_runs(), runs + 1);
-            kassert_eq!(tramp_count(2), 2);
-            ftrace::ftrace_set_filter_ip(&ORDINARY, target(), false, true).map_err(fail)?;
-            ftrace::register_ftrace_function(&ORDINARY).map_err(fail)?;
-            let ctx = call8(target(), ARGS);
-            kassert_eq!(ctx.ret, direct_target_expected(&ARGS), "legacy via ftrace_regs_caller");
-            kassert_eq!(direct_target_runs(), runs + 2);
-            kassert_eq!(tramp_count(2), 3);
-            Ok(())
-        })();
-        cleanup();
-        r
+        super::poison::each_flavour(|_| {
+            cleanup();
+            reset_counts();
+            let r = (|| {
+                ftrace::ftrace_set_filter_ip(&DIRECT, target(), false, true).map_err(fail)?;
+                ftrace::register_ftrace_direct(&DIRECT, legacy_tramp()).map_err(fail)?;
+                let runs = direct_target_runs();
+                let ctx = call8(target(), ARGS);
+                ftrace::unregister_ftrace_direct(&DIRECT, legacy_tramp()).map_err(fail)?;
+                kassert_eq!(tramp_count(2), 1);
+                kassert_eq!(direct_target_runs(), runs, "without LEGACY_ABI the function is skipped");
+                kassert_eq!(ctx.ret, ARGS[0], "the caller gets back its own first argument");
+                // With the flag, through the adapter:
+                ftrace::ftrace_set_filter_ip(&LEGACY, target(), false, true).map_err(fail)?;
+                ftrace::register_ftrace_direct(&LEGACY, legacy_tramp()).map_err(fail)?;
+                let straight = matches!(site_word(), Insn::Bl { target } if target == LEGACY.thunk.load(Relaxed));
+                kassert!(straight, "the site calls the adapter: {:?}", site_word());
+                let ctx = call8(target(), ARGS);
+                kassert_eq!(ctx.ret, direct_target_expected(&ARGS));
+                kassert_eq!(direct_target_runs(), runs + 1);
+                kassert_eq!(tramp_count(2), 2);
+                ftrace::ftrace_set_filter_ip(&ORDINARY, target(), false, true).map_err(fail)?;
+                ftrace::register_ftrace_function(&ORDINARY).map_err(fail)?;
+                let ctx = call8(target(), ARGS);
+                kassert_eq!(ctx.ret, direct_target_expected(&ARGS), "legacy via ftrace_regs_caller");
+                kassert_eq!(direct_target_runs(), runs + 2);
+                kassert_eq!(tramp_count(2), 3);
+                Ok(())
+            })();
+            cleanup();
+            r
+        })
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Rec {
     pub func: u64,
     pub depth: u32,
     pub retval: u64,
+    /// The second return register (a1).
+    pub retval_hi: u64,
     pub duration: u64,
 }
 
@@ -34,12 +36,19 @@ fn rec_entry(ent: &FgraphEnt, _ops: &FgraphOps, _d: &mut FgraphData) -> bool {
     if !WANTED.iter().any(|w| w.load(Relaxed) == ent.func) {
         return false;
     }
-    RECORDS.lock().push(Rec { entry: true, func: ent.func, depth: ent.depth, retval: 0, duration: 0 });
+    RECORDS.lock().push(Rec { entry: true, func: ent.func, depth: ent.depth, retval: 0, retval_hi: 0, duration: 0 });
     true
 }
 
 fn rec_return(r: &FgraphRet, _ops: &FgraphOps, _d: &FgraphData) {
-    RECORDS.lock().push(Rec { entry: false, func: r.func, depth: r.depth, retval: r.retval, duration: r.rettime - r.calltime });
+    RECORDS.lock().push(Rec {
+        entry: false,
+        func: r.func,
+        depth: r.depth,
+        retval: r.retval,
+        retval_hi: r.retval_hi,
+        duration: r.rettime - r.calltime,
+    });
 }
 
 static RECORDER: FgraphOps = FgraphOps::new(rec_entry, rec_return);
@@ -87,21 +96,46 @@ fn check_pairs(recs: &[Rec]) -> crate::selftest::TestResult {
 ktest! {
     /// Entry and return pairs of a known call chain: depths, return values, durations.
     fn fgraph::entry_return_pairs() {
-        let fs = [chain_root as *const (), chain_a as *const (), chain_b as *const (), chain_c as *const ()];
-        let mut v = 0;
-        let recs = record(&fs, "chain_*", || v = chain_root(1))?;
-        kassert_eq!(v, 9);
-        let shape: Vec<(bool, u64, u32)> = recs.iter().map(|r| (r.entry, r.func, r.depth)).collect();
-        let f: Vec<u64> = fs.iter().map(|f| addr(*f)).collect();
-        kassert_eq!(shape, alloc::vec![
-            (true, f[0], 0), (true, f[1], 1), (true, f[2], 2), (true, f[3], 3),
-            (false, f[3], 3), (false, f[2], 2), (false, f[1], 1), (false, f[0], 0),
-        ]);
-        let rets: Vec<u64> = recs.iter().filter(|r| !r.entry).map(|r| r.retval).collect();
-        kassert_eq!(rets, alloc::vec![6, 7, 8, 9]);
-        check_pairs(&recs)?;
-        kassert_eq!(fgraph::shadow_depth(), 0);
-        Ok(())
+        super::poison::each_flavour(|_| {
+            let fs = [chain_root as *const (), chain_a as *const (), chain_b as *const (), chain_c as *const ()];
+            let mut v = 0;
+            let recs = record(&fs, "chain_*", || v = chain_root(1))?;
+            kassert_eq!(v, 9);
+            let shape: Vec<(bool, u64, u32)> = recs.iter().map(|r| (r.entry, r.func, r.depth)).collect();
+            let f: Vec<u64> = fs.iter().map(|f| addr(*f)).collect();
+            kassert_eq!(shape, alloc::vec![
+                (true, f[0], 0), (true, f[1], 1), (true, f[2], 2), (true, f[3], 3),
+                (false, f[3], 3), (false, f[2], 2), (false, f[1], 1), (false, f[0], 0),
+            ]);
+            let rets: Vec<u64> = recs.iter().filter(|r| !r.entry).map(|r| r.retval).collect();
+            kassert_eq!(rets, alloc::vec![6, 7, 8, 9]);
+            check_pairs(&recs)?;
+            kassert_eq!(fgraph::shadow_depth(), 0);
+            Ok(())
+        })
+    }
+}
+
+ktest! {
+    /// Functions returning a `u128` and a two-word struct (a0 and a1): the caller gets both
+    /// words back through return_to_handler, and the return callback sees both.
+    fn fgraph::two_register_return_values() {
+        use super::abi_oracle::{OraclePair, abi_oracle_target_pair as pair, abi_oracle_target_u128 as wide, expected_result};
+        let args = [0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666, 0x7777, 0x8888u64];
+        let [lo, hi] = expected_result(&args);
+        super::poison::each_flavour(|_| {
+            let mut got = (0u128, OraclePair { first: 0, second: 0 });
+            let [a0, a1, a2, a3, a4, a5, a6, a7] = args.map(core::hint::black_box);
+            let recs = record(&[wide as *const (), pair as *const ()], "abi_oracle_target_u128 abi_oracle_target_pair", || {
+                got.0 = wide(a0, a1, a2, a3, a4, a5, a6, a7);
+                got.1 = pair(a0, a1, a2, a3, a4, a5, a6, a7);
+            })?;
+            kassert_eq!(got.0, (hi as u128) << 64 | lo as u128, "u128 the caller got");
+            kassert_eq!(got.1, OraclePair { first: lo, second: hi }, "struct the caller got");
+            let rets: Vec<(u64, u64, u64)> = recs.iter().filter(|r| !r.entry).map(|r| (r.func, r.retval, r.retval_hi)).collect();
+            kassert_eq!(rets, alloc::vec![(addr(wide as *const ()), lo, hi), (addr(pair as *const ()), lo, hi)], "(function, a0, a1) at return");
+            check_pairs(&recs)
+        })
     }
 }
 
@@ -170,19 +204,23 @@ ktest! {
 ktest! {
     /// ... and four graph ops at once on one function.
     fn fgraph::storage_four_ops() {
-        storage(&[0, 1, 2, 3])
+        super::poison::each_flavour(|_| {
+            storage(&[0, 1, 2, 3])
+        })
     }
 }
 
 ktest! {
     /// Recursion to depth 50: 51 nested pairs with the right depths.
     fn fgraph::recursion_depth_50() {
-        let mut v = 0;
-        let recs = record(&[fgraph_recurse as *const ()], "fgraph_recurse", || v = fgraph_recurse(50))?;
-        kassert_eq!(v, 50);
-        kassert_eq!(recs.len(), 102);
-        kassert_eq!(recs.iter().filter(|r| r.entry).map(|r| r.depth).max(), Some(50));
-        check_pairs(&recs)
+        super::poison::each_flavour(|_| {
+            let mut v = 0;
+            let recs = record(&[fgraph_recurse as *const ()], "fgraph_recurse", || v = fgraph_recurse(50))?;
+            kassert_eq!(v, 50);
+            kassert_eq!(recs.len(), 102);
+            kassert_eq!(recs.iter().filter(|r| r.entry).map(|r| r.depth).max(), Some(50));
+            check_pairs(&recs)
+        })
     }
 }
 
@@ -208,28 +246,32 @@ fn ends_in_tail_call(f: u64, to: u64) -> bool {
 ktest! {
     /// A tail call (a jump, not a call, into a traced function) keeps both returns hooked and correct.
     fn fgraph::tail_call() {
-        let has_tail_b = ends_in_tail_call(tail_caller as *const () as u64, tail_callee as *const () as u64);
-        let mut v = 0;
-        let recs = record(&[tail_caller as *const (), tail_callee as *const ()], "tail_c*", || v = tail_caller(4))?;
-        kassert_eq!(v, 15);
-        kdiag!("tail_caller jumps to tail_callee without linking: {has_tail_b}");
-        kassert!(has_tail_b, "the compiler did not emit a tail call; the test would prove nothing");
-        kassert_eq!(recs.len(), 4);
-        kassert_eq!(recs.iter().filter(|r| !r.entry).map(|r| r.retval).collect::<Vec<_>>(), alloc::vec![15, 15]);
-        kassert_eq!(fgraph::shadow_depth(), 0);
-        Ok(())
+        super::poison::each_flavour(|_| {
+            let has_tail_b = ends_in_tail_call(tail_caller as *const () as u64, tail_callee as *const () as u64);
+            let mut v = 0;
+            let recs = record(&[tail_caller as *const (), tail_callee as *const ()], "tail_c*", || v = tail_caller(4))?;
+            kassert_eq!(v, 15);
+            kdiag!("tail_caller jumps to tail_callee without linking: {has_tail_b}");
+            kassert!(has_tail_b, "the compiler did not emit a tail call; the test would prove nothing");
+            kassert_eq!(recs.len(), 4);
+            kassert_eq!(recs.iter().filter(|r| !r.entry).map(|r| r.retval).collect::<Vec<_>>(), alloc::vec![15, 15]);
+            kassert_eq!(fgraph::shadow_depth(), 0);
+            Ok(())
+        })
     }
 }
 
 ktest! {
     /// A hooked function that takes a `break` exception returns normally.
     fn fgraph::exception_while_hooked() {
-        let mut v = 0;
-        let recs = record(&[fgraph_breaks as *const ()], "fgraph_breaks", || v = fgraph_breaks(10))?;
-        kassert_eq!(v, 11);
-        kassert_eq!(recs.len(), 2);
-        kassert_eq!(recs[1].retval, 11);
-        check_pairs(&recs)
+        super::poison::each_flavour(|_| {
+            let mut v = 0;
+            let recs = record(&[fgraph_breaks as *const ()], "fgraph_breaks", || v = fgraph_breaks(10))?;
+            kassert_eq!(v, 11);
+            kassert_eq!(recs.len(), 2);
+            kassert_eq!(recs[1].retval, 11);
+            check_pairs(&recs)
+        })
     }
 }
 
@@ -311,38 +353,42 @@ static GD_DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
 ktest! {
     /// Graph + direct on one function: the return is still hooked through the stub trampoline.
     fn fgraph::with_direct_stub() {
-        let stub = arch::ftrace::addr::stub_direct_tramp();
-        ftrace::ftrace_set_filter(&GD_DIRECT, "chain_c", true).map_err(fail)?;
-        ftrace::register_ftrace_direct(&GD_DIRECT, stub).map_err(fail)?;
-        let mut v = 0;
-        let recs = record(&[chain_c as *const (), chain_b as *const ()], "chain_b chain_c", || v = chain_b(2));
-        let _ = ftrace::unregister_ftrace_direct(&GD_DIRECT, stub);
-        let _ = ftrace::ftrace_reset_filters(&GD_DIRECT);
-        let recs = recs?;
-        kassert_eq!(v, 7);
-        kassert_eq!(recs.len(), 4, "{recs:?}");
-        kassert_eq!(recs[2].func, chain_c as *const () as u64);
-        kassert_eq!(recs[2].retval, 6);
-        check_pairs(&recs)
+        super::poison::each_flavour(|_| {
+            let stub = arch::ftrace::addr::stub_direct_tramp();
+            ftrace::ftrace_set_filter(&GD_DIRECT, "chain_c", true).map_err(fail)?;
+            ftrace::register_ftrace_direct(&GD_DIRECT, stub).map_err(fail)?;
+            let mut v = 0;
+            let recs = record(&[chain_c as *const (), chain_b as *const ()], "chain_b chain_c", || v = chain_b(2));
+            let _ = ftrace::unregister_ftrace_direct(&GD_DIRECT, stub);
+            let _ = ftrace::ftrace_reset_filters(&GD_DIRECT);
+            let recs = recs?;
+            kassert_eq!(v, 7);
+            kassert_eq!(recs.len(), 4, "{recs:?}");
+            kassert_eq!(recs[2].func, chain_c as *const () as u64);
+            kassert_eq!(recs[2].retval, 6);
+            check_pairs(&recs)
+        })
     }
 }
 
 ktest! {
     /// Graph + a sample trampoline (ftrace-direct on wake_up_process).
     fn fgraph::with_sample_trampoline() {
-        use crate::samples::{self, targets};
-        samples::take_log();
-        (samples::ftrace_direct::SAMPLE.load)().map_err(fail)?;
-        let mut v = 0;
-        let recs = record(&[targets::wake_up_process as *const ()], "wake_up_process", || v = targets::wake_up_process(6));
-        let _ = (samples::ftrace_direct::SAMPLE.unload)();
-        let recs = recs?;
-        let log = samples::take_log();
-        kassert_eq!(v, 6 ^ 0x5a);
-        kassert_eq!(log, [String::from("ftrace-direct: waking up task-6")]);
-        kassert_eq!(recs.len(), 2);
-        kassert_eq!(recs[1].retval, 6 ^ 0x5a);
-        Ok(())
+        super::poison::each_flavour(|_| {
+            use crate::samples::{self, targets};
+            samples::take_log();
+            (samples::ftrace_direct::SAMPLE.load)().map_err(fail)?;
+            let mut v = 0;
+            let recs = record(&[targets::wake_up_process as *const ()], "wake_up_process", || v = targets::wake_up_process(6));
+            let _ = (samples::ftrace_direct::SAMPLE.unload)();
+            let recs = recs?;
+            let log = samples::take_log();
+            kassert_eq!(v, 6 ^ 0x5a);
+            kassert_eq!(log, [String::from("ftrace-direct: waking up task-6")]);
+            kassert_eq!(recs.len(), 2);
+            kassert_eq!(recs[1].retval, 6 ^ 0x5a);
+            Ok(())
+        })
     }
 }
 

@@ -21,6 +21,7 @@ mod fgraph_tests;
 mod ftrace_tests;
 mod insn_tests;
 mod module_tests;
+pub mod poison;
 mod samples_tests;
 mod smp_tests;
 pub mod targets;
@@ -235,6 +236,7 @@ fn run_one(t: &KTest) -> TestResult {
 
 /// Runs the selected cases, printing KTAP; returns the totals.
 pub fn run(sel: &Selection) -> Summary {
+    add_abort_hook(poison::reset);
     let cases: Vec<_> = all_cases().into_iter().filter(|t| sel.wants(t)).collect();
     let mut suites: Vec<(&str, Vec<&KTest>)> = Vec::new();
     for t in cases {
