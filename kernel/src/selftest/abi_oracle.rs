@@ -415,6 +415,18 @@ fn verify_direct(t: &Target, legacy: bool, shared: bool) -> TestResult {
     Ok(())
 }
 
+/// A direct mode: `arm_direct`/`verify_direct` with fixed arguments.
+macro_rules! direct_mode {
+    ($name:expr, $legacy:expr, $shared:expr) => {
+        Mode {
+            name: $name,
+            arm: |t| arm_direct(t, $legacy, $shared),
+            disarm: disarm_direct,
+            verify: |t| verify_direct(t, $legacy, $shared),
+        }
+    };
+}
+
 /// Starts the function_graph tracer on the target; with `direct`, the counting trampoline too.
 fn arm_graph(t: &Target, direct: bool) -> TestResult {
     use crate::ftrace::{graph_tracer, tracer};
@@ -479,33 +491,13 @@ oracle_modes! {
     /// An argument-only and a SAVE_REGS ops: ftrace_regs_caller and the list function.
     mixed_ops => ops_mode!("plain + SAVE_REGS ops", [PLAIN, REGS_GUARDED], arch::ftrace::addr::regs_caller);
     /// A direct trampoline called straight from the site.
-    direct_straight => Mode {
-        name: "direct, straight",
-        arm: |t| arm_direct(t, false, false),
-        disarm: disarm_direct,
-        verify: |t| verify_direct(t, false, false),
-    };
+    direct_straight => direct_mode!("direct, straight", false, false);
     /// A direct trampoline reached through ftrace_regs_caller (an ordinary ops shares the site).
-    direct_via_regs_caller => Mode {
-        name: "direct via ftrace_regs_caller",
-        arm: |t| arm_direct(t, false, true),
-        disarm: disarm_direct,
-        verify: |t| verify_direct(t, false, true),
-    };
+    direct_via_regs_caller => direct_mode!("direct via ftrace_regs_caller", false, true);
     /// An old-convention trampoline behind the LEGACY_ABI adapter, called straight.
-    legacy_straight => Mode {
-        name: "legacy adapter, straight",
-        arm: |t| arm_direct(t, true, false),
-        disarm: disarm_direct,
-        verify: |t| verify_direct(t, true, false),
-    };
+    legacy_straight => direct_mode!("legacy adapter, straight", true, false);
     /// The same through ftrace_regs_caller.
-    legacy_via_regs_caller => Mode {
-        name: "legacy adapter via ftrace_regs_caller",
-        arm: |t| arm_direct(t, true, true),
-        disarm: disarm_direct,
-        verify: |t| verify_direct(t, true, true),
-    };
+    legacy_via_regs_caller => direct_mode!("legacy adapter via ftrace_regs_caller", true, true);
     /// The function_graph tracer hooks the return (ftrace_graph_caller, return_to_handler).
     graph => Mode { name: "function_graph", arm: |t| arm_graph(t, false), disarm: disarm_graph, verify: |t| verify_graph(t, false) };
     /// The function_graph tracer plus a direct trampoline on the same function.

@@ -180,17 +180,23 @@ pub fn on() -> bool {
 core::arch::global_asm!(
     concat!(
         r#"
+    // Calls the hook in LOONGTRACE_POISON_GRAPH_HOOKS[slot] with the arguments as they are,
+    // keeping ra in a 16-byte frame that is gone again afterwards.
+    .macro CALL_REAL_HOOK slot
+    addi.d  $sp, $sp, -16
+    st.d    $ra, $sp, 8
+    la.pcrel $t1, LOONGTRACE_POISON_GRAPH_HOOKS
+    ld.d    $t1, $t1, \slot * 8
+    jirl    $ra, $t1, 0
+    ld.d    $ra, $sp, 8
+    addi.d  $sp, $sp, 16
+    .endm
+
     .text
     .global loongtrace_poison_graph_entry
     .type loongtrace_poison_graph_entry, @function
 loongtrace_poison_graph_entry:
-    addi.d  $sp, $sp, -16
-    st.d    $ra, $sp, 8
-    la.pcrel $t1, LOONGTRACE_POISON_GRAPH_HOOKS
-    ld.d    $t1, $t1, 0
-    jirl    $ra, $t1, 0
-    ld.d    $ra, $sp, 8
-    addi.d  $sp, $sp, 16
+    CALL_REAL_HOOK 0
 "#,
         c_return_void!(),
         r#"
@@ -199,13 +205,7 @@ loongtrace_poison_graph_entry:
     .global loongtrace_poison_graph_return
     .type loongtrace_poison_graph_return, @function
 loongtrace_poison_graph_return:
-    addi.d  $sp, $sp, -16
-    st.d    $ra, $sp, 8
-    la.pcrel $t1, LOONGTRACE_POISON_GRAPH_HOOKS
-    ld.d    $t1, $t1, 8
-    jirl    $ra, $t1, 0
-    ld.d    $ra, $sp, 8
-    addi.d  $sp, $sp, 16
+    CALL_REAL_HOOK 1
     la.pcrel $t0, LOONGTRACE_POISON
     ld.d    $t0, $t0, 0
     beqz    $t0, 1f
