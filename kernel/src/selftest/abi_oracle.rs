@@ -5,8 +5,9 @@
 //!
 //! The modes are the table in [`oracle_modes!`] at the bottom: one line per mode (case name and
 //! a [`Mode`] value: how to arm it on a target, disarm it, and what it must have observed), each
-//! becoming the case `abi_oracle.<name>`. Every mode runs on every [`TARGETS`] entry (a `u64`,
-//! a `u128` and a two-word struct return) once with polite and once with poisoning probes.
+//! becoming the case `abi_oracle.<name>`. Every mode runs on every target its `targets` function
+//! gives ([`kernel_targets`]: a `u64`, a `u128` and a two-word struct return) once with polite and
+//! once with poisoning probes.
 
 use super::poison;
 use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags};
@@ -163,22 +164,25 @@ pub extern "C" fn abi_oracle_target_pair(a0: u64, a1: u64, a2: u64, a3: u64, a4:
     OraclePair { first: core::hint::black_box(first), second }
 }
 
-/// A function the oracle calls.
+/// A function the oracle calls: eight u64 arguments, its result in a0 (and a1).
+#[derive(Clone, Copy, Debug)]
 pub struct Target {
-    /// Its name (the last path segment, unique among traceable functions).
+    /// A filter word that names it alone (for kernel functions the last path segment).
     pub name: &'static str,
     /// Its entry address.
-    pub addr: fn() -> u64,
+    pub addr: u64,
     /// Registers that carry its result: 1 (a0) or 2 (a0 and a1).
     pub words: usize,
 }
 
-/// Every target, run in every mode.
-pub static TARGETS: [Target; 3] = [
-    Target { name: "abi_oracle_target", addr: || abi_oracle_target as *const () as u64, words: 1 },
-    Target { name: "abi_oracle_target_u128", addr: || abi_oracle_target_u128 as *const () as u64, words: 2 },
-    Target { name: "abi_oracle_target_pair", addr: || abi_oracle_target_pair as *const () as u64, words: 2 },
-];
+/// The kernel's oracle targets, run in every mode.
+pub fn kernel_targets() -> alloc::vec::Vec<Target> {
+    alloc::vec![
+        Target { name: "abi_oracle_target", addr: abi_oracle_target as *const () as u64, words: 1 },
+        Target { name: "abi_oracle_target_u128", addr: abi_oracle_target_u128 as *const () as u64, words: 2 },
+        Target { name: "abi_oracle_target_pair", addr: abi_oracle_target_pair as *const () as u64, words: 2 },
+    ]
+}
 
 /// Describes a value for messages: names the register it is the poison of.
 fn show(v: &[u64]) -> alloc::string::String {
@@ -198,8 +202,13 @@ fn oracle_args() -> [u64; 8] {
     core::array::from_fn(|i| 0xa000_0000_0000_0000 | (i as u64) << 32 | 0xa0a0)
 }
 
+/// Runs one oracle call of `f` (which returns in a0) and checks every observation.
+pub fn check(what: &str, f: extern "C" fn(u64, u64, u64, u64, u64, u64, u64, u64) -> u64) -> TestResult {
+    check_target(what, &Target { name: "the function", addr: f as *const () as u64, words: 1 })
+}
+
 /// Runs one oracle call of `t` and checks every observation. `what` names the mode in messages.
-pub fn check(what: &str, t: &Target) -> TestResult {
+pub fn check_target(what: &str, t: &Target) -> TestResult {
     let r21: u64;
     // SAFETY: reads a register.
     unsafe { core::arch::asm!("move {0}, $r21", out(reg) r21) };
@@ -213,7 +222,7 @@ pub fn check(what: &str, t: &Target) -> TestResult {
     received.iter().for_each(|r| r.store(0, Relaxed));
     // SAFETY: the asm follows the C ABI and restores every callee-saved register it loads;
     // every target takes eight u64 arguments and returns in a0 (and a1).
-    unsafe { loongtrace_abi_oracle(&mut ctx, (t.addr)()) };
+    unsafe { loongtrace_abi_oracle(&mut ctx, t.addr) };
     let received: [u64; 8] = core::array::from_fn(|i| received[i].load(Relaxed));
     let name = t.name;
     kassert!(received == ctx.args, "{what}, {name}: arguments the function saw {} != {}", show(&received), show(&ctx.args));
@@ -235,6 +244,8 @@ pub fn check(what: &str, t: &Target) -> TestResult {
 pub struct Mode {
     /// Names the mode in messages.
     pub name: &'static str,
+    /// The functions to run it on ([`kernel_targets`], or e.g. a module's functions).
+    pub targets: fn() -> alloc::vec::Vec<Target>,
     /// Sets the mode up on the target (and resets the mode's counters). On error the runner
     /// still calls `disarm`.
     pub arm: fn(&Target) -> TestResult,
@@ -252,9 +263,9 @@ fn no_disarm(_: &Target) {}
 /// Runs `mode` on every target with polite and with poisoning probes.
 pub fn run(mode: &Mode) -> TestResult {
     poison::each_flavour(|_| {
-        for t in &TARGETS {
+        for t in &(mode.targets)() {
             let armed = (mode.arm)(t);
-            let called = armed.and_then(|_| check(mode.name, t));
+            let called = armed.and_then(|_| check_target(mode.name, t));
             (mode.disarm)(t);
             called?;
             (mode.verify)(t)?;
@@ -285,7 +296,7 @@ static REGS_GUARDED: FtraceOps = FtraceOps::new(loongtrace_oracle_cb, OpsFlags::
 fn register_ops(set: &[&'static FtraceOps], t: &Target) -> TestResult {
     for o in set {
         o.private.store(0, Relaxed);
-        ftrace::ftrace_set_filter_ip(o, (t.addr)(), false, true)
+        ftrace::ftrace_set_filter_ip(o, t.addr, false, true)
             .and_then(|_| ftrace::register_ftrace_function(o))
             .map_err(fail(t.name))?;
     }
@@ -307,7 +318,7 @@ fn verify_ops(set: &[&'static FtraceOps], t: &Target) -> TestResult {
 
 /// The word at the target's call slot must be `bl want`.
 fn expect_route(t: &Target, want: u64, route: &str) -> TestResult {
-    let ip = (t.addr)();
+    let ip = t.addr;
     let word = arch::patch::read_insn(ip + 4).unwrap_or(0);
     kassert_eq!(arch::insn::decode(ip + 4, word), arch::insn::Insn::Bl { target: want }, "{}: route {route}", t.name);
     Ok(())
@@ -318,6 +329,7 @@ macro_rules! ops_mode {
     ($name:expr, [$($ops:expr),*], $route:expr) => {
         Mode {
             name: $name,
+            targets: kernel_targets,
             arm: |t| {
                 register_ops(&[$(&$ops),*], t)?;
                 let route: fn() -> u64 = $route;
@@ -386,7 +398,7 @@ static LEGACY: FtraceOps = FtraceOps::new_direct(OpsFlags::LEGACY_ABI);
 fn arm_direct(t: &Target, legacy: bool, shared: bool) -> TestResult {
     let (ops, tr) = if legacy { (&LEGACY, legacy_tramp()) } else { (&DIRECT, tramp()) };
     loongtrace_oracle_tramp_count.iter().for_each(|c| c.store(0, Relaxed));
-    ftrace::ftrace_set_filter_ip(ops, (t.addr)(), false, true)
+    ftrace::ftrace_set_filter_ip(ops, t.addr, false, true)
         .and_then(|_| ftrace::register_ftrace_direct(ops, tr))
         .map_err(fail(t.name))?;
     if shared {
@@ -420,6 +432,7 @@ macro_rules! direct_mode {
     ($name:expr, $legacy:expr, $shared:expr) => {
         Mode {
             name: $name,
+            targets: kernel_targets,
             arm: |t| arm_direct(t, $legacy, $shared),
             disarm: disarm_direct,
             verify: |t| verify_direct(t, $legacy, $shared),
@@ -447,7 +460,7 @@ fn disarm_graph(t: &Target) {
 /// The graph tracer saw one entry and one return of the target, with its first result word.
 fn verify_graph(t: &Target, direct: bool) -> TestResult {
     let c = crate::ftrace::tracer::collect();
-    let ip = (t.addr)();
+    let ip = t.addr;
     let kinds: alloc::vec::Vec<(u8, u64)> = c.events.iter().map(|e| (e.kind, e.ip)).collect();
     kassert_eq!(kinds, alloc::vec![(crate::ringbuf::KIND_GRAPH_ENTRY, ip), (crate::ringbuf::KIND_GRAPH_RETURN, ip)], "{}: graph events", t.name);
     kassert_eq!(c.events[1].parent, expected_result(&oracle_args())[0], "{}: return value the graph tracer recorded", t.name);
@@ -477,7 +490,7 @@ macro_rules! oracle_modes {
 
 oracle_modes! {
     /// No tracing: the site is `move t0, ra; nop`.
-    site_disabled => Mode { name: "disabled", arm: nothing, disarm: no_disarm, verify: nothing };
+    site_disabled => Mode { name: "disabled", targets: kernel_targets, arm: nothing, disarm: no_disarm, verify: nothing };
     /// One ops without recursion guard: ftrace_caller calls the callback straight.
     one_ops => ops_mode!("one ops", [PLAIN], crate::ftrace::core::fast_caller);
     /// One recursion-guarded ops: ftrace_caller calls the assist function, which calls the callback.
@@ -499,10 +512,11 @@ oracle_modes! {
     /// The same through ftrace_regs_caller.
     legacy_via_regs_caller => direct_mode!("legacy adapter via ftrace_regs_caller", true, true);
     /// The function_graph tracer hooks the return (ftrace_graph_caller, return_to_handler).
-    graph => Mode { name: "function_graph", arm: |t| arm_graph(t, false), disarm: disarm_graph, verify: |t| verify_graph(t, false) };
+    graph => Mode { name: "function_graph", targets: kernel_targets, arm: |t| arm_graph(t, false), disarm: disarm_graph, verify: |t| verify_graph(t, false) };
     /// The function_graph tracer plus a direct trampoline on the same function.
     graph_and_direct => Mode {
         name: "function_graph + direct",
+        targets: kernel_targets,
         arm: |t| arm_graph(t, true),
         disarm: disarm_graph,
         verify: |t| verify_graph(t, true),

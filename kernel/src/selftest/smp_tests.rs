@@ -65,7 +65,7 @@ fn worker(cpu: usize) {
         if !ok {
             BAD_RESULTS.fetch_add(1, Relaxed);
         }
-        if i % 512 == 0 && abi_oracle::check("smp worker", &abi_oracle::TARGETS[(i / 512 % 3) as usize]).is_err() {
+        if i % 512 == 0 && abi_oracle::check_target("smp worker", &abi_oracle::kernel_targets()[(i / 512 % 3) as usize]).is_err() {
             ORACLE_FAILURES.fetch_add(1, Relaxed);
         }
         i += 1;
