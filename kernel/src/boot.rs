@@ -4,8 +4,11 @@ use alloc::string::String;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
+use crate::cmdline::{Cmdline, Options, Severity};
+
 static COUNTER_HZ: AtomicU64 = AtomicU64::new(100_000_000);
 static CMDLINE: Once<String> = Once::new();
+static OPTIONS: Once<Options<'static>> = Once::new();
 
 /// Frequency of the stable counter in Hz.
 #[inline]
@@ -14,10 +17,13 @@ pub fn counter_hz() -> u64 {
     COUNTER_HZ.load(Ordering::Relaxed)
 }
 
-/// The kernel command line given by the host.
-pub fn cmdline() -> crate::cmdline::Cmdline<'static> {
-    crate::cmdline::Cmdline::new(CMDLINE.get().map_or("", |s| s.as_str()))
+/// What the command line set (the defaults before it was read).
+pub fn options() -> Options<'static> {
+    OPTIONS.get().copied().unwrap_or_default()
 }
+
+/// Printed before each command-line error; the host fails a run that shows one.
+pub const CMDLINE_ERROR_MARKER: &str = "# loongtrace: command-line error:";
 
 /// Maps a return address found on the stack to the real one (the function-graph tracer replaces
 /// return addresses with its return hook); `fp` is the frame pointer it was found under.
@@ -111,8 +117,6 @@ pub fn check_stack_canary() -> Result<(), String> {
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules"];
-
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
 pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
@@ -123,17 +127,10 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::heap::init();
     crate::module::init();
     EARLY.call_once(scan_sites);
-    let cmd = CMDLINE.call_once(read_cmdline);
-    let cmd = crate::cmdline::Cmdline::new(cmd);
-    let level = match cmd.get("log") {
-        Some("error") => log::LevelFilter::Error,
-        Some("warn") => log::LevelFilter::Warn,
-        Some("debug") => log::LevelFilter::Debug,
-        Some("trace") => log::LevelFilter::Trace,
-        Some("off") => log::LevelFilter::Off,
-        _ => log::LevelFilter::Info,
-    };
-    crate::logger::init(level);
+    let cmd = Cmdline::new(CMDLINE.call_once(read_cmdline));
+    let (opts, complaints) = cmd.options();
+    let opts = *OPTIONS.call_once(|| opts);
+    crate::logger::init(opts.log);
     println!();
     log::info!("loongtrace {} booting on cpu{cpu}", env!("CARGO_PKG_VERSION"));
     log::info!("stable counter {} Hz, heap {} MiB", counter_hz(), crate::heap::HEAP_SIZE >> 20);
@@ -142,9 +139,14 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         Err(e) => log::warn!("no usable symbol table ({e:?}): addresses will not be symbolised"),
     }
     log::info!("command line: '{}'", cmd.as_str());
-    for w in cmd.unknown(KNOWN_KEYS) {
-        log::warn!("ignoring unknown command-line word '{w}'");
+    for c in &complaints {
+        match c.severity {
+            Severity::Warning => log::warn!("command line: {c}"),
+            // Printed whatever the log level: the host must see it.
+            Severity::Error => println!("{CMDLINE_ERROR_MARKER} {c}"),
+        }
     }
+    let cmdline_ok = complaints.iter().all(|c| c.severity != Severity::Error);
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
     crate::ftrace::init();
@@ -159,18 +161,27 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         log::error!("ftrace: cannot switch to the SMP caller");
     }
     crate::irq::start_tick();
-    if cmd.flag("bench") {
+    if opts.bench {
         crate::bench::run();
         arch::power::power_off();
     }
 
-    if let Some(list) = cmd.get("modules") {
+    if let Some(list) = opts.modules {
         crate::module::load_from_cmdline(list);
     }
-    let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };
+    let sel = if cmdline_ok {
+        crate::selftest::Selection { tests: opts.tests, fail_demo: opts.fail_demo != crate::cmdline::FailDemo::Off }
+    } else {
+        log::error!("no self-tests: the command line has errors (see above)");
+        crate::selftest::Selection { tests: crate::cmdline::Tests::None, fail_demo: false }
+    };
+    if opts.list_tests {
+        crate::selftest::list(&sel);
+        arch::power::power_off();
+    }
     let sum = crate::selftest::run(&sel);
     log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);
-    if cmd.flag("demo") {
+    if opts.demo {
         crate::demo::run_all();
     }
     log::info!("powering off");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loongtrace_tools::ktap::{self, Outcome, Report};
+use loongtrace_tools::ktap::{Outcome, Report};
 use loongtrace_tools::runner::{self, RunConfig, RunOutput};
 
 /// Exit code of a failed run, as libtest uses.
@@ -447,11 +447,7 @@ pub fn render(
 fn boot(opts: &Options) -> Result<Vec<TestResult>, String> {
     let kernel = kernel_image()?;
     let config = config_from_env(kernel, opts.nocapture)?;
-    let output = runner::run(&config).map_err(|e| e.to_string())?;
-    let mut report = ktap::parse_lines(&output.lines);
-    if output.timed_out {
-        report.mark_timed_out(config.timeout);
-    }
+    let (output, report) = runner::run_tests(&config).map_err(|e| e.to_string())?;
     Ok(tests_from_report(&report, Some(&output)))
 }
 
@@ -510,7 +506,7 @@ mod tests {
 
     fn fixture(name: &str) -> Report {
         let path = workspace_dir().join("tools/tests/fixtures").join(name);
-        ktap::parse(
+        loongtrace_tools::ktap::parse(
             &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
         )
     }
@@ -730,7 +726,7 @@ mod tests {
 
     #[test]
     fn leaf_suites_and_run_errors() {
-        let report = ktap::parse(
+        let report = loongtrace_tools::ktap::parse(
             "KTAP version 1\n1..2\nok 1 alone\nok 2 off # SKIP later\n# loongtrace: tests done: 0 passed, 0 failed, 0 skipped\n",
         );
         let tests = tests_from_report(&report, None);

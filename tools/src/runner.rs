@@ -362,6 +362,19 @@ pub fn run(config: &RunConfig) -> Result<RunOutput, RunError> {
     Ok(out)
 }
 
+/// Boots the kernel with [`run`] and reads its output as a test run: KTAP parsed, a timeout
+/// recorded, and an empty run failed unless the command line asked for one
+/// ([`crate::ktap::Report::check_selection`]).
+pub fn run_tests(config: &RunConfig) -> Result<(RunOutput, crate::ktap::Report), RunError> {
+    let output = run(config)?;
+    let mut report = crate::ktap::parse_lines(&output.lines);
+    if output.timed_out {
+        report.mark_timed_out(config.timeout);
+    }
+    report.check_selection(&config.cmdline);
+    Ok((output, report))
+}
+
 /// Stores one event; returns false once stdout has closed.
 fn record(out: &mut RunOutput, event: Event, echo: bool) -> bool {
     match event {

@@ -156,25 +156,43 @@ pub fn all_cases() -> Vec<&'static KTest> {
     v
 }
 
-/// Which cases to run: `tests=` globs (`|`-separated) over `suite` or `suite.case`.
+/// Which cases to run: the `tests=` selection, and whether the `fail_demo` suite may run.
 pub struct Selection<'a> {
-    pub patterns: Option<&'a str>,
+    pub tests: crate::cmdline::Tests<'a>,
     pub fail_demo: bool,
 }
 
 impl Selection<'_> {
     fn wants(&self, t: &KTest) -> bool {
-        if t.suite == "fail_demo" && !self.fail_demo {
-            return false;
-        }
-        let Some(p) = self.patterns else { return true };
-        p.split('|').filter(|g| !g.is_empty()).any(|g| {
-            let mut full = String::from(t.suite);
-            full.push('.');
-            full.push_str(t.name);
-            crate::glob::glob_match(g, t.suite) || crate::glob::glob_match(g, &full)
-        })
+        (t.suite != "fail_demo" || self.fail_demo) && self.tests.selects(t.suite, t.name)
     }
+
+    /// The selected cases, in run order. Prints the `suites:` line the host names when nothing
+    /// was selected, and warns about each glob that selects nothing.
+    fn cases(&self) -> Vec<&'static KTest> {
+        let all = all_cases();
+        let mut suites: Vec<&str> = all.iter().map(|t| t.suite).collect();
+        suites.dedup();
+        println!("# loongtrace: suites: {}", suites.join(" "));
+        let cases: Vec<_> = all.into_iter().filter(|t| self.wants(t)).collect();
+        for g in self.tests.globs() {
+            if !cases.iter().any(|t| crate::cmdline::Tests::glob_selects(g, t.suite, t.name)) {
+                log::warn!("command line: tests= glob `{g}` selects no case");
+            }
+        }
+        cases
+    }
+}
+
+/// Prints the selected cases (`# loongtrace: case <suite>.<case>`) and an empty KTAP run, for
+/// hosts that want the list without running the cases (`list_tests=1`).
+pub fn list(sel: &Selection) {
+    for t in sel.cases() {
+        println!("# loongtrace: case {}.{}", t.suite, t.name);
+    }
+    println!("KTAP version 1");
+    println!("1..0");
+    println!("# loongtrace: tests done: 0 passed, 0 failed, 0 skipped");
 }
 
 /// Totals of a run.
@@ -237,7 +255,7 @@ fn run_one(t: &KTest) -> TestResult {
 /// Runs the selected cases, printing KTAP; returns the totals.
 pub fn run(sel: &Selection) -> Summary {
     add_abort_hook(poison::reset);
-    let cases: Vec<_> = all_cases().into_iter().filter(|t| sel.wants(t)).collect();
+    let cases = sel.cases();
     let mut suites: Vec<(&str, Vec<&KTest>)> = Vec::new();
     for t in cases {
         match suites.last_mut() {

@@ -237,13 +237,6 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
-fn stress_iterations() -> u64 {
-    match crate::boot::cmdline().get("stress") {
-        Some("long") => 20_000,
-        Some(n) => n.parse().unwrap_or(2_000),
-        None => 2_000,
-    }
-}
 
 ktest! {
     /// Workers on every other CPU call traced functions in tight loops while CPU 0 switches
@@ -289,8 +282,8 @@ ktest! {
         let mut switches = 0u64;
         let mut modifies = 0u64;
         let t0 = arch::time::ticks();
-        let target = stress_iterations();
-        let mask: u64 = crate::boot::cmdline().get("stress_mask").and_then(|m| m.parse().ok()).unwrap_or(0xff);
+        let target = crate::boot::options().stress;
+        let mask = u64::from(crate::boot::options().stress_mask);
         let mut result: crate::selftest::TestResult = Ok(());
         while switches < target && result.is_ok() {
             let pick = (xorshift(&mut seed) % 8) as usize;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use loongtrace_tools::ktap::{self, Report};
+use loongtrace_tools::ktap::Report;
 use loongtrace_tools::runner::{self, RunConfig};
 
 const USAGE: &str = "\
@@ -143,18 +143,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let output = match runner::run(&args.config) {
-        Ok(output) => output,
+    let (output, report) = match runner::run_tests(&args.config) {
+        Ok(run) => run,
         Err(e) => {
             eprintln!("ltrun: error: {e}");
             println!("0 passed, 1 failed");
             return ExitCode::FAILURE;
         }
     };
-    let mut report = ktap::parse_lines(&output.lines);
-    if output.timed_out {
-        report.mark_timed_out(args.config.timeout);
-    }
     if !report.ok() && args.quiet && !output.stderr.is_empty() {
         for line in &output.stderr {
             eprintln!("ltrun: qemu: {line}");
@@ -235,7 +231,7 @@ mod tests {
     #[test]
     fn summary_counts_fatal_problems_as_failures() {
         let text = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: a\n    1..2\n    ok 1 x\n    # boom\n    not ok 2 y\n";
-        let mut report = ktap::parse(text);
+        let mut report = loongtrace_tools::ktap::parse(text);
         report.mark_timed_out(Duration::from_secs(60));
         let lines = summary(&report);
         assert_eq!(
@@ -250,7 +246,7 @@ mod tests {
     #[test]
     fn summary_of_a_clean_run() {
         let text = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: a\n    1..1\n    ok 1 x\nok 1 a\n# loongtrace: tests done: 1 passed, 0 failed, 0 skipped\n";
-        let lines = summary(&ktap::parse(text));
+        let lines = summary(&loongtrace_tools::ktap::parse(text));
         assert_eq!(
             lines,
             [
