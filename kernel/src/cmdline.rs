@@ -60,7 +60,7 @@ impl<'a> Cmdline<'a> {
                 });
                 continue;
             };
-            if let Err(problem) = (k.apply)(&mut opts, value) {
+            if let Err(problem) = k.apply(&mut opts, value) {
                 complaints.push(Complaint { word, severity: k.severity, problem, accepted: Accepted::Text(k.accepted) });
             }
         }
@@ -200,11 +200,34 @@ impl fmt::Display for Complaint<'_> {
 
 type Apply = for<'a> fn(&mut Options<'a>, &'a str) -> Result<(), String>;
 
+/// How a key's value is read.
+enum Parse {
+    /// A yes/no value stored by the function.
+    Flag(fn(&mut Options<'_>, bool)),
+    Other(Apply),
+}
+
 struct Key {
     name: &'static str,
     severity: Severity,
     accepted: &'static str,
-    apply: Apply,
+    parse: Parse,
+}
+
+impl Key {
+    const fn flag(name: &'static str, severity: Severity, set: fn(&mut Options<'_>, bool)) -> Key {
+        Key { name, severity, accepted: FLAG_VALUES, parse: Parse::Flag(set) }
+    }
+
+    fn apply<'a>(&self, o: &mut Options<'a>, value: &'a str) -> Result<(), String> {
+        match self.parse {
+            Parse::Flag(set) => {
+                set(o, parse_flag(value)?);
+                Ok(())
+            }
+            Parse::Other(apply) => apply(o, value),
+        }
+    }
 }
 
 const FLAG_VALUES: &str = "1, 0, on, off, yes, no, true, false, or the bare key for 1";
@@ -216,16 +239,16 @@ const KEYS: &[Key] = &[
         severity: Severity::Error,
         accepted: "`none`, or `|`-separated globs over `suite` or `suite.case` made of letters, \
                    digits, `_`, `*` and `?`",
-        apply: |o, v| {
+        parse: Parse::Other(|o, v| {
             o.tests = parse_tests(v)?;
             Ok(())
-        },
+        }),
     },
     Key {
         name: "log",
         severity: Severity::Warning,
         accepted: "error, warn, info, debug, trace, off",
-        apply: |o, v| {
+        parse: Parse::Other(|o, v| {
             o.log = match v {
                 "error" => log::LevelFilter::Error,
                 "warn" => log::LevelFilter::Warn,
@@ -236,44 +259,28 @@ const KEYS: &[Key] = &[
                 _ => return Err(format!("unknown log level `{v}`")),
             };
             Ok(())
-        },
+        }),
     },
-    Key {
-        name: "demo",
-        severity: Severity::Warning,
-        accepted: FLAG_VALUES,
-        apply: |o, v| {
-            o.demo = parse_flag(v)?;
-            Ok(())
-        },
-    },
+    Key::flag("demo", Severity::Warning, |o, v| o.demo = v),
     Key {
         name: "fail_demo",
         severity: Severity::Error,
         accepted: "1, 0, on, off, yes, no, true, false, the bare key for 1, or `hang`",
-        apply: |o, v| {
+        parse: Parse::Other(|o, v| {
             o.fail_demo = match v {
                 "hang" => FailDemo::Hang,
                 _ if parse_flag(v)? => FailDemo::On,
                 _ => FailDemo::Off,
             };
             Ok(())
-        },
+        }),
     },
-    Key {
-        name: "bench",
-        severity: Severity::Warning,
-        accepted: FLAG_VALUES,
-        apply: |o, v| {
-            o.bench = parse_flag(v)?;
-            Ok(())
-        },
-    },
+    Key::flag("bench", Severity::Warning, |o, v| o.bench = v),
     Key {
         name: "stress",
         severity: Severity::Error,
         accepted: "`long` (20000 switches) or a number of switches from 1 to 100000000",
-        apply: |o, v| {
+        parse: Parse::Other(|o, v| {
             o.stress = match v {
                 "long" => STRESS_LONG,
                 _ => parse_number(v).filter(|n| (1..=STRESS_MAX).contains(n)).ok_or_else(|| {
@@ -281,37 +288,29 @@ const KEYS: &[Key] = &[
                 })?,
             };
             Ok(())
-        },
+        }),
     },
     Key {
         name: "stress_mask",
         severity: Severity::Error,
         accepted: "a non-zero 8-bit mask of switch kinds, decimal or 0x-hexadecimal (1 to 255, 0x1 to 0xff)",
-        apply: |o, v| {
+        parse: Parse::Other(|o, v| {
             o.stress_mask = parse_number(v)
                 .filter(|n| (1..=0xff).contains(n))
                 .ok_or_else(|| format!("`{v}` is not a mask from 1 to 255"))? as u8;
             Ok(())
-        },
+        }),
     },
     Key {
         name: "modules",
         severity: Severity::Error,
         accepted: "`all`, or `+`-separated module file names made of letters, digits, `_`, `-` and `.`",
-        apply: |o, v| {
+        parse: Parse::Other(|o, v| {
             o.modules = Some(parse_modules(v)?);
             Ok(())
-        },
+        }),
     },
-    Key {
-        name: "list_tests",
-        severity: Severity::Error,
-        accepted: FLAG_VALUES,
-        apply: |o, v| {
-            o.list_tests = parse_flag(v)?;
-            Ok(())
-        },
-    },
+    Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
 ];
 
 fn parse_flag(v: &str) -> Result<bool, String> {
