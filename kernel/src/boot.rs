@@ -1,21 +1,12 @@
 //! Kernel start-up on the boot CPU: console, traps, heap, symbols, command line, self-tests.
 
 use alloc::string::String;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
 use crate::cmdline::{Cmdline, Options, Severity};
 
-static COUNTER_HZ: AtomicU64 = AtomicU64::new(100_000_000);
 static CMDLINE: Once<String> = Once::new();
 static OPTIONS: Once<Options<'static>> = Once::new();
-
-/// Frequency of the stable counter in Hz.
-#[inline]
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub fn counter_hz() -> u64 {
-    COUNTER_HZ.load(Ordering::Relaxed)
-}
 
 /// What the command line set (the defaults before it was read).
 pub fn options() -> Options<'static> {
@@ -89,41 +80,14 @@ fn read_cmdline() -> String {
     String::from(core::str::from_utf8(&buf[..n]).unwrap_or("").trim_end_matches('\0').trim())
 }
 
-/// Written at the low end of every boot stack; a stack that overflowed has overwritten it.
-const STACK_CANARY: u64 = 0x57ac_c0de_57ac_c0de;
-const CANARY_WORDS: usize = 8;
-
-fn canary_words(cpu: usize) -> &'static [core::sync::atomic::AtomicU64] {
-    let (low, _) = arch::boot::stack_bounds(cpu);
-    // SAFETY: the lowest 64 bytes of this CPU's boot stack: mapped, 8-byte aligned, and only
-    // reached by the stack if it overflows, which is what the canary detects.
-    unsafe { core::slice::from_raw_parts(low as *const core::sync::atomic::AtomicU64, CANARY_WORDS) }
-}
-
-/// Puts the canary at the bottom of `cpu`'s stack.
-pub fn plant_stack_canary(cpu: usize) {
-    canary_words(cpu).iter().for_each(|w| w.store(STACK_CANARY, Ordering::Relaxed));
-}
-
-/// Checks this CPU's stack canary (an isolation check between self-test cases).
-pub fn check_stack_canary() -> Result<(), String> {
-    let cpu = arch::cpu::id();
-    match canary_words(cpu).iter().position(|w| w.load(Ordering::Relaxed) != STACK_CANARY) {
-        None => Ok(()),
-        Some(i) => Err(alloc::format!("cpu{cpu}'s boot stack overflowed (canary word {i} overwritten)")),
-    }
-}
-
-/// Number of CPUs that reached Rust code.
-pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
 pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::irq::init();
-    plant_stack_canary(cpu);
-    COUNTER_HZ.store(arch::time::frequency(), Ordering::Relaxed);
-    CPUS_UP.fetch_add(1, Ordering::Relaxed);
+    crate::cpu::plant_stack_canary(cpu);
+    crate::time::init();
+    crate::cpu::CPUS_UP.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     crate::heap::init();
     crate::module::init();
     EARLY.call_once(scan_sites);
@@ -133,7 +97,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::logger::init(opts.log);
     println!();
     log::info!("loongtrace {} booting on cpu{cpu}", env!("CARGO_PKG_VERSION"));
-    log::info!("stable counter {} Hz, heap {} MiB", counter_hz(), crate::heap::HEAP_SIZE >> 20);
+    log::info!("stable counter {} Hz, heap {} MiB", crate::time::counter_hz(), crate::heap::HEAP_SIZE >> 20);
     match crate::ksyms::init() {
         Ok(n) => log::info!("symbol table: {n} symbols"),
         Err(e) => log::warn!("no usable symbol table ({e:?}): addresses will not be symbolised"),
@@ -150,9 +114,8 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
     crate::ftrace::init();
-    crate::selftest::add_isolation_check("boot stack canary", check_stack_canary);
     arch::smp::init_this_cpu();
-    crate::smp::mark_online();
+    crate::cpu::mark_online();
     let want = crate::smp::start_secondaries();
     log::info!("smp: {} of {want} CPUs online", crate::smp::online());
     // Decided on the CPUs QEMU has, not on those that made it in time: a late one must not find

@@ -4,8 +4,8 @@
 //! A case returns `Ok(())`, fails with [`kassert!`]/[`kassert_eq!`] or [`kfail!`], or skips with
 //! [`kskip!`]. A panic or an unexpected exception inside a case is caught: the case is reported
 //! `not ok` with the message and a backtrace as diagnostics, and the run continues. After every
-//! case the harness runs the registered isolation checks (e.g. "every ftrace site is disabled
-//! again") and fails the case if one does not hold.
+//! case the harness runs the isolation checks the subsystems declare (e.g. "every ftrace site is
+//! disabled again") and fails the case if one does not hold.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -122,18 +122,17 @@ const SUITE_ORDER: &[&str] = &[
 /// A check run after every case; returns a description of what the case left behind.
 pub type IsolationCheck = fn() -> Result<(), String>;
 
-static CHECKS: spin::Mutex<Vec<(&'static str, IsolationCheck)>> = spin::Mutex::new(Vec::new());
-static ABORT_HOOKS: spin::Mutex<Vec<fn()>> = spin::Mutex::new(Vec::new());
-
-/// Registers a check that must hold after every case.
-pub fn add_isolation_check(name: &'static str, check: IsolationCheck) {
-    CHECKS.lock().push((name, check));
+/// The checks run after every case, asked from each subsystem that keeps state a case could
+/// leave behind.
+fn isolation_checks() -> impl Iterator<Item = &'static (&'static str, IsolationCheck)> {
+    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::cpu::ISOLATION_CHECKS)
 }
 
-/// Registers a function that puts a subsystem back in order after a case was abandoned by a
-/// panic or an exception (locks it held, state it left half-changed).
-pub fn add_abort_hook(hook: fn()) {
-    ABORT_HOOKS.lock().push(hook);
+/// After a case was abandoned by a panic or an exception, each subsystem puts itself back in
+/// order (locks the case held, state it left half-changed).
+fn recover_after_abort() {
+    crate::ftrace::recover_after_abort();
+    poison::reset();
 }
 
 unsafe extern "C" {
@@ -237,11 +236,9 @@ fn run_one(t: &KTest) -> TestResult {
         _ => Err(TestError::Fail("unexpected exception (see above)".into())),
     };
     if how != 0 {
-        let hooks: Vec<fn()> = ABORT_HOOKS.lock().clone();
-        hooks.iter().for_each(|h| h());
+        recover_after_abort();
     }
-    let checks: Vec<_> = CHECKS.lock().clone();
-    for (name, check) in checks {
+    for (name, check) in isolation_checks() {
         if let Err(e) = check() {
             kdiag!("isolation check '{name}' failed after the case: {e}");
             if result.is_ok() {
@@ -254,7 +251,6 @@ fn run_one(t: &KTest) -> TestResult {
 
 /// Runs the selected cases, printing KTAP; returns the totals.
 pub fn run(sel: &Selection) -> Summary {
-    add_abort_hook(poison::reset);
     let cases = sel.cases();
     let mut suites: Vec<(&str, Vec<&KTest>)> = Vec::new();
     for t in cases {
@@ -274,7 +270,7 @@ pub fn run(sel: &Selection) -> Summary {
         for (j, t) in cases.iter().enumerate() {
             let t0 = arch::time::ticks();
             let r = run_one(t);
-            let us = (arch::time::ticks() - t0) * 1_000_000 / crate::boot::counter_hz();
+            let us = crate::time::ticks_to_us(arch::time::ticks() - t0);
             match r {
                 Ok(()) => {
                     sum.passed += 1;

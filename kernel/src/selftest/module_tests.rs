@@ -542,7 +542,7 @@ ktest! {
             }
         }
         log::set_max_level(level);
-        let ms = (arch::time::ticks() - t0) * 1000 / crate::boot::counter_hz();
+        let ms = (arch::time::ticks() - t0) * 1000 / crate::time::counter_hz();
         STRESS_STOP.store(true, Release);
         for cpu in 1..arch::boot::MAX_CPUS {
             while crate::smp::work_running(cpu) {
