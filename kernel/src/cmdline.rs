@@ -215,6 +215,10 @@ struct Key {
 }
 
 impl Key {
+    const fn new(name: &'static str, severity: Severity, accepted: &'static str, apply: Apply) -> Key {
+        Key { name, severity, accepted, parse: Parse::Other(apply) }
+    }
+
     const fn flag(name: &'static str, severity: Severity, set: fn(&mut Options<'_>, bool)) -> Key {
         Key { name, severity, accepted: FLAG_VALUES, parse: Parse::Flag(set) }
     }
@@ -234,84 +238,56 @@ const FLAG_VALUES: &str = "1, 0, on, off, yes, no, true, false, or the bare key 
 
 /// Every key the kernel knows, with its check. Add new keys here.
 const KEYS: &[Key] = &[
-    Key {
-        name: "tests",
-        severity: Severity::Error,
-        accepted: "`none`, or `|`-separated globs over `suite` or `suite.case` made of letters, \
-                   digits, `_`, `*` and `?`",
-        parse: Parse::Other(|o, v| {
-            o.tests = parse_tests(v)?;
-            Ok(())
-        }),
-    },
-    Key {
-        name: "log",
-        severity: Severity::Warning,
-        accepted: "error, warn, info, debug, trace, off",
-        parse: Parse::Other(|o, v| {
-            o.log = match v {
-                "error" => log::LevelFilter::Error,
-                "warn" => log::LevelFilter::Warn,
-                "info" => log::LevelFilter::Info,
-                "debug" => log::LevelFilter::Debug,
-                "trace" => log::LevelFilter::Trace,
-                "off" => log::LevelFilter::Off,
-                _ => return Err(format!("unknown log level `{v}`")),
-            };
-            Ok(())
-        }),
-    },
+    Key::new("tests", Severity::Error, TESTS_VALUES, |o, v| parse_tests(v).map(|x| o.tests = x)),
+    Key::new("log", Severity::Warning, "error, warn, info, debug, trace, off", |o, v| parse_log(v).map(|x| o.log = x)),
     Key::flag("demo", Severity::Warning, |o, v| o.demo = v),
-    Key {
-        name: "fail_demo",
-        severity: Severity::Error,
-        accepted: "1, 0, on, off, yes, no, true, false, the bare key for 1, or `hang`",
-        parse: Parse::Other(|o, v| {
-            o.fail_demo = match v {
-                "hang" => FailDemo::Hang,
-                _ if parse_flag(v)? => FailDemo::On,
-                _ => FailDemo::Off,
-            };
-            Ok(())
-        }),
-    },
+    Key::new("fail_demo", Severity::Error, FAIL_DEMO_VALUES, |o, v| parse_fail_demo(v).map(|x| o.fail_demo = x)),
     Key::flag("bench", Severity::Warning, |o, v| o.bench = v),
-    Key {
-        name: "stress",
-        severity: Severity::Error,
-        accepted: "`long` (20000 switches) or a number of switches from 1 to 100000000",
-        parse: Parse::Other(|o, v| {
-            o.stress = match v {
-                "long" => STRESS_LONG,
-                _ => parse_number(v).filter(|n| (1..=STRESS_MAX).contains(n)).ok_or_else(|| {
-                    format!("`{v}` is not a number of switches")
-                })?,
-            };
-            Ok(())
-        }),
-    },
-    Key {
-        name: "stress_mask",
-        severity: Severity::Error,
-        accepted: "a non-zero 8-bit mask of switch kinds, decimal or 0x-hexadecimal (1 to 255, 0x1 to 0xff)",
-        parse: Parse::Other(|o, v| {
-            o.stress_mask = parse_number(v)
-                .filter(|n| (1..=0xff).contains(n))
-                .ok_or_else(|| format!("`{v}` is not a mask from 1 to 255"))? as u8;
-            Ok(())
-        }),
-    },
-    Key {
-        name: "modules",
-        severity: Severity::Error,
-        accepted: "`all`, or `+`-separated module file names made of letters, digits, `_`, `-` and `.`",
-        parse: Parse::Other(|o, v| {
-            o.modules = Some(parse_modules(v)?);
-            Ok(())
-        }),
-    },
+    Key::new("stress", Severity::Error, STRESS_VALUES, |o, v| parse_stress(v).map(|x| o.stress = x)),
+    Key::new("stress_mask", Severity::Error, STRESS_MASK_VALUES, |o, v| parse_stress_mask(v).map(|x| o.stress_mask = x)),
+    Key::new("modules", Severity::Error, MODULES_VALUES, |o, v| parse_modules(v).map(|x| o.modules = Some(x))),
     Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
 ];
+
+const TESTS_VALUES: &str =
+    "`none`, or `|`-separated globs over `suite` or `suite.case` made of letters, digits, `_`, `*` and `?`";
+const FAIL_DEMO_VALUES: &str = "1, 0, on, off, yes, no, true, false, the bare key for 1, or `hang`";
+const STRESS_VALUES: &str = "`long` (20000 switches) or a number of switches from 1 to 100000000";
+const MODULES_VALUES: &str = "`all`, or `+`-separated module file names made of letters, digits, `_`, `-` and `.`";
+const STRESS_MASK_VALUES: &str =
+    "a non-zero 8-bit mask of switch kinds, decimal or 0x-hexadecimal (1 to 255, 0x1 to 0xff)";
+
+fn parse_log(v: &str) -> Result<log::LevelFilter, String> {
+    Ok(match v {
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        "off" => log::LevelFilter::Off,
+        _ => return Err(format!("unknown log level `{v}`")),
+    })
+}
+
+fn parse_fail_demo(v: &str) -> Result<FailDemo, String> {
+    Ok(match v {
+        "hang" => FailDemo::Hang,
+        _ if parse_flag(v)? => FailDemo::On,
+        _ => FailDemo::Off,
+    })
+}
+
+fn parse_stress(v: &str) -> Result<u64, String> {
+    match v {
+        "long" => Ok(STRESS_LONG),
+        _ => parse_number(v).filter(|n| (1..=STRESS_MAX).contains(n)).ok_or_else(|| format!("`{v}` is not a number of switches")),
+    }
+}
+
+fn parse_stress_mask(v: &str) -> Result<u8, String> {
+    let mask = parse_number(v).filter(|n| (1..=0xff).contains(n));
+    mask.map(|m| m as u8).ok_or_else(|| format!("`{v}` is not a mask from 1 to 255"))
+}
 
 fn parse_flag(v: &str) -> Result<bool, String> {
     match v {
