@@ -163,6 +163,22 @@ impl RunConfig {
     }
 }
 
+/// Reads a positive number of seconds (`--timeout` of the host tools).
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}
+
+/// Checks a kernel command line for what `-fw_cfg` cannot carry (`--cmdline` of the host tools).
+pub fn parse_cmdline(text: &str) -> Result<String, String> {
+    match text.contains(',') {
+        true => Err(RunError::CommaInCmdline(text.to_string()).to_string()),
+        false => Ok(text.to_string()),
+    }
+}
+
 fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
@@ -493,6 +509,16 @@ mod tests {
         let mut c = config();
         c.smp = 0;
         assert!(matches!(c.validate(), Err(RunError::ZeroCpus)));
+    }
+
+    #[test]
+    fn option_values() {
+        assert_eq!(parse_secs("2.5"), Ok(Duration::from_millis(2500)));
+        for bad in ["0", "-1", "x", "inf", "NaN", ""] {
+            assert!(parse_secs(bad).unwrap_err().contains("not a positive number of seconds"), "{bad}");
+        }
+        assert_eq!(parse_cmdline("a=1 b;c").as_deref(), Ok("a=1 b;c"));
+        assert!(parse_cmdline("a,b").unwrap_err().contains("may not contain a comma"));
     }
 
     #[test]
