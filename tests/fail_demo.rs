@@ -7,7 +7,7 @@ use loongtrace_tools::runner::{self, RunConfig};
 use std::time::Duration;
 
 fn boot(cmdline: &str, timeout: u64) -> (runner::RunOutput, ktap::Report) {
-    let kernel = loongtrace_tests::kernel_image().expect("kernel image");
+    let (kernel, _) = loongtrace_tests::kernel_image().expect("kernel image");
     let mut cfg = RunConfig::new(kernel);
     cfg.cmdline = cmdline.to_string();
     cfg.timeout = Duration::from_secs(timeout);

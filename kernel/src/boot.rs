@@ -97,6 +97,8 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::logger::init(opts.log);
     println!();
     log::info!("loongtrace {} booting on cpu{cpu}", env!("CARGO_PKG_VERSION"));
+    // Whatever the log level: the host checks that the image was built from its tree.
+    println!("# loongtrace: sources {}", env!("LOONGTRACE_SOURCES"));
     log::info!("stable counter {} Hz, heap {} MiB", crate::time::counter_hz(), crate::heap::HEAP_SIZE >> 20);
     match crate::ksyms::init() {
         Ok(n) => log::info!("symbol table: {n} symbols"),
