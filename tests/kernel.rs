@@ -1,6 +1,6 @@
-//! `cargo test -p loongtrace-tests`: boots the kernel once and reports each KTAP case as a test.
+//! `cargo test -p loongtrace-tests --test kernel`: boots the kernel and reports each KTAP case as a
+//! test (see `src/lib.rs`).
 
-fn main() {
-    let code = loongtrace_tests::main(std::env::args().skip(1));
-    std::process::exit(code);
+fn main() -> std::process::ExitCode {
+    loongtrace_tests::main()
 }

@@ -1,23 +1,20 @@
 //! Kernel start-up on the boot CPU: console, traps, heap, symbols, command line, self-tests.
 
 use alloc::string::String;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
-static COUNTER_HZ: AtomicU64 = AtomicU64::new(100_000_000);
+use crate::cmdline::{Cmdline, Options, Severity};
+
 static CMDLINE: Once<String> = Once::new();
+static OPTIONS: Once<Options<'static>> = Once::new();
 
-/// Frequency of the stable counter in Hz.
-#[inline]
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub fn counter_hz() -> u64 {
-    COUNTER_HZ.load(Ordering::Relaxed)
+/// What the command line set (the defaults before it was read).
+pub fn options() -> Options<'static> {
+    OPTIONS.get().copied().unwrap_or_default()
 }
 
-/// The kernel command line given by the host.
-pub fn cmdline() -> crate::cmdline::Cmdline<'static> {
-    crate::cmdline::Cmdline::new(CMDLINE.get().map_or("", |s| s.as_str()))
-}
+/// Printed before each command-line error; the host fails a run that shows one.
+pub const CMDLINE_ERROR_MARKER: &str = "# loongtrace: command-line error:";
 
 /// Maps a return address found on the stack to the real one (the function-graph tracer replaces
 /// return addresses with its return hook); `fp` is the frame pointer it was found under.
@@ -83,74 +80,44 @@ fn read_cmdline() -> String {
     String::from(core::str::from_utf8(&buf[..n]).unwrap_or("").trim_end_matches('\0').trim())
 }
 
-/// Written at the low end of every boot stack; a stack that overflowed has overwritten it.
-const STACK_CANARY: u64 = 0x57ac_c0de_57ac_c0de;
-const CANARY_WORDS: usize = 8;
-
-fn canary_words(cpu: usize) -> &'static [core::sync::atomic::AtomicU64] {
-    let (low, _) = arch::boot::stack_bounds(cpu);
-    // SAFETY: the lowest 64 bytes of this CPU's boot stack: mapped, 8-byte aligned, and only
-    // reached by the stack if it overflows, which is what the canary detects.
-    unsafe { core::slice::from_raw_parts(low as *const core::sync::atomic::AtomicU64, CANARY_WORDS) }
-}
-
-/// Puts the canary at the bottom of `cpu`'s stack.
-pub fn plant_stack_canary(cpu: usize) {
-    canary_words(cpu).iter().for_each(|w| w.store(STACK_CANARY, Ordering::Relaxed));
-}
-
-/// Checks this CPU's stack canary (an isolation check between self-test cases).
-pub fn check_stack_canary() -> Result<(), String> {
-    let cpu = arch::cpu::id();
-    match canary_words(cpu).iter().position(|w| w.load(Ordering::Relaxed) != STACK_CANARY) {
-        None => Ok(()),
-        Some(i) => Err(alloc::format!("cpu{cpu}'s boot stack overflowed (canary word {i} overwritten)")),
-    }
-}
-
-/// Number of CPUs that reached Rust code.
-pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
-
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules"];
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
 pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::irq::init();
-    plant_stack_canary(cpu);
-    COUNTER_HZ.store(arch::time::frequency(), Ordering::Relaxed);
-    CPUS_UP.fetch_add(1, Ordering::Relaxed);
+    crate::cpu::plant_stack_canary(cpu);
+    crate::time::init();
+    crate::cpu::CPUS_UP.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     crate::heap::init();
     crate::module::init();
     EARLY.call_once(scan_sites);
-    let cmd = CMDLINE.call_once(read_cmdline);
-    let cmd = crate::cmdline::Cmdline::new(cmd);
-    let level = match cmd.get("log") {
-        Some("error") => log::LevelFilter::Error,
-        Some("warn") => log::LevelFilter::Warn,
-        Some("debug") => log::LevelFilter::Debug,
-        Some("trace") => log::LevelFilter::Trace,
-        Some("off") => log::LevelFilter::Off,
-        _ => log::LevelFilter::Info,
-    };
-    crate::logger::init(level);
+    let cmd = Cmdline::new(CMDLINE.call_once(read_cmdline));
+    let (opts, complaints) = cmd.options();
+    let opts = *OPTIONS.call_once(|| opts);
+    crate::logger::init(opts.log);
     println!();
     log::info!("loongtrace {} booting on cpu{cpu}", env!("CARGO_PKG_VERSION"));
-    log::info!("stable counter {} Hz, heap {} MiB", counter_hz(), crate::heap::HEAP_SIZE >> 20);
+    // Whatever the log level: the host checks that the image was built from its tree.
+    println!("# loongtrace: sources {}", env!("LOONGTRACE_SOURCES"));
+    log::info!("stable counter {} Hz, heap {} MiB", crate::time::counter_hz(), crate::heap::HEAP_SIZE >> 20);
     match crate::ksyms::init() {
         Ok(n) => log::info!("symbol table: {n} symbols"),
         Err(e) => log::warn!("no usable symbol table ({e:?}): addresses will not be symbolised"),
     }
     log::info!("command line: '{}'", cmd.as_str());
-    for w in cmd.unknown(KNOWN_KEYS) {
-        log::warn!("ignoring unknown command-line word '{w}'");
+    for c in &complaints {
+        match c.severity {
+            Severity::Warning => log::warn!("command line: {c}"),
+            // Printed whatever the log level: the host must see it.
+            Severity::Error => println!("{CMDLINE_ERROR_MARKER} {c}"),
+        }
     }
+    let cmdline_ok = complaints.iter().all(|c| c.severity != Severity::Error);
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
     crate::ftrace::init();
-    crate::selftest::add_isolation_check("boot stack canary", check_stack_canary);
     arch::smp::init_this_cpu();
-    crate::smp::mark_online();
+    crate::cpu::mark_online();
     let want = crate::smp::start_secondaries();
     log::info!("smp: {} of {want} CPUs online", crate::smp::online());
     // Decided on the CPUs QEMU has, not on those that made it in time: a late one must not find
@@ -159,18 +126,27 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         log::error!("ftrace: cannot switch to the SMP caller");
     }
     crate::irq::start_tick();
-    if cmd.flag("bench") {
+    if opts.bench {
         crate::bench::run();
         arch::power::power_off();
     }
 
-    if let Some(list) = cmd.get("modules") {
+    if let Some(list) = opts.modules {
         crate::module::load_from_cmdline(list);
     }
-    let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };
+    let sel = if cmdline_ok {
+        crate::selftest::Selection { tests: opts.tests, fail_demo: opts.fail_demo != crate::cmdline::FailDemo::Off }
+    } else {
+        log::error!("no self-tests: the command line has errors (see above)");
+        crate::selftest::Selection { tests: crate::cmdline::Tests::None, fail_demo: false }
+    };
+    if opts.list_tests {
+        crate::selftest::list(&sel);
+        arch::power::power_off();
+    }
     let sum = crate::selftest::run(&sel);
     log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);
-    if cmd.flag("demo") {
+    if opts.demo {
         crate::demo::run_all();
     }
     log::info!("powering off");

@@ -1,7 +1,17 @@
-//! The kernel command line: `key=value` words separated by spaces or `;`.
+//! The kernel command line: `key=value` words separated by spaces or `;`, each value checked.
 //!
 //! The host passes it through QEMU's fw_cfg (`opt/loongtrace/cmdline`); QEMU's option parser
 //! reserves `,`, so lists inside a value use `|` (e.g. `tests=boot|ftrace_*`).
+//!
+//! [`Cmdline::options`] turns the words into [`Options`] and one [`Complaint`] per bad word, which
+//! names the word and what the key accepts. A warning means the word was ignored (the key keeps its
+//! default); an error means the run cannot do what was asked (the kernel reports it and runs no
+//! self-tests, so the host fails the run). The last good word for a key wins.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
 
 /// A parsed view of the command line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -34,23 +44,328 @@ impl<'a> Cmdline<'a> {
             .last()
     }
 
-    /// Whether `key` is set to something other than `0`, `no` or `off`.
-    pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some(v) if !matches!(v, "0" | "no" | "off" | "false"))
+    /// Checks every word: the options it sets, and a complaint for each bad word.
+    pub fn options(self) -> (Options<'a>, Vec<Complaint<'a>>) {
+        let mut opts = Options::default();
+        let mut complaints = Vec::new();
+        for word in self.words() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            let Some(k) = KEYS.iter().find(|k| k.name == key) else {
+                let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+                complaints.push(Complaint {
+                    word,
+                    severity: Severity::Warning,
+                    problem: format!("unknown key `{key}`"),
+                    accepted: Accepted::Keys(known.join(", ")),
+                });
+                continue;
+            };
+            if let Err(problem) = k.apply(&mut opts, value) {
+                complaints.push(Complaint { word, severity: k.severity, problem, accepted: Accepted::Text(k.accepted) });
+            }
+        }
+        (opts, complaints)
+    }
+}
+
+/// What `tests=` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tests<'a> {
+    /// No `tests=` word: every case (except the `fail_demo` suite unless `fail_demo=` asks).
+    All,
+    /// `tests=none`: a plain boot without self-tests.
+    None,
+    /// `|`-separated globs, each matched against `suite` and `suite.case`.
+    Globs(&'a str),
+}
+
+impl<'a> Tests<'a> {
+    /// The globs of a `Globs` selection (none for `All` and `None`).
+    pub fn globs(&self) -> impl Iterator<Item = &'a str> {
+        let text = match self {
+            Tests::Globs(g) => *g,
+            _ => "",
+        };
+        text.split('|').filter(|g| !g.is_empty())
     }
 
-    /// Words that are not `key=value` pairs for any of `known` keys.
-    pub fn unknown<'k>(self, known: &'k [&'k str]) -> impl Iterator<Item = &'a str> + 'k
-    where
-        'a: 'k,
-    {
-        self.words().filter(move |w| !known.contains(&w.split_once('=').map_or(*w, |(k, _)| k)))
+    /// Whether `glob` selects case `case` of suite `suite`.
+    pub fn glob_selects(glob: &str, suite: &str, case: &str) -> bool {
+        crate::glob::glob_match(glob, suite) || {
+            let mut full = String::from(suite);
+            full.push('.');
+            full.push_str(case);
+            crate::glob::glob_match(glob, &full)
+        }
     }
+
+    /// Whether the selection includes case `case` of suite `suite`.
+    pub fn selects(&self, suite: &str, case: &str) -> bool {
+        match self {
+            Tests::All => true,
+            Tests::None => false,
+            Tests::Globs(_) => self.globs().any(|g| Self::glob_selects(g, suite, case)),
+        }
+    }
+}
+
+/// What `fail_demo=` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailDemo {
+    #[default]
+    Off,
+    /// Run the deliberately failing suite.
+    On,
+    /// Run it and hang in its last case (to test the host's timeout).
+    Hang,
+}
+
+/// SMP stress size without `stress=`, and with `stress=long`.
+pub const STRESS_DEFAULT: u64 = 2_000;
+pub const STRESS_LONG: u64 = 20_000;
+/// The largest `stress=<switches>` accepted.
+pub const STRESS_MAX: u64 = 100_000_000;
+
+/// Everything the command line sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options<'a> {
+    pub tests: Tests<'a>,
+    pub log: log::LevelFilter,
+    pub demo: bool,
+    pub fail_demo: FailDemo,
+    pub bench: bool,
+    /// Configuration switches the SMP stress test makes.
+    pub stress: u64,
+    /// Which kinds of switches the SMP stress test makes (bit `n` = kind `n`).
+    pub stress_mask: u8,
+    /// Print the selected cases and power off without running them.
+    pub list_tests: bool,
+    /// Module files to load at boot: `all`, or `+`-separated fw_cfg file names.
+    pub modules: Option<&'a str>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            tests: Tests::All,
+            log: log::LevelFilter::Info,
+            demo: false,
+            fail_demo: FailDemo::Off,
+            bench: false,
+            stress: STRESS_DEFAULT,
+            stress_mask: 0xff,
+            list_tests: false,
+            modules: None,
+        }
+    }
+}
+
+/// How bad a bad word is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// The word is ignored; the key keeps its previous value.
+    Warning,
+    /// The run cannot do what was asked.
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Accepted {
+    Text(&'static str),
+    Keys(String),
+}
+
+/// One bad word, what is wrong with it and what its key accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Complaint<'a> {
+    pub word: &'a str,
+    pub severity: Severity,
+    pub problem: String,
+    accepted: Accepted,
+}
+
+impl fmt::Display for Complaint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}': {}; ", self.word, self.problem)?;
+        match &self.accepted {
+            Accepted::Text(t) => write!(f, "accepted: {t}")?,
+            Accepted::Keys(k) => write!(f, "known keys: {k}")?,
+        }
+        if self.severity == Severity::Warning {
+            write!(f, " (word ignored)")?;
+        }
+        Ok(())
+    }
+}
+
+type Apply = for<'a> fn(&mut Options<'a>, &'a str) -> Result<(), String>;
+
+/// How a key's value is read.
+enum Parse {
+    /// A yes/no value stored by the function.
+    Flag(fn(&mut Options<'_>, bool)),
+    Other(Apply),
+}
+
+struct Key {
+    name: &'static str,
+    severity: Severity,
+    accepted: &'static str,
+    parse: Parse,
+}
+
+impl Key {
+    const fn new(name: &'static str, severity: Severity, accepted: &'static str, apply: Apply) -> Key {
+        Key { name, severity, accepted, parse: Parse::Other(apply) }
+    }
+
+    const fn flag(name: &'static str, severity: Severity, set: fn(&mut Options<'_>, bool)) -> Key {
+        Key { name, severity, accepted: FLAG_VALUES, parse: Parse::Flag(set) }
+    }
+
+    fn apply<'a>(&self, o: &mut Options<'a>, value: &'a str) -> Result<(), String> {
+        match self.parse {
+            Parse::Flag(set) => {
+                set(o, parse_flag(value)?);
+                Ok(())
+            }
+            Parse::Other(apply) => apply(o, value),
+        }
+    }
+}
+
+const FLAG_VALUES: &str = "1, 0, on, off, yes, no, true, false, or the bare key for 1";
+
+/// Every key the kernel knows, with its check. Add new keys here.
+const KEYS: &[Key] = &[
+    Key::new("tests", Severity::Error, TESTS_VALUES, |o, v| parse_tests(v).map(|x| o.tests = x)),
+    Key::new("log", Severity::Warning, "error, warn, info, debug, trace, off", |o, v| parse_log(v).map(|x| o.log = x)),
+    Key::flag("demo", Severity::Warning, |o, v| o.demo = v),
+    Key::new("fail_demo", Severity::Error, FAIL_DEMO_VALUES, |o, v| parse_fail_demo(v).map(|x| o.fail_demo = x)),
+    Key::flag("bench", Severity::Warning, |o, v| o.bench = v),
+    Key::new("stress", Severity::Error, STRESS_VALUES, |o, v| parse_stress(v).map(|x| o.stress = x)),
+    Key::new("stress_mask", Severity::Error, STRESS_MASK_VALUES, |o, v| parse_stress_mask(v).map(|x| o.stress_mask = x)),
+    Key::new("modules", Severity::Error, MODULES_VALUES, |o, v| parse_modules(v).map(|x| o.modules = Some(x))),
+    Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
+];
+
+const TESTS_VALUES: &str =
+    "`none`, or `|`-separated globs over `suite` or `suite.case` made of letters, digits, `_`, `*` and `?`";
+const FAIL_DEMO_VALUES: &str = "1, 0, on, off, yes, no, true, false, the bare key for 1, or `hang`";
+const STRESS_VALUES: &str = "`long` (20000 switches) or a number of switches from 1 to 100000000";
+const MODULES_VALUES: &str = "`all`, or `+`-separated module file names made of letters, digits, `_`, `-` and `.`";
+const STRESS_MASK_VALUES: &str =
+    "a non-zero 8-bit mask of switch kinds, decimal or 0x-hexadecimal (1 to 255, 0x1 to 0xff)";
+
+fn parse_log(v: &str) -> Result<log::LevelFilter, String> {
+    Ok(match v {
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        "off" => log::LevelFilter::Off,
+        _ => return Err(format!("unknown log level `{v}`")),
+    })
+}
+
+fn parse_fail_demo(v: &str) -> Result<FailDemo, String> {
+    Ok(match v {
+        "hang" => FailDemo::Hang,
+        _ if parse_flag(v)? => FailDemo::On,
+        _ => FailDemo::Off,
+    })
+}
+
+fn parse_stress(v: &str) -> Result<u64, String> {
+    match v {
+        "long" => Ok(STRESS_LONG),
+        _ => parse_number(v).filter(|n| (1..=STRESS_MAX).contains(n)).ok_or_else(|| format!("`{v}` is not a number of switches")),
+    }
+}
+
+fn parse_stress_mask(v: &str) -> Result<u8, String> {
+    let mask = parse_number(v).filter(|n| (1..=0xff).contains(n));
+    mask.map(|m| m as u8).ok_or_else(|| format!("`{v}` is not a mask from 1 to 255"))
+}
+
+fn parse_flag(v: &str) -> Result<bool, String> {
+    match v {
+        "" | "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("`{v}` is not a yes/no value")),
+    }
+}
+
+/// A decimal or `0x`-hexadecimal number without sign.
+fn parse_number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => u64::from_str_radix(hex, 16).ok(),
+        None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+fn parse_modules(v: &str) -> Result<&str, String> {
+    if v == "all" {
+        return Ok(v);
+    }
+    for name in v.split('+') {
+        if name.is_empty() {
+            return Err(String::from("empty module name"));
+        }
+        if let Some(c) = name.chars().find(|&c| !(c.is_ascii_alphanumeric() || "_-.".contains(c))) {
+            return Err(format!("`{c}` cannot appear in module name `{name}`"));
+        }
+    }
+    Ok(v)
+}
+
+fn parse_tests(v: &str) -> Result<Tests<'_>, String> {
+    if v == "none" {
+        return Ok(Tests::None);
+    }
+    if v.is_empty() {
+        return Err(String::from("empty selection (`tests=none` boots without self-tests)"));
+    }
+    for glob in v.split('|') {
+        if glob.is_empty() {
+            return Err(String::from("empty glob between `|`"));
+        }
+        if let Some(c) = glob.chars().find(|&c| !(c.is_ascii_alphanumeric() || "_*?.".contains(c))) {
+            return Err(format!("`{c}` cannot appear in glob `{glob}`"));
+        }
+        let parts: Vec<&str> = glob.split('.').collect();
+        if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(format!("glob `{glob}` is not `suite` or `suite.case`"));
+        }
+    }
+    Ok(Tests::Globs(v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn opts(text: &str) -> (Options<'_>, Vec<String>) {
+        let (o, c) = Cmdline::new(text).options();
+        (o, c.iter().map(|c| alloc::format!("{:?} {c}", c.severity)).collect())
+    }
+
+    /// The options of a clean command line; panics on a complaint.
+    fn good(text: &str) -> Options<'_> {
+        let (o, c) = opts(text);
+        assert!(c.is_empty(), "{text}: {c:?}");
+        o
+    }
+
+    /// The single complaint about `text`, which must leave the options at their defaults.
+    fn bad(text: &str) -> String {
+        let (o, c) = opts(text);
+        assert_eq!(o, Options::default(), "{text}");
+        assert_eq!(c.len(), 1, "{text}: {c:?}");
+        c.into_iter().next().unwrap()
+    }
 
     #[test]
     fn key_values() {
@@ -59,23 +374,122 @@ mod tests {
         assert_eq!(c.get("log"), Some("debug"));
         assert_eq!(c.get("verbose"), Some(""));
         assert_eq!(c.get("nope"), None);
-        assert!(c.flag("verbose"));
-        assert!(!c.flag("demo"));
-        assert!(!c.flag("nope"));
     }
 
     #[test]
-    fn last_value_wins_and_unknown_words() {
-        let c = Cmdline::new("log=info log=warn bogus x=1");
-        assert_eq!(c.get("log"), Some("warn"));
-        let u: Vec<_> = c.unknown(&["log"]).collect();
-        assert_eq!(u, ["bogus", "x=1"]);
+    fn defaults_and_empty() {
+        assert_eq!(good(""), Options::default());
+        assert_eq!(good(" ; \t"), Options::default());
     }
 
     #[test]
-    fn empty() {
-        let c = Cmdline::new("");
-        assert_eq!(c.get("tests"), None);
-        assert_eq!(c.unknown(&[]).count(), 0);
+    fn tests_key() {
+        assert_eq!(good("tests=none").tests, Tests::None);
+        assert_eq!(good("tests=boot|ftrace_*|smp.stress|*.x?z").tests, Tests::Globs("boot|ftrace_*|smp.stress|*.x?z"));
+        let t = good("tests=ftrace_*|boot.heap*").tests;
+        assert!(t.selects("ftrace_ops", "anything") && t.selects("boot", "heap_alloc"));
+        assert!(!t.selects("boot", "timer") && !t.selects("insn", "x"));
+        assert!(good("tests=*alloc").tests.selects("boot", "heap_alloc"), "a glob also matches suite.case");
+        assert!(Tests::All.selects("a", "b") && !Tests::None.selects("a", "b"));
+        assert_eq!(good("tests=a|b").tests.globs().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            bad("tests=[[[["),
+            "Error 'tests=[[[[': `[` cannot appear in glob `[[[[`; accepted: `none`, or `|`-separated \
+             globs over `suite` or `suite.case` made of letters, digits, `_`, `*` and `?`"
+        );
+        for (text, what) in [
+            ("tests=", "empty selection"),
+            ("tests", "empty selection"),
+            ("tests=boot||insn", "empty glob"),
+            ("tests=a.b.c", "is not `suite` or `suite.case`"),
+            ("tests=boot.", "is not `suite` or `suite.case`"),
+            ("tests=!boot", "`!` cannot appear"),
+            ("tests=bo-ot", "`-` cannot appear"),
+        ] {
+            let c = bad(text);
+            assert!(c.starts_with(&alloc::format!("Error '{text}': {what}")) || c.contains(what), "{c}");
+        }
+    }
+
+    #[test]
+    fn log_key() {
+        for (v, l) in [("error", log::LevelFilter::Error), ("warn", log::LevelFilter::Warn), ("trace", log::LevelFilter::Trace), ("off", log::LevelFilter::Off)] {
+            assert_eq!(good(&alloc::format!("log={v}")).log, l);
+        }
+        assert_eq!(
+            bad("log=bogus"),
+            "Warning 'log=bogus': unknown log level `bogus`; accepted: error, warn, info, debug, trace, off (word ignored)"
+        );
+        // A bad word does not undo an earlier good one.
+        let (o, c) = opts("log=debug log=loud");
+        assert_eq!((o.log, c.len()), (log::LevelFilter::Debug, 1));
+    }
+
+    #[test]
+    fn flag_keys() {
+        for v in ["demo", "demo=1", "demo=on", "demo=yes", "demo=true"] {
+            assert!(good(v).demo, "{v}");
+        }
+        for v in ["demo=0", "demo=off", "demo=no", "demo=false"] {
+            assert!(!good(v).demo, "{v}");
+        }
+        assert!(good("bench=1").bench && !good("bench=0").bench);
+        assert!(good("list_tests").list_tests);
+        assert!(bad("demo=2").starts_with("Warning 'demo=2': `2` is not a yes/no value; accepted: 1, 0, on"));
+        assert!(bad("bench=fast").starts_with("Warning 'bench=fast': `fast` is not a yes/no value"));
+        assert!(bad("list_tests=maybe").starts_with("Error 'list_tests=maybe'"));
+    }
+
+    #[test]
+    fn fail_demo_key() {
+        assert_eq!(good("fail_demo=1").fail_demo, FailDemo::On);
+        assert_eq!(good("fail_demo").fail_demo, FailDemo::On);
+        assert_eq!(good("fail_demo=hang").fail_demo, FailDemo::Hang);
+        assert_eq!(good("fail_demo=hang fail_demo=0").fail_demo, FailDemo::Off);
+        assert!(bad("fail_demo=crash").starts_with("Error 'fail_demo=crash': `crash` is not a yes/no value; accepted: 1, 0"));
+        assert!(bad("fail_demo=crash").ends_with("or `hang`"));
+    }
+
+    #[test]
+    fn stress_keys() {
+        assert_eq!(good("stress=long").stress, STRESS_LONG);
+        assert_eq!(good("stress=5").stress, 5);
+        assert_eq!(good("stress=100000000").stress, STRESS_MAX);
+        assert_eq!(
+            bad("stress=-5"),
+            "Error 'stress=-5': `-5` is not a number of switches; accepted: `long` (20000 switches) \
+             or a number of switches from 1 to 100000000"
+        );
+        for v in ["stress=0", "stress=", "stress=1e3", "stress=100000001", "stress=99999999999999999999"] {
+            assert!(bad(v).starts_with(&alloc::format!("Error '{v}': ")), "{v}");
+        }
+        assert_eq!(good("stress_mask=3").stress_mask, 3);
+        assert_eq!(good("stress_mask=0xff").stress_mask, 0xff);
+        assert_eq!(good("stress_mask=0X10").stress_mask, 0x10);
+        for v in ["stress_mask=0", "stress_mask=256", "stress_mask=0x", "stress_mask=-1", "stress_mask=all"] {
+            let c = bad(v);
+            assert!(c.starts_with(&alloc::format!("Error '{v}': ")) && c.contains("accepted: a non-zero 8-bit mask"), "{c}");
+        }
+    }
+
+    #[test]
+    fn modules_key() {
+        assert_eq!(good("modules=all").modules, Some("all"));
+        assert_eq!(good("modules=sample_a.ko+b-2").modules, Some("sample_a.ko+b-2"));
+        assert_eq!(good("").modules, None);
+        assert!(bad("modules=").starts_with("Error 'modules=': empty module name; accepted: `all`, or `+`-separated"));
+        assert!(bad("modules=a++b").contains("empty module name"));
+        assert!(bad("modules=a/b").starts_with("Error 'modules=a/b': `/` cannot appear in module name `a/b`"));
+    }
+
+    #[test]
+    fn one_complaint_per_bad_word() {
+        let (o, c) = opts("log=info bogus x=1 tests=boot log=loud stress=-5");
+        assert_eq!(o.tests, Tests::Globs("boot"));
+        assert_eq!(c.len(), 4, "{c:?}");
+        assert!(c[0].starts_with("Warning 'bogus': unknown key `bogus`; known keys: tests, log, demo,"), "{}", c[0]);
+        assert!(c[1].starts_with("Warning 'x=1': unknown key `x`"));
+        assert!(c[2].starts_with("Warning 'log=loud'"));
+        assert!(c[3].starts_with("Error 'stress=-5'"));
     }
 }

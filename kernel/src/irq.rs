@@ -24,7 +24,7 @@ pub fn ticks(cpu: usize) -> u64 {
 
 /// Starts the periodic tick on this CPU and enables interrupts.
 pub fn start_tick() {
-    arch::time::start_periodic(crate::boot::counter_hz() / TICK_HZ);
+    arch::time::start_periodic(crate::time::counter_hz() / TICK_HZ);
     arch::cpu::irq_enable();
 }
 

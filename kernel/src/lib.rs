@@ -32,6 +32,8 @@ pub mod bench;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
+pub mod cpu;
+#[cfg(target_os = "none")]
 pub mod demo;
 #[cfg(target_os = "none")]
 pub mod ftrace;
@@ -43,3 +45,5 @@ pub mod module;
 pub mod samples;
 #[cfg(target_os = "none")]
 pub mod smp;
+#[cfg(target_os = "none")]
+pub mod time;

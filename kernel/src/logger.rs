@@ -9,9 +9,7 @@ static LOGGER: Logger = Logger;
 /// Seconds and microseconds since the counter started.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn timestamp() -> (u64, u64) {
-    let t = arch::time::ticks();
-    let f = crate::boot::counter_hz();
-    (t / f, (t % f) * 1_000_000 / f)
+    crate::time::secs_and_us(arch::time::ticks())
 }
 
 impl Log for Logger {

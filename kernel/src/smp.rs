@@ -10,24 +10,7 @@ const VEC_CALL: u32 = 1;
 /// IPI vector that only wakes a CPU (new work).
 const VEC_WAKE: u32 = 2;
 
-/// Bit per CPU that finished its start-up.
-static ONLINE: AtomicU64 = AtomicU64::new(0);
-
-/// CPUs online (bit mask).
-#[inline]
-pub fn online_mask() -> u64 {
-    ONLINE.load(Ordering::Acquire)
-}
-
-/// Number of CPUs online.
-pub fn online() -> usize {
-    online_mask().count_ones() as usize
-}
-
-/// Marks this CPU online (end of its start-up).
-pub fn mark_online() {
-    ONLINE.fetch_or(1 << arch::cpu::id(), Ordering::AcqRel);
-}
+pub use crate::cpu::{mark_online, online, online_mask};
 
 /// Starts every other CPU QEMU has and waits (up to one second) until they are online.
 pub fn start_secondaries() -> usize {
@@ -35,7 +18,7 @@ pub fn start_secondaries() -> usize {
     if want > 1 {
         arch::smp::start_secondaries(want);
         let t0 = arch::time::ticks();
-        while online() < want && arch::time::ticks() - t0 < crate::boot::counter_hz() {
+        while online() < want && arch::time::ticks() - t0 < crate::time::counter_hz() {
             core::hint::spin_loop();
         }
     }
@@ -50,10 +33,10 @@ pub fn start_secondaries() -> usize {
 pub extern "C" fn loongtrace_secondary_main(cpu: usize) -> ! {
     arch::cpu::ibar();
     arch::trap::init_this_cpu();
-    crate::boot::plant_stack_canary(cpu);
+    crate::cpu::plant_stack_canary(cpu);
     arch::smp::init_this_cpu();
     crate::irq::start_tick();
-    crate::boot::CPUS_UP.fetch_add(1, Ordering::AcqRel);
+    crate::cpu::CPUS_UP.fetch_add(1, Ordering::AcqRel);
     mark_online();
     loop {
         match WORK[cpu].swap(0, Ordering::AcqRel) {
@@ -135,7 +118,7 @@ pub fn on_other_cpus(f: CrossFn) -> u64 {
         } else {
             arch::cpu::idle();
         }
-        if arch::time::ticks() - t0 > crate::boot::counter_hz() * 5 {
+        if arch::time::ticks() - t0 > crate::time::counter_hz() * 5 {
             // Going on would break every guarantee built on this call (text seen by all CPUs,
             // nothing freed under a running CPU); a CPU that does not answer IPIs is a kernel bug.
             panic!("smp: cross-call not answered by CPUs {:#x} within 5 s", CALL_PENDING.load(Ordering::Acquire));

@@ -1,158 +1,37 @@
-//! A small libtest-style harness that boots the kernel once and reports each KTAP case as a test.
+//! Boots the kernel under QEMU and reports each in-kernel KTAP case as a `libtest-mimic` trial.
 //!
-//! `tests/kernel.rs` (a `harness = false` test target) calls [`main`]. The flow is: parse the
-//! libtest command line ([`Options::parse`]), find or build the kernel image ([`kernel_image`]),
-//! boot it once with [`loongtrace_tools::runner`], parse the output with
-//! [`loongtrace_tools::ktap`], turn the report into tests ([`tests_from_report`]) named
-//! `kernel::<suite>::<case>` plus the pseudo-test `kernel::run`, and print them like libtest
-//! ([`render`]).
+//! `tests/kernel.rs` (a `harness = false` test target) calls [`main`]:
+//!
+//! 1. [`kernel_image`] brings `target/loongtrace.elf` up to date with `make build` (cargo decides
+//!    what is stale, so an up-to-date image costs a second), unless `LOONGTRACE_KERNEL` names an
+//!    image.
+//! 2. With `--list`, a filter or `--skip`, a quick boot with `list_tests=1` asks the kernel for its
+//!    case list (nothing runs). The test boot then runs only the selected cases
+//!    (`tests=<suite>.<case>|...`), or is left out when nothing is selected. Without filters the
+//!    test boot is the only boot.
+//! 3. The test boot's report becomes one trial per case, `kernel::<suite>::<case>`, plus
+//!    `kernel::run`, which fails when the run as a whole went wrong (panic, hang, bad plan, an
+//!    empty selection, a kernel built from other sources than the tree's). The trials only hand
+//!    over results, so libtest-mimic's filters, `--exact`, `--skip`, `--list` and output formats
+//!    all apply. The last line is the plain `N passed, N failed`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
 
-use loongtrace_tools::ktap::{self, Outcome, Report};
+use libtest_mimic::{Arguments, Failed, Trial};
+use loongtrace_tools::ktap::{Outcome, Report};
 use loongtrace_tools::runner::{self, RunConfig, RunOutput};
 
-/// Exit code of a failed run, as libtest uses.
-pub const EXIT_FAILURE: i32 = 101;
 /// Default for `LOONGTRACE_TIMEOUT`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Name of the pseudo-test that fails when the run as a whole went wrong.
+/// Name of the trial that fails when the run as a whole went wrong.
 pub const RUN_TEST: &str = "kernel::run";
-/// How many serial lines `kernel::run` shows when it fails.
+/// How many serial lines a failed `kernel::run` shows.
 const TAIL_LINES: usize = 20;
-
-/// The libtest command-line options this harness understands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Options {
-    /// Positional filters: a test runs if any of them is a substring of its name (or equals it
-    /// with `--exact`).
-    pub filters: Vec<String>,
-    /// `--skip FILTER`: tests matching any of these do not run.
-    pub skip: Vec<String>,
-    pub exact: bool,
-    pub list: bool,
-    pub quiet: bool,
-    pub nocapture: bool,
-    /// Warnings about options that were ignored.
-    pub warnings: Vec<String>,
-}
-
-/// Options that are accepted and ignored, and whether they take a value.
-const IGNORED_OPTIONS: &[(&str, bool)] = &[
-    ("--ignored", false),
-    ("--include-ignored", false),
-    ("--show-output", false),
-    ("--test", false),
-    ("--bench", false),
-    ("--report-time", false),
-    ("--ensure-time", false),
-    ("--shuffle", false),
-    ("--test-threads", true),
-    ("--color", true),
-    ("--format", true),
-    ("--logfile", true),
-    ("--shuffle-seed", true),
-    ("-Z", true),
-];
-
-impl Options {
-    /// Parses libtest-style arguments (without the program name).
-    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String> {
-        let mut opts = Options::default();
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            match flag.as_str() {
-                "--exact" => opts.exact = true,
-                "--list" => opts.list = true,
-                "-q" | "--quiet" => opts.quiet = true,
-                "--nocapture" | "--no-capture" => opts.nocapture = true,
-                "--skip" => {
-                    let value = inline.or_else(|| it.next()).ok_or("--skip needs a value")?;
-                    opts.skip.push(value);
-                }
-                "-h" | "--help" => return Err(String::new()),
-                _ if flag.starts_with('-') && flag.len() > 1 => {
-                    match IGNORED_OPTIONS.iter().find(|(name, _)| *name == flag) {
-                        Some((_, takes_value)) => {
-                            if *takes_value && inline.is_none() {
-                                it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-                            }
-                        }
-                        None => opts
-                            .warnings
-                            .push(format!("ignoring unknown option `{arg}`")),
-                    }
-                }
-                _ => opts.filters.push(arg),
-            }
-        }
-        Ok(opts)
-    }
-
-    fn matches_one(&self, pattern: &str, name: &str) -> bool {
-        if self.exact {
-            name == pattern
-        } else {
-            name.contains(pattern)
-        }
-    }
-
-    /// Whether a test called `name` is selected by the filters and `--skip`.
-    pub fn selects(&self, name: &str) -> bool {
-        let wanted =
-            self.filters.is_empty() || self.filters.iter().any(|f| self.matches_one(f, name));
-        wanted && !self.skip.iter().any(|s| self.matches_one(s, name))
-    }
-
-    /// True if no kernel test can be selected, so booting can be skipped (only knowable with
-    /// `--exact`, where every filter must name a `kernel::` test).
-    pub fn selects_nothing(&self) -> bool {
-        self.exact
-            && !self.filters.is_empty()
-            && !self.filters.iter().any(|f| f.starts_with("kernel::"))
-    }
-}
-
-pub const USAGE: &str = "\
-usage: cargo test -p loongtrace-tests -- [OPTIONS] [FILTERS...]
-
-Boots the kernel once under QEMU and reports each in-kernel KTAP case as a test
-`kernel::<suite>::<case>`, plus `kernel::run`, which fails if the run as a whole went wrong
-(kernel panic, timeout, missing plan, wrong count).
-
-  FILTERS          run tests whose name contains any FILTER
-  --exact          filters must match the whole name
-  --skip FILTER    do not run tests matching FILTER
-  --list           list the tests (boots the kernel to learn them)
-  -q, --quiet      one character per test
-  --nocapture      print the serial output live
-
-Environment: LOONGTRACE_KERNEL (image, default <workspace>/target/loongtrace.elf), QEMU,
-LOONGTRACE_TIMEOUT (seconds, default 120), LOONGTRACE_SMP (default 1), LOONGTRACE_CMDLINE.";
-
-/// The result of one reported test.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    /// Failed, with the lines shown in the `failures:` section.
-    Failed(Vec<String>),
-    /// Skipped by the kernel, with the reason.
-    Ignored(String),
-}
-
-/// One test as shown to the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TestResult {
-    pub name: String,
-    pub status: Status,
-}
+/// The longest command line the kernel reads (it has a 512-byte buffer); a narrowed selection
+/// that would not fit runs every case instead.
+const CMDLINE_MAX: usize = 500;
 
 /// The workspace root (`tests/..`).
 pub fn workspace_dir() -> PathBuf {
@@ -160,601 +39,320 @@ pub fn workspace_dir() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
-/// The kernel image: `LOONGTRACE_KERNEL`, or `<workspace>/target/loongtrace.elf`, which is built
-/// with `make -C <workspace> build` if it does not exist yet.
-pub fn kernel_image() -> Result<PathBuf, String> {
+/// The kernel image to boot and whether the harness built it: `LOONGTRACE_KERNEL` as it is, or
+/// `<workspace>/target/loongtrace.elf` after `make -C <workspace> build`.
+pub fn kernel_image() -> Result<(PathBuf, bool), String> {
     let workspace = workspace_dir();
     if let Some(path) = std::env::var_os("LOONGTRACE_KERNEL").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
-        let path = if path.is_relative() && !path.exists() {
-            workspace.join(path)
-        } else {
-            path
-        };
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "LOONGTRACE_KERNEL={} does not exist",
-                path.display()
-            ))
+        let path = if path.is_relative() && !path.exists() { workspace.join(path) } else { path };
+        return match path.is_file() {
+            true => Ok((path, false)),
+            false => Err(format!("LOONGTRACE_KERNEL={} does not exist", path.display())),
         };
     }
-    let path = workspace.join("target").join("loongtrace.elf");
-    if path.is_file() {
-        return Ok(path);
-    }
-    eprintln!(
-        "loongtrace-tests: {} not found; running `make -C {} build`",
-        path.display(),
-        workspace.display()
-    );
-    let status = Command::new("make")
-        .arg("-C")
-        .arg(&workspace)
-        .arg("build")
-        .stdin(Stdio::null())
-        .stdout(std::io::stderr())
-        .status()
-        .map_err(|e| format!("cannot run `make -C {} build`: {e}", workspace.display()))?;
+    let make = format!("make -C {} build", workspace.display());
+    let mut cmd = Command::new("make");
+    cmd.args(["-s", "-C"]).arg(&workspace).arg("build").stdin(Stdio::null()).stdout(std::io::stderr());
+    let status = cmd.status().map_err(|e| format!("cannot run `{make}`: {e}"))?;
     if !status.success() {
-        return Err(format!(
-            "`make -C {} build` failed ({status}); fix the kernel build, or point LOONGTRACE_KERNEL at an image",
-            workspace.display()
-        ));
+        return Err(format!("`{make}` failed ({status}); fix the kernel build, or point LOONGTRACE_KERNEL at an image"));
     }
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "`make build` succeeded but {} still does not exist",
-            path.display()
-        ))
-    }
+    Ok((workspace.join("target").join("loongtrace.elf"), true))
 }
 
 /// The run configuration from the environment (`QEMU`, `LOONGTRACE_TIMEOUT`, `LOONGTRACE_SMP`,
 /// `LOONGTRACE_CMDLINE`).
-pub fn config_from_env(kernel: PathBuf, echo: bool) -> Result<RunConfig, String> {
-    config_from(kernel, echo, |name| {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    })
-}
-
-fn config_from(
-    kernel: PathBuf,
-    echo: bool,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<RunConfig, String> {
+pub fn config_from(kernel: PathBuf, env: impl Fn(&str) -> Option<String>) -> Result<RunConfig, String> {
     let mut config = RunConfig::new(kernel);
-    config.echo = echo;
     config.timeout = DEFAULT_TIMEOUT;
     if let Some(v) = env("LOONGTRACE_TIMEOUT") {
-        let secs: f64 = v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|s: &f64| *s > 0.0 && s.is_finite())
-            .ok_or_else(|| format!("LOONGTRACE_TIMEOUT={v} is not a positive number of seconds"))?;
-        config.timeout = Duration::from_secs_f64(secs);
+        config.timeout = runner::parse_secs(&v).map_err(|e| format!("LOONGTRACE_TIMEOUT: {e}"))?;
     }
     if let Some(v) = env("LOONGTRACE_SMP") {
-        config.smp = v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("LOONGTRACE_SMP={v} is not a CPU count"))?;
+        let smp = v.trim().parse().ok().filter(|&n| n > 0);
+        config.smp = smp.ok_or_else(|| format!("LOONGTRACE_SMP={v} is not a CPU count"))?;
     }
     if let Some(v) = env("LOONGTRACE_CMDLINE") {
         config.cmdline = v;
     }
-    config
-        .validate()
-        .map_err(|e| format!("LOONGTRACE_CMDLINE: {e}"))?;
+    config.validate().map_err(|e| format!("LOONGTRACE_CMDLINE: {e}"))?;
     Ok(config)
 }
 
-/// Name of the test for one case.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Name of the trial for one case.
 pub fn test_name(suite: &str, case: &str) -> String {
     format!("kernel::{suite}::{case}")
 }
 
-fn status_of(outcome: Option<&Outcome>, details: Vec<String>) -> Status {
-    match outcome {
-        Some(Outcome::Pass) => Status::Ok,
-        Some(Outcome::Skip(reason)) => Status::Ignored(reason.clone()),
-        Some(Outcome::Fail) | None => Status::Failed(details),
+/// Name of the trial for a case the kernel listed as `suite.case`.
+fn listed_name(full: &str) -> String {
+    let (suite, case) = full.split_once('.').unwrap_or((full, ""));
+    test_name(suite, case)
+}
+
+/// What the kernel reported for one trial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Failed, with the lines shown in libtest's `failures:` section.
+    Failed(Vec<String>),
+    /// Skipped by the kernel, with the reason.
+    Ignored(String),
+}
+
+/// One trial's name and result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub name: String,
+    pub status: Status,
+}
+
+impl Verdict {
+    fn new(name: String, outcome: &Outcome, details: Vec<String>) -> Verdict {
+        let status = match outcome {
+            Outcome::Pass => Status::Ok,
+            Outcome::Skip(reason) => Status::Ignored(reason.clone()),
+            Outcome::Fail => Status::Failed(details),
+        };
+        Verdict { name, status }
+    }
+
+    /// The libtest-mimic trial that reports this result; a kernel skip is an ignored trial.
+    pub fn trial(self) -> Trial {
+        let ignored = matches!(self.status, Status::Ignored(_));
+        let status = self.status;
+        Trial::test(self.name, move || match status {
+            Status::Failed(details) if details.is_empty() => Err(Failed::from("(no diagnostics)")),
+            Status::Failed(details) => Err(Failed::from(details.join("\n"))),
+            _ => Ok(()),
+        })
+        .with_ignored_flag(ignored)
     }
 }
 
-/// Turns a report into tests: one per case, one per suite without cases (a top-level test), and
-/// `kernel::run` (failed when the report has fatal problems). `output` adds context to a failed
-/// `kernel::run`.
-pub fn tests_from_report(report: &Report, output: Option<&RunOutput>) -> Vec<TestResult> {
-    let mut tests = Vec::new();
+/// The verdicts of a run: one per case (in output order, then the `listed` cases that never
+/// reported), one per top-level test without cases, and `kernel::run`, failed with the report's
+/// fatal problems plus `extra` (with QEMU's stderr and the last serial lines from `output`).
+pub fn verdicts(report: &Report, listed: &[String], output: Option<&RunOutput>, extra: Vec<String>) -> Vec<Verdict> {
+    let mut out = Vec::new();
     for suite in &report.suites {
-        if suite.cases.is_empty() {
-            if let Some(result) = &suite.result {
-                let details = suite.diagnostics.iter().map(|d| format!("# {d}")).collect();
-                tests.push(TestResult {
-                    name: format!("kernel::{}", suite.name),
-                    status: status_of(Some(result), details),
-                });
-            }
-            continue;
+        if suite.cases.is_empty()
+            && let Some(result) = &suite.result
+        {
+            let details = suite.diagnostics.iter().map(|d| format!("# {d}")).collect();
+            out.push(Verdict::new(format!("kernel::{}", suite.name), result, details));
         }
         for case in &suite.cases {
-            let mut details: Vec<String> = case.log.clone();
+            let mut details = case.log.clone();
             details.extend(case.diagnostics.iter().map(|d| format!("# {d}")));
-            tests.push(TestResult {
-                name: test_name(&suite.name, &case.name),
-                status: status_of(Some(&case.outcome), details),
-            });
+            out.push(Verdict::new(test_name(&suite.name, &case.name), &case.outcome, details));
         }
     }
-    let fatal: Vec<String> = report
-        .fatal_problems()
-        .map(|p| format!("error: {p}"))
-        .collect();
-    let status = if fatal.is_empty() {
-        Status::Ok
-    } else {
-        let mut details = fatal;
-        if let Some(out) = output {
+    for name in listed.iter().map(|l| listed_name(l)) {
+        if !out.iter().any(|v| v.name == name) {
+            let why = "the kernel did not report this case (the run stopped before it: see kernel::run)";
+            out.push(Verdict { name, status: Status::Failed(vec![why.into()]) });
+        }
+    }
+    let mut problems: Vec<String> = report.fatal_problems().map(|p| format!("error: {p}")).collect();
+    problems.extend(extra.into_iter().map(|e| format!("error: {e}")));
+    let status = match (problems.is_empty(), output) {
+        (true, _) => Status::Ok,
+        (false, None) => Status::Failed(problems),
+        (false, Some(out)) => {
             if !out.stderr.is_empty() {
-                details.push("QEMU stderr:".into());
-                details.extend(out.stderr.iter().map(|l| format!("    {l}")));
+                problems.push("QEMU stderr:".into());
+                problems.extend(out.stderr.iter().map(|l| format!("    {l}")));
             }
-            let tail = out.lines.len().saturating_sub(TAIL_LINES);
-            if out.lines.is_empty() {
-                details.push("the kernel printed nothing".into());
-            } else {
-                details.push(format!("last {} serial lines:", out.lines.len() - tail));
-                details.extend(out.lines[tail..].iter().map(|l| format!("    {l}")));
+            let tail = &out.lines[out.lines.len().saturating_sub(TAIL_LINES)..];
+            match tail.is_empty() {
+                true => problems.push("the kernel printed nothing".into()),
+                false => problems.push(format!("last {} serial lines:", tail.len())),
             }
-        }
-        Status::Failed(details)
-    };
-    tests.push(TestResult {
-        name: RUN_TEST.into(),
-        status,
-    });
-    tests
-}
-
-/// A failed `kernel::run` standing for a run that could not happen at all.
-pub fn run_error(message: &str) -> Vec<TestResult> {
-    vec![TestResult {
-        name: RUN_TEST.into(),
-        status: Status::Failed(vec![format!("error: {message}")]),
-    }]
-}
-
-/// Applies the filters. A failed `kernel::run` is kept even when the filters leave it out
-/// (unless `--skip` names it), so that a crashed run is never reported as passing. Returns the
-/// selected tests and how many were filtered out.
-pub fn select(tests: Vec<TestResult>, opts: &Options) -> (Vec<TestResult>, usize) {
-    let total = tests.len();
-    let selected: Vec<TestResult> = tests
-        .into_iter()
-        .filter(|t| {
-            opts.selects(&t.name)
-                || (t.name == RUN_TEST
-                    && matches!(t.status, Status::Failed(_))
-                    && !opts.skip.iter().any(|s| opts.matches_one(s, &t.name)))
-        })
-        .collect();
-    let filtered_out = total - selected.len();
-    (selected, filtered_out)
-}
-
-/// What [`render`] counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub passed: usize,
-    pub failed: usize,
-    pub ignored: usize,
-}
-
-/// Prints results like libtest, ending with `test result: ...` and a plain `N passed, N failed`.
-pub fn render(
-    tests: &[TestResult],
-    opts: &Options,
-    filtered_out: usize,
-    elapsed: Duration,
-) -> (String, Totals) {
-    let mut out = String::new();
-    let mut totals = Totals::default();
-    let _ = writeln!(
-        out,
-        "\nrunning {} test{}",
-        tests.len(),
-        if tests.len() == 1 { "" } else { "s" }
-    );
-    let mut column = 0;
-    for t in tests {
-        let (word, mark) = match &t.status {
-            Status::Ok => {
-                totals.passed += 1;
-                ("ok".to_string(), '.')
-            }
-            Status::Failed(_) => {
-                totals.failed += 1;
-                ("FAILED".to_string(), 'F')
-            }
-            Status::Ignored(reason) => {
-                totals.ignored += 1;
-                let word = if reason.is_empty() {
-                    "ignored".to_string()
-                } else {
-                    format!("ignored, {reason}")
-                };
-                (word, 'i')
-            }
-        };
-        if opts.quiet {
-            out.push(mark);
-            column += 1;
-            if column % 88 == 0 {
-                out.push('\n');
-            }
-        } else {
-            let _ = writeln!(out, "test {} ... {word}", t.name);
-        }
-    }
-    if opts.quiet && column % 88 != 0 {
-        out.push('\n');
-    }
-    let failures: Vec<&TestResult> = tests
-        .iter()
-        .filter(|t| matches!(t.status, Status::Failed(_)))
-        .collect();
-    if !failures.is_empty() {
-        out.push_str("\nfailures:\n");
-        for t in &failures {
-            let Status::Failed(details) = &t.status else {
-                continue;
-            };
-            let _ = writeln!(out, "\n---- {} stdout ----", t.name);
-            if details.is_empty() {
-                out.push_str("(no diagnostics)\n");
-            }
-            for line in details {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        out.push_str("\nfailures:\n");
-        for t in &failures {
-            let _ = writeln!(out, "    {}", t.name);
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\ntest result: {}. {} passed; {} failed; {} ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        if totals.failed == 0 { "ok" } else { "FAILED" },
-        totals.passed,
-        totals.failed,
-        totals.ignored,
-        filtered_out,
-        elapsed.as_secs_f64()
-    );
-    let _ = writeln!(out, "{} passed, {} failed", totals.passed, totals.failed);
-    (out, totals)
-}
-
-/// Boots the kernel and returns the tests, or a failed `kernel::run` if that was impossible.
-fn boot(opts: &Options) -> Result<Vec<TestResult>, String> {
-    let kernel = kernel_image()?;
-    let config = config_from_env(kernel, opts.nocapture)?;
-    let output = runner::run(&config).map_err(|e| e.to_string())?;
-    let mut report = ktap::parse_lines(&output.lines);
-    if output.timed_out {
-        report.mark_timed_out(config.timeout);
-    }
-    Ok(tests_from_report(&report, Some(&output)))
-}
-
-/// The whole harness; returns the process exit code.
-pub fn main<I: IntoIterator<Item = String>>(args: I) -> i32 {
-    let opts = match Options::parse(args) {
-        Ok(opts) => opts,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return EXIT_FAILURE;
+            problems.extend(tail.iter().map(|l| format!("    {l}")));
+            Status::Failed(problems)
         }
     };
-    for warning in &opts.warnings {
-        eprintln!("warning: {warning}");
+    out.push(Verdict { name: RUN_TEST.into(), status });
+    out
+}
+
+/// Whether libtest-mimic will run a trial called `name` (its filter, `--exact` and `--skip`).
+pub fn selected(args: &Arguments, name: &str) -> bool {
+    let matches = |f: &str| if args.exact { name == f } else { name.contains(f) };
+    args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
+}
+
+/// The fingerprint the booted kernel printed, checked against the tree it was built from.
+fn check_sources(output: &RunOutput) -> Option<String> {
+    let tree = loongtrace_tools::srchash::tree_hash(&workspace_dir()).map_err(|e| e.to_string());
+    let booted = output.lines.iter().find_map(|l| loongtrace_tools::srchash::from_boot_line(l));
+    match (tree, booted) {
+        (Ok(tree), Some(booted)) if tree == booted => None,
+        (Ok(tree), Some(booted)) => Some(format!(
+            "the kernel that booted was built from other sources ({booted:016x}) than the tree's ({tree:016x})"
+        )),
+        (Ok(_), None) => Some("the kernel did not print its source fingerprint".into()),
+        (Err(e), _) => Some(format!("cannot fingerprint the kernel sources: {e}")),
     }
-    let start = Instant::now();
-    let tests = if opts.selects_nothing() {
-        Vec::new()
-    } else {
-        match boot(&opts) {
-            Ok(tests) => tests,
-            Err(e) if opts.list => {
-                eprintln!("error: cannot list the kernel tests: {e}");
-                return EXIT_FAILURE;
-            }
-            Err(e) => run_error(&e),
+}
+
+/// Builds the image if needed, boots it (see the module comment) and returns the trials, and
+/// `kernel::run`'s failure when the filters leave it out (it is reported anyway).
+fn trials(args: &Arguments) -> Result<(Vec<Trial>, Option<Verdict>), String> {
+    let (kernel, built) = kernel_image()?;
+    let mut config = config_from(kernel, env_var)?;
+    config.echo = args.nocapture;
+    let filtered = args.filter.is_some() || !args.skip.is_empty();
+    let mut listed = Vec::new();
+    let mut not_wanted = Vec::new();
+    if args.list || filtered {
+        let mut list = config.clone();
+        list.cmdline = format!("{} list_tests=1", config.cmdline);
+        list.echo = false;
+        let (output, report) = runner::run_tests(&list).map_err(|e| e.to_string())?;
+        if !report.ok() {
+            let problems: Vec<String> = report.fatal_problems().map(|p| p.to_string()).collect();
+            return Err(format!("listing the kernel's cases failed: {}; last line: {:?}", problems.join("; "), output.last_line()));
         }
+        listed = report.listed;
+    }
+    // Trials that are only listed or filtered out: never run.
+    let unrun = |names: &[String]| names.iter().map(|n| Trial::test(listed_name(n), || Ok(()))).collect::<Vec<_>>();
+    let wanted: Vec<String> = listed.iter().filter(|l| selected(args, &listed_name(l))).cloned().collect();
+    if args.list || (filtered && wanted.is_empty() && !selected(args, RUN_TEST)) {
+        return Ok((unrun(&listed).into_iter().chain([Trial::test(RUN_TEST, || Ok(()))]).collect(), None));
+    }
+    let narrowed = format!("{} tests={}", config.cmdline, wanted.join("|"));
+    if filtered && !wanted.is_empty() && narrowed.len() <= CMDLINE_MAX {
+        config.cmdline = narrowed;
+        (listed, not_wanted) = listed.into_iter().partition(|l| wanted.contains(l));
+    }
+    let (output, report) = runner::run_tests(&config).map_err(|e| e.to_string())?;
+    let extra = if built { check_sources(&output) } else { None };
+    let mut verdicts = verdicts(&report, &listed, Some(&output), extra.into_iter().collect());
+    let run = verdicts.pop().expect("kernel::run is always there");
+    let hidden = (matches!(run.status, Status::Failed(_)) && !selected(args, RUN_TEST)).then(|| run.clone());
+    verdicts.push(run);
+    let trials = verdicts.into_iter().map(Verdict::trial).chain(unrun(&not_wanted));
+    Ok((trials.collect(), hidden))
+}
+
+/// The whole harness.
+pub fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let (trials, hidden) = match trials(&args) {
+        Ok(t) => t,
+        Err(e) if args.list => {
+            eprintln!("error: cannot list the kernel tests: {e}");
+            return ExitCode::from(101);
+        }
+        Err(e) => (vec![Verdict { name: RUN_TEST.into(), status: Status::Failed(vec![format!("error: {e}")]) }.trial()], None),
     };
-    if opts.list {
-        let (selected, _) = select(tests, &opts);
-        for t in &selected {
-            println!("{}: test", t.name);
-        }
-        if !opts.quiet {
-            println!("\n{} tests, 0 benchmarks", selected.len());
-        }
-        return 0;
+    let conclusion = libtest_mimic::run(&args, trials);
+    if args.list {
+        return conclusion.exit_code();
     }
-    let (selected, filtered_out) = select(tests, &opts);
-    let (text, totals) = render(&selected, &opts, filtered_out, start.elapsed());
-    print!("{text}");
-    if totals.failed == 0 { 0 } else { EXIT_FAILURE }
+    let mut failed = conclusion.num_failed;
+    if let Some(Verdict { status: Status::Failed(details), .. }) = hidden {
+        // A crashed run never looks green, whatever the filters say.
+        println!("{RUN_TEST} (left out by the filters) FAILED:\n{}\n", details.join("\n"));
+        failed += 1;
+    }
+    println!("{} passed, {failed} failed", conclusion.num_passed);
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(101) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn opts(args: &[&str]) -> Options {
-        Options::parse(args.iter().map(|s| s.to_string())).unwrap()
-    }
-
     fn fixture(name: &str) -> Report {
         let path = workspace_dir().join("tools/tests/fixtures").join(name);
-        ktap::parse(
-            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
+        loongtrace_tools::ktap::parse(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
     }
 
-    #[test]
-    fn parses_libtest_options() {
-        let o = opts(&[
-            "boot",
-            "--exact",
-            "--test-threads",
-            "4",
-            "--nocapture",
-            "-q",
-            "--include-ignored",
-            "--ignored",
-            "--skip=insn",
-            "--color",
-            "never",
-            "--format=pretty",
-            "--frobnicate",
-            "insn",
-        ]);
-        assert_eq!(o.filters, ["boot", "insn"]);
-        assert_eq!(o.skip, ["insn"]);
-        assert!(o.exact && o.nocapture && o.quiet && !o.list);
-        assert_eq!(o.warnings, ["ignoring unknown option `--frobnicate`"]);
-        assert!(opts(&["--list"]).list);
-        assert!(Options::parse(["--skip".to_string()]).is_err());
-        assert_eq!(Options::parse(["--help".to_string()]), Err(String::new()));
-    }
-
-    #[test]
-    fn filters() {
-        let o = opts(&["heap", "timer"]);
-        assert!(o.selects("kernel::boot::heap_alloc"));
-        assert!(o.selects("kernel::boot::timer"));
-        assert!(!o.selects("kernel::insn::encoders"));
-        let o = opts(&["--exact", "kernel::boot::heap"]);
-        assert!(!o.selects("kernel::boot::heap_alloc"));
-        assert!(opts(&["--exact", "kernel::boot::heap_alloc"]).selects("kernel::boot::heap_alloc"));
-        let o = opts(&["--skip", "boot"]);
-        assert!(!o.selects("kernel::boot::heap_alloc") && o.selects("kernel::insn::encoders"));
-        assert!(opts(&[]).selects("anything"));
-        assert!(opts(&["--exact", "ktap::tests::x"]).selects_nothing());
-        assert!(!opts(&["--exact", "kernel::run"]).selects_nothing());
-        assert!(!opts(&["ktap"]).selects_nothing());
+    fn args(list: &[&str]) -> Arguments {
+        Arguments::from_iter(std::iter::once("kernel").chain(list.iter().copied()))
     }
 
     #[test]
     fn env_config() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
-        let c = config_from("k.elf".into(), true, env(&[])).unwrap();
-        assert_eq!(
-            (c.timeout, c.smp, c.cmdline.as_str(), c.echo),
-            (DEFAULT_TIMEOUT, 1, "", true)
-        );
-        let c = config_from(
-            "k.elf".into(),
-            false,
-            env(&[
-                ("LOONGTRACE_TIMEOUT", "30"),
-                ("LOONGTRACE_SMP", "2"),
-                ("LOONGTRACE_CMDLINE", "a=1;b"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(
-            (c.timeout, c.smp, c.cmdline.as_str()),
-            (Duration::from_secs(30), 2, "a=1;b")
-        );
-        assert!(
-            config_from("k".into(), false, env(&[("LOONGTRACE_TIMEOUT", "soon")]))
-                .unwrap_err()
-                .contains("TIMEOUT")
-        );
-        assert!(
-            config_from("k".into(), false, env(&[("LOONGTRACE_SMP", "0")]))
-                .unwrap_err()
-                .contains("SMP")
-        );
-        assert!(
-            config_from("k".into(), false, env(&[("LOONGTRACE_CMDLINE", "a,b")]))
-                .unwrap_err()
-                .contains("comma")
-        );
+        let c = config_from("k.elf".into(), env(&[])).unwrap();
+        assert_eq!((c.timeout, c.smp, c.cmdline.as_str()), (DEFAULT_TIMEOUT, 1, ""));
+        const SET: &[(&str, &str)] = &[("LOONGTRACE_TIMEOUT", "30"), ("LOONGTRACE_SMP", "2"), ("LOONGTRACE_CMDLINE", "a=1;b")];
+        let c = config_from("k.elf".into(), env(SET)).unwrap();
+        assert_eq!((c.timeout, c.smp, c.cmdline.as_str()), (Duration::from_secs(30), 2, "a=1;b"));
+        let err = |set: &'static [(&'static str, &'static str)]| config_from("k".into(), env(set)).unwrap_err();
+        assert!(err(&[("LOONGTRACE_TIMEOUT", "soon")]).contains("TIMEOUT"));
+        assert!(err(&[("LOONGTRACE_SMP", "0")]).contains("SMP"));
+        assert!(err(&[("LOONGTRACE_CMDLINE", "a,b")]).contains("comma"));
     }
 
     #[test]
     fn a_good_run() {
-        let tests = tests_from_report(&fixture("good.txt"), None);
-        let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "kernel::boot::heap_alloc",
-                "kernel::boot::symbols",
-                "kernel::boot::timer",
-                "kernel::insn::encoders",
-                "kernel::insn::decoders",
-                "kernel::trace::patch_nop",
-                "kernel::trace::ring_buffer",
-                "kernel::run",
-            ]
-        );
-        assert_eq!(tests[2].status, Status::Ignored("no timer".into()));
-        let (text, totals) = render(&tests, &opts(&[]), 0, Duration::from_millis(1234));
-        assert_eq!(
-            totals,
-            Totals {
-                passed: 7,
-                failed: 0,
-                ignored: 1
-            }
-        );
-        assert!(
-            text.starts_with("\nrunning 8 tests\ntest kernel::boot::heap_alloc ... ok\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("test kernel::boot::timer ... ignored, no timer\n"),
-            "{text}"
-        );
-        assert!(text.contains(
-            "\ntest result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.23s\n"
-        ));
-        assert!(text.ends_with("\n7 passed, 0 failed\n"), "{text}");
-        assert!(!text.contains("failures:"));
+        let v = verdicts(&fixture("good.txt"), &[], None, vec![]);
+        let names: Vec<&str> = v.iter().map(|t| t.name.as_str()).collect();
+        let cases = ["boot::heap_alloc", "boot::symbols", "boot::timer", "insn::encoders", "insn::decoders"];
+        let cases = cases.iter().chain(&["trace::patch_nop", "trace::ring_buffer", "run"]).map(|c| format!("kernel::{c}"));
+        assert_eq!(names, cases.collect::<Vec<_>>());
+        assert_eq!(v[2].status, Status::Ignored("no timer".into()));
+        assert!(v.iter().filter(|t| t.name != "kernel::boot::timer").all(|t| t.status == Status::Ok));
     }
 
     #[test]
-    fn a_failing_case() {
-        let tests = tests_from_report(&fixture("test_panic.txt"), None);
-        let (text, totals) = render(&tests, &opts(&[]), 0, Duration::ZERO);
-        assert_eq!(
-            totals,
-            Totals {
-                passed: 4,
-                failed: 1,
-                ignored: 0
-            }
-        );
-        assert!(text.contains("test kernel::mm::page_table ... FAILED\n"));
-        assert!(
-            text.contains(
-                "\nfailures:\n\n---- kernel::mm::page_table stdout ----\n\
-             [    0.031000] WARN  cpu0: test mm.page_table panicked, continuing\n\
-             # panicked at kernel/src/mm/paging.rs:142:9:\n"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("\nfailures:\n    kernel::mm::page_table\n"),
-            "{text}"
-        );
-        assert!(text.contains("test result: FAILED. 4 passed; 1 failed;"));
-        assert!(text.ends_with("\n4 passed, 1 failed\n"));
+    fn a_failing_case_carries_its_log_and_diagnostics() {
+        let v = verdicts(&fixture("test_panic.txt"), &[], None, vec![]);
+        let failed: Vec<&Verdict> = v.iter().filter(|t| matches!(t.status, Status::Failed(_))).collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].name, "kernel::mm::page_table");
+        let Status::Failed(details) = &failed[0].status else { unreachable!() };
+        assert_eq!(details[0], "[    0.031000] WARN  cpu0: test mm.page_table panicked, continuing");
+        assert!(details[1].starts_with("# panicked at kernel/src/mm/paging.rs:142:9:"), "{details:?}");
     }
 
     #[test]
-    fn a_kernel_panic_fails_kernel_run() {
-        let report = fixture("kernel_panic.txt");
-        let output = RunOutput {
-            lines: vec!["a".into(), "b".into()],
-            stderr: vec!["qemu says hi".into()],
-            ..RunOutput::default()
-        };
-        let tests = tests_from_report(&report, Some(&output));
-        let run = tests.last().unwrap();
+    fn a_kernel_panic_fails_kernel_run_and_the_cases_it_never_reached() {
+        let output = RunOutput { lines: vec!["a".into(), "b".into()], stderr: vec!["qemu says hi".into()], ..RunOutput::default() };
+        let listed = ["boot.heap_alloc".to_string(), "boot.late".to_string()];
+        let v = verdicts(&fixture("kernel_panic.txt"), &listed, Some(&output), vec!["stale image".into()]);
+        let late = v.iter().find(|t| t.name == "kernel::boot::late").expect("a listed case that never reported");
+        assert!(matches!(&late.status, Status::Failed(d) if d[0].contains("did not report")));
+        let run = v.last().unwrap();
         assert_eq!(run.name, RUN_TEST);
-        let Status::Failed(details) = &run.status else {
-            panic!("{run:?}")
-        };
-        assert!(
-            details[0].starts_with("error: kernel panic: !!! KERNEL PANIC on cpu0 !!!"),
-            "{details:?}"
-        );
+        let Status::Failed(details) = &run.status else { panic!("{run:?}") };
+        assert!(details[0].starts_with("error: kernel panic: !!! KERNEL PANIC on cpu0 !!!"), "{details:?}");
+        assert!(details.contains(&"error: stale image".to_string()));
         assert!(details.contains(&"    qemu says hi".to_string()));
-        assert!(details.contains(&"last 2 serial lines:".to_string()));
-        // A failed kernel::run survives a filter that does not name it, but not --skip.
-        let (selected, filtered) = select(tests.clone(), &opts(&["heap_alloc"]));
-        assert_eq!(
-            selected.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-            ["kernel::boot::heap_alloc", RUN_TEST]
-        );
-        assert_eq!(filtered, 0);
-        let (selected, filtered) = select(tests, &opts(&["heap_alloc", "--skip", "kernel::run"]));
-        assert_eq!(selected.len(), 1);
-        assert_eq!(filtered, 1);
+        assert!(details.ends_with(&["last 2 serial lines:".into(), "    a".into(), "    b".into()]));
     }
 
     #[test]
-    fn filtering_counts_and_quiet_output() {
-        let tests = tests_from_report(&fixture("failing.txt"), None);
-        let o = opts(&["-q", "boot"]);
-        let (selected, filtered) = select(tests, &o);
-        assert_eq!(filtered, 2); // insn::encoders and the passing kernel::run
-        let (text, totals) = render(&selected, &o, filtered, Duration::ZERO);
-        assert_eq!(
-            totals,
-            Totals {
-                passed: 1,
-                failed: 1,
-                ignored: 1
-            }
-        );
-        assert!(text.starts_with("\nrunning 3 tests\n.Fi\n"), "{text}");
-        assert!(text.contains("1 ignored; 0 measured; 2 filtered out;"));
-        assert!(text.ends_with("1 passed, 1 failed\n"));
-    }
-
-    #[test]
-    fn leaf_suites_and_run_errors() {
-        let report = ktap::parse(
+    fn leaf_suites() {
+        let report = loongtrace_tools::ktap::parse(
             "KTAP version 1\n1..2\nok 1 alone\nok 2 off # SKIP later\n# loongtrace: tests done: 0 passed, 0 failed, 0 skipped\n",
         );
-        let tests = tests_from_report(&report, None);
-        assert_eq!(
-            tests,
-            [
-                TestResult {
-                    name: "kernel::alone".into(),
-                    status: Status::Ok
-                },
-                TestResult {
-                    name: "kernel::off".into(),
-                    status: Status::Ignored("later".into())
-                },
-                TestResult {
-                    name: RUN_TEST.into(),
-                    status: Status::Ok
-                },
-            ]
-        );
-        let tests = run_error("cannot start QEMU");
-        let (text, totals) = render(&tests, &opts(&[]), 0, Duration::ZERO);
-        assert_eq!(totals.failed, 1);
-        assert!(text.contains("---- kernel::run stdout ----\nerror: cannot start QEMU\n"));
-        assert!(text.ends_with("0 passed, 1 failed\n"));
+        let v = verdicts(&report, &[], None, vec![]);
+        let expect = |name: &str, status| Verdict { name: name.into(), status };
+        assert_eq!(v, [expect("kernel::alone", Status::Ok), expect("kernel::off", Status::Ignored("later".into())), expect(RUN_TEST, Status::Ok)]);
+    }
+
+    #[test]
+    fn filters_as_libtest_mimic_applies_them() {
+        assert!(selected(&args(&[]), "kernel::boot::heap_alloc"));
+        assert!(selected(&args(&["heap"]), "kernel::boot::heap_alloc"));
+        assert!(!selected(&args(&["heap"]), "kernel::boot::timer"));
+        assert!(!selected(&args(&["--exact", "kernel::boot::heap"]), "kernel::boot::heap_alloc"));
+        assert!(selected(&args(&["--exact", "kernel::boot::heap_alloc"]), "kernel::boot::heap_alloc"));
+        assert!(!selected(&args(&["--skip", "boot"]), "kernel::boot::heap_alloc"));
+        assert!(selected(&args(&["--skip", "boot"]), "kernel::insn::encoders"));
     }
 }

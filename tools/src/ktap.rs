@@ -34,6 +34,12 @@ pub const DONE_MARKER: &str = "# loongtrace: tests done";
 pub const PANIC_MARKER: &str = "!!! KERNEL PANIC";
 /// Start of the line the kernel prints for an unrecoverable CPU exception (the run stops).
 pub const FATAL_EXCEPTION_MARKER: &str = "!!! FATAL EXCEPTION";
+/// Start of each command-line error the kernel prints (it then runs no tests).
+pub const CMDLINE_ERROR_MARKER: &str = "# loongtrace: command-line error:";
+/// Start of the line listing every suite the kernel has (printed before its KTAP output).
+pub const SUITES_MARKER: &str = "# loongtrace: suites:";
+/// Start of a line naming one selected case (`<suite>.<case>`), printed with `list_tests=1`.
+pub const CASE_MARKER: &str = "# loongtrace: case ";
 /// How many lines after a panic or fatal-exception marker are kept (message and location).
 pub const FATAL_CONTEXT_LINES: usize = 3;
 
@@ -151,6 +157,16 @@ pub enum Problem {
     FatalException { lines: Vec<String> },
     /// The kernel's own counts on the final line differ from the parsed cases (lost output?).
     SummaryMismatch { kernel: Summary, parsed: Summary },
+    /// A [`CMDLINE_ERROR_MARKER`] line: the kernel refused a command-line word.
+    CommandLine { message: String },
+    /// The run finished without a single case although tests were asked for (see
+    /// [`Report::check_selection`]).
+    NothingSelected {
+        /// The `tests=` value, if there was one.
+        selection: Option<String>,
+        /// The suites the kernel listed.
+        suites: Vec<String>,
+    },
 }
 
 impl Problem {
@@ -272,6 +288,19 @@ impl fmt::Display for Problem {
                 f,
                 "the kernel counted {kernel} but its output shows {parsed} (lost or garbled output?)"
             ),
+            Problem::CommandLine { message } => write!(f, "kernel command line: {message}"),
+            Problem::NothingSelected { selection, suites } => {
+                match selection {
+                    Some(s) => write!(f, "no test case matches `tests={s}`")?,
+                    None => write!(f, "the kernel ran no test case")?,
+                }
+                if suites.is_empty() {
+                    write!(f, " (the kernel did not list its suites)")?;
+                } else {
+                    write!(f, "; the suites are: {}", suites.join(", "))?;
+                }
+                write!(f, " (`tests=none` boots without tests)")
+            }
         }
     }
 }
@@ -289,6 +318,10 @@ pub struct Report {
     pub summary: Option<Summary>,
     /// The last non-empty line of the output.
     pub last_line: Option<String>,
+    /// The suites the kernel said it has ([`SUITES_MARKER`]).
+    pub known_suites: Vec<String>,
+    /// The cases the kernel listed as selected ([`CASE_MARKER`], `suite.case`).
+    pub listed: Vec<String>,
 }
 
 impl Report {
@@ -326,6 +359,23 @@ impl Report {
     /// True when nothing went wrong: no problems and no failed case.
     pub fn ok(&self) -> bool {
         self.problems.is_empty() && self.failed() == 0
+    }
+
+    /// Fails a finished run that reported no case unless the command line asked for none
+    /// (`tests=none`) or for the case list (`list_tests`): a selection that matches nothing (a
+    /// typo) must not pass. A command-line error already explains an empty run.
+    pub fn check_selection(&mut self, cmdline: &str) {
+        let words: Vec<&str> = cmdline.split([' ', ';', '\n', '\t']).filter(|w| !w.is_empty()).collect();
+        let tests = words.iter().filter_map(|w| w.strip_prefix("tests=")).next_back();
+        let listing = words.iter().any(|w| *w == "list_tests" || w.starts_with("list_tests="));
+        let explained = self.problems.iter().any(|p| matches!(p, Problem::CommandLine { .. }));
+        if tests == Some("none") || listing || explained || !self.finished || !self.suites.is_empty() {
+            return;
+        }
+        self.problems.push(Problem::NothingSelected {
+            selection: tests.map(String::from),
+            suites: self.known_suites.clone(),
+        });
     }
 
     /// Records that the run was killed after `timeout`. Replaces the [`Problem::Unfinished`] that the
@@ -567,6 +617,20 @@ impl Parser {
             if left > 1 {
                 self.capture = Some((index, left - 1));
             }
+        }
+        if let Some(at) = line.find(CMDLINE_ERROR_MARKER) {
+            let message = line[at + CMDLINE_ERROR_MARKER.len()..].trim().to_string();
+            self.report.problems.push(Problem::CommandLine { message });
+            return;
+        }
+        if let Some(at) = line.find(SUITES_MARKER) {
+            let names = line[at + SUITES_MARKER.len()..].split_whitespace();
+            self.report.known_suites = names.map(String::from).collect();
+            return;
+        }
+        if let Some(at) = line.find(CASE_MARKER) {
+            self.report.listed.push(line[at + CASE_MARKER.len()..].trim().to_string());
+            return;
         }
         if let Some(at) = line.find(DONE_MARKER) {
             self.report.finished = true;
@@ -1061,6 +1125,47 @@ mod tests {
             }]
         );
         assert!(r.problems[0].to_string().contains("within 1.5 s"));
+    }
+
+    #[test]
+    fn plain_boot_without_tests() {
+        let text = "[    0.0] INFO  cpu0: booting\n# loongtrace: suites: boot insn ftrace_ops\nKTAP version 1\n1..0\n\
+                    # loongtrace: tests done: 0 passed, 0 failed, 0 skipped\n";
+        let mut r = parse(text);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(r.known_suites, ["boot", "insn", "ftrace_ops"]);
+        r.check_selection("log=warn tests=none");
+        assert!(r.ok(), "a plain boot was asked for: {:?}", r.problems);
+        r.check_selection("tests=boot list_tests=1");
+        assert!(r.ok(), "a listing runs nothing: {:?}", r.problems);
+        let mut typo = r.clone();
+        typo.check_selection("tests=none tests=ftarce_*");
+        assert!(!typo.ok());
+        assert_eq!(
+            typo.problems[0].to_string(),
+            "no test case matches `tests=ftarce_*`; the suites are: boot, insn, ftrace_ops \
+             (`tests=none` boots without tests)"
+        );
+        assert!(typo.problems[0].is_fatal());
+        r.check_selection("");
+        assert!(r.problems[0].to_string().starts_with("the kernel ran no test case; the suites are: boot,"));
+    }
+
+    #[test]
+    fn command_line_errors_and_listing() {
+        let text = "[    0.0] INFO  cpu0: command line: 'tests=[[[['\n\
+                    # loongtrace: command-line error: 'tests=[[[[': `[` cannot appear in glob `[[[[`; accepted: ...\n\
+                    # loongtrace: case boot.heap_alloc\n# loongtrace: case insn.encoders\n\
+                    KTAP version 1\n1..0\n# loongtrace: tests done: 0 passed, 0 failed, 0 skipped\n";
+        let mut r = parse(text);
+        assert_eq!(r.listed, ["boot.heap_alloc", "insn.encoders"]);
+        assert_eq!(
+            r.problems,
+            [Problem::CommandLine { message: "'tests=[[[[': `[` cannot appear in glob `[[[[`; accepted: ...".into() }]
+        );
+        assert!(r.problems[0].is_fatal() && !r.ok());
+        r.check_selection("tests=[[[[");
+        assert_eq!(r.problems.len(), 1, "the error already explains the empty run");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! - [`symtab`] builds the `.ksyms` blob described in `docs/formats.md`, writes it into a linked
 //!   kernel image, and reads it back.
 //! - [`bench`] reads the kernel's `BENCH` lines and checks the speed targets.
+//! - [`srchash`] fingerprints the kernel sources, to check that the booted image is current.
 
 pub mod bench;
 pub mod ktap;
 pub mod runner;
+pub mod srchash;
 pub mod symtab;

@@ -163,6 +163,22 @@ impl RunConfig {
     }
 }
 
+/// Reads a positive number of seconds (`--timeout` of the host tools).
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}
+
+/// Checks a kernel command line for what `-fw_cfg` cannot carry (`--cmdline` of the host tools).
+pub fn parse_cmdline(text: &str) -> Result<String, String> {
+    match text.contains(',') {
+        true => Err(RunError::CommaInCmdline(text.to_string()).to_string()),
+        false => Ok(text.to_string()),
+    }
+}
+
 fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
@@ -362,6 +378,19 @@ pub fn run(config: &RunConfig) -> Result<RunOutput, RunError> {
     Ok(out)
 }
 
+/// Boots the kernel with [`run`] and reads its output as a test run: KTAP parsed, a timeout
+/// recorded, and an empty run failed unless the command line asked for one
+/// ([`crate::ktap::Report::check_selection`]).
+pub fn run_tests(config: &RunConfig) -> Result<(RunOutput, crate::ktap::Report), RunError> {
+    let output = run(config)?;
+    let mut report = crate::ktap::parse_lines(&output.lines);
+    if output.timed_out {
+        report.mark_timed_out(config.timeout);
+    }
+    report.check_selection(&config.cmdline);
+    Ok((output, report))
+}
+
 /// Stores one event; returns false once stdout has closed.
 fn record(out: &mut RunOutput, event: Event, echo: bool) -> bool {
     match event {
@@ -492,6 +521,16 @@ mod tests {
         assert!(args.contains(&"name=opt/loongtrace/modules/my mod,file=/tmp/my mod.o".to_string()));
         // Beside a kernel image, `modules/*.o` is found by default (none here).
         assert!(default_modules(std::path::Path::new("/nonexistent/loongtrace.elf")).is_empty());
+    }
+
+    #[test]
+    fn option_values() {
+        assert_eq!(parse_secs("2.5"), Ok(Duration::from_millis(2500)));
+        for bad in ["0", "-1", "x", "inf", "NaN", ""] {
+            assert!(parse_secs(bad).unwrap_err().contains("not a positive number of seconds"), "{bad}");
+        }
+        assert_eq!(parse_cmdline("a=1 b;c").as_deref(), Ok("a=1 b;c"));
+        assert!(parse_cmdline("a,b").unwrap_err().contains("may not contain a comma"));
     }
 
     #[test]

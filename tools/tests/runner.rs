@@ -227,3 +227,21 @@ fn ltsym_reports_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_ltsym")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn bad_arguments_exit_2_and_name_the_option() {
+    let (code, _, stderr) = ltrun(&["--smp", "0", "k.elf"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid value '0' for '--smp <N>'"), "{stderr}");
+    let (code, _, stderr) = ltrun(&["--frobnicate", "k.elf"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unexpected argument '--frobnicate'"), "{stderr}");
+    let (code, stdout, _) = ltrun(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Usage: ltrun [OPTIONS] <KERNEL> [-- <QEMU ARGS>...]"), "{stdout}");
+    for bin in [env!("CARGO_BIN_EXE_ltbench"), env!("CARGO_BIN_EXE_ltsym")] {
+        let out = Command::new(bin).arg("--no-such-option").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("'--no-such-option'"), "{bin}");
+    }
+}

@@ -205,7 +205,7 @@ pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceErro
     let here = with_shadow(|s| s.entries[..s.depth].iter().filter(|e| e.mask & (1 << i) != 0).count() as u64);
     let t0 = arch::time::ticks();
     while OUTSTANDING[i].load(Ordering::Acquire) > here {
-        if arch::time::ticks() - t0 > crate::boot::counter_hz() {
+        if arch::time::ticks() - t0 > crate::time::counter_hz() {
             log::warn!("fgraph: {} hooked calls still running after 1 s; their returns are not reported", OUTSTANDING[i].load(Ordering::Acquire) - here);
             break;
         }

@@ -97,7 +97,7 @@ pub fn stop() -> Result<(), FtraceError> {
 
 /// `   12.345 us` style duration of `ticks` counter ticks (13 columns, as Linux aligns it).
 fn write_duration(w: &mut dyn Write, ticks: u64) -> core::fmt::Result {
-    let ns = ticks * 1_000_000_000 / crate::boot::counter_hz();
+    let ns = crate::time::ticks_to_ns(ticks);
     write!(w, "{:>7}.{:03} us", ns / 1000, ns % 1000)
 }
 

@@ -23,13 +23,19 @@ pub use ops::{FtraceError, FtraceFunc, FtraceOps, FtraceRegs, OpsFlags};
 /// Boot-time init: builds the site table and writes `move t0, ra` into every site.
 pub fn init() {
     let (n, notrace, failed) = self::core::init(crate::boot::function_entries());
-    let us = self::core::init_ticks() * 1_000_000 / crate::boot::counter_hz();
+    let us = crate::time::ticks_to_us(self::core::init_ticks());
     log::info!("ftrace: {n} patch sites initialised in {us} us ({notrace} notrace by policy, {failed} failed)");
     fgraph::init();
-    crate::selftest::add_isolation_check("ftrace sites disabled", self::core::check_all_disabled);
-    crate::selftest::add_isolation_check("function graph idle", fgraph::check_idle);
-    crate::selftest::add_abort_hook(|| {
-        fgraph::recover_after_abort();
-        self::core::recover_after_abort();
-    });
+}
+
+/// What must hold again after anything that used ftrace has cleaned up (the self-test harness
+/// checks these after every case).
+pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), alloc::string::String>)] =
+    &[("ftrace sites disabled", self::core::check_all_disabled), ("function graph idle", fgraph::check_idle)];
+
+/// Puts ftrace back in order after a user was abandoned half-way (a self-test case that
+/// panicked or took an exception): locks it held, state it left half-changed.
+pub fn recover_after_abort() {
+    fgraph::recover_after_abort();
+    self::core::recover_after_abort();
 }

@@ -84,7 +84,7 @@ pub fn synchronize_tracing() -> bool {
             RETRIES.fetch_add(1, Ordering::Relaxed);
         }
         while inside() {
-            if arch::time::ticks() - t0 > crate::boot::counter_hz() * 5 {
+            if arch::time::ticks() - t0 > crate::time::counter_hz() * 5 {
                 TIMEOUTS.fetch_add(1, Ordering::Relaxed);
                 log::error!("ftrace: cpu{c} stayed inside one tracing call for 5 s");
                 return false;
@@ -132,7 +132,7 @@ pub fn synchronize_trampolines() -> bool {
             return true;
         }
         RETRIES.fetch_add(1, Ordering::Relaxed);
-        if arch::time::ticks() - t0 > crate::boot::counter_hz() {
+        if arch::time::ticks() - t0 > crate::time::counter_hz() {
             TIMEOUTS.fetch_add(1, Ordering::Relaxed);
             log::error!("ftrace: CPUs {waiting:#x} stayed inside a direct trampoline for 1 s");
             return false;

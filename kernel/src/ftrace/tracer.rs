@@ -112,7 +112,7 @@ pub fn write_header(w: &mut dyn Write, tracer: &str, c: &Collected) -> core::fmt
         "# entries-in-buffer/entries-written: {}/{}   #P:{}   lost: {}",
         c.events.len(),
         c.written,
-        crate::boot::CPUS_UP.load(core::sync::atomic::Ordering::Relaxed),
+        crate::cpu::CPUS_UP.load(core::sync::atomic::Ordering::Relaxed),
         c.lost
     )?;
     writeln!(w, "#")?;
@@ -123,8 +123,7 @@ pub fn write_header(w: &mut dyn Write, tracer: &str, c: &Collected) -> core::fmt
 /// Writes one function event as a `trace` line:
 /// `      loongtrace-0       [000] d.h..     0.123456: func <-parent`.
 pub fn write_function_line(w: &mut dyn Write, e: &TraceEntry) -> core::fmt::Result {
-    let hz = crate::boot::counter_hz();
-    let (s, us) = (e.ts / hz, (e.ts % hz) * 1_000_000 / hz);
+    let (s, us) = crate::time::secs_and_us(e.ts);
     let irq = if e.depth & FLAG_IRQS_OFF != 0 { 'd' } else { '.' };
     let trap = if e.depth & FLAG_IN_TRAP != 0 { 'h' } else { '.' };
     writeln!(

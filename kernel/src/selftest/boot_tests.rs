@@ -93,7 +93,7 @@ ktest! {
         let cpu = arch::cpu::id();
         let start = crate::irq::ticks(cpu);
         let t0 = arch::time::ticks();
-        let limit = crate::boot::counter_hz() / 10;
+        let limit = crate::time::counter_hz() / 10;
         while crate::irq::ticks(cpu) < start + 2 {
             kassert!(arch::time::ticks() - t0 < limit, "no timer interrupt within 100 ms");
             core::hint::spin_loop();

@@ -42,7 +42,7 @@ ktest! {
 ktest! {
     /// Runs last: hangs when the command line says `fail_demo=hang`.
     fn fail_demo::zz_hang_if_asked() {
-        if crate::boot::cmdline().get("fail_demo") == Some("hang") {
+        if crate::boot::options().fail_demo == crate::cmdline::FailDemo::Hang {
             loop {
                 core::hint::spin_loop();
             }

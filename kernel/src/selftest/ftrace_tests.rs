@@ -198,7 +198,7 @@ ktest! {
         dyn_func2();
         patch_target_a(1);
         let t0 = arch::time::ticks();
-        while arch::time::ticks() - t0 < crate::boot::counter_hz() / 100 {}
+        while arch::time::ticks() - t0 < crate::time::counter_hz() / 100 {}
         let before = tracer::collect().events.len();
         dyn_func1();
         tracer::stop().map_err(fail)?;

@@ -4,8 +4,8 @@
 //! A case returns `Ok(())`, fails with [`kassert!`]/[`kassert_eq!`] or [`kfail!`], or skips with
 //! [`kskip!`]. A panic or an unexpected exception inside a case is caught: the case is reported
 //! `not ok` with the message and a backtrace as diagnostics, and the run continues. After every
-//! case the harness runs the registered isolation checks (e.g. "every ftrace site is disabled
-//! again") and fails the case if one does not hold.
+//! case the harness runs the isolation checks the subsystems declare (e.g. "every ftrace site is
+//! disabled again") and fails the case if one does not hold.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -122,18 +122,17 @@ const SUITE_ORDER: &[&str] = &[
 /// A check run after every case; returns a description of what the case left behind.
 pub type IsolationCheck = fn() -> Result<(), String>;
 
-static CHECKS: spin::Mutex<Vec<(&'static str, IsolationCheck)>> = spin::Mutex::new(Vec::new());
-static ABORT_HOOKS: spin::Mutex<Vec<fn()>> = spin::Mutex::new(Vec::new());
-
-/// Registers a check that must hold after every case.
-pub fn add_isolation_check(name: &'static str, check: IsolationCheck) {
-    CHECKS.lock().push((name, check));
+/// The checks run after every case, asked from each subsystem that keeps state a case could
+/// leave behind.
+fn isolation_checks() -> impl Iterator<Item = &'static (&'static str, IsolationCheck)> {
+    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::cpu::ISOLATION_CHECKS)
 }
 
-/// Registers a function that puts a subsystem back in order after a case was abandoned by a
-/// panic or an exception (locks it held, state it left half-changed).
-pub fn add_abort_hook(hook: fn()) {
-    ABORT_HOOKS.lock().push(hook);
+/// After a case was abandoned by a panic or an exception, each subsystem puts itself back in
+/// order (locks the case held, state it left half-changed).
+fn recover_after_abort() {
+    crate::ftrace::recover_after_abort();
+    poison::reset();
 }
 
 unsafe extern "C" {
@@ -156,25 +155,43 @@ pub fn all_cases() -> Vec<&'static KTest> {
     v
 }
 
-/// Which cases to run: `tests=` globs (`|`-separated) over `suite` or `suite.case`.
+/// Which cases to run: the `tests=` selection, and whether the `fail_demo` suite may run.
 pub struct Selection<'a> {
-    pub patterns: Option<&'a str>,
+    pub tests: crate::cmdline::Tests<'a>,
     pub fail_demo: bool,
 }
 
 impl Selection<'_> {
     fn wants(&self, t: &KTest) -> bool {
-        if t.suite == "fail_demo" && !self.fail_demo {
-            return false;
-        }
-        let Some(p) = self.patterns else { return true };
-        p.split('|').filter(|g| !g.is_empty()).any(|g| {
-            let mut full = String::from(t.suite);
-            full.push('.');
-            full.push_str(t.name);
-            crate::glob::glob_match(g, t.suite) || crate::glob::glob_match(g, &full)
-        })
+        (t.suite != "fail_demo" || self.fail_demo) && self.tests.selects(t.suite, t.name)
     }
+
+    /// The selected cases, in run order. Prints the `suites:` line the host names when nothing
+    /// was selected, and warns about each glob that selects nothing.
+    fn cases(&self) -> Vec<&'static KTest> {
+        let all = all_cases();
+        let mut suites: Vec<&str> = all.iter().map(|t| t.suite).collect();
+        suites.dedup();
+        println!("# loongtrace: suites: {}", suites.join(" "));
+        let cases: Vec<_> = all.into_iter().filter(|t| self.wants(t)).collect();
+        for g in self.tests.globs() {
+            if !cases.iter().any(|t| crate::cmdline::Tests::glob_selects(g, t.suite, t.name)) {
+                log::warn!("command line: tests= glob `{g}` selects no case");
+            }
+        }
+        cases
+    }
+}
+
+/// Prints the selected cases (`# loongtrace: case <suite>.<case>`) and an empty KTAP run, for
+/// hosts that want the list without running the cases (`list_tests=1`).
+pub fn list(sel: &Selection) {
+    for t in sel.cases() {
+        println!("# loongtrace: case {}.{}", t.suite, t.name);
+    }
+    println!("KTAP version 1");
+    println!("1..0");
+    println!("# loongtrace: tests done: 0 passed, 0 failed, 0 skipped");
 }
 
 /// Totals of a run.
@@ -219,11 +236,9 @@ fn run_one(t: &KTest) -> TestResult {
         _ => Err(TestError::Fail("unexpected exception (see above)".into())),
     };
     if how != 0 {
-        let hooks: Vec<fn()> = ABORT_HOOKS.lock().clone();
-        hooks.iter().for_each(|h| h());
+        recover_after_abort();
     }
-    let checks: Vec<_> = CHECKS.lock().clone();
-    for (name, check) in checks {
+    for (name, check) in isolation_checks() {
         if let Err(e) = check() {
             kdiag!("isolation check '{name}' failed after the case: {e}");
             if result.is_ok() {
@@ -236,8 +251,7 @@ fn run_one(t: &KTest) -> TestResult {
 
 /// Runs the selected cases, printing KTAP; returns the totals.
 pub fn run(sel: &Selection) -> Summary {
-    add_abort_hook(poison::reset);
-    let cases: Vec<_> = all_cases().into_iter().filter(|t| sel.wants(t)).collect();
+    let cases = sel.cases();
     let mut suites: Vec<(&str, Vec<&KTest>)> = Vec::new();
     for t in cases {
         match suites.last_mut() {
@@ -256,7 +270,7 @@ pub fn run(sel: &Selection) -> Summary {
         for (j, t) in cases.iter().enumerate() {
             let t0 = arch::time::ticks();
             let r = run_one(t);
-            let us = (arch::time::ticks() - t0) * 1_000_000 / crate::boot::counter_hz();
+            let us = crate::time::ticks_to_us(arch::time::ticks() - t0);
             match r {
                 Ok(()) => {
                     sum.passed += 1;

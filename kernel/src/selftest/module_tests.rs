@@ -602,7 +602,7 @@ fn churn(rounds: u32, trace_module: bool, linger_calls: u64) -> TestResult {
         // or 100 ms), then unload while they may hold references: Busy is expected, retry.
         let calls = || MOD_CALLS.iter().map(|c| c.load(Relaxed)).sum::<u64>();
         let (c0, tw) = (calls(), arch::time::ticks());
-        while workers > 0 && calls() < c0 + linger_calls && arch::time::ticks() - tw < crate::boot::counter_hz() / 10 {
+        while workers > 0 && calls() < c0 + linger_calls && arch::time::ticks() - tw < crate::time::counter_hz() / 10 {
             core::hint::spin_loop();
         }
         loop {
@@ -620,7 +620,7 @@ fn churn(rounds: u32, trace_module: bool, linger_calls: u64) -> TestResult {
         }
     }
     log::set_max_level(level);
-    let ms = (arch::time::ticks() - t0) * 1000 / crate::boot::counter_hz();
+    let ms = (arch::time::ticks() - t0) * 1000 / crate::time::counter_hz();
     STRESS_STOP.store(true, Release);
     for cpu in 1..NCPU {
         while crate::smp::work_running(cpu) {

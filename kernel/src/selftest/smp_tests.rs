@@ -26,12 +26,12 @@ ktest! {
         let want = expected_cpus();
         kdiag!("{} of {want} CPUs online (mask {:#x})", crate::smp::online(), crate::smp::online_mask());
         kassert_eq!(crate::smp::online(), want);
-        kassert_eq!(crate::boot::CPUS_UP.load(Relaxed), want);
+        kassert_eq!(crate::cpu::CPUS_UP.load(Relaxed), want);
         if want < 2 {
             kskip!("only one CPU; run with -smp 4 (make test does)");
         }
         let t0 = arch::time::ticks();
-        while (0..want).any(|cpu| crate::irq::ticks(cpu) == 0) && arch::time::ticks() - t0 < crate::boot::counter_hz() / 5 {
+        while (0..want).any(|cpu| crate::irq::ticks(cpu) == 0) && arch::time::ticks() - t0 < crate::time::counter_hz() / 5 {
             core::hint::spin_loop();
         }
         for cpu in 0..want {
@@ -237,13 +237,6 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
-fn stress_iterations() -> u64 {
-    match crate::boot::cmdline().get("stress") {
-        Some("long") => 20_000,
-        Some(n) => n.parse().unwrap_or(2_000),
-        None => 2_000,
-    }
-}
 
 ktest! {
     /// Workers on every other CPU call traced functions in tight loops while CPU 0 switches
@@ -289,8 +282,8 @@ ktest! {
         let mut switches = 0u64;
         let mut modifies = 0u64;
         let t0 = arch::time::ticks();
-        let target = stress_iterations();
-        let mask: u64 = crate::boot::cmdline().get("stress_mask").and_then(|m| m.parse().ok()).unwrap_or(0xff);
+        let target = crate::boot::options().stress;
+        let mask = u64::from(crate::boot::options().stress_mask);
         let mut result: crate::selftest::TestResult = Ok(());
         while switches < target && result.is_ok() {
             let pick = (xorshift(&mut seed) % 8) as usize;
@@ -387,7 +380,7 @@ ktest! {
         if items[6].on {
             let _ = ftrace::unregister_ftrace_function(&OPS_TICK);
         }
-        let secs_x100 = (arch::time::ticks() - t0) * 100 / crate::boot::counter_hz();
+        let secs_x100 = (arch::time::ticks() - t0) * 100 / crate::time::counter_hz();
         stop_workers();
         for o in [&OPS_A, &OPS_B, &OPS_C, &OPS_TICK, &DIRECT, &fgraph::GRAPH_SITE_OPS] {
             let _ = ftrace::ftrace_reset_filters(o);
@@ -489,7 +482,7 @@ ktest! {
         let r = ftrace::register_ftrace_function(&OPS_TICK);
         let ticks0: alloc::vec::Vec<u64> = (0..crate::smp::online()).map(crate::irq::ticks).collect();
         let t0 = arch::time::ticks();
-        while arch::time::ticks() - t0 < crate::boot::counter_hz() / 10 {
+        while arch::time::ticks() - t0 < crate::time::counter_hz() / 10 {
             core::hint::spin_loop();
         }
         let _ = ftrace::unregister_ftrace_function(&OPS_TICK);
@@ -516,7 +509,7 @@ ktest! {
         let workers = start_workers();
         let r = tracer::start(Some("smp_work_a"));
         let t0 = arch::time::ticks();
-        while arch::time::ticks() - t0 < crate::boot::counter_hz() / 50 {
+        while arch::time::ticks() - t0 < crate::time::counter_hz() / 50 {
             core::hint::spin_loop();
         }
         let _ = tracer::stop();
@@ -524,7 +517,7 @@ ktest! {
         let g = ftrace::graph_tracer::GraphConfig { ftrace_filter: Some("smp_work_b"), ..Default::default() };
         let rg = ftrace::graph_tracer::start(&g);
         let t0 = arch::time::ticks();
-        while arch::time::ticks() - t0 < crate::boot::counter_hz() / 50 {
+        while arch::time::ticks() - t0 < crate::time::counter_hz() / 50 {
             core::hint::spin_loop();
         }
         let _ = ftrace::graph_tracer::stop();

@@ -1,48 +1,39 @@
 //! `ltbench`: boots the kernel with `bench=1` under `qemu -icount shift=0 -smp 1` (twice by
 //! default), checks both runs agree exactly and every row was measured, prints the table and
 //! the targets, and writes the results as JSON.
-//!
-//! Usage: `ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] <kernel.elf>`
+//! `ltbench --help` lists the options.
 
+use clap::Parser;
 use loongtrace_tools::bench;
 use loongtrace_tools::runner::{self, RunConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Boots <KERNEL> with `bench=1` under `qemu -icount shift=0 -smp 1`, checks that the runs agree
+/// exactly and that every row was measured, prints the table and the targets, and writes the
+/// results as JSON.
+#[derive(Parser, Debug)]
+#[command(name = "ltbench", after_help = "Exit status: 0 when the runs agree and every target is met, 1 otherwise, 2 for bad arguments.")]
+struct Args {
+    /// QEMU binary [default: $QEMU, else qemu-system-loongarch64]
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
+    /// How many runs must give identical figures
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Where to write the results
+    #[arg(long, value_name = "PATH", default_value = "bench/results.json")]
+    json: PathBuf,
+    /// Kill QEMU after SECS seconds
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = runner::parse_secs)]
+    timeout: Duration,
+    /// The kernel image (target/loongtrace.elf)
+    kernel: PathBuf,
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut qemu: Option<PathBuf> = None;
-    let mut runs = 2usize;
-    let mut json = PathBuf::from("bench/results.json");
-    let mut timeout = 120u64;
-    let mut kernel: Option<PathBuf> = None;
-    while let Some(a) = args.next() {
-        let mut value = |what: &str| args.next().ok_or_else(|| format!("{a} needs {what}"));
-        let r = match a.as_str() {
-            "--qemu" => value("a path").map(|v| qemu = Some(v.into())),
-            "--runs" => value("a count").and_then(|v| v.parse().map(|n| runs = n).map_err(|_| format!("bad --runs {v}"))),
-            "--json" => value("a path").map(|v| json = v.into()),
-            "--timeout" => value("seconds").and_then(|v| v.parse().map(|n| timeout = n).map_err(|_| format!("bad --timeout {v}"))),
-            "-h" | "--help" => {
-                println!("usage: ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] <kernel.elf>");
-                return ExitCode::SUCCESS;
-            }
-            _ if kernel.is_none() && !a.starts_with('-') => {
-                kernel = Some(a.clone().into());
-                Ok(())
-            }
-            _ => Err(format!("unknown argument {a}")),
-        };
-        if let Err(e) = r {
-            eprintln!("ltbench: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    let Some(kernel) = kernel else {
-        eprintln!("ltbench: no kernel image given");
-        return ExitCode::from(2);
-    };
+    let Args { qemu, runs, json, timeout, kernel } = Args::parse();
     let mut cfg = RunConfig::new(kernel);
     if let Some(q) = qemu {
         cfg.qemu = q;
@@ -50,11 +41,11 @@ fn main() -> ExitCode {
     cfg.icount = true;
     cfg.smp = 1;
     cfg.cmdline = "bench=1".into();
-    cfg.timeout = Duration::from_secs(timeout);
+    cfg.timeout = timeout;
     cfg.echo = false;
 
     let mut results = Vec::new();
-    for i in 0..runs.max(1) {
+    for i in 0..runs {
         let out = match runner::run(&cfg) {
             Ok(o) => o,
             Err(e) => {
@@ -63,7 +54,7 @@ fn main() -> ExitCode {
             }
         };
         if out.timed_out {
-            eprintln!("ltbench: run {} timed out after {timeout} s; last line: {:?}", i + 1, out.last_line());
+            eprintln!("ltbench: run {} timed out after {} s; last line: {:?}", i + 1, timeout.as_secs_f64(), out.last_line());
             return ExitCode::FAILURE;
         }
         let run = bench::parse(&out.lines);
@@ -102,4 +93,21 @@ fn main() -> ExitCode {
         }
     }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn options() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["ltbench", "--runs", "3", "--timeout", "9", "--json", "x.json", "k.elf"]).unwrap();
+        assert_eq!((a.runs, a.timeout, a.json, a.kernel), (3, Duration::from_secs(9), "x.json".into(), "k.elf".into()));
+        let e = Args::try_parse_from(["ltbench", "--runs", "0", "k.elf"]).unwrap_err();
+        assert!(e.to_string().contains("--runs <N>") && e.exit_code() == 2, "{e}");
+        let e = Args::try_parse_from(["ltbench", "--frob", "k.elf"]).unwrap_err();
+        assert!(e.to_string().contains("--frob"), "{e}");
+    }
 }

@@ -4,103 +4,57 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use loongtrace_tools::ktap::{self, Report};
+use clap::Parser;
+use loongtrace_tools::ktap::Report;
 use loongtrace_tools::runner::{self, RunConfig};
 
-const USAGE: &str = "\
-usage: ltrun [--qemu PATH] [--timeout SECS] [--smp N] [--cmdline STR] [--icount] [--quiet] <kernel.elf>
-
-Boots <kernel.elf> under qemu-system-loongarch64 (virt), echoes the serial output, parses the
-kernel's KTAP test report and prints a summary. Exits 0 only if every case passed and the run
-finished cleanly.
-
-  --qemu PATH      QEMU binary (default: $QEMU, else qemu-system-loongarch64)
-  --timeout SECS   kill QEMU after SECS seconds (default 60)
-  --smp N          number of CPUs (default 1)
-  --cmdline STR    kernel command line (no commas; separate options with spaces or ';')
-  --icount         deterministic instruction counting (-icount shift=0)
-  --quiet          do not echo the serial output
-  --               pass the remaining arguments to QEMU";
-
-#[derive(Debug)]
+/// Boots <KERNEL> under qemu-system-loongarch64 (virt), echoes the serial output, parses the
+/// kernel's KTAP test report and prints a summary whose last line is `N passed, N failed`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ltrun",
+    after_help = "Exit status: 0 when every case passed and the run finished cleanly, 1 otherwise, 2 for bad arguments."
+)]
 struct Args {
-    config: RunConfig,
+    /// QEMU binary [default: $QEMU, else qemu-system-loongarch64]
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
+    /// Kill QEMU after SECS seconds
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = runner::parse_secs)]
+    timeout: Duration,
+    /// Number of CPUs
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    smp: u32,
+    /// Kernel command line: words separated by spaces or `;`, no commas (see README)
+    #[arg(long, value_name = "STR", default_value = "", value_parser = runner::parse_cmdline)]
+    cmdline: String,
+    /// Deterministic instruction counting (-icount shift=0)
+    #[arg(long)]
+    icount: bool,
+    /// Do not echo the serial output
+    #[arg(short, long)]
     quiet: bool,
+    /// The kernel image (target/loongtrace.elf)
+    kernel: PathBuf,
+    /// Passed to QEMU as they are
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    qemu_args: Vec<String>,
 }
 
-fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
-    let mut kernel: Option<PathBuf> = None;
-    let mut qemu = None;
-    let mut timeout = runner::DEFAULT_TIMEOUT;
-    let mut smp = 1;
-    let mut cmdline = String::new();
-    let mut icount = false;
-    let mut quiet = false;
-    let mut extra = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "--qemu" => qemu = Some(PathBuf::from(value(flag)?)),
-            "--timeout" => {
-                let v = value(flag)?;
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| format!("--timeout: `{v}` is not a number of seconds"))?;
-                if !(secs > 0.0 && secs.is_finite()) {
-                    return Err(format!(
-                        "--timeout: `{v}` must be a positive number of seconds"
-                    ));
-                }
-                timeout = Duration::from_secs_f64(secs);
-            }
-            "--smp" => {
-                let v = value(flag)?;
-                smp = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--smp: `{v}` is not a CPU count"))?;
-            }
-            "--cmdline" => cmdline = value(flag)?,
-            "--icount" => icount = true,
-            "-q" | "--quiet" => quiet = true,
-            "--" => {
-                extra.extend(it.by_ref().cloned());
-            }
-            _ if arg.starts_with('-') => return Err(format!("unknown option `{arg}`")),
-            _ if kernel.is_none() => kernel = Some(PathBuf::from(arg)),
-            _ => {
-                return Err(format!(
-                    "unexpected argument `{arg}` (the kernel is already {})",
-                    kernel.as_ref().unwrap().display()
-                ));
-            }
+impl Args {
+    fn config(&self) -> RunConfig {
+        let mut config = RunConfig::new(&self.kernel);
+        if let Some(qemu) = &self.qemu {
+            config.qemu = qemu.clone();
         }
+        config.timeout = self.timeout;
+        config.smp = self.smp;
+        config.cmdline = self.cmdline.clone();
+        config.icount = self.icount;
+        config.echo = !self.quiet;
+        config.extra_args = self.qemu_args.clone();
+        config
     }
-    let kernel = kernel.ok_or("missing <kernel.elf>")?;
-    let mut config = RunConfig::new(kernel);
-    if let Some(qemu) = qemu {
-        config.qemu = qemu;
-    }
-    config.timeout = timeout;
-    config.smp = smp;
-    config.cmdline = cmdline;
-    config.icount = icount;
-    config.echo = !quiet;
-    config.extra_args = extra;
-    config.validate().map_err(|e| e.to_string())?;
-    Ok(Some(Args { config, quiet }))
 }
 
 /// The summary lines printed after the run; the last one is `N passed, N failed`.
@@ -131,30 +85,15 @@ fn summary(report: &Report) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&args) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("ltrun: error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let output = match runner::run(&args.config) {
-        Ok(output) => output,
+    let args = Args::parse();
+    let (output, report) = match runner::run_tests(&args.config()) {
+        Ok(run) => run,
         Err(e) => {
             eprintln!("ltrun: error: {e}");
             println!("0 passed, 1 failed");
             return ExitCode::FAILURE;
         }
     };
-    let mut report = ktap::parse_lines(&output.lines);
-    if output.timed_out {
-        report.mark_timed_out(args.config.timeout);
-    }
     if !report.ok() && args.quiet && !output.stderr.is_empty() {
         for line in &output.stderr {
             eprintln!("ltrun: qemu: {line}");
@@ -174,68 +113,51 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Result<Option<Args>, String> {
-        parse_args(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn args(list: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("ltrun").chain(list.iter().copied()))
     }
 
     #[test]
     fn options() {
-        let a = args(&[
-            "--qemu",
-            "/opt/q",
-            "--timeout=2.5",
-            "--smp",
-            "2",
-            "--cmdline",
-            "a=1 b",
-            "--icount",
-            "-q",
-            "k.elf",
-            "--",
-            "-s",
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(a.config.qemu, PathBuf::from("/opt/q"));
-        assert_eq!(a.config.timeout, Duration::from_millis(2500));
-        assert_eq!(a.config.smp, 2);
-        assert_eq!(a.config.cmdline, "a=1 b");
-        assert!(a.config.icount && a.quiet && !a.config.echo);
-        assert_eq!(a.config.kernel, PathBuf::from("k.elf"));
-        assert_eq!(a.config.extra_args, ["-s"]);
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        let a = args(&["--qemu", "/opt/q", "--timeout=2.5", "--smp", "2", "--cmdline", "a=1 b", "--icount", "-q", "k.elf", "--", "-s"])
+            .unwrap();
+        let c = a.config();
+        assert_eq!(c.qemu, PathBuf::from("/opt/q"));
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert_eq!((c.smp, c.cmdline.as_str()), (2, "a=1 b"));
+        assert!(c.icount && a.quiet && !c.echo);
+        assert_eq!(c.kernel, PathBuf::from("k.elf"));
+        assert_eq!(c.extra_args, ["-s"]);
+        let d = args(&["k.elf"]).unwrap().config();
+        assert_eq!((d.timeout, d.smp, d.cmdline.as_str(), d.echo), (Duration::from_secs(60), 1, "", true));
     }
 
     #[test]
-    fn bad_options() {
-        assert!(args(&[]).unwrap_err().contains("missing <kernel.elf>"));
-        assert!(
-            args(&["--timeout", "x", "k"])
-                .unwrap_err()
-                .contains("not a number")
-        );
-        assert!(
-            args(&["--smp", "0", "k"])
-                .unwrap_err()
-                .contains("not a CPU count")
-        );
-        assert!(
-            args(&["--bogus", "k"])
-                .unwrap_err()
-                .contains("unknown option")
-        );
-        assert!(
-            args(&["--cmdline", "a,b", "k"])
-                .unwrap_err()
-                .contains("comma")
-        );
-        assert!(args(&["--qemu"]).unwrap_err().contains("needs a value"));
-        assert!(args(&["--help"]).unwrap().is_none());
+    fn bad_options_name_the_option() {
+        let err = |list: &[&str]| args(list).unwrap_err();
+        assert_eq!(err(&[]).kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        for (list, what) in [
+            (&["--timeout", "x", "k"][..], "--timeout <SECS>"),
+            (&["--timeout", "0", "k"], "--timeout <SECS>"),
+            (&["--smp", "0", "k"], "--smp <N>"),
+            (&["--bogus", "k"], "--bogus"),
+            (&["--cmdline", "a,b", "k"], "--cmdline <STR>"),
+            (&["--qemu"], "--qemu <PATH>"),
+        ] {
+            let e = err(list);
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(what), "{list:?}: {e}");
+        }
+        assert!(err(&["--cmdline", "a,b", "k"]).to_string().contains("comma"));
+        assert_eq!(err(&["--help"]).kind(), clap::error::ErrorKind::DisplayHelp);
     }
 
     #[test]
     fn summary_counts_fatal_problems_as_failures() {
         let text = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: a\n    1..2\n    ok 1 x\n    # boom\n    not ok 2 y\n";
-        let mut report = ktap::parse(text);
+        let mut report = loongtrace_tools::ktap::parse(text);
         report.mark_timed_out(Duration::from_secs(60));
         let lines = summary(&report);
         assert_eq!(
@@ -250,7 +172,7 @@ mod tests {
     #[test]
     fn summary_of_a_clean_run() {
         let text = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: a\n    1..1\n    ok 1 x\nok 1 a\n# loongtrace: tests done: 1 passed, 0 failed, 0 skipped\n";
-        let lines = summary(&ktap::parse(text));
+        let lines = summary(&loongtrace_tools::ktap::parse(text));
         assert_eq!(
             lines,
             [

@@ -3,11 +3,19 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use clap::Parser;
 use loongtrace_tools::symtab;
 
-const USAGE: &str = "usage: ltsym <in.elf> <out.elf>\n\
-    Reads the ELF symbol table of the linked kernel and writes the `.ksyms` table (docs/formats.md)\n\
-    into a copy of the image; no address or file size changes. <out.elf> may equal <in.elf>.";
+/// Reads the ELF symbol table of the linked kernel and writes the `.ksyms` table (docs/formats.md)
+/// into a copy of the image; no address or file size changes.
+#[derive(Parser, Debug)]
+#[command(name = "ltsym")]
+struct Args {
+    /// The linked kernel
+    input: std::path::PathBuf,
+    /// Where to write the image with its symbol table (may be the input)
+    output: std::path::PathBuf,
+}
 
 fn run(input: &Path, output: &Path) -> Result<String, String> {
     let elf = std::fs::read(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
@@ -21,16 +29,8 @@ fn run(input: &Path, output: &Path) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let [input, output] = args.as_slice() else {
-        eprintln!("ltsym: error: expected two arguments\n{USAGE}");
-        return ExitCode::from(2);
-    };
-    match run(Path::new(input), Path::new(output)) {
+    let args = Args::parse();
+    match run(&args.input, &args.output) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
