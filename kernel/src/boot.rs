@@ -111,7 +111,7 @@ pub fn check_stack_canary() -> Result<(), String> {
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules"];
+const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules", "gdbdemo"];
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
@@ -172,6 +172,9 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);
     if cmd.flag("demo") {
         crate::demo::run_all();
+    }
+    if cmd.flag("gdbdemo") {
+        crate::gdbdemo::run();
     }
     log::info!("powering off");
     arch::power::power_off()
