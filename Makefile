@@ -12,7 +12,8 @@ CMDLINE     ?= demo=1
 # The time limit only catches hangs: the SMP stress does a fixed number of switches, so on a
 # loaded host it takes several times longer than on an idle one (seen: 60 s idle, 230 s at load 13).
 TIMEOUT     ?= $(if $(STRESS),3600,900)
-GDB         ?= gdb-multiarch
+# The LoongArch-capable GDB `make setup` installs into a project-local venv (GDB=... overrides).
+GDB         ?= $(CURDIR)/.venv-gdb/bin/gdb
 # Sample modules (modules/<name>/, built to target/modules/<name>.o); user modules: MODULES="a.o b.o".
 SAMPLE_MODULES := sample_mod sample_far
 MODULE_DIR  := target/modules
@@ -32,11 +33,11 @@ export QEMU
 .PHONY: help setup build modules modules-testdata qemu test test-host test-kernel bench gdb clean FORCE
 
 help:
-	@echo "make setup   install QEMU, gdb-multiarch and the Rust components (Debian)"
+	@echo "make setup   install QEMU, the Rust components and GDB 18 in .venv-gdb/ (Debian)"
 	@echo "make qemu    build and boot the kernel: boot log, self-tests, demos"
 	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
 	@echo "make bench   instruction counts per traced call under qemu -icount"
-	@echo "make gdb     boot halted and attach gdb-multiarch"
+	@echo "make gdb     boot halted and attach GDB with the loongtrace helpers (GDB=/path)"
 	@echo "variables:   QEMU=/path/to/qemu-system-loongarch64 SMP=n CMDLINE='tests=boot|insn' MODULES='a.o b.o'"
 
 setup:
@@ -70,6 +71,7 @@ test-host:
 test-kernel: build
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) \
 		cargo test -q -p loongtrace-tests --test fail_demo
+	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_GDB=$(GDB) cargo test -q -p loongtrace-tests --test gdb
 	# Without LOONGTRACE_KERNEL the harness runs `make build` itself and checks that the kernel it
 	# boots was built from this tree.
 	LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(TEST_SMP) \

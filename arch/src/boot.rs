@@ -19,12 +19,15 @@ pub const STACK_SIZE: usize = 128 * 1024;
 //         and calls `loongtrace_kernel_main(0)` or `loongtrace_secondary_main(cpu)`, which never
 //         return.
 //   clobbers: everything.
+//   unwind: `ra` is undefined here (`.cfi_undefined`), so a debugger's backtrace ends at `_start`.
 core::arch::global_asm!(
     r#"
     .section .text.boot, "ax"
     .global _start
     .type _start, @function
 _start:
+    .cfi_startproc
+    .cfi_undefined 1
     li.d        $t0, 0x8000000000000001
     csrwr       $t0, {dmw0}
     li.d        $t0, 0x9000000000000011
@@ -74,6 +77,7 @@ _start:
 .Lpark:
     idle        0
     b           .Lpark
+    .cfi_endproc
     .size _start, . - _start
 
     .data

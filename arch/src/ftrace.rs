@@ -109,6 +109,12 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //         the real return address. Restores a0, a1, fp and jumps to it with ra = that address.
 //   clobbers: t0-t8 (the function has returned; its caller expects them clobbered anyway).
 //
+// Unwind information: every routine above carries `.cfi_*` directives (docs/debugging.md). The
+// frame a caller or trampoline returns to is the traced function at its body, whose return
+// address is the parent: `ra` (the DWARF return column) is described as the body, `t0` as the
+// parent. return_to_handler's return address is on the shadow stack, which DWARF cannot name
+// (`.cfi_undefined ra`); the gdb helper (tools/gdb/loongtrace.py) takes it from there.
+//
 // ftrace_stub: `jr ra`, the do-nothing callback.
 // ftrace_stub_direct_tramp: the do-nothing direct trampoline (t0 = parent, ra = body on entry;
 //   resumes the body with ra = parent; clobbers t1).
@@ -138,7 +144,9 @@ core::arch::global_asm!(
     .macro FTRACE_REGS_ENTRY
     TRACING_ENTER
     addi.d  $sp, $sp, -{size}
+    .cfi_adjust_cfa_offset {size}
     st.d    $t0, $sp, {ra}
+    .cfi_rel_offset 12, {ra}
     st.d    $a0, $sp, {a0} + 0
     st.d    $a1, $sp, {a0} + 8
     st.d    $a2, $sp, {a0} + 16
@@ -148,6 +156,7 @@ core::arch::global_asm!(
     st.d    $a6, $sp, {a0} + 48
     st.d    $a7, $sp, {a0} + 56
     st.d    $fp, $sp, {fp}
+    .cfi_rel_offset 22, {fp}
     st.d    $tp, $sp, {tp}
     st.d    $t0, $sp, {t0}
     .irp n, 14,15,16,17,18,19,20,21,23,24,25,26,27,28,29,30,31
@@ -156,9 +165,20 @@ core::arch::global_asm!(
     li.w    $t1, {full}
     st.d    $t1, $sp, {r0}
     st.d    $ra, $sp, {era}
+    .cfi_rel_offset 1, {era}
     st.d    $zero, $sp, {t1}
     addi.d  $t1, $sp, {size}
     st.d    $t1, $sp, {sp}
+    .endm
+
+    // Unwind information for a routine entered by a branch with sp = the full frame pushed by
+    // ftrace_regs_caller: the traced function's caller's sp is sp + size, the body (where the
+    // frame resumes) is in the era slot, the parent (the traced function's t0) in the ra slot.
+    .macro CFI_IN_FULL_FRAME
+    .cfi_def_cfa_offset {size}
+    .cfi_rel_offset 12, {ra}
+    .cfi_rel_offset 1, {era}
+    .cfi_rel_offset 22, {fp}
     .endm
 
     .text
@@ -168,7 +188,9 @@ loongtrace_ftrace_text_start:
     .global ftrace_stub
     .type ftrace_stub, @function
 ftrace_stub:
+    .cfi_startproc
     jr      $ra
+    .cfi_endproc
     .size ftrace_stub, . - ftrace_stub
 
     // The argument-only caller; `counted` adds TRACING_ENTER/TRACING_EXIT (ftrace_caller_smp).
@@ -176,12 +198,16 @@ ftrace_stub:
     .global \name
     .type \name, @function
 \name:
+    .cfi_startproc
     .if \counted
     TRACING_ENTER
     .endif
     addi.d  $sp, $sp, -{size}
+    .cfi_adjust_cfa_offset {size}
     st.d    $t0, $sp, {ra}
+    .cfi_rel_offset 12, {ra}
     st.d    $ra, $sp, {era}
+    .cfi_rel_offset 1, {era}
     .irp n, 0,1,2,3,4,5,6,7
     st.d    $a\n, $sp, {a0} + \n * 8
     .endr
@@ -196,11 +222,15 @@ ftrace_stub:
     .endr
     ld.d    $ra, $sp, {ra}
     ld.d    $t0, $sp, {era}
+    .cfi_register 1, 12
+    .cfi_register 12, 1
     addi.d  $sp, $sp, {size}
+    .cfi_adjust_cfa_offset -{size}
     .if \counted
     TRACING_EXIT $t1, $t2
     .endif
     jr      $t0
+    .cfi_endproc
     .size \name, . - \name
     .endm
 
@@ -210,13 +240,17 @@ ftrace_stub:
     .global ftrace_regs_caller
     .type ftrace_regs_caller, @function
 ftrace_regs_caller:
+    .cfi_startproc
     FTRACE_REGS_ENTRY
     b       ftrace_common
+    .cfi_endproc
     .size ftrace_regs_caller, . - ftrace_regs_caller
 
     .global ftrace_common
     .type ftrace_common, @function
 ftrace_common:
+    .cfi_startproc
+    CFI_IN_FULL_FRAME
     st.d    $fp, $sp, {crmd}
     st.d    $t0, $sp, {prmd}
     addi.d  $t1, $sp, {prmd} + 8
@@ -246,23 +280,34 @@ ftrace_common_return:
     ld.d    $fp, $sp, {fp}
     st.d    $zero, $sp, {r0}
     ld.d    $t1, $sp, {t1}
+    .cfi_remember_state
     bnez    $t1, 1f
     ld.d    $ra, $sp, {ra}
     ld.d    $t0, $sp, {era}
+    .cfi_register 1, 12
+    .cfi_register 12, 1
     addi.d  $sp, $sp, {size}
+    .cfi_adjust_cfa_offset -{size}
     TRACING_EXIT $t2, $t3
     jr      $t0
 1:
+    .cfi_restore_state
     ld.d    $t0, $sp, {ra}
     ld.d    $ra, $sp, {era}
+    .cfi_restore 1
+    .cfi_restore 12
     addi.d  $sp, $sp, {size}
+    .cfi_adjust_cfa_offset -{size}
     TRACING_EXIT $t2, $t3
     jr      $t1
+    .cfi_endproc
     .size ftrace_common, . - ftrace_common
 
     .global ftrace_graph_caller
     .type ftrace_graph_caller, @function
 ftrace_graph_caller:
+    .cfi_startproc
+    CFI_IN_FULL_FRAME
     ld.d    $a0, $sp, {era}
     addi.d  $a0, $a0, -8
     addi.d  $a1, $sp, {ra}
@@ -271,16 +316,21 @@ ftrace_graph_caller:
     ld.d    $t1, $t1, 0
     jirl    $ra, $t1, 0
     b       ftrace_common_return
+    .cfi_endproc
     .size ftrace_graph_caller, . - ftrace_graph_caller
 
     .global return_to_handler
     .type return_to_handler, @function
 return_to_handler:
+    .cfi_startproc
+    .cfi_undefined 1
     TRACING_ENTER
     addi.d  $sp, $sp, -32
+    .cfi_adjust_cfa_offset 32
     st.d    $a0, $sp, 0
     st.d    $a1, $sp, 8
     st.d    $fp, $sp, 16
+    .cfi_rel_offset 22, 16
     move    $a0, $sp
     addi.d  $a1, $sp, 32
     la.pcrel $t1, LOONGTRACE_GRAPH_RETURN_HOOK
@@ -290,17 +340,23 @@ return_to_handler:
     ld.d    $a0, $sp, 0
     ld.d    $a1, $sp, 8
     ld.d    $fp, $sp, 16
+    .cfi_restore 22
     addi.d  $sp, $sp, 32
+    .cfi_adjust_cfa_offset -32
     TRACING_EXIT $t1, $t2
     jr      $ra
+    .cfi_endproc
     .size return_to_handler, . - return_to_handler
 
     .global ftrace_stub_direct_tramp
     .type ftrace_stub_direct_tramp, @function
 ftrace_stub_direct_tramp:
+    .cfi_startproc
     move    $t1, $ra
+    .cfi_register 1, 13
     move    $ra, $t0
     jr      $t1
+    .cfi_endproc
     .size ftrace_stub_direct_tramp, . - ftrace_stub_direct_tramp
     .global loongtrace_ftrace_text_end
 loongtrace_ftrace_text_end:

@@ -15,12 +15,15 @@ pub struct JumpContext {
 //   Restores the registers saved in *ctx and returns `value` (nonzero) from the
 //   `loongtrace_call_recoverable` that saved them. Must be called on the same CPU, from a stack
 //   frame that is deeper than the saved one, in normal (not exception) mode.
+// `loongtrace_call_recoverable` carries unwind information (`.cfi_*`), so a debugger's backtrace
+// from inside a self-test continues into the harness.
 core::arch::global_asm!(
     r#"
     .text
     .global loongtrace_call_recoverable
     .type loongtrace_call_recoverable, @function
 loongtrace_call_recoverable:
+    .cfi_startproc
     st.d    $ra, $a0, 0
     st.d    $sp, $a0, 8
     st.d    $fp, $a0, 16
@@ -36,16 +39,23 @@ loongtrace_call_recoverable:
     st.d    $tp, $a0, 96
     st.d    $r21, $a0, 104
     addi.d  $sp, $sp, -16
+    .cfi_adjust_cfa_offset 16
     st.d    $ra, $sp, 8
+    .cfi_rel_offset 1, 8
     st.d    $fp, $sp, 0
+    .cfi_rel_offset 22, 0
     addi.d  $fp, $sp, 16
     move    $a0, $a2
     jirl    $ra, $a1, 0
     ld.d    $ra, $sp, 8
+    .cfi_restore 1
     ld.d    $fp, $sp, 0
+    .cfi_restore 22
     addi.d  $sp, $sp, 16
+    .cfi_adjust_cfa_offset -16
     move    $a0, $zero
     jr      $ra
+    .cfi_endproc
     .size loongtrace_call_recoverable, . - loongtrace_call_recoverable
 
     .global loongtrace_jump_back

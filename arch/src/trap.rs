@@ -17,6 +17,12 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 //   `loongtrace_trap_refill(frame)`. Nothing maps such addresses, so that only returns when the
 //   kernel's handler redirected ERA (a self-test recovering); the vector then restores the frame
 //   and leaves refill mode with `ertn` through TLBRERA/TLBRPRMD.
+//
+// Unwind information (`.cfi_*`, docs/debugging.md): the CFA is the interrupted sp and every saved
+// GPR is at its `PtRegs` slot, except that the return-address column (`ra`) names the saved ERA,
+// the interrupted pc, so a debugger's backtrace from a handler continues into the interrupted
+// code. (DWARF has one return column per object file here; the gdb helper recovers the
+// interrupted `ra` itself from the frame.)
 core::arch::global_asm!(
     r#"
     .section .text.trap, "ax"
@@ -24,15 +30,21 @@ core::arch::global_asm!(
     .global loongtrace_trap_entry
     .type loongtrace_trap_entry, @function
 loongtrace_trap_entry:
+    .cfi_startproc
     addi.d  $sp, $sp, -{size}
+    .cfi_adjust_cfa_offset {size}
     .irp n, 1,2,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     st.d    $r\n, $sp, \n * 8
+    .ifne \n - 1
+    .cfi_rel_offset \n, \n * 8
+    .endif
     .endr
     addi.d  $t0, $sp, {size}
     st.d    $t0, $sp, {sp}
     st.d    $zero, $sp, 0
     csrrd   $t0, {c_era}
     st.d    $t0, $sp, {era}
+    .cfi_rel_offset 1, {era}
     csrrd   $t0, {c_badv}
     st.d    $t0, $sp, {badv}
     csrrd   $t0, {c_crmd}
@@ -57,25 +69,34 @@ loongtrace_trap_entry:
     .endr
     ld.d    $sp, $sp, {sp}
     ertn
+    .cfi_endproc
     .size loongtrace_trap_entry, . - loongtrace_trap_entry
 
     .balign 4096
     .global loongtrace_tlbr_entry
     .type loongtrace_tlbr_entry, @function
 loongtrace_tlbr_entry:
+    .cfi_startproc
     csrwr   $t0, {c_tlbrsave}
+    .cfi_undefined 12
     addi.d  $sp, $sp, -{size}
+    .cfi_adjust_cfa_offset {size}
     .irp n, 1,2,4,5,6,7,8,9,10,11,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     st.d    $r\n, $sp, \n * 8
+    .ifne \n - 1
+    .cfi_rel_offset \n, \n * 8
+    .endif
     .endr
     csrrd   $t0, {c_tlbrsave}
     st.d    $t0, $sp, {t0}
+    .cfi_rel_offset 12, {t0}
     addi.d  $t0, $sp, {size}
     st.d    $t0, $sp, {sp}
     csrrd   $t0, {c_tlbrera}
     srli.d  $t0, $t0, 2
     slli.d  $t0, $t0, 2
     st.d    $t0, $sp, {era}
+    .cfi_rel_offset 1, {era}
     csrrd   $t0, {c_tlbrbadv}
     st.d    $t0, $sp, {badv}
     csrrd   $t0, {c_tlbrprmd}
@@ -103,6 +124,7 @@ loongtrace_tlbr_entry:
     .endr
     ld.d    $sp, $sp, {sp}
     ertn
+    .cfi_endproc
     .size loongtrace_tlbr_entry, . - loongtrace_tlbr_entry
 "#,
     size = const PT_SIZE,

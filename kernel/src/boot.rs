@@ -149,6 +149,9 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     if opts.demo {
         crate::demo::run_all();
     }
+    if opts.gdbdemo {
+        crate::gdbdemo::run();
+    }
     log::info!("powering off");
     arch::power::power_off()
 }

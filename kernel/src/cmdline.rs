@@ -142,6 +142,8 @@ pub struct Options<'a> {
     pub list_tests: bool,
     /// Module files to load at boot: `all`, or `+`-separated fw_cfg file names.
     pub modules: Option<&'a str>,
+    /// Run the debugging scenario that `make gdb` and the GDB test break into.
+    pub gdbdemo: bool,
 }
 
 impl Default for Options<'_> {
@@ -156,6 +158,7 @@ impl Default for Options<'_> {
             stress_mask: 0xff,
             list_tests: false,
             modules: None,
+            gdbdemo: false,
         }
     }
 }
@@ -247,6 +250,7 @@ const KEYS: &[Key] = &[
     Key::new("stress_mask", Severity::Error, STRESS_MASK_VALUES, |o, v| parse_stress_mask(v).map(|x| o.stress_mask = x)),
     Key::new("modules", Severity::Error, MODULES_VALUES, |o, v| parse_modules(v).map(|x| o.modules = Some(x))),
     Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
+    Key::flag("gdbdemo", Severity::Warning, |o, v| o.gdbdemo = v),
 ];
 
 const TESTS_VALUES: &str =

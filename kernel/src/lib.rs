@@ -38,6 +38,8 @@ pub mod demo;
 #[cfg(target_os = "none")]
 pub mod ftrace;
 #[cfg(target_os = "none")]
+pub mod gdbdemo;
+#[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod module;

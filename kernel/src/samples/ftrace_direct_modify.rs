@@ -35,16 +35,25 @@ core::arch::global_asm!(
     .global sample_modify_tramp\n
     .type sample_modify_tramp\n, @function
 sample_modify_tramp\n:
+    .cfi_startproc
     addi.d  $sp, $sp, -16
+    .cfi_adjust_cfa_offset 16
     st.d    $t0, $sp, 0
     st.d    $ra, $sp, 8
+    .cfi_rel_offset 12, 0
+    .cfi_rel_offset 1, 8
     bl      sample_modify_func\n
     ld.d    $t0, $sp, 0
     ld.d    $ra, $sp, 8
+    .cfi_restore 12
+    .cfi_restore 1
     addi.d  $sp, $sp, 16
+    .cfi_adjust_cfa_offset -16
     move    $t1, $ra
+    .cfi_register 1, 13
     move    $ra, $t0
     jr      $t1
+    .cfi_endproc
     .size sample_modify_tramp\n, . - sample_modify_tramp\n
     .endr
 "#

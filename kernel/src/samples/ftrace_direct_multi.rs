@@ -24,19 +24,28 @@ core::arch::global_asm!(
     .global sample_multi_tramp
     .type sample_multi_tramp, @function
 sample_multi_tramp:
+    .cfi_startproc
     addi.d  $sp, $sp, -32
+    .cfi_adjust_cfa_offset 32
     st.d    $a0, $sp, 0
     st.d    $t0, $sp, 8
     st.d    $ra, $sp, 16
+    .cfi_rel_offset 12, 8
+    .cfi_rel_offset 1, 16
     addi.d  $a0, $ra, -8
     bl      sample_multi_func
     ld.d    $a0, $sp, 0
     ld.d    $t0, $sp, 8
     ld.d    $ra, $sp, 16
+    .cfi_restore 12
+    .cfi_restore 1
     addi.d  $sp, $sp, 32
+    .cfi_adjust_cfa_offset -32
     move    $t1, $ra
+    .cfi_register 1, 13
     move    $ra, $t0
     jr      $t1
+    .cfi_endproc
     .size sample_multi_tramp, . - sample_multi_tramp
 "#
 );

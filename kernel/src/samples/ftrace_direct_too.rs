@@ -22,22 +22,31 @@ core::arch::global_asm!(
     .global sample_direct_too_tramp
     .type sample_direct_too_tramp, @function
 sample_direct_too_tramp:
+    .cfi_startproc
     addi.d  $sp, $sp, -48
+    .cfi_adjust_cfa_offset 48
     st.d    $a0, $sp, 0
     st.d    $a1, $sp, 8
     st.d    $a2, $sp, 16
     st.d    $t0, $sp, 24
     st.d    $ra, $sp, 32
+    .cfi_rel_offset 12, 24
+    .cfi_rel_offset 1, 32
     bl      sample_direct_too_func
     ld.d    $a0, $sp, 0
     ld.d    $a1, $sp, 8
     ld.d    $a2, $sp, 16
     ld.d    $t0, $sp, 24
     ld.d    $ra, $sp, 32
+    .cfi_restore 12
+    .cfi_restore 1
     addi.d  $sp, $sp, 48
+    .cfi_adjust_cfa_offset -48
     move    $t1, $ra
+    .cfi_register 1, 13
     move    $ra, $t0
     jr      $t1
+    .cfi_endproc
     .size sample_direct_too_tramp, . - sample_direct_too_tramp
 "#
 );

@@ -5,6 +5,8 @@
 //! Every trampoline follows the v6.19 convention: it is entered with `t0` = the traced
 //! function's return address (parent) and `ra` = the function's body, saves what it needs, calls
 //! its handler, restores, and resumes the function with `move t1, ra; move ra, t0; jr t1`.
+//! Each also describes its frame for debuggers (`.cfi_*`, see docs/debugging.md): the frame it
+//! returns to is the traced function at its body (`ra`), whose `t0` holds the parent.
 //! Handlers record what they saw in [`log`], which the tests check and `make qemu` prints.
 
 use alloc::string::String;

@@ -347,23 +347,29 @@ macro_rules! ops_mode {
 // loongtrace_oracle_legacy_tramp: an old-convention trampoline (t0 = body, ra = parent) that
 //   counts in loongtrace_oracle_tramp_count[1] and jumps to the body through
 //   `legacy_tramp_exit` (poisons t1-t8 when poisoning is on).
+// Both carry unwind information like the direct_tests trampolines (docs/debugging.md).
 core::arch::global_asm!(concat!(
     r#"
     .text
     .global loongtrace_oracle_tramp
     .type loongtrace_oracle_tramp, @function
 loongtrace_oracle_tramp:
+    .cfi_startproc
     la.pcrel $t2, loongtrace_oracle_tramp_count
     li.d    $t3, 1
     amadd_db.d $t4, $t3, $t2
 "#,
     poison::direct_tramp_exit!(),
     r#"
+    .cfi_endproc
     .size loongtrace_oracle_tramp, . - loongtrace_oracle_tramp
 
     .global loongtrace_oracle_legacy_tramp
     .type loongtrace_oracle_legacy_tramp, @function
 loongtrace_oracle_legacy_tramp:
+    .cfi_startproc
+    .cfi_register 1, 12
+    .cfi_register 12, 1
     la.pcrel $t2, loongtrace_oracle_tramp_count
     addi.d  $t2, $t2, 8
     li.d    $t3, 1
@@ -371,6 +377,7 @@ loongtrace_oracle_legacy_tramp:
 "#,
     poison::legacy_tramp_exit!(),
     r#"
+    .cfi_endproc
     .size loongtrace_oracle_legacy_tramp, . - loongtrace_oracle_legacy_tramp
 "#
 ));

@@ -39,12 +39,16 @@ pub struct CallCtx {
 //   itself in loongtrace_tramp_counts[2] and returns with `jr t0` (poisoning: t1-t8 first).
 // loongtrace_direct_call(ctx: a0, target: a1): loads a0-a7 from ctx, records sp and the return
 //   address of its call, calls target, stores a0 into ctx.ret. C ABI.
+// All carry unwind information (.cfi_*, docs/debugging.md); the legacy trampoline resumes at t0
+// with the parent in ra, which it describes as the traced function's t0 (as the new convention
+// leaves it), so a debugger finds the parent the same way on both conventions.
 core::arch::global_asm!(concat!(
     r#"
     .text
     .global loongtrace_direct_probe
     .type loongtrace_direct_probe, @function
 loongtrace_direct_probe:
+    .cfi_startproc
     la.pcrel $t2, loongtrace_direct_seen
     st.d    $t0, $t2, 0
     st.d    $ra, $t2, 8
@@ -58,12 +62,14 @@ loongtrace_direct_probe:
 "#,
     super::poison::direct_tramp_exit!(),
     r#"
+    .cfi_endproc
     .size loongtrace_direct_probe, . - loongtrace_direct_probe
 
     .irp name, a, b
     .global loongtrace_tramp_\name
     .type loongtrace_tramp_\name, @function
 loongtrace_tramp_\name:
+    .cfi_startproc
     la.pcrel $t2, loongtrace_tramp_counts
     .ifc \name, b
     addi.d  $t2, $t2, 8
@@ -74,12 +80,16 @@ loongtrace_tramp_\name:
 "#,
     super::poison::direct_tramp_exit!(),
     r#"
+    .cfi_endproc
     .size loongtrace_tramp_\name, . - loongtrace_tramp_\name
     .endr
 
     .global loongtrace_legacy_tramp
     .type loongtrace_legacy_tramp, @function
 loongtrace_legacy_tramp:
+    .cfi_startproc
+    .cfi_register 1, 12
+    .cfi_register 12, 1
     la.pcrel $t2, loongtrace_tramp_counts
     ld.d    $t3, $t2, 16
     addi.d  $t3, $t3, 1
@@ -87,13 +97,17 @@ loongtrace_legacy_tramp:
 "#,
     super::poison::legacy_tramp_exit!(),
     r#"
+    .cfi_endproc
     .size loongtrace_legacy_tramp, . - loongtrace_legacy_tramp
 
     .global loongtrace_direct_call
     .type loongtrace_direct_call, @function
 loongtrace_direct_call:
+    .cfi_startproc
     addi.d  $sp, $sp, -16
+    .cfi_adjust_cfa_offset 16
     st.d    $ra, $sp, 8
+    .cfi_rel_offset 1, 8
     st.d    $a0, $sp, 0
     move    $t2, $a0
     move    $t3, $a1
@@ -109,8 +123,11 @@ loongtrace_direct_call:
     ld.d    $t2, $sp, 0
     st.d    $a0, $t2, 80
     ld.d    $ra, $sp, 8
+    .cfi_restore 1
     addi.d  $sp, $sp, 16
+    .cfi_adjust_cfa_offset -16
     jr      $ra
+    .cfi_endproc
     .size loongtrace_direct_call, . - loongtrace_direct_call
 "#
 ));

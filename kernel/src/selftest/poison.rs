@@ -56,7 +56,8 @@ pub(crate) use poison_regs;
 
 /// The exit of a direct trampoline (v6.19 convention: `t0` = parent, `ra` = body): resumes the
 /// body with `ra` = parent, after poisoning `t0` and `t2`-`t8` when poisoning is on (`t1` holds
-/// the resume address). Uses local label 97.
+/// the resume address). Uses local label 97. Carries the `.cfi_*` rules for its register moves
+/// (the trampoline around it opens and closes the frame description).
 macro_rules! direct_tramp_exit {
     () => {
         concat!(
@@ -65,11 +66,16 @@ macro_rules! direct_tramp_exit {
             "    beqz    $t2, 97f\n",
             $crate::selftest::poison::poison_regs!(t2, t3, t4, t5, t6, t7, t8),
             "    move    $t1, $ra\n",
+            "    .cfi_register 1, 13\n",
             "    move    $ra, $t0\n",
+            "    .cfi_register 12, 1\n",
             $crate::selftest::poison::poison_regs!(t0),
             "    jr      $t1\n",
             "97:\n",
+            "    .cfi_restore 1\n",
+            "    .cfi_restore 12\n",
             "    move    $t1, $ra\n",
+            "    .cfi_register 1, 13\n",
             "    move    $ra, $t0\n",
             "    jr      $t1\n",
         )

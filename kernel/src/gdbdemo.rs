@@ -1,0 +1,187 @@
+//! `gdbdemo=1`: a fixed run of traced calls for debugging with `make gdb` and for the debugger test
+//! (`tests/gdb.rs`): a direct trampoline reached straight from its site and through
+//! `ftrace_regs_caller`, an ops callback on the full-register path, a function hooked by the graph
+//! tracer, and function-tracer events. The kernel prints its own view of the enabled sites and of
+//! the trace (between `gdbdemo: ... begin/end` lines), each right after the debugger had a chance
+//! to read the same state at a `gdbdemo_check_*` breakpoint.
+
+use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags, core::SiteFlags};
+use crate::ftrace::{graph_tracer, tracer};
+use crate::samples::{ftrace_direct, targets};
+use alloc::string::String;
+use core::fmt::Write;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The callback of [`OPS`]: counts calls.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+extern "C" fn gdbdemo_ops_callback(_ip: u64, _parent: u64, ops: &FtraceOps, _regs: &mut FtraceRegs) {
+    ops.private.fetch_add(1, Relaxed);
+}
+
+/// An ordinary ops that wants all registers, so its sites go through `ftrace_regs_caller`.
+static OPS: FtraceOps = FtraceOps::new(gdbdemo_ops_callback, OpsFlags::SAVE_REGS);
+
+/// Calls the sample's traced function while its trampoline is called straight from the site.
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_direct_straight() {
+    targets::wake_up_process(black_box(11));
+}
+
+/// The same call while an ordinary ops shares the site (route through `ftrace_regs_caller`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_direct_via_regs() {
+    targets::wake_up_process(black_box(12));
+}
+
+/// The function the graph tracer hooks.
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_graph_outer(x: u64) -> u64 {
+    gdbdemo_graph_leaf(black_box(x)) + 1
+}
+
+/// Called by the hooked function: a backtrace from here passes a `return_to_handler` frame.
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_graph_leaf(x: u64) -> u64 {
+    black_box(x * 2)
+}
+
+/// Calls the hooked function.
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_graph_caller() -> u64 {
+    gdbdemo_graph_outer(black_box(20))
+}
+
+/// Functions the function tracer records.
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_work_a(x: u64) -> u64 {
+    black_box(x + 1)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_work_b(x: u64) -> u64 {
+    gdbdemo_work_a(black_box(x)) * 3
+}
+
+/// How often each breakpoint spot was passed (`CHECKS[i]`). Writing it gives each spot a body of
+/// its own, so the compiler cannot merge them with each other or with look-alike functions.
+static CHECKS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// Breakpoint spots: the state the debugger reads here is what the kernel prints next.
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_check_ftrace() -> u64 {
+    CHECKS[0].fetch_add(1, Relaxed)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_check_trace() -> u64 {
+    CHECKS[1].fetch_add(1, Relaxed)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_done() -> u64 {
+    CHECKS[2].fetch_add(1, Relaxed)
+}
+
+/// One line per enabled site, as Linux's `enabled_functions` shows them: the function (and its
+/// `[module]`), the number of ops that want it, ` R` when it goes through `ftrace_regs_caller`, ` D` when it calls a
+/// direct trampoline straight, the call target and the ops literal, both symbolised.
+pub fn write_enabled_functions(w: &mut dyn Write) -> core::fmt::Result {
+    let mut r = Ok(());
+    ftrace::core::for_each_site(|s| {
+        if r.is_err() || !s.state.flags.contains(SiteFlags::ENABLED) {
+            return;
+        }
+        let f = s.state.flags;
+        let name = s.site.name.strip_prefix("loongtrace_kernel::").unwrap_or(s.site.name);
+        let module = if s.site.module.is_empty() { String::new() } else { alloc::format!(" [{}]", s.site.module) };
+        r = writeln!(
+            w,
+            "{name}{module} ({}){}{}\ttramp: {}\tops: {}",
+            s.state.refs,
+            if f.contains(SiteFlags::REGS) { " R" } else { "  " },
+            if f.contains(SiteFlags::DIRECT) { " D" } else { "  " },
+            crate::ksyms::sym(s.state.target),
+            crate::ksyms::sym(s.state.ops),
+        );
+    });
+    r
+}
+
+fn section(what: &str, body: &str) {
+    println!("gdbdemo: {what} begin");
+    print!("{body}");
+    println!("gdbdemo: {what} end");
+}
+
+fn text(e: FtraceError) -> String {
+    alloc::string::ToString::to_string(&e)
+}
+
+fn steps() -> Result<(), String> {
+    // Both direct routes, and an ops callback on the full-register path.
+    (ftrace_direct::SAMPLE.load)().map_err(text)?;
+    gdbdemo_direct_straight();
+    ftrace::ftrace_set_filter(&OPS, "wake_up_process", true).map_err(text)?;
+    ftrace::register_ftrace_function(&OPS).map_err(text)?;
+    gdbdemo_direct_via_regs();
+    tracer::start(Some("gdbdemo_work_*")).map_err(text)?;
+    black_box(gdbdemo_check_ftrace());
+    // The view printed is the state the consistency check vouches for.
+    ftrace::core::check_consistency().map_err(|e| alloc::format!("inconsistent sites: {e}"))?;
+    let mut s = String::new();
+    let _ = write_enabled_functions(&mut s);
+    section("enabled_functions", &s);
+    // Function-tracer events for lt-trace.
+    tracer::reset_buffers();
+    for i in 0..3 {
+        gdbdemo_work_b(black_box(i));
+    }
+    tracer::stop().map_err(text)?;
+    ftrace::unregister_ftrace_function(&OPS).map_err(text)?;
+    ftrace::ftrace_reset_filters(&OPS).map_err(text)?;
+    (ftrace_direct::SAMPLE.unload)().map_err(text)?;
+    black_box(gdbdemo_check_trace());
+    let c = tracer::collect();
+    let mut s = String::new();
+    for e in &c.events {
+        let _ = tracer::write_function_line(&mut s, e);
+    }
+    section("trace", &s);
+    // A function hooked by the graph tracer.
+    graph_tracer::start(&graph_tracer::GraphConfig { graph_function: Some("gdbdemo_graph_outer"), ftrace_filter: Some("gdbdemo_graph_*"), max_depth: 0 }).map_err(text)?;
+    let v = gdbdemo_graph_caller();
+    graph_tracer::stop().map_err(text)?;
+    tracer::reset_buffers();
+    println!("gdbdemo: graph caller returned {v}");
+    Ok(())
+}
+
+/// Runs the sequence and reports whether every step worked.
+pub fn run() {
+    match steps() {
+        Ok(()) => println!("gdbdemo: ok"),
+        Err(e) => {
+            println!("gdbdemo: failed: {e}");
+            // Leave nothing registered (each of these is a no-op error if it was not).
+            let _ = tracer::stop();
+            let _ = graph_tracer::stop();
+            let _ = ftrace::unregister_ftrace_function(&OPS);
+            let _ = ftrace::ftrace_reset_filters(&OPS);
+            let _ = (ftrace_direct::SAMPLE.unload)();
+        }
+    }
+    black_box(gdbdemo_done());
+}
