@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v qemu-system-loongarch64 >/dev/null || need_pkgs+=(qemu-system-misc)
 command -v gdb-multiarch >/dev/null || need_pkgs+=(gdb-multiarch)
-# trace-cmd reads the trace.dat files `ltrace record` writes (make test checks them with it).
+# trace-cmd reads the trace.dat files `ltrace record` writes (make test checks them with it);
+# KernelShark shows them (for users; it installs without a display, tests never start it).
 command -v trace-cmd >/dev/null || need_pkgs+=(trace-cmd)
+command -v kernelshark >/dev/null || need_pkgs+=(kernelshark)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""
     elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"
