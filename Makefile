@@ -64,7 +64,7 @@ qemu: build
 	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(QEMU_CMDLINE)"
 
 test-host:
-	cargo test -q -p loongtrace-arch -p loongtrace-tools
+	cargo test -q -p loongtrace-arch -p loongtrace-formats -p loongtrace-tools
 	cargo test -q -p loongtrace-kernel --lib
 	cargo test -q -p loongtrace-tests --lib
 
@@ -77,6 +77,7 @@ test-kernel: build
 	LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(TEST_SMP) \
 		LOONGTRACE_CMDLINE="$(if $(STRESS),stress=$(STRESS))" \
 		cargo test -q -p loongtrace-tests --test kernel
+	LOONGTRACE_KERNEL=$(KERNEL) cargo test -q -p loongtrace-tests --test export
 
 test: test-host test-kernel
 

@@ -144,6 +144,12 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         crate::selftest::list(&sel);
         arch::power::power_off();
     }
+    if opts.record.is_some() && cmdline_ok {
+        crate::record::run(cmd);
+        log::info!("powering off");
+        arch::power::power_off();
+    }
+
     let sum = crate::selftest::run(&sel);
     log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);
     if opts.demo {

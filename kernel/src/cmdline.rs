@@ -144,6 +144,9 @@ pub struct Options<'a> {
     pub modules: Option<&'a str>,
     /// Run the debugging scenario that `make gdb` and the GDB test break into.
     pub gdbdemo: bool,
+    /// `record=<tracer>`: record a trace for `ltrace record` instead of running self-tests
+    /// (the `record_*` keys are read by `crate::record`).
+    pub record: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -159,6 +162,7 @@ impl Default for Options<'_> {
             list_tests: false,
             modules: None,
             gdbdemo: false,
+            record: None,
         }
     }
 }
@@ -251,6 +255,13 @@ const KEYS: &[Key] = &[
     Key::new("modules", Severity::Error, MODULES_VALUES, |o, v| parse_modules(v).map(|x| o.modules = Some(x))),
     Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
     Key::flag("gdbdemo", Severity::Warning, |o, v| o.gdbdemo = v),
+    Key::new("record", Severity::Error, "function, function_graph", |o, v| one_of(v, &["function", "function_graph"]).map(|_| o.record = Some(v))),
+    Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, idle", |_, v| one_of(v, &["chain", "smp_chain", "filter", "idle"])),
+    Key::new("record_ms", Severity::Error, "a number of milliseconds", |_, v| number(v)),
+    Key::new("record_depth", Severity::Error, "a maximum graph depth (0: no limit)", |_, v| number(v)),
+    Key::new("record_fault", Severity::Error, "corrupt, die", |_, v| one_of(v, &["corrupt", "die"])),
+    Key::new("record_filter", Severity::Error, "`|`-separated filter words", |_, _| Ok(())),
+    Key::new("record_graph", Severity::Error, "`|`-separated graph-function words", |_, _| Ok(())),
 ];
 
 const TESTS_VALUES: &str =
@@ -308,6 +319,14 @@ fn parse_number(v: &str) -> Option<u64> {
         None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
         _ => None,
     }
+}
+
+fn one_of(v: &str, accepted: &[&str]) -> Result<(), String> {
+    if accepted.contains(&v) { Ok(()) } else { Err(format!("`{v}` is not one of them")) }
+}
+
+fn number(v: &str) -> Result<(), String> {
+    v.parse::<u64>().map(|_| ()).map_err(|_| format!("`{v}` is not a number"))
 }
 
 fn parse_modules(v: &str) -> Result<&str, String> {

@@ -11,7 +11,8 @@ pub mod cmdline;
 pub mod glob;
 pub mod modload;
 pub mod ringbuf;
-pub mod symtab;
+/// The `LTKSYM01` symbol table reader (shared with the host tools' writer).
+pub use formats::symtab;
 
 #[cfg(target_os = "none")]
 #[macro_use]
@@ -43,6 +44,8 @@ pub mod gdbdemo;
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod module;
+#[cfg(target_os = "none")]
+pub mod record;
 #[cfg(target_os = "none")]
 pub mod samples;
 #[cfg(target_os = "none")]
