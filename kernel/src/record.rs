@@ -118,7 +118,7 @@ fn run_workload(workload: &str, ms: u64) {
             chain_on_cpu(arch::cpu::id());
             let t0 = arch::time::ticks();
             while cpus.iter().any(|&c| crate::smp::work_running(c)) {
-                if arch::time::ticks() - t0 > crate::boot::counter_hz() {
+                if arch::time::ticks() - t0 > crate::time::counter_hz() {
                     println!("record: a CPU did not finish the workload within 1 s");
                     break;
                 }
@@ -132,7 +132,7 @@ fn run_workload(workload: &str, ms: u64) {
         _ => {}
     }
     if ms > 0 {
-        let end = arch::time::ticks() + ms * crate::boot::counter_hz() / 1000;
+        let end = arch::time::ticks() + ms * crate::time::counter_hz() / 1000;
         while arch::time::ticks() < end {
             arch::cpu::idle();
         }
@@ -227,7 +227,7 @@ fn send(tracer: Tracer, per_cpu: &[CpuEvents], fault: Option<&str>) {
 
     let mut meta = String::new();
     let name = if tracer == Tracer::Function { "function" } else { "function_graph" };
-    let _ = writeln!(meta, "version=1\ntracer={name}\ncpus={}\ncounter_hz={}", per_cpu.len(), crate::boot::counter_hz());
+    let _ = writeln!(meta, "version=1\ntracer={name}\ncpus={}\ncounter_hz={}", per_cpu.len(), crate::time::counter_hz());
     let _ = writeln!(meta, "frames={frames}\nbytes_after_meta={rest}\nsymtab_bytes={}", symtab.len());
     for (cpu, c) in per_cpu.iter().enumerate() {
         let _ = writeln!(meta, "cpu{cpu}=events:{} lost:{} written:{}", c.events.len(), c.lost, c.written);
