@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn config(tracer: &str, smp: u32) -> RecordConfig {
-    let kernel = loongtrace_tests::kernel_image().expect("kernel image");
+    let (kernel, _) = loongtrace_tests::kernel_image().expect("kernel image");
     let mut run = RunConfig::new(kernel);
     run.smp = smp;
     run.timeout = Duration::from_secs(180);

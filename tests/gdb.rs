@@ -133,7 +133,7 @@ fn gdb_unwinds_every_route_and_reads_ftrace_state() {
             return;
         }
     };
-    let kernel = loongtrace_tests::kernel_image().expect("kernel image");
+    let (kernel, _) = loongtrace_tests::kernel_image().expect("kernel image");
     let workspace = loongtrace_tests::workspace_dir();
     let port = free_port();
     let mut cfg = RunConfig::new(&kernel);
