@@ -142,7 +142,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         Err(e) => log::warn!("no usable symbol table ({e:?}): addresses will not be symbolised"),
     }
     log::info!("command line: '{}'", cmd.as_str());
-    for w in cmd.unknown(KNOWN_KEYS) {
+    for w in cmd.unknown(KNOWN_KEYS).filter(|w| !crate::record::KEYS.contains(&w.split('=').next().unwrap_or(w))) {
         log::warn!("ignoring unknown command-line word '{w}'");
     }
     let scan = early_scan();
@@ -167,6 +167,12 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     if let Some(list) = cmd.get("modules") {
         crate::module::load_from_cmdline(list);
     }
+    if cmd.get("record").is_some() {
+        crate::record::run(cmd);
+        log::info!("powering off");
+        arch::power::power_off();
+    }
+
     let sel = crate::selftest::Selection { patterns: cmd.get("tests"), fail_demo: cmd.flag("fail_demo") };
     let sum = crate::selftest::run(&sel);
     log::info!("self-tests: {} passed, {} failed, {} skipped", sum.passed, sum.failed, sum.skipped);

@@ -9,6 +9,13 @@ unsafe extern "C" {
 }
 
 static TABLE: Once<SymbolTable<'static>> = Once::new();
+static RAW: Once<&'static [u8]> = Once::new();
+
+/// The embedded table's bytes exactly as the image holds them (header, entries and names, without
+/// the zero fill after them); empty when the image has no valid table.
+pub fn raw_table() -> &'static [u8] {
+    RAW.get().copied().unwrap_or(&[])
+}
 
 /// Parses the embedded table. Returns the number of symbols, or an error text.
 pub fn init() -> Result<usize, crate::symtab::SymtabError> {
@@ -20,6 +27,9 @@ pub fn init() -> Result<usize, crate::symtab::SymtabError> {
         core::slice::from_raw_parts(start, len)
     };
     let t = SymbolTable::parse(blob);
+    if let Ok(t) = &t {
+        RAW.call_once(|| &blob[..t.encoded_len()]);
+    }
     let r = t.as_ref().map(|t| t.len()).map_err(|e| *e);
     TABLE.call_once(|| t.unwrap_or_else(|_| SymbolTable::empty()));
     r

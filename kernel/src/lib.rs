@@ -42,6 +42,8 @@ pub mod irq;
 #[cfg(target_os = "none")]
 pub mod module;
 #[cfg(target_os = "none")]
+pub mod record;
+#[cfg(target_os = "none")]
 pub mod samples;
 #[cfg(target_os = "none")]
 pub mod smp;

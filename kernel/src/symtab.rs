@@ -177,6 +177,11 @@ impl<'a> SymbolTable<'a> {
         Self::parse(region)
     }
 
+    /// Bytes of the blob the table was parsed from that belong to it (header, entries, names).
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.entries.len() + self.names.len()
+    }
+
     /// Number of symbols.
     #[inline]
     pub fn len(&self) -> usize {

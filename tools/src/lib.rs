@@ -5,9 +5,17 @@
 //! - [`runner`] boots a kernel image under `qemu-system-loongarch64` and collects its output.
 //! - [`symtab`] builds the `.ksyms` blob described in `docs/formats.md`, writes it into a linked
 //!   kernel image, and reads it back.
+//! - [`record`], [`capture`], [`tracedat`], [`flame`], [`chrome`] and [`calls`]: `ltrace record`
+//!   fetches a recording from the kernel and writes `trace.dat`, flame graphs and Chrome JSON.
 //! - [`bench`] reads the kernel's `BENCH` lines and checks the speed targets.
 
 pub mod bench;
+pub mod calls;
+pub mod capture;
+pub mod chrome;
+pub mod flame;
 pub mod ktap;
+pub mod record;
 pub mod runner;
 pub mod symtab;
+pub mod tracedat;

@@ -123,8 +123,10 @@ pub fn write_header(w: &mut dyn Write, tracer: &str, c: &Collected) -> core::fmt
 /// Writes one function event as a `trace` line:
 /// `      loongtrace-0       [000] d.h..     0.123456: func <-parent`.
 pub fn write_function_line(w: &mut dyn Write, e: &TraceEntry) -> core::fmt::Result {
-    let hz = crate::boot::counter_hz();
-    let (s, us) = (e.ts / hz, (e.ts % hz) * 1_000_000 / hz);
+    // Microseconds rounded to nearest, as Linux's `ns2usecs` (and trace-cmd) print them.
+    let ns = (e.ts as u128 * 1_000_000_000 / crate::boot::counter_hz() as u128) as u64;
+    let usecs = (ns + 500) / 1000;
+    let (s, us) = (usecs / 1_000_000, usecs % 1_000_000);
     let irq = if e.depth & FLAG_IRQS_OFF != 0 { 'd' } else { '.' };
     let trap = if e.depth & FLAG_IN_TRAP != 0 { 'h' } else { '.' };
     writeln!(

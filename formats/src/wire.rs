@@ -1,0 +1,343 @@
+//! The trace-export wire format: checksummed frames that carry a recording from guest to host.
+//!
+//! After a recording the kernel prints the text line [`BEGIN_LINE`] on the serial console and then
+//! sends raw binary frames on the same line (no `\n` → `\r\n` translation), the last one of kind
+//! [`Kind::End`]; then it prints [`END_LINE`]. Every frame is
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `LTX1` |
+//! | 4 | 1 | kind ([`Kind`]) |
+//! | 5 | 1 | CPU the payload belongs to (events), else 0 |
+//! | 6 | 2 | reserved, 0 |
+//! | 8 | 4 | sequence number, 0 for the first frame, +1 per frame |
+//! | 12 | 4 | payload length (at most [`MAX_PAYLOAD`]) |
+//! | 16 | len | payload |
+//! | 16 + len | 4 | CRC-32 (IEEE, as zlib computes it) of the header and the payload |
+//!
+//! All integers are little-endian. Payloads: `Meta` is UTF-8 `key=value` lines; `Symtab` frames,
+//! concatenated, are the kernel's `LTKSYM01` symbol table; `Events` is a whole number of
+//! [`RECORD_LEN`]-byte [`Record`]s of one CPU, oldest first; `End` holds the number of frames
+//! before it as a `u32`.
+
+use core::fmt;
+
+/// The console line that announces the binary frames.
+pub const BEGIN_LINE: &str = "ltrace-export: begin";
+/// The console line printed after the last frame.
+pub const END_LINE: &str = "ltrace-export: end";
+/// First four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"LTX1";
+/// Size of the frame header.
+pub const HEADER_LEN: usize = 16;
+/// Size of the checksum after the payload.
+pub const CRC_LEN: usize = 4;
+/// Largest payload of one frame.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Size of one encoded [`Record`].
+pub const RECORD_LEN: usize = 40;
+/// Records in a full `Events` frame.
+pub const RECORDS_PER_FRAME: usize = MAX_PAYLOAD / RECORD_LEN;
+
+/// [`Record::kind`] of a function-tracer event.
+pub const KIND_FUNC: u8 = 0;
+/// [`Record::kind`] of a function-graph entry.
+pub const KIND_GRAPH_ENTRY: u8 = 1;
+/// [`Record::kind`] of a function-graph return.
+pub const KIND_GRAPH_RETURN: u8 = 2;
+
+/// Function events: [`Record::depth`] bit set when recorded with interrupts disabled.
+pub const FLAG_IRQS_OFF: u16 = 1 << 0;
+/// Function events: [`Record::depth`] bit set when recorded in an exception or interrupt handler.
+pub const FLAG_IN_TRAP: u16 = 1 << 1;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// `key=value` lines describing the recording.
+    Meta = 1,
+    /// A piece of the symbol table.
+    Symtab = 2,
+    /// Trace records of one CPU.
+    Events = 3,
+    /// The last frame.
+    End = 4,
+}
+
+impl Kind {
+    /// The kind with wire value `b`.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Meta,
+            2 => Kind::Symtab,
+            3 => Kind::Events,
+            4 => Kind::End,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Meta => "meta",
+            Kind::Symtab => "symtab",
+            Kind::Events => "events",
+            Kind::End => "end",
+        }
+    }
+}
+
+/// Why a frame header was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The first four bytes are not `LTX1`.
+    BadMagic([u8; 4]),
+    /// Unknown kind byte.
+    BadKind(u8),
+    /// Reserved bytes are not zero.
+    BadReserved,
+    /// Payload length above [`MAX_PAYLOAD`].
+    TooLong(u32),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadMagic(m) => write!(f, "bad frame magic {m:02x?} (expected \"LTX1\")"),
+            WireError::BadKind(k) => write!(f, "unknown frame kind {k}"),
+            WireError::BadReserved => f.write_str("reserved header bytes are not zero"),
+            WireError::TooLong(n) => write!(f, "payload length {n} exceeds {MAX_PAYLOAD}"),
+        }
+    }
+}
+
+/// A decoded frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub cpu: u8,
+    pub seq: u32,
+    pub len: u32,
+}
+
+impl Header {
+    /// The header's 16 bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[..4].copy_from_slice(&MAGIC);
+        b[4] = self.kind as u8;
+        b[5] = self.cpu;
+        b[8..12].copy_from_slice(&self.seq.to_le_bytes());
+        b[12..16].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks a header (the checksum is checked once the payload is in).
+    pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
+        let magic = [b[0], b[1], b[2], b[3]];
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        let kind = Kind::from_u8(b[4]).ok_or(WireError::BadKind(b[4]))?;
+        if b[6] != 0 || b[7] != 0 {
+            return Err(WireError::BadReserved);
+        }
+        let seq = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        let len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        if len as usize > MAX_PAYLOAD {
+            return Err(WireError::TooLong(len));
+        }
+        Ok(Header { kind, cpu: b[5], seq, len })
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), computed incrementally.
+#[derive(Clone, Copy, Debug)]
+pub struct Crc32(u32);
+
+const CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+impl Crc32 {
+    pub const fn new() -> Self {
+        Crc32(!0)
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        let mut c = self.0;
+        for &b in bytes {
+            c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+
+    pub fn finish(self) -> u32 {
+        !self.0
+    }
+}
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// CRC-32 of `bytes`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = Crc32::new();
+    c.update(bytes);
+    c.finish()
+}
+
+/// The checksum a frame carries: CRC-32 of its header and payload.
+pub fn frame_crc(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
+    let mut c = Crc32::new();
+    c.update(header);
+    c.update(payload);
+    c.finish()
+}
+
+/// Emits one frame (header, payload, checksum) through `out`, which may be called several times.
+/// `payload` must not exceed [`MAX_PAYLOAD`] (longer payloads are cut there).
+pub fn write_frame(kind: Kind, cpu: u8, seq: u32, payload: &[u8], mut out: impl FnMut(&[u8])) {
+    let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
+    let header = Header { kind, cpu, seq, len: payload.len() as u32 }.encode();
+    out(&header);
+    out(payload);
+    out(&frame_crc(&header, payload).to_le_bytes());
+}
+
+/// One trace record as it travels: the kernel's ring-buffer entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Timestamp in stable-counter ticks.
+    pub ts: u64,
+    /// Traced function.
+    pub ip: u64,
+    /// Function events and graph entries: the call site's return address. Graph returns: the
+    /// return value.
+    pub parent: u64,
+    /// [`KIND_FUNC`], [`KIND_GRAPH_ENTRY`] or [`KIND_GRAPH_RETURN`].
+    pub kind: u8,
+    /// CPU that recorded it.
+    pub cpu: u8,
+    /// Graph events: call depth (0 = outermost). Function events: [`FLAG_IRQS_OFF`] etc.
+    pub depth: u16,
+    /// Graph returns: the call's duration in ticks; else 0.
+    pub extra: u64,
+}
+
+impl Record {
+    /// The 40-byte encoding: `ts`, `ip`, `parent`, `kind | cpu << 8 | depth << 16`, `extra`.
+    pub fn encode(&self) -> [u8; RECORD_LEN] {
+        let info = self.kind as u64 | (self.cpu as u64) << 8 | (self.depth as u64) << 16;
+        let mut b = [0u8; RECORD_LEN];
+        for (i, w) in [self.ts, self.ip, self.parent, info, self.extra].iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes [`encode`](Self::encode)'s output (`b` must hold at least [`RECORD_LEN`] bytes).
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        let w = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?)) };
+        let info = w(3)?;
+        Some(Record {
+            ts: w(0)?,
+            ip: w(1)?,
+            parent: w(2)?,
+            kind: info as u8,
+            cpu: (info >> 8) as u8,
+            depth: (info >> 16) as u16,
+            extra: w(4)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn crc_matches_zlib() {
+        // Known CRC-32 check value.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+        let mut c = Crc32::new();
+        c.update(b"1234");
+        c.update(b"56789");
+        assert_eq!(c.finish(), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn header_round_trip_and_errors() {
+        let h = Header { kind: Kind::Events, cpu: 3, seq: 0x0102_0304, len: 4000 };
+        let b = h.encode();
+        assert_eq!(&b[..4], b"LTX1");
+        assert_eq!(Header::decode(&b), Ok(h));
+        let mut bad = b;
+        bad[0] = b'X';
+        assert!(matches!(Header::decode(&bad), Err(WireError::BadMagic(_))));
+        let mut bad = b;
+        bad[4] = 9;
+        assert_eq!(Header::decode(&bad), Err(WireError::BadKind(9)));
+        let mut bad = b;
+        bad[7] = 1;
+        assert_eq!(Header::decode(&bad), Err(WireError::BadReserved));
+        let mut bad = b;
+        bad[12..16].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        assert_eq!(Header::decode(&bad), Err(WireError::TooLong(MAX_PAYLOAD as u32 + 1)));
+    }
+
+    #[test]
+    fn frame_layout() {
+        let mut out = Vec::new();
+        write_frame(Kind::Meta, 0, 7, b"cpus=1\n", |b| out.extend_from_slice(b));
+        assert_eq!(out.len(), HEADER_LEN + 7 + CRC_LEN);
+        let header: [u8; HEADER_LEN] = out[..HEADER_LEN].try_into().unwrap();
+        let h = Header::decode(&header).unwrap();
+        assert_eq!((h.kind, h.seq, h.len), (Kind::Meta, 7, 7));
+        assert_eq!(&out[HEADER_LEN..HEADER_LEN + 7], b"cpus=1\n");
+        let crc = u32::from_le_bytes(out[HEADER_LEN + 7..].try_into().unwrap());
+        assert_eq!(crc, crc32(&out[..HEADER_LEN + 7]));
+        // Any flipped bit changes the checksum.
+        for i in 0..(HEADER_LEN + 7) * 8 {
+            let mut c = out.clone();
+            c[i / 8] ^= 1 << (i % 8);
+            assert_ne!(crc32(&c[..HEADER_LEN + 7]), crc);
+        }
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let r = Record {
+            ts: 1,
+            ip: 0x9000_0000_0020_1234,
+            parent: u64::MAX,
+            kind: KIND_GRAPH_RETURN,
+            cpu: 3,
+            depth: 0xBEEF,
+            extra: 42,
+        };
+        let b = r.encode();
+        assert_eq!(&b[24..32], &(2u64 | 3 << 8 | 0xBEEF << 16).to_le_bytes());
+        assert_eq!(Record::decode(&b), Some(r));
+        assert_eq!(Record::decode(&b[..39]), None);
+    }
+}

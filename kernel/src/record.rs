@@ -1,0 +1,260 @@
+//! `record=...` boots: run a tracer over a workload, print the trace, send it to the host in binary.
+//!
+//! Command-line words (all but `record` optional):
+//!
+//! | word | meaning |
+//! |---|---|
+//! | `record=function\|function_graph` | the tracer |
+//! | `record_filter=<globs>` | `set_ftrace_filter` (functions whose sites are enabled; `\|`-separated) |
+//! | `record_graph=<globs>` | `set_graph_function` (function_graph only; `\|`-separated) |
+//! | `record_depth=<n>` | `max_graph_depth` (function_graph only, 0 = unlimited) |
+//! | `record_workload=chain\|smp_chain\|idle` | what runs while tracing (default `chain`) |
+//! | `record_ms=<n>` | keep tracing this long after the workload (timer ticks, idle loops) |
+//! | `record_fault=corrupt\|die` | test hook: damage one frame, or power off mid-transfer |
+//!
+//! The trace is printed in Linux's `trace` text first (what `cat trace` would show), then sent as
+//! the frames of [`formats::wire`]: metadata, the symbol table, every CPU's events, end.
+
+use crate::ftrace::graph_tracer::{self, GraphConfig};
+use crate::ftrace::tracer::{self, Collected};
+use crate::ringbuf::TraceEntry;
+use crate::selftest::targets::chain_root;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use formats::wire::{self, Kind, Record};
+
+const MAX_CPUS: usize = arch::boot::MAX_CPUS;
+
+// The ring buffer's kinds are the wire's kinds.
+const _: () = assert!(
+    crate::ringbuf::KIND_FUNC == wire::KIND_FUNC
+        && crate::ringbuf::KIND_GRAPH_ENTRY == wire::KIND_GRAPH_ENTRY
+        && crate::ringbuf::KIND_GRAPH_RETURN == wire::KIND_GRAPH_RETURN
+        && tracer::FLAG_IRQS_OFF == wire::FLAG_IRQS_OFF
+        && tracer::FLAG_IN_TRAP == wire::FLAG_IN_TRAP
+);
+
+/// Command-line keys this module reads.
+pub const KEYS: &[&str] = &["record", "record_filter", "record_graph", "record_depth", "record_workload", "record_ms", "record_fault"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tracer {
+    Function,
+    Graph,
+}
+
+/// Runs the recording the command line asks for; prints an error line and returns if it is wrong.
+pub fn run(cmd: crate::cmdline::Cmdline<'_>) {
+    if let Err(e) = run_inner(cmd) {
+        println!("record: {e}");
+    }
+}
+
+fn run_inner(cmd: crate::cmdline::Cmdline<'_>) -> Result<(), String> {
+    let tracer = match cmd.get("record") {
+        Some("function") => Tracer::Function,
+        Some("function_graph") => Tracer::Graph,
+        other => return Err(format!("unknown tracer {:?} (use function or function_graph)", other.unwrap_or(""))),
+    };
+    let workload = cmd.get("record_workload").unwrap_or("chain");
+    if !matches!(workload, "chain" | "smp_chain" | "idle") {
+        return Err(format!("unknown workload '{workload}' (use chain, smp_chain or idle)"));
+    }
+    let number = |key: &str| -> Result<u64, String> {
+        match cmd.get(key) {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
+        }
+    };
+    let ms = number("record_ms")?;
+    let depth = number("record_depth")?;
+    let fault = cmd.get("record_fault");
+    if !matches!(fault, None | Some("corrupt" | "die")) {
+        return Err(format!("unknown record_fault {:?}", fault.unwrap_or("")));
+    }
+    // Lists on the command line are `|`-separated; filter lines are space-separated.
+    let filter = cmd.get("record_filter").filter(|f| !f.is_empty()).map(|f| f.replace('|', " "));
+    let graph = cmd.get("record_graph").filter(|f| !f.is_empty()).map(|f| f.replace('|', " "));
+    let (filter, graph) = (filter.as_deref(), graph.as_deref());
+    if tracer == Tracer::Function && (graph.is_some() || depth != 0) {
+        return Err("record_graph and record_depth need record=function_graph".into());
+    }
+
+    tracer::reset_buffers();
+    let started = match tracer {
+        Tracer::Function => tracer::start(filter),
+        Tracer::Graph => graph_tracer::start(&GraphConfig {
+            graph_function: graph,
+            ftrace_filter: filter,
+            max_depth: u32::try_from(depth).unwrap_or(u32::MAX),
+        }),
+    };
+    started.map_err(|e| format!("cannot start the tracer: {e}"))?;
+    run_workload(workload, ms);
+    let stopped = match tracer {
+        Tracer::Function => tracer::stop(),
+        Tracer::Graph => graph_tracer::stop(),
+    };
+    stopped.map_err(|e| format!("cannot stop the tracer: {e}"))?;
+
+    let per_cpu = take_buffers();
+    print_text(tracer, &per_cpu);
+    send(tracer, &per_cpu, fault);
+    Ok(())
+}
+
+#[inline(never)]
+fn chain_on_cpu(cpu: usize) {
+    core::hint::black_box(chain_root(cpu as u64 + 1));
+}
+
+fn run_workload(workload: &str, ms: u64) {
+    match workload {
+        "chain" => chain_on_cpu(0),
+        "smp_chain" => {
+            let cpus: Vec<usize> = (1..MAX_CPUS).filter(|&c| crate::smp::run_on(c, chain_on_cpu)).collect();
+            chain_on_cpu(arch::cpu::id());
+            let t0 = arch::time::ticks();
+            while cpus.iter().any(|&c| crate::smp::work_running(c)) {
+                if arch::time::ticks() - t0 > crate::boot::counter_hz() {
+                    println!("record: a CPU did not finish the workload within 1 s");
+                    break;
+                }
+                arch::cpu::idle();
+            }
+        }
+        _ => {}
+    }
+    if ms > 0 {
+        let end = arch::time::ticks() + ms * crate::boot::counter_hz() / 1000;
+        while arch::time::ticks() < end {
+            arch::cpu::idle();
+        }
+    }
+}
+
+/// One CPU's events, oldest first, and its counters.
+struct CpuEvents {
+    events: Vec<TraceEntry>,
+    lost: u64,
+    written: u64,
+}
+
+fn take_buffers() -> Vec<CpuEvents> {
+    let cpus = crate::smp::online().clamp(1, MAX_CPUS);
+    tracer::BUFFERS[..cpus]
+        .iter()
+        .map(|b| {
+            let mut events = Vec::new();
+            let written = b.written();
+            let st = b.snapshot(|_, e| events.push(e));
+            CpuEvents { events, lost: st.lost, written }
+        })
+        .collect()
+}
+
+fn print_text(tracer: Tracer, per_cpu: &[CpuEvents]) {
+    let mut all = Collected { events: Vec::new(), lost: 0, written: 0 };
+    for c in per_cpu {
+        all.events.extend_from_slice(&c.events);
+        all.lost += c.lost;
+        all.written += c.written;
+    }
+    all.events.sort_by_key(|e| (e.ts, e.cpu));
+    crate::console::with_console(|w| {
+        let _ = match tracer {
+            Tracer::Function => tracer::write_header(w, "function", &all)
+                .and_then(|()| all.events.iter().try_for_each(|e| tracer::write_function_line(w, e))),
+            Tracer::Graph => graph_tracer::write_graph(w, &all),
+        };
+    });
+}
+
+/// Sends raw bytes, counting them; the test hooks act on the way.
+struct Sender {
+    sent: u64,
+    /// Flip the byte at this offset (`record_fault=corrupt`).
+    corrupt_at: Option<u64>,
+    /// Power off once this many bytes are out (`record_fault=die`).
+    die_at: Option<u64>,
+}
+
+impl Sender {
+    fn put(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.die_at == Some(self.sent) {
+                arch::power::power_off();
+            }
+            let b = if self.corrupt_at == Some(self.sent) { b ^ 0x20 } else { b };
+            arch::uart::put_byte(b);
+            self.sent += 1;
+        }
+    }
+
+    fn frame(&mut self, seq: &mut u32, kind: Kind, cpu: u8, payload: &[u8]) {
+        wire::write_frame(kind, cpu, *seq, payload, |b| self.put(b));
+        *seq += 1;
+    }
+}
+
+fn frame_bytes(payload: usize) -> u64 {
+    (wire::HEADER_LEN + payload + wire::CRC_LEN) as u64
+}
+
+fn send(tracer: Tracer, per_cpu: &[CpuEvents], fault: Option<&str>) {
+    let symtab = crate::ksyms::raw_table();
+    // Everything after the metadata frame, so the host can show progress.
+    let mut rest = 0u64;
+    let mut frames = 1u32;
+    for chunk in symtab.chunks(wire::MAX_PAYLOAD) {
+        rest += frame_bytes(chunk.len());
+        frames += 1;
+    }
+    for c in per_cpu {
+        for chunk in c.events.chunks(wire::RECORDS_PER_FRAME) {
+            rest += frame_bytes(chunk.len() * wire::RECORD_LEN);
+            frames += 1;
+        }
+    }
+    rest += frame_bytes(4);
+    frames += 1;
+
+    let mut meta = String::new();
+    let name = if tracer == Tracer::Function { "function" } else { "function_graph" };
+    let _ = writeln!(meta, "version=1\ntracer={name}\ncpus={}\ncounter_hz={}", per_cpu.len(), crate::boot::counter_hz());
+    let _ = writeln!(meta, "frames={frames}\nbytes_after_meta={rest}\nsymtab_bytes={}", symtab.len());
+    for (cpu, c) in per_cpu.iter().enumerate() {
+        let _ = writeln!(meta, "cpu{cpu}=events:{} lost:{} written:{}", c.events.len(), c.lost, c.written);
+    }
+
+    let total = frame_bytes(meta.len()) + rest;
+    let mut tx = Sender {
+        sent: 0,
+        corrupt_at: (fault == Some("corrupt")).then(|| total / 2),
+        die_at: (fault == Some("die")).then(|| total / 2),
+    };
+    crate::console::with_console(|w| {
+        let _ = writeln!(w, "{}", wire::BEGIN_LINE);
+        let mut seq = 0;
+        tx.frame(&mut seq, Kind::Meta, 0, meta.as_bytes());
+        for chunk in symtab.chunks(wire::MAX_PAYLOAD) {
+            tx.frame(&mut seq, Kind::Symtab, 0, chunk);
+        }
+        let mut buf = Vec::with_capacity(wire::MAX_PAYLOAD);
+        for (cpu, c) in per_cpu.iter().enumerate() {
+            for chunk in c.events.chunks(wire::RECORDS_PER_FRAME) {
+                buf.clear();
+                for e in chunk {
+                    let r = Record { ts: e.ts, ip: e.ip, parent: e.parent, kind: e.kind, cpu: e.cpu, depth: e.depth, extra: e.extra };
+                    buf.extend_from_slice(&r.encode());
+                }
+                tx.frame(&mut seq, Kind::Events, cpu as u8, &buf);
+            }
+        }
+        let n = seq;
+        tx.frame(&mut seq, Kind::End, 0, &n.to_le_bytes());
+        let _ = writeln!(w, "\n{}", wire::END_LINE);
+    });
+}

@@ -1,0 +1,179 @@
+//! `ltrace`: record a trace from the kernel under QEMU and turn it into files Linux's tools open.
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use loongtrace_tools::capture::{self, Progress, Recording};
+use loongtrace_tools::record::{self, RecordConfig};
+use loongtrace_tools::runner::RunConfig;
+use loongtrace_tools::{chrome, flame, tracedat};
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "ltrace", about = "Record loongtrace traces and write trace.dat, flame graphs and Chrome JSON")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot the kernel with a tracer and a workload, fetch the trace, write trace.dat (and more).
+    Record(RecordArgs),
+    /// Turn a saved serial stream (from `record`) into trace.dat, a flame graph or Chrome JSON.
+    Convert {
+        /// The serial stream `record` saved (`<output>.serial`).
+        serial: PathBuf,
+        #[command(flatten)]
+        out: Outputs,
+    },
+}
+
+#[derive(Args)]
+struct Outputs {
+    /// Write trace-cmd's trace.dat here.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Write a flame graph SVG (function_graph recordings).
+    #[arg(long, value_name = "SVG")]
+    flamegraph: Option<PathBuf>,
+    /// Write Chrome trace-event JSON (Perfetto UI, chrome://tracing).
+    #[arg(long, value_name = "JSON")]
+    chrome: Option<PathBuf>,
+    /// Write the kernel's own trace text (what it printed before sending) here.
+    #[arg(long, value_name = "TXT")]
+    kernel_text: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// Tracer: function or function_graph.
+    #[arg(short = 'p', long = "plugin", default_value = "function_graph")]
+    tracer: String,
+    /// set_ftrace_filter glob (repeatable).
+    #[arg(short = 'l', long = "filter")]
+    filter: Vec<String>,
+    /// set_graph_function glob (repeatable; function_graph).
+    #[arg(short = 'g', long = "graph-function")]
+    graph_function: Vec<String>,
+    /// max_graph_depth (function_graph; 0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_depth: u32,
+    /// Workload run while tracing: chain (boot CPU), smp_chain (every CPU), idle.
+    #[arg(short, long, default_value = "chain")]
+    workload: String,
+    /// Keep tracing this many milliseconds after the workload.
+    #[arg(short, long = "duration-ms", default_value_t = 0)]
+    duration_ms: u64,
+    /// Kernel image.
+    #[arg(short, long, default_value = "target/loongtrace.elf")]
+    kernel: PathBuf,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 1)]
+    smp: u32,
+    /// Kill QEMU after this many seconds.
+    #[arg(long, default_value_t = record::DEFAULT_TIMEOUT.as_secs())]
+    timeout: u64,
+    /// Extra kernel command-line word (repeatable).
+    #[arg(long = "cmdline")]
+    cmdline: Vec<String>,
+    /// Where to save the raw serial stream (default: the output's name with `.serial`).
+    #[arg(long)]
+    serial: Option<PathBuf>,
+    #[command(flatten)]
+    out: Outputs,
+}
+
+fn progress_bar() -> (ProgressBar, impl FnMut(Progress)) {
+    let bar = ProgressBar::hidden();
+    let b = bar.clone();
+    let f = move |p: Progress| {
+        if let Some(t) = p.total {
+            if b.is_hidden() && b.length().is_none() {
+                b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                b.set_style(
+                    ProgressStyle::with_template("fetching {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+                        .expect("valid template"),
+                );
+            }
+            b.set_length(t);
+        }
+        b.set_position(p.bytes);
+    };
+    (bar, f)
+}
+
+fn write_outputs(rec: &Recording, console: &[String], out: &Outputs) -> Result<(), String> {
+    let save = |path: &Path, bytes: &[u8]| std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()));
+    if let Some(p) = &out.output {
+        save(p, &tracedat::write(rec)?)?;
+        let events: usize = rec.cpus.iter().map(|c| c.events.len()).sum();
+        eprintln!("ltrace: wrote {} ({} CPUs, {events} events)", p.display(), rec.cpus.len());
+    }
+    if let Some(p) = &out.flamegraph {
+        save(p, &flame::svg(rec, &p.display().to_string())?)?;
+        eprintln!("ltrace: wrote {}", p.display());
+    }
+    if let Some(p) = &out.chrome {
+        save(p, chrome::json(rec)?.as_bytes())?;
+        eprintln!("ltrace: wrote {}", p.display());
+    }
+    if let Some(p) = &out.kernel_text {
+        let text = capture::kernel_trace_text(console);
+        save(p, text.as_bytes())?;
+        eprintln!("ltrace: wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Record(a) => {
+            let mut run = RunConfig::new(&a.kernel);
+            run.smp = a.smp;
+            run.timeout = Duration::from_secs(a.timeout);
+            let mut cfg = RecordConfig::new(run, &a.tracer);
+            cfg.filter = a.filter;
+            cfg.graph_function = a.graph_function;
+            cfg.max_depth = a.max_depth;
+            cfg.workload = a.workload;
+            cfg.duration_ms = a.duration_ms;
+            cfg.extra_cmdline = a.cmdline;
+            let mut out = a.out;
+            if out.output.is_none() && out.flamegraph.is_none() && out.chrome.is_none() {
+                out.output = Some(PathBuf::from("trace.dat"));
+            }
+            cfg.save_serial = Some(a.serial.unwrap_or_else(|| {
+                out.output.as_deref().unwrap_or(Path::new("trace.dat")).with_extension("serial")
+            }));
+            let (bar, progress) = progress_bar();
+            let result = record::record(&cfg, progress);
+            bar.finish_and_clear();
+            let (console, rec) = result.map_err(|e| e.to_string())?;
+            if let Some(p) = &cfg.save_serial {
+                eprintln!("ltrace: serial stream saved in {}", p.display());
+            }
+            write_outputs(&rec, &console, &out)
+        }
+        Cmd::Convert { serial, out } => {
+            let f = std::fs::File::open(&serial).map_err(|e| format!("{}: {e}", serial.display()))?;
+            let (console, rec) = capture::read_capture(&mut BufReader::new(f), |_| {}).map_err(|e| format!("{}: {e}", serial.display()))?;
+            if out.output.is_none() && out.flamegraph.is_none() && out.chrome.is_none() && out.kernel_text.is_none() {
+                return Err("nothing to write: give -o, --flamegraph, --chrome or --kernel-text".into());
+            }
+            write_outputs(&rec, &console, &out)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ltrace: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

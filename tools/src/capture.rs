@@ -1,0 +1,302 @@
+//! Reads a recording that the kernel sent over the serial line (`formats::wire` frames).
+//!
+//! The serial stream holds console text, the line [`wire::BEGIN_LINE`], the binary frames, and
+//! more text. [`read_capture`] returns the console text before the frames and the decoded
+//! [`Recording`]; a stream that ends early, a checksum that does not match, a frame out of order
+//! or metadata that disagrees with the frames is an error, never a partial recording.
+
+use formats::wire::{self, Header, Kind, Record};
+use std::fmt;
+use std::io::{self, BufRead, Read};
+
+/// Everything one recording holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recording {
+    /// `function` or `function_graph`.
+    pub tracer: String,
+    /// Stable-counter frequency (timestamps are in its ticks).
+    pub counter_hz: u64,
+    /// Per CPU, oldest first.
+    pub cpus: Vec<CpuTrace>,
+    /// The kernel's `LTKSYM01` symbol table.
+    pub symtab: Vec<u8>,
+}
+
+/// One CPU's part of a recording.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuTrace {
+    pub events: Vec<Record>,
+    /// Events overwritten before they could be read.
+    pub lost: u64,
+    /// Events ever written.
+    pub written: u64,
+}
+
+impl Recording {
+    /// Timestamp `ticks` in nanoseconds.
+    pub fn ns(&self, ticks: u64) -> u64 {
+        (ticks as u128 * 1_000_000_000 / self.counter_hz.max(1) as u128) as u64
+    }
+
+    /// Whether this is a function_graph recording.
+    pub fn is_graph(&self) -> bool {
+        self.tracer == "function_graph"
+    }
+}
+
+/// Why a capture could not be read.
+#[derive(Debug)]
+pub enum CaptureError {
+    /// The stream ended without the begin line (the guest never exported).
+    NoExport { last_lines: Vec<String> },
+    /// The stream ended inside the frames.
+    Truncated { frames: u32, bytes: u64, expected_bytes: Option<u64> },
+    /// A frame's checksum does not match its contents.
+    Checksum { seq: u32, kind: &'static str, cpu: u8 },
+    /// A frame header is malformed.
+    BadHeader { after_seq: Option<u32>, error: wire::WireError },
+    /// Frames skipped or repeated.
+    Sequence { expected: u32, got: u32 },
+    /// Metadata missing, malformed, or not matching the frames.
+    Inconsistent(String),
+    /// Reading failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaptureError::NoExport { last_lines } => {
+                write!(f, "the guest never started sending the recording ('{}' not seen)", wire::BEGIN_LINE)?;
+                if !last_lines.is_empty() {
+                    write!(f, "; its last output:\n  {}", last_lines.join("\n  "))?;
+                }
+                Ok(())
+            }
+            CaptureError::Truncated { frames, bytes, expected_bytes } => {
+                write!(f, "the transfer stopped after {frames} complete frames ({bytes} bytes")?;
+                if let Some(e) = expected_bytes {
+                    write!(f, " of {e}")?;
+                }
+                write!(f, "): the guest died or was stopped mid-transfer")
+            }
+            CaptureError::Checksum { seq, kind, cpu } => write!(
+                f,
+                "frame {seq} ({kind}, cpu {cpu}) failed its checksum: the transfer was corrupted; nothing written"
+            ),
+            CaptureError::BadHeader { after_seq, error } => match after_seq {
+                Some(s) => write!(f, "malformed frame header after frame {s}: {error}"),
+                None => write!(f, "malformed first frame header: {error}"),
+            },
+            CaptureError::Sequence { expected, got } => {
+                write!(f, "frame {got} arrived where frame {expected} was expected (frames lost or repeated)")
+            }
+            CaptureError::Inconsistent(m) => write!(f, "inconsistent recording: {m}"),
+            CaptureError::Io(e) => write!(f, "reading the serial stream failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CaptureError {}
+
+impl From<io::Error> for CaptureError {
+    fn from(e: io::Error) -> Self {
+        CaptureError::Io(e)
+    }
+}
+
+/// Progress of a transfer, for a progress bar.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Frame bytes received so far.
+    pub bytes: u64,
+    /// Total frame bytes, known once the metadata frame is in.
+    pub total: Option<u64>,
+}
+
+/// Fills `buf` completely; `Ok(false)` if the stream ended first (after `got` bytes).
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Parsed metadata frame.
+#[derive(Debug, Default)]
+struct Meta {
+    tracer: String,
+    cpus: usize,
+    counter_hz: u64,
+    frames: u32,
+    bytes_after_meta: u64,
+    symtab_bytes: usize,
+    per_cpu: Vec<(usize, u64, u64)>,
+}
+
+fn parse_meta(text: &str) -> Result<Meta, CaptureError> {
+    let bad = |m: String| CaptureError::Inconsistent(m);
+    let get = |key: &str| -> Result<&str, CaptureError> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .ok_or_else(|| bad(format!("metadata lacks '{key}'")))
+    };
+    let num = |key: &str| -> Result<u64, CaptureError> {
+        let v = get(key)?;
+        v.parse().map_err(|_| bad(format!("metadata {key}={v} is not a number")))
+    };
+    if get("version")? != "1" {
+        return Err(bad(format!("unsupported export version {}", get("version")?)));
+    }
+    let mut m = Meta {
+        tracer: get("tracer")?.to_string(),
+        cpus: num("cpus")? as usize,
+        counter_hz: num("counter_hz")?,
+        frames: num("frames")? as u32,
+        bytes_after_meta: num("bytes_after_meta")?,
+        symtab_bytes: num("symtab_bytes")? as usize,
+        per_cpu: Vec::new(),
+    };
+    if m.cpus == 0 || m.cpus > 256 || m.counter_hz == 0 {
+        return Err(bad(format!("metadata cpus={} counter_hz={}", m.cpus, m.counter_hz)));
+    }
+    for cpu in 0..m.cpus {
+        let v = get(&format!("cpu{cpu}"))?;
+        let field = |name: &str| -> Result<u64, CaptureError> {
+            v.split(' ')
+                .find_map(|w| w.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| bad(format!("metadata cpu{cpu}={v} lacks {name}")))
+        };
+        m.per_cpu.push((field("events")? as usize, field("lost")?, field("written")?));
+    }
+    Ok(m)
+}
+
+/// Reads console text up to the begin line, then the frames. Returns the console lines before
+/// the frames and the recording. `progress` is called after every frame.
+pub fn read_capture(
+    r: &mut impl BufRead,
+    mut progress: impl FnMut(Progress),
+) -> Result<(Vec<String>, Recording), CaptureError> {
+    let mut console = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            let n = console.len().saturating_sub(5);
+            return Err(CaptureError::NoExport { last_lines: console.split_off(n) });
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text == wire::BEGIN_LINE {
+            break;
+        }
+        console.push(text.to_string());
+    }
+
+    let mut rec = Recording::default();
+    let mut meta: Option<Meta> = None;
+    let mut seq = 0u32;
+    let mut bytes = 0u64;
+    // The metadata counts the bytes after its own frame.
+    let mut meta_len = 0u64;
+    let mut payload = vec![0u8; wire::MAX_PAYLOAD];
+    loop {
+        let expected_bytes = meta.as_ref().map(|m| m.bytes_after_meta + meta_len);
+        let truncated = |seq, bytes| CaptureError::Truncated { frames: seq, bytes, expected_bytes };
+        let mut hb = [0u8; wire::HEADER_LEN];
+        if !fill(r, &mut hb)? {
+            return Err(truncated(seq, bytes));
+        }
+        let h = Header::decode(&hb).map_err(|error| CaptureError::BadHeader { after_seq: seq.checked_sub(1), error })?;
+        let body = &mut payload[..h.len as usize];
+        let mut cb = [0u8; wire::CRC_LEN];
+        if !fill(r, body)? || !fill(r, &mut cb)? {
+            return Err(truncated(seq, bytes));
+        }
+        if u32::from_le_bytes(cb) != wire::frame_crc(&hb, body) {
+            return Err(CaptureError::Checksum { seq: h.seq, kind: h.kind.name(), cpu: h.cpu });
+        }
+        if h.seq != seq {
+            return Err(CaptureError::Sequence { expected: seq, got: h.seq });
+        }
+        bytes += (wire::HEADER_LEN + body.len() + wire::CRC_LEN) as u64;
+        seq += 1;
+        match (h.kind, &meta) {
+            (Kind::Meta, None) => {
+                let text = std::str::from_utf8(body).map_err(|_| CaptureError::Inconsistent("metadata is not UTF-8".into()))?;
+                let m = parse_meta(text)?;
+                rec.tracer = m.tracer.clone();
+                rec.counter_hz = m.counter_hz;
+                rec.cpus = m.per_cpu.iter().map(|&(n, lost, written)| CpuTrace { events: Vec::with_capacity(n), lost, written }).collect();
+                rec.symtab.reserve(m.symtab_bytes);
+                meta_len = bytes;
+                meta = Some(m);
+            }
+            (_, None) | (Kind::Meta, Some(_)) => {
+                return Err(CaptureError::Inconsistent(format!("frame {} is {}; the metadata frame must come first, once", h.seq, h.kind.name())));
+            }
+            (Kind::Symtab, Some(_)) => rec.symtab.extend_from_slice(body),
+            (Kind::Events, Some(_)) => {
+                let cpu = rec.cpus.get_mut(h.cpu as usize).ok_or_else(|| {
+                    CaptureError::Inconsistent(format!("frame {} holds events of cpu {} beyond the recorded CPUs", h.seq, h.cpu))
+                })?;
+                if body.len() % wire::RECORD_LEN != 0 {
+                    return Err(CaptureError::Inconsistent(format!("frame {} holds a partial record", h.seq)));
+                }
+                cpu.events.extend(body.chunks(wire::RECORD_LEN).filter_map(Record::decode));
+            }
+            (Kind::End, Some(m)) => {
+                let announced = body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if announced != Some(h.seq) || seq != m.frames {
+                    return Err(CaptureError::Inconsistent(format!(
+                        "end frame says {announced:?} frames before it, metadata said {}, received {}",
+                        m.frames,
+                        h.seq
+                    )));
+                }
+                progress(Progress { bytes, total: expected_bytes });
+                check_counts(&rec, m)?;
+                return Ok((console, rec));
+            }
+        }
+        progress(Progress { bytes, total: meta.as_ref().map(|m| m.bytes_after_meta + meta_len) });
+    }
+}
+
+fn check_counts(rec: &Recording, m: &Meta) -> Result<(), CaptureError> {
+    if rec.symtab.len() != m.symtab_bytes {
+        return Err(CaptureError::Inconsistent(format!(
+            "received {} symbol-table bytes, metadata announced {}",
+            rec.symtab.len(),
+            m.symtab_bytes
+        )));
+    }
+    for (cpu, (c, &(n, _, _))) in rec.cpus.iter().zip(&m.per_cpu).enumerate() {
+        if c.events.len() != n {
+            return Err(CaptureError::Inconsistent(format!("cpu{cpu}: received {} events, metadata announced {n}", c.events.len())));
+        }
+        if let Some(e) = c.events.iter().find(|e| e.cpu as usize != cpu) {
+            return Err(CaptureError::Inconsistent(format!("cpu{cpu}'s frames hold an event of cpu {}", e.cpu)));
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's own trace text in the console output before the frames: from the last
+/// `# tracer:` line on (empty if there is none).
+pub fn kernel_trace_text(console: &[String]) -> String {
+    let start = console.iter().rposition(|l| l.starts_with("# tracer:")).unwrap_or(console.len());
+    let mut s = console[start..].join("\n");
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,149 @@
+//! Chrome trace-event JSON (Perfetto UI, `chrome://tracing`): one track per CPU, function_graph
+//! calls as complete (`X`) slices that nest by time, function-tracer events as instants.
+
+use crate::calls::{self, Names};
+use crate::capture::Recording;
+use formats::wire;
+use serde_json::{Value, json};
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// The JSON document for `rec`.
+pub fn json(rec: &Recording) -> Result<String, String> {
+    let names = Names::new(rec)?;
+    let mut events: Vec<(usize, u64, u64, Value)> = Vec::new();
+    if rec.is_graph() {
+        for c in calls::calls(rec) {
+            let func = *c.stack.last().expect("a call has a function");
+            let mut ev = json!({
+                "name": names.name(func),
+                "cat": "function_graph",
+                "ph": "X",
+                "ts": us(c.start),
+                "dur": us(c.duration),
+                "pid": 0,
+                "tid": c.cpu,
+                "args": { "depth": c.stack.len() - 1 },
+            });
+            if c.unfinished {
+                ev["args"]["unfinished"] = json!(true);
+            }
+            events.push((c.cpu, c.start, c.duration, ev));
+        }
+    } else {
+        for (cpu, c) in rec.cpus.iter().enumerate() {
+            for r in c.events.iter().filter(|r| r.kind == wire::KIND_FUNC) {
+                let ts = rec.ns(r.ts);
+                let ev = json!({
+                    "name": names.name(r.ip),
+                    "cat": "function",
+                    "ph": "i",
+                    "s": "t",
+                    "ts": us(ts),
+                    "pid": 0,
+                    "tid": cpu,
+                    "args": { "parent": names.name(r.parent) },
+                });
+                events.push((cpu, ts, 0, ev));
+            }
+        }
+    }
+    // Per track in time order, an enclosing slice before the slices it contains.
+    events.sort_by(|a, b| (a.0, a.1, std::cmp::Reverse(a.2)).cmp(&(b.0, b.1, std::cmp::Reverse(b.2))));
+    let mut all = vec![json!({"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "loongtrace"}})];
+    for cpu in 0..rec.cpus.len() {
+        all.push(json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": cpu, "args": {"name": format!("CPU {cpu}")}}));
+    }
+    all.extend(events.into_iter().map(|e| e.3));
+    let doc = json!({ "traceEvents": all, "displayTimeUnit": "ns" });
+    serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())
+}
+
+/// Checks a trace-event document the way a viewer relies on it: every event has a phase, name,
+/// pid, tid and number timestamp; per track, timestamps never go backwards; `B`/`E` pairs match;
+/// `X` slices have a non-negative duration and nest (a slice that starts inside another ends
+/// inside it). Returns the number of events checked.
+pub fn check(doc: &str) -> Result<usize, String> {
+    let v: Value = serde_json::from_str(doc).map_err(|e| format!("not JSON: {e}"))?;
+    let evs = v["traceEvents"].as_array().ok_or("no traceEvents array")?;
+    let mut tracks: std::collections::BTreeMap<(i64, i64), (f64, Vec<(String, f64)>, Vec<f64>)> = Default::default();
+    for (i, e) in evs.iter().enumerate() {
+        let ph = e["ph"].as_str().ok_or(format!("event {i} has no ph"))?;
+        let name = e["name"].as_str().ok_or(format!("event {i} has no name"))?;
+        if ph == "M" {
+            continue;
+        }
+        let pid = e["pid"].as_i64().ok_or(format!("event {i} has no pid"))?;
+        let tid = e["tid"].as_i64().ok_or(format!("event {i} has no tid"))?;
+        let ts = e["ts"].as_f64().ok_or(format!("event {i} has no ts"))?;
+        let (last, stack, ends) = tracks.entry((pid, tid)).or_insert((f64::MIN, Vec::new(), Vec::new()));
+        if ts < *last {
+            return Err(format!("event {i} ({name}) at {ts} goes back in time on track {pid}/{tid} (last {last})"));
+        }
+        *last = ts;
+        // X slices that ended before this event closed.
+        while ends.last().is_some_and(|&end| end <= ts) {
+            ends.pop();
+        }
+        match ph {
+            "B" => stack.push((name.to_string(), ts)),
+            "E" => {
+                let (open, _) = stack.pop().ok_or(format!("event {i}: E of {name} without B"))?;
+                if open != name {
+                    return Err(format!("event {i}: E of {name} closes B of {open}"));
+                }
+            }
+            "X" => {
+                let dur = e["dur"].as_f64().ok_or(format!("event {i}: X without dur"))?;
+                if dur < 0.0 {
+                    return Err(format!("event {i}: negative duration"));
+                }
+                let end = ts + dur;
+                if ends.last().is_some_and(|&outer| end > outer + 1e-6) {
+                    return Err(format!("event {i} ({name}) ends after the slice that contains it"));
+                }
+                ends.push(end);
+            }
+            "i" | "I" | "C" => {}
+            other => return Err(format!("event {i}: unexpected phase {other}")),
+        }
+    }
+    if let Some(((p, t), (_, stack, _))) = tracks.iter().find(|(_, (_, s, _))| !s.is_empty()) {
+        return Err(format!("track {p}/{t}: B of {} never ended", stack[0].0));
+    }
+    Ok(evs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_json_is_valid_and_nested() {
+        let doc = json(&crate::calls::tests::sample()).unwrap();
+        assert_eq!(check(&doc).unwrap(), 3 + 7);
+        let v: Value = serde_json::from_str(&doc).unwrap();
+        let evs = v["traceEvents"].as_array().unwrap();
+        let root = evs.iter().find(|e| e["name"] == "root").unwrap();
+        assert_eq!((root["ts"].as_f64(), root["dur"].as_f64(), root["tid"].as_i64()), (Some(1.0), Some(1.0), Some(0)));
+        let unfinished = evs.iter().filter(|e| e["args"]["unfinished"] == true).count();
+        assert_eq!(unfinished, 1);
+        // Track order: cpu0's root comes before its children.
+        let names: Vec<&str> = evs.iter().skip(3).map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["root", "a", "b", "b", "a", "b", "a"]);
+    }
+
+    #[test]
+    fn checker_rejects_bad_documents() {
+        let ev = |ph: &str, name: &str, ts: f64, dur: f64| json!({"ph": ph, "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": 0});
+        let doc = |evs: Vec<Value>| json!({"traceEvents": evs}).to_string();
+        assert!(check(&doc(vec![ev("B", "f", 1.0, 0.0), ev("E", "f", 2.0, 0.0)])).is_ok());
+        assert!(check(&doc(vec![ev("B", "f", 1.0, 0.0)])).unwrap_err().contains("never ended"));
+        assert!(check(&doc(vec![ev("B", "f", 1.0, 0.0), ev("E", "g", 2.0, 0.0)])).unwrap_err().contains("closes"));
+        assert!(check(&doc(vec![ev("X", "f", 2.0, 1.0), ev("X", "g", 1.0, 1.0)])).unwrap_err().contains("back in time"));
+        assert!(check(&doc(vec![ev("X", "f", 1.0, 2.0), ev("X", "g", 2.0, 5.0)])).unwrap_err().contains("contains"));
+        assert!(check("[").is_err());
+    }
+}

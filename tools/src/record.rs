@@ -1,0 +1,172 @@
+//! `ltrace record`: boot the kernel with a tracer and a workload, fetch the recording over serial.
+
+use crate::capture::{self, CaptureError, Progress, Recording};
+use crate::runner::RunConfig;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// What to record.
+#[derive(Clone, Debug)]
+pub struct RecordConfig {
+    /// QEMU, kernel, CPUs, timeout (its `cmdline` is replaced by [`RecordConfig::cmdline`]).
+    pub run: RunConfig,
+    /// `function` or `function_graph`.
+    pub tracer: String,
+    /// `set_ftrace_filter` globs.
+    pub filter: Vec<String>,
+    /// `set_graph_function` globs.
+    pub graph_function: Vec<String>,
+    /// `max_graph_depth` (0 = unlimited).
+    pub max_depth: u32,
+    /// `chain`, `smp_chain` or `idle`.
+    pub workload: String,
+    /// Milliseconds to keep tracing after the workload.
+    pub duration_ms: u64,
+    /// Extra kernel command-line words.
+    pub extra_cmdline: Vec<String>,
+    /// Save the raw serial stream here.
+    pub save_serial: Option<PathBuf>,
+}
+
+impl RecordConfig {
+    pub fn new(run: RunConfig, tracer: &str) -> Self {
+        RecordConfig {
+            run,
+            tracer: tracer.to_string(),
+            filter: Vec::new(),
+            graph_function: Vec::new(),
+            max_depth: 0,
+            workload: "chain".into(),
+            duration_ms: 0,
+            extra_cmdline: Vec::new(),
+            save_serial: None,
+        }
+    }
+
+    /// The kernel command line for this recording.
+    pub fn cmdline(&self) -> Result<String, String> {
+        if !matches!(self.tracer.as_str(), "function" | "function_graph") {
+            return Err(format!("unknown tracer '{}' (function or function_graph)", self.tracer));
+        }
+        if self.tracer == "function" && (!self.graph_function.is_empty() || self.max_depth != 0) {
+            return Err("--graph-function and --max-depth need the function_graph tracer".into());
+        }
+        let list = |what: &str, v: &[String]| -> Result<String, String> {
+            match v.iter().find(|g| g.is_empty() || g.contains([' ', ',', '|', ';', '='])) {
+                Some(bad) => Err(format!("{what} pattern {bad:?} may not be empty or contain blanks, ',', '|', ';' or '='")),
+                None => Ok(v.join("|")),
+            }
+        };
+        let mut words = vec![format!("record={}", self.tracer), format!("record_workload={}", self.workload)];
+        if !self.filter.is_empty() {
+            words.push(format!("record_filter={}", list("filter", &self.filter)?));
+        }
+        if !self.graph_function.is_empty() {
+            words.push(format!("record_graph={}", list("graph-function", &self.graph_function)?));
+        }
+        if self.max_depth != 0 {
+            words.push(format!("record_depth={}", self.max_depth));
+        }
+        if self.duration_ms != 0 {
+            words.push(format!("record_ms={}", self.duration_ms));
+        }
+        words.extend(self.extra_cmdline.iter().cloned());
+        Ok(words.join(" "))
+    }
+}
+
+/// Why a recording failed.
+#[derive(Debug)]
+pub enum RecordError {
+    Config(String),
+    Spawn(String),
+    Capture { error: CaptureError, timed_out: bool, stderr: String },
+    Io(io::Error),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Config(m) | RecordError::Spawn(m) => f.write_str(m),
+            RecordError::Capture { error, timed_out, stderr } => {
+                if *timed_out {
+                    write!(f, "QEMU was killed after the time limit; ")?;
+                }
+                write!(f, "{error}")?;
+                if !stderr.trim().is_empty() {
+                    write!(f, "\nQEMU said: {}", stderr.trim())?;
+                }
+                Ok(())
+            }
+            RecordError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Copies everything read into a file as well.
+struct Tee<R> {
+    inner: R,
+    copy: Option<File>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(f) = &mut self.copy {
+            f.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+/// Boots the kernel, waits for the recording and returns the console text before it and the
+/// recording. QEMU is killed after `run.timeout`.
+pub fn record(cfg: &RecordConfig, progress: impl FnMut(Progress)) -> Result<(Vec<String>, Recording), RecordError> {
+    let mut run = cfg.run.clone();
+    run.cmdline = cfg.cmdline().map_err(RecordError::Config)?;
+    if !run.kernel.is_file() {
+        return Err(RecordError::Config(format!("kernel image {} not found (build it with `make build`)", run.kernel.display())));
+    }
+    let mut cmd = run.command().map_err(|e| RecordError::Config(e.to_string()))?;
+    cmd.stdin(Stdio::null());
+    let mut child = cmd.spawn().map_err(|e| RecordError::Spawn(format!("cannot start QEMU `{}`: {e}", run.qemu.display())))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr_thread = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let timeout = run.timeout;
+    let watchdog = thread::spawn(move || {
+        let timed_out = matches!(done_rx.recv_timeout(timeout), Err(mpsc::RecvTimeoutError::Timeout));
+        let _ = child.kill();
+        let _ = child.wait();
+        timed_out
+    });
+    let copy = match &cfg.save_serial {
+        Some(p) => Some(File::create(p).map_err(RecordError::Io)?),
+        None => None,
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, Tee { inner: stdout, copy });
+    let result = capture::read_capture(&mut reader, progress);
+    if result.is_ok() {
+        // Let the guest print its last lines and power off; keep them in the saved stream.
+        let _ = io::copy(&mut reader, &mut io::sink());
+    }
+    let _ = done_tx.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
+    let stderr = stderr_thread.join().unwrap_or_default();
+    result.map_err(|error| RecordError::Capture { error, timed_out, stderr })
+}
+
+/// The default time limit of a recording.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
