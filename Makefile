@@ -64,7 +64,7 @@ qemu: build
 	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(QEMU_CMDLINE)"
 
 test-host:
-	cargo test -q -p loongtrace-arch -p loongtrace-tools
+	cargo test -q -p loongtrace-arch -p loongtrace-formats -p loongtrace-tools
 	cargo test -q -p loongtrace-kernel --lib
 	cargo test -q -p loongtrace-tests --lib
 
@@ -72,6 +72,7 @@ test-kernel: build
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) \
 		cargo test -q -p loongtrace-tests --test fail_demo
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_GDB=$(GDB) cargo test -q -p loongtrace-tests --test gdb
+	LOONGTRACE_KERNEL=$(KERNEL) cargo test -q -p loongtrace-tests --test export
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(TEST_SMP) \
 		LOONGTRACE_CMDLINE="$(if $(STRESS),stress=$(STRESS))" \
 		cargo test -q -p loongtrace-tests --test kernel

@@ -111,27 +111,30 @@ pub fn write_graph(w: &mut dyn Write, c: &Collected) -> core::fmt::Result {
     writeln!(w, "# |       |   |          |   |   |   |")?;
     let ev: alloc::vec::Vec<&TraceEntry> =
         c.events.iter().filter(|e| e.kind == KIND_GRAPH_ENTRY || e.kind == KIND_GRAPH_RETURN).collect();
-    let mut i = 0;
-    while i < ev.len() {
-        let e = ev[i];
+    // A call whose return is the next event *of its CPU* prints as one leaf line (as Linux peeks
+    // the same CPU's buffer); the return is then skipped when the merged walk reaches it.
+    let mut leaf_returns = alloc::vec![false; ev.len()];
+    for (i, &e) in ev.iter().enumerate() {
+        if leaf_returns[i] {
+            continue;
+        }
         let indent = 2 * (e.depth as usize + 1);
         let name = tracer::short_name(e.ip);
         write!(w, " {})  ", e.cpu)?;
-        let leaf = e.kind == KIND_GRAPH_ENTRY
-            && ev.get(i + 1).is_some_and(|n| n.kind == KIND_GRAPH_RETURN && n.ip == e.ip && n.depth == e.depth && n.cpu == e.cpu);
-        if leaf {
-            write_duration(w, ev[i + 1].extra)?;
+        let next = ev[i + 1..].iter().position(|n| n.cpu == e.cpu).map(|k| i + 1 + k);
+        let leaf = next.filter(|&n| {
+            e.kind == KIND_GRAPH_ENTRY && ev[n].kind == KIND_GRAPH_RETURN && ev[n].ip == e.ip && ev[n].depth == e.depth
+        });
+        if let Some(n) = leaf {
+            leaf_returns[n] = true;
+            write_duration(w, ev[n].extra)?;
             writeln!(w, "  |{:indent$}{name}();", "")?;
-            i += 2;
-            continue;
-        }
-        if e.kind == KIND_GRAPH_ENTRY {
+        } else if e.kind == KIND_GRAPH_ENTRY {
             writeln!(w, "{NO_DURATION}  |{:indent$}{name}() {{", "")?;
         } else {
             write_duration(w, e.extra)?;
             writeln!(w, "  |{:indent$}}} /* {name} */", "")?;
         }
-        i += 1;
     }
     Ok(())
 }

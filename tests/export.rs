@@ -1,0 +1,244 @@
+//! Real recordings through `ltrace record`'s library: trace.dat read back by Debian's
+//! `trace-cmd report` must list exactly what the kernel printed in its own trace text; the flame
+//! graph and Chrome JSON of a real run must hold the calls; a corrupted or cut transfer must fail.
+
+use loongtrace_tools::capture::{self, CaptureError, Recording};
+use loongtrace_tools::record::{self, RecordConfig, RecordError};
+use loongtrace_tools::runner::RunConfig;
+use loongtrace_tools::{chrome, flame, tracedat};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn config(tracer: &str, smp: u32) -> RecordConfig {
+    let kernel = loongtrace_tests::kernel_image().expect("kernel image");
+    let mut run = RunConfig::new(kernel);
+    run.smp = smp;
+    run.timeout = Duration::from_secs(180);
+    RecordConfig::new(run, tracer)
+}
+
+fn record(cfg: &RecordConfig) -> (String, Recording) {
+    let (console, rec) = record::record(cfg, |_| {}).unwrap_or_else(|e| panic!("recording failed: {e}"));
+    (capture::kernel_trace_text(&console), rec)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = loongtrace_tests::workspace_dir().join("target/export-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// `trace-cmd report` of `rec` written as trace.dat: stdout lines, after checking it printed no
+/// warning.
+fn trace_cmd_report(rec: &Recording, name: &str, extra: &[&str]) -> Vec<String> {
+    let path = scratch(name);
+    std::fs::write(&path, tracedat::write(rec).unwrap()).unwrap();
+    let out = Command::new("trace-cmd")
+        .arg("report")
+        .args(extra)
+        .arg("-i")
+        .arg(&path)
+        .output()
+        .expect("trace-cmd runs (make setup installs Debian's trace-cmd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "trace-cmd failed: {stderr}");
+    assert!(stderr.trim().is_empty(), "trace-cmd printed warnings: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for bad in ["warning", "Warning", "failed", "ERROR", "bad ", "unknown"] {
+        assert!(!stdout.contains(bad), "trace-cmd output mentions '{bad}':\n{stdout}");
+    }
+    assert_eq!(stdout.lines().next(), Some(format!("cpus={}", rec.cpus.len()).as_str()));
+    stdout.lines().skip(1).map(str::to_string).collect()
+}
+
+/// A kernel symbol name as kallsyms carries it (one word).
+fn word(name: &str) -> String {
+    name.trim().replace(char::is_whitespace, "_")
+}
+
+/// `(cpu, timestamp, function, parent)` of the kernel's function trace lines.
+fn kernel_function_lines(text: &str) -> Vec<(u32, String, String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            let after = &l[l.find(']').unwrap() + 1..];
+            let (ts, rest) = after.trim_start().split_once(' ').unwrap().1.trim_start().split_once(": ").unwrap();
+            let (func, parent) = rest.split_once(" <-").unwrap();
+            (cpu, ts.to_string(), word(func), word(parent))
+        })
+        .collect()
+}
+
+/// The same from `trace-cmd report -O parent=1 -O indent=0`.
+fn trace_cmd_function_lines(lines: &[String]) -> Vec<(u32, String, String, String)> {
+    lines
+        .iter()
+        .filter(|l| !l.trim_start().starts_with("CPU:"))
+        .map(|l| {
+            let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            let (ts, rest) = l[l.find(']').unwrap() + 1..].trim_start().split_once(": ").unwrap();
+            let rest = rest.strip_prefix("function:").unwrap_or_else(|| panic!("not a function event: {l}"));
+            let (func, parent) = rest.trim().split_once(" <-- ").unwrap();
+            (cpu, ts.to_string(), func.to_string(), parent.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn function_trace_dat_matches_the_kernels_trace() {
+    let mut cfg = config("function", 2);
+    cfg.workload = "smp_chain".into();
+    cfg.duration_ms = 30;
+    let (text, rec) = record(&cfg);
+    let want = kernel_function_lines(&text);
+    let events: usize = rec.cpus.iter().map(|c| c.events.len()).sum();
+    assert_eq!(want.len(), events, "the kernel printed every event it sent");
+    assert!(want.len() > 20, "a real trace, not a handful of lines: {text}");
+    for f in ["selftest::targets::chain_c", "irq::timer_tick", "record::chain_on_cpu"] {
+        assert!(want.iter().any(|w| w.2 == f), "{f} traced:\n{text}");
+    }
+    assert!(want.iter().any(|w| w.0 == 1), "CPU 1 traced too");
+    let got = trace_cmd_function_lines(&trace_cmd_report(&rec, "function.dat", &["-O", "parent=1", "-O", "indent=0"]));
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "event {i} differs");
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum GraphLine {
+    Entry { cpu: u32, depth: usize, func: String },
+    Leaf { cpu: u32, depth: usize, func: String, dur: String },
+    Exit { cpu: u32, depth: usize, dur: String },
+}
+
+/// Splits `<duration column>|<indent><call>` into the duration, depth and call text.
+fn graph_body(cpu: u32, dur: &str, body: &str) -> GraphLine {
+    let dur = dur.trim().trim_start_matches(['+', '!', '#', '*', '@', '$']).trim().to_string();
+    let indent = body.len() - body.trim_start().len();
+    let depth = indent / 2 - 1;
+    let call = body.trim();
+    if call.starts_with('}') {
+        GraphLine::Exit { cpu, depth, dur }
+    } else if let Some(f) = call.strip_suffix("();") {
+        GraphLine::Leaf { cpu, depth, func: word(f), dur }
+    } else {
+        GraphLine::Entry { cpu, depth, func: word(call.strip_suffix("() {").unwrap()) }
+    }
+}
+
+fn kernel_graph_lines(text: &str) -> Vec<GraphLine> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (cpu, rest) = l.trim_start().split_once(") ").unwrap();
+            let (dur, body) = rest.split_once('|').unwrap();
+            graph_body(cpu.parse().unwrap(), dur, body)
+        })
+        .collect()
+}
+
+fn trace_cmd_graph_lines(lines: &[String]) -> Vec<GraphLine> {
+    lines
+        .iter()
+        .filter(|l| !l.trim_start().starts_with("CPU:"))
+        .map(|l| {
+            let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            let rest = l.split_once("funcgraph_").unwrap().1;
+            let rest = rest.split_once(':').unwrap().1;
+            let (dur, body) = rest.split_once('|').unwrap();
+            graph_body(cpu, dur, body)
+        })
+        .collect()
+}
+
+#[test]
+fn graph_trace_dat_flame_graph_and_json_match_the_kernels_trace() {
+    let mut cfg = config("function_graph", 2);
+    cfg.workload = "smp_chain".into();
+    cfg.graph_function = vec!["chain_root".into()];
+    let (text, rec) = record(&cfg);
+    let want = kernel_graph_lines(&text);
+    assert!(want.len() >= 2 * 7, "both CPUs' chains:\n{text}");
+    let got = trace_cmd_graph_lines(&trace_cmd_report(&rec, "graph.dat", &[]));
+    assert_eq!(got, want, "trace-cmd report and the kernel's function_graph text differ");
+    let roots: Vec<&GraphLine> = want.iter().filter(|l| matches!(l, GraphLine::Exit { depth: 0, .. })).collect();
+    assert_eq!(roots.len(), 2, "chain_root returned on both CPUs:\n{text}");
+
+    // Flame graph: valid XML; chain_root's frame counts both CPUs' chain_root durations.
+    let svg = String::from_utf8(flame::svg(&rec, "test").unwrap()).unwrap();
+    std::fs::write(scratch("graph.svg"), &svg).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    let mut titles = Vec::new();
+    let mut in_title = false;
+    loop {
+        match reader.read_event().unwrap_or_else(|e| panic!("flame graph is not valid XML: {e}")) {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(s) => in_title = s.name().as_ref() == b"title",
+            quick_xml::events::Event::Text(t) if in_title => titles.push(t.decode().unwrap().into_owned()),
+            quick_xml::events::Event::End(_) => in_title = false,
+            _ => {}
+        }
+    }
+    let ns = |l: &GraphLine| match l {
+        GraphLine::Exit { dur, .. } | GraphLine::Leaf { dur, .. } => {
+            let (us, frac) = dur.trim_end_matches(" us").trim().split_once('.').unwrap();
+            us.parse::<u64>().unwrap() * 1000 + frac.parse::<u64>().unwrap()
+        }
+        GraphLine::Entry { .. } => 0,
+    };
+    let root_ns: u64 = roots.iter().map(|l| ns(l)).sum();
+    let with_commas = |n: u64| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let root_title = format!("selftest::targets::chain_root ({} ns", with_commas(root_ns));
+    assert!(titles.iter().any(|t| t.starts_with(&root_title)), "no frame '{root_title}' in {titles:?}");
+    let leaf_ns: u64 = want.iter().filter(|l| matches!(l, GraphLine::Leaf { func, .. } if func.ends_with("chain_c"))).map(ns).sum();
+    let leaf_title = format!("selftest::targets::chain_c ({} ns", with_commas(leaf_ns));
+    assert!(titles.iter().any(|t| t.starts_with(&leaf_title)), "no frame '{leaf_title}' in {titles:?}");
+
+    // Chrome JSON: valid trace events, one X slice per call.
+    let doc = chrome::json(&rec).unwrap();
+    std::fs::write(scratch("graph.json"), &doc).unwrap();
+    let n = chrome::check(&doc).unwrap_or_else(|e| panic!("bad trace-event JSON: {e}"));
+    let calls = want.iter().filter(|l| !matches!(l, GraphLine::Exit { .. })).count();
+    assert_eq!(n, 1 + rec.cpus.len() + calls);
+}
+
+fn failed_recording(fault: &str) -> String {
+    let mut cfg = config("function", 1);
+    cfg.extra_cmdline = vec![format!("record_fault={fault}")];
+    match record::record(&cfg, |_| {}) {
+        Ok(_) => panic!("record_fault={fault}: the recording must fail"),
+        Err(RecordError::Capture { error, .. }) => {
+            let msg = error.to_string();
+            match (fault, &error) {
+                ("corrupt", CaptureError::Checksum { .. }) | ("die", CaptureError::Truncated { .. }) => msg,
+                _ => panic!("record_fault={fault}: wrong error {msg}"),
+            }
+        }
+        Err(e) => panic!("record_fault={fault}: wrong error {e}"),
+    }
+}
+
+#[test]
+fn corrupted_transfer_is_caught_by_the_checksum() {
+    let msg = failed_recording("corrupt");
+    assert!(msg.contains("checksum") && msg.contains("corrupted"), "{msg}");
+}
+
+#[test]
+fn guest_dying_mid_transfer_is_a_clear_error() {
+    let msg = failed_recording("die");
+    assert!(msg.contains("stopped after") && msg.contains("died"), "{msg}");
+}
