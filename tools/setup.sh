@@ -12,8 +12,10 @@ python=${PYTHON:-python3}
 "$python" -c 'import ensurepip, venv' 2>/dev/null || need_pkgs+=(python3-venv)
 libpython=$("$python" -c 'import sysconfig as s; print(s.get_config_var("LIBDIR") + "/" + s.get_config_var("INSTSONAME"))' 2>/dev/null || true)
 [ -n "$libpython" ] && [ -e "$libpython" ] || need_pkgs+=(libpython3-dev)
-# trace-cmd reads the trace.dat files `ltrace record` writes (make test checks them with it).
+# trace-cmd reads the trace.dat files `ltrace record` writes (make test checks them with it);
+# KernelShark shows them (for users; it installs without a display, tests never start it).
 command -v trace-cmd >/dev/null || need_pkgs+=(trace-cmd)
+command -v kernelshark >/dev/null || need_pkgs+=(kernelshark)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""
     elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"

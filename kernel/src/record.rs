@@ -8,7 +8,7 @@
 //! | `record_filter=<globs>` | `set_ftrace_filter` (functions whose sites are enabled; `\|`-separated) |
 //! | `record_graph=<globs>` | `set_graph_function` (function_graph only; `\|`-separated) |
 //! | `record_depth=<n>` | `max_graph_depth` (function_graph only, 0 = unlimited) |
-//! | `record_workload=chain\|smp_chain\|idle` | what runs while tracing (default `chain`) |
+//! | `record_workload=chain\|smp_chain\|filter\|idle` | what runs while tracing (default `chain`; `filter` resolves a filter line against every site, as writing `set_ftrace_filter` does) |
 //! | `record_ms=<n>` | keep tracing this long after the workload (timer ticks, idle loops) |
 //! | `record_fault=corrupt\|die` | test hook: damage one frame, or power off mid-transfer |
 //!
@@ -59,8 +59,8 @@ fn run_inner(cmd: crate::cmdline::Cmdline<'_>) -> Result<(), String> {
         other => return Err(format!("unknown tracer {:?} (use function or function_graph)", other.unwrap_or(""))),
     };
     let workload = cmd.get("record_workload").unwrap_or("chain");
-    if !matches!(workload, "chain" | "smp_chain" | "idle") {
-        return Err(format!("unknown workload '{workload}' (use chain, smp_chain or idle)"));
+    if !matches!(workload, "chain" | "smp_chain" | "filter" | "idle") {
+        return Err(format!("unknown workload '{workload}' (use chain, smp_chain, filter or idle)"));
     }
     let number = |key: &str| -> Result<u64, String> {
         match cmd.get(key) {
@@ -124,6 +124,10 @@ fn run_workload(workload: &str, ms: u64) {
                 }
                 arch::cpu::idle();
             }
+        }
+        "filter" => {
+            let set = crate::ftrace::core::resolve_filter("chain_* smp_work_? *::record::*");
+            core::hint::black_box(set.is_ok());
         }
         _ => {}
     }

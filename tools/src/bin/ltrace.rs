@@ -9,7 +9,7 @@ use loongtrace_tools::{chrome, flame, tracedat};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "ltrace", about = "Record loongtrace traces and write trace.dat, flame graphs and Chrome JSON")]
@@ -86,10 +86,14 @@ struct RecordArgs {
     out: Outputs,
 }
 
-fn progress_bar() -> (ProgressBar, impl FnMut(Progress)) {
+/// A progress bar (drawn only on a terminal) and the callback that drives it; the callback also
+/// notes when the first and the last frame arrived, for the transfer rate.
+fn progress_bar(timing: std::rc::Rc<std::cell::Cell<Option<(Instant, Instant, u64)>>>) -> (ProgressBar, impl FnMut(Progress)) {
     let bar = ProgressBar::hidden();
     let b = bar.clone();
     let f = move |p: Progress| {
+        let now = Instant::now();
+        timing.set(Some((timing.get().map_or(now, |t| t.0), now, p.bytes)));
         if let Some(t) = p.total {
             if b.is_hidden() && b.length().is_none() {
                 b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -148,10 +152,19 @@ fn run(cli: Cli) -> Result<(), String> {
             cfg.save_serial = Some(a.serial.unwrap_or_else(|| {
                 out.output.as_deref().unwrap_or(Path::new("trace.dat")).with_extension("serial")
             }));
-            let (bar, progress) = progress_bar();
+            let timing = std::rc::Rc::new(std::cell::Cell::new(None));
+            let (bar, progress) = progress_bar(timing.clone());
             let result = record::record(&cfg, progress);
             bar.finish_and_clear();
             let (console, rec) = result.map_err(|e| e.to_string())?;
+            if let Some((first, last, bytes)) = timing.get() {
+                let secs = (last - first).as_secs_f64();
+                eprintln!(
+                    "ltrace: fetched {bytes} bytes in {:.3} s after the first frame ({:.0} KiB/s)",
+                    secs,
+                    bytes as f64 / 1024.0 / secs.max(1e-6)
+                );
+            }
             if let Some(p) = &cfg.save_serial {
                 eprintln!("ltrace: serial stream saved in {}", p.display());
             }
