@@ -126,7 +126,7 @@ fn run_workload(workload: &str, ms: u64) {
             }
         }
         "filter" => {
-            let set = crate::ftrace::core::resolve_filter("chain_* smp_work_? *::record::*");
+            let set = crate::ftrace::core::resolve_filter("*::record::*");
             core::hint::black_box(set.is_ok());
         }
         _ => {}

@@ -64,6 +64,9 @@ pub fn calls(rec: &Recording) -> Vec<Call> {
     let mut out = Vec::new();
     for (cpu, c) in rec.cpus.iter().enumerate() {
         let mut open: Vec<Open> = Vec::new();
+        // pending[d]: time of finished calls at depth d + 1 whose caller (at depth d) is not
+        // open because its entry was overwritten; its return claims them.
+        let mut pending: Vec<u64> = Vec::new();
         let mut last = 0;
         for r in &c.events {
             last = last.max(rec.ns(r.ts));
@@ -71,6 +74,9 @@ pub fn calls(rec: &Recording) -> Vec<Call> {
                 wire::KIND_GRAPH_ENTRY => {
                     while open.last().is_some_and(|o| o.depth >= r.depth) {
                         open.pop();
+                    }
+                    if let Some(p) = pending.get_mut(r.depth as usize) {
+                        *p = 0;
                     }
                     open.push(Open { func: r.ip, depth: r.depth, start: rec.ns(r.ts), in_children: 0 });
                 }
@@ -80,14 +86,22 @@ pub fn calls(rec: &Recording) -> Vec<Call> {
                     }
                     let end = rec.ns(r.ts);
                     let start = rec.ns(r.ts.saturating_sub(r.extra));
+                    let d = r.depth as usize;
                     let in_children = match open.last() {
                         Some(o) if o.depth == r.depth && o.func == r.ip => open.pop().map_or(0, |o| o.in_children),
-                        _ => 0,
+                        _ => pending.get_mut(d).map_or(0, std::mem::take),
                     };
                     let mut stack: Vec<u64> = open.iter().map(|o| o.func).collect();
                     stack.push(r.ip);
-                    if let Some(parent) = open.last_mut() {
-                        parent.in_children += end - start;
+                    match open.last_mut() {
+                        Some(parent) if parent.depth + 1 == r.depth => parent.in_children += end - start,
+                        _ if d > 0 => {
+                            if pending.len() < d {
+                                pending.resize(d, 0);
+                            }
+                            pending[d - 1] += end - start;
+                        }
+                        _ => {}
                     }
                     out.push(Call { cpu, stack, start, duration: end - start, in_children, unfinished: false });
                 }
@@ -138,8 +152,8 @@ pub(crate) mod tests {
         Record { ts, ip, parent: 0, kind, cpu, depth, extra }
     }
 
-    /// root { a { b(); } b(); } on cpu0 (100 MHz: 1 tick = 10 ns); on cpu1 a return whose
-    /// entry was lost, then an entry that never returns.
+    /// root { a { b(); } b(); } on cpu0 (100 MHz: 1 tick = 10 ns); on cpu1 the returns of b
+    /// and its caller a whose entries were lost, then an entry that never returns.
     pub fn sample() -> Recording {
         use wire::{KIND_GRAPH_ENTRY as E, KIND_GRAPH_RETURN as R};
         let syms = vec![
@@ -167,9 +181,15 @@ pub(crate) mod tests {
                     written: 8,
                 },
                 CpuTrace {
-                    events: vec![ev(R, 300, A, 0, 50, 1), ev(E, 310, B, 0, 0, 1), ev(E, 320, A, 1, 0, 1), ev(R, 330, A, 1, 10, 1)],
+                    events: vec![
+                        ev(R, 290, B, 1, 20, 1),
+                        ev(R, 300, A, 0, 50, 1),
+                        ev(E, 310, B, 0, 0, 1),
+                        ev(E, 320, A, 1, 0, 1),
+                        ev(R, 330, A, 1, 10, 1),
+                    ],
                     lost: 3,
-                    written: 7,
+                    written: 8,
                 },
             ],
         }
@@ -187,7 +207,8 @@ pub(crate) mod tests {
                 (0, vec![ROOT, A], 1100, 300, 250, false),
                 (0, vec![ROOT, B], 1500, 40, 40, false),
                 (0, vec![ROOT], 1000, 1000, 660, false),
-                (1, vec![A], 2500, 500, 500, false),
+                (1, vec![B], 2700, 200, 200, false),
+                (1, vec![A], 2500, 500, 300, false),
                 (1, vec![B, A], 3200, 100, 100, false),
                 (1, vec![B], 3100, 200, 100, true),
             ]
@@ -198,7 +219,7 @@ pub(crate) mod tests {
     fn folded_stacks() {
         assert_eq!(
             folded(&sample()).unwrap(),
-            ["b 100", "b;a 100", "root 660", "root;a 250", "root;a;b 50", "root;b 40", "a 500"]
+            ["b 300", "b;a 100", "root 660", "root;a 250", "root;a;b 50", "root;b 40", "a 300"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect::<std::collections::BTreeSet<_>>()

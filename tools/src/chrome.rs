@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn graph_json_is_valid_and_nested() {
         let doc = json(&crate::calls::tests::sample()).unwrap();
-        assert_eq!(check(&doc).unwrap(), 3 + 7);
+        assert_eq!(check(&doc).unwrap(), 3 + 8);
         let v: Value = serde_json::from_str(&doc).unwrap();
         let evs = v["traceEvents"].as_array().unwrap();
         let root = evs.iter().find(|e| e["name"] == "root").unwrap();
@@ -132,7 +132,7 @@ mod tests {
         assert_eq!(unfinished, 1);
         // Track order: cpu0's root comes before its children.
         let names: Vec<&str> = evs.iter().skip(3).map(|e| e["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["root", "a", "b", "b", "a", "b", "a"]);
+        assert_eq!(names, ["root", "a", "b", "b", "a", "b", "b", "a"]);
     }
 
     #[test]
