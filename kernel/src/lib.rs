@@ -11,7 +11,8 @@ pub mod cmdline;
 pub mod glob;
 pub mod modload;
 pub mod ringbuf;
-pub mod symtab;
+/// The `LTKSYM01` symbol table reader (shared with the host tools' writer).
+pub use formats::symtab;
 
 #[cfg(target_os = "none")]
 #[macro_use]

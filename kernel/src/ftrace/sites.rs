@@ -66,14 +66,15 @@ pub const NOTRACE_POLICY: &[&str] = &[
     "loongtrace_kernel::panic::*",
     "<loongtrace_kernel::panic::*",
     "loongtrace_kernel::ksyms::*",
-    "loongtrace_kernel::symtab::*",
-    "<loongtrace_kernel::symtab::*",
     "loongtrace_kernel::selftest::on_*",
     // The allocator shims every allocation enters through, and the panic entry.
     "__rustc::*",
-    // Arch code instantiated or inlined into the kernel crate (unwinding, decoding).
+    // Arch code instantiated or inlined into the kernel crate (unwinding, decoding), and the
+    // shared formats (symbol-table lookups used by the tracer's output).
     "arch::*",
     "<arch::*",
+    "formats::*",
+    "<formats::*",
 ];
 
 /// Whether `name` is covered by [`NOTRACE_POLICY`]. A site without a symbol (`?`, e.g. an image

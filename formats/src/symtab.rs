@@ -1,4 +1,4 @@
-//! Reader for the kernel's embedded symbol table (`.ksyms`, format `LTKSYM01`).
+//! The kernel's symbol table format `LTKSYM01`: the reader the kernel uses and the writer `ltsym` uses.
 //!
 //! After linking, the host tool `ltsym` writes a blob into the zero-filled `.ksyms` region of the
 //! image (see `docs/formats.md`). All integers are little-endian:
@@ -13,8 +13,10 @@
 //!
 //! [`SymbolTable::parse`] validates the whole blob once (bounds, NUL termination, UTF-8, sort
 //! order), after which lookups are infallible, allocation-free and never panic. Bytes after the
-//! name pool (the rest of the zero-filled region) are ignored.
+//! name pool (the rest of the zero-filled region) are ignored. [`encode`] writes a blob.
 
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Magic bytes at the start of a symbol table blob.
@@ -315,12 +317,38 @@ impl fmt::Display for SymDisplay<'_> {
     }
 }
 
+/// Encodes symbols `(addr, size, name)` into a blob, sorted by address (stably: symbols at the same
+/// address keep their order). Identical names share one copy in the name pool.
+pub fn encode<'n>(symbols: impl IntoIterator<Item = (u64, u32, &'n str)>) -> Vec<u8> {
+    let mut sorted: Vec<(u64, u32, &str)> = symbols.into_iter().collect();
+    sorted.sort_by_key(|s| s.0);
+    let mut pool = Vec::new();
+    let mut offsets: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut blob = Vec::with_capacity(HEADER_LEN + sorted.len() * ENTRY_LEN);
+    blob.extend_from_slice(&MAGIC);
+    blob.extend_from_slice(&(sorted.len() as u32).to_le_bytes());
+    blob.extend_from_slice(&[0; 4]); // names_len, filled in below
+    for &(addr, size, name) in &sorted {
+        let off = *offsets.entry(name).or_insert_with(|| {
+            let off = pool.len() as u32;
+            pool.extend_from_slice(name.as_bytes());
+            pool.push(0);
+            off
+        });
+        blob.extend_from_slice(&addr.to_le_bytes());
+        blob.extend_from_slice(&size.to_le_bytes());
+        blob.extend_from_slice(&off.to_le_bytes());
+    }
+    blob[12..16].copy_from_slice(&(pool.len() as u32).to_le_bytes());
+    blob.extend_from_slice(&pool);
+    blob
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
-    use std::vec::Vec;
 
     /// Test-only writer of the `LTKSYM01` format (entries in the given order).
     fn build(syms: &[(u64, u32, &str)]) -> Vec<u8> {
@@ -662,5 +690,23 @@ mod tests {
             SymDisplay(Some((s, 0x1c)), 0x11c).to_string(),
             "f+0x1c/0x80"
         );
+    }
+
+    #[test]
+    fn encode_sorts_and_shares_names() {
+        let blob = encode([(0x20, 4, "b"), (0x10, 8, "a"), (0x30, 0, "a")]);
+        let mut want = Vec::new();
+        want.extend_from_slice(b"LTKSYM01");
+        want.extend_from_slice(&3u32.to_le_bytes());
+        want.extend_from_slice(&4u32.to_le_bytes());
+        want.extend_from_slice(&entry(0x10, 8, 0));
+        want.extend_from_slice(&entry(0x20, 4, 2));
+        want.extend_from_slice(&entry(0x30, 0, 0));
+        want.extend_from_slice(b"a\0b\0");
+        assert_eq!(blob, want);
+        let t = SymbolTable::parse(&blob).unwrap();
+        assert_eq!(t.encoded_len(), blob.len());
+        assert_eq!(t.lookup(0x13).map(|(s, o)| (s.name, o)), Some(("a", 3)));
+        assert!(SymbolTable::parse(&encode([])).unwrap().is_empty());
     }
 }
