@@ -300,3 +300,113 @@ pub fn kernel_trace_text(console: &[String]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::wire::{Kind, write_frame};
+
+    fn rec(kind: u8, ts: u64, cpu: u8) -> Record {
+        Record { ts, ip: 0x9000_0000_0020_0000 + ts, parent: 7, kind, cpu, depth: 1, extra: 3 }
+    }
+
+    /// A stream as the kernel sends it: console text, begin line, frames, end line.
+    fn stream() -> (Vec<u8>, usize) {
+        let events = [vec![rec(1, 10, 0), rec(2, 20, 0)], vec![rec(0, 15, 1)]];
+        let symtab = formats::symtab::encode([(0x9000_0000_0020_0000, 16, "f")]);
+        let mut frames = Vec::new();
+        let mut seq = 0;
+        let mut put = |kind, cpu, payload: &[u8], frames: &mut Vec<u8>| {
+            write_frame(kind, cpu, seq, payload, |b| frames.extend_from_slice(b));
+            seq += 1;
+        };
+        let body: Vec<Vec<u8>> = events.iter().map(|e| e.iter().flat_map(|r| r.encode()).collect()).collect();
+        let rest = [symtab.len(), body[0].len(), body[1].len(), 4].iter().map(|n| (n + 20) as u64).sum::<u64>();
+        let meta = format!(
+            "version=1\ntracer=function_graph\ncpus=2\ncounter_hz=100000000\nframes=5\nbytes_after_meta={rest}\nsymtab_bytes={}\ncpu0=events:2 lost:4 written:6\ncpu1=events:1 lost:0 written:1\n",
+            symtab.len()
+        );
+        put(Kind::Meta, 0, meta.as_bytes(), &mut frames);
+        put(Kind::Symtab, 0, &symtab, &mut frames);
+        put(Kind::Events, 0, &body[0], &mut frames);
+        put(Kind::Events, 1, &body[1], &mut frames);
+        put(Kind::End, 0, &4u32.to_le_bytes(), &mut frames);
+        let mut s = b"boot log\r\n# tracer: function_graph\r\nline\r\nltrace-export: begin\r\n".to_vec();
+        let start = s.len();
+        s.extend_from_slice(&frames);
+        s.extend_from_slice(b"\r\nltrace-export: end\r\n");
+        (s, start)
+    }
+
+    fn read(bytes: &[u8]) -> Result<(Vec<String>, Recording), CaptureError> {
+        read_capture(&mut &bytes[..], |_| {})
+    }
+
+    #[test]
+    fn decodes_a_whole_stream_with_progress() {
+        let (s, start) = stream();
+        let mut seen = Vec::new();
+        let (console, r) = read_capture(&mut &s[..], |p| seen.push(p)).unwrap();
+        assert_eq!(console, ["boot log", "# tracer: function_graph", "line"]);
+        assert_eq!(kernel_trace_text(&console), "# tracer: function_graph\nline\n");
+        assert_eq!(r.tracer, "function_graph");
+        assert_eq!(r.counter_hz, 100_000_000);
+        assert_eq!(r.cpus[0].events, [rec(1, 10, 0), rec(2, 20, 0)]);
+        assert_eq!((r.cpus[0].lost, r.cpus[0].written), (4, 6));
+        assert_eq!(r.cpus[1].events, [rec(0, 15, 1)]);
+        assert_eq!(formats::symtab::SymbolTable::parse(&r.symtab).unwrap().len(), 1);
+        let total = (s.len() - start - b"\r\nltrace-export: end\r\n".len()) as u64;
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen.last(), Some(&Progress { bytes: total, total: Some(total) }));
+        assert!(seen.windows(2).all(|w| w[0].bytes < w[1].bytes));
+        assert_eq!(r.ns(15), 150);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_an_error() {
+        let (s, start) = stream();
+        let end = s.len() - b"\r\nltrace-export: end\r\n".len();
+        for i in start..end {
+            let mut bad = s.clone();
+            bad[i] ^= 0x04;
+            match read(&bad) {
+                Err(CaptureError::Checksum { .. } | CaptureError::BadHeader { .. } | CaptureError::Truncated { .. }) => {}
+                Err(e) => panic!("byte {i}: unexpected error {e}"),
+                Ok(_) => panic!("byte {i} flipped and the stream still decoded"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let (s, start) = stream();
+        let end = s.len() - b"\r\nltrace-export: end\r\n".len();
+        // The begin line counts once its text is complete, with or without its "\r\n".
+        let begin_seen = start - 2;
+        for cut in 0..end {
+            match read(&s[..cut]) {
+                Err(CaptureError::NoExport { .. }) if cut < begin_seen => {}
+                Err(e @ CaptureError::Truncated { .. }) if cut >= begin_seen => {
+                    assert!(e.to_string().contains("died or was stopped mid-transfer"), "{e}");
+                }
+                other => panic!("cut at {cut}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_and_metadata_are_checked() {
+        // A frame repeated: the sequence check catches it.
+        let mut s = b"ltrace-export: begin\n".to_vec();
+        write_frame(Kind::Meta, 0, 0, b"version=1\n", |b| s.extend_from_slice(b));
+        assert!(read(&s).unwrap_err().to_string().contains("lacks 'tracer'"));
+        let mut s = b"ltrace-export: begin\n".to_vec();
+        write_frame(Kind::Symtab, 0, 1, b"", |b| s.extend_from_slice(b));
+        assert!(matches!(read(&s), Err(CaptureError::Sequence { expected: 0, got: 1 })));
+        let mut s = b"ltrace-export: begin\n".to_vec();
+        write_frame(Kind::Symtab, 0, 0, b"", |b| s.extend_from_slice(b));
+        assert!(read(&s).unwrap_err().to_string().contains("metadata frame must come first"));
+        let err = read(b"booting\npanic\n").unwrap_err().to_string();
+        assert!(err.contains("never started") && err.contains("panic"), "{err}");
+    }
+}
