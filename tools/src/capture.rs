@@ -248,7 +248,7 @@ pub fn read_capture(
                 let cpu = rec.cpus.get_mut(h.cpu as usize).ok_or_else(|| {
                     CaptureError::Inconsistent(format!("frame {} holds events of cpu {} beyond the recorded CPUs", h.seq, h.cpu))
                 })?;
-                if body.len() % wire::RECORD_LEN != 0 {
+                if !body.len().is_multiple_of(wire::RECORD_LEN) {
                     return Err(CaptureError::Inconsistent(format!("frame {} holds a partial record", h.seq)));
                 }
                 cpu.events.extend(body.chunks(wire::RECORD_LEN).filter_map(Record::decode));

@@ -51,7 +51,7 @@ pub fn json(rec: &Recording) -> Result<String, String> {
         }
     }
     // Per track in time order, an enclosing slice before the slices it contains.
-    events.sort_by(|a, b| (a.0, a.1, std::cmp::Reverse(a.2)).cmp(&(b.0, b.1, std::cmp::Reverse(b.2))));
+    events.sort_by_key(|e| (e.0, e.1, std::cmp::Reverse(e.2)));
     let mut all = vec![json!({"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "loongtrace"}})];
     for cpu in 0..rec.cpus.len() {
         all.push(json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": cpu, "args": {"name": format!("CPU {cpu}")}}));
@@ -68,7 +68,9 @@ pub fn json(rec: &Recording) -> Result<String, String> {
 pub fn check(doc: &str) -> Result<usize, String> {
     let v: Value = serde_json::from_str(doc).map_err(|e| format!("not JSON: {e}"))?;
     let evs = v["traceEvents"].as_array().ok_or("no traceEvents array")?;
-    let mut tracks: std::collections::BTreeMap<(i64, i64), (f64, Vec<(String, f64)>, Vec<f64>)> = Default::default();
+    // Per (pid, tid): last timestamp, open B events, ends of the open X slices.
+    type Track = (f64, Vec<(String, f64)>, Vec<f64>);
+    let mut tracks: std::collections::BTreeMap<(i64, i64), Track> = Default::default();
     for (i, e) in evs.iter().enumerate() {
         let ph = e["ph"].as_str().ok_or(format!("event {i} has no ph"))?;
         let name = e["name"].as_str().ok_or(format!("event {i} has no name"))?;

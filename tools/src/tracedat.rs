@@ -211,7 +211,7 @@ impl PageWriter {
     /// Appends an event with timestamp `ts` (ns, not older than the previous one; an older one is
     /// stored with delta 0). `data` must be a multiple of 4 bytes, at most 112.
     pub fn push(&mut self, ts: u64, data: &[u8]) {
-        assert!(data.len() % 4 == 0 && data.len() <= MAX_DATA_TYPE_LEN as usize * 4 && !data.is_empty());
+        assert!(data.len().is_multiple_of(4) && data.len() <= MAX_DATA_TYPE_LEN as usize * 4 && !data.is_empty());
         let len = 4 + data.len();
         let mut delta = ts.saturating_sub(self.last_ts);
         let extend = if delta > MAX_DELTA { 8 } else { 0 };
@@ -374,7 +374,7 @@ mod tests {
         assert_eq!((u64_at(&x, 24), u64_at(&x, 32), u64_at(&x, 40)), (99, 1000, 1500));
         // Every offset the format texts announce is where encode() puts the field.
         for (f, len) in ftrace_formats().iter().zip([24usize, 48, 24]) {
-            let last = f.lines().filter(|l| l.contains("offset:")).last().unwrap();
+            let last = f.lines().rfind(|l| l.contains("offset:")).unwrap();
             let off: usize = last.split("offset:").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
             let size: usize = last.split("size:").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
             assert!(off + size <= len && len - (off + size) < 8, "{f}");
