@@ -67,6 +67,9 @@ impl fmt::Display for CaptureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CaptureError::NoExport { last_lines } => {
+                if let Some(why) = last_lines.iter().find_map(|l| l.strip_prefix("record: ")) {
+                    return write!(f, "the kernel did not record: {why}");
+                }
                 write!(f, "the guest never started sending the recording ('{}' not seen)", wire::BEGIN_LINE)?;
                 if !last_lines.is_empty() {
                     write!(f, "; its last output:\n  {}", last_lines.join("\n  "))?;

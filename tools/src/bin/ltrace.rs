@@ -50,7 +50,7 @@ struct Outputs {
 #[derive(Args)]
 struct RecordArgs {
     /// Tracer: function or function_graph.
-    #[arg(short = 'p', long = "plugin", default_value = "function_graph")]
+    #[arg(short = 'p', long = "plugin", default_value = "function_graph", value_parser = ["function", "function_graph"])]
     tracer: String,
     /// set_ftrace_filter glob (repeatable).
     #[arg(short = 'l', long = "filter")]
@@ -62,7 +62,7 @@ struct RecordArgs {
     #[arg(long, default_value_t = 0)]
     max_depth: u32,
     /// Workload run while tracing: chain (boot CPU), smp_chain (every CPU), idle.
-    #[arg(short, long, default_value = "chain")]
+    #[arg(short, long, default_value = "chain", value_parser = ["chain", "smp_chain", "filter", "idle"])]
     workload: String,
     /// Keep tracing this many milliseconds after the workload.
     #[arg(short, long = "duration-ms", default_value_t = 0)]
