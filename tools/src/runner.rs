@@ -483,6 +483,18 @@ mod tests {
     }
 
     #[test]
+    fn modules_become_fw_cfg_files() {
+        let mut c = config();
+        c.modules = vec![PathBuf::from("target/modules/sample_mod.o"), PathBuf::from("/tmp/my mod.o")];
+        let args = strings(c.args().unwrap());
+        let pos = args.iter().position(|a| a == "name=opt/loongtrace/modules/sample_mod,file=target/modules/sample_mod.o");
+        assert!(pos.is_some_and(|p| args[p - 1] == "-fw_cfg"), "{args:?}");
+        assert!(args.contains(&"name=opt/loongtrace/modules/my mod,file=/tmp/my mod.o".to_string()));
+        // Beside a kernel image, `modules/*.o` is found by default (none here).
+        assert!(default_modules(std::path::Path::new("/nonexistent/loongtrace.elf")).is_empty());
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(shell_quote("plain-word_1.elf"), "plain-word_1.elf");
         assert_eq!(shell_quote(""), "''");

@@ -32,6 +32,10 @@ fn object(name: &str) -> Result<Vec<u8>, crate::selftest::TestError> {
 /// Loads sample `name`; returns a reference (drop it before unloading).
 fn load(name: &str) -> Result<module::ModuleRef, crate::selftest::TestError> {
     let bytes = object(name)?;
+    // A case that failed half-way may have left it loaded; start clean.
+    if module::unload(name).is_ok() {
+        kdiag!("{name} was still loaded (left by an earlier failure); unloaded it");
+    }
     match module::load(&bytes) {
         Ok(n) if n == name => {}
         Ok(n) => kfail!("loaded {n}, expected {name}"),
@@ -128,6 +132,21 @@ fn load_trace_unload_round() -> TestResult {
         kdiag!("traced: {evs:?}");
         kassert_eq!(evs, ["sample_mod_work", "sample_mod_step", "sample_mod_add", "sample_mod_step", "sample_mod_add", "sample_mod_step", "sample_mod_add"]);
         kassert_eq!(site_word(work), Insn::Nop, "disabled again");
+        // The other `:mod:` forms, and mistakes in them.
+        kassert!(matches!(ftrace::ftrace_set_filter(&OPS[0], "*:mod:no_such_module", true), Err(FtraceError::NoMatch(_))));
+        kassert!(matches!(ftrace::ftrace_set_filter(&OPS[0], "sample_mod_add:mod:", true), Err(FtraceError::BadFilter(_))));
+        kassert!(matches!(ftrace::ftrace_set_filter(&OPS[0], "patch_target_a:mod:sample_mod", true), Err(FtraceError::NoMatch(_))), "kernel functions are in no module");
+        ftrace::ftrace_set_filter(&OPS[0], ":mod:sample_mod", true).map_err(fail("filter"))?;
+        ftrace::ftrace_set_filter(&OPS[0], "!sample_mod_add:mod:sample_mod", false).map_err(fail("filter"))?;
+        OPS[0].private.store(0, Relaxed);
+        ftrace::register_ftrace_function(&OPS[0]).map_err(fail("register"))?;
+        let add = func(&m, "sample_mod_add")?;
+        let (w_work, w_add) = (site_word(work), site_word(add));
+        let _ = work_fn(1);
+        let _ = ftrace::unregister_ftrace_function(&OPS[0]);
+        let _ = ftrace::ftrace_reset_filters(&OPS[0]);
+        kassert!(w_work != Insn::Nop && w_add == Insn::Nop, "`!func:mod:` removed only sample_mod_add: {w_work:?} {w_add:?}");
+        kassert_eq!(OPS[0].private.load(Relaxed), 2, "work and step traced, add not");
         drop(m);
         unload("sample_mod", range)
     }
@@ -466,10 +485,18 @@ ktest! {
 }
 
 static STRESS_STOP: AtomicBool = AtomicBool::new(false);
-static STRESS_CALLS: [AtomicU64; arch::boot::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::boot::MAX_CPUS];
+const NCPU: usize = arch::boot::MAX_CPUS;
+/// Per CPU: module calls and kernel calls the workers made, and callbacks seen for each.
+static MOD_CALLS: [AtomicU64; NCPU] = [const { AtomicU64::new(0) }; NCPU];
+static KERNEL_CALLS: [AtomicU64; NCPU] = [const { AtomicU64::new(0) }; NCPU];
+static MOD_CBS: [AtomicU64; NCPU] = [const { AtomicU64::new(0) }; NCPU];
+static KERNEL_CBS: [AtomicU64; NCPU] = [const { AtomicU64::new(0) }; NCPU];
+/// Callbacks for a function the ops did not ask for.
+static STRAY: AtomicU64 = AtomicU64::new(0);
 static STRESS_BAD: AtomicU64 = AtomicU64::new(0);
 
-/// Worker: calls traced kernel and module functions (the module through a counted reference).
+/// Worker: calls a module function (through a counted reference, when the module is there) and
+/// a traced kernel function, counting both.
 fn stress_worker(cpu: usize) {
     let mut i = 0u64;
     while !STRESS_STOP.load(Acquire) {
@@ -481,87 +508,151 @@ fn stress_worker(cpu: usize) {
             if add(i, 7) != i.wrapping_add(7) {
                 STRESS_BAD.fetch_add(1, Relaxed);
             }
-            STRESS_CALLS[cpu].fetch_add(1, Relaxed);
+            MOD_CALLS[cpu].fetch_add(1, Relaxed);
         }
         // Kernel calls between module calls leave the loader windows with no reference held.
         for k in 0..64 {
-            if super::targets::patch_target_a(i + k) != super::targets::patch_target_a(i + k) {
+            if super::targets::patch_target_a(i + k) != (i + k).wrapping_add(1) {
                 STRESS_BAD.fetch_add(1, Relaxed);
             }
         }
+        KERNEL_CALLS[cpu].fetch_add(64, Relaxed);
         i += 1;
     }
 }
 
-const STRESS_ROUNDS: u32 = 200;
-static STRESS_OPS: FtraceOps = FtraceOps::new(count_cb, OpsFlags::RECURSION);
+/// Counts callbacks on `patch_target_a` per CPU.
+extern "C" fn kernel_cb(ip: u64, _parent: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
+    if ip == super::targets::patch_target_a as *const () as u64 {
+        KERNEL_CBS[arch::cpu::id() % NCPU].fetch_add(1, Relaxed);
+    } else {
+        STRAY.fetch_add(1, Relaxed);
+    }
+}
 
-ktest! {
-    /// 200 loads and unloads of sample_mod while the other CPUs call its functions (through
-    /// references) and traced kernel functions, with an ops tracing every function: every
-    /// module call made while the ops was on is counted, no stray callback, no leak.
-    fn modules::load_unload_200_while_tracing() {
-        // One round first: bookkeeping vectors grow to their size with one module loaded.
-        let m = load("sample_mod")?;
-        let range = m.site_range();
-        drop(m);
-        unload("sample_mod", range)?;
-        let bytes = object("sample_mod")?;
-        // The ops' filter is made before measuring (it stays until the end).
-        let mut r = ftrace::ftrace_set_filter(&STRESS_OPS, "patch_target_a", true).map_err(fail("filter"));
-        let heap0 = crate::heap::used();
-        let area0 = module::area_used();
-        STRESS_STOP.store(false, Release);
-        STRESS_BAD.store(0, Relaxed);
-        STRESS_CALLS.iter().for_each(|c| c.store(0, Relaxed));
-        let workers = (1..crate::smp::online()).filter(|&c| crate::smp::run_on(c, stress_worker)).count();
-        // 800 log lines would dominate the run time on the serial console.
-        let level = log::max_level();
-        log::set_max_level(log::LevelFilter::Warn);
-        let t0 = arch::time::ticks();
-        STRESS_OPS.private.store(0, Relaxed);
-        if r.is_ok() {
-            r = ftrace::register_ftrace_function(&STRESS_OPS).map_err(fail("ops"));
+/// Counts callbacks on module functions per CPU (its notrace list holds every kernel function).
+extern "C" fn module_cb(ip: u64, _parent: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
+    if module::in_area(ip) {
+        MOD_CBS[arch::cpu::id() % NCPU].fetch_add(1, Relaxed);
+    } else {
+        STRAY.fetch_add(1, Relaxed);
+    }
+}
+
+static KERNEL_OPS: FtraceOps = FtraceOps::new(kernel_cb, OpsFlags::RECURSION);
+static MODULE_OPS: FtraceOps = FtraceOps::new(module_cb, OpsFlags::RECURSION);
+
+/// Loads and unloads sample_mod `rounds` times while the other CPUs call `sample_mod_add` (when
+/// they get a reference) and `patch_target_a`, with an ops counting the kernel calls and, with
+/// `trace_module`, an ops that traces every module function as it loads. Every call is counted
+/// by exactly one callback on its CPU; nothing leaks.
+fn churn(rounds: u32, trace_module: bool, linger_calls: u64) -> TestResult {
+    // One round first: bookkeeping vectors grow to their size with one module loaded.
+    let m = load("sample_mod")?;
+    let range = m.site_range();
+    drop(m);
+    unload("sample_mod", range)?;
+    let bytes = object("sample_mod")?;
+    // Filters are made before measuring the heap (they stay until the end).
+    let mut r = ftrace::ftrace_set_filter(&KERNEL_OPS, "patch_target_a", true).map_err(fail("filter"));
+    if trace_module && r.is_ok() {
+        // Every function there is now: what loads later is all the ops traces.
+        r = ftrace::ftrace_set_notrace(&MODULE_OPS, "*", true).map_err(fail("notrace"));
+    }
+    // The first registration of a boot allocates the published ops list: do it before measuring.
+    r = r.and_then(|_| ftrace::register_ftrace_function(&KERNEL_OPS).map_err(fail("kernel ops")));
+    let _ = ftrace::unregister_ftrace_function(&KERNEL_OPS);
+    let heap0 = crate::heap::used();
+    let area0 = module::area_used();
+    STRESS_STOP.store(false, Release);
+    STRESS_BAD.store(0, Relaxed);
+    STRAY.store(0, Relaxed);
+    for a in [&MOD_CALLS, &KERNEL_CALLS, &MOD_CBS, &KERNEL_CBS] {
+        a.iter().for_each(|c| c.store(0, Relaxed));
+    }
+    r = r.and_then(|_| ftrace::register_ftrace_function(&KERNEL_OPS).map_err(fail("kernel ops")));
+    if trace_module {
+        r = r.and_then(|_| ftrace::register_ftrace_function(&MODULE_OPS).map_err(fail("module ops")));
+    }
+    let workers = if r.is_ok() { (1..crate::smp::online()).filter(|&c| crate::smp::run_on(c, stress_worker)).count() } else { 0 };
+    // Four log lines per round would dominate the run time on the serial console.
+    let level = log::max_level();
+    log::set_max_level(log::LevelFilter::Warn);
+    let t0 = arch::time::ticks();
+    let mut refused = 0;
+    for round in 0..rounds {
+        if r.is_err() {
+            break;
         }
-        let mut refused = 0;
-        for round in 0..STRESS_ROUNDS {
-            if r.is_err() {
-                break;
-            }
-            if let Err(e) = module::load(&bytes) {
-                r = Err(crate::selftest::TestError::Fail(alloc::format!("round {round}: load: {e}")));
-                break;
-            }
-            // Unload while workers may hold references: Busy is expected, retry.
-            loop {
-                match module::unload("sample_mod") {
-                    Ok(()) => break,
-                    Err(UnloadError::Busy(..)) => { refused += 1; core::hint::spin_loop() }
-                    Err(e) => { r = Err(crate::selftest::TestError::Fail(alloc::format!("round {round}: unload: {e}"))); break }
+        if let Err(e) = module::load(&bytes) {
+            r = Err(crate::selftest::TestError::Fail(alloc::format!("round {round}: load: {e}")));
+            break;
+        }
+        // Let the workers use the module for a while (until `linger_calls` more module calls
+        // or 100 ms), then unload while they may hold references: Busy is expected, retry.
+        let calls = || MOD_CALLS.iter().map(|c| c.load(Relaxed)).sum::<u64>();
+        let (c0, tw) = (calls(), arch::time::ticks());
+        while workers > 0 && calls() < c0 + linger_calls && arch::time::ticks() - tw < crate::boot::counter_hz() / 10 {
+            core::hint::spin_loop();
+        }
+        loop {
+            match module::unload("sample_mod") {
+                Ok(()) => break,
+                Err(UnloadError::Busy(..)) => {
+                    refused += 1;
+                    core::hint::spin_loop()
+                }
+                Err(e) => {
+                    r = Err(crate::selftest::TestError::Fail(alloc::format!("round {round}: unload: {e}")));
+                    break;
                 }
             }
         }
-        log::set_max_level(level);
-        let ms = (arch::time::ticks() - t0) * 1000 / crate::boot::counter_hz();
-        STRESS_STOP.store(true, Release);
-        for cpu in 1..arch::boot::MAX_CPUS {
-            while crate::smp::work_running(cpu) {
-                core::hint::spin_loop();
-            }
+    }
+    log::set_max_level(level);
+    let ms = (arch::time::ticks() - t0) * 1000 / crate::boot::counter_hz();
+    STRESS_STOP.store(true, Release);
+    for cpu in 1..NCPU {
+        while crate::smp::work_running(cpu) {
+            core::hint::spin_loop();
         }
-        let _ = ftrace::unregister_ftrace_function(&STRESS_OPS);
-        let heap1 = crate::heap::used();
-        let _ = ftrace::ftrace_reset_filters(&STRESS_OPS);
-        r?;
-        let calls: u64 = STRESS_CALLS.iter().map(|c| c.load(Relaxed)).sum();
-        kdiag!("200 loads and unloads in {ms} ms; {workers} workers made {calls} module calls; {refused} unloads refused as busy and retried");
-        kassert_eq!(STRESS_BAD.load(Relaxed), 0, "wrong results");
-        kassert!(workers == 0 || calls > 0, "workers never got the module");
-        kassert_eq!(module::area_used(), area0, "module area leaked");
-        kassert_eq!(heap1, heap0, "heap leaked");
-        if let Err(e) = ftrace::core::check_consistency() {
-            kfail!("{e}");
-        }
-        Ok(())
+    }
+    let _ = ftrace::unregister_ftrace_function(&KERNEL_OPS);
+    let _ = ftrace::unregister_ftrace_function(&MODULE_OPS);
+    let heap1 = crate::heap::used();
+    let _ = ftrace::ftrace_reset_filters(&KERNEL_OPS);
+    let _ = ftrace::ftrace_reset_filters(&MODULE_OPS);
+    r?;
+    let load = |a: &[AtomicU64; NCPU]| -> Vec<u64> { a.iter().skip(1).take(workers).map(|c| c.load(Relaxed)).collect() };
+    let (mc, kc) = (load(&MOD_CALLS), load(&KERNEL_CALLS));
+    kdiag!("{rounds} loads and unloads in {ms} ms; workers' module calls {mc:?}, kernel calls {kc:?}; {refused} unloads refused as busy and retried");
+    kassert_eq!(STRESS_BAD.load(Relaxed), 0, "wrong results");
+    kassert!(workers == 0 || mc.iter().sum::<u64>() > 0, "workers never got the module");
+    kassert_eq!(load(&KERNEL_CBS), kc, "kernel callbacks per worker CPU");
+    if trace_module {
+        kassert_eq!(load(&MOD_CBS), mc, "module callbacks per worker CPU");
+    }
+    kassert_eq!(STRAY.load(Relaxed), 0, "stray callbacks");
+    kassert_eq!(module::area_used(), area0, "module area leaked");
+    kassert_eq!(heap1, heap0, "heap leaked");
+    if let Err(e) = ftrace::core::check_consistency() {
+        kfail!("{e}");
+    }
+    Ok(())
+}
+
+ktest! {
+    /// 200 loads and unloads of sample_mod while the other CPUs call its functions (through
+    /// references) and a traced kernel function: no lost or stray callback, no leak.
+    fn modules::load_unload_200_while_tracing() {
+        churn(200, false, 0)
+    }
+}
+
+ktest! {
+    /// Fewer rounds with an ops that traces every module function as it loads (each load then
+    /// patches the new sites): every module call on every CPU reaches its callback exactly once.
+    fn modules::module_calls_traced_across_reloads() {
+        churn(10, true, 30)
     }
 }
