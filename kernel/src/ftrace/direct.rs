@@ -190,3 +190,21 @@ pub fn modify_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(), F
         Ok(())
     })
 }
+
+/// The first function whose registered direct trampoline lies in `[start, end)` (a module image
+/// that must not go away while a trampoline in it is attached).
+pub fn trampoline_user(start: u64, end: u64) -> Option<alloc::string::String> {
+    with_core(|core| {
+        for ops in core.ops.iter().filter(|o| o.flags.contains(OpsFlags::DIRECT)) {
+            let t = ops.direct.load(Ordering::Acquire);
+            if (start..end).contains(&t) {
+                let all = sites::all();
+                let user = (0..all.len()).find(|&i| ops.wants_index(i)).map_or("?", |i| all[i].name);
+                return Ok(Some(alloc::format!("the direct trampoline at {t:#x} attached to {user}")));
+            }
+        }
+        Ok(None)
+    })
+    .ok()
+    .flatten()
+}

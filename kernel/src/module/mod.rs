@@ -437,14 +437,19 @@ impl core::fmt::Display for UnloadError {
     }
 }
 
-/// Unloads module `name` (Linux's `delete_module`): refused while it is referenced or while a
-/// registered ops or trampoline uses one of its functions; otherwise runs its exit, removes its
-/// sites from ftrace and frees its memory.
+/// Unloads module `name` (Linux's `delete_module`): refused while it is referenced, while a
+/// registered ops or trampoline uses one of its functions, or while a registered direct
+/// trampoline lies in its image; otherwise runs its exit, removes its sites from ftrace and frees
+/// its memory.
 pub fn unload(name: &str) -> Result<(), UnloadError> {
     let _serial = LOADER.lock();
     let m = MODULES.lock().iter().find(|m| m.name == name).cloned().ok_or_else(|| UnloadError::NotLoaded(name.into()))?;
     if let Err(n) = m.refs.compare_exchange(0, -1, Ordering::AcqRel, Ordering::Acquire) {
         return Err(UnloadError::Busy(name.into(), n));
+    }
+    if let Some(user) = crate::ftrace::direct::trampoline_user(m.base, m.base + m.size) {
+        m.refs.store(0, Ordering::Release);
+        return Err(UnloadError::InUse(name.into(), user));
     }
     let range = m.site_range();
     if let Err(e) = crate::ftrace::core::module_sites_going(range.clone()) {

@@ -390,6 +390,16 @@ ktest! {
         let _ = ftrace::unregister_ftrace_direct(&DIRECT, arch::ftrace::addr::stub_direct_tramp());
         let _ = ftrace::ftrace_reset_filters(&DIRECT);
         kassert!(matches!(r, Err(UnloadError::InUse(..))), "refused while a trampoline is attached: {r:?}");
+        // A direct trampoline inside the module's image, attached to a kernel function (never
+        // called here): the module cannot go while it is attached.
+        let kfn = super::targets::patch_target_b as *const () as u64;
+        ftrace::ftrace_set_filter_ip(&DIRECT, kfn, false, true).map_err(fail("direct filter"))?;
+        ftrace::register_ftrace_direct(&DIRECT, ip).map_err(fail("direct in the module"))?;
+        let r = module::unload("sample_mod");
+        let _ = ftrace::unregister_ftrace_direct(&DIRECT, ip);
+        let _ = ftrace::ftrace_reset_filters(&DIRECT);
+        kdiag!("trampoline in the module: {r:?}");
+        kassert!(matches!(r, Err(UnloadError::InUse(..))), "refused while a trampoline in it is attached: {r:?}");
         if let Err(e) = ftrace::core::check_consistency() {
             kfail!("after refused unloads: {e}");
         }
