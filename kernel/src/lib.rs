@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod glob;
 pub mod modload;
 pub mod ringbuf;
+pub mod shell;
 pub mod symtab;
 
 #[cfg(target_os = "none")]
@@ -43,3 +44,5 @@ pub mod module;
 pub mod samples;
 #[cfg(target_os = "none")]
 pub mod smp;
+#[cfg(target_os = "none")]
+pub mod tracefs;
