@@ -59,8 +59,12 @@ $(KERNEL): FORCE
 	cargo kbuild
 	cargo run -q --release -p loongtrace-tools --bin ltsym -- $(RAW_ELF) $(KERNEL)
 
+# With a terminal on stdin the kernel stays at its shell prompt after the demos (`shell=1`);
+# SCRIPT=file runs that file's shell lines at boot (fw_cfg opt/loongtrace/script).
+comma := ,
 qemu: build
-	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(QEMU_CMDLINE)"
+	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(QEMU_CMDLINE)$(if $(SCRIPT), script)$$([ -t 0 ] && echo ' shell=1')" \
+		$(if $(SCRIPT),-fw_cfg name=opt/loongtrace/script$(comma)file=$(SCRIPT))
 
 test-host:
 	cargo test -q -p loongtrace-arch -p loongtrace-tools

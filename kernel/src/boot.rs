@@ -111,7 +111,7 @@ pub fn check_stack_canary() -> Result<(), String> {
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules"];
+const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules", "shell", "script"];
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
@@ -173,6 +173,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     if cmd.flag("demo") {
         crate::demo::run_all();
     }
+    crate::shell::console::boot_hook(&cmd);
     log::info!("powering off");
     arch::power::power_off()
 }
