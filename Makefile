@@ -74,6 +74,7 @@ test-host:
 test-kernel: build
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) \
 		cargo test -q -p loongtrace-tests --test fail_demo
+	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_SMP=$(TEST_SMP) cargo test -q -p loongtrace-tests --test shell
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(TEST_SMP) \
 		LOONGTRACE_CMDLINE="$(if $(STRESS),stress=$(STRESS))" \
 		cargo test -q -p loongtrace-tests --test kernel

@@ -10,4 +10,5 @@
 pub mod bench;
 pub mod ktap;
 pub mod runner;
+pub mod session;
 pub mod symtab;

@@ -11,6 +11,8 @@ pub const PROMPT: &str = "loongtrace:/sys/kernel/tracing# ";
 /// Spins this long (counter ticks) waiting for the next byte before sleeping until the next
 /// interrupt, so a pasted or piped burst is read at full speed.
 const BUSY_POLL_TICKS: u64 = 1_000_000;
+/// Counter ticks between two polls of the UART while input flows (5 us).
+const POLL_GAP_TICKS: u64 = 500;
 
 /// Prints shell output (`\n` becomes `\r\n` on the wire).
 fn emit(text: &str) {
@@ -34,8 +36,13 @@ fn next_byte(last_rx: &mut u64) -> u8 {
             *last_rx = arch::time::ticks();
             return b;
         }
-        if arch::time::ticks().wrapping_sub(*last_rx) < BUSY_POLL_TICKS {
-            core::hint::spin_loop();
+        let now = arch::time::ticks();
+        if now.wrapping_sub(*last_rx) < BUSY_POLL_TICKS {
+            // Between two reads of the UART, run without touching a device, so QEMU's I/O
+            // thread (which needs the lock each device access takes) can deliver the next bytes.
+            while arch::time::ticks().wrapping_sub(now) < POLL_GAP_TICKS {
+                core::hint::spin_loop();
+            }
         } else {
             arch::cpu::idle();
         }
@@ -121,6 +128,9 @@ pub const DEFAULT_SCRIPT: &str = "opt/loongtrace/script";
 /// file (default [`DEFAULT_SCRIPT`]), then `shell=1` stays at the prompt. Returns when the
 /// machine should power off.
 pub fn boot_hook(cmd: &crate::cmdline::Cmdline) {
+    if cmd.get("script").is_some() || cmd.flag("shell") {
+        arch::uart::enable_fifo();
+    }
     if let Some(name) = cmd.get("script") {
         let name = if name.is_empty() || name == "1" { DEFAULT_SCRIPT } else { name };
         let mut buf = alloc::vec![0u8; 256 * 1024];

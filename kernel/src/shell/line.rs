@@ -72,6 +72,10 @@ impl LineEditor {
     /// Feeds one byte; what should be echoed is appended to `echo`.
     pub fn feed(&mut self, b: u8, echo: &mut Vec<u8>) -> Option<Event> {
         let after_cr = core::mem::replace(&mut self.last_cr, false);
+        // A line end or Ctrl-C ends an escape sequence early (it is acted on as usual).
+        if matches!(b, b'\r' | b'\n' | CTRL_C) {
+            self.esc = Esc::None;
+        }
         match self.esc {
             Esc::Start => {
                 self.esc = match b {
@@ -200,6 +204,13 @@ mod tests {
         let (ev, echo) = feed_all(&mut ed, b"l\x1b[A\x1b[1;5Cs\x1bOP\x01\x02\xff\xc3\xa9\r");
         assert_eq!(ev, vec![Event::Line("ls".into())]);
         assert_eq!(echo, b"ls\r\n");
+    }
+
+    #[test]
+    fn a_line_end_ends_an_escape_sequence() {
+        let mut ed = LineEditor::new();
+        let (ev, _) = feed_all(&mut ed, b"a\x1b\rb\x1b[12\nc\x1bO\x03d\r");
+        assert_eq!(ev, vec![Event::Line("a".into()), Event::Line("b".into()), Event::Interrupt, Event::Line("d".into())]);
     }
 
     #[test]
