@@ -416,6 +416,9 @@ fn number(text: &str) -> Result<u64, Errno> {
 }
 
 fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), Errno> {
+    if !f.writable() {
+        return Err(Errno::EACCES);
+    }
     match f {
         File::CurrentTracer => {
             let name = text.trim();
@@ -546,14 +549,8 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
             s.stack_enabled = on;
             Ok(())
         }
-        File::AvailableTracers
-        | File::TracePipe(_)
-        | File::BufferTotalSizeKb
-        | File::AvailableFilterFunctions
-        | File::EnabledFunctions
-        | File::TouchedFunctions
-        | File::TraceStat(_)
-        | File::StackTrace => Err(Errno::EACCES),
+        // The read-only files, refused above.
+        _ => Err(Errno::EACCES),
     }
 }
 

@@ -31,7 +31,6 @@ bitflags::bitflags! {
         const FUNCGRAPH_ABSTIME = 1 << 5;
         const FUNCGRAPH_RETVAL = 1 << 6;
         const FUNCGRAPH_TAIL = 1 << 7;
-        const FUNCGRAPH_IRQS = 1 << 8;
     }
 }
 
@@ -45,13 +44,11 @@ pub const OPTION_NAMES: &[(&str, Options)] = &[
     ("funcgraph-abstime", Options::FUNCGRAPH_ABSTIME),
     ("funcgraph-retval", Options::FUNCGRAPH_RETVAL),
     ("funcgraph-tail", Options::FUNCGRAPH_TAIL),
-    ("funcgraph-irqs", Options::FUNCGRAPH_IRQS),
 ];
 
 const DEFAULT_OPTIONS: Options = Options::PRINT_PARENT
     .union(Options::FUNCGRAPH_CPU)
-    .union(Options::FUNCGRAPH_DURATION)
-    .union(Options::FUNCGRAPH_IRQS);
+    .union(Options::FUNCGRAPH_DURATION);
 
 /// The tracers `available_tracers` lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
