@@ -101,7 +101,7 @@ fn stack_tracer_maximum() {
 }
 
 #[test]
-fn insmod_rmmod_of_a_sample() {
+fn insmod_rmmod_of_a_sample_and_a_module() {
     let mut s = boot();
     assert_eq!(run(&mut s, "insmod ftrace-direct"), "");
     assert_eq!(run(&mut s, "lsmod"), "Module                  Size  Used by\nftrace_direct              0  0\n");
@@ -112,6 +112,22 @@ fn insmod_rmmod_of_a_sample() {
     assert_eq!(run(&mut s, "rmmod ftrace_direct"), "");
     assert_eq!(run(&mut s, "rmmod ftrace_direct"), "rmmod: ERROR: Module ftrace_direct is not currently loaded\n");
     assert_eq!(run(&mut s, "cat enabled_functions"), "");
+
+    // A loadable module: traced through a :mod: filter, busy while traced.
+    // The loader logs to the console, as Linux's printk does.
+    let log = run(&mut s, "insmod sample_mod.o");
+    assert!(log.contains("module sample_mod: loaded at ") && !log.contains("ERROR"), "{log}");
+    assert_eq!(run(&mut s, "echo 'sample_mod_add:mod:sample_mod' > set_ftrace_filter"), "");
+    assert_eq!(run(&mut s, "echo function > current_tracer"), "");
+    assert!(run(&mut s, "run module 1").starts_with("sample_mod_work(1) = 0x"));
+    let t = run(&mut s, "cat trace");
+    assert_eq!(body(&t).len(), 1, "{t}");
+    assert!(body(&t)[0].contains(": sample_mod_add <-sample_mod_"), "{t}");
+    assert!(run(&mut s, "rmmod sample_mod").starts_with("rmmod: ERROR: Module sample_mod is in use"));
+    assert_eq!(run(&mut s, "echo nop > current_tracer"), "");
+    let log = run(&mut s, "rmmod sample_mod");
+    assert!(log.contains("module sample_mod: unloaded") && !log.contains("ERROR"), "{log}");
+    assert_eq!(run(&mut s, "lsmod"), "Module                  Size  Used by\n");
 }
 
 #[test]

@@ -415,3 +415,39 @@ ktest! {
         })
     }
 }
+
+ktest! {
+    /// Loadable modules through the shell: insmod, :mod: filters, tracing a module function,
+    /// rmmod refused (EBUSY) while traced, lsmod.
+    fn tracefs::modules() {
+        if crate::module::fw_cfg_read("sample_mod").is_none() {
+            crate::kskip!("QEMU was given no sample_mod object (fw_cfg opt/loongtrace/modules/sample_mod)");
+        }
+        clean(|| {
+            kassert_eq!(sh("insmod sample_mod.o"), "");
+            kassert!(sh("lsmod").contains("\nsample_mod "), "{}", sh("lsmod"));
+            kassert_eq!(sh("insmod sample_mod"), "insmod: ERROR: could not insert module sample_mod: File exists\n");
+            kassert_eq!(sh("insmod nosuch_mod"), "insmod: ERROR: could not load module nosuch_mod: No such file or directory\n");
+            kassert!(sh("cat available_filter_functions").contains("sample_mod_work [sample_mod]\n"));
+            ok("echo '*:mod:sample_mod' > set_ftrace_filter")?;
+            let f = sh("cat set_ftrace_filter");
+            kassert!(f.lines().all(|l| l.ends_with(" [sample_mod]")) && f.contains("sample_mod_step [sample_mod]"), "{f}");
+            kassert_eq!(sh("echo '*:mod:nosuch' > set_ftrace_filter"), "sh: write error: set_ftrace_filter: Invalid argument\n");
+            ok("echo 'sample_mod_step:mod:sample_mod' > set_ftrace_filter")?;
+            ok("echo function > current_tracer")?;
+            kassert!(sh("run module 2").starts_with("sample_mod_work(2) = 0x"));
+            let b = body(&sh("cat trace"));
+            kassert_eq!(b.len(), 2, "{b:?}");
+            kassert!(b[0].contains(": sample_mod_step <-sample_mod_work"), "{}", b[0]);
+            let e = sh("rmmod sample_mod");
+            kassert!(e.starts_with("rmmod: ERROR: Module sample_mod is in use"), "{e}");
+            kassert!(sh("lsmod").contains("\nsample_mod "), "still loaded");
+            ok("echo nop > current_tracer")?;
+            kassert_eq!(sh("rmmod sample_mod"), "");
+            kassert!(!sh("lsmod").contains("sample_mod"));
+            kassert_eq!(sh("cat set_ftrace_filter"), "#### all functions enabled ####\n", "the module's functions left the filter");
+            kassert_eq!(sh("rmmod sample_mod"), "rmmod: ERROR: Module sample_mod is not currently loaded\n");
+            Ok(())
+        })
+    }
+}

@@ -222,9 +222,10 @@ fn read_locked(s: &State, f: File, w: &mut dyn Write) -> core::fmt::Result {
         File::MaxGraphDepth => writeln!(w, "{}", s.max_graph_depth),
         File::AvailableFilterFunctions => {
             let mut r = Ok(());
+            let skip = SiteFlags::NOTRACE | SiteFlags::FAILED | SiteFlags::GOING | SiteFlags::ABSENT;
             ftrace::core::for_each_site(|i| {
-                if r.is_ok() && !i.state.flags.intersects(SiteFlags::NOTRACE | SiteFlags::FAILED) {
-                    r = writeln!(w, "{}", tracer::short_name(i.site.ip));
+                if r.is_ok() && i.site.ip != 0 && !i.state.flags.intersects(skip) {
+                    r = writeln!(w, "{}", super::site_label(&i.site));
                 }
             });
             r
@@ -272,7 +273,9 @@ fn write_set(w: &mut dyn Write, set: &SiteSet, empty: &str) -> core::fmt::Result
     }
     let all = sites::all();
     for i in set.iter() {
-        writeln!(w, "{}", tracer::short_name(all[i].ip))?;
+        if let Some(site) = all.get(i).filter(|s| s.ip != 0) {
+            writeln!(w, "{}", super::site_label(site))?;
+        }
     }
     Ok(())
 }
@@ -298,7 +301,7 @@ fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
         write!(
             w,
             "{} ({}){}{}{}{}{}",
-            tracer::short_name(i.site.ip),
+            super::site_label(&i.site),
             i.state.refs,
             if f.contains(SiteFlags::REGS) { " R" } else { "  " },
             "  ",
@@ -579,8 +582,9 @@ fn write_ftrace_filter(s: &mut State, text: &str, append: bool) -> Result<(), Er
             continue;
         };
         if cmd.command == "mod" {
-            // `:mod:NAME` needs loadable modules; none of their functions exist.
-            return Err(Errno::EINVAL);
+            // `glob:mod:NAME`: a glob limited to one module.
+            globs.push(word);
+            continue;
         }
         let kind = ProbeKind::from_name(cmd.command).ok_or(Errno::EINVAL)?;
         let count = match cmd.param {

@@ -342,27 +342,35 @@ pub fn reset() {
 /// Resolves a filter write's words to sites, as Linux's `set_ftrace_filter` does: plain globs
 /// add, `!glob` removes; a word that matches no traceable function fails the whole write.
 pub fn apply_globs(set: &mut SiteSet, words: &[&str]) -> Result<(), Errno> {
+    use crate::ftrace::core::SiteFlags;
     let all = sites::all();
     let mut traceable = SiteSet::new();
+    let mut i = 0;
     crate::ftrace::core::for_each_site(|info| {
-        if !info.state.flags.intersects(crate::ftrace::core::SiteFlags::NOTRACE | crate::ftrace::core::SiteFlags::FAILED) {
-            if let Some(i) = sites::index_of(info.site.ip) {
-                traceable.insert(i);
-            }
+        let skip = SiteFlags::NOTRACE | SiteFlags::FAILED | SiteFlags::GOING | SiteFlags::ABSENT;
+        if info.site.ip != 0 && !info.state.flags.intersects(skip) {
+            traceable.insert(i);
         }
+        i += 1;
     });
     let mut edited = set.clone();
     for word in words {
         let (neg, pat) = crate::glob::parse_filter_token(word).map_err(|_| Errno::EINVAL)?;
+        // `glob:mod:NAME` (or `:mod:NAME`): only functions of module NAME.
+        let (pat, module) = crate::glob::split_module(pat);
+        if module == Some("") {
+            return Err(Errno::EINVAL);
+        }
         let mut hits = 0;
         for i in traceable.iter() {
-            if matches_name(pat, all[i].name) {
-                hits += 1;
-                if neg {
-                    edited.remove(i);
-                } else {
-                    edited.insert(i);
-                }
+            if module.is_some_and(|m| m != all[i].module) || !matches_name(pat, all[i].name) {
+                continue;
+            }
+            hits += 1;
+            if neg {
+                edited.remove(i);
+            } else {
+                edited.insert(i);
             }
         }
         if hits == 0 {
@@ -371,6 +379,22 @@ pub fn apply_globs(set: &mut SiteSet, words: &[&str]) -> Result<(), Errno> {
     }
     *set = edited;
     Ok(())
+}
+
+/// A function's name as the listings show it: the path without the kernel crate's name, and
+/// ` [module]` after a module's function (as Linux's `%ps`).
+pub fn site_label(site: &sites::Site) -> String {
+    let name = site.name.strip_prefix("loongtrace_kernel::").unwrap_or(site.name);
+    if site.module.is_empty() { String::from(name) } else { alloc::format!("{name} [{}]", site.module) }
+}
+
+/// Drops a module's sites from every tracefs set (after it unloaded: the indices are reused).
+pub fn forget_sites(range: core::ops::Range<usize>) {
+    with_state(|s| {
+        for set in [&mut s.filter, &mut s.notrace, &mut s.graph_function, &mut s.graph_notrace, &mut s.stack_filter] {
+            set.remove_range(range.clone());
+        }
+    });
 }
 
 /// Whether a filter glob names the function `full` (its full path, its path without the crate

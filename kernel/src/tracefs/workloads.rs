@@ -18,6 +18,7 @@ const USAGE: &str = "usage: run WORKLOAD [N]
   timer [N]     on every CPU, call timer_work once per timer tick for N ticks (10, at most 1000)
   bench [N]     call bench_target N times (1000)
   samples       run the code the loaded ftrace-direct samples trace, print their log
+  module [N]    call sample_mod_work(N) in the loaded module sample_mod (3)
 ";
 
 /// `run WORKLOAD [N]`.
@@ -72,7 +73,34 @@ pub fn run(args: &[&str], out: &mut String) {
                 let _ = writeln!(out, "{l}");
             }
         }
+        Some("module") => {
+            let n = n.unwrap_or(3).min(1000);
+            let Some(m) = crate::module::try_get("sample_mod") else {
+                let _ = writeln!(out, "run: module: sample_mod is not loaded (insmod sample_mod)");
+                return;
+            };
+            let Some(addr) = m.symbol("sample_mod_work") else {
+                let _ = writeln!(out, "run: module: sample_mod has no sample_mod_work");
+                return;
+            };
+            // SAFETY: `sample_mod_work` is `extern "C" fn(u64) -> u64` in the module's text; the
+            // reference `m` keeps the module loaded during the call.
+            let f: extern "C" fn(u64) -> u64 = unsafe { core::mem::transmute(addr) };
+            let _ = writeln!(out, "sample_mod_work({n}) = {:#x}", f(n));
+            drop(m);
+        }
         _ => out.push_str(USAGE),
+    }
+}
+
+/// Why `insmod` of a module file failed, as Linux's `insmod` words it.
+fn load_error_text(e: &crate::modload::LoadError) -> String {
+    use crate::modload::LoadError as L;
+    match e {
+        L::Duplicate(_) => String::from("File exists"),
+        L::NoSpace(_) => String::from("Cannot allocate memory"),
+        L::UndefinedSymbol(s) => alloc::format!("Unknown symbol in module ({s})"),
+        other => alloc::format!("Invalid module format ({other})"),
     }
 }
 
@@ -124,12 +152,25 @@ fn module_name(i: usize) -> String {
     crate::samples::ALL[i].name.replace('-', "_")
 }
 
-/// `insmod NAME`, `rmmod NAME`, `lsmod`.
+/// The fw_cfg file name of a module given to `insmod` (`sample_mod`, `sample_mod.o`, a path).
+fn module_file(name: &str) -> &str {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    base.strip_suffix(".o").or_else(|| base.strip_suffix(".ko")).unwrap_or(base)
+}
+
+/// `insmod NAME`, `rmmod NAME`, `lsmod`: the ftrace-direct samples (built into the kernel) and
+/// loadable modules (object files QEMU provides under fw_cfg `opt/loongtrace/modules/`).
 pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
     use crate::shell::parse::Errno;
     match cmd {
         "lsmod" => {
             let _ = writeln!(out, "Module                  Size  Used by");
+            for name in crate::module::loaded().iter().rev() {
+                if let Some(m) = crate::module::try_get(name) {
+                    // Our own reference does not count.
+                    let _ = writeln!(out, "{:<19} {:>8}  {}", name, m.size, m.refs() - 1);
+                }
+            }
             for i in super::with_state(|s| s.loaded.clone()) {
                 let _ = writeln!(out, "{:<19} {:>8}  0", module_name(i), 0);
             }
@@ -140,7 +181,17 @@ pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
                 return;
             };
             let Some(i) = sample_index(name) else {
-                let _ = writeln!(out, "insmod: ERROR: could not load module {name}: {}", Errno::ENOENT);
+                let file = module_file(name);
+                match crate::module::fw_cfg_read(file) {
+                    None => {
+                        let _ = writeln!(out, "insmod: ERROR: could not load module {name}: {}", Errno::ENOENT);
+                    }
+                    Some(bytes) => {
+                        if let Err(e) = crate::module::load(&bytes) {
+                            let _ = writeln!(out, "insmod: ERROR: could not insert module {name}: {}", load_error_text(&e));
+                        }
+                    }
+                }
                 return;
             };
             super::with_state(|s| {
@@ -163,11 +214,28 @@ pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
                 return;
             };
             let found = sample_index(name);
+            let sample_loaded = super::with_state(|s| found.is_some_and(|i| s.loaded.contains(&i)));
+            if !sample_loaded {
+                let modname = module_file(name);
+                let range = crate::module::try_get(modname).map(|m| m.site_range());
+                match crate::module::unload(modname) {
+                    Ok(()) => {
+                        if let Some(r) = range {
+                            super::forget_sites(r);
+                        }
+                    }
+                    Err(crate::module::UnloadError::NotLoaded(_)) => {
+                        let _ = writeln!(out, "rmmod: ERROR: Module {name} is not currently loaded");
+                    }
+                    Err(e) => {
+                        // Linux's rmmod says only "in use" for EBUSY; the reason follows.
+                        let _ = writeln!(out, "rmmod: ERROR: Module {name} is in use ({e})");
+                    }
+                }
+                return;
+            }
             super::with_state(|s| {
-                let Some(pos) = found.and_then(|i| s.loaded.iter().position(|&l| l == i)) else {
-                    let _ = writeln!(out, "rmmod: ERROR: Module {name} is not currently loaded");
-                    return;
-                };
+                let Some(pos) = found.and_then(|i| s.loaded.iter().position(|&l| l == i)) else { return };
                 match (crate::samples::ALL[s.loaded[pos]].unload)() {
                     Ok(()) => {
                         s.loaded.remove(pos);
