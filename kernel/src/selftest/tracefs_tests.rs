@@ -51,8 +51,20 @@ ktest! {
             kassert_eq!(sh("echo bogus > current_tracer"), "sh: write error: current_tracer: Invalid argument\n");
             kassert_eq!(sh("echo > current_tracer"), "sh: write error: current_tracer: Invalid argument\n");
             kassert_eq!(sh("cat current_tracer"), "function\n", "unchanged after the errors");
+            ok("echo function_graph > current_tracer")?;
+            // Another user holds the function tracer's ops: the switch is refused (EBUSY) and
+            // the graph tracer keeps running.
+            ok("echo nop > current_tracer")?;
+            ok("echo function_graph > current_tracer")?;
+            crate::ftrace::tracer::start(Some("chain_c")).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
+            let e = sh("echo function > current_tracer");
+            let _ = crate::ftrace::tracer::stop();
+            kassert_eq!(e, "sh: write error: current_tracer: Device or resource busy\n");
+            kassert_eq!(sh("cat current_tracer"), "function_graph\n");
+            kassert!(crate::ftrace::graph_tracer::is_running());
             ok("echo nop > current_tracer")?;
             kassert!(!crate::ftrace::tracer::FUNCTION_OPS.is_registered());
+            kassert!(!crate::ftrace::graph_tracer::is_running());
             Ok(())
         })
     }

@@ -429,10 +429,17 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
             if t == s.tracer {
                 return Ok(());
             }
-            stop_tracer(s.tracer);
+            let old = s.tracer;
+            stop_tracer(old);
             s.tracer = Tracer::Nop;
             clear_buffers(s, None);
-            start_tracer(s, t)?;
+            if let Err(e) = start_tracer(s, t) {
+                // Put the old tracer back, so a refused switch changes nothing.
+                if start_tracer(s, old).is_ok() {
+                    s.tracer = old;
+                }
+                return Err(e);
+            }
             s.tracer = t;
             Ok(())
         }
