@@ -60,8 +60,12 @@ $(KERNEL): FORCE
 	cargo kbuild
 	cargo run -q --release -p loongtrace-tools --bin ltsym -- $(RAW_ELF) $(KERNEL)
 
+# With a terminal on stdin the kernel stays at its shell prompt after the demos (`shell=1`);
+# SCRIPT=file runs that file's shell lines at boot (fw_cfg opt/loongtrace/script).
+comma := ,
 qemu: build
-	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(QEMU_CMDLINE)"
+	$(QEMU) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(QEMU_CMDLINE)$(if $(SCRIPT), script)$$([ -t 0 ] && echo ' shell=1')" \
+		$(if $(SCRIPT),-fw_cfg name=opt/loongtrace/script$(comma)file=$(SCRIPT))
 
 test-host:
 	cargo test -q -p loongtrace-arch -p loongtrace-formats -p loongtrace-tools
@@ -72,6 +76,7 @@ test-kernel: build
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_TIMEOUT=$(TIMEOUT) \
 		cargo test -q -p loongtrace-tests --test fail_demo
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_GDB=$(GDB) cargo test -q -p loongtrace-tests --test gdb
+	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_SMP=$(TEST_SMP) cargo test -q -p loongtrace-tests --test shell
 	# Without LOONGTRACE_KERNEL the harness runs `make build` itself and checks that the kernel it
 	# boots was built from this tree.
 	LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(TEST_SMP) \

@@ -39,3 +39,15 @@ pub fn put_str(s: &str) {
 pub fn try_get_byte() -> Option<u8> {
     if reg(LSR).read() & LSR_DATA_READY != 0 { Some(reg(RBR).read()) } else { None }
 }
+
+/// FIFO control register (write-only, shares the offset of the interrupt identification).
+const FCR: usize = 2;
+/// FCR: enable both FIFOs, clear them, receive trigger level 14 bytes (QEMU hands the UART
+/// input up to the trigger level at a time).
+const FCR_ENABLE_CLEAR: u8 = 0b1100_0111;
+
+/// Turns on the 16-byte receive and transmit FIFOs, so a burst of input is taken 16 bytes at a
+/// time (QEMU hands the UART as many bytes as its FIFO has room for).
+pub fn enable_fifo() {
+    reg(FCR).write(FCR_ENABLE_CLEAR);
+}

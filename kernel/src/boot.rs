@@ -158,6 +158,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     if opts.gdbdemo {
         crate::gdbdemo::run();
     }
+    crate::shell::console::boot_hook(opts.shell, opts.script);
     log::info!("powering off");
     arch::power::power_off()
 }

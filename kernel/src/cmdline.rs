@@ -147,6 +147,10 @@ pub struct Options<'a> {
     /// `record=<tracer>`: record a trace for `ltrace record` instead of running self-tests
     /// (the `record_*` keys are read by `crate::record`).
     pub record: Option<&'a str>,
+    /// Stay at the serial shell's prompt after boot (`make qemu` sets it when stdin is a terminal).
+    pub shell: bool,
+    /// Run this fw_cfg file's shell lines at boot (bare `script`: `opt/loongtrace/script`).
+    pub script: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -163,6 +167,8 @@ impl Default for Options<'_> {
             modules: None,
             gdbdemo: false,
             record: None,
+            shell: false,
+            script: None,
         }
     }
 }
@@ -255,6 +261,10 @@ const KEYS: &[Key] = &[
     Key::new("modules", Severity::Error, MODULES_VALUES, |o, v| parse_modules(v).map(|x| o.modules = Some(x))),
     Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
     Key::flag("gdbdemo", Severity::Warning, |o, v| o.gdbdemo = v),
+    Key::flag("shell", Severity::Warning, |o, v| o.shell = v),
+    Key::new("script", Severity::Error, "a fw_cfg file name, or the bare key for opt/loongtrace/script", |o, v| {
+        if v.contains(char::is_whitespace) { Err(format!("`{v}` is not a file name")) } else { o.script = Some(v); Ok(()) }
+    }),
     Key::new("record", Severity::Error, "function, function_graph", |o, v| one_of(v, &["function", "function_graph"]).map(|_| o.record = Some(v))),
     Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, idle", |_, v| one_of(v, &["chain", "smp_chain", "filter", "idle"])),
     Key::new("record_ms", Severity::Error, "a number of milliseconds", |_, v| number(v)),

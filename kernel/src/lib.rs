@@ -13,6 +13,7 @@ pub mod modload;
 pub mod ringbuf;
 /// The `LTKSYM01` symbol table reader (shared with the host tools' writer).
 pub use formats::symtab;
+pub mod shell;
 
 #[cfg(target_os = "none")]
 #[macro_use]
@@ -52,3 +53,5 @@ pub mod samples;
 pub mod smp;
 #[cfg(target_os = "none")]
 pub mod time;
+#[cfg(target_os = "none")]
+pub mod tracefs;

@@ -19,5 +19,6 @@ pub mod ktap;
 pub mod record;
 pub mod runner;
 pub mod srchash;
+pub mod session;
 pub mod symtab;
 pub mod tracedat;

@@ -39,6 +39,8 @@ bitflags::bitflags! {
         const GOING = 1 << 5;
         /// A vacant slot of the module part of the table (no site).
         const ABSENT = 1 << 6;
+        /// The call slot was changed at least once since boot (tracefs' `touched_functions`).
+        const TOUCHED = 1 << 7;
     }
 }
 
@@ -305,6 +307,24 @@ pub fn ftrace_set_filter_ip(ops: &'static FtraceOps, ip: u64, remove: bool, rese
     )
 }
 
+/// Replaces the ops' filter (`None`: every function) and notrace list with ready-made site
+/// sets, in one update (what tracefs uses after resolving a whole `set_ftrace_filter` write).
+pub fn ftrace_set_filter_sites(ops: &'static FtraceOps, filter: Option<SiteSet>, notrace: SiteSet) -> Result<(), FtraceError> {
+    with_core(|core| {
+        *ops.config.lock() = Some(OpsConfig { filter, notrace });
+        if ops.is_registered() {
+            let list = core.ops.clone();
+            update(core, list);
+        }
+        Ok(())
+    })
+}
+
+/// Whether site `index` can be traced at all (not notrace by policy, patching never failed).
+pub fn site_traceable(index: usize) -> bool {
+    CORE.lock().as_ref().is_some_and(|c| c.state.get(index).is_some_and(traceable))
+}
+
 /// Drops the ops' filter and notrace lists (it then wants every function).
 pub fn ftrace_reset_filters(ops: &'static FtraceOps) -> Result<(), FtraceError> {
     with_core(|core| {
@@ -476,6 +496,7 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
                 patched.push(site.ip + 4);
                 st.target = want.unwrap_or(0);
                 st.flags.remove(SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
+                st.flags |= SiteFlags::TOUCHED;
                 if let Some(t) = want {
                     st.flags |= SiteFlags::ENABLED;
                     if t == arch::ftrace::addr::regs_caller() {

@@ -19,12 +19,26 @@ const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 /// function are traced).
 static ACTIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static GRAPH_FUNCTIONS: AtomicPtr<SiteSet> = AtomicPtr::new(core::ptr::null_mut());
+/// `set_graph_notrace`: functions that, with everything they call, are not traced.
+static GRAPH_NOTRACE: AtomicPtr<SiteSet> = AtomicPtr::new(core::ptr::null_mut());
+/// Per CPU: hooked `set_graph_notrace` calls outstanding (nothing is recorded below them).
+static NOTRACE_ACTIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static MAX_DEPTH: AtomicU32 = AtomicU32::new(u32::MAX);
+/// Per-call mark (in the fgraph data) of a call hooked only to silence its callees.
+const NOTRACE_MARK: u8 = 0x4e;
 
-fn entry(ent: &FgraphEnt, _ops: &FgraphOps, _data: &mut FgraphData) -> bool {
+fn entry(ent: &FgraphEnt, _ops: &FgraphOps, data: &mut FgraphData) -> bool {
     let cpu = arch::cpu::id() % MAX_CPUS;
-    if ent.depth >= MAX_DEPTH.load(Ordering::Relaxed) {
+    if ent.depth >= MAX_DEPTH.load(Ordering::Relaxed) || NOTRACE_ACTIVE[cpu].load(Ordering::Relaxed) != 0 {
         return false;
+    }
+    let notrace = GRAPH_NOTRACE.load(Ordering::Acquire);
+    // SAFETY: the set is replaced only while the tracer is unregistered.
+    if !notrace.is_null() && sites::index_of(ent.func).is_some_and(|i| unsafe { (*notrace).contains(i) }) {
+        let Some(mark) = data.reserve(1) else { return false };
+        mark[0] = NOTRACE_MARK;
+        NOTRACE_ACTIVE[cpu].fetch_add(1, Ordering::Relaxed);
+        return true;
     }
     let filter = GRAPH_FUNCTIONS.load(Ordering::Acquire);
     if !filter.is_null() && ACTIVE[cpu].load(Ordering::Relaxed) == 0 {
@@ -39,8 +53,12 @@ fn entry(ent: &FgraphEnt, _ops: &FgraphOps, _data: &mut FgraphData) -> bool {
     true
 }
 
-fn ret(r: &FgraphRet, _ops: &FgraphOps, _data: &FgraphData) {
+fn ret(r: &FgraphRet, _ops: &FgraphOps, data: &FgraphData) {
     let cpu = arch::cpu::id() % MAX_CPUS;
+    if data.retrieve() == Some(&[NOTRACE_MARK]) {
+        NOTRACE_ACTIVE[cpu].fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     ACTIVE[cpu].fetch_sub(1, Ordering::Relaxed);
     tracer::record(KIND_GRAPH_RETURN, r.func, r.retval, r.depth as u16, r.rettime.saturating_sub(r.calltime));
 }
@@ -64,35 +82,54 @@ pub fn start(cfg: &GraphConfig) -> Result<(), FtraceError> {
     if fgraph::is_registered(&FUNCTION_GRAPH) {
         return Err(FtraceError::AlreadyRegistered);
     }
-    let filter = match cfg.graph_function {
-        Some(text) => Box::into_raw(Box::new(super::core::resolve_filter(text)?)),
-        None => core::ptr::null_mut(),
+    let graph = match cfg.graph_function {
+        Some(text) => Some(super::core::resolve_filter(text)?),
+        None => None,
     };
-    let site_filter = match cfg.ftrace_filter {
-        Some(f) => super::ftrace_set_filter(&fgraph::GRAPH_SITE_OPS, f, true),
-        None => super::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS),
-    };
-    if let Err(e) = site_filter {
-        if !filter.is_null() {
-            // SAFETY: just made above, never published.
-            drop(unsafe { Box::from_raw(filter) });
+    match cfg.ftrace_filter {
+        Some(f) => super::ftrace_set_filter(&fgraph::GRAPH_SITE_OPS, f, true)?,
+        None => super::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS)?,
+    }
+    start_sets(graph, None, cfg.max_depth)
+}
+
+/// Starts the tracer with `set_graph_function` (`None`: every function starts a graph) and
+/// `set_graph_notrace` given as site sets; the sites enabled are whatever
+/// `fgraph::GRAPH_SITE_OPS`' filter says (left as it is).
+pub fn start_sets(graph: Option<SiteSet>, notrace: Option<SiteSet>, max_depth: u32) -> Result<(), FtraceError> {
+    if fgraph::is_registered(&FUNCTION_GRAPH) {
+        return Err(FtraceError::AlreadyRegistered);
+    }
+    let publish = |slot: &AtomicPtr<SiteSet>, set: Option<SiteSet>| {
+        let new = set.map_or(core::ptr::null_mut(), |s| Box::into_raw(Box::new(s)));
+        let old = slot.swap(new, Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: the tracer is not registered, so nothing reads the old set.
+            drop(unsafe { Box::from_raw(old) });
         }
-        return Err(e);
-    }
-    let old = GRAPH_FUNCTIONS.swap(filter, Ordering::AcqRel);
-    if !old.is_null() {
-        // SAFETY: the tracer was not registered, so nothing reads the old filter.
-        drop(unsafe { Box::from_raw(old) });
-    }
-    MAX_DEPTH.store(if cfg.max_depth == 0 { u32::MAX } else { cfg.max_depth }, Ordering::Relaxed);
+    };
+    publish(&GRAPH_FUNCTIONS, graph);
+    publish(&GRAPH_NOTRACE, notrace);
+    MAX_DEPTH.store(if max_depth == 0 { u32::MAX } else { max_depth }, Ordering::Relaxed);
     ACTIVE.iter().for_each(|a| a.store(0, Ordering::Relaxed));
+    NOTRACE_ACTIVE.iter().for_each(|a| a.store(0, Ordering::Relaxed));
     fgraph::register_ftrace_graph(&FUNCTION_GRAPH)
 }
 
-/// Stops the tracer (the buffers keep their events).
+/// Stops the tracer (the buffers keep their events) and drops the graph sites' filter.
 pub fn stop() -> Result<(), FtraceError> {
-    fgraph::unregister_ftrace_graph(&FUNCTION_GRAPH)?;
+    stop_keep_filter()?;
     super::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS)
+}
+
+/// Stops the tracer, leaving `fgraph::GRAPH_SITE_OPS`' filter to its owner (tracefs).
+pub fn stop_keep_filter() -> Result<(), FtraceError> {
+    fgraph::unregister_ftrace_graph(&FUNCTION_GRAPH)
+}
+
+/// Whether the tracer is registered.
+pub fn is_running() -> bool {
+    fgraph::is_registered(&FUNCTION_GRAPH)
 }
 
 /// `   12.345 us` style duration of `ticks` counter ticks (13 columns, as Linux aligns it).

@@ -8,9 +8,12 @@ pub mod direct;
 pub mod fgraph;
 pub mod graph_tracer;
 pub mod ops;
+pub mod probes;
+pub mod profile;
 pub mod quiesce;
 pub mod recursion;
 pub mod sites;
+pub mod stack_tracer;
 pub mod tracer;
 
 pub use self::core::{

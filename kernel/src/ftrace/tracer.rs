@@ -12,6 +12,16 @@ const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 /// Per-CPU buffers shared by the function and function-graph tracers.
 pub static BUFFERS: [RingBuffer<BUFFER_ENTRIES>; MAX_CPUS] = [const { RingBuffer::new() }; MAX_CPUS];
 
+/// [`TraceEntry::kind`] of a `trace_marker` write: `extra` is the marker's number (see
+/// `tracefs`), `ip`/`parent` unused.
+pub const KIND_MARKER: u8 = 3;
+/// [`TraceEntry::kind`] of one frame of a `func:stacktrace` probe's stack: `depth` is the frame
+/// number (0 = the probed function, `ip`), `parent` the return address found in frame `depth`.
+pub const KIND_STACK: u8 = 4;
+
+/// `tracing_on`: whether events are written to the buffers at all (the tracers keep running).
+pub static TRACING_ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
 /// Entry flag (in `depth` of a function event): recorded with interrupts disabled.
 pub const FLAG_IRQS_OFF: u16 = 1 << 0;
 /// Entry flag: recorded inside an exception or interrupt handler.
@@ -33,6 +43,9 @@ pub fn context_flags() -> u16 {
 /// Appends an event to this CPU's buffer.
 #[inline(always)]
 pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
+    if !TRACING_ON.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let cpu = arch::cpu::id() % MAX_CPUS;
     BUFFERS[cpu].push(&TraceEntry {
         ts: arch::time::ticks(),

@@ -24,6 +24,7 @@ mod module_tests;
 pub mod poison;
 mod samples_tests;
 mod smp_tests;
+mod tracefs_tests;
 pub mod targets;
 
 /// How a case ended other than passing.
@@ -116,7 +117,7 @@ macro_rules! kdiag {
 /// Suites in the order they run; others follow alphabetically.
 const SUITE_ORDER: &[&str] = &[
     "boot", "insn", "ftrace_patch", "ftrace_ops", "ftrace_regs", "abi_oracle", "function_tracer",
-    "ftrace_direct", "samples", "fgraph", "modules", "smp", "fail_demo",
+    "ftrace_direct", "samples", "fgraph", "modules", "tracefs", "smp", "fail_demo",
 ];
 
 /// A check run after every case; returns a description of what the case left behind.

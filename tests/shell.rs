@@ -1,0 +1,230 @@
+//! Host tests of the serial shell: boot the kernel, type at its prompt through QEMU's serial
+//! line, and check what tracefs answers (`tools::session`).
+
+use loongtrace_tools::runner::RunConfig;
+use loongtrace_tools::session::{PROMPT, Session};
+use std::time::Duration;
+
+const CMD: Duration = Duration::from_secs(60);
+
+fn config(cmdline: &str) -> RunConfig {
+    let (kernel, _) = loongtrace_tests::kernel_image().expect("kernel image");
+    let mut cfg = RunConfig::new(kernel);
+    cfg.smp = std::env::var("LOONGTRACE_SMP").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    cfg.timeout = Duration::from_secs(120);
+    cfg.cmdline = cmdline.into();
+    cfg
+}
+
+/// Boots with only the quick `boot` suite and waits for the prompt.
+fn boot() -> Session {
+    Session::start(&config("tests=boot")).unwrap_or_else(|e| panic!("no prompt: {e}"))
+}
+
+fn run(s: &mut Session, line: &str) -> String {
+    s.command(line, CMD).unwrap_or_else(|e| panic!("'{line}': {e}"))
+}
+
+/// Lines that are not `#` comments.
+fn body(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with('#')).collect()
+}
+
+#[test]
+fn function_graph_session_with_a_filter() {
+    let mut s = boot();
+    assert_eq!(run(&mut s, "cat available_tracers"), "function_graph function nop\n");
+    assert_eq!(run(&mut s, "echo 'chain_*' > set_ftrace_filter"), "");
+    assert_eq!(run(&mut s, "echo chain_root > set_graph_function"), "");
+    assert_eq!(run(&mut s, "echo function_graph > current_tracer"), "");
+    assert_eq!(run(&mut s, "run chain"), "chain_root called 1 times (sum 7)\n");
+    let t = run(&mut s, "cat trace");
+    assert!(t.starts_with("# tracer: function_graph\n"), "{t}");
+    let b = body(&t);
+    assert_eq!(b.len(), 7, "{t}");
+    assert!(b[0].ends_with("|  selftest::targets::chain_root() {"), "{t}");
+    assert!(b[3].ends_with("|        selftest::targets::chain_c();") && b[3].contains(" us "), "{t}");
+    assert!(b[6].ends_with("|  }"), "{t}");
+    // An error leaves everything as it was.
+    assert_eq!(run(&mut s, "echo chain_a bogus_fn > set_ftrace_filter"), "sh: write error: set_ftrace_filter: Invalid argument\n");
+    assert_eq!(run(&mut s, "cat set_ftrace_filter").lines().count(), 4);
+}
+
+#[test]
+fn trace_pipe_until_ctrl_c() {
+    let mut s = boot();
+    assert_eq!(run(&mut s, "echo timer_tick > set_ftrace_filter"), "");
+    assert_eq!(run(&mut s, "echo function > current_tracer"), "");
+    s.send_line("cat trace_pipe");
+    // The timer ticks 100 times a second on every CPU: events keep coming.
+    let mut seen = String::new();
+    for _ in 0..3 {
+        seen += &s.wait_for("irq::timer_tick <-", CMD).unwrap_or_else(|e| panic!("{e}"));
+    }
+    s.send(b"\x03");
+    s.wait_for("^C\n", CMD).unwrap_or_else(|e| panic!("Ctrl-C not seen: {e}"));
+    s.wait_for(PROMPT, CMD).unwrap_or_else(|e| panic!("no prompt after Ctrl-C: {e}"));
+    assert!(seen.contains("loongtrace-0       [00"), "{seen}");
+    assert_eq!(run(&mut s, "echo nop > current_tracer"), "");
+    assert_eq!(run(&mut s, "cat current_tracer"), "nop\n");
+}
+
+#[test]
+fn profiler_table_after_run() {
+    let mut s = boot();
+    run(&mut s, "echo 'chain_*' > set_ftrace_filter");
+    assert_eq!(run(&mut s, "echo 1 > function_profile_enabled"), "");
+    assert_eq!(run(&mut s, "run chain 5"), "chain_root called 5 times (sum 55)\n");
+    assert_eq!(run(&mut s, "echo 0 > function_profile_enabled"), "");
+    let t = run(&mut s, "cat trace_stat/function0");
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "  Function                               Hit    Time            Avg             s^2", "{t}");
+    assert_eq!(lines.len(), 6, "{t}");
+    assert!(lines[2].starts_with("  selftest::targets::chain_root            5    "), "sorted by time: {t}");
+    for l in &lines[2..] {
+        assert_eq!(l.split_whitespace().nth(1), Some("5"), "{l}");
+    }
+}
+
+#[test]
+fn stack_tracer_maximum() {
+    let mut s = boot();
+    run(&mut s, "echo fgraph_recurse > stack_trace_filter");
+    assert_eq!(run(&mut s, "echo 1 > /proc/sys/kernel/stack_tracer_enabled"), "");
+    run(&mut s, "run recurse 30");
+    let max: u64 = run(&mut s, "cat stack_max_size").trim().parse().expect("a number");
+    let t = run(&mut s, "cat stack_trace");
+    assert!(t.starts_with("        Depth    Size   Location    ("), "{t}");
+    let first = t.lines().nth(2).unwrap_or("");
+    assert!(first.starts_with(&format!("  0) {max:>8}       0   selftest::targets::fgraph_recurse+0x0/")), "{t}");
+    assert!(t.matches("fgraph_recurse+").count() >= 31, "{t}");
+}
+
+#[test]
+fn insmod_rmmod_of_a_sample_and_a_module() {
+    let mut s = boot();
+    assert_eq!(run(&mut s, "insmod ftrace-direct"), "");
+    assert_eq!(run(&mut s, "lsmod"), "Module                  Size  Used by\nftrace_direct              0  0\n");
+    let e = run(&mut s, "cat enabled_functions");
+    assert!(e.contains(" D ") && e.contains("->"), "{e}");
+    assert!(run(&mut s, "run samples").contains("ftrace-direct"));
+    assert_eq!(run(&mut s, "insmod ftrace-direct"), "insmod: ERROR: could not insert module ftrace-direct: File exists\n");
+    assert_eq!(run(&mut s, "rmmod ftrace_direct"), "");
+    assert_eq!(run(&mut s, "rmmod ftrace_direct"), "rmmod: ERROR: Module ftrace_direct is not currently loaded\n");
+    assert_eq!(run(&mut s, "cat enabled_functions"), "");
+
+    // A loadable module: traced through a :mod: filter, busy while traced.
+    // The loader logs to the console, as Linux's printk does.
+    let log = run(&mut s, "insmod sample_mod.o");
+    assert!(log.contains("module sample_mod: loaded at ") && !log.contains("ERROR"), "{log}");
+    assert_eq!(run(&mut s, "echo 'sample_mod_add:mod:sample_mod' > set_ftrace_filter"), "");
+    assert_eq!(run(&mut s, "echo function > current_tracer"), "");
+    assert!(run(&mut s, "run module 1").starts_with("sample_mod_work(1) = 0x"));
+    let t = run(&mut s, "cat trace");
+    assert_eq!(body(&t).len(), 1, "{t}");
+    assert!(body(&t)[0].contains(": sample_mod_add <-sample_mod_"), "{t}");
+    assert!(run(&mut s, "rmmod sample_mod").starts_with("rmmod: ERROR: Module sample_mod is in use"));
+    assert_eq!(run(&mut s, "echo nop > current_tracer"), "");
+    let log = run(&mut s, "rmmod sample_mod");
+    assert!(log.contains("module sample_mod: unloaded") && !log.contains("ERROR"), "{log}");
+    assert_eq!(run(&mut s, "lsmod"), "Module                  Size  Used by\n");
+}
+
+#[test]
+fn poweroff_ends_the_session() {
+    let mut s = boot();
+    s.send_line("poweroff");
+    s.wait_for("powering off", CMD).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.wait_exit(CMD).is_some(), "QEMU should exit after poweroff");
+}
+
+#[test]
+fn a_boot_script_runs_and_the_machine_powers_off() {
+    let dir = std::env::temp_dir().join(format!("loongtrace-script-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("session.sh");
+    std::fs::write(&script, "echo chain_c > set_ftrace_filter\necho function > current_tracer\nrun chain 2\ncat trace\n").unwrap();
+    let mut cfg = config("tests=boot script");
+    cfg.extra_args = vec!["-fw_cfg".into(), format!("name=opt/loongtrace/script,file={}", script.display())];
+    // No shell=1: `runner::run` boots without it, and the kernel powers off after the script.
+    cfg.timeout = Duration::from_secs(120);
+    let out = loongtrace_tools::runner::run(&cfg).expect("QEMU runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = out.text();
+    assert!(!out.timed_out, "{text}");
+    assert!(text.contains(&format!("{PROMPT}run chain 2\nchain_root called 2 times")), "{text}");
+    assert!(text.contains("entries-in-buffer/entries-written: 2/"), "{text}");
+    assert_eq!(text.matches("selftest::targets::chain_c <-selftest::targets::chain_b").count(), 2, "{text}");
+    assert!(text.contains("powering off"));
+}
+
+/// A small deterministic generator (xorshift64*), so a failure can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn survives_random_bytes_overlong_lines_and_busy_cpus() {
+    let mut s = boot();
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    // 10,000 lines of 0 to 24 random bytes (any value but the line ends), in large writes.
+    let mut batch = Vec::new();
+    for i in 0..10_000 {
+        let len = (rng.next() % 25) as usize;
+        for _ in 0..len {
+            let b = rng.next() as u8;
+            batch.push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+        }
+        batch.push(if i % 2 == 0 { b'\r' } else { b'\n' });
+        if batch.len() > 64 * 1024 {
+            s.send(&batch);
+            batch.clear();
+        }
+    }
+    s.send(&batch);
+    // Overlong lines (three times the 4095-byte line) and every control character.
+    s.send(&vec![b'x'; 3 * 4096]);
+    s.send(b"\r");
+    s.send(&vec![b'>'; 5000]);
+    s.send(b"\r");
+    s.send(&(0u8..32).collect::<Vec<u8>>());
+    s.send(b"\x15\x1b[A\x1b[1;5C\x7f\x08\r");
+    // Resynchronise: Ctrl-C drops any partial line, then a marker.
+    s.send(b"\x03");
+    s.send_line("echo ROBUST-MARKER-1");
+    let t0 = std::time::Instant::now();
+    s.wait_for("\nROBUST-MARKER-1\n", Duration::from_secs(600)).unwrap_or_else(|e| panic!("after random input: {e}"));
+    eprintln!("random input taken in {:?}", t0.elapsed());
+    s.wait_for(PROMPT, CMD).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!s.transcript().contains("panicked"), "the kernel panicked");
+
+    // Every CPU traces every function while commands are typed.
+    assert_eq!(run(&mut s, "echo function > current_tracer"), "");
+    s.send_line("run timer 50");
+    for line in ["cat tracing_on", "ls per_cpu", "cat enabled_functions", "cat per_cpu/cpu1/trace", "echo > trace"] {
+        s.send_line(line);
+    }
+    s.send_line("echo ROBUST-MARKER-2");
+    let t0 = std::time::Instant::now();
+    s.wait_for("\nROBUST-MARKER-2\n", Duration::from_secs(600)).unwrap_or_else(|e| panic!("while tracing: {e}"));
+    eprintln!("commands while tracing took {:?}", t0.elapsed());
+    s.wait_for(PROMPT, CMD).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.transcript().contains("timer_work ran "), "the timer workload ran");
+    assert_eq!(run(&mut s, "echo nop > current_tracer"), "");
+
+    // A normal session still works.
+    run(&mut s, "echo 'chain_?' > set_ftrace_filter");
+    run(&mut s, "echo function > current_tracer");
+    run(&mut s, "run chain");
+    let t = run(&mut s, "cat trace");
+    assert_eq!(body(&t).len(), 3, "{t}");
+    assert!(!s.transcript().contains("panicked") && !s.transcript().contains("PANIC"), "the kernel panicked");
+    s.send_line("poweroff");
+    assert!(s.wait_exit(CMD).is_some());
+}
