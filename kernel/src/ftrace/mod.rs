@@ -1,8 +1,10 @@
-//! Dynamic ftrace: patch-site records, ops with filters, direct calls and the function tracer.
+//! Dynamic ftrace: patch-site records, ops with filters, direct calls, generated (BPF-style)
+//! trampolines and the function tracer.
 //!
 //! See `docs/ftrace.md` for the design. The arch layer (`arch::ftrace`) owns the assembly and the
 //! single-word patching hooks; everything here is architecture-independent policy.
 
+pub mod bpf;
 pub mod core;
 pub mod direct;
 pub mod fgraph;
@@ -29,16 +31,23 @@ pub fn init() {
     let us = crate::time::ticks_to_us(self::core::init_ticks());
     log::info!("ftrace: {n} patch sites initialised in {us} us ({notrace} notrace by policy, {failed} failed)");
     fgraph::init();
+    bpf::init();
 }
 
 /// What must hold again after anything that used ftrace has cleaned up (the self-test harness
 /// checks these after every case).
 pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), alloc::string::String>)] =
-    &[("ftrace sites disabled", self::core::check_all_disabled), ("function graph idle", fgraph::check_idle)];
+    &[
+        ("ftrace sites disabled", self::core::check_all_disabled),
+        ("function graph idle", fgraph::check_idle),
+        ("bpf trampolines detached", bpf::check_none_attached),
+    ];
 
 /// Puts ftrace back in order after a user was abandoned half-way (a self-test case that
 /// panicked or took an exception): locks it held, state it left half-changed.
 pub fn recover_after_abort() {
     fgraph::recover_after_abort();
     self::core::recover_after_abort();
+    // After the core's: it may have unregistered the trampolines' ops.
+    bpf::recover_after_abort();
 }
