@@ -291,6 +291,159 @@ pub const fn encode_jr(rj: Reg) -> u32 {
     JIRL_BASE | ((rj as u32) << 5)
 }
 
+/// Why an immediate operand could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImmError {
+    /// The value asked for.
+    pub value: i64,
+    /// Its width in bits (signed unless the instruction says otherwise).
+    pub bits: u32,
+}
+
+impl fmt::Display for ImmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "immediate {} does not fit in {} bits", self.value, self.bits)
+    }
+}
+
+/// Checks that `v` fits in a signed `bits`-bit field and returns its low `bits` bits.
+fn simm(v: i64, bits: u32) -> Result<u32, ImmError> {
+    let lim = 1i64 << (bits - 1);
+    if v < -lim || v >= lim {
+        return Err(ImmError { value: v, bits });
+    }
+    Ok((v as u32) & ((1u32 << bits) - 1))
+}
+
+/// Base word of `addi.d rd, rj, si12`.
+pub const ADDI_D_BASE: u32 = 0x02C0_0000;
+/// Base word of `ld.d rd, rj, si12`.
+pub const LD_D_BASE: u32 = 0x28C0_0000;
+/// Base word of `st.d rd, rj, si12`.
+pub const ST_D_BASE: u32 = 0x29C0_0000;
+/// Base word of `ori rd, rj, ui12`.
+pub const ORI_BASE: u32 = 0x0380_0000;
+/// Base word of `lu12i.w rd, si20`.
+pub const LU12I_W_BASE: u32 = 0x1400_0000;
+/// Base word of `lu32i.d rd, si20`.
+pub const LU32I_D_BASE: u32 = 0x1600_0000;
+/// Base word of `lu52i.d rd, rj, si12`.
+pub const LU52I_D_BASE: u32 = 0x0300_0000;
+/// Base word of `pcaddu18i rd, si20`.
+pub const PCADDU18I_BASE: u32 = 0x1E00_0000;
+/// Base word of `beqz rj, offs21`.
+pub const BEQZ_BASE: u32 = 0x4000_0000;
+/// Base word of `bnez rj, offs21`.
+pub const BNEZ_BASE: u32 = 0x4400_0000;
+/// Reach of `beqz`/`bnez` in bytes: the byte offset must lie in `[-BZ_REACH, BZ_REACH)`.
+pub const BZ_REACH: u64 = 0x40_0000;
+/// Reach of `pcaddu18i` + `jirl` in bytes (`R_LARCH_CALL36`): `[-CALL36_REACH, CALL36_REACH)`.
+pub const CALL36_REACH: u64 = 0x20_0000_0000;
+
+#[inline]
+const fn rri12(base: u32, rd: Reg, rj: Reg, imm12: u32) -> u32 {
+    base | ((imm12 & 0xFFF) << 10) | ((rj as u32) << 5) | rd as u32
+}
+
+#[inline]
+const fn ri20(base: u32, rd: Reg, imm20: u32) -> u32 {
+    base | ((imm20 & 0xF_FFFF) << 5) | rd as u32
+}
+
+/// `addi.d rd, rj, si12` (`si12` in `[-2048, 2047]`).
+pub fn encode_addi_d(rd: Reg, rj: Reg, si12: i64) -> Result<u32, ImmError> {
+    Ok(rri12(ADDI_D_BASE, rd, rj, simm(si12, 12)?))
+}
+
+/// `ld.d rd, rj, si12`: load the 64-bit word at `rj + si12`.
+pub fn encode_ld_d(rd: Reg, rj: Reg, si12: i64) -> Result<u32, ImmError> {
+    Ok(rri12(LD_D_BASE, rd, rj, simm(si12, 12)?))
+}
+
+/// `st.d rd, rj, si12`: store `rd` to the 64-bit word at `rj + si12`.
+pub fn encode_st_d(rd: Reg, rj: Reg, si12: i64) -> Result<u32, ImmError> {
+    Ok(rri12(ST_D_BASE, rd, rj, simm(si12, 12)?))
+}
+
+/// `ori rd, rj, ui12` (`ui12` in `[0, 4095]`).
+pub fn encode_ori(rd: Reg, rj: Reg, ui12: u64) -> Result<u32, ImmError> {
+    if ui12 > 0xFFF {
+        return Err(ImmError { value: ui12 as i64, bits: 12 });
+    }
+    Ok(rri12(ORI_BASE, rd, rj, ui12 as u32))
+}
+
+/// `lu12i.w rd, si20`: `rd = sign_extend(si20 << 12)` (bits 31..12, sign-extended to 64).
+pub fn encode_lu12i_w(rd: Reg, si20: i64) -> Result<u32, ImmError> {
+    Ok(ri20(LU12I_W_BASE, rd, simm(si20, 20)?))
+}
+
+/// `lu32i.d rd, si20`: replaces bits 63..32 of `rd` with `sign_extend(si20)`.
+pub fn encode_lu32i_d(rd: Reg, si20: i64) -> Result<u32, ImmError> {
+    Ok(ri20(LU32I_D_BASE, rd, simm(si20, 20)?))
+}
+
+/// `lu52i.d rd, rj, si12`: `rd = (rj & 0x000F_FFFF_FFFF_FFFF) | (si12 << 52)`.
+pub fn encode_lu52i_d(rd: Reg, rj: Reg, si12: i64) -> Result<u32, ImmError> {
+    Ok(rri12(LU52I_D_BASE, rd, rj, simm(si12, 12)?))
+}
+
+/// `pcaddu18i rd, si20`: `rd = pc + sign_extend(si20 << 18)`.
+pub fn encode_pcaddu18i(rd: Reg, si20: i64) -> Result<u32, ImmError> {
+    Ok(ri20(PCADDU18I_BASE, rd, simm(si20, 20)?))
+}
+
+fn bz(base: u32, rj: Reg, pc: u64, target: u64) -> Result<u32, InsnError> {
+    if (pc | target) & 3 != 0 {
+        return Err(InsnError::Misaligned { pc, target });
+    }
+    let off = target.wrapping_sub(pc) as i64;
+    if off < -(BZ_REACH as i64) || off >= BZ_REACH as i64 {
+        return Err(InsnError::OutOfRange { pc, target, max: BZ_REACH });
+    }
+    let o = ((off >> 2) as u32) & 0x1F_FFFF;
+    Ok(base | ((o & 0xFFFF) << 10) | ((rj as u32) << 5) | (o >> 16))
+}
+
+/// `beqz rj, target` placed at `pc` (reach ±4 MiB).
+pub fn encode_beqz(rj: Reg, pc: u64, target: u64) -> Result<u32, InsnError> {
+    bz(BEQZ_BASE, rj, pc, target)
+}
+
+/// `bnez rj, target` placed at `pc` (reach ±4 MiB).
+pub fn encode_bnez(rj: Reg, pc: u64, target: u64) -> Result<u32, InsnError> {
+    bz(BNEZ_BASE, rj, pc, target)
+}
+
+/// `pcaddu18i rd, hi; jirl link, rd, lo` placed at `pc`: a call (or with `link` = `zero`, a jump)
+/// to `target` within ±128 GiB, through scratch register `rd` (the `R_LARCH_CALL36` pair).
+pub fn encode_call36(link: Reg, rd: Reg, pc: u64, target: u64) -> Result<[u32; 2], InsnError> {
+    if (pc | target) & 3 != 0 {
+        return Err(InsnError::Misaligned { pc, target });
+    }
+    let off = target.wrapping_sub(pc) as i64;
+    if off < -(CALL36_REACH as i64) || off >= CALL36_REACH as i64 - 0x2_0000 {
+        return Err(InsnError::OutOfRange { pc, target, max: CALL36_REACH });
+    }
+    // jirl adds a signed 18-bit byte offset: round the high part so the low part is in range.
+    let hi = (off + 0x2_0000) >> 18;
+    let lo = off - (hi << 18);
+    let w0 = ri20(PCADDU18I_BASE, rd, hi as u32);
+    Ok([w0, encode_jirl(link, rd, lo)?])
+}
+
+/// The four instructions that load the 64-bit constant `value` into `rd`
+/// (`lu12i.w`, `ori`, `lu32i.d`, `lu52i.d`).
+pub fn encode_li64(rd: Reg, value: u64) -> [u32; 4] {
+    let v = value as i64;
+    [
+        ri20(LU12I_W_BASE, rd, ((v >> 12) & 0xF_FFFF) as u32),
+        rri12(ORI_BASE, rd, rd, (v & 0xFFF) as u32),
+        ri20(LU32I_D_BASE, rd, ((v >> 32) & 0xF_FFFF) as u32),
+        rri12(LU52I_D_BASE, rd, rd, ((v >> 52) & 0xFFF) as u32),
+    ]
+}
+
 /// Whether a `bl` (or `b`) at `pc` can reach `target` directly.
 #[inline]
 pub fn bl_reachable(pc: u64, target: u64) -> bool {
@@ -793,4 +946,90 @@ mod tests {
         assert_eq!(sign_extend(u64::MAX, 64), -1);
         assert_eq!(sign_extend(1, 1), -1);
     }
+
+    /// Words checked against `llvm-objdump -d` (LLVM 21, LoongArch) disassembly.
+    #[test]
+    fn memory_and_immediate_examples() {
+        use Reg::*;
+        assert_eq!(encode_addi_d(Sp, Sp, -112), Ok(0x02FE_4063));
+        assert_eq!(encode_addi_d(A0, Sp, 2047), Ok(0x02DF_FC64));
+        assert_eq!(encode_addi_d(Fp, Sp, 112), Ok(0x02C1_C076));
+        assert_eq!(encode_ld_d(T1, Sp, 80), Ok(0x28C1_406D));
+        assert_eq!(encode_st_d(A7, Sp, 56), Ok(0x29C0_E06B));
+        assert_eq!(encode_st_d(Zero, Sp, -8), Ok(0x29FF_E060));
+        assert_eq!(encode_ori(T1, T1, 0xABC), Ok(0x03AA_F1AD));
+        assert_eq!(encode_lu12i_w(T1, -1), Ok(0x15FF_FFED));
+        assert_eq!(encode_lu12i_w(T1, 0x12345), Ok(0x1424_68AD));
+        assert_eq!(encode_lu32i_d(T1, 0x54321), Ok(0x16A8_642D));
+        assert_eq!(encode_lu52i_d(T1, T1, -2048), Ok(0x0320_01AD));
+        assert_eq!(encode_pcaddu18i(T1, 1), Ok(0x1E00_002D));
+        assert_eq!(encode_pcaddu18i(T1, -1), Ok(0x1FFF_FFED));
+        assert_eq!(encode_bnez(A0, HI, HI + 16), Ok(0x4400_1080));
+        assert_eq!(encode_beqz(A0, HI, HI - 16), Ok(0x43FF_F09F));
+        assert_eq!(encode_bnez(T0, HI, HI + 0x3F_FFFC), Ok(0x47FF_FD8F));
+        assert_eq!(encode_beqz(A1, HI, HI - 0x40_0000), Ok(0x4000_00B0));
+    }
+
+    #[test]
+    fn immediate_limits() {
+        use Reg::*;
+        for enc in [encode_addi_d as fn(Reg, Reg, i64) -> Result<u32, ImmError>, encode_ld_d, encode_st_d, encode_lu52i_d] {
+            assert!(enc(A0, Sp, -2048).is_ok());
+            assert!(enc(A0, Sp, 2047).is_ok());
+            assert_eq!(enc(A0, Sp, 2048), Err(ImmError { value: 2048, bits: 12 }));
+            assert_eq!(enc(A0, Sp, -2049), Err(ImmError { value: -2049, bits: 12 }));
+        }
+        for enc in [encode_lu12i_w as fn(Reg, i64) -> Result<u32, ImmError>, encode_lu32i_d, encode_pcaddu18i] {
+            assert!(enc(T1, -0x8_0000).is_ok());
+            assert!(enc(T1, 0x7_FFFF).is_ok());
+            assert!(enc(T1, 0x8_0000).is_err());
+            assert!(enc(T1, -0x8_0001).is_err());
+        }
+        assert!(encode_ori(T1, T1, 0xFFF).is_ok());
+        assert!(encode_ori(T1, T1, 0x1000).is_err());
+        assert!(encode_bnez(A0, HI, HI + 0x40_0000).is_err());
+        assert!(encode_beqz(A0, HI, HI - 0x40_0004).is_err());
+        assert!(matches!(encode_bnez(A0, HI, HI + 2), Err(InsnError::Misaligned { .. })));
+        assert_eq!(ImmError { value: 4096, bits: 12 }.to_string(), "immediate 4096 does not fit in 12 bits");
+    }
+
+    /// Simulates `pcaddu18i` + `jirl` and the `li` sequence to check the arithmetic.
+    fn run_call36(pc: u64, w: [u32; 2]) -> u64 {
+        assert_eq!(w[0] & 0xFE00_0000, PCADDU18I_BASE);
+        let hi = sign_extend(((w[0] >> 5) & 0xF_FFFF) as u64, 20);
+        let base = pc.wrapping_add((hi << 18) as u64);
+        match decode(pc + 4, w[1]) {
+            Insn::Jirl { offset, .. } => base.wrapping_add(offset as u64),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn run_li64(w: [u32; 4]) -> u64 {
+        let si20 = |w: u32| sign_extend(((w >> 5) & 0xF_FFFF) as u64, 20);
+        let mut r = (si20(w[0]) << 12) as u64;
+        r |= ((w[1] >> 10) & 0xFFF) as u64;
+        r = (r & 0xFFFF_FFFF) | ((si20(w[2]) as u64) << 32);
+        r = (r & 0x000F_FFFF_FFFF_FFFF) | ((((w[3] >> 10) & 0xFFF) as u64) << 52);
+        r
+    }
+
+    #[test]
+    fn call36_and_li64() {
+        let offs = [0i64, 4, -4, 0x1_FFFC, 0x2_0000, -0x2_0000, -0x2_0004, 0x1234_5678, -0x1234_5678, 0x1F_FFFD_FFFC, -0x20_0000_0000];
+        for pc in [HI, 0x9000_0000_1000_0000, 0x1000] {
+            for &o in &offs {
+                let t = pc.wrapping_add(o as u64);
+                let w = encode_call36(Reg::Ra, Reg::T1, pc, t).unwrap();
+                assert_eq!(run_call36(pc, w), t, "offset {o:#x}");
+                assert_eq!(decode(pc + 4, w[1]), Insn::Jirl { rd: Reg::Ra, rj: Reg::T1, offset: (t.wrapping_sub(pc) as i64) - (sign_extend(((w[0] >> 5) & 0xF_FFFF) as u64, 20) << 18) });
+            }
+            assert!(encode_call36(Reg::Ra, Reg::T1, pc, pc.wrapping_add(0x20_0000_0000)).is_err());
+            assert!(encode_call36(Reg::Ra, Reg::T1, pc, pc.wrapping_sub(0x20_0000_0004)).is_err());
+            assert!(encode_call36(Reg::Ra, Reg::T1, pc, pc + 2).is_err());
+        }
+        for v in [0u64, 1, 0xFFF, 0x800, 0x8000_0000, 0xFFFF_FFFF, 0x9000_0000_0020_0000, u64::MAX, 0x8000_0000_0000_0000, 0x1234_5678_9ABC_DEF0, 0x0008_0000_8000_0800] {
+            assert_eq!(run_li64(encode_li64(Reg::T1, v)), v, "{v:#x}");
+        }
+    }
+
 }
