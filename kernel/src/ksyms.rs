@@ -83,7 +83,10 @@ pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
     arch::unwind::walk(fp, stack, 64, |f| {
         let ret = crate::boot::real_return_address(f.ret, f.fp);
         // The return address points after the call; name the call itself.
-        println!("{prefix}#{n:<2} {ret:#018x} {}", sym(ret - 4));
+        match crate::ftrace::bpf::describe(ret - 4) {
+            Some((func, off)) => println!("{prefix}#{n:<2} {ret:#018x} bpf_trampoline[{func}]+{off:#x}"),
+            None => println!("{prefix}#{n:<2} {ret:#018x} {}", sym(ret - 4)),
+        }
         n += 1;
         true
     });

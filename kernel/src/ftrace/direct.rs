@@ -135,6 +135,12 @@ pub fn register_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(),
 
 /// Detaches `ops` (which must be registered with trampoline `tramp`) and restores its sites.
 pub fn unregister_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(), FtraceError> {
+    unregister_direct_quiet(ops, tramp).map(drop)
+}
+
+/// [`unregister_ftrace_direct`], answering whether every CPU was then seen outside `tramp` (so
+/// it may be freed; false when the wait gave up).
+pub(crate) fn unregister_direct_quiet(ops: &'static FtraceOps, tramp: u64) -> Result<bool, FtraceError> {
     if !ops.flags.contains(OpsFlags::DIRECT) {
         return Err(FtraceError::WrongKind);
     }
@@ -154,7 +160,7 @@ pub fn unregister_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(
         if quiet {
             free_thunk(thunk);
         }
-        Ok(())
+        Ok(quiet)
     })
 }
 
@@ -163,6 +169,12 @@ pub fn unregister_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(
 /// changes, then the sites call the new trampoline straight again. Every call reaches either the
 /// old or the new trampoline.
 pub fn modify_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(), FtraceError> {
+    modify_direct_quiet(ops, tramp).map(drop)
+}
+
+/// [`modify_ftrace_direct`], answering whether every CPU was then seen outside the old
+/// trampoline (so it may be freed; false when the wait gave up).
+pub(crate) fn modify_direct_quiet(ops: &'static FtraceOps, tramp: u64) -> Result<bool, FtraceError> {
     if !ops.flags.contains(OpsFlags::DIRECT) {
         return Err(FtraceError::WrongKind);
     }
@@ -187,6 +199,6 @@ pub fn modify_ftrace_direct(ops: &'static FtraceOps, tramp: u64) -> Result<(), F
         if quiet {
             free_thunk(old_thunk);
         }
-        Ok(())
+        Ok(quiet)
     })
 }

@@ -1,8 +1,10 @@
-//! Dynamic ftrace: patch-site records, ops with filters, direct calls and the function tracer.
+//! Dynamic ftrace: patch-site records, ops with filters, direct calls, generated (BPF-style)
+//! trampolines and the function tracer.
 //!
 //! See `docs/ftrace.md` for the design. The arch layer (`arch::ftrace`) owns the assembly and the
 //! single-word patching hooks; everything here is architecture-independent policy.
 
+pub mod bpf;
 pub mod core;
 pub mod direct;
 pub mod fgraph;
@@ -32,4 +34,5 @@ pub fn init() {
         fgraph::recover_after_abort();
         self::core::recover_after_abort();
     });
+    bpf::init();
 }

@@ -47,8 +47,12 @@ pub fn untrack(start: u64) {
     }
 }
 
-/// The end of the code that starts at `addr`: its symbol's size, or 256 bytes.
+/// The end of the code that starts at `addr`: the generated trampoline's allocation, its
+/// symbol's size, or 256 bytes.
 pub fn code_end(addr: u64) -> u64 {
+    if let Some((_, end)) = super::bpf::image_range(addr) {
+        return end;
+    }
     match crate::ksyms::lookup(addr) {
         Some((s, 0)) if s.size > 0 => addr + s.size as u64,
         _ => addr + 256,

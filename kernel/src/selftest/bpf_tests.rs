@@ -1,0 +1,726 @@
+//! Suite `bpf_tramp`: generated fentry/fexit/fmod_ret trampolines on both routes (straight from
+//! the site, and through `ftrace_regs_caller`'s direct return), named after the BPF selftests that
+//! exercised Linux's LoongArch trampolines.
+
+use super::abi_oracle;
+use super::direct_tests::call8;
+use super::targets::{direct_target, direct_target_expected, direct_target_runs};
+use crate::ftrace::bpf::{self, Attach, AttachError, BpfLink, Func, TraceCtx};
+use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags};
+use crate::selftest::{TestError, TestResult};
+use crate::{kassert, kassert_eq, kdiag, ktest};
+use alloc::vec::Vec;
+use arch::insn::{self, Insn};
+use core::hint::black_box;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+
+fn fail(e: AttachError) -> TestError {
+    TestError::Fail(alloc::format!("attach error: {e}"))
+}
+
+fn ffail(e: FtraceError) -> TestError {
+    TestError::Fail(alloc::format!("ftrace error: {e}"))
+}
+
+// ---- traced functions: 0..8 arguments of mixed widths, and a 128-bit result ----
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+fn ran() {
+    RUNS.fetch_add(1, Relaxed);
+}
+
+fn mix(v: &[u64]) -> u64 {
+    v.iter().enumerate().fold(0x5151, |acc, (i, &x)| acc.rotate_left(9) ^ x.wrapping_mul(2 * i as u64 + 7))
+}
+
+#[inline(never)]
+pub extern "C" fn bt_args0() -> u64 {
+    ran();
+    black_box(mix(&[]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args1(a: u8) -> u64 {
+    ran();
+    black_box(mix(&[a as u64]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args2(a: u8, b: i16) -> u64 {
+    ran();
+    black_box(mix(&[a as u64, b as u64]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args3(a: u8, b: i16, c: u32) -> u64 {
+    ran();
+    black_box(mix(&[a as u64, b as u64, c as i32 as u64]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args4(a: u8, b: i16, c: u32, d: i32) -> u64 {
+    ran();
+    black_box(mix(&[a as u64, b as u64, c as i32 as u64, d as u64]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args5(a: u8, b: i16, c: u32, d: i32, e: u64) -> u64 {
+    ran();
+    black_box(mix(&[a as u64, b as u64, c as i32 as u64, d as u64, e]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args6(a: u8, b: i16, c: u32, d: i32, e: u64, f: i64) -> u64 {
+    ran();
+    black_box(mix(&[a as u64, b as u64, c as i32 as u64, d as u64, e, f as u64]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args7(a: u8, b: i16, c: u32, d: i32, e: u64, f: i64, g: u16) -> u64 {
+    ran();
+    black_box(mix(&[a as u64, b as u64, c as i32 as u64, d as u64, e, f as u64, g as u64]))
+}
+#[inline(never)]
+pub extern "C" fn bt_args8(a: u8, b: i16, c: u32, d: i32, e: u64, f: i64, g: u16, h: i8) -> u64 {
+    ran();
+    black_box(mix(&[a as u64, b as u64, c as i32 as u64, d as u64, e, f as u64, g as u64, h as u64]))
+}
+
+/// Returns a 128-bit value in a0 (low) and a1 (high).
+#[inline(never)]
+#[allow(improper_ctypes_definitions)]
+pub extern "C" fn bt_ret128(a: u64, b: u64) -> u128 {
+    ran();
+    black_box(((a as u128) << 64 | b as u128).wrapping_mul(0x1_0000_0001))
+}
+
+const A: u8 = 0xfe;
+const B: i16 = -3;
+const C: u32 = 0x8000_0001;
+const D: i32 = -5;
+const E: u64 = 0x1234_5678_9abc_def0;
+const F: i64 = -0x1111;
+const G: u16 = 0xfff0;
+const H: i8 = -128;
+
+/// The argument registers as the psABI passes the values above: `u8`/`u16` zero-extended,
+/// signed types sign-extended, `u32` sign-extended from bit 31.
+const REGS: [u64; 8] = [0xfe, -3i64 as u64, 0xffff_ffff_8000_0001, -5i64 as u64, E, -0x1111i64 as u64, 0xfff0, -128i64 as u64];
+
+/// One traced function of the table: entry, argument count, and a call with the values above.
+struct Target {
+    ip: u64,
+    nargs: usize,
+    call: fn() -> u64,
+}
+
+fn targets() -> [Target; 9] {
+    [
+        Target { ip: bt_args0 as *const () as u64, nargs: 0, call: || bt_args0() },
+        Target { ip: bt_args1 as *const () as u64, nargs: 1, call: || bt_args1(black_box(A)) },
+        Target { ip: bt_args2 as *const () as u64, nargs: 2, call: || bt_args2(black_box(A), black_box(B)) },
+        Target { ip: bt_args3 as *const () as u64, nargs: 3, call: || bt_args3(black_box(A), black_box(B), black_box(C)) },
+        Target { ip: bt_args4 as *const () as u64, nargs: 4, call: || bt_args4(black_box(A), black_box(B), black_box(C), black_box(D)) },
+        Target { ip: bt_args5 as *const () as u64, nargs: 5, call: || bt_args5(black_box(A), black_box(B), black_box(C), black_box(D), black_box(E)) },
+        Target { ip: bt_args6 as *const () as u64, nargs: 6, call: || bt_args6(black_box(A), black_box(B), black_box(C), black_box(D), black_box(E), black_box(F)) },
+        Target {
+            ip: bt_args7 as *const () as u64,
+            nargs: 7,
+            call: || bt_args7(black_box(A), black_box(B), black_box(C), black_box(D), black_box(E), black_box(F), black_box(G)),
+        },
+        Target {
+            ip: bt_args8 as *const () as u64,
+            nargs: 8,
+            call: || bt_args8(black_box(A), black_box(B), black_box(C), black_box(D), black_box(E), black_box(F), black_box(G), black_box(H)),
+        },
+    ]
+}
+
+// ---- programs: record what they saw ----
+
+/// What the recording programs saw, and in which order things happened.
+struct Seen {
+    args: [AtomicU64; 8],
+    ret: [AtomicU64; 2],
+    func: AtomicU64,
+    hits: AtomicU64,
+    /// `RUNS` when the program ran (to order it against the function).
+    runs_at: AtomicU64,
+}
+
+impl Seen {
+    const fn new() -> Self {
+        Seen {
+            args: [const { AtomicU64::new(0) }; 8],
+            ret: [const { AtomicU64::new(0) }; 2],
+            func: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            runs_at: AtomicU64::new(0),
+        }
+    }
+    fn record(&self, ctx: &TraceCtx) {
+        for (i, a) in self.args.iter().enumerate() {
+            a.store(ctx.arg(i), Relaxed);
+        }
+        self.ret[0].store(ctx.ret128() as u64, Relaxed);
+        self.ret[1].store((ctx.ret128() >> 64) as u64, Relaxed);
+        self.func.store(ctx.func_ip(), Relaxed);
+        self.runs_at.store(RUNS.load(Relaxed), Relaxed);
+        self.hits.fetch_add(1, Relaxed);
+    }
+    fn reset(&self) {
+        self.hits.store(0, Relaxed);
+        self.func.store(0, Relaxed);
+        self.args.iter().chain(self.ret.iter()).for_each(|a| a.store(0, Relaxed));
+    }
+    fn args(&self, n: usize) -> Vec<u64> {
+        self.args[..n].iter().map(|a| a.load(Relaxed)).collect()
+    }
+    fn ret(&self) -> [u64; 2] {
+        [self.ret[0].load(Relaxed), self.ret[1].load(Relaxed)]
+    }
+}
+
+static SEEN_ENTRY: Seen = Seen::new();
+static SEEN_EXIT: Seen = Seen::new();
+static SEEN_MOD: Seen = Seen::new();
+/// What the fmod_ret program returns.
+static MOD_RESULT: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn rec_entry(ctx: &TraceCtx) -> u64 {
+    SEEN_ENTRY.record(ctx);
+    0xbad
+}
+extern "C" fn rec_exit(ctx: &TraceCtx) -> u64 {
+    SEEN_EXIT.record(ctx);
+    0xbad
+}
+extern "C" fn rec_mod(ctx: &TraceCtx) -> u64 {
+    SEEN_MOD.record(ctx);
+    MOD_RESULT.load(Relaxed)
+}
+
+fn reset_seen() {
+    [&SEEN_ENTRY, &SEEN_EXIT, &SEEN_MOD].iter().for_each(|s| s.reset());
+}
+
+// ---- routes ----
+
+/// A SAVE_REGS ops on the same function moves its site from the straight call to
+/// `ftrace_regs_caller`, which reaches the trampoline through the direct return (`t1`).
+extern "C" fn route_cb(_ip: u64, _parent: u64, ops: &FtraceOps, _regs: &mut FtraceRegs) {
+    ops.private.fetch_add(1, Relaxed);
+}
+static ROUTE_OPS: FtraceOps = FtraceOps::new(route_cb, OpsFlags::SAVE_REGS);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    Straight,
+    Regs,
+}
+const ROUTES: [Route; 2] = [Route::Straight, Route::Regs];
+
+fn site_word(ip: u64) -> Insn {
+    insn::decode(ip + 4, arch::patch::read_insn(ip + 4).unwrap_or(0))
+}
+
+/// Runs `f` with the function's site on `route`, after checking the site calls what that route
+/// should call.
+fn on_route(route: Route, ip: u64, f: impl FnOnce() -> TestResult) -> TestResult {
+    if route == Route::Regs {
+        ROUTE_OPS.private.store(0, Relaxed);
+        ftrace::ftrace_set_filter_ip(&ROUTE_OPS, ip, false, true)
+            .and_then(|_| ftrace::register_ftrace_function(&ROUTE_OPS))
+            .map_err(ffail)?;
+    }
+    let r = (|| {
+        let image = bpf::trampoline_of(ip).map(|t| t.0).unwrap_or(0);
+        let want = if route == Route::Regs { arch::ftrace::addr::regs_caller() } else { image };
+        kassert_eq!(site_word(ip), Insn::Bl { target: want }, "{route:?} route");
+        f()
+    })();
+    if route == Route::Regs {
+        let calls = ROUTE_OPS.private.load(Relaxed);
+        let _ = ftrace::unregister_ftrace_function(&ROUTE_OPS);
+        let _ = ftrace::ftrace_reset_filters(&ROUTE_OPS);
+        r?;
+        kassert!(calls > 0, "the SAVE_REGS ops ran");
+        return Ok(());
+    }
+    r
+}
+
+/// Calls `t` once and checks that it ran once and returned what it returns untraced.
+fn call_once(t: &Target, want: u64, what: &str) -> TestResult {
+    let runs = RUNS.load(Relaxed);
+    let got = (t.call)();
+    kassert_eq!(RUNS.load(Relaxed), runs + 1, "{what}: the function runs exactly once");
+    kassert_eq!(got, want, "{what}: return value");
+    Ok(())
+}
+
+// ---- cases ----
+
+ktest! {
+    /// fentry on functions of 0..8 arguments of mixed widths, on both routes: the program runs
+    /// once, before the function, and sees the argument registers as the caller passed them.
+    fn bpf_tramp::fentry_test() {
+        for t in targets() {
+            let want = (t.call)();
+            let link = Attach::fentry(Func::at(t.ip, t.nargs), rec_entry).map_err(fail)?;
+            for route in ROUTES {
+                on_route(route, t.ip, || {
+                    reset_seen();
+                    let what = alloc::format!("{} args, {route:?}", t.nargs);
+                    call_once(&t, want, &what)?;
+                    kassert_eq!(SEEN_ENTRY.hits.load(Relaxed), 1, "{what}: fentry runs");
+                    kassert_eq!(SEEN_ENTRY.args(t.nargs), REGS[..t.nargs].to_vec(), "{what}: arguments");
+                    kassert_eq!(SEEN_ENTRY.func.load(Relaxed), t.ip, "{what}: func_ip");
+                    kassert_eq!(SEEN_ENTRY.runs_at.load(Relaxed), RUNS.load(Relaxed) - 1, "{what}: before the function");
+                    Ok(())
+                })?;
+            }
+            link.detach().map_err(fail)?;
+            kassert_eq!(site_word(t.ip), Insn::Nop, "detach restores the site");
+        }
+        Ok(())
+    }
+}
+
+ktest! {
+    /// fexit on functions of 0..8 arguments and on a 128-bit result, on both routes: the
+    /// program runs once, after the function, with its arguments and return value (a0, a0+a1).
+    fn bpf_tramp::fexit_test() {
+        for t in targets() {
+            let want = (t.call)();
+            let link = Attach::fexit(Func::at(t.ip, t.nargs), rec_exit).map_err(fail)?;
+            for route in ROUTES {
+                on_route(route, t.ip, || {
+                    reset_seen();
+                    let what = alloc::format!("{} args, {route:?}", t.nargs);
+                    call_once(&t, want, &what)?;
+                    kassert_eq!(SEEN_EXIT.hits.load(Relaxed), 1, "{what}: fexit runs");
+                    kassert_eq!(SEEN_EXIT.args(t.nargs), REGS[..t.nargs].to_vec(), "{what}: arguments");
+                    kassert_eq!(SEEN_EXIT.ret()[0], want, "{what}: return value seen");
+                    kassert_eq!(SEEN_EXIT.runs_at.load(Relaxed), RUNS.load(Relaxed), "{what}: after the function");
+                    Ok(())
+                })?;
+            }
+            link.detach().map_err(fail)?;
+        }
+        let ip = bt_ret128 as *const () as u64;
+        let want = bt_ret128(black_box(0x1122_3344_5566_7788), black_box(0x99aa_bbcc_ddee_ff00));
+        let link = Attach::fexit(Func::at(ip, 2), rec_exit).map_err(fail)?;
+        for route in ROUTES {
+            on_route(route, ip, || {
+                reset_seen();
+                let got = bt_ret128(black_box(0x1122_3344_5566_7788), black_box(0x99aa_bbcc_ddee_ff00));
+                kassert_eq!(got, want, "{route:?}: 128-bit result reaches the caller");
+                let r = SEEN_EXIT.ret();
+                kassert_eq!((r[1] as u128) << 64 | r[0] as u128, want, "{route:?}: 128-bit result seen by fexit");
+                kassert_eq!(SEEN_EXIT.args(2), [0x1122_3344_5566_7788, 0x99aa_bbcc_ddee_ff00].to_vec());
+                Ok(())
+            })?;
+        }
+        link.detach().map_err(fail)
+    }
+}
+
+ktest! {
+    /// fentry and fexit on one function, attached one after the other (the second attach swaps
+    /// the trampoline live): fentry before the function, fexit after, each once per call; the
+    /// parent is the call's return address.
+    fn bpf_tramp::fentry_fexit() {
+        let ip = direct_target as *const () as u64;
+        let args = [1, 2, 3, 4, 5, 6, 7, 0x8000_0000_0000_0008];
+        let f = Func::at(ip, 8);
+        let entry = Attach::fentry(f, rec_entry).map_err(fail)?;
+        let first = bpf::trampoline_of(ip).map(|t| t.0);
+        let exit = Attach::fexit(f, rec_exit).map_err(fail)?;
+        kassert!(bpf::trampoline_of(ip).map(|t| t.0) != first, "a new trampoline was swapped in");
+        for route in ROUTES {
+            on_route(route, ip, || {
+                reset_seen();
+                let runs = direct_target_runs();
+                let ctx = call8(ip, args);
+                kassert_eq!(direct_target_runs(), runs + 1, "{route:?}: runs once");
+                kassert_eq!(ctx.ret, direct_target_expected(&args), "{route:?}: result");
+                kassert_eq!((SEEN_ENTRY.hits.load(Relaxed), SEEN_EXIT.hits.load(Relaxed)), (1, 1), "{route:?}: programs");
+                kassert_eq!(SEEN_ENTRY.args(8), args.to_vec());
+                kassert_eq!(SEEN_EXIT.args(8), args.to_vec());
+                kassert_eq!(SEEN_EXIT.ret()[0], ctx.ret);
+                Ok(())
+            })?;
+        }
+        // The parent each program sees is the return address of the call.
+        static PARENT: AtomicU64 = AtomicU64::new(0);
+        extern "C" fn parent_of(ctx: &TraceCtx) -> u64 {
+            PARENT.store(ctx.parent_ip(), Relaxed);
+            0
+        }
+        let p = Attach::fentry(f, parent_of).map_err(fail)?;
+        let ctx = call8(ip, args);
+        kassert_eq!(PARENT.load(Relaxed), ctx.ret_addr, "parent_ip");
+        p.detach().map_err(fail)?;
+        entry.detach().map_err(fail)?;
+        reset_seen();
+        call8(ip, args);
+        kassert_eq!((SEEN_ENTRY.hits.load(Relaxed), SEEN_EXIT.hits.load(Relaxed)), (0, 1), "only fexit is left");
+        drop(exit);
+        kassert_eq!(site_word(ip), Insn::Nop, "dropping the last link restores the site");
+        kassert_eq!(bpf::attached_functions(), 0);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// fmod_ret: a non-zero result skips the function and reaches the caller (fexit sees it);
+    /// with 0 the function runs and fexit sees its value. A second fmod_ret is refused.
+    fn bpf_tramp::modify_return() {
+        let t = &targets()[3];
+        let want = (t.call)();
+        let f = Func::at(t.ip, t.nargs);
+        let m = Attach::fmod_ret(f, rec_mod).map_err(fail)?;
+        let x = Attach::fexit(f, rec_exit).map_err(fail)?;
+        let second = Attach::fmod_ret(f, rec_mod);
+        kassert!(matches!(second, Err(AttachError::FmodRetBusy(_))), "second fmod_ret: {second:?}");
+        kdiag!("{}", second.unwrap_err());
+        for route in ROUTES {
+            on_route(route, t.ip, || {
+                reset_seen();
+                MOD_RESULT.store(0x4242, Relaxed);
+                let runs = RUNS.load(Relaxed);
+                let got = (t.call)();
+                kassert_eq!(RUNS.load(Relaxed), runs, "{route:?}: the function was skipped");
+                kassert_eq!(got, 0x4242, "{route:?}: the caller gets the fmod_ret result");
+                kassert_eq!(SEEN_MOD.args(3), REGS[..3].to_vec(), "{route:?}: fmod_ret sees the arguments");
+                kassert_eq!(SEEN_MOD.ret(), [0, 0], "{route:?}: fmod_ret starts from 0");
+                kassert_eq!(SEEN_EXIT.ret(), [0x4242, 0], "{route:?}: fexit sees the chosen result");
+                reset_seen();
+                MOD_RESULT.store(0, Relaxed);
+                call_once(t, want, "fmod_ret 0")?;
+                kassert_eq!(SEEN_MOD.hits.load(Relaxed), 1);
+                kassert_eq!(SEEN_EXIT.ret()[0], want, "{route:?}: fexit sees the function's value");
+                Ok(())
+            })?;
+        }
+        m.detach().map_err(fail)?;
+        // With the fmod_ret gone another may attach.
+        let m2 = Attach::fmod_ret(f, rec_mod).map_err(fail)?;
+        MOD_RESULT.store(7, Relaxed);
+        kassert_eq!((t.call)(), 7);
+        drop(m2);
+        drop(x);
+        call_once(t, want, "after detach")?;
+        Ok(())
+    }
+}
+
+ktest! {
+    /// Refusals change nothing: unknown, notrace and site-less functions, too many arguments, a
+    /// function that already has another direct trampoline.
+    fn bpf_tramp::attach_errors() {
+        let e = Func::named("no_such_function_anywhere", 0);
+        kassert!(matches!(e, Err(AttachError::NoSuchFunction(_))), "{e:?}");
+        let mut notrace = None;
+        ftrace::core::for_each_site(|s| {
+            if notrace.is_none() && s.state.flags.contains(ftrace::core::SiteFlags::NOTRACE) && s.site.name != "?" {
+                notrace = Some(s.site.ip);
+            }
+        });
+        let Some(notrace) = notrace else { crate::kfail!("no notrace site found") };
+        let e = Attach::fentry(Func::at(notrace, 1), rec_entry);
+        kassert!(matches!(e, Err(AttachError::NotTraceable(_))), "policy notrace: {e:?}");
+        kdiag!("{}", e.unwrap_err());
+        let no_site = crate::ftrace::core::ftrace_ops_skip as *const () as u64;
+        let e = Attach::fexit(Func::at(no_site, 4), rec_exit);
+        kassert!(matches!(e, Err(AttachError::NotTraceable(_))), "no patch site: {e:?}");
+        let f = Func::at(bt_args1 as *const () as u64, 9);
+        let e = Attach::fentry(f, rec_entry);
+        kassert_eq!(e.unwrap_err(), AttachError::TooManyArgs(9));
+        // A function that a sample-style direct ops owns.
+        static OTHER: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
+        let ip = bt_args2 as *const () as u64;
+        let stub = arch::ftrace::addr::stub_direct_tramp();
+        ftrace::ftrace_set_filter_ip(&OTHER, ip, false, true).and_then(|_| ftrace::register_ftrace_direct(&OTHER, stub)).map_err(ffail)?;
+        let used = bpf::area_used();
+        let e = Attach::fexit(Func::at(ip, 2), rec_exit);
+        let word = site_word(ip);
+        let _ = ftrace::unregister_ftrace_direct(&OTHER, stub);
+        let _ = ftrace::ftrace_reset_filters(&OTHER);
+        kassert!(matches!(e, Err(AttachError::Ftrace(FtraceError::DirectBusy(_)))), "direct busy: {e:?}");
+        kdiag!("{}", e.unwrap_err());
+        kassert_eq!(word, Insn::Bl { target: stub }, "the other trampoline keeps the site");
+        kassert_eq!(bpf::area_used(), used, "the refused trampoline's code was freed");
+        kassert_eq!(bpf::attached_functions(), 0);
+        ftrace::core::check_consistency().map_err(TestError::Fail)?;
+        Ok(())
+    }
+}
+
+/// Programs 0..37 of `trampoline_count`: each counts its own runs.
+static COUNT_HITS: [AtomicU64; bpf::MAX_LINKS + 1] = [const { AtomicU64::new(0) }; bpf::MAX_LINKS + 1];
+
+extern "C" fn counter<const N: usize>(_ctx: &TraceCtx) -> u64 {
+    COUNT_HITS[N].fetch_add(1, Relaxed);
+    0
+}
+
+macro_rules! counters {
+    ($($n:literal)*) => { [$(counter::<$n> as bpf::ProgFn),*] };
+}
+
+ktest! {
+    /// Up to BPF_MAX_TRAMP_LINKS (38) programs of all kinds on one function; the next is
+    /// refused; every attached one runs once per call on both routes.
+    fn bpf_tramp::trampoline_count() {
+        let progs = counters!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38);
+        COUNT_HITS.iter().for_each(|c| c.store(0, Relaxed));
+        let t = &targets()[2];
+        let want = (t.call)();
+        let f = Func::at(t.ip, t.nargs);
+        let mut links: Vec<BpfLink> = Vec::new();
+        for (i, &p) in progs[..bpf::MAX_LINKS].iter().enumerate() {
+            let l = match i % 3 {
+                0 => Attach::fentry(f, p),
+                1 => Attach::fexit(f, p),
+                _ if i == 2 => Attach::fmod_ret(f, p),
+                _ => Attach::fentry(f, p),
+            };
+            links.push(l.map_err(fail)?);
+        }
+        let e = Attach::fexit(f, progs[bpf::MAX_LINKS]);
+        kassert!(matches!(e, Err(AttachError::TooManyLinks(_))), "{e:?}");
+        kdiag!("{}", e.unwrap_err());
+        if let Some((at, words, n)) = bpf::trampoline_of(t.ip) {
+            kdiag!("{n} programs: {} instructions at {at:#x}", words.len());
+        }
+        for route in ROUTES {
+            on_route(route, t.ip, || call_once(t, want, "38 programs"))?;
+        }
+        let hits: Vec<u64> = COUNT_HITS.iter().map(|c| c.load(Relaxed)).collect();
+        let mut expect = alloc::vec![2u64; bpf::MAX_LINKS];
+        expect.push(0);
+        kassert_eq!(hits, expect, "each program ran once per call");
+        // Detach in a mixed order; the rest keep running.
+        while !links.is_empty() {
+            let i = (links.len() * 5 + 3) % links.len();
+            links.swap_remove(i).detach().map_err(fail)?;
+            if links.len() % 9 == 0 {
+                call_once(t, want, "while detaching")?;
+            }
+        }
+        kassert_eq!(site_word(t.ip), Insn::Nop);
+        Ok(())
+    }
+}
+
+// ---- fexit_stress ----
+
+static STRESS_STOP: AtomicBool = AtomicBool::new(false);
+static STRESS_CALLS: [AtomicU64; arch::boot::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::boot::MAX_CPUS];
+static STRESS_BAD: AtomicU64 = AtomicU64::new(0);
+static STRESS_KEEP: AtomicU64 = AtomicU64::new(0);
+static STRESS_FLIP: AtomicU64 = AtomicU64::new(0);
+
+#[inline(never)]
+pub extern "C" fn bt_stress_target(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3) + 1
+}
+
+fn stress_worker(cpu: usize) {
+    let mut i = 0u64;
+    while !STRESS_STOP.load(Acquire) {
+        if bt_stress_target(i) != i.wrapping_mul(3) + 1 {
+            STRESS_BAD.fetch_add(1, Relaxed);
+        }
+        i += 1;
+        STRESS_CALLS[cpu].store(i, Release);
+    }
+}
+
+extern "C" fn stress_keep(ctx: &TraceCtx) -> u64 {
+    if ctx.ret() != ctx.arg(0).wrapping_mul(3) + 1 {
+        STRESS_BAD.fetch_add(1, Relaxed);
+    }
+    STRESS_KEEP.fetch_add(1, Relaxed);
+    0
+}
+
+extern "C" fn stress_flip(_ctx: &TraceCtx) -> u64 {
+    STRESS_FLIP.fetch_add(1, Relaxed);
+    0
+}
+
+ktest! {
+    /// Three CPUs call a function in a loop while this CPU attaches and detaches fentry/fexit
+    /// programs on it; a program attached throughout counts exactly every call, and every result
+    /// is right.
+    fn bpf_tramp::fexit_stress() {
+        let workers: Vec<usize> = (1..crate::smp::online().min(4)).collect();
+        if workers.is_empty() {
+            crate::kskip!("needs at least 2 CPUs");
+        }
+        let ip = bt_stress_target as *const () as u64;
+        let f = Func::at(ip, 1);
+        STRESS_STOP.store(false, Release);
+        STRESS_CALLS.iter().for_each(|c| c.store(0, Relaxed));
+        [&STRESS_BAD, &STRESS_KEEP, &STRESS_FLIP].iter().for_each(|c| c.store(0, Relaxed));
+        let leaked = bpf::LEAKED.load(Relaxed);
+        // Attached before the workers start and detached after they stop: sees every call.
+        let keep = Attach::fexit(f, stress_keep).map_err(fail)?;
+        let started = workers.iter().filter(|&&c| crate::smp::run_on(c, stress_worker)).count();
+        let mut r: TestResult = Ok(());
+        // Every swap waits for all CPUs a few times (cross-calls), which is slow on an overloaded
+        // host: at least MIN_ROUNDS rounds, then stop after about 3 s, at most MAX_ROUNDS.
+        const MIN_ROUNDS: usize = 10;
+        const MAX_ROUNDS: usize = 200;
+        let t0 = arch::time::ticks();
+        let mut rounds = 0;
+        for i in 0..MAX_ROUNDS {
+            if i >= MIN_ROUNDS && arch::time::ticks() - t0 > 3 * crate::boot::counter_hz() {
+                break;
+            }
+            rounds += 1;
+            let l = if i % 2 == 0 { Attach::fexit(f, stress_flip) } else { Attach::fentry(f, stress_flip) };
+            match l.and_then(|l| l.detach()) {
+                Ok(()) => {}
+                Err(e) => {
+                    r = Err(fail(e));
+                    break;
+                }
+            }
+        }
+        STRESS_STOP.store(true, Release);
+        for &c in &workers {
+            while crate::smp::work_running(c) {
+                core::hint::spin_loop();
+            }
+        }
+        let calls: u64 = STRESS_CALLS.iter().map(|c| c.load(Acquire)).sum();
+        keep.detach().map_err(fail)?;
+        r?;
+        kdiag!("{started} CPUs made {calls} calls during {rounds} attach/detach rounds; flipping programs ran {} times", STRESS_FLIP.load(Relaxed));
+        kassert_eq!(started, workers.len(), "workers started");
+        kassert!(calls > 0, "the workers made calls");
+        kassert_eq!(STRESS_KEEP.load(Relaxed), calls, "the permanent fexit saw every call exactly once");
+        kassert_eq!(STRESS_BAD.load(Relaxed), 0, "wrong results");
+        kassert_eq!(bpf::LEAKED.load(Relaxed), leaked, "old trampolines could all be freed");
+        Ok(())
+    }
+}
+
+ktest! {
+    /// The function_graph tracer and a generated fexit trampoline on one function: one graph
+    /// entry/return pair and one fexit per call, whichever was enabled first.
+    fn bpf_tramp::graph_and_tramp() {
+        use crate::ftrace::{graph_tracer, tracer};
+        let t = &targets()[4];
+        let want = (t.call)();
+        let name = crate::ksyms::name(t.ip);
+        let cfg = graph_tracer::GraphConfig { ftrace_filter: Some(name), ..Default::default() };
+        tracer::reset_buffers();
+        reset_seen();
+        let x = Attach::fexit(Func::at(t.ip, t.nargs), rec_exit).map_err(fail)?;
+        let r = (|| {
+            graph_tracer::start(&cfg).map_err(ffail)?;
+            call_once(t, want, "graph after fexit")?;
+            x.detach().map_err(fail)?;
+            call_once(t, want, "graph alone")?;
+            let x = Attach::fexit(Func::at(t.ip, t.nargs), rec_exit).map_err(fail)?;
+            kassert_eq!(site_word(t.ip), Insn::Bl { target: arch::ftrace::addr::regs_caller() }, "graph + trampoline use the regs route");
+            call_once(t, want, "fexit after graph")?;
+            drop(x);
+            Ok(())
+        })();
+        let _ = graph_tracer::stop();
+        r?;
+        kassert_eq!(SEEN_EXIT.hits.load(Relaxed), 2, "fexit runs");
+        kassert_eq!(SEEN_EXIT.ret()[0], want);
+        let c = tracer::collect();
+        let kinds: Vec<(u8, u64)> = c.events.iter().map(|e| (e.kind, e.ip)).collect();
+        let pair = [(crate::ringbuf::KIND_GRAPH_ENTRY, t.ip), (crate::ringbuf::KIND_GRAPH_RETURN, t.ip)];
+        kassert_eq!(kinds, pair.repeat(3), "one graph entry/return pair per call");
+        Ok(())
+    }
+}
+
+static ORACLE_HITS: AtomicU64 = AtomicU64::new(0);
+extern "C" fn oracle_prog(ctx: &TraceCtx) -> u64 {
+    // The oracle's canary arguments: 0xa000_000i_0000_a0a0.
+    let ok = (0..8).all(|i| ctx.arg(i) == 0xa000_0000_0000_0000 | (i as u64) << 32 | 0xa0a0);
+    ORACLE_HITS.fetch_add(if ok { 1 } else { 1000 }, Relaxed);
+    0
+}
+
+ktest! {
+    /// The ABI oracle (arguments, result, callee-saved registers, sp) through a generated
+    /// fentry+fexit trampoline, straight and through ftrace_regs_caller.
+    fn bpf_tramp::abi_oracle() {
+        let ip = abi_oracle::abi_oracle_target as *const () as u64;
+        let f = Func::at(ip, 8);
+        let a = Attach::fentry(f, oracle_prog).map_err(fail)?;
+        let b = Attach::fexit(f, oracle_prog).map_err(fail)?;
+        for route in ROUTES {
+            on_route(route, ip, || {
+                ORACLE_HITS.store(0, Relaxed);
+                abi_oracle::check(if route == Route::Regs { "generated trampoline via ftrace_regs_caller" } else { "generated trampoline, straight" }, abi_oracle::abi_oracle_target)?;
+                kassert_eq!(ORACLE_HITS.load(Relaxed), 2, "{route:?}: both programs saw the canary arguments");
+                Ok(())
+            })?;
+        }
+        drop(a);
+        drop(b);
+        Ok(())
+    }
+}
+
+static BT_RETS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+extern "C" fn backtrace_prog(_ctx: &TraceCtx) -> u64 {
+    let mut n = 0;
+    arch::unwind::walk(arch::cpu::frame_pointer(), arch::boot::stack_bounds(arch::cpu::id()), 4, |f| {
+        BT_RETS[n].store(f.ret, Relaxed);
+        n += 1;
+        true
+    });
+    crate::ksyms::print_backtrace("    #   ", None, arch::cpu::frame_pointer());
+    0
+}
+
+ktest! {
+    /// A backtrace from a program walks through the trampoline's frame record to the traced
+    /// function's caller (straight and through ftrace_regs_caller), and names the trampoline.
+    fn bpf_tramp::backtrace() {
+        let ip = direct_target as *const () as u64;
+        let l = Attach::fexit(Func::at(ip, 8), backtrace_prog).map_err(fail)?;
+        for route in ROUTES {
+            on_route(route, ip, || {
+                BT_RETS.iter().for_each(|r| r.store(0, Relaxed));
+                let ctx = call8(ip, [0; 8]);
+                let (image, words, _) = bpf::trampoline_of(ip).unwrap_or_default();
+                let r0 = BT_RETS[0].load(Relaxed);
+                kassert!((image..image + 4 * words.len() as u64).contains(&r0), "{route:?}: first frame returns into the trampoline ({r0:#x})");
+                kassert_eq!(bpf::describe(r0).map(|d| d.0), Some(crate::ksyms::name(ip)), "{route:?}: trampoline name");
+                kassert_eq!(BT_RETS[1].load(Relaxed), ctx.ret_addr, "{route:?}: then the traced function's caller");
+                Ok(())
+            })?;
+        }
+        l.detach().map_err(fail)
+    }
+}
+
+ktest! {
+    /// Prints the code of one fexit trampoline (1 fentry + 1 fexit, 2 arguments) as hex for
+    /// docs/trampolines.md, and checks its first and last instructions.
+    fn bpf_tramp::dump() {
+        let ip = bt_args2 as *const () as u64;
+        let a = Attach::fentry(Func::at(ip, 2), rec_entry).map_err(fail)?;
+        let b = Attach::fexit(Func::at(ip, 2), rec_exit).map_err(fail)?;
+        bpf::dump(ip, "    # ");
+        let (at, words, _) = bpf::trampoline_of(ip).unwrap_or_default();
+        kassert_eq!(words.first().copied(), insn::encode_addi_d(insn::Reg::Sp, insn::Reg::Sp, -arch::bpf_tramp::FRAME_SIZE).ok());
+        kassert_eq!(words.last().copied(), Some(insn::encode_jr(insn::Reg::Ra)), "returns with jr ra");
+        kassert_eq!(site_word(ip), Insn::Bl { target: at });
+        drop(a);
+        drop(b);
+        // The freed code is poisoned.
+        // SAFETY: reads one word of the reserved area.
+        let w = unsafe { core::ptr::read_volatile(at as *const u32) };
+        kassert_eq!(w, bpf::POISON, "freed trampoline code is poisoned");
+        Ok(())
+    }
+}
