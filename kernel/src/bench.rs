@@ -164,6 +164,7 @@ pub fn run() {
     row("direct_via_regs", |c| direct(c, true));
     let _ = ftrace::unregister_ftrace_direct(&DIRECT, stub);
     let _ = ftrace::ftrace_reset_filters(&DIRECT);
+    tramp_rows();
     row("function_tracer", |_| {
         tracer::reset_buffers();
         tracer::start(Some(target))
@@ -200,4 +201,44 @@ fn patch_all() {
     }
     // SAFETY: made by new_boxed, unregistered above.
     let _ = unsafe { FtraceOps::free(all) };
+}
+
+// loongtrace_bench_empty_prog: the empty program of the trampoline rows (`jr ra`).
+core::arch::global_asm!(
+    r#"
+    .text
+    .global loongtrace_bench_empty_prog
+    .type loongtrace_bench_empty_prog, @function
+loongtrace_bench_empty_prog:
+    jr      $ra
+    .size loongtrace_bench_empty_prog, . - loongtrace_bench_empty_prog
+"#
+);
+
+unsafe extern "C" {
+    // SAFETY: returns at once without touching memory; callers ignore its result.
+    safe fn loongtrace_bench_empty_prog(ctx: &ftrace::bpf::TraceCtx) -> u64;
+}
+
+/// `fentry`, `fexit`, `fexit_regs_route`: a generated trampoline with one empty program on
+/// `bench_target` (one argument), called straight from the site, or (with an empty SAVE_REGS ops
+/// on the function too) through `ftrace_regs_caller`'s direct return.
+fn tramp_rows() {
+    use ftrace::bpf::{Attach, Func};
+    let ip = bench_target as *const () as u64;
+    for (name, fexit, regs) in [("fentry", false, false), ("fexit", true, false), ("fexit_regs_route", true, true)] {
+        let f = Func::at(ip, 1);
+        let link = if fexit { Attach::fexit(f, loongtrace_bench_empty_prog) } else { Attach::fentry(f, loongtrace_bench_empty_prog) };
+        let link = match link {
+            Ok(l) => l,
+            Err(e) => {
+                println!("BENCH-ERROR {name} {e}");
+                continue;
+            }
+        };
+        row(name, |c| if regs { c.ops(OpsFlags::SAVE_REGS, Some("bench_target")).map(drop) } else { Ok(()) });
+        if let Err(e) = link.detach() {
+            println!("BENCH-ERROR {name} detach: {e}");
+        }
+    }
 }

@@ -15,6 +15,9 @@ pub const ROWS: &[(&str, &str)] = &[
     ("ops_regs", "one SAVE_REGS ops"),
     ("direct_straight", "ftrace_stub_direct_tramp called from the site"),
     ("direct_via_regs", "the same + an ordinary ops (ftrace_regs_caller)"),
+    ("fentry", "generated trampoline, one empty fentry program, called straight"),
+    ("fexit", "generated trampoline, one empty fexit program, called straight"),
+    ("fexit_regs_route", "the fexit trampoline reached through ftrace_regs_caller"),
     ("function_tracer", "function tracer, one ring-buffer event"),
     ("graph", "function_graph tracer, entry + return"),
     ("enable_all", "patching every site (per site)"),
@@ -102,6 +105,7 @@ pub fn targets(run: &BenchRun) -> Vec<Target> {
             ok: ops1 <= limit,
         },
         Target { text: format!("direct_straight {direct:.1} <= 8"), ok: direct <= 8.0 },
+        Target { text: format!("fentry {:.1} <= direct_straight {direct:.1} + 12", get("fentry")), ok: get("fentry") <= direct + 12.0 },
     ]
 }
 
@@ -175,13 +179,13 @@ mod tests {
 
     #[test]
     fn targets_are_checked() {
-        let lines: Vec<String> = ["BENCH nop_site 2.0", "BENCH ops_1 31.9", "BENCH ops_1_plus_100_irrelevant 32.0", "BENCH direct_straight 5.0"]
+        let lines: Vec<String> = ["BENCH nop_site 2.0", "BENCH ops_1 31.9", "BENCH ops_1_plus_100_irrelevant 32.0", "BENCH direct_straight 5.0", "BENCH fentry 17.0"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         let t = targets(&parse(&lines));
         assert!(t.iter().all(|t| t.ok), "{t:?}");
-        let bad: Vec<String> = ["BENCH nop_site 3.0", "BENCH ops_1 40", "BENCH ops_1_plus_100_irrelevant 50", "BENCH direct_straight 9"]
+        let bad: Vec<String> = ["BENCH nop_site 3.0", "BENCH ops_1 40", "BENCH ops_1_plus_100_irrelevant 50", "BENCH direct_straight 9", "BENCH fentry 21.1"]
             .iter()
             .map(|s| s.to_string())
             .collect();
