@@ -671,13 +671,15 @@ ktest! {
 
 static BT_RETS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 extern "C" fn backtrace_prog(_ctx: &TraceCtx) -> u64 {
+    // Printed first, so that this function makes a real (not a tail) call and has its own frame
+    // record; the walk below then starts with the return into the trampoline.
+    crate::ksyms::print_backtrace("    #   ", None, arch::cpu::frame_pointer());
     let mut n = 0;
     arch::unwind::walk(arch::cpu::frame_pointer(), arch::boot::stack_bounds(arch::cpu::id()), 4, |f| {
         BT_RETS[n].store(f.ret, Relaxed);
         n += 1;
         true
     });
-    crate::ksyms::print_backtrace("    #   ", None, arch::cpu::frame_pointer());
     0
 }
 
