@@ -253,31 +253,43 @@ fn call_once(t: &Target, want: u64, what: &str) -> TestResult {
     Ok(())
 }
 
+/// Attaches `prog` of `kind` to every function of the table, calls each once on both routes and
+/// checks what `seen` recorded: the arguments, the function ran once (after the program for
+/// fentry, before it for fexit, which also sees the result), and the caller got the result.
+fn each_target(kind: bpf::Kind, prog: bpf::ProgFn, seen: &Seen) -> TestResult {
+    for t in targets() {
+        let want = (t.call)();
+        let f = Func::at(t.ip, t.nargs);
+        let link = if kind == bpf::Kind::Fentry { Attach::fentry(f, prog) } else { Attach::fexit(f, prog) }.map_err(fail)?;
+        for route in ROUTES {
+            on_route(route, t.ip, || {
+                reset_seen();
+                let what = alloc::format!("{kind:?}, {} args, {route:?}", t.nargs);
+                call_once(&t, want, &what)?;
+                kassert_eq!(seen.hits.load(Relaxed), 1, "{what}: the program runs once");
+                kassert_eq!(seen.args(t.nargs), REGS[..t.nargs].to_vec(), "{what}: arguments");
+                kassert_eq!(seen.func.load(Relaxed), t.ip, "{what}: func_ip");
+                let after = (kind == bpf::Kind::Fexit) as u64;
+                kassert_eq!(seen.runs_at.load(Relaxed), RUNS.load(Relaxed) - 1 + after, "{what}: before/after the function");
+                if kind == bpf::Kind::Fexit {
+                    kassert_eq!(seen.ret()[0], want, "{what}: return value seen");
+                }
+                Ok(())
+            })?;
+        }
+        link.detach().map_err(fail)?;
+        kassert_eq!(site_word(t.ip), Insn::Nop, "detach restores the site");
+    }
+    Ok(())
+}
+
 // ---- cases ----
 
 ktest! {
     /// fentry on functions of 0..8 arguments of mixed widths, on both routes: the program runs
     /// once, before the function, and sees the argument registers as the caller passed them.
     fn bpf_tramp::fentry_test() {
-        for t in targets() {
-            let want = (t.call)();
-            let link = Attach::fentry(Func::at(t.ip, t.nargs), rec_entry).map_err(fail)?;
-            for route in ROUTES {
-                on_route(route, t.ip, || {
-                    reset_seen();
-                    let what = alloc::format!("{} args, {route:?}", t.nargs);
-                    call_once(&t, want, &what)?;
-                    kassert_eq!(SEEN_ENTRY.hits.load(Relaxed), 1, "{what}: fentry runs");
-                    kassert_eq!(SEEN_ENTRY.args(t.nargs), REGS[..t.nargs].to_vec(), "{what}: arguments");
-                    kassert_eq!(SEEN_ENTRY.func.load(Relaxed), t.ip, "{what}: func_ip");
-                    kassert_eq!(SEEN_ENTRY.runs_at.load(Relaxed), RUNS.load(Relaxed) - 1, "{what}: before the function");
-                    Ok(())
-                })?;
-            }
-            link.detach().map_err(fail)?;
-            kassert_eq!(site_word(t.ip), Insn::Nop, "detach restores the site");
-        }
-        Ok(())
+        each_target(bpf::Kind::Fentry, rec_entry, &SEEN_ENTRY)
     }
 }
 
@@ -285,23 +297,7 @@ ktest! {
     /// fexit on functions of 0..8 arguments and on a 128-bit result, on both routes: the
     /// program runs once, after the function, with its arguments and return value (a0, a0+a1).
     fn bpf_tramp::fexit_test() {
-        for t in targets() {
-            let want = (t.call)();
-            let link = Attach::fexit(Func::at(t.ip, t.nargs), rec_exit).map_err(fail)?;
-            for route in ROUTES {
-                on_route(route, t.ip, || {
-                    reset_seen();
-                    let what = alloc::format!("{} args, {route:?}", t.nargs);
-                    call_once(&t, want, &what)?;
-                    kassert_eq!(SEEN_EXIT.hits.load(Relaxed), 1, "{what}: fexit runs");
-                    kassert_eq!(SEEN_EXIT.args(t.nargs), REGS[..t.nargs].to_vec(), "{what}: arguments");
-                    kassert_eq!(SEEN_EXIT.ret()[0], want, "{what}: return value seen");
-                    kassert_eq!(SEEN_EXIT.runs_at.load(Relaxed), RUNS.load(Relaxed), "{what}: after the function");
-                    Ok(())
-                })?;
-            }
-            link.detach().map_err(fail)?;
-        }
+        each_target(bpf::Kind::Fexit, rec_exit, &SEEN_EXIT)?;
         let ip = bt_ret128 as *const () as u64;
         let want = bt_ret128(black_box(0x1122_3344_5566_7788), black_box(0x99aa_bbcc_ddee_ff00));
         let link = Attach::fexit(Func::at(ip, 2), rec_exit).map_err(fail)?;
