@@ -160,12 +160,24 @@ impl From<GenError> for AttachError {
     }
 }
 
+/// Where a function's trampoline code goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Within `bl` reach of the function: the kernel's reserved area for a kernel function, the
+    /// module area for a module function (the site then calls the trampoline straight).
+    Near,
+    /// The module area, also for a kernel function (out of `bl` reach of kernel text: the site
+    /// reaches the trampoline through `ftrace_regs_caller`).
+    ModuleArea,
+}
+
 /// A traced function: its entry, name and how many argument registers programs see.
 #[derive(Clone, Copy, Debug)]
 pub struct Func {
     ip: u64,
     nargs: usize,
     name: &'static str,
+    placement: Placement,
 }
 
 impl Func {
@@ -173,18 +185,35 @@ impl Func {
     /// argument registers (a 128-bit argument takes two).
     pub fn at(ip: u64, nargs: usize) -> Func {
         let name = sites::index_of(ip).map_or("?", |i| sites::all()[i].name);
-        Func { ip, nargs, name }
+        Func { ip, nargs, name, placement: Placement::Near }
     }
 
     /// The kernel function named `name`: its full path, or a unique last part (`dyn_func1`,
-    /// `targets::dyn_func1`).
+    /// `targets::dyn_func1`). Module functions are never matched (see [`Func::in_module`]).
     pub fn named(name: &str, nargs: usize) -> Result<Func, AttachError> {
-        let mut found = sites::all().iter().filter(|s| s.name == name || s.name.strip_suffix(name).is_some_and(|p| p.ends_with("::")));
+        let mut found = sites::all()
+            .iter()
+            .filter(|s| s.ip != 0 && s.module.is_empty())
+            .filter(|s| s.name == name || s.name.strip_suffix(name).is_some_and(|p| p.ends_with("::")));
         let first = found.next().ok_or_else(|| AttachError::NoSuchFunction(name.to_string()))?;
         if found.next().is_some() {
             return Err(AttachError::Ambiguous(name.to_string()));
         }
-        Ok(Func { ip: first.ip, nargs, name: first.name })
+        Ok(Func { ip: first.ip, nargs, name: first.name, placement: Placement::Near })
+    }
+
+    /// Function `name` of the loaded module `module` (BPF's `module:function` attach target),
+    /// even when the kernel has a function of the same name.
+    pub fn in_module(module: &str, name: &str, nargs: usize) -> Result<Func, AttachError> {
+        let what = || alloc::format!("{module}:{name}");
+        let m = crate::module::try_get(module).ok_or_else(|| AttachError::NoSuchFunction(what()))?;
+        let ip = m.symbol(name).ok_or_else(|| AttachError::NoSuchFunction(what()))?;
+        Ok(Func::at(ip, nargs))
+    }
+
+    /// The same function with its trampoline placed as `p` says.
+    pub fn placed(self, p: Placement) -> Func {
+        Func { placement: p, ..self }
     }
 
     /// The function's entry.
@@ -206,19 +235,42 @@ struct Link {
     nargs: usize,
 }
 
+/// Code of one trampoline: in the kernel's reserved area, or in the module area.
+enum Image {
+    Kernel { at: u64, words: usize },
+    Module { mem: crate::module::ExecMem, words: usize },
+}
+
+impl Image {
+    fn at(&self) -> u64 {
+        match self {
+            Image::Kernel { at, .. } => *at,
+            Image::Module { mem, .. } => mem.addr,
+        }
+    }
+    fn words(&self) -> usize {
+        match self {
+            Image::Kernel { words, .. } | Image::Module { words, .. } => *words,
+        }
+    }
+}
+
 /// The trampoline of one function.
 struct Tramp {
     ip: u64,
     name: &'static str,
     ops: &'static FtraceOps,
     links: Vec<Link>,
-    /// Current code and its length in words.
-    image: u64,
-    words: usize,
+    image: Image,
+    placement: Placement,
+    /// Keeps the function's module loaded while the trampoline exists.
+    _module: Option<crate::module::ModuleRef>,
 }
 
 static REG: spin::Mutex<Vec<Tramp>> = spin::Mutex::new(Vec::new());
 static AREA: spin::Mutex<ExecArea<AREA_UNITS>> = spin::Mutex::new(ExecArea::new());
+/// Live trampolines in the module area, as `[start, end)`.
+static MODULE_IMAGES: spin::Mutex<Vec<(u64, u64)>> = spin::Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Trampolines generated, and old ones that could not be freed (a CPU never left them).
 pub static GENERATED: AtomicU64 = AtomicU64::new(0);
@@ -241,7 +293,7 @@ fn area() -> spin::MutexGuard<'static, ExecArea<AREA_UNITS>> {
 
 /// `[start, end)` of the generated trampoline containing `addr`, if any.
 pub fn image_range(addr: u64) -> Option<(u64, u64)> {
-    AREA.try_lock().and_then(|a| a.range_of(addr))
+    AREA.try_lock().and_then(|a| a.range_of(addr)).or_else(|| MODULE_IMAGES.try_lock()?.iter().copied().find(|r| (r.0..r.1).contains(&addr)))
 }
 
 /// Bounds of the generated-code area.
@@ -265,38 +317,69 @@ fn write_words(at: u64, words: &[u32]) {
     arch::cpu::ibar();
 }
 
-/// Generates and writes the trampoline for `links`; returns (address, words).
-fn build_image(links: &[Link]) -> Result<(u64, usize), AttachError> {
+/// Executable space for `bytes` of code for the function at `ip`.
+fn alloc_code(ip: u64, placement: Placement, bytes: usize) -> Result<Image, AttachError> {
+    let in_module = crate::module::in_area(ip);
+    if placement == Placement::Near && !in_module {
+        let at = area().alloc(bytes).ok_or(AttachError::NoSpace)?;
+        return Ok(Image::Kernel { at, words: 0 });
+    }
+    let mem = if in_module { crate::module::alloc_exec_near(ip, bytes, 64) } else { crate::module::alloc_exec(bytes, 64) };
+    let mem = mem.map_err(|_| AttachError::NoSpace)?;
+    MODULE_IMAGES.lock().push((mem.addr, mem.addr + mem.size as u64));
+    Ok(Image::Module { mem, words: 0 })
+}
+
+/// Gives the space back (no CPU may run it any more).
+fn free_code(image: Image) {
+    match image {
+        Image::Kernel { at, .. } => {
+            if let Err(e) = area().free(at) {
+                log::error!("bpf: freeing the trampoline at {at:#x}: {e}");
+            }
+        }
+        Image::Module { mem, .. } => {
+            MODULE_IMAGES.lock().retain(|r| r.0 != mem.addr);
+            // SAFETY: the caller waited until no CPU can run the code (or it was never published).
+            unsafe { crate::module::free_exec(mem) };
+        }
+    }
+}
+
+/// Generates and writes the trampoline for `links` of the function at `ip`.
+fn build_image(ip: u64, placement: Placement, links: &[Link]) -> Result<Image, AttachError> {
     let of = |k: Kind| -> Vec<u64> { links.iter().filter(|l| l.kind == k).map(|l| l.prog).collect() };
     let (fentry, fmod_ret, fexit) = (of(Kind::Fentry), of(Kind::FmodRet), of(Kind::Fexit));
     let nargs = links.iter().map(|l| l.nargs).max().unwrap_or(0);
     let spec = TrampSpec { nargs, fentry: &fentry, fmod_ret: &fmod_ret, fexit: &fexit };
     let mut buf = vec![0u32; spec.max_words()];
-    let at = area().alloc(buf.len() * 4).ok_or(AttachError::NoSpace)?;
-    match tgen::generate(&spec, at, &mut buf) {
+    let mut image = alloc_code(ip, placement, buf.len() * 4)?;
+    match tgen::generate(&spec, image.at(), &mut buf) {
         Ok(n) => {
-            write_words(at, &buf[..n]);
+            write_words(image.at(), &buf[..n]);
+            match &mut image {
+                Image::Kernel { words, .. } | Image::Module { words, .. } => *words = n,
+            }
             GENERATED.fetch_add(1, Ordering::Relaxed);
-            Ok((at, n))
+            Ok(image)
         }
         Err(e) => {
-            let _ = area().free(at);
+            free_code(image);
             Err(e.into())
         }
     }
 }
 
 /// Frees code no CPU can still be running (`quiet`), or leaks it with an error.
-fn retire(image: u64, words: usize, quiet: bool) {
+fn retire(image: Image, quiet: bool) {
     if !quiet {
         LEAKED.fetch_add(1, Ordering::Relaxed);
-        log::error!("bpf: a CPU stayed inside the trampoline at {image:#x}; its code is leaked");
+        log::error!("bpf: a CPU stayed inside the trampoline at {:#x}; its code is leaked", image.at());
+        core::mem::forget(image);
         return;
     }
-    write_words(image, &vec![POISON; words]);
-    if let Err(e) = area().free(image) {
-        log::error!("bpf: freeing the trampoline at {image:#x}: {e}");
-    }
+    write_words(image.at(), &vec![POISON; image.words()]);
+    free_code(image);
 }
 
 fn ftrace_err(name: &str, e: FtraceError) -> AttachError {
@@ -323,49 +406,58 @@ fn attach(kind: Kind, func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> 
         let mut links = t.links.clone();
         links.push(link);
         swap_image(t, links)?;
-    } else {
-        let site = sites::index_of(func.ip).ok_or_else(|| AttachError::NotTraceable(name.clone()))?;
-        let ops: &'static FtraceOps = Box::leak(Box::new(FtraceOps::new_direct(OpsFlags::empty())));
-        let free_ops = |ops: &'static FtraceOps| {
-            let _ = super::ftrace_reset_filters(ops);
-            // SAFETY: leaked just above, never registered, no other reference kept.
-            let _ = unsafe { FtraceOps::free(ops) };
-        };
-        if let Err(e) = super::ftrace_set_filter_ip(ops, func.ip, false, true) {
-            free_ops(ops);
-            return Err(ftrace_err(&name, e));
-        }
-        let links = vec![link];
-        let (image, words) = match build_image(&links) {
-            Ok(x) => x,
-            Err(e) => {
-                free_ops(ops);
-                return Err(e);
-            }
-        };
-        if let Err(e) = super::register_ftrace_direct(ops, image) {
-            retire(image, words, true);
-            free_ops(ops);
-            return Err(ftrace_err(&name, e));
-        }
-        reg.push(Tramp { ip: func.ip, name: sites::all()[site].name, ops, links, image, words });
+        return Ok(BpfLink { ip: func.ip, id: link.id, kind, attached: true });
     }
+    let info = super::core::site_info(func.ip).ok_or_else(|| AttachError::NotTraceable(name.clone()))?;
+    // A module function: hold its module while the trampoline exists (Linux's
+    // `bpf_trampoline_module_get`); a module on its way out is refused.
+    let module = if info.site.module.is_empty() {
+        None
+    } else {
+        match crate::module::try_get(info.site.module) {
+            Some(m) if !info.state.flags.contains(super::core::SiteFlags::GOING) => Some(m),
+            _ => return Err(AttachError::ModuleGoing(name)),
+        }
+    };
+    let ops: &'static FtraceOps = Box::leak(Box::new(FtraceOps::new_direct(OpsFlags::empty())));
+    let free_ops = |ops: &'static FtraceOps| {
+        let _ = super::ftrace_reset_filters(ops);
+        // SAFETY: leaked just above, never registered, no other reference kept.
+        let _ = unsafe { FtraceOps::free(ops) };
+    };
+    if let Err(e) = super::ftrace_set_filter_ip(ops, func.ip, false, true) {
+        free_ops(ops);
+        return Err(ftrace_err(&name, e));
+    }
+    let links = vec![link];
+    let image = match build_image(func.ip, func.placement, &links) {
+        Ok(x) => x,
+        Err(e) => {
+            free_ops(ops);
+            return Err(e);
+        }
+    };
+    if let Err(e) = super::register_ftrace_direct(ops, image.at()) {
+        retire(image, true);
+        free_ops(ops);
+        return Err(ftrace_err(&name, e));
+    }
+    reg.push(Tramp { ip: func.ip, name: info.site.name, ops, links, image, placement: func.placement, _module: module });
     Ok(BpfLink { ip: func.ip, id: link.id, kind, attached: true })
 }
 
 /// Generates the trampoline for `links` and swaps it in for `t`'s.
 fn swap_image(t: &mut Tramp, links: Vec<Link>) -> Result<(), AttachError> {
-    let (image, words) = build_image(&links)?;
-    match direct::modify_direct_quiet(t.ops, image) {
+    let image = build_image(t.ip, t.placement, &links)?;
+    match direct::modify_direct_quiet(t.ops, image.at()) {
         Ok(quiet) => {
-            retire(t.image, t.words, quiet);
-            t.image = image;
-            t.words = words;
+            let old = core::mem::replace(&mut t.image, image);
+            retire(old, quiet);
             t.links = links;
             Ok(())
         }
         Err(e) => {
-            retire(image, words, true);
+            retire(image, true);
             Err(AttachError::Ftrace(e))
         }
     }
@@ -381,13 +473,13 @@ fn detach(ip: u64, id: u64) -> Result<(), AttachError> {
         links.remove(j);
         return swap_image(t, links);
     }
-    let quiet = direct::unregister_direct_quiet(t.ops, t.image).map_err(AttachError::Ftrace)?;
+    let quiet = direct::unregister_direct_quiet(t.ops, t.image.at()).map_err(AttachError::Ftrace)?;
     let t = reg.remove(i);
-    retire(t.image, t.words, quiet);
     let _ = super::ftrace_reset_filters(t.ops);
     // SAFETY: leaked by `attach`, unregistered just above (which waited until no CPU runs its
     // callback), and the registry entry that referred to it is gone.
     let _ = unsafe { FtraceOps::free(t.ops) };
+    retire(t.image, quiet);
     Ok(())
 }
 
@@ -453,9 +545,10 @@ impl Attach {
 pub fn trampoline_of(ip: u64) -> Option<(u64, Vec<u32>, usize)> {
     let reg = REG.lock();
     let t = reg.iter().find(|t| t.ip == ip)?;
+    let at = t.image.at();
     // SAFETY: the image is live (the registry lock keeps it from being retired) and `words` long.
-    let words = (0..t.words).map(|i| unsafe { core::ptr::read_volatile((t.image + 4 * i as u64) as *const u32) }).collect();
-    Some((t.image, words, t.links.len()))
+    let words = (0..t.image.words()).map(|i| unsafe { core::ptr::read_volatile((at + 4 * i as u64) as *const u32) }).collect();
+    Some((at, words, t.links.len()))
 }
 
 /// Prints the current trampoline of `ip` as `prefix` lines: a header, then the code as hex
@@ -485,7 +578,7 @@ pub fn dump(ip: u64, prefix: &str) {
 pub fn describe(addr: u64) -> Option<(&'static str, u64)> {
     let (start, _) = image_range(addr)?;
     let reg = REG.try_lock()?;
-    reg.iter().find(|t| t.image == start).map(|t| (t.name, addr - start))
+    reg.iter().find(|t| t.image.at() == start).map(|t| (t.name, addr - start))
 }
 
 /// Functions that have a trampoline now.
@@ -514,16 +607,19 @@ pub fn recover_after_abort() {
         // SAFETY: as above.
         unsafe { AREA.force_unlock() };
     }
+    if MODULE_IMAGES.is_locked() {
+        // SAFETY: as above.
+        unsafe { MODULE_IMAGES.force_unlock() };
+    }
     let tramps: Vec<Tramp> = core::mem::take(&mut *REG.lock());
     for t in tramps {
-        let registered = t.ops.is_registered();
-        if registered {
-            let _ = direct::unregister_direct_quiet(t.ops, t.image);
+        if t.ops.is_registered() {
+            let _ = direct::unregister_direct_quiet(t.ops, t.image.at());
         }
-        retire(t.image, t.words, true);
         let _ = super::ftrace_reset_filters(t.ops);
         // SAFETY: unregistered (by the core's recovery or just above), no reference left.
         let _ = unsafe { FtraceOps::free(t.ops) };
+        retire(t.image, true);
     }
 }
 

@@ -229,7 +229,9 @@ fn on_route(route: Route, ip: u64, f: impl FnOnce() -> TestResult) -> TestResult
     }
     let r = (|| {
         let image = bpf::trampoline_of(ip).map(|t| t.0).unwrap_or(0);
-        let want = if route == Route::Regs { arch::ftrace::addr::regs_caller() } else { image };
+        // A module site out of reach of ftrace_regs_caller calls its module's stub for it.
+        let regs = arch::ftrace::addr::regs_caller();
+        let want = if route == Route::Regs { crate::module::stub_for(ip, regs).unwrap_or(regs) } else { image };
         kassert_eq!(site_word(ip), Insn::Bl { target: want }, "{route:?} route");
         f()
     })();
@@ -720,5 +722,146 @@ ktest! {
         let w = unsafe { core::ptr::read_volatile(at as *const u32) };
         kassert_eq!(w, bpf::POISON, "freed trampoline code is poisoned");
         Ok(())
+    }
+}
+
+// ---- modules ----
+
+use crate::module;
+
+/// Loads sample_mod from the fw_cfg file QEMU was given; returns a reference (drop it before
+/// unloading).
+fn load_sample() -> Result<module::ModuleRef, TestError> {
+    let bytes = module::fw_cfg_read("sample_mod")
+        .ok_or_else(|| TestError::Fail("no fw_cfg file for sample_mod: boot with the sample modules (make build; ltrun and make test pass them)".into()))?;
+    module::load(&bytes).map_err(|e| TestError::Fail(alloc::format!("loading sample_mod: {e}")))?;
+    module::try_get("sample_mod").ok_or_else(|| TestError::Fail("sample_mod not loaded".into()))
+}
+
+fn unload_sample() -> TestResult {
+    module::unload("sample_mod").map_err(|e| TestError::Fail(alloc::format!("unloading sample_mod: {e}")))
+}
+
+fn module_fn<T>(m: &module::Module, name: &str) -> Result<(u64, T), TestError> {
+    let ip = m.symbol(name).ok_or_else(|| TestError::Fail(alloc::format!("sample_mod has no {name}")))?;
+    // SAFETY: the caller names a function of that signature; the reference keeps it loaded while
+    // the case calls it.
+    Ok((ip, unsafe { core::mem::transmute_copy::<u64, T>(&ip) }))
+}
+
+/// Runs `f` with sample_mod loaded, then unloads it (also when `f` failed).
+fn with_sample(f: impl FnOnce(&module::Module) -> TestResult) -> TestResult {
+    let m = load_sample()?;
+    let r = f(&m);
+    drop(m);
+    let u = unload_sample();
+    r?;
+    u
+}
+
+ktest! {
+    /// fentry + fexit on a module function (trampoline in the module area, called straight from
+    /// the module's site, and through ftrace_regs_caller) and on a kernel function whose
+    /// trampoline is placed in the module area (out of bl reach: through ftrace_regs_caller).
+    /// The programs see the same arguments and results, the function runs once per call, and the
+    /// module cannot unload while a program is attached to it.
+    fn bpf_tramp::module_attach() {
+        with_sample(|m| {
+            let (work, work_fn) = module_fn::<extern "C" fn(u64) -> u64>(m, "sample_mod_work")?;
+            let (_, calls_fn) = module_fn::<extern "C" fn() -> u64>(m, "sample_mod_work_calls")?;
+            let want = work_fn(3);
+            let f = Func::in_module("sample_mod", "sample_mod_work", 1).map_err(fail)?;
+            kassert_eq!(f.ip(), work);
+            let a = Attach::fentry(f, rec_entry).map_err(fail)?;
+            let b = Attach::fexit(f, rec_exit).map_err(fail)?;
+            let (image, _, _) = bpf::trampoline_of(work).unwrap_or_default();
+            kassert!(module::in_area(image), "module function's trampoline in the module area ({image:#x})");
+            for route in ROUTES {
+                on_route(route, work, || {
+                    reset_seen();
+                    let c0 = calls_fn();
+                    kassert_eq!(work_fn(3), want, "{route:?}: result");
+                    kassert_eq!(calls_fn(), c0 + 1, "{route:?}: runs once");
+                    kassert_eq!((SEEN_ENTRY.hits.load(Relaxed), SEEN_EXIT.hits.load(Relaxed)), (1, 1), "{route:?}: programs");
+                    kassert_eq!((SEEN_ENTRY.args(1), SEEN_EXIT.args(1)), ([3].to_vec(), [3].to_vec()), "{route:?}: arguments");
+                    kassert_eq!(SEEN_EXIT.ret()[0], want, "{route:?}: result seen");
+                    Ok(())
+                })?;
+            }
+            let busy = module::unload("sample_mod");
+            kassert!(busy.is_err(), "unload refused while a program is attached: {busy:?}");
+            drop(a);
+            drop(b);
+            // A kernel function with its trampoline in the module area.
+            let t = &targets()[2];
+            let want = (t.call)();
+            let f = Func::at(t.ip, t.nargs).placed(bpf::Placement::ModuleArea);
+            let a = Attach::fentry(f, rec_entry).map_err(fail)?;
+            let b = Attach::fexit(f, rec_exit).map_err(fail)?;
+            let (image, _, _) = bpf::trampoline_of(t.ip).unwrap_or_default();
+            kassert!(module::in_area(image), "placed in the module area ({image:#x})");
+            kassert_eq!(site_word(t.ip), Insn::Bl { target: arch::ftrace::addr::regs_caller() }, "out of reach: regs route");
+            reset_seen();
+            call_once(t, want, "kernel function, module-area trampoline")?;
+            kassert_eq!((SEEN_ENTRY.hits.load(Relaxed), SEEN_EXIT.hits.load(Relaxed)), (1, 1));
+            kassert_eq!(SEEN_ENTRY.args(2), REGS[..2].to_vec());
+            kassert_eq!(SEEN_EXIT.args(2), REGS[..2].to_vec());
+            kassert_eq!(SEEN_EXIT.ret()[0], want);
+            drop(a);
+            drop(b);
+            Ok(())
+        })
+    }
+}
+
+/// A kernel function with the same symbol name as sample_mod's `sample_mod_add`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sample_mod_add(a: u64, b: u64) -> u64 {
+    ran();
+    black_box(a.wrapping_mul(b))
+}
+
+static SHADOW: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+extern "C" fn shadow_kernel(ctx: &TraceCtx) -> u64 {
+    SHADOW[0].store(ctx.func_ip(), Relaxed);
+    0
+}
+extern "C" fn shadow_module(ctx: &TraceCtx) -> u64 {
+    SHADOW[1].store(ctx.func_ip(), Relaxed);
+    0
+}
+
+ktest! {
+    /// sample_mod's `sample_mod_add` and a kernel function of the same name: a name alone means
+    /// the kernel's, (module, name) the module's, and each program runs only for its function.
+    /// A module on its way out is refused.
+    fn bpf_tramp::module_fentry_shadow() {
+        with_sample(|m| {
+            let (mod_ip, mod_fn) = module_fn::<extern "C" fn(u64, u64) -> u64>(m, "sample_mod_add")?;
+            let k = Func::named("sample_mod_add", 2).map_err(fail)?;
+            let mm = Func::in_module("sample_mod", "sample_mod_add", 2).map_err(fail)?;
+            kassert_eq!(k.ip(), sample_mod_add as *const () as u64, "the name alone is the kernel's");
+            kassert_eq!(mm.ip(), mod_ip, "(module, name) is the module's");
+            kassert!(module::in_area(mm.ip()) && !module::in_area(k.ip()));
+            let a = Attach::fentry(mm, shadow_module).map_err(fail)?;
+            let b = Attach::fentry(k, shadow_kernel).map_err(fail)?;
+            SHADOW.iter().for_each(|s| s.store(0, Relaxed));
+            kassert_eq!(sample_mod_add(black_box(6), black_box(7)), 42);
+            kassert_eq!((SHADOW[0].load(Relaxed), SHADOW[1].load(Relaxed)), (k.ip(), 0), "kernel call: only the kernel's program");
+            SHADOW.iter().for_each(|s| s.store(0, Relaxed));
+            kassert_eq!(mod_fn(6, 7), 13);
+            kassert_eq!((SHADOW[0].load(Relaxed), SHADOW[1].load(Relaxed)), (0, mm.ip()), "module call: only the module's program");
+            drop(a);
+            drop(b);
+            // Unloading marks the module's sites going first: an attach then is refused.
+            let range = m.site_range();
+            ftrace::core::module_sites_going(range.clone()).map_err(ffail)?;
+            let e = Attach::fentry(mm, shadow_module);
+            ftrace::core::module_sites_stay(range);
+            kassert!(matches!(e, Err(AttachError::ModuleGoing(_))), "attach while the module goes: {e:?}");
+            kdiag!("{}", e.unwrap_err());
+            Ok(())
+        })
     }
 }
