@@ -2,9 +2,10 @@
 //!
 //! Attaching a program (a C-ABI Rust function) to a traceable function generates, at run time, a
 //! direct-call trampoline that calls every program attached to that function (the code and its
-//! register contract are described in `arch::bpf_tramp` and docs/trampolines.md), writes it into
-//! the executable area the linker script reserves inside the kernel text (so every kernel
-//! function reaches it with one `bl`), and makes it the function's direct trampoline with
+//! register contract are described in `arch::bpf_tramp` and docs/trampolines.md), writes it near
+//! the function — into the executable area the linker script reserves inside the kernel text for
+//! a kernel function (every kernel function reaches it with one `bl`), into the module area for a
+//! module function — and makes it the function's direct trampoline with
 //! `register_ftrace_direct`. Attaching or detaching another program generates a new trampoline
 //! and swaps it in with `modify_ftrace_direct` (every call runs either the old or the new one, so
 //! no call is lost or doubled); the old code is freed once every CPU was seen outside it, and
@@ -22,7 +23,8 @@
 //! registers; at most [`MAX_LINKS`] programs (all kinds together, Linux's
 //! `BPF_MAX_TRAMP_LINKS`) per function; at most one fmod_ret program per function (see
 //! [`AttachError::FmodRetBusy`]); the function may not already have another direct trampoline
-//! (e.g. a sample's).
+//! (e.g. a sample's); a module function's module must not be unloading, and stays loaded while a
+//! program is attached.
 
 use super::direct;
 use super::ops::{FtraceError, FtraceOps, OpsFlags};
