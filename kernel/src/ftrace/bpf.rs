@@ -625,8 +625,7 @@ pub fn recover_after_abort() {
     }
 }
 
-/// Boot-time: reports the trampoline area. (The isolation check and the abort recovery are
-/// listed in `ftrace::ISOLATION_CHECKS` and `ftrace::recover_after_abort`.)
+/// Boot-time: registers the isolation check and the abort hook (after the core's).
 pub fn init() {
     let (s, e) = area_bounds();
     log::info!("bpf: trampoline area {s:#x}..{e:#x} ({} KiB)", (e - s) / 1024);
