@@ -111,7 +111,7 @@ pub fn check_stack_canary() -> Result<(), String> {
 /// Number of CPUs that reached Rust code.
 pub static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules", "gdbdemo"];
+const KNOWN_KEYS: &[&str] = &["tests", "log", "fail_demo", "demo", "bench", "stress", "stress_mask", "modules", "gdbdemo", "removal_rounds"];
 
 /// Rust entry of the boot CPU, called by `_start` with the stack set up and BSS cleared.
 #[unsafe(no_mangle)]
