@@ -62,6 +62,9 @@ mod tests {
         assert!(c.flag("verbose"));
         assert!(!c.flag("demo"));
         assert!(!c.flag("nope"));
+        assert_eq!(c.as_str(), "tests=boot|insn  log=debug;demo=0 verbose");
+        let off = Cmdline::new("a=no b=off c=false d=yes");
+        assert_eq!(["a", "b", "c", "d"].map(|k| off.flag(k)), [false, false, false, true]);
     }
 
     #[test]
