@@ -120,10 +120,50 @@ pub fn table(run: &BenchRun) -> String {
     s
 }
 
+/// Marks the start of the generated bench table in README.md (`ltbench --readme`).
+pub const README_BEGIN: &str = "<!-- bench-table: generated from bench/results.json by `ltbench --readme README.md`; do not edit -->";
+/// Marks its end.
+pub const README_END: &str = "<!-- end of bench-table -->";
+
+/// The rows of a `bench/results.json` written by [`json`].
+pub fn rows_from_json(text: &str) -> Result<BTreeMap<String, f64>, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let rows = v.get("rows").and_then(|r| r.as_object()).ok_or("no \"rows\" object")?;
+    rows.iter()
+        .map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)).ok_or_else(|| format!("row {k} is not a number")))
+        .collect()
+}
+
+/// The Markdown table README.md shows: every row of [`ROWS`] that `rows` has, in table order.
+pub fn readme_table(rows: &BTreeMap<String, f64>) -> String {
+    let mut s = String::from("| row | instructions | configuration |\n|---|---:|---|\n");
+    for (row, what) in ROWS {
+        if let Some(v) = rows.get(*row) {
+            let _ = writeln!(s, "| `{row}` | {v:.1} | {what} |");
+        }
+    }
+    s
+}
+
+/// `readme` with the text between [`README_BEGIN`] and [`README_END`] replaced by `table`.
+pub fn replace_readme_table(readme: &str, table: &str) -> Result<String, String> {
+    let b = readme.find(README_BEGIN).ok_or("README has no bench-table begin marker")?;
+    let after = b + README_BEGIN.len();
+    let e = after + readme[after..].find(README_END).ok_or("README has no bench-table end marker")?;
+    Ok(format!("{}\n{}{}", &readme[..after], table, &readme[e..]))
+}
+
+/// The table currently between the markers of `readme`.
+pub fn readme_table_of(readme: &str) -> Option<&str> {
+    let b = readme.find(README_BEGIN)? + README_BEGIN.len();
+    let e = b + readme[b..].find(README_END)?;
+    Some(readme[b..e].trim_start_matches('\n'))
+}
+
 /// The JSON written to `bench/results.json`.
 pub fn json(run: &BenchRun) -> String {
     let mut s = String::from("{\n  \"unit\": \"guest instructions per call (enable_all/disable_all: per site)\",\n");
-    let _ = writeln!(s, "  \"measured_with\": \"qemu-system-loongarch64 -icount shift=0 -smp 1\",");
+    let _ = writeln!(s, "  \"measured_with\": \"qemu-system-loongarch64 -icount shift=0,sleep=off -smp 1\",");
     let _ = writeln!(s, "  \"linux_ops_1_counted\": {LINUX_OPS_1:.1},");
     s.push_str("  \"rows\": {\n");
     let rows: Vec<String> = ROWS
@@ -190,6 +230,32 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert!(targets(&parse(&bad)).iter().all(|t| !t.ok));
+    }
+
+    #[test]
+    fn readme_table_round_trips_through_json() {
+        let run = parse(&sample());
+        let rows = rows_from_json(&json(&run)).unwrap();
+        assert_eq!(rows, run.rows);
+        let table = readme_table(&rows);
+        assert!(table.contains("| `nop_site` | 2.0 |"), "{table}");
+        let readme = format!("intro\n{README_BEGIN}\nold table\n{README_END}\nrest\n");
+        let new = replace_readme_table(&readme, &table).unwrap();
+        assert_eq!(readme_table_of(&new), Some(table.as_str()));
+        assert!(new.starts_with("intro\n") && new.ends_with(&format!("{README_END}\nrest\n")));
+        assert!(replace_readme_table("no markers", &table).is_err());
+    }
+
+    /// The committed README shows exactly what the committed bench/results.json says: rerun
+    /// `make bench` (or `ltbench --readme README.md`) after changing either.
+    #[test]
+    fn committed_readme_matches_results_json() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let json = std::fs::read_to_string(format!("{root}/bench/results.json")).unwrap();
+        let rows = rows_from_json(&json).unwrap();
+        let shown = readme_table_of(&readme).expect("README.md has no generated bench table");
+        assert_eq!(shown, readme_table(&rows), "README.md's bench table differs from bench/results.json; run `ltbench --readme README.md`");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! default), checks both runs agree exactly and every row was measured, prints the table and
 //! the targets, and writes the results as JSON.
 //!
-//! Usage: `ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] <kernel.elf>`
+//! Usage: `ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] [--readme PATH] <kernel.elf>`
+//!
+//! `--readme PATH` rewrites the bench table of that README from the JSON afterwards; without a
+//! kernel, `ltbench --readme README.md` only does that (from the existing `--json` file).
 
 use loongtrace_tools::bench;
 use loongtrace_tools::runner::{self, RunConfig};
@@ -17,15 +20,17 @@ fn main() -> ExitCode {
     let mut json = PathBuf::from("bench/results.json");
     let mut timeout = 120u64;
     let mut kernel: Option<PathBuf> = None;
+    let mut readme: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         let mut value = |what: &str| args.next().ok_or_else(|| format!("{a} needs {what}"));
         let r = match a.as_str() {
             "--qemu" => value("a path").map(|v| qemu = Some(v.into())),
             "--runs" => value("a count").and_then(|v| v.parse().map(|n| runs = n).map_err(|_| format!("bad --runs {v}"))),
             "--json" => value("a path").map(|v| json = v.into()),
+            "--readme" => value("a path").map(|v| readme = Some(v.into())),
             "--timeout" => value("seconds").and_then(|v| v.parse().map(|n| timeout = n).map_err(|_| format!("bad --timeout {v}"))),
             "-h" | "--help" => {
-                println!("usage: ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] <kernel.elf>");
+                println!("usage: ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] [--readme PATH] [<kernel.elf>]");
                 return ExitCode::SUCCESS;
             }
             _ if kernel.is_none() && !a.starts_with('-') => {
@@ -40,6 +45,9 @@ fn main() -> ExitCode {
         }
     }
     let Some(kernel) = kernel else {
+        if let Some(readme) = readme {
+            return write_readme(&readme, &json);
+        }
         eprintln!("ltbench: no kernel image given");
         return ExitCode::from(2);
     };
@@ -101,5 +109,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Some(readme) = readme
+        && write_readme(&readme, &json) != ExitCode::SUCCESS
+    {
+        return ExitCode::FAILURE;
+    }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Rewrites the bench table of `readme` from the results in `json`.
+fn write_readme(readme: &std::path::Path, json: &std::path::Path) -> ExitCode {
+    let r = (|| -> Result<(), String> {
+        let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {}: {e}", json.display()))?;
+        let rows = bench::rows_from_json(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+        let old = std::fs::read_to_string(readme).map_err(|e| format!("cannot read {}: {e}", readme.display()))?;
+        let new = bench::replace_readme_table(&old, &bench::readme_table(&rows)).map_err(|e| format!("{}: {e}", readme.display()))?;
+        if new != old {
+            std::fs::write(readme, new).map_err(|e| format!("cannot write {}: {e}", readme.display()))?;
+        }
+        println!("{}: bench table from {}", readme.display(), json.display());
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ltbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
