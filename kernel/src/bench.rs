@@ -72,35 +72,65 @@ fn empty_ops(flags: OpsFlags) -> &'static FtraceOps {
     FtraceOps::new_boxed(loongtrace_bench_empty_callback, flags)
 }
 
-// Ten counter reads in a row (see `crate::icount`): the instruction count of the first one.
+// One exact reading (see `crate::icount`): ten blocks `rdtime.d; st.d; b next`, each its own
+// translation block, aligned so that no block crosses a page.
 #[inline(always)]
 fn reading() -> [u64; READS] {
-    let r: [u64; READS];
-    let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9): (u64, u64, u64, u64, u64, u64, u64, u64, u64, u64);
-    // SAFETY: `rdtime.d` only reads the stable counter (and its id, into $zero here).
+    let mut r = [0u64; READS];
+    // SAFETY: `rdtime.d` only reads the stable counter; the stores go to `r`, ten words.
     unsafe {
         core::arch::asm!(
-            "rdtime.d {0}, $zero",
-            "rdtime.d {1}, $zero",
-            "rdtime.d {2}, $zero",
-            "rdtime.d {3}, $zero",
-            "rdtime.d {4}, $zero",
-            "rdtime.d {5}, $zero",
-            "rdtime.d {6}, $zero",
-            "rdtime.d {7}, $zero",
-            "rdtime.d {8}, $zero",
-            "rdtime.d {9}, $zero",
-            out(reg) r0, out(reg) r1, out(reg) r2, out(reg) r3, out(reg) r4,
-            out(reg) r5, out(reg) r6, out(reg) r7, out(reg) r8, out(reg) r9,
-            options(nomem, nostack)
+            ".p2align 7",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 0",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 8",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 16",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 24",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 32",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 40",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 48",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 56",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 64",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 72",
+            "b 1f",
+            "1:",
+            buf = in(reg) r.as_mut_ptr(),
+            t = out(reg) _,
+            options(nostack)
         )
     };
-    r = [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9];
     r
 }
 
-/// The exact guest instruction count now (call with interrupts off). `None` when the ten reads
-/// were not one instruction apart (not running under `-icount shift=0`).
+/// The exact guest instruction count now (call with interrupts off). `None` when the reads do
+/// not fit (not running under `-icount shift=0`).
 #[inline(always)]
 fn now() -> Option<u64> {
     icount::exact_count(&reading())

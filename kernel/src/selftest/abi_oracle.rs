@@ -518,7 +518,7 @@ oracle_modes! {
     legacy_straight => direct_mode!("legacy adapter, straight", true, false);
     /// The same through ftrace_regs_caller.
     legacy_via_regs_caller => direct_mode!("legacy adapter via ftrace_regs_caller", true, true);
-    /// The function_graph tracer hooks the return (ftrace_graph_caller, return_to_handler).
+    /// The function_graph tracer hooks the return (ftrace_graph_func, return_to_handler).
     graph => Mode { name: "function_graph", targets: kernel_targets, arm: |t| arm_graph(t, false), disarm: disarm_graph, verify: |t| verify_graph(t, false) };
     /// The function_graph tracer plus a direct trampoline on the same function.
     graph_and_direct => Mode {
