@@ -536,6 +536,17 @@ pub fn set_site_ops(ip: u64, ops: u64) -> Result<(), FtraceArchError> {
     Ok(())
 }
 
+/// [`set_site_ops`] for a site the caller knows is valid (the ftrace core's own sites).
+///
+/// # Safety
+/// `ip` must be the entry of a site [`init_site`] accepted, whose text is still mapped.
+#[inline]
+pub unsafe fn set_site_ops_unchecked(ip: u64, ops: u64) {
+    // SAFETY: per the contract the literal at ip - 8 is aligned and mapped.
+    unsafe { core::sync::atomic::AtomicU64::from_ptr((ip - SITE_PREFIX) as *mut u64).store(ops, Ordering::Release) };
+    crate::cpu::dbar();
+}
+
 /// The site's ops literal, read without checking `ip` (for the hot path).
 ///
 /// # Safety

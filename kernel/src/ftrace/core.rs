@@ -178,21 +178,34 @@ fn route(ip: u64, target: u64) -> u64 {
     }
 }
 
-/// `arch::ftrace::modify_call` with both targets routed.
-fn modify_routed(ip: u64, have: Option<u64>, want: Option<u64>) -> Result<(), arch::ftrace::FtraceArchError> {
-    arch::ftrace::modify_call(ip, have.map(|t| route(ip, t)), want.map(|t| route(ip, t)))
+
+/// The word at the call slot of site `ip` calling `target` (None = `nop`), routed like
+/// [`route`] but encoding the branch once when it is in reach.
+#[inline(always)]
+fn site_word(ip: u64, target: Option<u64>) -> Result<u32, arch::insn::InsnError> {
+    match target {
+        None => Ok(arch::insn::NOP),
+        Some(t) => arch::insn::encode_bl(ip + 4, t).or_else(|_| arch::insn::encode_bl(ip + 4, route(ip, t))),
+    }
+}
+
+/// [`modify_routed`] for a site of the table that `update` may touch (it passed `init_site` and
+/// is not failed; a going module site stays mapped until it is unpatched and the module freed).
+fn modify_site(site: &Site, have: Option<u64>, want: Option<u64>) -> Result<(), arch::ftrace::FtraceArchError> {
+    let (old, new) = (site_word(site.ip, have)?, site_word(site.ip, want)?);
+    // SAFETY: see above: the call slot at `ip + 4` is valid, mapped text.
+    unsafe { arch::patch::patch_insn_unchecked(site.ip + 4, old, new)? };
+    Ok(())
 }
 
 /// The sites an ops wants under `cfg`.
 pub(crate) fn compute_wants(core: &Core, cfg: &OpsConfig) -> SiteSet {
-    let mut set = SiteSet::new();
+    let mut bits = alloc::vec![0u64; core.state.len().div_ceil(64)];
     for (i, st) in core.state.iter().enumerate() {
-        let selected = cfg.filter.as_ref().is_none_or(|f| f.contains(i));
-        if selected && !cfg.notrace.contains(i) && traceable(st) {
-            set.insert(i);
-        }
+        let selected = cfg.filter.as_ref().is_none_or(|f| f.contains(i)) && !cfg.notrace.contains(i) && traceable(st);
+        bits[i / 64] |= (selected as u64) << (i % 64);
     }
-    set
+    SiteSet::from_bits(bits)
 }
 
 /// Applies the words of a `set_ftrace_filter`-style line to `set`. `!word` removes functions;
@@ -373,17 +386,11 @@ fn set_literal(site: &Site, st: &mut SiteState, ops: u64) -> bool {
     if st.ops == ops {
         return true;
     }
-    match arch::ftrace::set_site_ops(site.ip, ops) {
-        Ok(()) => {
-            st.ops = ops;
-            true
-        }
-        Err(e) => {
-            ftrace_bug(site, "set ops literal", &e);
-            st.flags |= SiteFlags::FAILED;
-            false
-        }
-    }
+    // SAFETY: only called for sites `update` may touch, which passed `init_site` and stay mapped
+    // (see `modify_site`).
+    unsafe { arch::ftrace::set_site_ops_unchecked(site.ip, ops) };
+    st.ops = ops;
+    true
 }
 
 /// What a site's literal should name.
@@ -397,8 +404,73 @@ enum LiteralWant {
     List,
 }
 
-/// What site `i` (entry `ip`) should look like with `ops` registered: its call-slot target
-/// (None = `nop`) and what its literal names. `users` is filled with the ops that want the site.
+/// Who wants one site, as far as routing needs to know: how many ops, the first of them, and
+/// whether any needs the full frame.
+#[derive(Clone, Copy)]
+struct Wanted {
+    count: u32,
+    first: Option<&'static FtraceOps>,
+    regs: bool,
+}
+
+/// The ops of `sets` (each with its published site set) that want site `i`, summarised; with
+/// `users`, also listed (only needed when several want it).
+#[inline(always)]
+fn wanted(sets: &[(&'static FtraceOps, &SiteSet)], i: usize, mut users: Option<&mut Vec<&'static FtraceOps>>) -> Wanted {
+    let mut w = Wanted { count: 0, first: None, regs: false };
+    if let Some(u) = users.as_deref_mut() {
+        u.clear();
+    }
+    for &(o, set) in sets {
+        if set.contains(i) {
+            w.count += 1;
+            w.first.get_or_insert(o);
+            w.regs |= o.flags.intersects(OpsFlags::SAVE_REGS.union(OpsFlags::DIRECT));
+            if let Some(u) = users.as_deref_mut() {
+                u.push(o);
+            }
+        }
+    }
+    w
+}
+
+/// The published site set of every ops in `ops` (an ops without one wants nothing).
+fn published_sets(ops: &[&'static FtraceOps]) -> Vec<(&'static FtraceOps, &'static SiteSet)> {
+    static EMPTY: SiteSet = SiteSet::empty();
+    ops.iter()
+        .map(|&o| {
+            let p = o.wants.load(Ordering::Acquire);
+            // SAFETY: a published set stays alive until an update replaces and later frees it;
+            // callers hold the core lock, under which updates run, for as long as they use it.
+            (o, if p.is_null() { &EMPTY } else { unsafe { &*p } })
+        })
+        .collect()
+}
+
+/// What site `i` (entry `ip`) should look like: its call-slot target (None = `nop`) and what
+/// its literal names.
+#[inline(always)]
+fn desired_of(w: Wanted, ip: u64, caller: u64) -> (Option<u64>, LiteralWant) {
+    let want = match w.first {
+        None => None,
+        Some(only) if w.count == 1 && only.flags.contains(OpsFlags::DIRECT) && !only.modifying.load(Ordering::Acquire) => {
+            let tramp = super::direct::site_entry(only);
+            if arch::insn::bl_reachable(ip + 4, tramp) { Some(tramp) } else { Some(arch::ftrace::addr::regs_caller()) }
+        }
+        Some(_) if w.regs => Some(arch::ftrace::addr::regs_caller()),
+        Some(_) => Some(caller),
+    };
+    let through_callers = want == Some(caller) || want == Some(arch::ftrace::addr::regs_caller());
+    let literal = match w.first {
+        _ if !through_callers => LiteralWant::Nop,
+        Some(only) if w.count == 1 => LiteralWant::Single(only),
+        _ => LiteralWant::List,
+    };
+    (want, literal)
+}
+
+/// What site `i` (entry `ip`) should look like with `ops` registered, and who wants it (filled
+/// into `users`).
 fn desired(
     ops: &[&'static FtraceOps],
     i: usize,
@@ -406,16 +478,8 @@ fn desired(
     caller: u64,
     users: &mut Vec<&'static FtraceOps>,
 ) -> (Option<u64>, LiteralWant) {
-    users.clear();
-    users.extend(ops.iter().copied().filter(|o| o.wants_index(i)));
-    let want = site_target(users, ip, caller);
-    let through_callers = want == Some(caller) || want == Some(arch::ftrace::addr::regs_caller());
-    let literal = match users.as_slice() {
-        _ if !through_callers => LiteralWant::Nop,
-        [only] => LiteralWant::Single(only),
-        _ => LiteralWant::List,
-    };
-    (want, literal)
+    let sets = published_sets(ops);
+    desired_of(wanted(&sets, i, Some(users)), ip, caller)
 }
 
 /// Whether two ops lists name the same ops in the same order.
@@ -431,21 +495,6 @@ fn literal_matches(lit: u64, want: LiteralWant, users: &[&'static FtraceOps]) ->
         // SAFETY: a literal whose first word is the list function is a live site list (lists
         // are freed only once no literal names them).
         LiteralWant::List => SiteList::is_list(lit) && same_ops(unsafe { (*(lit as *const SiteList)).ops() }, users),
-    }
-}
-
-/// Where a site wanted by `users` should branch (None = `nop`).
-fn site_target(users: &[&'static FtraceOps], ip: u64, fast_caller: u64) -> Option<u64> {
-    match users {
-        [] => None,
-        [only] if only.flags.contains(OpsFlags::DIRECT) && !only.modifying.load(Ordering::Acquire) => {
-            let tramp = super::direct::site_entry(only);
-            if arch::insn::bl_reachable(ip + 4, tramp) { Some(tramp) } else { Some(arch::ftrace::addr::regs_caller()) }
-        }
-        _ if users.iter().any(|o| o.flags.intersects(OpsFlags::SAVE_REGS | OpsFlags::DIRECT)) => {
-            Some(arch::ftrace::addr::regs_caller())
-        }
-        _ => Some(fast_caller),
     }
 }
 
@@ -491,14 +540,21 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     let caller = core.fast_caller;
     let regs_caller = arch::ftrace::addr::regs_caller();
     let nop_ops = &NOP_OPS as *const FtraceOps as u64;
-    let Core { state, ops, lists, .. } = core;
+    // Only other CPUs need the patched words stored again (`publish_text`).
+    let smp = crate::smp::online() > 1;
+    let sets = published_sets(&core.ops);
+    let Core { state, lists, .. } = core;
     for (i, site) in all.iter().enumerate() {
         let st = &mut state[i];
         if !needs_update(st, nop_ops) {
             continue;
         }
-        let (want, lit_want) = desired(ops, i, site.ip, caller, &mut users);
-        st.refs = users.len() as u32;
+        let w = wanted(&sets, i, None);
+        if w.count > 1 {
+            wanted(&sets, i, Some(&mut users));
+        }
+        let (want, lit_want) = desired_of(w, site.ip, caller);
+        st.refs = w.count;
         let have = (st.target != 0).then_some(st.target);
         let lit_ok = literal_matches(st.ops, lit_want, &users);
         if want == have && lit_ok {
@@ -518,9 +574,11 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
             // Not through a caller and already patched right: the literal is reset in step 5.
             continue;
         }
-        match modify_routed(site.ip, have, want) {
+        match modify_site(site, have, want) {
             Ok(()) => {
-                patched.push(site.ip + 4);
+                if smp {
+                    patched.push(site.ip + 4);
+                }
                 st.target = want.unwrap_or(0);
                 st.flags.remove(SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
                 if let Some(t) = want {
@@ -571,12 +629,17 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     //    under it; unreferenced lists stay tracked and go with a later update.)
     let regs_caller = arch::ftrace::addr::regs_caller();
     let mut named: Vec<*mut SiteList> = Vec::new();
+    let mut not_list = nop_ops;
     for (site, st) in all.iter().zip(core.state.iter_mut()) {
         if needs_update(st, nop_ops) && st.target != caller && st.target != regs_caller && st.ops != nop_ops {
             set_literal(site, st, nop_ops);
         }
-        if SiteList::is_list(st.ops) && named.last() != Some(&(st.ops as *mut SiteList)) {
-            named.push(st.ops as *mut SiteList);
+        if st.ops != nop_ops && st.ops != not_list && named.last() != Some(&(st.ops as *mut SiteList)) {
+            if SiteList::is_list(st.ops) {
+                named.push(st.ops as *mut SiteList);
+            } else {
+                not_list = st.ops;
+            }
         }
     }
     arch::cpu::dbar();
