@@ -456,7 +456,13 @@ fn arm_graph(t: &Target, direct: bool) -> TestResult {
     }
     let cfg = graph_tracer::GraphConfig { ftrace_filter: Some(t.name), ..Default::default() };
     graph_tracer::start(&cfg).map_err(fail(t.name))?;
-    expect_route(t, arch::ftrace::addr::regs_caller(), "ftrace_regs_caller")
+    // The graph tracer is an argument-frame ops: ftrace_caller alone, ftrace_regs_caller with a
+    // direct trampoline on the site.
+    if direct {
+        expect_route(t, arch::ftrace::addr::regs_caller(), "ftrace_regs_caller")
+    } else {
+        expect_route(t, crate::ftrace::core::fast_caller(), "ftrace_caller")
+    }
 }
 
 fn disarm_graph(t: &Target) {
