@@ -86,7 +86,7 @@ mutants:
 	./tools/mutants.sh
 
 bench: build
-	cargo run -q --release -p loongtrace-tools --bin ltbench -- --runs 2 --json bench/results.json --readme README.md $(KERNEL)
+	cargo run -q --release -p loongtrace-tools --bin ltbench -- --runs 2 --json bench/results.json --readme README.md --doc docs/performance.md $(KERNEL)
 
 gdb: build
 	GDB=$(GDB) ./tools/gdb.sh $(KERNEL) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)"

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let mut timeout = 120u64;
     let mut kernel: Option<PathBuf> = None;
     let mut readme: Option<PathBuf> = None;
+    let mut doc: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         let mut value = |what: &str| args.next().ok_or_else(|| format!("{a} needs {what}"));
         let r = match a.as_str() {
@@ -28,9 +29,10 @@ fn main() -> ExitCode {
             "--runs" => value("a count").and_then(|v| v.parse().map(|n| runs = n).map_err(|_| format!("bad --runs {v}"))),
             "--json" => value("a path").map(|v| json = v.into()),
             "--readme" => value("a path").map(|v| readme = Some(v.into())),
+            "--doc" => value("a path").map(|v| doc = Some(v.into())),
             "--timeout" => value("seconds").and_then(|v| v.parse().map(|n| timeout = n).map_err(|_| format!("bad --timeout {v}"))),
             "-h" | "--help" => {
-                println!("usage: ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] [--readme PATH] [<kernel.elf>]");
+                println!("usage: ltbench [--qemu PATH] [--runs N] [--json PATH] [--timeout SECS] [--readme PATH] [--doc PATH] [<kernel.elf>]");
                 return ExitCode::SUCCESS;
             }
             _ if kernel.is_none() && !a.starts_with('-') => {
@@ -44,6 +46,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let (Some(doc), Some(kernel)) = (&doc, &kernel) {
+        // Only the routine table: from the image and the existing results.
+        if runs == 0 {
+            return write_doc(doc, kernel, &json);
+        }
+    }
     let Some(kernel) = kernel else {
         if let Some(readme) = readme {
             return write_readme(&readme, &json);
@@ -51,7 +59,7 @@ fn main() -> ExitCode {
         eprintln!("ltbench: no kernel image given");
         return ExitCode::from(2);
     };
-    let mut cfg = RunConfig::new(kernel);
+    let mut cfg = RunConfig::new(kernel.clone());
     if let Some(q) = qemu {
         cfg.qemu = q;
     }
@@ -114,7 +122,37 @@ fn main() -> ExitCode {
     {
         return ExitCode::FAILURE;
     }
+    if let Some(doc) = doc
+        && write_doc(&doc, &kernel, &json) != ExitCode::SUCCESS
+    {
+        return ExitCode::FAILURE;
+    }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Rewrites the routine table of `doc` from the image `kernel` and the results in `json`.
+fn write_doc(doc: &std::path::Path, kernel: &std::path::Path, json: &std::path::Path) -> ExitCode {
+    let r = (|| -> Result<(), String> {
+        let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {}: {e}", json.display()))?;
+        let rows = bench::rows_from_json(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+        let elf = std::fs::read(kernel).map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
+        let all: Vec<&str> = bench::PATHS.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        let sizes = bench::routine_sizes(&elf, &all).map_err(|e| format!("{}: {e}", kernel.display()))?;
+        let old = std::fs::read_to_string(doc).map_err(|e| format!("cannot read {}: {e}", doc.display()))?;
+        let new = bench::replace_doc_table(&old, &bench::routine_table(&rows, &sizes)).map_err(|e| format!("{}: {e}", doc.display()))?;
+        if new != old {
+            std::fs::write(doc, new).map_err(|e| format!("cannot write {}: {e}", doc.display()))?;
+        }
+        println!("{}: routine table from {} and {}", doc.display(), kernel.display(), json.display());
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ltbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Rewrites the bench table of `readme` from the results in `json`.
