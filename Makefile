@@ -11,7 +11,7 @@ STRESS      ?=
 CMDLINE     ?= demo=1
 # The time limit only catches hangs: the SMP stress does a fixed number of switches, so on a
 # loaded host it takes several times longer than on an idle one (seen: 60 s idle, 230 s at load 13).
-TIMEOUT     ?= $(if $(STRESS),3600,900)
+TIMEOUT     ?= $(if $(STRESS),3600,1200)
 # The LoongArch-capable GDB `make setup` installs into a project-local venv (GDB=... overrides).
 GDB         ?= $(CURDIR)/.venv-gdb/bin/gdb
 # Sample modules (modules/<name>/, built to target/modules/<name>.o); user modules: MODULES="a.o b.o".
@@ -30,13 +30,14 @@ QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel
 
 export QEMU
 
-.PHONY: help setup build modules modules-testdata qemu test test-host test-kernel bench gdb clean FORCE
+.PHONY: help setup build modules modules-testdata qemu test test-host test-kernel bench mutants gdb clean FORCE
 
 help:
 	@echo "make setup   install QEMU, the Rust components and GDB 18 in .venv-gdb/ (Debian)"
 	@echo "make qemu    build and boot the kernel: boot log, self-tests, demos"
 	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
 	@echo "make bench   instruction counts per traced call under qemu -icount"
+	@echo "make mutants mutation testing (cargo-mutants) of the host-testable code"
 	@echo "make gdb     boot halted and attach GDB with the loongtrace helpers (GDB=/path)"
 	@echo "variables:   QEMU=/path/to/qemu-system-loongarch64 SMP=n CMDLINE='tests=boot|insn' MODULES='a.o b.o'"
 
@@ -86,8 +87,13 @@ test-kernel: build
 
 test: test-host test-kernel
 
+# Mutation testing of the host-testable code (installs cargo-mutants on first use; see
+# docs/testing.md). MUTANTS_CRATES="arch kernel tools", MUTANTS_JOBS=1, MUTANTS_ARGS=...
+mutants:
+	./tools/mutants.sh
+
 bench: build
-	cargo run -q --release -p loongtrace-tools --bin ltbench -- --runs 2 --json bench/results.json $(KERNEL)
+	cargo run -q --release -p loongtrace-tools --bin ltbench -- --runs 2 --json bench/results.json --readme README.md --doc docs/performance.md $(KERNEL)
 
 gdb: build
 	GDB=$(GDB) ./tools/gdb.sh $(KERNEL) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)"

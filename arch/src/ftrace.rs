@@ -85,9 +85,10 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //   in:   the frame of ftrace_regs_caller at sp.
 //   does: builds two frame records inside the frame so that a backtrace from a callback shows
 //         the traced function and then its parent; calls the word at `ftrace_call` with
-//         a0 = ip, a1 = parent, a2 = LOONGTRACE_FUNCTION_TRACE_OP, a3 = frame; runs the word at
-//         `ftrace_graph_call` (a `nop`, or a branch to the graph hook that comes back to
-//         ftrace_common_return).
+//         a0 = ip, a1 = parent, a2 = LOONGTRACE_FUNCTION_TRACE_OP, a3 = frame, and falls
+//         through to ftrace_common_return. (The function-graph tracer is an ordinary ops whose
+//         callback replaces PT_RA, as with Linux's DYNAMIC_FTRACE_WITH_ARGS: there is no
+//         separate graph call slot.)
 //
 // ftrace_common_return
 //   in:   sp = the frame (callbacks may have changed PT_A0-A7, PT_RA, PT_ERA, PT_T1).
@@ -96,11 +97,11 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //   clobbers: t0, t1 (and ra, which it sets); every other register is as the traced function's
 //         caller left it, so the traced function sees its real arguments.
 //
-// ftrace_graph_caller (reached from `ftrace_graph_call` when the graph tracer is on)
-//   in:   sp = the frame of ftrace_common, after the callbacks.
-//   does: calls the graph entry hook with a0 = ip (PT_ERA - 8), a1 = &PT_RA (the saved parent
-//         return address, which the hook may replace with `return_to_handler`), a2 = frame;
-//         then continues in ftrace_common_return.
+// ftrace_graph_func (the callback of the function-graph tracer's site ops)
+//   in:   a0 = ip, a1 = parent, a2 = ops, a3 = frame, as any ops callback.
+//   does: tail-calls the graph entry hook (LOONGTRACE_GRAPH_ENTRY_HOOK) with them, which may
+//         replace the frame's PT_RA slot with `return_to_handler`.
+//   clobbers: t1, and whatever the hook clobbers (as any callback).
 //
 // return_to_handler (where a hooked function returns instead of to its parent)
 //   in:   a0/a1 = the function's return values, sp = the sp the function was entered with.
@@ -264,9 +265,6 @@ ftrace_common:
     .global ftrace_call
 ftrace_call:
     bl      ftrace_stub
-    .global ftrace_graph_call
-ftrace_graph_call:
-    nop
     .global ftrace_common_return
 ftrace_common_return:
     ld.d    $a0, $sp, {a0} + 0
@@ -303,21 +301,15 @@ ftrace_common_return:
     .cfi_endproc
     .size ftrace_common, . - ftrace_common
 
-    .global ftrace_graph_caller
-    .type ftrace_graph_caller, @function
-ftrace_graph_caller:
+    .global ftrace_graph_func
+    .type ftrace_graph_func, @function
+ftrace_graph_func:
     .cfi_startproc
-    CFI_IN_FULL_FRAME
-    ld.d    $a0, $sp, {era}
-    addi.d  $a0, $a0, -8
-    addi.d  $a1, $sp, {ra}
-    move    $a2, $sp
     la.pcrel $t1, LOONGTRACE_GRAPH_ENTRY_HOOK
     ld.d    $t1, $t1, 0
-    jirl    $ra, $t1, 0
-    b       ftrace_common_return
+    jr      $t1
     .cfi_endproc
-    .size ftrace_graph_caller, . - ftrace_graph_caller
+    .size ftrace_graph_func, . - ftrace_graph_func
 
     .global return_to_handler
     .type return_to_handler, @function
@@ -380,31 +372,24 @@ loongtrace_ftrace_text_end:
     exits = const crate::boot::PERCPU_TRACING_EXITS,
 );
 
-/// The graph entry hook: `fn(ip, parent_slot: *mut u64, frame: *mut PtRegs)`.
+/// The graph entry hook `ftrace_graph_func` calls: a [`GraphEntryHook`].
 #[unsafe(no_mangle)]
 static LOONGTRACE_GRAPH_ENTRY_HOOK: AtomicPtr<()> = AtomicPtr::new(ftrace_stub as *mut ());
 /// The graph return hook: `fn(saved: *mut [u64; 2], sp: u64) -> u64` (the real return address).
 #[unsafe(no_mangle)]
 static LOONGTRACE_GRAPH_RETURN_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The graph tracer's entry hook, called from `ftrace_graph_caller`.
-pub type GraphEntryHook = extern "C" fn(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs);
+/// The graph tracer's entry hook, called through `ftrace_graph_func` like an ops callback
+/// (`fn(ip, parent, ops, frame)`); it may replace the frame's return-address slot.
+pub type GraphEntryHook = extern "C" fn(ip: u64, parent: u64, ops: *const (), frame: *mut PtRegs);
 /// The graph tracer's return hook, called from `return_to_handler`; returns where to go.
 pub type GraphReturnHook = extern "C" fn(saved: *mut [u64; 2], sp: u64) -> u64;
 
-/// Installs the kernel's graph hooks (before `ftrace_graph_call` is ever enabled).
+/// Installs the kernel's graph hooks (before any return address is replaced by
+/// `return_to_handler`; tests may wrap them later).
 pub fn set_graph_hooks(entry: GraphEntryHook, ret: GraphReturnHook) {
     LOONGTRACE_GRAPH_RETURN_HOOK.store(ret as *mut (), Ordering::Release);
     LOONGTRACE_GRAPH_ENTRY_HOOK.store(entry as *mut (), Ordering::Release);
-}
-
-/// Turns the branch at `ftrace_graph_call` on (`b ftrace_graph_caller`) or off (`nop`).
-pub fn set_graph_call(on: bool) -> Result<(), FtraceArchError> {
-    let pc = addr::ftrace_graph_call();
-    let b = insn::encode_b(pc, addr::graph_caller())?;
-    let (old, new) = if on { (insn::NOP, b) } else { (b, insn::NOP) };
-    patch::patch_insn(pc, old, new)?;
-    Ok(())
 }
 
 /// Whether `addr` lies inside the assembly above (any of the trampolines).
@@ -419,15 +404,14 @@ unsafe extern "C" {
     fn ftrace_caller_smp();
     static loongtrace_ftrace_text_start: u8;
     static loongtrace_ftrace_text_end: u8;
-    fn ftrace_graph_caller();
     fn return_to_handler();
+    fn ftrace_graph_func();
     fn ftrace_stub();
     fn ftrace_caller();
     fn ftrace_regs_caller();
     fn ftrace_common();
     fn ftrace_stub_direct_tramp();
     static ftrace_call: u32;
-    static ftrace_graph_call: u32;
     static ftrace_common_return: u32;
 }
 
@@ -455,20 +439,15 @@ pub mod addr {
         stub => ftrace_stub;
         /// `ftrace_stub_direct_tramp`: the no-op direct trampoline.
         stub_direct_tramp => ftrace_stub_direct_tramp;
-        /// `ftrace_graph_caller`: the graph entry path.
-        graph_caller => ftrace_graph_caller;
         /// `return_to_handler`: where hooked functions return.
         return_to_handler => return_to_handler;
+        /// `ftrace_graph_func`: the callback of the graph tracer's site ops.
+        graph_func => ftrace_graph_func;
     }
     /// The patchable `bl` inside `ftrace_common` that calls the tracer function.
     #[inline]
     pub fn ftrace_call() -> u64 {
         core::ptr::addr_of!(super::ftrace_call) as u64
-    }
-    /// The patchable word inside `ftrace_common` that branches to the graph hook.
-    #[inline]
-    pub fn ftrace_graph_call() -> u64 {
-        core::ptr::addr_of!(super::ftrace_graph_call) as u64
     }
     /// `ftrace_common_return`.
     #[inline]
@@ -555,6 +534,27 @@ pub fn set_site_ops(ip: u64, ops: u64) -> Result<(), FtraceArchError> {
     literal(ip)?.store(ops, Ordering::Release);
     crate::cpu::dbar();
     Ok(())
+}
+
+/// [`set_site_ops`] for a site the caller knows is valid (the ftrace core's own sites).
+///
+/// # Safety
+/// `ip` must be the entry of a site [`init_site`] accepted, whose text is still mapped.
+#[inline]
+pub unsafe fn set_site_ops_unchecked(ip: u64, ops: u64) {
+    // SAFETY: per the contract the literal at ip - 8 is aligned and mapped.
+    unsafe { core::sync::atomic::AtomicU64::from_ptr((ip - SITE_PREFIX) as *mut u64).store(ops, Ordering::Release) };
+    crate::cpu::dbar();
+}
+
+/// The site's ops literal, read without checking `ip` (for the hot path).
+///
+/// # Safety
+/// `ip` must be the entry of a patch site (so `ip - 8` is its aligned, mapped literal).
+#[inline(always)]
+pub unsafe fn site_literal_unchecked(ip: u64) -> u64 {
+    // SAFETY: per the contract; the literal is only ever written with single aligned stores.
+    unsafe { core::sync::atomic::AtomicU64::from_ptr((ip - SITE_PREFIX) as *mut u64).load(Ordering::Acquire) }
 }
 
 /// The site's ops literal.

@@ -581,6 +581,17 @@ mod tests {
     const HI: u64 = 0x9000_0000_0020_0000;
 
     #[test]
+    fn out_of_range_message_signs_the_distance() {
+        let back = InsnError::OutOfRange { pc: HI, target: HI - 0x1000, max: 0x800 }.to_string();
+        assert!(back.contains("is -0x1000 bytes"), "{back}");
+        let fwd = InsnError::OutOfRange { pc: HI, target: HI + 0x1000, max: 0x800 }.to_string();
+        assert!(fwd.contains("is +0x1000 bytes"), "{fwd}");
+        // A zero distance (only reachable by building the error by hand) reads as +0.
+        let zero = InsnError::OutOfRange { pc: HI, target: HI, max: 0x800 }.to_string();
+        assert!(zero.contains("is +0x0 bytes"), "{zero}");
+    }
+
+    #[test]
     fn constants() {
         assert_eq!(INSN_SIZE, 4);
         assert_eq!(NOP, 0x0340_0000);

@@ -82,6 +82,24 @@ fn word(addr: u64) -> &'static AtomicU32 {
     unsafe { AtomicU32::from_ptr(addr as *mut u32) }
 }
 
+/// [`patch_insn`] for an address the caller already knows to be text (a patch site that was
+/// validated when it was set up): the old word is still checked, the address is not.
+///
+/// # Safety
+/// `addr` must be 4-byte aligned, mapped, writable kernel or module text that stays mapped for
+/// the duration of the call.
+pub unsafe fn patch_insn_unchecked(addr: u64, old: u32, new: u32) -> Result<(), PatchError> {
+    // SAFETY: per the contract, `addr` is aligned, mapped text.
+    let w = unsafe { AtomicU32::from_ptr(addr as *mut u32) };
+    let found = w.load(Ordering::Relaxed);
+    if found != old {
+        return Err(PatchError::Mismatch { addr, expected: old, found });
+    }
+    w.store(new, Ordering::Release);
+    crate::cpu::ibar();
+    Ok(())
+}
+
 /// Reads the instruction word at `addr`.
 pub fn read_insn(addr: u64) -> Result<u32, PatchError> {
     if !is_text(addr) {

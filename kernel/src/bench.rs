@@ -1,13 +1,15 @@
 //! `bench=1`: the per-call cost of every tracing mode in guest instructions.
 //!
-//! Run under `qemu -icount shift=0`, where the stable counter advances once per 10 guest
-//! instructions, so `ticks * 10` counts instructions exactly and the same image gives the same
-//! numbers on every run. Each row calls a small traced function (`bench_target`) `CALLS` times
+//! Run under `qemu -icount shift=0,sleep=off`, where the stable counter advances once per 10
+//! guest instructions; every measurement window is read exactly (to the instruction, see
+//! `crate::icount`) and runs with interrupts off, so the same image gives the same numbers on
+//! every run and every host. Each row calls a small traced function (`bench_target`) `CALLS` times
 //! and subtracts the same loop calling an identical function compiled without patchable NOPs
 //! (`bench_target_notrace`). Rows are printed as `BENCH <row> <instructions>` for `tools/ltbench`.
 
 use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags, graph_tracer, tracer};
 use alloc::vec::Vec;
+use crate::icount::{self, READS};
 use core::hint::black_box;
 
 /// Calls per measurement: resolution is 10 / CALLS instructions per call.
@@ -70,31 +72,99 @@ fn empty_ops(flags: OpsFlags) -> &'static FtraceOps {
     FtraceOps::new_boxed(loongtrace_bench_empty_callback, flags)
 }
 
-/// Counter ticks of one call of `f(CALLS)` with interrupts off.
-fn ticks_of(f: fn(u64) -> u64) -> u64 {
+// One exact reading (see `crate::icount`): ten blocks `rdtime.d; st.d; b next`, each its own
+// translation block, aligned so that no block crosses a page.
+#[inline(always)]
+fn reading() -> [u64; READS] {
+    let mut r = [0u64; READS];
+    // SAFETY: `rdtime.d` only reads the stable counter; the stores go to `r`, ten words.
+    unsafe {
+        core::arch::asm!(
+            ".p2align 7",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 0",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 8",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 16",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 24",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 32",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 40",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 48",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 56",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 64",
+            "b 1f",
+            "1:",
+            "rdtime.d {t}, $zero",
+            "st.d {t}, {buf}, 72",
+            "b 1f",
+            "1:",
+            buf = in(reg) r.as_mut_ptr(),
+            t = out(reg) _,
+            options(nostack)
+        )
+    };
+    r
+}
+
+/// The exact guest instruction count now (call with interrupts off). `None` when the reads do
+/// not fit (not running under `-icount shift=0`).
+#[inline(always)]
+fn now() -> Option<u64> {
+    icount::exact_count(&reading())
+}
+
+/// Guest instructions `f` takes, with interrupts off, without the cost of the readings
+/// themselves. `None` when not running under `-icount shift=0`.
+fn instructions<R>(f: impl FnOnce() -> R) -> Option<(u64, R)> {
     arch::cpu::without_irqs(|| {
-        let t0 = arch::time::ticks();
-        black_box(f(black_box(CALLS)));
-        arch::time::ticks() - t0
+        let e0 = now();
+        let e1 = now();
+        let a = now();
+        let r = black_box(f());
+        let b = now();
+        Some((b?.checked_sub(a?)?.checked_sub(e1?.checked_sub(e0?)?)?, r))
     })
 }
 
 /// Overhead per call, in tenths of an instruction.
-fn overhead_tenths() -> i64 {
+fn overhead_tenths() -> Option<i64> {
+    let run = |f: fn(u64) -> u64| instructions(|| f(black_box(CALLS))).map(|(n, _)| n as i64);
     // Warm up (first-execution effects), then measure both loops.
-    ticks_of(loop_traced);
-    ticks_of(loop_notrace);
-    let traced = ticks_of(loop_traced) as i64;
-    let base = ticks_of(loop_notrace) as i64;
-    tenths_per(traced - base, CALLS as i64)
+    run(loop_traced)?;
+    run(loop_notrace)?;
+    let traced = run(loop_traced)?;
+    let base = run(loop_notrace)?;
+    Some(tenths_per(traced - base, CALLS as i64))
 }
 
-/// `ticks` counter ticks (10 instructions each) over `n` operations, in tenths of an instruction
-/// per operation, rounded to nearest: each reading is exact to ±1 tick (the counter's phase at
-/// the start), which rounding absorbs, so runs agree to the last digit.
-fn tenths_per(ticks: i64, n: i64) -> i64 {
-    let scaled = ticks * 100;
-    (scaled + scaled.signum() * n / 2) / n
+/// `n` instructions over `ops` operations, in tenths of an instruction per operation, rounded to
+/// nearest (exact counts, so every run rounds the same way).
+fn tenths_per(n: i64, ops: i64) -> i64 {
+    let scaled = n * 10;
+    (scaled + scaled.signum() * ops / 2) / ops
 }
 
 fn report(row: &str, tenths: i64) {
@@ -126,8 +196,9 @@ impl Cleanup {
 /// Measures one row: `setup` registers what the row needs into `c`.
 fn row(name: &str, setup: impl FnOnce(&mut Cleanup) -> Result<(), FtraceError>) {
     let mut c = Cleanup(Vec::new());
-    match setup(&mut c) {
-        Ok(()) => report(name, overhead_tenths()),
+    match setup(&mut c).map(|()| overhead_tenths()) {
+        Ok(Some(t)) => report(name, t),
+        Ok(None) => println!("BENCH-ERROR {name} the counter does not count instructions (not under -icount shift=0?)"),
         Err(e) => println!("BENCH-ERROR {name} {e}"),
     }
     c.done();
@@ -139,6 +210,11 @@ static DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
 pub fn run() {
     let target = "bench_target";
     println!("BENCH-START calls={CALLS}");
+    // Where the bench starts, in guest instructions since reset: it differs from run to run when
+    // the console had to wait for the host (see docs/performance.md), the rows do not.
+    if let Some(n) = arch::cpu::without_irqs(now) {
+        println!("BENCH-INFO started at guest instruction {n}");
+    }
     row("nop_site", |_| Ok(()));
     row("ops_1", |c| c.ops(OpsFlags::empty(), Some(target)).map(drop));
     row("ops_1_plus_100_irrelevant", |c| {
@@ -180,24 +256,22 @@ pub fn run() {
     println!("BENCH-DONE");
 }
 
-/// `enable_all` / `disable_all`: instructions per site to patch every traceable site.
+/// `enable_all` / `disable_all`: instructions per site to patch every traceable site, measured
+/// with interrupts off (a timer interrupt inside the window would add its handler's cost, and
+/// where it lands depends on everything before).
 fn patch_all() {
     let all = empty_ops(OpsFlags::empty());
-    let t0 = arch::time::ticks();
-    let r = ftrace::register_ftrace_function(all);
-    let t1 = arch::time::ticks();
+    let r = instructions(|| ftrace::register_ftrace_function(all));
     let mut enabled = 0i64;
     ftrace::core::for_each_site(|s| enabled += s.state.flags.contains(ftrace::core::SiteFlags::ENABLED) as i64);
-    let t2 = arch::time::ticks();
-    let u = ftrace::unregister_ftrace_function(all);
-    let t3 = arch::time::ticks();
+    let u = instructions(|| ftrace::unregister_ftrace_function(all));
     match (r, u) {
-        (Ok(()), Ok(())) if enabled > 0 => {
+        (Some((on, Ok(()))), Some((off, Ok(())))) if enabled > 0 => {
             println!("BENCH-INFO enable_all sites={enabled}");
-            report("enable_all", tenths_per((t1 - t0) as i64, enabled));
-            report("disable_all", tenths_per((t3 - t2) as i64, enabled));
+            report("enable_all", tenths_per(on as i64, enabled));
+            report("disable_all", tenths_per(off as i64, enabled));
         }
-        (r, u) => println!("BENCH-ERROR enable_all {r:?} {u:?} sites={enabled}"),
+        (r, u) => println!("BENCH-ERROR enable_all {:?} {:?} sites={enabled}", r.map(|x| x.1), u.map(|x| x.1)),
     }
     // SAFETY: made by new_boxed, unregistered above.
     let _ = unsafe { FtraceOps::free(all) };

@@ -151,6 +151,8 @@ pub struct Options<'a> {
     pub shell: bool,
     /// Run this fw_cfg file's shell lines at boot (bare `script`: `opt/loongtrace/script`).
     pub script: Option<&'a str>,
+    /// Removals per path in suite `removal` (default 1,000; 10,000 with `stress=long`).
+    pub removal_rounds: Option<usize>,
 }
 
 impl Default for Options<'_> {
@@ -169,6 +171,7 @@ impl Default for Options<'_> {
             record: None,
             shell: false,
             script: None,
+            removal_rounds: None,
         }
     }
 }
@@ -261,6 +264,13 @@ const KEYS: &[Key] = &[
     Key::new("modules", Severity::Error, MODULES_VALUES, |o, v| parse_modules(v).map(|x| o.modules = Some(x))),
     Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
     Key::flag("gdbdemo", Severity::Warning, |o, v| o.gdbdemo = v),
+    Key::new("removal_rounds", Severity::Error, "a number of removals per path for suite removal, at least 1", |o, v| match v.parse::<usize>() {
+        Ok(n) if n > 0 => {
+            o.removal_rounds = Some(n);
+            Ok(())
+        }
+        _ => Err(format!("`{v}` is not a positive number")),
+    }),
     Key::flag("shell", Severity::Warning, |o, v| o.shell = v),
     Key::new("script", Severity::Error, "a fw_cfg file name, or the bare key for opt/loongtrace/script", |o, v| {
         if v.contains(char::is_whitespace) { Err(format!("`{v}` is not a file name")) } else { o.script = Some(v); Ok(()) }

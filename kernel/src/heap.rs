@@ -2,11 +2,23 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use linked_list_allocator::Heap;
 use spin::Mutex;
 
 /// Heap size, carved out of low RAM right after the kernel image.
 pub const HEAP_SIZE: usize = 64 * 1024 * 1024;
+
+/// The byte freed blocks are filled with while [`poison_frees`] is on.
+pub const FREED_BYTE: u8 = 0xfb;
+static POISON_FREES: AtomicBool = AtomicBool::new(false);
+
+/// While on, every freed block is filled with [`FREED_BYTE`] before it goes back to the
+/// allocator, so that code still reading it (or executing it) after the free finds garbage
+/// instead of the old contents (the removal tests use this).
+pub fn poison_frees(on: bool) {
+    POISON_FREES.store(on, Ordering::Release);
+}
 
 struct KernelHeap(Mutex<Heap>);
 
@@ -27,6 +39,10 @@ unsafe impl GlobalAlloc for KernelHeap {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if POISON_FREES.load(Ordering::Relaxed) {
+            // SAFETY: the caller gives back `layout.size()` bytes at `ptr` that it owned.
+            unsafe { ptr.write_bytes(FREED_BYTE, layout.size()) };
+        }
         arch::cpu::without_irqs(|| {
             // SAFETY: the caller guarantees `ptr` came from `alloc` with this `layout`.
             unsafe { self.0.lock().deallocate(NonNull::new_unchecked(ptr), layout) }

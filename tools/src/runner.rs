@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! <qemu> -M virt -m 1G -smp <n> -nographic -net none -no-reboot -kernel <elf>
-//!        [-fw_cfg name=opt/loongtrace/cmdline,string=<cmdline>] [-icount shift=0] [extra args...]
+//!        [-fw_cfg name=opt/loongtrace/cmdline,string=<cmdline>] [-icount shift=0,sleep=off] [extra args...]
 //! ```
 //!
 //! With `-nographic` the first serial port is QEMU's stdout; stdin is `/dev/null`. QEMU's exit
@@ -47,7 +47,9 @@ pub struct RunConfig {
     pub smp: u32,
     /// The kernel command line, handed over via `fw_cfg`; must not contain a comma.
     pub cmdline: String,
-    /// Add `-icount shift=0` (deterministic instruction counting).
+    /// Add `-icount shift=0,sleep=off` (deterministic instruction counting: one virtual ns per
+    /// guest instruction, and an idle guest skips to the next timer instead of following host
+    /// time).
     pub icount: bool,
     /// Print each serial line to stdout as it arrives (and QEMU's stderr to stderr).
     pub echo: bool,
@@ -131,7 +133,7 @@ impl RunConfig {
         }
         if self.icount {
             args.push("-icount".into());
-            args.push("shift=0".into());
+            args.push("shift=0,sleep=off".into());
         }
         args.extend(self.extra_args.iter().map(OsString::from));
         Ok(args)
@@ -477,7 +479,7 @@ mod tests {
                 "-fw_cfg",
                 "name=opt/loongtrace/cmdline,string=trace=kmain;log=debug verbose",
                 "-icount",
-                "shift=0",
+                "shift=0,sleep=off",
                 "-s",
                 "-S",
             ]

@@ -48,7 +48,7 @@ fn collects_the_serial_output() {
         out.lines[0],
         format!(
             "fake-qemu: -M virt -m 1G -smp 2 -nographic -net none -no-reboot -kernel {kernel} \
-             -fw_cfg name=opt/loongtrace/cmdline,string=trace=kmain;log=debug verbose -icount shift=0"
+             -fw_cfg name=opt/loongtrace/cmdline,string=trace=kmain;log=debug verbose -icount shift=0,sleep=off"
         )
     );
     assert_eq!(out.stderr, ["fake-qemu: a message on stderr"]);

@@ -19,7 +19,7 @@ use super::sites::{self, Site, SiteSet};
 use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 bitflags::bitflags! {
     /// State of one site.
@@ -75,11 +75,15 @@ pub(crate) struct Core {
     /// CPUs run (it counts calls in flight for the quiescence wait).
     pub fast_caller: u64,
     pub init_ticks: u64,
+    /// Every site list some literal may still point to (freed once unreferenced and quiet).
+    pub lists: Vec<*mut SiteList>,
 }
 
+// SAFETY: the raw pointers in `Core` are owned by it (site lists from `Box::into_raw`) and only
+// touched under the core lock.
+unsafe impl Send for Core {}
+
 pub(crate) static CORE: spin::Mutex<Option<Core>> = spin::Mutex::new(None);
-/// The registered ops as the list function sees them (a leaked `Vec`, replaced on update).
-static OPS_LIST: AtomicPtr<Vec<&'static FtraceOps>> = AtomicPtr::new(core::ptr::null_mut());
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Makes every CPU see earlier text and data changes before the caller goes on (a cross-call
@@ -132,7 +136,15 @@ pub fn init(entries: impl Iterator<Item = u64>) -> (usize, usize, usize) {
     }
     let init_ticks = arch::time::ticks() - t0;
     let fast_caller = arch::ftrace::addr::caller();
-    *CORE.lock() = Some(Core { state, ops: Vec::new(), configured: Vec::new(), call_target: arch::ftrace::addr::stub(), fast_caller, init_ticks });
+    *CORE.lock() = Some(Core {
+        state,
+        ops: Vec::new(),
+        configured: Vec::new(),
+        call_target: arch::ftrace::addr::stub(),
+        fast_caller,
+        init_ticks,
+        lists: Vec::new(),
+    });
     (all.len(), notrace, failed)
 }
 
@@ -168,21 +180,34 @@ fn route(ip: u64, target: u64) -> u64 {
     }
 }
 
-/// `arch::ftrace::modify_call` with both targets routed.
-fn modify_routed(ip: u64, have: Option<u64>, want: Option<u64>) -> Result<(), arch::ftrace::FtraceArchError> {
-    arch::ftrace::modify_call(ip, have.map(|t| route(ip, t)), want.map(|t| route(ip, t)))
+
+/// The word at the call slot of site `ip` calling `target` (None = `nop`), routed like
+/// [`route`] but encoding the branch once when it is in reach.
+#[inline(always)]
+fn site_word(ip: u64, target: Option<u64>) -> Result<u32, arch::insn::InsnError> {
+    match target {
+        None => Ok(arch::insn::NOP),
+        Some(t) => arch::insn::encode_bl(ip + 4, t).or_else(|_| arch::insn::encode_bl(ip + 4, route(ip, t))),
+    }
+}
+
+/// [`modify_routed`] for a site of the table that `update` may touch (it passed `init_site` and
+/// is not failed; a going module site stays mapped until it is unpatched and the module freed).
+fn modify_site(site: &Site, have: Option<u64>, want: Option<u64>) -> Result<(), arch::ftrace::FtraceArchError> {
+    let (old, new) = (site_word(site.ip, have)?, site_word(site.ip, want)?);
+    // SAFETY: see above: the call slot at `ip + 4` is valid, mapped text.
+    unsafe { arch::patch::patch_insn_unchecked(site.ip + 4, old, new)? };
+    Ok(())
 }
 
 /// The sites an ops wants under `cfg`.
 pub(crate) fn compute_wants(core: &Core, cfg: &OpsConfig) -> SiteSet {
-    let mut set = SiteSet::new();
+    let mut bits = alloc::vec![0u64; core.state.len().div_ceil(64)];
     for (i, st) in core.state.iter().enumerate() {
-        let selected = cfg.filter.as_ref().is_none_or(|f| f.contains(i));
-        if selected && !cfg.notrace.contains(i) && traceable(st) {
-            set.insert(i);
-        }
+        let selected = cfg.filter.as_ref().is_none_or(|f| f.contains(i)) && !cfg.notrace.contains(i) && traceable(st);
+        bits[i / 64] |= (selected as u64) << (i % 64);
     }
-    set
+    SiteSet::from_bits(bits)
 }
 
 /// Applies the words of a `set_ftrace_filter`-style line to `set`. `!word` removes functions;
@@ -381,52 +406,115 @@ fn set_literal(site: &Site, st: &mut SiteState, ops: u64) -> bool {
     if st.ops == ops {
         return true;
     }
-    match arch::ftrace::set_site_ops(site.ip, ops) {
-        Ok(()) => {
-            st.ops = ops;
-            true
-        }
-        Err(e) => {
-            ftrace_bug(site, "set ops literal", &e);
-            st.flags |= SiteFlags::FAILED;
-            false
-        }
-    }
+    // SAFETY: only called for sites `update` may touch, which passed `init_site` and stay mapped
+    // (see `modify_site`).
+    unsafe { arch::ftrace::set_site_ops_unchecked(site.ip, ops) };
+    st.ops = ops;
+    true
 }
 
-/// What site `i` (entry `ip`) should look like with `ops` registered: its call-slot target
-/// (None = `nop`) and, when that is the fast caller, the ops its literal names (otherwise
-/// `NOP_OPS`). `users` is filled with the ops that want the site.
+/// What a site's literal should name.
+#[derive(Clone, Copy)]
+enum LiteralWant {
+    /// `NOP_OPS` (the site does not go through either caller).
+    Nop,
+    /// The one ops that wants the site.
+    Single(&'static FtraceOps),
+    /// A site list of exactly the users (in registration order).
+    List,
+}
+
+/// Who wants one site, as far as routing needs to know: how many ops, the first of them, and
+/// whether any needs the full frame.
+#[derive(Clone, Copy)]
+struct Wanted {
+    count: u32,
+    first: Option<&'static FtraceOps>,
+    regs: bool,
+}
+
+/// The ops of `sets` (each with its published site set) that want site `i`, summarised; with
+/// `users`, also listed (only needed when several want it).
+#[inline(always)]
+fn wanted(sets: &[(&'static FtraceOps, &SiteSet)], i: usize, mut users: Option<&mut Vec<&'static FtraceOps>>) -> Wanted {
+    let mut w = Wanted { count: 0, first: None, regs: false };
+    if let Some(u) = users.as_deref_mut() {
+        u.clear();
+    }
+    for &(o, set) in sets {
+        if set.contains(i) {
+            w.count += 1;
+            w.first.get_or_insert(o);
+            w.regs |= o.flags.intersects(OpsFlags::SAVE_REGS.union(OpsFlags::DIRECT));
+            if let Some(u) = users.as_deref_mut() {
+                u.push(o);
+            }
+        }
+    }
+    w
+}
+
+/// The published site set of every ops in `ops` (an ops without one wants nothing).
+fn published_sets(ops: &[&'static FtraceOps]) -> Vec<(&'static FtraceOps, &'static SiteSet)> {
+    static EMPTY: SiteSet = SiteSet::empty();
+    ops.iter()
+        .map(|&o| {
+            let p = o.wants.load(Ordering::Acquire);
+            // SAFETY: a published set stays alive until an update replaces and later frees it;
+            // callers hold the core lock, under which updates run, for as long as they use it.
+            (o, if p.is_null() { &EMPTY } else { unsafe { &*p } })
+        })
+        .collect()
+}
+
+/// What site `i` (entry `ip`) should look like: its call-slot target (None = `nop`) and what
+/// its literal names.
+#[inline(always)]
+fn desired_of(w: Wanted, ip: u64, caller: u64) -> (Option<u64>, LiteralWant) {
+    let want = match w.first {
+        None => None,
+        Some(only) if w.count == 1 && only.flags.contains(OpsFlags::DIRECT) && !only.modifying.load(Ordering::Acquire) => {
+            let tramp = super::direct::site_entry(only);
+            if arch::insn::bl_reachable(ip + 4, tramp) { Some(tramp) } else { Some(arch::ftrace::addr::regs_caller()) }
+        }
+        Some(_) if w.regs => Some(arch::ftrace::addr::regs_caller()),
+        Some(_) => Some(caller),
+    };
+    let through_callers = want == Some(caller) || want == Some(arch::ftrace::addr::regs_caller());
+    let literal = match w.first {
+        _ if !through_callers => LiteralWant::Nop,
+        Some(only) if w.count == 1 => LiteralWant::Single(only),
+        _ => LiteralWant::List,
+    };
+    (want, literal)
+}
+
+/// What site `i` (entry `ip`) should look like with `ops` registered, and who wants it (filled
+/// into `users`).
 fn desired(
     ops: &[&'static FtraceOps],
     i: usize,
     ip: u64,
     caller: u64,
     users: &mut Vec<&'static FtraceOps>,
-) -> (Option<u64>, u64) {
-    users.clear();
-    users.extend(ops.iter().copied().filter(|o| o.wants_index(i)));
-    let want = site_target(users, ip, caller);
-    let literal = match users.as_slice() {
-        _ if want != Some(caller) => &NOP_OPS,
-        [only] => *only,
-        _ => &LIST_OPS,
-    };
-    (want, literal as *const FtraceOps as u64)
+) -> (Option<u64>, LiteralWant) {
+    let sets = published_sets(ops);
+    desired_of(wanted(&sets, i, Some(users)), ip, caller)
 }
 
-/// Where a site wanted by `users` should branch (None = `nop`).
-fn site_target(users: &[&'static FtraceOps], ip: u64, fast_caller: u64) -> Option<u64> {
-    match users {
-        [] => None,
-        [only] if only.flags.contains(OpsFlags::DIRECT) && !only.modifying.load(Ordering::Acquire) => {
-            let tramp = super::direct::site_entry(only);
-            if arch::insn::bl_reachable(ip + 4, tramp) { Some(tramp) } else { Some(arch::ftrace::addr::regs_caller()) }
-        }
-        _ if users.iter().any(|o| o.flags.intersects(OpsFlags::SAVE_REGS | OpsFlags::DIRECT)) => {
-            Some(arch::ftrace::addr::regs_caller())
-        }
-        _ => Some(fast_caller),
+/// Whether two ops lists name the same ops in the same order.
+fn same_ops(a: &[&'static FtraceOps], b: &[&'static FtraceOps]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| core::ptr::eq(*x, *y))
+}
+
+/// Whether the literal value `lit` is what `want` asks for with these `users`.
+fn literal_matches(lit: u64, want: LiteralWant, users: &[&'static FtraceOps]) -> bool {
+    match want {
+        LiteralWant::Nop => lit == &NOP_OPS as *const FtraceOps as u64,
+        LiteralWant::Single(o) => lit == o as *const FtraceOps as u64,
+        // SAFETY: a literal whose first word is the list function is a live site list (lists
+        // are freed only once no literal names them).
+        LiteralWant::List => SiteList::is_list(lit) && same_ops(unsafe { (*(lit as *const SiteList)).ops() }, users),
     }
 }
 
@@ -460,46 +548,63 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         retired_sets.push(ops.wants.swap(set, Ordering::AcqRel));
         ops.registered.store(true, Ordering::Release);
     }
-    let old_list = OPS_LIST.swap(Box::into_raw(Box::new(new_ops.clone())), Ordering::AcqRel);
     core.ops = new_ops;
     sync_all_cpus();
-    // 3. Patch the sites. The literal of a site that calls ftrace_caller is written before its
-    //    call slot is pointed there, and a site leaves ftrace_caller before its literal changes,
-    //    so ftrace_caller only ever finds an ops that was meant for the site (or the list ops,
-    //    which checks filters itself).
+    // 3. Patch the sites. A site that is to go through ftrace_caller or ftrace_regs_caller gets
+    //    its literal (the one ops that wants it, or a site list of all of them) before its call
+    //    slot is pointed there, and a site leaves both callers before its literal changes, so
+    //    the callers only ever find the users of the site before or after the update.
     let all = sites::all();
     let mut users: Vec<&'static FtraceOps> = Vec::new();
     let mut patched: Vec<u64> = Vec::new();
     let caller = core.fast_caller;
+    let regs_caller = arch::ftrace::addr::regs_caller();
     let nop_ops = &NOP_OPS as *const FtraceOps as u64;
+    // Only other CPUs need the patched words stored again (`publish_text`).
+    let smp = crate::smp::online() > 1;
+    let sets = published_sets(&core.ops);
+    let Core { state, lists, .. } = core;
     for (i, site) in all.iter().enumerate() {
-        let st = &mut core.state[i];
+        let st = &mut state[i];
         if !needs_update(st, nop_ops) {
             continue;
         }
-        let (want, want_ops) = desired(&core.ops, i, site.ip, caller, &mut users);
-        st.refs = users.len() as u32;
+        let w = wanted(&sets, i, None);
+        if w.count > 1 {
+            wanted(&sets, i, Some(&mut users));
+        }
+        let (want, lit_want) = desired_of(w, site.ip, caller);
+        st.refs = w.count;
         let have = (st.target != 0).then_some(st.target);
-        if want == have && want_ops == st.ops {
+        let lit_ok = literal_matches(st.ops, lit_want, &users);
+        if want == have && lit_ok {
             continue;
         }
-        if want == Some(caller) && have == Some(caller) {
-            // Staying on ftrace_caller: only the literal changes.
-            set_literal(site, st, want_ops);
+        if want == Some(caller) || want == Some(regs_caller) {
+            let lit = match lit_want {
+                _ if lit_ok => st.ops,
+                LiteralWant::Nop => nop_ops,
+                LiteralWant::Single(o) => o as *const FtraceOps as u64,
+                LiteralWant::List => SiteList::find_or_make(lists, &users),
+            };
+            if !set_literal(site, st, lit) || want == have {
+                continue;
+            }
+        } else if want == have {
+            // Not through a caller and already patched right: the literal is reset in step 5.
             continue;
         }
-        if want == Some(caller) && !set_literal(site, st, want_ops) {
-            continue;
-        }
-        match modify_routed(site.ip, have, want) {
+        match modify_site(site, have, want) {
             Ok(()) => {
-                patched.push(site.ip + 4);
+                if smp {
+                    patched.push(site.ip + 4);
+                }
                 st.target = want.unwrap_or(0);
                 st.flags.remove(SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
                 st.flags |= SiteFlags::TOUCHED;
                 if let Some(t) = want {
                     st.flags |= SiteFlags::ENABLED;
-                    if t == arch::ftrace::addr::regs_caller() {
+                    if t == regs_caller {
                         st.flags |= SiteFlags::REGS;
                     } else if t != caller {
                         st.flags |= SiteFlags::DIRECT;
@@ -512,8 +617,8 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
                 continue;
             }
         }
-        // A site that left ftrace_caller keeps its literal for now: a call that went through the
-        // old `bl ftrace_caller` may still be about to load it. It is reset in step 5.
+        // A site that left both callers keeps its literal for now: a call that went through the
+        // old `bl` may still be about to load it. It is reset in step 5.
     }
     publish_text(&patched);
     // 4. The final function at ftrace_call. A CPU may have loaded the old ops pointer in
@@ -538,13 +643,24 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         arch::ftrace::set_function_trace_op(op as *const ());
         sync_all_cpus();
     }
-    // 5. Reset the literals of sites that left ftrace_caller (a CPU that went through an old
-    //    `bl ftrace_caller` but has not counted itself yet then finds `NOP_OPS`), wait until no
-    //    CPU is still inside a call that began before, then free what the old state used. (If a
-    //    CPU never leaves, leak rather than free under it.)
+    // 5. Reset the literals of sites that left both callers (a CPU that went through an old
+    //    `bl` but has not counted itself yet then finds `NOP_OPS`), wait until no CPU is still
+    //    inside a call that began before, then free what the old state used: retired site sets
+    //    and site lists no literal names any more. (If a CPU never leaves, leak rather than free
+    //    under it; unreferenced lists stay tracked and go with a later update.)
+    let regs_caller = arch::ftrace::addr::regs_caller();
+    let mut named: Vec<*mut SiteList> = Vec::new();
+    let mut not_list = nop_ops;
     for (site, st) in all.iter().zip(core.state.iter_mut()) {
-        if needs_update(st, nop_ops) && st.target != caller && st.ops != nop_ops {
+        if needs_update(st, nop_ops) && st.target != caller && st.target != regs_caller && st.ops != nop_ops {
             set_literal(site, st, nop_ops);
+        }
+        if st.ops != nop_ops && st.ops != not_list && named.last() != Some(&(st.ops as *mut SiteList)) {
+            if SiteList::is_list(st.ops) {
+                named.push(st.ops as *mut SiteList);
+            } else {
+                not_list = st.ops;
+            }
         }
     }
     arch::cpu::dbar();
@@ -556,47 +672,120 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         // step 2; every CPU has synchronised since, so no hot path still reads it.
         drop(unsafe { Box::from_raw(p) });
     }
-    if !old_list.is_null() {
-        // SAFETY: as above, for the previous ops list.
-        drop(unsafe { Box::from_raw(old_list) });
+    named.sort_unstable();
+    core.lists.retain(|&l| {
+        let keep = named.binary_search(&l).is_ok();
+        if !keep {
+            // SAFETY: made by `SiteList::find_or_make` (Box::into_raw); no literal names it any
+            // more and every CPU left the calls that began before (quiescence above).
+            drop(unsafe { Box::from_raw(l) });
+        }
+        keep
+    });
+}
+
+/// The ops that want one site, for sites several ops want (or that go through
+/// `ftrace_regs_caller` while several ops are registered): what the site's literal points to.
+/// `ftrace_caller` calls its first word ([`ftrace_ops_site_list_args`]) like an ops' callback,
+/// and the list function of `ftrace_regs_caller` walks it, so neither looks up filters or walks
+/// ops that do not want the site. Lists are immutable, shared by every site with the same users,
+/// and freed by the update that leaves no literal naming them (after the quiescence wait).
+#[repr(C)]
+pub struct SiteList {
+    /// What `ftrace_caller` calls (the offset of `FtraceOps::call_fast`).
+    call: extern "C" fn(ip: u64, parent_ip: u64, list: &SiteList, regs: &mut FtraceRegs),
+    /// What the list function of `ftrace_regs_caller` calls (the offset of `FtraceOps::func`).
+    call_regs: extern "C" fn(ip: u64, parent_ip: u64, list: &SiteList, regs: &mut FtraceRegs),
+    ops: Box<[&'static FtraceOps]>,
+}
+
+const _: () = assert!(core::mem::offset_of!(SiteList, call) == arch::ftrace::SITE_OPS_CALL_OFFSET);
+const _: () = assert!(core::mem::offset_of!(SiteList, call_regs) == core::mem::offset_of!(FtraceOps, func));
+const _: () = assert!(core::mem::offset_of!(FtraceOps, func) == 8);
+
+impl SiteList {
+    /// The ops of the list, in registration order.
+    #[inline(always)]
+    pub fn ops(&self) -> &[&'static FtraceOps] {
+        &self.ops
+    }
+
+    /// Whether the literal value `lit` (an `FtraceOps` or a `SiteList`) is a site list.
+    #[inline(always)]
+    pub fn is_list(lit: u64) -> bool {
+        // SAFETY: every literal points to a live `FtraceOps` or `SiteList`; both are `repr(C)`
+        // with a function pointer as first word.
+        lit != 0 && unsafe { *(lit as *const usize) } == ftrace_ops_site_list_args as *const () as usize
+    }
+
+    /// A list of exactly `users`: an existing one (lists are immutable) or a new one.
+    fn find_or_make(lists: &mut Vec<*mut SiteList>, users: &[&'static FtraceOps]) -> u64 {
+        // SAFETY: tracked lists are alive until removed from `lists`.
+        if let Some(&l) = lists.iter().find(|&&l| same_ops(unsafe { (*l).ops() }, users)) {
+            return l as u64;
+        }
+        let l = Box::into_raw(Box::new(SiteList { call: ftrace_ops_site_list_args, call_regs: ftrace_ops_site_list_regs, ops: users.into() }));
+        lists.push(l);
+        l as u64
     }
 }
 
 /// What a site literal points to when no single ops owns the site: nothing to call.
 pub static NOP_OPS: FtraceOps = FtraceOps::new(ftrace_ops_skip, OpsFlags::empty());
-/// What a site literal points to when several ops want the site.
-pub static LIST_OPS: FtraceOps = FtraceOps::new(ftrace_ops_list_func_args, OpsFlags::empty());
-
 /// A callback that does nothing (what `ftrace_caller` calls for a site whose literal names no
 /// usable ops).
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub extern "C" fn ftrace_ops_skip(_ip: u64, _parent: u64, _op: &FtraceOps, _regs: &mut FtraceRegs) {}
 
-/// The list function for argument-only frames (`ftrace_caller` through [`LIST_OPS`]): like
-/// [`ftrace_ops_list_func`], but ops that need full registers are skipped.
+/// The first word of every [`SiteList`]: what `ftrace_caller` calls for a site several ops want.
+/// Calls each ops of the list that can run on an argument frame (not `SAVE_REGS` or direct ops,
+/// whose sites go through `ftrace_regs_caller`; one is only met here for a call that began
+/// before its site moved there), under one recursion guard for all of them.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub extern "C" fn ftrace_ops_list_func_args(ip: u64, parent_ip: u64, _op: &FtraceOps, regs: &mut FtraceRegs) {
+pub extern "C" fn ftrace_ops_site_list_args(ip: u64, parent_ip: u64, list: &SiteList, regs: &mut FtraceRegs) {
+    // This frame's `$r0` slot is not written by ftrace_caller.
     regs.clear_full_mark();
-    ftrace_ops_list_func(ip, parent_ip, _op, regs);
-}
-
-/// Calls every registered ops that wants `ip` (the `ftrace_call` target when several ops are
-/// registered, and during every update).
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub extern "C" fn ftrace_ops_list_func(ip: u64, parent_ip: u64, _op: &FtraceOps, regs: &mut FtraceRegs) {
     let Some(held) = recursion::trylock() else { return };
     CALLS.fetch_add(1, Ordering::Relaxed);
-    let list = OPS_LIST.load(Ordering::Acquire);
-    if let (Some(i), false) = (sites::index_of(ip), list.is_null()) {
-        // SAFETY: a published list stays valid until every CPU synchronised after replacing it.
-        for ops in unsafe { (*list).iter() } {
-            if ops.wants_index(i) && (!ops.flags.contains(OpsFlags::SAVE_REGS) || regs.has_full_regs()) {
-                (ops.func)(ip, parent_ip, ops, regs);
-            }
+    for ops in list.ops().iter() {
+        if !ops.flags.intersects(OpsFlags::SAVE_REGS.union(OpsFlags::DIRECT)) {
+            (ops.func)(ip, parent_ip, ops, regs);
         }
     }
     recursion::unlock(held);
 }
+
+/// The second word of every [`SiteList`]: what [`ftrace_ops_list_func`] calls for a site of
+/// `ftrace_regs_caller` that several ops want (full frame: every ops of the list runs).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub extern "C" fn ftrace_ops_site_list_regs(ip: u64, parent_ip: u64, list: &SiteList, regs: &mut FtraceRegs) {
+    for ops in list.ops().iter() {
+        (ops.func)(ip, parent_ip, ops, regs);
+    }
+}
+
+/// The `ftrace_call` target when several ops are registered, and during every update (so only
+/// for sites of `ftrace_regs_caller`): under one recursion guard, calls the second word of what
+/// the site's literal names, which is the callback of the one ops that wants the site
+/// ([`FtraceOps::func`]), [`ftrace_ops_site_list_regs`] for a [`SiteList`], or nothing for
+/// `NOP_OPS`. (Sites through `ftrace_regs_caller` have such a literal while they are.)
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub extern "C" fn ftrace_ops_list_func(ip: u64, parent_ip: u64, _op: &FtraceOps, regs: &mut FtraceRegs) {
+    let Some(held) = recursion::trylock() else { return };
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `ip` is the entry of the site that called ftrace_regs_caller (ftrace_common passes
+    // ra - 8), so its literal is the aligned word at ip - 8; it names a live ops or site list
+    // (see `SiteList`), both `repr(C)` with the full-frame callback as second word.
+    unsafe {
+        let lit = arch::ftrace::site_literal_unchecked(ip);
+        let call = *(lit as *const SiteFunc).add(1);
+        call(ip, parent_ip, lit as *const (), regs);
+    }
+    recursion::unlock(held);
+}
+
+/// The type of the first two words of an ops and of a site list, seen from the callers.
+type SiteFunc = extern "C" fn(ip: u64, parent_ip: u64, owner: *const (), regs: &mut FtraceRegs);
 
 /// The `ftrace_call` target for a single ops that asked for recursion protection.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
@@ -609,6 +798,16 @@ pub extern "C" fn ftrace_ops_assist_func(ip: u64, parent_ip: u64, op: &FtraceOps
     {
         (op.func)(ip, parent_ip, op, regs);
     }
+    recursion::unlock(held);
+}
+
+/// What `ftrace_caller` calls for a site owned by one ops that asked for recursion protection
+/// (its `call_fast`): the literal already says the ops wants the site, so no filter lookup.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub extern "C" fn ftrace_ops_assist_site(ip: u64, parent_ip: u64, op: &FtraceOps, regs: &mut FtraceRegs) {
+    let Some(held) = recursion::trylock() else { return };
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    (op.func)(ip, parent_ip, op, regs);
     recursion::unlock(held);
 }
 
@@ -767,13 +966,14 @@ pub fn check_consistency() -> Result<(), alloc::string::String> {
             continue;
         }
         let mut users = Vec::new();
-        let (want, want_ops) = desired(&core.ops, i, site.ip, caller, &mut users);
+        let (want, want_lit) = desired(&core.ops, i, site.ip, caller, &mut users);
         let word = arch::patch::read_insn(site.ip + 4).unwrap_or(0);
         let want_word = arch::ftrace::call_word(site.ip, want.map(|t| route(site.ip, t))).unwrap_or(1);
         let lit = arch::ftrace::site_ops(site.ip).unwrap_or(0);
-        if word != want_word || lit != want_ops || st.target != want.unwrap_or(0) || st.ops != lit || st.refs as usize != users.len() {
+        let lit_ok = literal_matches(lit, want_lit, &users);
+        if word != want_word || !lit_ok || st.target != want.unwrap_or(0) || st.ops != lit || st.refs as usize != users.len() {
             return Err(alloc::format!(
-                "{}: word {word:#010x} (want {want_word:#010x}), literal {lit:#x} (want {want_ops:#x}), state {st:?}, {} users",
+                "{}: word {word:#010x} (want {want_word:#010x}), literal {lit:#x} (right: {lit_ok}), state {st:?}, {} users",
                 site.name,
                 users.len()
             ));

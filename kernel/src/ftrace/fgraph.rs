@@ -1,13 +1,14 @@
 //! The function-graph core: return hooking through `return_to_handler`, a per-CPU shadow stack,
 //! graph ops with entry/return callbacks and per-call data.
 //!
-//! When at least one graph ops is registered, `ftrace_graph_call` branches to
-//! `ftrace_graph_caller`, which calls [`graph_entry`] after the ordinary callbacks of every call
-//! that goes through `ftrace_common`. If some graph ops wants the call, the real return address
-//! (the frame's `ra` slot) is pushed on this CPU's shadow stack and replaced by
-//! `return_to_handler`; when the function returns there, [`graph_return`] pops the entry, runs the
-//! return callbacks and hands back the real address. An internal ordinary ops
-//! ([`GRAPH_SITE_OPS`]) keeps the sites the graph tracer wants enabled.
+//! While at least one graph ops is registered, an internal ordinary ops ([`GRAPH_SITE_OPS`])
+//! keeps the sites the graph tracer wants enabled; its callback ([`graph_entry`]) runs like any
+//! other, from `ftrace_caller`'s argument frame or `ftrace_regs_caller`'s full one (as Linux's
+//! `ftrace_graph_func` with `DYNAMIC_FTRACE_WITH_ARGS`: the graph path saves no more registers
+//! than a plain callback). If some graph ops wants the call, the real return address (the
+//! frame's `ra` slot, which both callers restore into `ra`) is pushed on this CPU's shadow stack
+//! and replaced by `return_to_handler`; when the function returns there, [`graph_return`] pops
+//! the entry, runs the return callbacks and hands back the real address.
 //!
 //! Shadow entries are matched by the stack pointer the function was entered with, which the
 //! function has when it returns. Entries above the match belong to frames that were abandoned
@@ -16,8 +17,8 @@
 
 use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsFlags};
 use super::recursion;
-use arch::frame::PtRegs;
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Graph ops that may be registered at once.
@@ -134,8 +135,9 @@ fn with_shadow<R>(f: impl FnOnce(&mut ShadowStack) -> R) -> R {
 
 static GRAPH_OPS: [AtomicPtr<FgraphOps>; FGRAPH_MAX_OPS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; FGRAPH_MAX_OPS];
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
-/// Slots whose ops is being unregistered: no new calls are hooked for them.
-static ENTRY_OFF: AtomicU32 = AtomicU32::new(0);
+/// Slots whose ops takes new calls (a bit is cleared when its ops starts unregistering: no new
+/// calls are hooked for it). The entry path visits only these slots.
+static LIVE: AtomicU32 = AtomicU32::new(0);
 /// Per slot: hooked calls that have not returned yet, on all CPUs.
 static OUTSTANDING: [AtomicU64; FGRAPH_MAX_OPS] = [const { AtomicU64::new(0) }; FGRAPH_MAX_OPS];
 static STOPPED: AtomicBool = AtomicBool::new(false);
@@ -146,13 +148,19 @@ pub static OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 pub static CORRUPTIONS: AtomicU64 = AtomicU64::new(0);
 pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
 
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-extern "C" fn graph_site_noop(_ip: u64, _parent: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {}
-
 /// The ordinary ops that enables the sites the graph tracer hooks (all traceable functions
-/// unless its filter is set with `ftrace_set_filter`). It asks for full registers so that its
-/// sites go through `ftrace_regs_caller` and `ftrace_common`, where `ftrace_graph_call` is.
-pub static GRAPH_SITE_OPS: FtraceOps = FtraceOps::new(graph_site_noop, OpsFlags::SAVE_REGS);
+/// unless its filter is set with `ftrace_set_filter`); its callback is the graph entry. It needs
+/// no full registers: the argument frame holds the return address it replaces. The core's
+/// recursion guard protects it (the list function holds the guard for all of a site's ops).
+pub static GRAPH_SITE_OPS: FtraceOps = FtraceOps::new(ftrace_graph_func, OpsFlags::RECURSION);
+
+// SAFETY: `ftrace_graph_func` (arch/src/ftrace.rs) tail-calls the installed entry hook, a
+// `GraphEntryHook` whose arguments are those of any ops callback. (It never looks behind the
+// references itself, hence the allow.)
+#[allow(improper_ctypes)]
+unsafe extern "C" {
+    safe fn ftrace_graph_func(ip: u64, parent: u64, ops: &FtraceOps, regs: &mut FtraceRegs);
+}
 
 /// Installs the arch hooks (boot).
 pub fn init() {
@@ -178,19 +186,13 @@ pub fn register_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError>
         .map(|(s, _)| s)
         .ok_or(FtraceError::TooManyGraphOps)?;
     if REGISTERED.load(Ordering::Acquire) == 0 {
-        super::register_ftrace_function(&GRAPH_SITE_OPS)?;
         STOPPED.store(false, Ordering::Release);
-        if let Err(e) = arch::ftrace::set_graph_call(true) {
-            log::error!("ftrace bug: cannot enable ftrace_graph_call: {e}");
-            let _ = super::unregister_ftrace_function(&GRAPH_SITE_OPS);
-            return Err(FtraceError::NotInitialised);
-        }
-        super::core::publish_text(&[arch::ftrace::addr::ftrace_graph_call()]);
+        super::register_ftrace_function(&GRAPH_SITE_OPS)?;
     }
     let i = GRAPH_OPS.iter().position(|s| core::ptr::eq(s, slot)).unwrap_or(0);
-    ENTRY_OFF.fetch_and(!(1 << i), Ordering::AcqRel);
     slot.store(ops as *const FgraphOps as *mut FgraphOps, Ordering::Release);
     REGISTERED.fetch_add(1, Ordering::AcqRel);
+    LIVE.fetch_or(1 << i, Ordering::AcqRel);
     Ok(())
 }
 
@@ -200,7 +202,7 @@ pub fn register_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError>
 pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError> {
     let _g = GRAPH_LOCK.lock();
     let i = GRAPH_OPS.iter().position(|s| core::ptr::eq(s.load(Ordering::Acquire), ops)).ok_or(FtraceError::NotRegistered)?;
-    ENTRY_OFF.fetch_or(1 << i, Ordering::AcqRel);
+    LIVE.fetch_and(!(1 << i), Ordering::AcqRel);
     super::core::sync_all_cpus();
     let here = with_shadow(|s| s.entries[..s.depth].iter().filter(|e| e.mask & (1 << i) != 0).count() as u64);
     let t0 = arch::time::ticks();
@@ -214,10 +216,6 @@ pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceErro
     let slot = &GRAPH_OPS[i];
     slot.store(core::ptr::null_mut(), Ordering::Release);
     if REGISTERED.fetch_sub(1, Ordering::AcqRel) == 1 {
-        if let Err(e) = arch::ftrace::set_graph_call(false) {
-            log::error!("ftrace bug: cannot disable ftrace_graph_call: {e}");
-        }
-        super::core::publish_text(&[arch::ftrace::addr::ftrace_graph_call()]);
         super::unregister_ftrace_function(&GRAPH_SITE_OPS)?;
     }
     super::core::sync_all_cpus();
@@ -260,15 +258,21 @@ pub fn real_return_address(ret: u64, fp: u64) -> u64 {
     with_shadow(|s| s.entries[..s.depth].iter().rev().find(|e| e.sp == fp).map_or(ret, |e| e.ret))
 }
 
+/// The graph entry hook: the callback of [`GRAPH_SITE_OPS`] through `ftrace_graph_func` (called
+/// under the core's recursion guard, with the arguments of any ops callback): asks the graph
+/// ops that take new calls whether they want this one, and if one does, hooks its return (the
+/// frame's return-address slot, restored into `ra` by either caller, becomes
+/// `return_to_handler`).
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-extern "C" fn graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs) {
-    if STOPPED.load(Ordering::Relaxed) || REGISTERED.load(Ordering::Relaxed) == 0 {
+extern "C" fn graph_entry(ip: u64, parent: u64, _ops: *const (), frame: *mut arch::frame::PtRegs) {
+    if STOPPED.load(Ordering::Relaxed) {
         return;
     }
-    let Some(held) = recursion::trylock() else { return };
+    // SAFETY: the caller passes its live frame (`FtraceRegs` is a transparent `PtRegs`), which
+    // nothing else uses while the callbacks run.
+    let regs = unsafe { &mut *(frame as *mut FtraceRegs) };
     let calltime = arch::time::ticks();
-    // SAFETY: `ftrace_graph_caller` passes its live frame and the address of its `ra` slot.
-    let (parent, sp) = unsafe { (*parent_slot, (*frame).regs[3]) };
+    let sp = regs.stack_pointer();
     with_shadow(|s| {
         let depth = s.depth;
         if depth >= SHADOW_ENTRIES {
@@ -277,70 +281,127 @@ extern "C" fn graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut PtRegs) {
         }
         let ent = FgraphEnt { func: ip, parent, depth: depth as u32 };
         let e = &mut s.entries[depth];
-        e.mask = 0;
-        e.data_size = [0; FGRAPH_MAX_OPS];
-        let off = ENTRY_OFF.load(Ordering::Acquire);
-        for (i, slot) in GRAPH_OPS.iter().enumerate() {
-            let p = slot.load(Ordering::Acquire);
-            if p.is_null() || off & (1 << i) != 0 {
+        let mut mask = 0u16;
+        let mut live = LIVE.load(Ordering::Acquire);
+        while live != 0 {
+            let i = live.trailing_zeros() as usize % FGRAPH_MAX_OPS;
+            live &= live - 1;
+            let p = GRAPH_OPS[i].load(Ordering::Acquire);
+            if p.is_null() {
                 continue;
             }
             // SAFETY: registered graph ops are `'static`.
             let ops = unsafe { &*p };
+            e.data_size[i] = 0;
             let mut data = FgraphData { size: &mut e.data_size[i], bytes: &mut e.data[i] };
             if (ops.entry)(&ent, ops, &mut data) {
-                e.mask |= 1 << i;
+                mask |= 1 << i;
                 OUTSTANDING[i].fetch_add(1, Ordering::AcqRel);
             }
         }
-        if e.mask == 0 {
+        if mask == 0 {
             return;
         }
+        e.mask = mask;
         e.ret = parent;
         e.func = ip;
         e.sp = sp;
         e.calltime = calltime;
         s.depth = depth + 1;
-        // SAFETY: as above; the slot is restored into `ra` by ftrace_common_return.
-        unsafe { *parent_slot = arch::ftrace::addr::return_to_handler() };
+        *regs.parent_slot() = arch::ftrace::addr::return_to_handler();
     });
-    recursion::unlock(held);
 }
 
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 /// Counts the hooked call of the ops in `mask` as finished.
 #[inline]
 fn returned(mask: u16) {
-    for (i, n) in OUTSTANDING.iter().enumerate() {
-        if mask & (1 << i) != 0 {
-            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(1)));
+    let mut m = mask;
+    while m != 0 {
+        let i = m.trailing_zeros() as usize % FGRAPH_MAX_OPS;
+        m &= m - 1;
+        let _ = OUTSTANDING[i].fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(1)));
+    }
+}
+
+/// What `graph_return` takes off the shadow stack: the entry's fields and, for the ops that
+/// hooked the call (and only those: the rest stays uninitialised), their per-call data. It is
+/// copied because an interrupt may reuse the entry while the return callbacks run with
+/// interrupts on.
+struct Popped {
+    ret: u64,
+    func: u64,
+    sp: u64,
+    calltime: u64,
+    mask: u16,
+    depth: usize,
+    data_size: [MaybeUninit<u8>; FGRAPH_MAX_OPS],
+    data: [MaybeUninit<[u8; FGRAPH_MAX_DATA]>; FGRAPH_MAX_OPS],
+}
+
+impl Popped {
+    #[inline(always)]
+    fn take(&mut self, e: &ShadowEntry, depth: usize) {
+        self.ret = e.ret;
+        self.func = e.func;
+        self.sp = e.sp;
+        self.calltime = e.calltime;
+        self.mask = e.mask;
+        self.depth = depth;
+        let mut m = e.mask;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize % FGRAPH_MAX_OPS;
+            m &= m - 1;
+            self.data_size[i].write(e.data_size[i]);
+            self.data[i].write(e.data[i]);
         }
     }
+}
+
+/// How `graph_return` found the shadow stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Match,
+    Corrupt,
+    Empty,
 }
 
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
     let rettime = arch::time::ticks();
-    let popped = with_shadow(|s| {
-        let found = s.entries[..s.depth].iter().rposition(|e| e.sp == sp);
-        match found {
+    let mut entry = Popped {
+        ret: 0,
+        func: 0,
+        sp: 0,
+        calltime: 0,
+        mask: 0,
+        depth: 0,
+        data_size: [MaybeUninit::uninit(); FGRAPH_MAX_OPS],
+        data: [MaybeUninit::uninit(); FGRAPH_MAX_OPS],
+    };
+    let found = with_shadow(|s| {
+        match s.entries[..s.depth].iter().rposition(|e| e.sp == sp) {
             Some(i) => {
-                ABANDONED.fetch_add((s.depth - 1 - i) as u64, Ordering::Relaxed);
-                s.entries[i + 1..s.depth].iter().for_each(|e| returned(e.mask));
+                if i + 1 < s.depth {
+                    ABANDONED.fetch_add((s.depth - 1 - i) as u64, Ordering::Relaxed);
+                    s.entries[i + 1..s.depth].iter().for_each(|e| returned(e.mask));
+                }
                 s.depth = i;
-                Some((s.entries[i], i, false))
+                entry.take(&s.entries[i], i);
+                Found::Match
             }
             None if s.depth > 0 => {
                 s.depth -= 1;
-                Some((s.entries[s.depth], s.depth, true))
+                entry.take(&s.entries[s.depth], s.depth);
+                Found::Corrupt
             }
-            None => None,
+            None => Found::Empty,
         }
     });
-    let Some((entry, depth, corrupt)) = popped else {
+    if found == Found::Empty {
         panic!("return_to_handler reached with an empty shadow stack (sp {sp:#x})");
-    };
-    if corrupt {
+    }
+    if found == Found::Corrupt {
         returned(entry.mask);
         STOPPED.store(true, Ordering::Release);
         CORRUPTIONS.fetch_add(1, Ordering::Relaxed);
@@ -354,16 +415,28 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
     if let Some(held) = recursion::trylock() {
         // SAFETY: `return_to_handler` passes its frame holding a0 and a1.
         let [retval, retval_hi] = unsafe { *saved };
-        let ret = FgraphRet { func: entry.func, parent: entry.ret, retval, retval_hi, depth: depth as u32, calltime: entry.calltime, rettime };
-        let mut e = entry;
-        for (i, slot) in GRAPH_OPS.iter().enumerate() {
-            let p = slot.load(Ordering::Acquire);
-            if p.is_null() || e.mask & (1 << i) == 0 {
+        let ret = FgraphRet {
+            func: entry.func,
+            parent: entry.ret,
+            retval,
+            retval_hi,
+            depth: entry.depth as u32,
+            calltime: entry.calltime,
+            rettime,
+        };
+        let mut m = entry.mask;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize % FGRAPH_MAX_OPS;
+            m &= m - 1;
+            let p = GRAPH_OPS[i].load(Ordering::Acquire);
+            if p.is_null() {
                 continue;
             }
             // SAFETY: registered graph ops are `'static`.
             let ops = unsafe { &*p };
-            let data = FgraphData { size: &mut e.data_size[i], bytes: &mut e.data[i] };
+            // SAFETY: `take` wrote the data of every ops in the mask, and `i` is in it.
+            let (size, bytes) = unsafe { (entry.data_size[i].assume_init_mut(), entry.data[i].assume_init_mut()) };
+            let data = FgraphData { size, bytes };
             (ops.ret)(&ret, ops, &data);
         }
         recursion::unlock(held);
@@ -373,15 +446,15 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
     entry.ret
 }
 
-/// Checks that no graph ops is registered, `ftrace_graph_call` is a `nop` and no hooked call is
+/// Checks that no graph ops is registered, [`GRAPH_SITE_OPS`] is not and no hooked call is
 /// outstanding on this CPU.
 pub fn check_idle() -> Result<(), alloc::string::String> {
     let n = REGISTERED.load(Ordering::Acquire);
     if n != 0 {
         return Err(alloc::format!("{n} graph ops still registered"));
     }
-    if arch::patch::read_insn(arch::ftrace::addr::ftrace_graph_call()) != Ok(arch::insn::NOP) {
-        return Err("ftrace_graph_call is not a nop".into());
+    if GRAPH_SITE_OPS.is_registered() {
+        return Err("the graph site ops is still registered".into());
     }
     match shadow_depth() {
         0 => Ok(()),

@@ -98,8 +98,9 @@ pub(crate) struct OpsConfig {
 #[repr(C)]
 pub struct FtraceOps {
     /// What `ftrace_caller` calls when this ops alone owns a site (argument-only frame): the
-    /// callback itself, the recursion-guarding assist function, or nothing for ops that need
-    /// full registers (their sites go through `ftrace_regs_caller`).
+    /// callback itself, the recursion-guarding assist function (without a filter lookup: the
+    /// literal already says the ops wants the site), or nothing for ops that need full registers
+    /// (their sites go through `ftrace_regs_caller`).
     pub(crate) call_fast: FtraceFunc,
     pub(crate) func: FtraceFunc,
     pub(crate) flags: OpsFlags,
@@ -125,7 +126,7 @@ impl FtraceOps {
         let call_fast: FtraceFunc = if flags.intersects(OpsFlags::SAVE_REGS.union(OpsFlags::DIRECT)) {
             super::core::ftrace_ops_skip
         } else if flags.contains(OpsFlags::RECURSION) {
-            super::core::ftrace_ops_assist_func
+            super::core::ftrace_ops_assist_site
         } else {
             func
         };
@@ -250,6 +251,12 @@ impl FtraceRegs {
     #[inline(always)]
     pub fn full(&self) -> Option<&PtRegs> {
         self.has_full_regs().then_some(&self.regs)
+    }
+    /// The slot holding the return address the traced function will return to (its parent);
+    /// the graph tracer replaces it with `return_to_handler`.
+    #[inline(always)]
+    pub(crate) fn parent_slot(&mut self) -> &mut u64 {
+        &mut self.regs.regs[1]
     }
     /// Sends control on to a direct trampoline after the callbacks (the `t1` slot).
     #[inline(always)]

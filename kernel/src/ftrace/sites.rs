@@ -166,6 +166,14 @@ pub struct SiteSet {
 
 impl SiteSet {
     /// An empty set sized for the site table.
+    /// The set whose bit `i % 64` of word `i / 64` says whether it contains `i`.
+    pub fn from_bits(bits: Vec<u64>) -> Self {
+        SiteSet { bits }
+    }
+    /// A set that contains nothing (usable in a `static`).
+    pub const fn empty() -> Self {
+        SiteSet { bits: Vec::new() }
+    }
     pub fn new() -> Self {
         SiteSet { bits: alloc::vec![0; all().len().div_ceil(64)] }
     }

@@ -456,7 +456,13 @@ fn arm_graph(t: &Target, direct: bool) -> TestResult {
     }
     let cfg = graph_tracer::GraphConfig { ftrace_filter: Some(t.name), ..Default::default() };
     graph_tracer::start(&cfg).map_err(fail(t.name))?;
-    expect_route(t, arch::ftrace::addr::regs_caller(), "ftrace_regs_caller")
+    // The graph tracer is an argument-frame ops: ftrace_caller alone, ftrace_regs_caller with a
+    // direct trampoline on the site.
+    if direct {
+        expect_route(t, arch::ftrace::addr::regs_caller(), "ftrace_regs_caller")
+    } else {
+        expect_route(t, crate::ftrace::core::fast_caller(), "ftrace_caller")
+    }
 }
 
 fn disarm_graph(t: &Target) {
@@ -518,7 +524,7 @@ oracle_modes! {
     legacy_straight => direct_mode!("legacy adapter, straight", true, false);
     /// The same through ftrace_regs_caller.
     legacy_via_regs_caller => direct_mode!("legacy adapter via ftrace_regs_caller", true, true);
-    /// The function_graph tracer hooks the return (ftrace_graph_caller, return_to_handler).
+    /// The function_graph tracer hooks the return (ftrace_graph_func, return_to_handler).
     graph => Mode { name: "function_graph", targets: kernel_targets, arm: |t| arm_graph(t, false), disarm: disarm_graph, verify: |t| verify_graph(t, false) };
     /// The function_graph tracer plus a direct trampoline on the same function.
     graph_and_direct => Mode {

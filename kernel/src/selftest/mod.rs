@@ -23,6 +23,7 @@ mod ftrace_tests;
 mod insn_tests;
 mod module_tests;
 pub mod poison;
+mod removal_tests;
 mod samples_tests;
 mod smp_tests;
 mod tracefs_tests;

@@ -178,7 +178,7 @@ pub fn on() -> bool {
     LOONGTRACE_POISON.load(Ordering::Acquire) != 0
 }
 
-// The graph hooks wrapped for poisoning: loongtrace_poison_graph_entry(ip, parent_slot, frame)
+// The graph hooks wrapped for poisoning: loongtrace_poison_graph_entry(ip, parent, ops, frame)
 // calls the real entry hook (from LOONGTRACE_POISON_GRAPH_HOOKS[0]) and returns like
 // `c_return_void`; loongtrace_poison_graph_return(saved, sp) calls the real return hook (slot 1)
 // and returns its answer in a0, after poisoning a1-a7, t0-t7 and ra when poisoning is on
@@ -232,7 +232,7 @@ loongtrace_poison_graph_return:
 static LOONGTRACE_POISON_GRAPH_HOOKS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 unsafe extern "C" {
-    safe fn loongtrace_poison_graph_entry(ip: u64, parent_slot: *mut u64, frame: *mut arch::frame::PtRegs);
+    safe fn loongtrace_poison_graph_entry(ip: u64, parent: u64, ops: *const (), frame: *mut arch::frame::PtRegs);
     safe fn loongtrace_poison_graph_return(saved: *mut [u64; 2], sp: u64) -> u64;
 }
 

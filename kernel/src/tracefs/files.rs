@@ -292,12 +292,11 @@ fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
         }
     });
     let nop_ops = &ftrace::core::NOP_OPS as *const _ as u64;
-    let list_ops = &ftrace::core::LIST_OPS as *const _ as u64;
     let fast = ftrace::core::fast_caller();
     for i in infos {
         let f = i.state.flags;
         let enabled = f.contains(SiteFlags::ENABLED);
-        let single_ops = enabled && i.state.target == fast && i.state.ops != nop_ops && i.state.ops != list_ops;
+        let single_ops = enabled && i.state.target == fast && i.state.ops != nop_ops && !ftrace::core::SiteList::is_list(i.state.ops);
         write!(
             w,
             "{} ({}){}{}{}{}{}",
@@ -313,7 +312,7 @@ fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
             write!(w, " ->{}", crate::ksyms::sym(i.state.target))?;
         }
         if single_ops {
-            // SAFETY: a site's literal names a registered ops (or NOP_OPS/LIST_OPS, excluded above),
+            // SAFETY: a site's literal names a registered ops (or NOP_OPS or a site list, excluded above),
             // which stays alive while registered; the core lock is not needed to read its callback.
             let func = unsafe { (*(i.state.ops as *const ftrace::FtraceOps)).func } as *const () as u64;
             write!(w, "\tops: {:#x} ({})", i.state.ops, crate::ksyms::sym(func))?;

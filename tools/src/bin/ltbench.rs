@@ -2,6 +2,9 @@
 //! default), checks both runs agree exactly and every row was measured, prints the table and
 //! the targets, and writes the results as JSON.
 //! `ltbench --help` lists the options.
+//!
+//! `--readme PATH` rewrites the bench table of that README from the JSON afterwards; without a
+//! kernel, `ltbench --readme README.md` only does that (from the existing `--json` file).
 
 use clap::Parser;
 use loongtrace_tools::bench;
@@ -10,42 +13,61 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Boots <KERNEL> with `bench=1` under `qemu -icount shift=0 -smp 1`, checks that the runs agree
-/// exactly and that every row was measured, prints the table and the targets, and writes the
-/// results as JSON.
+/// Boots <KERNEL> with `bench=1` under `qemu -icount shift=0,sleep=off -smp 1`, checks that the
+/// runs agree exactly and that every row was measured, prints the table and the targets, and
+/// writes the results as JSON.
 #[derive(Parser, Debug)]
 #[command(name = "ltbench", after_help = "Exit status: 0 when the runs agree and every target is met, 1 otherwise, 2 for bad arguments.")]
 struct Args {
     /// QEMU binary [default: $QEMU, else qemu-system-loongarch64]
     #[arg(long, value_name = "PATH")]
     qemu: Option<PathBuf>,
-    /// How many runs must give identical figures
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
-    runs: u32,
-    /// Where to write the results
+    /// How many runs must give identical figures (0 with --doc: only rewrite the routine table)
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    runs: usize,
+    /// Where to write (or, without a kernel, read) the results
     #[arg(long, value_name = "PATH", default_value = "bench/results.json")]
     json: PathBuf,
     /// Kill QEMU after SECS seconds
-    #[arg(long, value_name = "SECS", default_value = "120", value_parser = runner::parse_secs)]
-    timeout: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    timeout: u64,
+    /// Rewrite the bench table of this README from the JSON afterwards (alone: only that)
+    #[arg(long, value_name = "PATH")]
+    readme: Option<PathBuf>,
+    /// Rewrite the routine table of this document from the image and the JSON
+    #[arg(long, value_name = "PATH")]
+    doc: Option<PathBuf>,
     /// The kernel image (target/loongtrace.elf)
-    kernel: PathBuf,
+    kernel: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let Args { qemu, runs, json, timeout, kernel } = Args::parse();
-    let mut cfg = RunConfig::new(kernel);
+    let Args { qemu, runs, json, timeout, readme, doc, kernel } = Args::parse();
+    if let (Some(doc), Some(kernel)) = (&doc, &kernel) {
+        // Only the routine table: from the image and the existing results.
+        if runs == 0 {
+            return write_doc(doc, kernel, &json);
+        }
+    }
+    let Some(kernel) = kernel else {
+        if let Some(readme) = readme {
+            return write_readme(&readme, &json);
+        }
+        eprintln!("ltbench: no kernel image given");
+        return ExitCode::from(2);
+    };
+    let mut cfg = RunConfig::new(kernel.clone());
     if let Some(q) = qemu {
         cfg.qemu = q;
     }
     cfg.icount = true;
     cfg.smp = 1;
     cfg.cmdline = "bench=1".into();
-    cfg.timeout = timeout;
+    cfg.timeout = Duration::from_secs(timeout);
     cfg.echo = false;
 
     let mut results = Vec::new();
-    for i in 0..runs {
+    for i in 0..runs.max(1) {
         let out = match runner::run(&cfg) {
             Ok(o) => o,
             Err(e) => {
@@ -54,7 +76,7 @@ fn main() -> ExitCode {
             }
         };
         if out.timed_out {
-            eprintln!("ltbench: run {} timed out after {} s; last line: {:?}", i + 1, timeout.as_secs_f64(), out.last_line());
+            eprintln!("ltbench: run {} timed out after {timeout} s; last line: {:?}", i + 1, out.last_line());
             return ExitCode::FAILURE;
         }
         let run = bench::parse(&out.lines);
@@ -92,22 +114,62 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Some(readme) = readme
+        && write_readme(&readme, &json) != ExitCode::SUCCESS
+    {
+        return ExitCode::FAILURE;
+    }
+    if let Some(doc) = doc
+        && write_doc(&doc, &kernel, &json) != ExitCode::SUCCESS
+    {
+        return ExitCode::FAILURE;
+    }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
+/// Rewrites the routine table of `doc` from the image `kernel` and the results in `json`.
+fn write_doc(doc: &std::path::Path, kernel: &std::path::Path, json: &std::path::Path) -> ExitCode {
+    let r = (|| -> Result<(), String> {
+        let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {}: {e}", json.display()))?;
+        let rows = bench::rows_from_json(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+        let elf = std::fs::read(kernel).map_err(|e| format!("cannot read {}: {e}", kernel.display()))?;
+        let all: Vec<&str> = bench::PATHS.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        let sizes = bench::routine_sizes(&elf, &all).map_err(|e| format!("{}: {e}", kernel.display()))?;
+        let old = std::fs::read_to_string(doc).map_err(|e| format!("cannot read {}: {e}", doc.display()))?;
+        let new = bench::replace_doc_table(&old, &bench::routine_table(&rows, &sizes)).map_err(|e| format!("{}: {e}", doc.display()))?;
+        if new != old {
+            std::fs::write(doc, new).map_err(|e| format!("cannot write {}: {e}", doc.display()))?;
+        }
+        println!("{}: routine table from {} and {}", doc.display(), kernel.display(), json.display());
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ltbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    #[test]
-    fn options() {
-        Args::command().debug_assert();
-        let a = Args::try_parse_from(["ltbench", "--runs", "3", "--timeout", "9", "--json", "x.json", "k.elf"]).unwrap();
-        assert_eq!((a.runs, a.timeout, a.json, a.kernel), (3, Duration::from_secs(9), "x.json".into(), "k.elf".into()));
-        let e = Args::try_parse_from(["ltbench", "--runs", "0", "k.elf"]).unwrap_err();
-        assert!(e.to_string().contains("--runs <N>") && e.exit_code() == 2, "{e}");
-        let e = Args::try_parse_from(["ltbench", "--frob", "k.elf"]).unwrap_err();
-        assert!(e.to_string().contains("--frob"), "{e}");
+/// Rewrites the bench table of `readme` from the results in `json`.
+fn write_readme(readme: &std::path::Path, json: &std::path::Path) -> ExitCode {
+    let r = (|| -> Result<(), String> {
+        let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {}: {e}", json.display()))?;
+        let rows = bench::rows_from_json(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+        let old = std::fs::read_to_string(readme).map_err(|e| format!("cannot read {}: {e}", readme.display()))?;
+        let new = bench::replace_readme_table(&old, &bench::readme_table(&rows)).map_err(|e| format!("{}: {e}", readme.display()))?;
+        if new != old {
+            std::fs::write(readme, new).map_err(|e| format!("cannot write {}: {e}", readme.display()))?;
+        }
+        println!("{}: bench table from {}", readme.display(), json.display());
+        Ok(())
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ltbench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
