@@ -485,8 +485,10 @@ ktest! {
         while arch::time::ticks() - t0 < crate::time::counter_hz() / 10 {
             core::hint::spin_loop();
         }
-        let _ = ftrace::unregister_ftrace_function(&OPS_TICK);
+        // Counted while the ops is still registered: ticks after the unregister are not traced,
+        // and on a loaded host this CPU may be descheduled for many ticks in between.
         let ticks: u64 = (0..crate::smp::online()).map(|c| crate::irq::ticks(c) - ticks0[c]).sum();
+        let _ = ftrace::unregister_ftrace_function(&OPS_TICK);
         stop_workers();
         let _ = ftrace::ftrace_reset_filters(&OPS_TICK);
         r.map_err(fail)?;
