@@ -320,7 +320,7 @@ class LtTrace(gdb.Command):
             if not 0 <= c < ncpu:
                 raise gdb.GdbError("lt-trace: no CPU %d (0..%d)" % (c, ncpu - 1))
             cpus = [c]
-        hz = scalar(ksym_value(KERNEL + "::boot::COUNTER_HZ"))
+        hz = scalar(ksym_value(KERNEL + "::time::COUNTER_HZ"))
         if hz == 0:
             raise gdb.GdbError("lt-trace: the counter frequency is not known yet (too early in boot)")
         events = []
