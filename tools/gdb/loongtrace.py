@@ -161,6 +161,10 @@ class KernelSymbols:
             self.entries.append((addr, size, names[off:end].decode("utf-8", "replace")))
 
     def lookup(self, addr):
+        """The kernel's `SymbolTable::lookup` rule: the last entry starting at or below `addr`
+        that covers it (a sized entry covers `addr < start + size`; an unsized one covers up to
+        the next entry, or only its own address when it is the last); entries sharing a start
+        are tried in table order."""
         lo, hi = 0, len(self.entries)
         while lo < hi:
             mid = (lo + hi) // 2
@@ -170,10 +174,18 @@ class KernelSymbols:
                 hi = mid
         if lo == 0:
             return None
-        a, size, name = self.entries[lo - 1]
-        if size and addr >= a + size:
-            return None
-        return name, addr - a, size
+        has_next = lo < len(self.entries)
+        i = lo - 1
+        start = self.entries[i][0]
+        while True:
+            a, size, name = self.entries[i]
+            off = addr - a
+            covers = (has_next or off == 0) if size == 0 else off < size
+            if covers:
+                return name, off, size
+            i -= 1
+            if i < 0 or self.entries[i][0] != start:
+                return None
 
     def display(self, addr):
         r = self.lookup(addr)
@@ -288,7 +300,10 @@ def buffer_events(buf):
 
 
 def function_line(e, hz):
-    secs, us = e["ts"] // hz, (e["ts"] % hz) * 1000000 // hz
+    # Microseconds rounded to nearest, like the kernel's `write_function_line` (and Linux's
+    # `ns2usecs`).
+    usecs = (e["ts"] * 1000000000 // hz + 500) // 1000
+    secs, us = usecs // 1000000, usecs % 1000000
     irq = "d" if e["depth"] & FLAG_IRQS_OFF else "."
     trap = "h" if e["depth"] & FLAG_IN_TRAP else "."
     return "%16s-%-7d [%03d] %s.%s.. %5d.%06d: %s <-%s" % (
