@@ -17,8 +17,9 @@
 //!
 //! All integers are little-endian. Payloads: `Meta` is UTF-8 `key=value` lines; `Symtab` frames,
 //! concatenated, are the kernel's `LTKSYM01` symbol table; `Events` is a whole number of
-//! [`RECORD_LEN`]-byte [`Record`]s of one CPU, oldest first; `End` holds the number of frames
-//! before it as a `u32`.
+//! [`RECORD_LEN`]-byte [`Record`]s of one CPU, oldest first; `Markers` is a whole number of
+//! `trace_marker` texts ([`encode_marker`]: number, length, UTF-8 text) that the events'
+//! [`KIND_MARKER`] records name by number; `End` holds the number of frames before it as a `u32`.
 
 use core::fmt;
 
@@ -45,6 +46,10 @@ pub const KIND_FUNC: u8 = 0;
 pub const KIND_GRAPH_ENTRY: u8 = 1;
 /// [`Record::kind`] of a function-graph return.
 pub const KIND_GRAPH_RETURN: u8 = 2;
+/// [`Record::kind`] of a `trace_marker` write: `ip` is the kernel's `tracing_mark_write`,
+/// `extra` the marker's number (its text travels in a `Markers` frame), `depth` the context
+/// flags ([`FLAG_IRQS_OFF`] etc.).
+pub const KIND_MARKER: u8 = 3;
 
 /// Function events: [`Record::depth`] bit set when recorded with interrupts disabled.
 pub const FLAG_IRQS_OFF: u16 = 1 << 0;
@@ -63,6 +68,8 @@ pub enum Kind {
     Events = 3,
     /// The last frame.
     End = 4,
+    /// `trace_marker` texts.
+    Markers = 5,
 }
 
 impl Kind {
@@ -73,6 +80,7 @@ impl Kind {
             2 => Kind::Symtab,
             3 => Kind::Events,
             4 => Kind::End,
+            5 => Kind::Markers,
             _ => return None,
         })
     }
@@ -84,6 +92,7 @@ impl Kind {
             Kind::Symtab => "symtab",
             Kind::Events => "events",
             Kind::End => "end",
+            Kind::Markers => "markers",
         }
     }
 }
@@ -268,6 +277,73 @@ impl Record {
     }
 }
 
+/// What a trace shows for a marker event whose text was no longer kept.
+pub const MARKER_OVERWRITTEN: &str = "<marker overwritten>";
+
+/// Bytes before a marker's text in a `Markers` payload: number (`u64`) and text length (`u32`).
+pub const MARKER_HEADER_LEN: usize = 12;
+/// Longest marker text one `Markers` frame can carry.
+pub const MAX_MARKER_TEXT: usize = MAX_PAYLOAD - MARKER_HEADER_LEN;
+
+/// Appends one marker (its number and text) to a `Markers` payload. A text longer than
+/// [`MAX_MARKER_TEXT`] bytes is cut at the last character boundary that fits.
+pub fn encode_marker(id: u64, text: &str, out: &mut impl Extend<u8>) {
+    let text = fitting_marker(text);
+    out.extend(id.to_le_bytes());
+    out.extend((text.len() as u32).to_le_bytes());
+    out.extend(text.bytes());
+}
+
+/// The part of `text` a `Markers` frame carries: at most [`MAX_MARKER_TEXT`] bytes, whole
+/// characters.
+pub fn fitting_marker(text: &str) -> &str {
+    let mut end = text.len().min(MAX_MARKER_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Bytes [`encode_marker`] appends for `text`.
+pub fn marker_len(text: &str) -> usize {
+    MARKER_HEADER_LEN + fitting_marker(text).len()
+}
+
+/// Why a `Markers` payload was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerError {
+    /// The payload ends inside the marker starting at this offset.
+    Truncated(usize),
+    /// The marker starting at this offset is not UTF-8.
+    NotUtf8(usize),
+}
+
+impl fmt::Display for MarkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MarkerError::Truncated(at) => write!(f, "the marker at byte {at} runs past the frame's end"),
+            MarkerError::NotUtf8(at) => write!(f, "the marker at byte {at} is not UTF-8 text"),
+        }
+    }
+}
+
+/// Calls `f(number, text)` for every marker of a `Markers` payload, in order; stops at the first
+/// malformed one.
+pub fn decode_markers<'a>(mut payload: &'a [u8], mut f: impl FnMut(u64, &'a str)) -> Result<(), MarkerError> {
+    let mut at = 0;
+    while !payload.is_empty() {
+        let head = payload.get(..MARKER_HEADER_LEN).ok_or(MarkerError::Truncated(at))?;
+        let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+        let bytes = payload.get(MARKER_HEADER_LEN..MARKER_HEADER_LEN.saturating_add(len)).ok_or(MarkerError::Truncated(at))?;
+        let text = core::str::from_utf8(bytes).map_err(|_| MarkerError::NotUtf8(at))?;
+        f(id, text);
+        payload = &payload[MARKER_HEADER_LEN + len..];
+        at += MARKER_HEADER_LEN + len;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -339,5 +415,48 @@ mod tests {
         assert_eq!(&b[24..32], &(2u64 | 3 << 8 | 0xBEEF << 16).to_le_bytes());
         assert_eq!(Record::decode(&b), Some(r));
         assert_eq!(Record::decode(&b[..39]), None);
+    }
+
+    #[test]
+    fn markers_round_trip() {
+        let mut p = Vec::new();
+        encode_marker(7, "hello tracefs", &mut p);
+        encode_marker(u64::MAX - 1, "", &mut p);
+        encode_marker(9, "ünïcode", &mut p);
+        assert_eq!(p.len(), marker_len("hello tracefs") + marker_len("") + marker_len("ünïcode"));
+        assert_eq!(&p[..12], &[7, 0, 0, 0, 0, 0, 0, 0, 13, 0, 0, 0]);
+        assert_eq!(&p[12..25], b"hello tracefs");
+        let mut got = Vec::new();
+        decode_markers(&p, |id, t| got.push((id, t))).unwrap();
+        assert_eq!(got, [(7, "hello tracefs"), (u64::MAX - 1, ""), (9, "ünïcode")]);
+        // Every cut inside a marker is caught; cuts between markers decode the markers before.
+        for cut in 0..p.len() {
+            let r = decode_markers(&p[..cut], |_, _| {});
+            let boundary = [0, 25, 37].contains(&cut);
+            assert_eq!(r.is_ok(), boundary, "cut at {cut}: {r:?}");
+        }
+        assert_eq!(decode_markers(&p[..20], |_, _| {}), Err(MarkerError::Truncated(0)));
+        assert_eq!(decode_markers(&p[..30], |_, _| {}), Err(MarkerError::Truncated(25)));
+        // A length that claims more than the payload holds.
+        let mut bad = p.clone();
+        bad[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_markers(&bad, |_, _| {}), Err(MarkerError::Truncated(0)));
+        let mut bad = p.clone();
+        bad[12] = 0xff;
+        assert_eq!(decode_markers(&bad, |_, _| {}), Err(MarkerError::NotUtf8(0)));
+    }
+
+    #[test]
+    fn long_markers_are_cut_to_fit_a_frame() {
+        let long: std::string::String = core::iter::repeat_n('é', MAX_MARKER_TEXT).collect();
+        let mut p = Vec::new();
+        encode_marker(1, &long, &mut p);
+        assert!(p.len() <= MAX_PAYLOAD);
+        assert_eq!(p.len(), marker_len(&long));
+        let mut got = None;
+        decode_markers(&p, |_, t| got = Some(t.len())).unwrap();
+        // 'é' is two bytes: the cut falls on the last whole character.
+        assert_eq!(got, Some(MAX_MARKER_TEXT / 2 * 2));
+        assert_eq!(Kind::from_u8(5), Some(Kind::Markers));
     }
 }

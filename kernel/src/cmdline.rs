@@ -276,7 +276,7 @@ const KEYS: &[Key] = &[
         if v.contains(char::is_whitespace) { Err(format!("`{v}` is not a file name")) } else { o.script = Some(v); Ok(()) }
     }),
     Key::new("record", Severity::Error, "function, function_graph", |o, v| one_of(v, &["function", "function_graph"]).map(|_| o.record = Some(v))),
-    Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, idle", |_, v| one_of(v, &["chain", "smp_chain", "filter", "idle"])),
+    Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, script, idle", |_, v| one_of(v, &["chain", "smp_chain", "filter", "script", "idle"])),
     Key::new("record_ms", Severity::Error, "a number of milliseconds", |_, v| number(v)),
     Key::new("record_depth", Severity::Error, "a maximum graph depth (0: no limit)", |_, v| number(v)),
     Key::new("record_fault", Severity::Error, "corrupt, die", |_, v| one_of(v, &["corrupt", "die"])),

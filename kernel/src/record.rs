@@ -8,12 +8,18 @@
 //! | `record_filter=<globs>` | `set_ftrace_filter` (functions whose sites are enabled; `\|`-separated) |
 //! | `record_graph=<globs>` | `set_graph_function` (function_graph only; `\|`-separated) |
 //! | `record_depth=<n>` | `max_graph_depth` (function_graph only, 0 = unlimited) |
-//! | `record_workload=chain\|smp_chain\|filter\|idle` | what runs while tracing (default `chain`; `filter` resolves a filter line against every site, as writing `set_ftrace_filter` does) |
+//! | `record_workload=chain\|smp_chain\|filter\|script\|idle` | what runs while tracing (default `chain`; `filter` resolves a filter line against every site, as writing `set_ftrace_filter` does; `script` runs the shell lines of the boot script, see below) |
 //! | `record_ms=<n>` | keep tracing this long after the workload (timer ticks, idle loops) |
 //! | `record_fault=corrupt\|die` | test hook: damage one frame, or power off mid-transfer |
 //!
+//! With `record_workload=script` the workload is the tracefs shell running the lines of the
+//! fw_cfg file that the `script` word names (as a boot script: `script` alone is
+//! `opt/loongtrace/script`), e.g. `run chain` between `echo ... > trace_marker` lines; the
+//! recording's tracer runs meanwhile (the script should not change `current_tracer`).
+//!
 //! The trace is printed in Linux's `trace` text first (what `cat trace` would show), then sent as
-//! the frames of [`formats::wire`]: metadata, the symbol table, every CPU's events, end.
+//! the frames of [`formats::wire`]: metadata, the symbol table, every CPU's events, the texts of
+//! the `trace_marker` writes the events name, end.
 
 use crate::ftrace::graph_tracer::{self, GraphConfig};
 use crate::ftrace::tracer::{self, Collected};
@@ -32,6 +38,7 @@ const _: () = assert!(
     crate::ringbuf::KIND_FUNC == wire::KIND_FUNC
         && crate::ringbuf::KIND_GRAPH_ENTRY == wire::KIND_GRAPH_ENTRY
         && crate::ringbuf::KIND_GRAPH_RETURN == wire::KIND_GRAPH_RETURN
+        && tracer::KIND_MARKER == wire::KIND_MARKER
         && tracer::FLAG_IRQS_OFF == wire::FLAG_IRQS_OFF
         && tracer::FLAG_IN_TRAP == wire::FLAG_IN_TRAP
 );
@@ -59,9 +66,19 @@ fn run_inner(cmd: crate::cmdline::Cmdline<'_>) -> Result<(), String> {
         other => return Err(format!("unknown tracer {:?} (use function or function_graph)", other.unwrap_or(""))),
     };
     let workload = cmd.get("record_workload").unwrap_or("chain");
-    if !matches!(workload, "chain" | "smp_chain" | "filter" | "idle") {
-        return Err(format!("unknown workload '{workload}' (use chain, smp_chain, filter or idle)"));
+    if !matches!(workload, "chain" | "smp_chain" | "filter" | "script" | "idle") {
+        return Err(format!("unknown workload '{workload}' (use chain, smp_chain, filter, script or idle)"));
     }
+    // Read before tracing starts, so a missing file changes nothing.
+    let script = match workload {
+        "script" => {
+            let name = crate::shell::console::script_name(cmd.get("script"));
+            let text = crate::shell::console::read_script(name)
+                .ok_or_else(|| format!("record_workload=script: no fw_cfg file '{name}' holds the script"))?;
+            Some(text)
+        }
+        _ => None,
+    };
     let number = |key: &str| -> Result<u64, String> {
         match cmd.get(key) {
             None => Ok(0),
@@ -92,7 +109,7 @@ fn run_inner(cmd: crate::cmdline::Cmdline<'_>) -> Result<(), String> {
         }),
     };
     started.map_err(|e| format!("cannot start the tracer: {e}"))?;
-    run_workload(workload, ms);
+    run_workload(workload, script.as_deref(), ms);
     let stopped = match tracer {
         Tracer::Function => tracer::stop(),
         Tracer::Graph => graph_tracer::stop(),
@@ -100,8 +117,9 @@ fn run_inner(cmd: crate::cmdline::Cmdline<'_>) -> Result<(), String> {
     stopped.map_err(|e| format!("cannot stop the tracer: {e}"))?;
 
     let per_cpu = take_buffers();
-    print_text(tracer, &per_cpu);
-    send(tracer, &per_cpu, fault);
+    let markers = marker_texts(&per_cpu);
+    print_text(tracer, &per_cpu, &markers);
+    send(tracer, &per_cpu, &markers, fault);
     Ok(())
 }
 
@@ -110,8 +128,13 @@ fn chain_on_cpu(cpu: usize) {
     core::hint::black_box(chain_root(cpu as u64 + 1));
 }
 
-fn run_workload(workload: &str, ms: u64) {
+fn run_workload(workload: &str, script: Option<&str>, ms: u64) {
     match workload {
+        "script" => {
+            // A `poweroff` line ends the script; the recording is still sent.
+            crate::shell::console::run_script(script.unwrap_or(""));
+            println!();
+        }
         "chain" => chain_on_cpu(0),
         "smp_chain" => {
             let cpus: Vec<usize> = (1..MAX_CPUS).filter(|&c| crate::smp::run_on(c, chain_on_cpu)).collect();
@@ -159,7 +182,24 @@ fn take_buffers() -> Vec<CpuEvents> {
         .collect()
 }
 
-fn print_text(tracer: Tracer, per_cpu: &[CpuEvents]) {
+/// The texts of the markers the events name, by number (a text the shell no longer keeps is
+/// missing; both the text and the host then show it as overwritten).
+fn marker_texts(per_cpu: &[CpuEvents]) -> Vec<(u64, String)> {
+    let mut ids: Vec<u64> = per_cpu.iter().flat_map(|c| &c.events).filter(|e| e.kind == tracer::KIND_MARKER).map(|e| e.extra).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter().filter_map(|id| crate::tracefs::marker_text(id).map(|t| (id, t))).collect()
+}
+
+/// What the trace shows for marker `id`.
+fn marker_shown(markers: &[(u64, String)], id: u64) -> &str {
+    match markers.binary_search_by_key(&id, |m| m.0) {
+        Ok(i) => &markers[i].1,
+        Err(_) => wire::MARKER_OVERWRITTEN,
+    }
+}
+
+fn print_text(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)]) {
     let mut all = Collected { events: Vec::new(), lost: 0, written: 0 };
     for c in per_cpu {
         all.events.extend_from_slice(&c.events);
@@ -169,8 +209,12 @@ fn print_text(tracer: Tracer, per_cpu: &[CpuEvents]) {
     all.events.sort_by_key(|e| (e.ts, e.cpu));
     crate::console::with_console(|w| {
         let _ = match tracer {
-            Tracer::Function => tracer::write_header(w, "function", &all)
-                .and_then(|()| all.events.iter().try_for_each(|e| tracer::write_function_line(w, e))),
+            Tracer::Function => tracer::write_header(w, "function", &all).and_then(|()| {
+                all.events.iter().try_for_each(|e| match e.kind {
+                    tracer::KIND_MARKER => tracer::write_marker_line(w, e, marker_shown(markers, e.extra)),
+                    _ => tracer::write_function_line(w, e),
+                })
+            }),
             Tracer::Graph => graph_tracer::write_graph(w, &all),
         };
     });
@@ -207,7 +251,20 @@ fn frame_bytes(payload: usize) -> u64 {
     (wire::HEADER_LEN + payload + wire::CRC_LEN) as u64
 }
 
-fn send(tracer: Tracer, per_cpu: &[CpuEvents], fault: Option<&str>) {
+/// Splits the markers into `Markers` frame payloads (a marker never spans two frames).
+fn marker_payloads(markers: &[(u64, String)]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for (id, text) in markers {
+        if out.last().is_none_or(|p| p.len() + wire::marker_len(text) > wire::MAX_PAYLOAD) {
+            out.push(Vec::new());
+        }
+        wire::encode_marker(*id, text, out.last_mut().expect("pushed"));
+    }
+    out
+}
+
+fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], fault: Option<&str>) {
+    let marker_frames = marker_payloads(markers);
     let symtab = crate::ksyms::raw_table();
     // Everything after the metadata frame, so the host can show progress.
     let mut rest = 0u64;
@@ -222,13 +279,17 @@ fn send(tracer: Tracer, per_cpu: &[CpuEvents], fault: Option<&str>) {
             frames += 1;
         }
     }
+    for p in &marker_frames {
+        rest += frame_bytes(p.len());
+        frames += 1;
+    }
     rest += frame_bytes(4);
     frames += 1;
 
     let mut meta = String::new();
     let name = if tracer == Tracer::Function { "function" } else { "function_graph" };
-    let _ = writeln!(meta, "version=1\ntracer={name}\ncpus={}\ncounter_hz={}", per_cpu.len(), crate::time::counter_hz());
-    let _ = writeln!(meta, "frames={frames}\nbytes_after_meta={rest}\nsymtab_bytes={}", symtab.len());
+    let _ = writeln!(meta, "version=2\ntracer={name}\ncpus={}\ncounter_hz={}", per_cpu.len(), crate::time::counter_hz());
+    let _ = writeln!(meta, "frames={frames}\nbytes_after_meta={rest}\nsymtab_bytes={}\nmarkers={}", symtab.len(), markers.len());
     for (cpu, c) in per_cpu.iter().enumerate() {
         let _ = writeln!(meta, "cpu{cpu}=events:{} lost:{} written:{}", c.events.len(), c.lost, c.written);
     }
@@ -256,6 +317,9 @@ fn send(tracer: Tracer, per_cpu: &[CpuEvents], fault: Option<&str>) {
                 }
                 tx.frame(&mut seq, Kind::Events, cpu as u8, &buf);
             }
+        }
+        for p in &marker_frames {
+            tx.frame(&mut seq, Kind::Markers, 0, p);
         }
         let n = seq;
         tx.frame(&mut seq, Kind::End, 0, &n.to_le_bytes());

@@ -147,19 +147,22 @@ pub(crate) mod tests {
     pub const ROOT: u64 = 0x9000_0000_0020_0000;
     pub const A: u64 = ROOT + 0x100;
     pub const B: u64 = ROOT + 0x200;
+    pub const MARK: u64 = ROOT + 0x300;
 
     fn ev(kind: u8, ts: u64, ip: u64, depth: u16, extra: u64, cpu: u8) -> Record {
         Record { ts, ip, parent: 0, kind, cpu, depth, extra }
     }
 
-    /// root { a { b(); } b(); } on cpu0 (100 MHz: 1 tick = 10 ns); on cpu1 the returns of b
-    /// and its caller a whose entries were lost, then an entry that never returns.
+    /// root { a { b(); } b(); } on cpu0 (100 MHz: 1 tick = 10 ns) with a `trace_marker` write
+    /// between a and b (calls and flame graphs ignore it); on cpu1 the returns of b and its
+    /// caller a whose entries were lost, then an entry that never returns.
     pub fn sample() -> Recording {
         use wire::{KIND_GRAPH_ENTRY as E, KIND_GRAPH_RETURN as R};
         let syms = vec![
             Symbol { addr: ROOT, size: 0x100, name: "loongtrace_kernel::root".into() },
             Symbol { addr: A, size: 0x100, name: "loongtrace_kernel::a".into() },
             Symbol { addr: B, size: 0x100, name: "loongtrace_kernel::b".into() },
+            Symbol { addr: MARK, size: 0x100, name: "tracing_mark_write".into() },
         ];
         Recording {
             tracer: "function_graph".into(),
@@ -173,12 +176,13 @@ pub(crate) mod tests {
                         ev(E, 120, B, 2, 0, 0),
                         ev(R, 125, B, 2, 5, 0),
                         ev(R, 140, A, 1, 30, 0),
+                        ev(wire::KIND_MARKER, 145, MARK, 0, 1, 0),
                         ev(E, 150, B, 1, 0, 0),
                         ev(R, 154, B, 1, 4, 0),
                         ev(R, 200, ROOT, 0, 100, 0),
                     ],
                     lost: 0,
-                    written: 8,
+                    written: 9,
                 },
                 CpuTrace {
                     events: vec![
@@ -192,6 +196,7 @@ pub(crate) mod tests {
                     written: 8,
                 },
             ],
+            markers: [(1, "between a and b".to_string())].into(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! or metadata that disagrees with the frames is an error, never a partial recording.
 
 use formats::wire::{self, Header, Kind, Record};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, Read};
 
@@ -20,6 +21,8 @@ pub struct Recording {
     pub cpus: Vec<CpuTrace>,
     /// The kernel's `LTKSYM01` symbol table.
     pub symtab: Vec<u8>,
+    /// `trace_marker` texts by number (the `extra` of [`wire::KIND_MARKER`] records).
+    pub markers: BTreeMap<u64, String>,
 }
 
 /// One CPU's part of a recording.
@@ -38,6 +41,11 @@ impl Recording {
         (ticks as u128 * 1_000_000_000 / self.counter_hz.max(1) as u128) as u64
     }
 
+    /// The text of a marker event (as the kernel's trace shows it when the text was not kept).
+    pub fn marker_text(&self, r: &Record) -> &str {
+        self.markers.get(&r.extra).map_or(wire::MARKER_OVERWRITTEN, String::as_str)
+    }
+
     /// Whether this is a function_graph recording.
     pub fn is_graph(&self) -> bool {
         self.tracer == "function_graph"
@@ -47,8 +55,9 @@ impl Recording {
 /// Why a capture could not be read.
 #[derive(Debug)]
 pub enum CaptureError {
-    /// The stream ended without the begin line (the guest never exported).
-    NoExport { last_lines: Vec<String> },
+    /// The stream ended without the begin line (the guest never exported): the kernel's
+    /// command-line complaints and the last lines.
+    NoExport { complaints: Vec<String>, last_lines: Vec<String> },
     /// The stream ended inside the frames.
     Truncated { frames: u32, bytes: u64, expected_bytes: Option<u64> },
     /// A frame's checksum does not match its contents.
@@ -66,9 +75,12 @@ pub enum CaptureError {
 impl fmt::Display for CaptureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CaptureError::NoExport { last_lines } => {
+            CaptureError::NoExport { complaints, last_lines } => {
                 if let Some(why) = last_lines.iter().find_map(|l| l.strip_prefix("record: ")) {
                     return write!(f, "the kernel did not record: {why}");
+                }
+                if !complaints.is_empty() {
+                    return write!(f, "the kernel refused its command line: {}", complaints.join("; "));
                 }
                 write!(f, "the guest never started sending the recording ('{}' not seen)", wire::BEGIN_LINE)?;
                 if !last_lines.is_empty() {
@@ -140,6 +152,7 @@ struct Meta {
     frames: u32,
     bytes_after_meta: u64,
     symtab_bytes: usize,
+    markers: usize,
     per_cpu: Vec<(usize, u64, u64)>,
 }
 
@@ -154,8 +167,10 @@ fn parse_meta(text: &str) -> Result<Meta, CaptureError> {
         let v = get(key)?;
         v.parse().map_err(|_| bad(format!("metadata {key}={v} is not a number")))
     };
-    if get("version")? != "1" {
-        return Err(bad(format!("unsupported export version {}", get("version")?)));
+    // Version 1 had no `Markers` frames.
+    let version = get("version")?;
+    if !matches!(version, "1" | "2") {
+        return Err(bad(format!("unsupported export version {version}")));
     }
     let mut m = Meta {
         tracer: get("tracer")?.to_string(),
@@ -164,6 +179,7 @@ fn parse_meta(text: &str) -> Result<Meta, CaptureError> {
         frames: num("frames")? as u32,
         bytes_after_meta: num("bytes_after_meta")?,
         symtab_bytes: num("symtab_bytes")? as usize,
+        markers: if version == "1" { 0 } else { num("markers")? as usize },
         per_cpu: Vec::new(),
     };
     if m.cpus == 0 || m.cpus > 256 || m.counter_hz == 0 {
@@ -193,8 +209,9 @@ pub fn read_capture(
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line)? == 0 {
+            let complaints = console.iter().filter_map(|l: &String| l.strip_prefix(crate::ktap::CMDLINE_ERROR_MARKER).map(|c| c.trim().to_string())).collect();
             let n = console.len().saturating_sub(5);
-            return Err(CaptureError::NoExport { last_lines: console.split_off(n) });
+            return Err(CaptureError::NoExport { complaints, last_lines: console.split_off(n) });
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
@@ -256,6 +273,18 @@ pub fn read_capture(
                 }
                 cpu.events.extend(body.chunks(wire::RECORD_LEN).filter_map(Record::decode));
             }
+            (Kind::Markers, Some(_)) => {
+                let mut repeated = None;
+                wire::decode_markers(body, |id, text| {
+                    if rec.markers.insert(id, text.to_string()).is_some() {
+                        repeated = Some(id);
+                    }
+                })
+                .map_err(|e| CaptureError::Inconsistent(format!("frame {}: {e}", h.seq)))?;
+                if let Some(id) = repeated {
+                    return Err(CaptureError::Inconsistent(format!("frame {} repeats marker {id}", h.seq)));
+                }
+            }
             (Kind::End, Some(m)) => {
                 let announced = body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 if announced != Some(h.seq) || seq != m.frames {
@@ -280,6 +309,13 @@ fn check_counts(rec: &Recording, m: &Meta) -> Result<(), CaptureError> {
             "received {} symbol-table bytes, metadata announced {}",
             rec.symtab.len(),
             m.symtab_bytes
+        )));
+    }
+    if rec.markers.len() != m.markers {
+        return Err(CaptureError::Inconsistent(format!(
+            "received {} marker texts, metadata announced {}",
+            rec.markers.len(),
+            m.markers
         )));
     }
     for (cpu, (c, &(n, _, _))) in rec.cpus.iter().zip(&m.per_cpu).enumerate() {
@@ -313,10 +349,24 @@ mod tests {
         Record { ts, ip: 0x9000_0000_0020_0000 + ts, parent: 7, kind, cpu, depth: 1, extra: 3 }
     }
 
+    fn marker(ts: u64, id: u64) -> Record {
+        Record { ts, ip: 0x9000_0000_0020_0040, parent: 0, kind: wire::KIND_MARKER, cpu: 0, depth: 0, extra: id }
+    }
+
     /// A stream as the kernel sends it: console text, begin line, frames, end line.
     fn stream() -> (Vec<u8>, usize) {
-        let events = [vec![rec(1, 10, 0), rec(2, 20, 0)], vec![rec(0, 15, 1)]];
+        stream_with("version=2", &[(5, "hello marker"), (6, "second")])
+    }
+
+    /// The stream with metadata version line `version` and these marker texts (none: no
+    /// `Markers` frame and no `markers=` line).
+    fn stream_with(version: &str, markers: &[(u64, &str)]) -> (Vec<u8>, usize) {
+        let events = [vec![rec(1, 10, 0), marker(12, 5), rec(2, 20, 0)], vec![rec(0, 15, 1)]];
         let symtab = formats::symtab::encode([(0x9000_0000_0020_0000, 16, "f")]);
+        let mut texts = Vec::new();
+        for (id, t) in markers {
+            wire::encode_marker(*id, t, &mut texts);
+        }
         let mut frames = Vec::new();
         let mut seq = 0;
         let mut put = |kind, cpu, payload: &[u8], frames: &mut Vec<u8>| {
@@ -324,16 +374,27 @@ mod tests {
             seq += 1;
         };
         let body: Vec<Vec<u8>> = events.iter().map(|e| e.iter().flat_map(|r| r.encode()).collect()).collect();
-        let rest = [symtab.len(), body[0].len(), body[1].len(), 4].iter().map(|n| (n + 20) as u64).sum::<u64>();
+        let mut sizes = vec![symtab.len(), body[0].len(), body[1].len(), 4];
+        let mut n_frames = 5u32;
+        let mut marker_line = String::new();
+        if !markers.is_empty() {
+            sizes.push(texts.len());
+            n_frames += 1;
+            marker_line = format!("markers={}\n", markers.len());
+        }
+        let rest = sizes.iter().map(|n| (n + 20) as u64).sum::<u64>();
         let meta = format!(
-            "version=1\ntracer=function_graph\ncpus=2\ncounter_hz=100000000\nframes=5\nbytes_after_meta={rest}\nsymtab_bytes={}\ncpu0=events:2 lost:4 written:6\ncpu1=events:1 lost:0 written:1\n",
+            "{version}\ntracer=function_graph\ncpus=2\ncounter_hz=100000000\nframes={n_frames}\nbytes_after_meta={rest}\nsymtab_bytes={}\n{marker_line}cpu0=events:3 lost:4 written:7\ncpu1=events:1 lost:0 written:1\n",
             symtab.len()
         );
         put(Kind::Meta, 0, meta.as_bytes(), &mut frames);
         put(Kind::Symtab, 0, &symtab, &mut frames);
         put(Kind::Events, 0, &body[0], &mut frames);
         put(Kind::Events, 1, &body[1], &mut frames);
-        put(Kind::End, 0, &4u32.to_le_bytes(), &mut frames);
+        if !markers.is_empty() {
+            put(Kind::Markers, 0, &texts, &mut frames);
+        }
+        put(Kind::End, 0, &(n_frames - 1).to_le_bytes(), &mut frames);
         let mut s = b"boot log\r\n# tracer: function_graph\r\nline\r\nltrace-export: begin\r\n".to_vec();
         let start = s.len();
         s.extend_from_slice(&frames);
@@ -354,12 +415,15 @@ mod tests {
         assert_eq!(kernel_trace_text(&console), "# tracer: function_graph\nline\n");
         assert_eq!(r.tracer, "function_graph");
         assert_eq!(r.counter_hz, 100_000_000);
-        assert_eq!(r.cpus[0].events, [rec(1, 10, 0), rec(2, 20, 0)]);
-        assert_eq!((r.cpus[0].lost, r.cpus[0].written), (4, 6));
+        assert_eq!(r.cpus[0].events, [rec(1, 10, 0), marker(12, 5), rec(2, 20, 0)]);
+        assert_eq!((r.cpus[0].lost, r.cpus[0].written), (4, 7));
+        assert_eq!(r.marker_text(&r.cpus[0].events[1]), "hello marker");
+        assert_eq!(r.marker_text(&marker(1, 99)), "<marker overwritten>");
+        assert_eq!(r.markers.len(), 2);
         assert_eq!(r.cpus[1].events, [rec(0, 15, 1)]);
         assert_eq!(formats::symtab::SymbolTable::parse(&r.symtab).unwrap().len(), 1);
         let total = (s.len() - start - b"\r\nltrace-export: end\r\n".len()) as u64;
-        assert_eq!(seen.len(), 5);
+        assert_eq!(seen.len(), 6);
         assert_eq!(seen.last(), Some(&Progress { bytes: total, total: Some(total) }));
         assert!(seen.windows(2).all(|w| w[0].bytes < w[1].bytes));
         assert_eq!(r.ns(15), 150);
@@ -398,6 +462,36 @@ mod tests {
     }
 
     #[test]
+    fn marker_frames_are_checked() {
+        // Version 1 streams have no markers.
+        let (s, _) = stream_with("version=1", &[]);
+        let (_, r) = read(&s).unwrap();
+        assert!(r.markers.is_empty());
+        assert_eq!(r.marker_text(&r.cpus[0].events[1]), "<marker overwritten>");
+        // Version 2 must announce them, and the count must agree.
+        let (s, _) = stream_with("version=2", &[]);
+        assert!(read(&s).unwrap_err().to_string().contains("lacks 'markers'"));
+        let (s, _) = stream_with("version=2", &[(5, "a"), (5, "b")]);
+        assert!(read(&s).unwrap_err().to_string().contains("repeats marker 5"));
+        let (s, _) = stream_with("version=3", &[(5, "a")]);
+        assert!(read(&s).unwrap_err().to_string().contains("unsupported export version 3"));
+        // A marker that runs past its frame's end (its checksum is right: the kernel sent it so).
+        let mut s = b"ltrace-export: begin\n".to_vec();
+        let (good, start) = stream();
+        let meta_len = {
+            let h: [u8; wire::HEADER_LEN] = good[start..start + wire::HEADER_LEN].try_into().unwrap();
+            wire::HEADER_LEN + Header::decode(&h).unwrap().len as usize + wire::CRC_LEN
+        };
+        s.extend_from_slice(&good[start..start + meta_len]);
+        let mut bad = Vec::new();
+        wire::encode_marker(5, "hello", &mut bad);
+        bad.truncate(bad.len() - 1);
+        write_frame(Kind::Markers, 0, 1, &bad, |b| s.extend_from_slice(b));
+        let err = read(&s).unwrap_err().to_string();
+        assert!(err.contains("frame 1: the marker at byte 0 runs past the frame's end"), "{err}");
+    }
+
+    #[test]
     fn sequence_and_metadata_are_checked() {
         // A frame repeated: the sequence check catches it.
         let mut s = b"ltrace-export: begin\n".to_vec();
@@ -411,5 +505,7 @@ mod tests {
         assert!(read(&s).unwrap_err().to_string().contains("metadata frame must come first"));
         let err = read(b"booting\npanic\n").unwrap_err().to_string();
         assert!(err.contains("never started") && err.contains("panic"), "{err}");
+        let err = read(b"# loongtrace: command-line error: 'record_ms=x': not a number\n1\n2\n3\n4\n5\n6\n").unwrap_err().to_string();
+        assert_eq!(err, "the kernel refused its command line: 'record_ms=x': not a number");
     }
 }

@@ -1,5 +1,6 @@
 //! Chrome trace-event JSON (Perfetto UI, `chrome://tracing`): one track per CPU, function_graph
-//! calls as complete (`X`) slices that nest by time, function-tracer events as instants.
+//! calls as complete (`X`) slices that nest by time, function-tracer events and `trace_marker`
+//! writes as instants.
 
 use crate::calls::{self, Names};
 use crate::capture::Recording;
@@ -50,7 +51,26 @@ pub fn json(rec: &Recording) -> Result<String, String> {
             }
         }
     }
-    // Per track in time order, an enclosing slice before the slices it contains.
+    // trace_marker writes: instants on their CPU's track, named by their text.
+    for (cpu, c) in rec.cpus.iter().enumerate() {
+        for r in c.events.iter().filter(|r| r.kind == wire::KIND_MARKER) {
+            let ts = rec.ns(r.ts);
+            let text = rec.marker_text(r);
+            let ev = json!({
+                "name": text,
+                "cat": "trace_marker",
+                "ph": "i",
+                "s": "t",
+                "ts": us(ts),
+                "pid": 0,
+                "tid": cpu,
+                "args": { "buf": text },
+            });
+            events.push((cpu, ts, 0, ev));
+        }
+    }
+    // Per track in time order, an enclosing slice before the slices it contains (and before an
+    // instant at its start).
     events.sort_by_key(|e| (e.0, e.1, std::cmp::Reverse(e.2)));
     let mut all = vec![json!({"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "loongtrace"}})];
     for cpu in 0..rec.cpus.len() {
@@ -125,16 +145,38 @@ mod tests {
     #[test]
     fn graph_json_is_valid_and_nested() {
         let doc = json(&crate::calls::tests::sample()).unwrap();
-        assert_eq!(check(&doc).unwrap(), 3 + 8);
+        assert_eq!(check(&doc).unwrap(), 3 + 8 + 1);
         let v: Value = serde_json::from_str(&doc).unwrap();
         let evs = v["traceEvents"].as_array().unwrap();
         let root = evs.iter().find(|e| e["name"] == "root").unwrap();
         assert_eq!((root["ts"].as_f64(), root["dur"].as_f64(), root["tid"].as_i64()), (Some(1.0), Some(1.0), Some(0)));
         let unfinished = evs.iter().filter(|e| e["args"]["unfinished"] == true).count();
         assert_eq!(unfinished, 1);
-        // Track order: cpu0's root comes before its children.
+        // Track order: cpu0's root comes before its children; the marker between a and b.
         let names: Vec<&str> = evs.iter().skip(3).map(|e| e["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["root", "a", "b", "b", "a", "b", "b", "a"]);
+        assert_eq!(names, ["root", "a", "b", "between a and b", "b", "a", "b", "b", "a"]);
+        let m = &evs[6];
+        assert_eq!((m["ph"].as_str(), m["s"].as_str(), m["cat"].as_str()), (Some("i"), Some("t"), Some("trace_marker")));
+        assert_eq!((m["ts"].as_f64(), m["tid"].as_i64(), m["args"]["buf"].as_str()), (Some(1.45), Some(0), Some("between a and b")));
+    }
+
+    #[test]
+    fn function_json_has_markers_as_instants() {
+        let mut rec = crate::calls::tests::sample();
+        rec.tracer = "function".into();
+        for c in &mut rec.cpus {
+            for r in &mut c.events {
+                if r.kind != wire::KIND_MARKER {
+                    r.kind = wire::KIND_FUNC;
+                }
+            }
+        }
+        let doc = json(&rec).unwrap();
+        assert_eq!(check(&doc).unwrap(), 3 + 13 + 1);
+        let v: Value = serde_json::from_str(&doc).unwrap();
+        let marks: Vec<&Value> = v["traceEvents"].as_array().unwrap().iter().filter(|e| e["cat"] == "trace_marker").collect();
+        assert_eq!(marks.len(), 1);
+        assert_eq!((marks[0]["name"].as_str(), marks[0]["ph"].as_str()), (Some("between a and b"), Some("i")));
     }
 
     #[test]

@@ -23,8 +23,10 @@ pub struct RecordConfig {
     pub graph_function: Vec<String>,
     /// `max_graph_depth` (0 = unlimited).
     pub max_depth: u32,
-    /// `chain`, `smp_chain` or `idle`.
+    /// `chain`, `smp_chain`, `filter`, `script` or `idle`.
     pub workload: String,
+    /// The shell lines the `script` workload runs (a file handed to the kernel through fw_cfg).
+    pub script: Option<PathBuf>,
     /// Milliseconds to keep tracing after the workload.
     pub duration_ms: u64,
     /// Extra kernel command-line words.
@@ -42,6 +44,7 @@ impl RecordConfig {
             graph_function: Vec::new(),
             max_depth: 0,
             workload: "chain".into(),
+            script: None,
             duration_ms: 0,
             extra_cmdline: Vec::new(),
             save_serial: None,
@@ -62,7 +65,15 @@ impl RecordConfig {
                 None => Ok(v.join("|")),
             }
         };
+        match (self.workload.as_str(), &self.script) {
+            ("script", None) => return Err("the script workload needs a script file (--script FILE)".into()),
+            ("script", Some(_)) | (_, None) => {}
+            (w, Some(_)) => return Err(format!("a script is the workload: it cannot go with workload '{w}'")),
+        }
         let mut words = vec![format!("record={}", self.tracer), format!("record_workload={}", self.workload)];
+        if self.script.is_some() {
+            words.push("script".into());
+        }
         if !self.filter.is_empty() {
             words.push(format!("record_filter={}", list("filter", &self.filter)?));
         }
@@ -126,11 +137,23 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
+/// The QEMU arguments that hand `script` to the kernel as its boot script (fw_cfg file
+/// `opt/loongtrace/script`; a `,` in the path is doubled, as QEMU's option syntax escapes it).
+pub fn script_fw_cfg(script: &std::path::Path) -> [String; 2] {
+    ["-fw_cfg".into(), format!("name=opt/loongtrace/script,file={}", script.display().to_string().replace(',', ",,"))]
+}
+
 /// Boots the kernel, waits for the recording and returns the console text before it and the
 /// recording. QEMU is killed after `run.timeout`.
 pub fn record(cfg: &RecordConfig, progress: impl FnMut(Progress)) -> Result<(Vec<String>, Recording), RecordError> {
     let mut run = cfg.run.clone();
     run.cmdline = cfg.cmdline().map_err(RecordError::Config)?;
+    if let Some(script) = &cfg.script {
+        if !script.is_file() {
+            return Err(RecordError::Config(format!("script {} not found", script.display())));
+        }
+        run.extra_args.extend(script_fw_cfg(script));
+    }
     if !run.kernel.is_file() {
         return Err(RecordError::Config(format!("kernel image {} not found (build it with `make build`)", run.kernel.display())));
     }
@@ -170,3 +193,31 @@ pub fn record(cfg: &RecordConfig, progress: impl FnMut(Progress)) -> Result<(Vec
 
 /// The default time limit of a recording.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RecordConfig {
+        RecordConfig::new(RunConfig::new("k.elf"), "function")
+    }
+
+    #[test]
+    fn script_workload_command_line() {
+        let mut c = cfg();
+        c.workload = "script".into();
+        assert!(c.cmdline().unwrap_err().contains("--script FILE"));
+        c.script = Some("s,1.sh".into());
+        c.filter = vec!["chain_*".into()];
+        assert_eq!(c.cmdline().unwrap(), "record=function record_workload=script script record_filter=chain_*");
+        c.workload = "chain".into();
+        assert!(c.cmdline().unwrap_err().contains("cannot go with workload 'chain'"));
+        assert_eq!(script_fw_cfg(std::path::Path::new("/a,b/s.sh")), ["-fw_cfg", "name=opt/loongtrace/script,file=/a,,b/s.sh"]);
+        // The kernel checks that the file exists; the host first.
+        let mut c = cfg();
+        c.workload = "script".into();
+        c.script = Some("/nonexistent/s.sh".into());
+        c.run.kernel = std::env::current_exe().unwrap();
+        assert!(record(&c, |_| {}).unwrap_err().to_string().contains("script /nonexistent/s.sh not found"));
+    }
+}

@@ -2,12 +2,14 @@
 //! KernelShark open.
 //!
 //! The file carries the texts Linux's tracefs would give (`events/header_page`,
-//! `events/header_event`, the `ftrace` event formats `function`, `funcgraph_entry` and
-//! `funcgraph_exit`), the kernel's symbols as `/proc/kallsyms` text, the CPU count, and per CPU
+//! `events/header_event`, the `ftrace` event formats `function`, `funcgraph_entry`,
+//! `funcgraph_exit` and `print` (`trace_marker` writes)), the kernel's symbols as
+//! `/proc/kallsyms` text, the CPU count, and per CPU
 //! the events in Linux's ring-buffer page layout: 4096-byte pages of a `u64` timestamp, a `u64`
 //! commit (bytes used), then events with a 32-bit header (`type_len`: 5 bits, `time_delta`:
 //! 27 bits). Deltas that do not fit in 27 bits are carried by a time-extend event before the
-//! event. See `docs/export.md`.
+//! event; data longer than 112 bytes (long markers) has `type_len` 0 and its length in the next
+//! word. See `docs/export.md`.
 
 use crate::capture::Recording;
 use crate::symtab::SymbolTable;
@@ -32,10 +34,15 @@ pub const MISSED_EVENTS: u64 = 1 << 31;
 /// Commit flag: the number of lost events is stored after the page's data.
 pub const MISSED_STORED: u64 = 1 << 30;
 
-/// Linux's event IDs (`TRACE_FN`, `TRACE_GRAPH_RET`, `TRACE_GRAPH_ENT`).
+/// Linux's event IDs (`TRACE_FN`, `TRACE_PRINT`, `TRACE_GRAPH_RET`, `TRACE_GRAPH_ENT`).
 pub const ID_FUNCTION: u16 = 1;
+pub const ID_PRINT: u16 = 5;
 pub const ID_FUNCGRAPH_EXIT: u16 = 10;
 pub const ID_FUNCGRAPH_ENTRY: u16 = 11;
+
+/// Longest marker text a `print` event carries (Linux cuts `trace_marker` writes to what fits
+/// one ring-buffer page; the kernel keeps at most 4000 bytes).
+pub const MAX_PRINT_TEXT: usize = 4000;
 
 /// `common_flags` bits (Linux's `TRACE_FLAG_IRQS_OFF`, `TRACE_FLAG_HARDIRQ`).
 pub const TRACE_FLAG_IRQS_OFF: u8 = 0x01;
@@ -106,23 +113,36 @@ pub fn ftrace_formats() -> Vec<String> {
 ",
             "\"--> %ps (%d)\", (void *)REC->func, REC->depth",
         ),
+        format_text(
+            "print",
+            ID_PRINT,
+            "\tfield:unsigned long ip;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:char buf[];\toffset:16;\tsize:0;\tsigned:0;
+",
+            "\"%ps: %s\", (void *)REC->ip, REC->buf",
+        ),
     ]
 }
 
 /// One event's payload, before the ring-buffer header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Function { ip: u64, parent: u64, flags: u8 },
+    /// A `trace_marker` write: `ip` is `tracing_mark_write`, `text` the text written (without
+    /// its newline).
+    Print { ip: u64, flags: u8, text: String },
     GraphEntry { func: u64, depth: i32 },
     GraphExit { func: u64, depth: i32, retval: u64, calltime: u64, rettime: u64 },
 }
 
 impl Event {
     /// The event's data as Linux lays out its `struct ..._entry`: common fields, then the
-    /// event's own fields (sizes a multiple of 8).
+    /// event's own fields (a multiple of 4 bytes; `print`: `ip`, then the text with a newline
+    /// and a NUL, as `tracing_mark_write` stores it, zero-padded).
     pub fn encode(&self) -> Vec<u8> {
         let (id, flags) = match self {
             Event::Function { flags, .. } => (ID_FUNCTION, *flags),
+            Event::Print { flags, .. } => (ID_PRINT, *flags),
             Event::GraphEntry { .. } => (ID_FUNCGRAPH_ENTRY, 0),
             Event::GraphExit { .. } => (ID_FUNCGRAPH_EXIT, 0),
         };
@@ -135,6 +155,16 @@ impl Event {
             Event::Function { ip, parent, .. } => {
                 b.extend_from_slice(&ip.to_le_bytes());
                 b.extend_from_slice(&parent.to_le_bytes());
+            }
+            Event::Print { ip, ref text, .. } => {
+                b.extend_from_slice(&ip.to_le_bytes());
+                let mut end = text.len().min(MAX_PRINT_TEXT);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                b.extend_from_slice(&text.as_bytes()[..end]);
+                b.extend_from_slice(b"\n\0");
+                b.resize(b.len().next_multiple_of(4), 0);
             }
             Event::GraphEntry { func, depth } => {
                 b.extend_from_slice(&func.to_le_bytes());
@@ -155,17 +185,19 @@ impl Event {
 
     /// The event a kernel record becomes (timestamps converted with `rec`'s counter frequency).
     pub fn from_record(rec: &Recording, r: &Record) -> Option<Event> {
-        Some(match r.kind {
-            wire::KIND_FUNC => {
-                let mut flags = 0;
-                if r.depth & wire::FLAG_IRQS_OFF != 0 {
-                    flags |= TRACE_FLAG_IRQS_OFF;
-                }
-                if r.depth & wire::FLAG_IN_TRAP != 0 {
-                    flags |= TRACE_FLAG_HARDIRQ;
-                }
-                Event::Function { ip: r.ip, parent: r.parent, flags }
+        let flags = || {
+            let mut flags = 0;
+            if r.depth & wire::FLAG_IRQS_OFF != 0 {
+                flags |= TRACE_FLAG_IRQS_OFF;
             }
+            if r.depth & wire::FLAG_IN_TRAP != 0 {
+                flags |= TRACE_FLAG_HARDIRQ;
+            }
+            flags
+        };
+        Some(match r.kind {
+            wire::KIND_FUNC => Event::Function { ip: r.ip, parent: r.parent, flags: flags() },
+            wire::KIND_MARKER => Event::Print { ip: r.ip, flags: flags(), text: rec.marker_text(r).to_string() },
             wire::KIND_GRAPH_ENTRY => Event::GraphEntry { func: r.ip, depth: r.depth as i32 },
             wire::KIND_GRAPH_RETURN => Event::GraphExit {
                 func: r.ip,
@@ -209,10 +241,13 @@ impl PageWriter {
     }
 
     /// Appends an event with timestamp `ts` (ns, not older than the previous one; an older one is
-    /// stored with delta 0). `data` must be a multiple of 4 bytes, at most 112.
+    /// stored with delta 0). `data` must be a non-empty multiple of 4 bytes that fits a page; up
+    /// to 112 bytes its length is the header's `type_len`, longer data has `type_len` 0 and its
+    /// length + 4 in the word after the header (Linux's layout).
     pub fn push(&mut self, ts: u64, data: &[u8]) {
-        assert!(data.len().is_multiple_of(4) && data.len() <= MAX_DATA_TYPE_LEN as usize * 4 && !data.is_empty());
-        let len = 4 + data.len();
+        assert!(data.len().is_multiple_of(4) && !data.is_empty() && data.len() + 8 <= PAGE_DATA - 8);
+        let small = data.len() <= MAX_DATA_TYPE_LEN as usize * 4;
+        let len = if small { 4 } else { 8 } + data.len();
         let mut delta = ts.saturating_sub(self.last_ts);
         let extend = if delta > MAX_DELTA { 8 } else { 0 };
         if self.data.is_empty() || self.data.len() + extend + len > self.capacity() {
@@ -226,7 +261,12 @@ impl PageWriter {
             self.data.extend_from_slice(&((delta >> TS_BITS) as u32).to_le_bytes());
             delta = 0;
         }
-        self.data.extend_from_slice(&event_header(data.len() as u32 / 4, delta).to_le_bytes());
+        if small {
+            self.data.extend_from_slice(&event_header(data.len() as u32 / 4, delta).to_le_bytes());
+        } else {
+            self.data.extend_from_slice(&event_header(0, delta).to_le_bytes());
+            self.data.extend_from_slice(&(data.len() as u32 + 4).to_le_bytes());
+        }
         self.data.extend_from_slice(data);
         self.last_ts = self.last_ts.max(ts);
     }
@@ -395,6 +435,61 @@ mod tests {
             Some(Event::Function { ip: 5, parent: 42, flags: TRACE_FLAG_IRQS_OFF | TRACE_FLAG_HARDIRQ })
         );
         assert_eq!(Event::from_record(&rec, &Record { kind: 9, ..r }), None);
+        // A marker: its text from the recording's table, or shown as overwritten.
+        let mut rec = rec;
+        rec.markers.insert(30, "hello".into());
+        let m = Record { kind: wire::KIND_MARKER, depth: wire::FLAG_IRQS_OFF, ..r };
+        assert_eq!(Event::from_record(&rec, &m), Some(Event::Print { ip: 5, flags: TRACE_FLAG_IRQS_OFF, text: "hello".into() }));
+        let gone = Record { extra: 31, depth: 0, ..m };
+        assert_eq!(Event::from_record(&rec, &gone), Some(Event::Print { ip: 5, flags: 0, text: "<marker overwritten>".into() }));
+    }
+
+    #[test]
+    fn print_event_encoding() {
+        let format = &ftrace_formats()[3];
+        assert!(format.starts_with("name: print\nID: 5\nformat:\n"), "{format}");
+        assert!(format.contains("\n\tfield:unsigned long ip;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:char buf[];\toffset:16;\tsize:0;\tsigned:0;\n"));
+        assert!(format.ends_with("\nprint fmt: \"%ps: %s\", (void *)REC->ip, REC->buf\n"), "{format}");
+        // ip, then the text with Linux's newline and NUL, padded to 4 bytes.
+        let p = Event::Print { ip: 0x9000_0000_0020_4000, flags: TRACE_FLAG_HARDIRQ, text: "hi".into() }.encode();
+        assert_eq!(p.len(), 20);
+        assert_eq!(&p[..8], &[5, 0, TRACE_FLAG_HARDIRQ, 0, 0, 0, 0, 0]);
+        assert_eq!(u64_at(&p, 8), 0x9000_0000_0020_4000);
+        assert_eq!(&p[16..], b"hi\n\0");
+        let p = Event::Print { ip: 1, flags: 0, text: "abc".into() }.encode();
+        assert_eq!(&p[16..], b"abc\n\0\0\0\0");
+        let p = Event::Print { ip: 1, flags: 0, text: String::new() }.encode();
+        assert_eq!(&p[16..], b"\n\0\0\0");
+        // Text beyond MAX_PRINT_TEXT is cut on a character boundary.
+        let long: String = std::iter::repeat_n('é', MAX_PRINT_TEXT).collect();
+        let p = Event::Print { ip: 1, flags: 0, text: long }.encode();
+        assert_eq!(p.len(), 16 + MAX_PRINT_TEXT + 4);
+        assert_eq!(&p[16 + MAX_PRINT_TEXT..], b"\n\0\0\0");
+    }
+
+    #[test]
+    fn long_events_carry_their_length() {
+        let mut w = PageWriter::new(0);
+        w.push(100, &[1; 24]);
+        // 116 bytes no longer fit type_len (at most 28 words): type_len 0, then length + 4.
+        w.push(150, &[2; 116]);
+        w.push(160, &[3; 112]);
+        let p = w.finish();
+        assert_eq!(header(&p, 16), (6, 0));
+        assert_eq!(header(&p, 44), (0, 50));
+        assert_eq!(u32::from_le_bytes(p[48..52].try_into().unwrap()), 120);
+        assert_eq!(&p[52..168], &[2; 116]);
+        assert_eq!(header(&p, 168), (28, 10));
+        assert_eq!(u64_at(&p, 8), 28 + 124 + 116);
+        // A page holds what fits; the longest marker event still fits an empty one.
+        let mut w = PageWriter::new(0);
+        let big = Event::Print { ip: 1, flags: 0, text: "x".repeat(MAX_PRINT_TEXT) }.encode();
+        w.push(1, &big);
+        w.push(2, &big);
+        let p = w.finish();
+        assert_eq!(p.len(), 2 * PAGE_SIZE);
+        assert_eq!(u64_at(&p, 8), 8 + big.len() as u64);
+        assert_eq!(u64_at(&p, PAGE_SIZE), 2);
     }
 
     #[test]

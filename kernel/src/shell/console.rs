@@ -124,6 +124,21 @@ pub fn interactive() {
 /// The fw_cfg file a bare `script` word names.
 pub const DEFAULT_SCRIPT: &str = "opt/loongtrace/script";
 
+/// The fw_cfg file a `script[=NAME]` word names ([`DEFAULT_SCRIPT`] for the bare word).
+pub fn script_name(word: Option<&str>) -> &str {
+    match word {
+        None | Some("" | "1") => DEFAULT_SCRIPT,
+        Some(name) => name,
+    }
+}
+
+/// The text of the boot script in fw_cfg file `name` (at most 256 KiB), if QEMU was given it.
+pub fn read_script(name: &str) -> Option<String> {
+    let mut buf = alloc::vec![0u8; 256 * 1024];
+    let n = arch::fw_cfg::read_file(name, &mut buf)?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// What boot does after the demos: `script[=FW_CFG_NAME]` runs the shell lines of that fw_cfg
 /// file (default [`DEFAULT_SCRIPT`]), then `shell=1` stays at the prompt. Returns when the
 /// machine should power off.
@@ -132,11 +147,9 @@ pub fn boot_hook(shell: bool, script: Option<&str>) {
         arch::uart::enable_fifo();
     }
     if let Some(name) = script {
-        let name = if name.is_empty() || name == "1" { DEFAULT_SCRIPT } else { name };
-        let mut buf = alloc::vec![0u8; 256 * 1024];
-        match arch::fw_cfg::read_file(name, &mut buf) {
-            Some(n) => {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let name = script_name(Some(name));
+        match read_script(name) {
+            Some(text) => {
                 if !run_script(&text) {
                     return;
                 }

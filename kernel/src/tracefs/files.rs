@@ -507,17 +507,7 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
             _ => Err(Errno::EINVAL),
         },
         File::TraceMarker => {
-            let t = text.strip_suffix('\n').unwrap_or(text);
-            let t: String = t.chars().take(super::MARKER_MAX).collect();
-            if tracer::TRACING_ON.load(Ordering::Relaxed) {
-                let id = s.next_marker;
-                s.next_marker += 1;
-                if s.markers.len() >= super::MARKERS_KEPT {
-                    s.markers.remove(0);
-                }
-                s.markers.push((id, t));
-                tracer::record(tracer::KIND_MARKER, 0, 0, tracer::context_flags(), id);
-            }
+            super::tracing_mark_write(s, text);
             Ok(())
         }
         File::FunctionProfileEnabled => {

@@ -76,7 +76,7 @@ pub const MAX_BUFFER_KB: u64 = (ftrace::tracer::BUFFER_ENTRIES * ENTRY_BYTES / 1
 const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 /// `trace_marker` texts kept (older markers print as overwritten).
 const MARKERS_KEPT: usize = 256;
-/// Longest `trace_marker` write kept (Linux cuts at a page minus the event header).
+/// Longest `trace_marker` write kept, in bytes (Linux cuts at a page minus the event header).
 const MARKER_MAX: usize = 4000;
 
 /// Everything tracefs remembers between writes.
@@ -127,6 +127,36 @@ static STATE: spin::Mutex<Option<State>> = spin::Mutex::new(None);
 pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let mut g = STATE.lock();
     f(g.get_or_insert_with(State::new))
+}
+
+/// A `trace_marker` write: keeps the text (without its final newline, at most [`MARKER_MAX`]
+/// bytes of whole characters) and records a marker event whose `ip` is this function, as Linux's
+/// `print` event names `tracing_mark_write` (the export's `kallsyms` resolves it). Not traceable,
+/// as Linux's tracing code is not.
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn tracing_mark_write(s: &mut State, text: &str) {
+    let t = text.strip_suffix('\n').unwrap_or(text);
+    let mut end = t.len().min(MARKER_MAX);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    if ftrace::tracer::TRACING_ON.load(core::sync::atomic::Ordering::Relaxed) {
+        let id = s.next_marker;
+        s.next_marker += 1;
+        if s.markers.len() >= MARKERS_KEPT {
+            s.markers.remove(0);
+        }
+        s.markers.push((id, String::from(&t[..end])));
+        let ip = tracing_mark_write as fn(&mut State, &str) as usize as u64;
+        ftrace::tracer::record(ftrace::tracer::KIND_MARKER, ip, 0, ftrace::tracer::context_flags(), id);
+    }
+}
+
+/// The text of marker number `id`, if it is still kept.
+pub fn marker_text(id: u64) -> Option<String> {
+    with_state(|s| s.markers.iter().find(|(i, _)| *i == id).map(|(_, t)| t.clone()))
 }
 
 /// What the console must do after a line.

@@ -98,11 +98,11 @@ pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: 
             }
             (KIND_MARKER, Layout::Function) => {
                 write_prefix(w, e, e.depth)?;
-                writeln!(w, "tracing_mark_write: {}", marker(e.extra).unwrap_or_else(|| "<marker overwritten>".into()))?;
+                writeln!(w, "tracing_mark_write: {}", marker(e.extra).unwrap_or_else(|| formats::wire::MARKER_OVERWRITTEN.into()))?;
             }
             (KIND_MARKER, Layout::Graph) => {
                 write_graph_columns(w, e, None, opts)?;
-                writeln!(w, "/* {} */", marker(e.extra).unwrap_or_else(|| "<marker overwritten>".into()))?;
+                writeln!(w, "/* {} */", marker(e.extra).unwrap_or_else(|| formats::wire::MARKER_OVERWRITTEN.into()))?;
             }
             (KIND_STACK, _) => {
                 if e.depth == 0 {

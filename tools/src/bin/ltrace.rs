@@ -61,9 +61,14 @@ struct RecordArgs {
     /// max_graph_depth (function_graph; 0 = unlimited).
     #[arg(long, default_value_t = 0)]
     max_depth: u32,
-    /// Workload run while tracing: chain (boot CPU), smp_chain (every CPU), idle.
-    #[arg(short, long, default_value = "chain", value_parser = ["chain", "smp_chain", "filter", "idle"])]
-    workload: String,
+    /// Workload run while tracing: chain (boot CPU), smp_chain (every CPU), filter, idle, or
+    /// script (the --script file's shell lines) [default: chain, script with --script].
+    #[arg(short, long, value_parser = ["chain", "smp_chain", "filter", "script", "idle"])]
+    workload: Option<String>,
+    /// Shell lines (tracefs shell, as a boot script) to run as the workload while tracing,
+    /// e.g. `run chain` and `echo text > trace_marker`.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
     /// Keep tracing this many milliseconds after the workload.
     #[arg(short, long = "duration-ms", default_value_t = 0)]
     duration_ms: u64,
@@ -142,7 +147,12 @@ fn run(cli: Cli) -> Result<(), String> {
             cfg.filter = a.filter;
             cfg.graph_function = a.graph_function;
             cfg.max_depth = a.max_depth;
-            cfg.workload = a.workload;
+            cfg.workload = match (a.workload, &a.script) {
+                (None, Some(_)) => "script".into(),
+                (None, None) => "chain".into(),
+                (Some(w), _) => w,
+            };
+            cfg.script = a.script;
             cfg.duration_ms = a.duration_ms;
             cfg.extra_cmdline = a.cmdline;
             let mut out = a.out;
