@@ -1,6 +1,7 @@
 //! Real recordings through `ltrace record`'s library: trace.dat read back by Debian's
 //! `trace-cmd report` must list exactly what the kernel printed in its own trace text; the flame
-//! graph and Chrome JSON of a real run must hold the calls; a corrupted or cut transfer must fail.
+//! graph and Chrome JSON of a real run must hold the calls; `trace_marker` writes of a recorded
+//! script come out as Linux's `print` events; a corrupted or cut transfer must fail.
 
 use loongtrace_tools::capture::{self, CaptureError, Recording};
 use loongtrace_tools::record::{self, RecordConfig, RecordError};
@@ -57,31 +58,55 @@ fn word(name: &str) -> String {
     name.trim().replace(char::is_whitespace, "_")
 }
 
-/// `(cpu, timestamp, function, parent)` of the kernel's function trace lines.
-fn kernel_function_lines(text: &str) -> Vec<(u32, String, String, String)> {
+/// One line of a function trace: a traced call, or a `trace_marker` write.
+#[derive(Debug, PartialEq, Eq)]
+enum FnLine {
+    Call { cpu: u32, ts: String, func: String, parent: String },
+    Marker { cpu: u32, ts: String, text: String },
+}
+
+impl FnLine {
+    fn cpu(&self) -> u32 {
+        match self {
+            FnLine::Call { cpu, .. } | FnLine::Marker { cpu, .. } => *cpu,
+        }
+    }
+}
+
+/// The kernel's function trace lines (`func <-parent`, or `tracing_mark_write: text`).
+fn kernel_function_lines(text: &str) -> Vec<FnLine> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
             let after = &l[l.find(']').unwrap() + 1..];
             let (ts, rest) = after.trim_start().split_once(' ').unwrap().1.trim_start().split_once(": ").unwrap();
+            let ts = ts.to_string();
+            if let Some(text) = rest.strip_prefix("tracing_mark_write: ") {
+                return FnLine::Marker { cpu, ts, text: text.to_string() };
+            }
             let (func, parent) = rest.split_once(" <-").unwrap();
-            (cpu, ts.to_string(), word(func), word(parent))
+            FnLine::Call { cpu, ts, func: word(func), parent: word(parent) }
         })
         .collect()
 }
 
-/// The same from `trace-cmd report -O parent=1 -O indent=0`.
-fn trace_cmd_function_lines(lines: &[String]) -> Vec<(u32, String, String, String)> {
+/// The same from `trace-cmd report -O parent=1 -O indent=0` (`function:` and `print:` events).
+fn trace_cmd_function_lines(lines: &[String]) -> Vec<FnLine> {
     lines
         .iter()
         .filter(|l| !l.trim_start().starts_with("CPU:"))
         .map(|l| {
             let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
             let (ts, rest) = l[l.find(']').unwrap() + 1..].trim_start().split_once(": ").unwrap();
+            let ts = ts.to_string();
+            if let Some(print) = rest.strip_prefix("print:") {
+                let text = print.trim_start().strip_prefix("tracing_mark_write: ").unwrap_or_else(|| panic!("print event not from trace_marker: {l}"));
+                return FnLine::Marker { cpu, ts, text: text.to_string() };
+            }
             let rest = rest.strip_prefix("function:").unwrap_or_else(|| panic!("not a function event: {l}"));
             let (func, parent) = rest.trim().split_once(" <-- ").unwrap();
-            (cpu, ts.to_string(), func.to_string(), parent.to_string())
+            FnLine::Call { cpu, ts, func: func.to_string(), parent: parent.to_string() }
         })
         .collect()
 }
@@ -97,9 +122,9 @@ fn function_trace_dat_matches_the_kernels_trace() {
     assert_eq!(want.len(), events, "the kernel printed every event it sent");
     assert!(want.len() > 20, "a real trace, not a handful of lines: {text}");
     for f in ["selftest::targets::chain_c", "irq::timer_tick", "record::chain_on_cpu"] {
-        assert!(want.iter().any(|w| w.2 == f), "{f} traced:\n{text}");
+        assert!(want.iter().any(|w| matches!(w, FnLine::Call { func, .. } if func == f)), "{f} traced:\n{text}");
     }
-    assert!(want.iter().any(|w| w.0 == 1), "CPU 1 traced too");
+    assert!(want.iter().any(|w| w.cpu() == 1), "CPU 1 traced too");
     let got = trace_cmd_function_lines(&trace_cmd_report(&rec, "function.dat", &["-O", "parent=1", "-O", "indent=0"]));
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -112,6 +137,8 @@ enum GraphLine {
     Entry { cpu: u32, depth: usize, func: String },
     Leaf { cpu: u32, depth: usize, func: String, dur: String },
     Exit { cpu: u32, depth: usize, dur: String },
+    /// A `trace_marker` write: `/* text */` in the kernel's text, a `print` event in trace-cmd's.
+    Marker { cpu: u32, text: String },
 }
 
 /// Splits `<duration column>|<indent><call>` into the duration, depth and call text.
@@ -120,7 +147,9 @@ fn graph_body(cpu: u32, dur: &str, body: &str) -> GraphLine {
     let indent = body.len() - body.trim_start().len();
     let depth = indent / 2 - 1;
     let call = body.trim();
-    if call.starts_with('}') {
+    if let Some(text) = call.strip_prefix("/* ").and_then(|c| c.strip_suffix(" */")) {
+        GraphLine::Marker { cpu, text: text.to_string() }
+    } else if call.starts_with('}') {
         GraphLine::Exit { cpu, depth, dur }
     } else if let Some(f) = call.strip_suffix("();") {
         GraphLine::Leaf { cpu, depth, func: word(f), dur }
@@ -146,6 +175,10 @@ fn trace_cmd_graph_lines(lines: &[String]) -> Vec<GraphLine> {
         .filter(|l| !l.trim_start().starts_with("CPU:"))
         .map(|l| {
             let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            if let Some((_, text)) = l.split_once(" print: ") {
+                let text = text.trim_start().strip_prefix("tracing_mark_write: ").unwrap_or_else(|| panic!("print event not from trace_marker: {l}"));
+                return GraphLine::Marker { cpu, text: text.to_string() };
+            }
             let rest = l.split_once("funcgraph_").unwrap().1;
             let rest = rest.split_once(':').unwrap().1;
             let (dur, body) = rest.split_once('|').unwrap();
@@ -158,13 +191,19 @@ fn trace_cmd_graph_lines(lines: &[String]) -> Vec<GraphLine> {
 fn graph_trace_dat_flame_graph_and_json_match_the_kernels_trace() {
     // One chain at a time: when two CPUs' graph events interleave, trace-cmd 3.1.6's
     // function_graph plugin folds entry/exit pairs across CPUs differently from Linux's own
-    // output (seen as a flaky mismatch), so the graph comparison runs one chain on a 2-CPU guest.
+    // output (seen as a flaky mismatch), so the graph comparison runs one chain on a 2-CPU guest,
+    // from a script that writes a marker before and after it (Linux prints them as comments).
+    let script = scratch("graph.sh");
+    std::fs::write(&script, "echo before the chain > trace_marker\nrun chain\necho after the chain > trace_marker\n").unwrap();
     let mut cfg = config("function_graph", 2);
-    cfg.workload = "chain".into();
+    cfg.workload = "script".into();
+    cfg.script = Some(script);
     cfg.graph_function = vec!["chain_root".into()];
     let (text, rec) = record(&cfg);
     let want = kernel_graph_lines(&text);
-    assert!(want.len() >= 7, "the chain:\n{text}");
+    assert!(want.len() >= 9, "the chain and the markers:\n{text}");
+    assert_eq!(want.first(), Some(&GraphLine::Marker { cpu: 0, text: "before the chain".into() }), "{text}");
+    assert_eq!(want.last(), Some(&GraphLine::Marker { cpu: 0, text: "after the chain".into() }), "{text}");
     let got = trace_cmd_graph_lines(&trace_cmd_report(&rec, "graph.dat", &[]));
     assert_eq!(got, want, "trace-cmd report and the kernel's function_graph text differ");
     let roots: Vec<&GraphLine> = want.iter().filter(|l| matches!(l, GraphLine::Exit { depth: 0, .. })).collect();
@@ -190,7 +229,7 @@ fn graph_trace_dat_flame_graph_and_json_match_the_kernels_trace() {
             let (us, frac) = dur.trim_end_matches(" us").trim().split_once('.').unwrap();
             us.parse::<u64>().unwrap() * 1000 + frac.parse::<u64>().unwrap()
         }
-        GraphLine::Entry { .. } => 0,
+        GraphLine::Entry { .. } | GraphLine::Marker { .. } => 0,
     };
     let root_ns: u64 = roots.iter().map(|l| ns(l)).sum();
     let with_commas = |n: u64| {
@@ -210,12 +249,97 @@ fn graph_trace_dat_flame_graph_and_json_match_the_kernels_trace() {
     let leaf_title = format!("selftest::targets::chain_c ({} ns", with_commas(leaf_ns));
     assert!(titles.iter().any(|t| t.starts_with(&leaf_title)), "no frame '{leaf_title}' in {titles:?}");
 
-    // Chrome JSON: valid trace events, one X slice per call.
+    // Chrome JSON: valid trace events, one X slice per call, one instant per marker.
     let doc = chrome::json(&rec).unwrap();
     std::fs::write(scratch("graph.json"), &doc).unwrap();
     let n = chrome::check(&doc).unwrap_or_else(|e| panic!("bad trace-event JSON: {e}"));
-    let calls = want.iter().filter(|l| !matches!(l, GraphLine::Exit { .. })).count();
-    assert_eq!(n, 1 + rec.cpus.len() + calls);
+    let calls = want.iter().filter(|l| matches!(l, GraphLine::Entry { .. } | GraphLine::Leaf { .. })).count();
+    let markers = want.iter().filter(|l| matches!(l, GraphLine::Marker { .. })).count();
+    assert_eq!((n, markers), (1 + rec.cpus.len() + calls + 2, 2));
+    assert_eq!(doc.matches("\"ph\": \"i\"").count(), 2, "the two markers are the only instants");
+}
+
+/// A script that writes markers between workload runs on both CPUs (`run timer` calls
+/// `timer_work` on every CPU), one of them longer than a short ring-buffer event holds.
+const MARKER_SCRIPT: &str = "\
+echo first marker > trace_marker
+run chain
+echo between the runs > trace_marker
+run timer 2
+echo 'quoted:  two  blanks, a long one: 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 end' > trace_marker
+run chain
+echo -n last > trace_marker
+";
+
+/// The markers `MARKER_SCRIPT` writes, in order.
+const MARKERS: [&str; 4] = [
+    "first marker",
+    "between the runs",
+    "quoted:  two  blanks, a long one: 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 0123456789 end",
+    "last",
+];
+
+#[test]
+fn markers_of_a_recorded_script_are_print_events_in_every_format() {
+    let script = scratch("markers.sh");
+    std::fs::write(&script, MARKER_SCRIPT).unwrap();
+    let mut cfg = config("function", 2);
+    cfg.workload = "script".into();
+    cfg.script = Some(script);
+    cfg.filter = vec!["chain_*".into(), "timer_work".into()];
+    let (text, rec) = record(&cfg);
+    let want = kernel_function_lines(&text);
+    let events: usize = rec.cpus.iter().map(|c| c.events.len()).sum();
+    assert_eq!(want.len(), events, "the kernel printed every event it sent:\n{text}");
+    let marks: Vec<&str> = want.iter().filter_map(|l| if let FnLine::Marker { text, .. } = l { Some(text.as_str()) } else { None }).collect();
+    assert_eq!(marks, MARKERS, "the kernel's trace holds the script's markers in order:\n{text}");
+    let from_shell = want
+        .iter()
+        .filter(|l| matches!(l, FnLine::Call { func, parent, .. } if func.ends_with("chain_root") && parent == "tracefs::workloads::run"))
+        .count();
+    assert_eq!(from_shell, 2, "the script's two `run chain`:\n{text}");
+    assert!(
+        want.iter().any(|l| matches!(l, FnLine::Call { cpu: 1, func, .. } if func.ends_with("timer_work"))),
+        "`run timer` ran timer_work on CPU 1 too:\n{text}"
+    );
+    // The markers' events name the kernel's tracing_mark_write, which kallsyms must resolve.
+    assert_eq!(rec.markers.len(), 4);
+
+    let lines = trace_cmd_report(&rec, "markers.dat", &["-O", "parent=1", "-O", "indent=0"]);
+    let got = trace_cmd_function_lines(&lines);
+    assert_eq!(got.len(), want.len(), "trace-cmd report:\n{}", lines.join("\n"));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "event {i} differs");
+    }
+    assert!(lines.iter().any(|l| l.contains("print:") && l.ends_with("tracing_mark_write: between the runs")), "{lines:?}");
+
+    // Chrome JSON: the markers are instants on their CPU's track, at their time.
+    let doc = chrome::json(&rec).unwrap();
+    std::fs::write(scratch("markers.json"), &doc).unwrap();
+    chrome::check(&doc).unwrap_or_else(|e| panic!("bad trace-event JSON: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let instants: Vec<(i64, String, String)> = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["cat"] == "trace_marker")
+        .map(|e| {
+            assert_eq!((e["ph"].as_str(), e["s"].as_str()), (Some("i"), Some("t")), "{e}");
+            // ts is in µs with ns precision; the kernel rounds to the nearest µs.
+            let ns = (e["ts"].as_f64().unwrap() * 1000.0).round() as u64;
+            let us = (ns + 500) / 1000;
+            let ts = format!("{}.{:06}", us / 1_000_000, us % 1_000_000);
+            (e["tid"].as_i64().unwrap(), ts, e["name"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let kernel_marks: Vec<(i64, String, String)> = want
+        .iter()
+        .filter_map(|l| match l {
+            FnLine::Marker { cpu, ts, text } => Some((*cpu as i64, ts.clone(), text.clone())),
+            FnLine::Call { .. } => None,
+        })
+        .collect();
+    assert_eq!(instants, kernel_marks);
 }
 
 fn failed_recording(fault: &str) -> String {

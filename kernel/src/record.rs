@@ -215,7 +215,7 @@ fn print_text(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)]) 
                     _ => tracer::write_function_line(w, e),
                 })
             }),
-            Tracer::Graph => graph_tracer::write_graph(w, &all),
+            Tracer::Graph => graph_tracer::write_graph_marked(w, &all, Some(&|id| marker_shown(markers, id))),
         };
     });
 }

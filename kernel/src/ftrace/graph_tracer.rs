@@ -142,12 +142,23 @@ const NO_DURATION: &str = "             ";
 
 /// Writes graph events in Linux's `function_graph` layout.
 pub fn write_graph(w: &mut dyn Write, c: &Collected) -> core::fmt::Result {
+    write_graph_marked(w, c, None)
+}
+
+/// [`write_graph`], with `trace_marker` events as Linux's comment lines (`/* text */`, indented
+/// as a call at that point would be) when `marker` gives their texts by number.
+pub fn write_graph_marked<'m>(w: &mut dyn Write, c: &Collected, marker: Option<&dyn Fn(u64) -> &'m str>) -> core::fmt::Result {
     writeln!(w, "# tracer: function_graph")?;
     writeln!(w, "#")?;
     writeln!(w, "# CPU    DURATION       FUNCTION CALLS")?;
     writeln!(w, "# |       |   |          |   |   |   |")?;
-    let ev: alloc::vec::Vec<&TraceEntry> =
-        c.events.iter().filter(|e| e.kind == KIND_GRAPH_ENTRY || e.kind == KIND_GRAPH_RETURN).collect();
+    let ev: alloc::vec::Vec<&TraceEntry> = c
+        .events
+        .iter()
+        .filter(|e| e.kind == KIND_GRAPH_ENTRY || e.kind == KIND_GRAPH_RETURN || (e.kind == tracer::KIND_MARKER && marker.is_some()))
+        .collect();
+    // Per CPU, the depth a call starting now would have (for the markers' indentation).
+    let mut level = [0usize; arch::boot::MAX_CPUS];
     // A call whose return is the next event *of its CPU* prints as one leaf line (as Linux peeks
     // the same CPU's buffer); the return is then skipped when the merged walk reaches it.
     let mut leaf_returns = alloc::vec![false; ev.len()];
@@ -155,6 +166,13 @@ pub fn write_graph(w: &mut dyn Write, c: &Collected) -> core::fmt::Result {
         if leaf_returns[i] {
             continue;
         }
+        let cpu_level = &mut level[e.cpu as usize % arch::boot::MAX_CPUS];
+        if let (tracer::KIND_MARKER, Some(text)) = (e.kind, marker) {
+            let indent = 2 * (*cpu_level + 1);
+            writeln!(w, " {})  {NO_DURATION}  |{:indent$}/* {} */", e.cpu, "", text(e.extra))?;
+            continue;
+        }
+        *cpu_level = if e.kind == KIND_GRAPH_ENTRY { e.depth as usize + 1 } else { e.depth as usize };
         let indent = 2 * (e.depth as usize + 1);
         let name = tracer::short_name(e.ip);
         write!(w, " {})  ", e.cpu)?;
