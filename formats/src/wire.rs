@@ -297,7 +297,12 @@ pub fn encode_marker(id: u64, text: &str, out: &mut impl Extend<u8>) {
 /// The part of `text` a `Markers` frame carries: at most [`MAX_MARKER_TEXT`] bytes, whole
 /// characters.
 pub fn fitting_marker(text: &str) -> &str {
-    let mut end = text.len().min(MAX_MARKER_TEXT);
+    cut_text(text, MAX_MARKER_TEXT)
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a character boundary.
+pub fn cut_text(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }

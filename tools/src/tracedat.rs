@@ -158,11 +158,7 @@ impl Event {
             }
             Event::Print { ip, ref text, .. } => {
                 b.extend_from_slice(&ip.to_le_bytes());
-                let mut end = text.len().min(MAX_PRINT_TEXT);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                b.extend_from_slice(&text.as_bytes()[..end]);
+                b.extend_from_slice(wire::cut_text(text, MAX_PRINT_TEXT).as_bytes());
                 b.extend_from_slice(b"\n\0");
                 b.resize(b.len().next_multiple_of(4), 0);
             }

@@ -137,18 +137,14 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 #[inline(never)]
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn tracing_mark_write(s: &mut State, text: &str) {
-    let t = text.strip_suffix('\n').unwrap_or(text);
-    let mut end = t.len().min(MARKER_MAX);
-    while !t.is_char_boundary(end) {
-        end -= 1;
-    }
+    let t = formats::wire::cut_text(text.strip_suffix('\n').unwrap_or(text), MARKER_MAX);
     if ftrace::tracer::TRACING_ON.load(core::sync::atomic::Ordering::Relaxed) {
         let id = s.next_marker;
         s.next_marker += 1;
         if s.markers.len() >= MARKERS_KEPT {
             s.markers.remove(0);
         }
-        s.markers.push((id, String::from(&t[..end])));
+        s.markers.push((id, String::from(t)));
         let ip = tracing_mark_write as fn(&mut State, &str) as usize as u64;
         ftrace::tracer::record(ftrace::tracer::KIND_MARKER, ip, 0, ftrace::tracer::context_flags(), id);
     }
