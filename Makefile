@@ -78,12 +78,12 @@ test-kernel: build
 		cargo test -q -p loongtrace-tests --test fail_demo
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_GDB=$(GDB) cargo test -q -p loongtrace-tests --test gdb
 	LOONGTRACE_KERNEL=$(KERNEL) LOONGTRACE_SMP=$(TEST_SMP) cargo test -q -p loongtrace-tests --test shell
+	LOONGTRACE_KERNEL=$(KERNEL) cargo test -q -p loongtrace-tests --test export
 	# Without LOONGTRACE_KERNEL the harness runs `make build` itself and checks that the kernel it
 	# boots was built from this tree.
 	LOONGTRACE_TIMEOUT=$(TIMEOUT) LOONGTRACE_SMP=$(TEST_SMP) \
 		LOONGTRACE_CMDLINE="$(if $(STRESS),stress=$(STRESS))" \
 		cargo test -q -p loongtrace-tests --test kernel
-	LOONGTRACE_KERNEL=$(KERNEL) cargo test -q -p loongtrace-tests --test export
 
 test: test-host test-kernel
 
