@@ -235,8 +235,30 @@ impl<'a> SymbolTable<'a> {
     /// A symbol covers `[addr, addr + max(size, 1))`; a symbol of size 0 instead covers everything
     /// up to the next symbol's address (the last symbol, if of size 0, only its own address).
     pub fn lookup(&self, addr: u64) -> Option<(Symbol<'a>, u64)> {
-        // Number of entries starting at or below `addr`.
-        let (mut lo, mut hi) = (0usize, self.count);
+        self.resolve(addr, self.count_at_or_below(addr, 0, self.count))
+    }
+
+    /// [`lookup`](Self::lookup) for addresses in ascending order: `cursor` (0 at first) keeps
+    /// where the previous address was found, and the search gallops on from there, so a walk over
+    /// ascending addresses costs the logarithm of the gap between them, not of the table. An
+    /// address below the previous one starts over from the beginning.
+    pub fn lookup_ascending(&self, addr: u64, cursor: &mut usize) -> Option<(Symbol<'a>, u64)> {
+        // Entries before the cursor start at or below the previous address.
+        if *cursor > self.count || (*cursor > 0 && self.addr_at(*cursor - 1) > addr) {
+            *cursor = 0;
+        }
+        let (mut lo, mut step) = (*cursor, 1usize);
+        while lo + step <= self.count && self.addr_at(lo + step - 1) <= addr {
+            lo += step;
+            step *= 2;
+        }
+        let lo = self.count_at_or_below(addr, lo, (lo + step - 1).min(self.count));
+        *cursor = lo;
+        self.resolve(addr, lo)
+    }
+
+    /// The number of entries starting at or below `addr`, knowing that it lies in `lo..=hi`.
+    fn count_at_or_below(&self, addr: u64, mut lo: usize, mut hi: usize) -> usize {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if self.addr_at(mid) <= addr {
@@ -245,6 +267,11 @@ impl<'a> SymbolTable<'a> {
                 hi = mid;
             }
         }
+        lo
+    }
+
+    /// The symbol containing `addr`, given that `lo` entries start at or below it.
+    fn resolve(&self, addr: u64, lo: usize) -> Option<(Symbol<'a>, u64)> {
         let has_next = lo < self.count;
         let mut i = lo.checked_sub(1)?;
         let start = self.addr_at(i);
@@ -496,6 +523,26 @@ mod tests {
         assert_eq!(t.lookup(0x1008).unwrap().0.name, "small");
         assert_eq!(t.lookup(0x1080).unwrap().0.name, "big");
         assert_eq!(t.lookup(0x1100), None);
+    }
+
+    #[test]
+    fn ascending_lookups_agree_with_lookup() {
+        let names: Vec<std::string::String> = (0..300).map(|i| std::format!("f{i}")).collect();
+        let syms: Vec<(u64, u32, &str)> = (0..300u64)
+            .map(|i| (0x1000 + (i / 3) * 0x40 + (i % 3) * 8, if i % 7 == 0 { 0 } else { 8 }, names[i as usize].as_str()))
+            .collect();
+        let blob = build(&syms);
+        let t = SymbolTable::parse(&blob).unwrap();
+        let mut cursor = 0;
+        for addr in (0xff0..0x1000 + 100 * 0x40 + 16).step_by(4) {
+            assert_eq!(t.lookup_ascending(addr, &mut cursor), t.lookup(addr), "{addr:#x}");
+        }
+        // Going back starts over.
+        for addr in [0x1800, 0x1004, 0x2000, 0x1000] {
+            assert_eq!(t.lookup_ascending(addr, &mut cursor), t.lookup(addr), "{addr:#x}");
+        }
+        let empty = SymbolTable::empty();
+        assert_eq!(empty.lookup_ascending(5, &mut cursor), None);
     }
 
     #[test]

@@ -9,11 +9,15 @@
 
 use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags, graph_tracer, tracer};
 use alloc::vec::Vec;
-use crate::icount::{self, READS};
+use crate::icount;
 use core::hint::black_box;
 
 /// Calls per measurement: resolution is 10 / CALLS instructions per call.
 const CALLS: u64 = 20_000;
+/// Ops counts of the `ops_on_one_<n>` rows.
+const OPS_ON_ONE: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+/// Counts of ops filtering other functions of the `ops_1_plus_<n>_irrelevant` rows.
+const IRRELEVANT: [usize; 3] = [0, 100, 1000];
 
 /// The traced function of every row.
 #[inline(never)]
@@ -72,81 +76,11 @@ fn empty_ops(flags: OpsFlags) -> &'static FtraceOps {
     FtraceOps::new_boxed(loongtrace_bench_empty_callback, flags)
 }
 
-// One exact reading (see `crate::icount`): ten blocks `rdtime.d; st.d; b next`, each its own
-// translation block, aligned so that no block crosses a page.
-#[inline(always)]
-fn reading() -> [u64; READS] {
-    let mut r = [0u64; READS];
-    // SAFETY: `rdtime.d` only reads the stable counter; the stores go to `r`, ten words.
-    unsafe {
-        core::arch::asm!(
-            ".p2align 7",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 0",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 8",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 16",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 24",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 32",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 40",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 48",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 56",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 64",
-            "b 1f",
-            "1:",
-            "rdtime.d {t}, $zero",
-            "st.d {t}, {buf}, 72",
-            "b 1f",
-            "1:",
-            buf = in(reg) r.as_mut_ptr(),
-            t = out(reg) _,
-            options(nostack)
-        )
-    };
-    r
-}
-
-/// The exact guest instruction count now (call with interrupts off). `None` when the reads do
-/// not fit (not running under `-icount shift=0`).
-#[inline(always)]
-fn now() -> Option<u64> {
-    icount::exact_count(&reading())
-}
-
-/// Guest instructions `f` takes, with interrupts off, without the cost of the readings
-/// themselves. `None` when not running under `-icount shift=0`.
+/// Guest instructions `f` takes (see `icount::instructions`), `None` when not under
+/// `-icount shift=0`.
 fn instructions<R>(f: impl FnOnce() -> R) -> Option<(u64, R)> {
-    arch::cpu::without_irqs(|| {
-        let e0 = now();
-        let e1 = now();
-        let a = now();
-        let r = black_box(f());
-        let b = now();
-        Some((b?.checked_sub(a?)?.checked_sub(e1?.checked_sub(e0?)?)?, r))
-    })
+    let (n, r) = icount::instructions(f);
+    n.map(|n| (n, r))
 }
 
 /// Overhead per call, in tenths of an instruction.
@@ -212,19 +146,29 @@ pub fn run() {
     println!("BENCH-START calls={CALLS}");
     // Where the bench starts, in guest instructions since reset: it differs from run to run when
     // the console had to wait for the host (see docs/performance.md), the rows do not.
-    if let Some(n) = arch::cpu::without_irqs(now) {
+    if let Some(n) = arch::cpu::without_irqs(icount::now) {
         println!("BENCH-INFO started at guest instruction {n}");
+    }
+    // The scale image (`make bench SITES=n`) is only there for the per-site rows.
+    if cfg!(feature = "scale") {
+        patch_all();
+        println!("BENCH-DONE");
+        return;
     }
     row("nop_site", |_| Ok(()));
     row("ops_1", |c| c.ops(OpsFlags::empty(), Some(target)).map(drop));
-    row("ops_1_plus_100_irrelevant", |c| {
-        c.ops(OpsFlags::empty(), Some(target))?;
-        for _ in 0..100 {
-            c.ops(OpsFlags::empty(), Some("dyn_func2"))?;
-        }
-        Ok(())
-    });
     row("ops_10_relevant", |c| (0..10).try_for_each(|_| c.ops(OpsFlags::empty(), Some(target)).map(drop)));
+    // Cost curves: n ops on the function (from two on, the site list), and one ops among n that
+    // filter another function.
+    for n in OPS_ON_ONE {
+        row(&alloc::format!("ops_on_one_{n}"), |c| (0..n).try_for_each(|_| c.ops(OpsFlags::empty(), Some(target)).map(drop)));
+    }
+    for n in IRRELEVANT {
+        row(&alloc::format!("ops_1_plus_{n}_irrelevant"), |c| {
+            c.ops(OpsFlags::empty(), Some(target))?;
+            (0..n).try_for_each(|_| c.ops(OpsFlags::empty(), Some("dyn_func2")).map(drop))
+        });
+    }
     row("ops_regs", |c| c.ops(OpsFlags::SAVE_REGS, Some(target)).map(drop));
     let stub = arch::ftrace::addr::stub_direct_tramp();
     let direct = |c: &mut Cleanup, shared: bool| -> Result<(), FtraceError> {
@@ -275,6 +219,34 @@ fn patch_all() {
     }
     // SAFETY: made by new_boxed, unregistered above.
     let _ = unsafe { FtraceOps::free(all) };
+    per_site();
+}
+
+/// The per-site rows: boot-time init (`ftrace::init`, measured exactly at boot), a
+/// `set_ftrace_filter` glob over every name, and the heap bytes init allocated per site (every
+/// allocation of the site table and the sites' state) besides the site's name.
+fn per_site() {
+    let sites = ftrace::sites::all().len() as i64;
+    println!("BENCH-INFO sites={sites}");
+    #[cfg(feature = "scale")]
+    println!("BENCH-INFO scale build: {} generated functions", crate::scale::count());
+    match ftrace::core::init_cost() {
+        (Some(insns), bytes) if sites > 0 => {
+            report("init_per_site", tenths_per(insns as i64, sites));
+            // Besides its name: the 16-byte reference to the name's text in the symbol table
+            // (or a module's memory) is left out with the text.
+            let name_refs = sites * core::mem::size_of::<&str>() as i64;
+            report("bytes_per_site", tenths_per(bytes as i64 - name_refs, sites));
+        }
+        _ => println!("BENCH-ERROR init_per_site boot-time init was not measured (not under -icount shift=0?)"),
+    }
+    let probe = empty_ops(OpsFlags::empty());
+    match instructions(|| ftrace::ftrace_set_filter(probe, "*", true)) {
+        Some((n, Ok(()))) if sites > 0 => report("filter_glob_per_site", tenths_per(n as i64, sites)),
+        other => println!("BENCH-ERROR filter_glob_per_site {:?}", other.map(|x| x.1)),
+    }
+    // SAFETY: made by new_boxed, never registered.
+    let _ = unsafe { FtraceOps::free(probe) };
 }
 
 // loongtrace_bench_empty_prog: the empty program of the trampoline rows (`jr ra`).

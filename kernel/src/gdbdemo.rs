@@ -106,7 +106,7 @@ pub fn write_enabled_functions(w: &mut dyn Write) -> core::fmt::Result {
         }
         let f = s.state.flags;
         let name = s.site.name.strip_prefix("loongtrace_kernel::").unwrap_or(s.site.name);
-        let module = if s.site.module.is_empty() { String::new() } else { alloc::format!(" [{}]", s.site.module) };
+        let module = if s.module.is_empty() { String::new() } else { alloc::format!(" [{}]", s.module) };
         r = writeln!(
             w,
             "{name}{module} ({}){}{}\ttramp: {}\tops: {}",

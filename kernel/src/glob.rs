@@ -10,6 +10,7 @@
 //! full Rust paths such as `loongtrace_kernel::tests::func1`; [`name_matches`] accepts a pattern
 //! matching either the full path or just its last `::` segment.
 
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Length in bytes of the UTF-8 character whose first byte is `b`.
@@ -42,6 +43,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
     while ti < t.len() {
         let step = match p.get(pi) {
+            // A star that ends the pattern matches whatever text is left (so `prefix*` costs the
+            // prefix, and `*` nothing, however long the text).
+            Some(b'*') if pi + 1 == p.len() => return true,
             Some(b'*') => {
                 pi += 1;
                 star = Some((pi, ti));
@@ -165,10 +169,128 @@ pub fn filter_tokens(line: &str) -> impl Iterator<Item = &str> {
     line.split_whitespace()
 }
 
+/// A list of patterns compiled for checking many names against all of them at once, with a
+/// cost (nearly) independent of the name: a pattern `head::tail*` (no other wildcard) is filed
+/// under its first path segment `head::`, so a name is compared with each distinct head once and
+/// only with the tails of its own head. Other patterns are matched with [`glob_match`]. Used for
+/// the notrace policy, which every function name is checked against at boot.
+pub struct PrefixSet<'a> {
+    /// `(head, tails)`: `head` ends with its first `::`.
+    groups: Vec<(&'a [u8], Vec<&'a [u8]>)>,
+    /// Patterns `prefix*` whose prefix has no `::`.
+    bare: Vec<&'a [u8]>,
+    /// Every other pattern.
+    other: Vec<&'a str>,
+}
+
+/// The length of `b` up to and including its first `::` (all of it when it has none).
+#[inline]
+fn head_len(b: &[u8]) -> usize {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b':' && b[i + 1] == b':' {
+            return i + 2;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Whether `a` starts with `b` (compared byte by byte: most names differ in the first byte).
+#[inline]
+fn starts_with_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() >= b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+impl<'a> PrefixSet<'a> {
+    pub fn new(patterns: &[&'a str]) -> Self {
+        let mut set = PrefixSet { groups: Vec::new(), bare: Vec::new(), other: Vec::new() };
+        for &p in patterns {
+            let b = p.as_bytes();
+            match b.split_last() {
+                Some((b'*', prefix)) if !has_wildcards(&p[..prefix.len()]) => {
+                    let h = head_len(prefix);
+                    if h == prefix.len() && !prefix.ends_with(b"::") {
+                        set.bare.push(prefix);
+                        continue;
+                    }
+                    let (head, tail) = prefix.split_at(h);
+                    match set.groups.iter_mut().find(|g| g.0 == head) {
+                        Some(g) => g.1.push(tail),
+                        None => set.groups.push((head, alloc::vec![tail])),
+                    }
+                }
+                _ => set.other.push(p),
+            }
+        }
+        set
+    }
+
+    /// Whether any of the patterns matches `text` (the same as `glob_match` with each).
+    pub fn matches(&self, text: &str) -> bool {
+        let t = text.as_bytes();
+        let (head, rest) = t.split_at(head_len(t));
+        self.groups
+            .iter()
+            .any(|(h, tails)| h.len() == head.len() && starts_with_bytes(head, h) && tails.iter().any(|tail| starts_with_bytes(rest, tail)))
+            || self.bare.iter().any(|p| starts_with_bytes(t, p))
+            || self.other.iter().any(|p| glob_match(p, text))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
+
+    #[test]
+    fn prefix_set_matches_like_glob_match() {
+        let patterns = [
+            "loongtrace_kernel::ftrace::*",
+            "<loongtrace_kernel::ftrace::*",
+            "loongtrace_kernel::selftest::on_*",
+            "__rustc::*",
+            "arch::*",
+            "a::b::c*",
+            "x*",
+            "*::mid::*",
+            "exact::name",
+            "ab?::*",
+        ];
+        let names = [
+            "loongtrace_kernel::ftrace::core::update",
+            "loongtrace_kernel::ftrace",
+            "loongtrace_kernel::ftrace::",
+            "<loongtrace_kernel::ftrace::ops::X as core::fmt::Debug>::fmt",
+            "<loongtrace_kernel::shell::Y as core::fmt::Debug>::fmt",
+            "loongtrace_kernel::selftest::on_case_end",
+            "loongtrace_kernel::selftest::run",
+            "loongtrace_kernel::scale::generated_fn_00001",
+            "__rustc::__rust_alloc",
+            "__rustc",
+            "arch::cpu::id",
+            "archive::x",
+            "a::b::cde",
+            "a::b::d",
+            "a::bb::c",
+            "xylophone",
+            "q::mid::r",
+            "exact::name",
+            "exact::names",
+            "abc::z",
+            "",
+            "::",
+            ":::x",
+            "?",
+        ];
+        for n in names {
+            let want = patterns.iter().any(|p| glob_match(p, n));
+            assert_eq!(PrefixSet::new(&patterns).matches(n), want, "{n}");
+            for p in patterns {
+                assert_eq!(PrefixSet::new(&[p]).matches(n), glob_match(p, n), "{p} {n}");
+            }
+        }
+    }
 
     fn m(p: &str, t: &str) -> bool {
         glob_match(p, t)

@@ -42,6 +42,57 @@ pub fn exact_count(reads: &[u64; READS]) -> Option<u64> {
     found
 }
 
+/// One exact reading: ten blocks `rdtime.d; st.d; b next`, each its own translation block,
+/// aligned so that no block crosses a page.
+#[cfg(target_arch = "loongarch64")]
+#[inline(always)]
+fn reading() -> [u64; READS] {
+    let mut r = [0u64; READS];
+    // SAFETY: `rdtime.d` only reads the stable counter; the stores go to `r`, ten words.
+    unsafe {
+        core::arch::asm!(
+            ".p2align 7",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 0", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 8", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 16", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 24", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 32", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 40", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 48", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 56", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 64", "b 1f", "1:",
+            "rdtime.d {t}, $zero", "st.d {t}, {buf}, 72", "b 1f", "1:",
+            buf = in(reg) r.as_mut_ptr(),
+            t = out(reg) _,
+            options(nostack)
+        )
+    };
+    r
+}
+
+/// The exact guest instruction count now (call with interrupts off). `None` when the reads do
+/// not fit (not running under `-icount shift=0`).
+#[cfg(target_arch = "loongarch64")]
+#[inline(always)]
+pub fn now() -> Option<u64> {
+    exact_count(&reading())
+}
+
+/// Guest instructions `f` takes, with interrupts off, without the cost of the readings
+/// themselves, and its result. The count is `None` when not running under `-icount shift=0`.
+#[cfg(target_arch = "loongarch64")]
+pub fn instructions<R>(f: impl FnOnce() -> R) -> (Option<u64>, R) {
+    arch::cpu::without_irqs(|| {
+        let e0 = now();
+        let e1 = now();
+        let a = now();
+        let r = core::hint::black_box(f());
+        let b = now();
+        let n = (|| b?.checked_sub(a?)?.checked_sub(e1?.checked_sub(e0?)?))();
+        (n, r)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,15 @@ pub fn lookup(addr: u64) -> Option<(Symbol<'static>, u64)> {
     table().lookup(addr)
 }
 
+/// [`lookup`] for a walk over ascending addresses: `cursor` (0 at first) carries the position
+/// in the kernel's table from one call to the next (see `SymbolTable::lookup_ascending`).
+pub fn lookup_ascending(addr: u64, cursor: &mut usize) -> Option<(Symbol<'static>, u64)> {
+    if crate::module::in_area(addr) {
+        return lookup(addr);
+    }
+    table().lookup_ascending(addr, cursor)
+}
+
 /// The symbol named `name` (full path, or last path segment).
 pub fn find(name: &str) -> Option<Symbol<'static>> {
     table().find(name)

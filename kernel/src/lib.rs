@@ -33,6 +33,8 @@ pub mod panic;
 pub mod selftest;
 #[cfg(target_os = "none")]
 pub mod bench;
+#[cfg(all(target_os = "none", feature = "scale"))]
+pub mod scale;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]

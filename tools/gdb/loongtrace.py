@@ -232,11 +232,28 @@ class LtSym(gdb.Command):
 FLAG_ENABLED, FLAG_REGS, FLAG_DIRECT = 1, 2, 4
 
 
+def table_modules(table):
+    """(start, end, name) of every module's index range in the site table."""
+    fields = [f.name for f in table.type.strip_typedefs().fields()]
+    if "modules" not in fields:
+        return []
+    v = table["modules"]
+    try:
+        elem = v.type.template_argument(0)
+    except (RuntimeError, gdb.error):
+        elem = gdb.lookup_type("(core::ops::range::Range<usize>, &str)")
+    out = []
+    for m in vec_items(v, elem):
+        r = m["__0"]
+        out.append((scalar(r["start"]), scalar(r["end"]), rust_str(m["__1"])))
+    return out
+
+
 def enabled_sites():
     core = option_some(find_field(ksym_value(KERNEL + "::ftrace::core::CORE"), "value"))
     if core is None:
         raise gdb.GdbError("lt-ftrace: ftrace is not initialised yet")
-    state_t = gdb.lookup_type(KERNEL + "::ftrace::core::SiteState")
+    state_t = gdb.lookup_type(KERNEL + "::ftrace::core::State")
     states = vec_items(core["state"], state_t)
     # The site table: a published `Table` (kernel sites, then module sites at stable indices).
     table_ptr = scalar(ksym_value(KERNEL + "::ftrace::sites::TABLE"))
@@ -244,15 +261,19 @@ def enabled_sites():
         raise gdb.GdbError("lt-ftrace: no site table published yet")
     table = gdb.Value(table_ptr).cast(gdb.lookup_type(KERNEL + "::ftrace::sites::Table").pointer()).dereference()
     sites = vec_items(table["sites"], gdb.lookup_type(KERNEL + "::ftrace::sites::Site"))
+    modules = table_modules(table)
     out = []
-    for site, st in zip(sites, states):
+    for i, (site, st) in enumerate(zip(sites, states)):
         flags = scalar(st["flags"])
         if not flags & FLAG_ENABLED:
             continue
-        fields = [f.name for f in site.type.strip_typedefs().fields()]
-        module = rust_str(site["module"]) if "module" in fields else ""
-        out.append((scalar(site["ip"]), rust_str(site["name"]), module, scalar(st["refs"]), flags,
-                    scalar(st["target"]), scalar(st["ops"])))
+        module = next((name for start, end, name in modules if start <= i < end), "")
+        ip = scalar(site["ip"])
+        # The call slot's target is kept as a signed offset in instructions from the entry.
+        off = scalar(st["target"])
+        off = off - (1 << 64) if off >= 1 << 63 else off
+        target = (ip + 4 * off) & ((1 << 64) - 1) if off else 0
+        out.append((ip, rust_str(site["name"]), module, scalar(st["refs"]), flags, target, scalar(st["ops"])))
     return out
 
 

@@ -12,6 +12,15 @@ pub const ROWS: &[(&str, &str)] = &[
     ("ops_1", "one ops, empty callback"),
     ("ops_1_plus_100_irrelevant", "the same + 100 ops filtering other functions"),
     ("ops_10_relevant", "ten ops on the function"),
+    ("ops_on_one_1", "1 ops on the function (cost curve)"),
+    ("ops_on_one_2", "2 ops on the function (site list)"),
+    ("ops_on_one_4", "4 ops on the function"),
+    ("ops_on_one_8", "8 ops on the function"),
+    ("ops_on_one_16", "16 ops on the function"),
+    ("ops_on_one_32", "32 ops on the function"),
+    ("ops_on_one_64", "64 ops on the function"),
+    ("ops_1_plus_0_irrelevant", "one ops, no other ops (cost curve)"),
+    ("ops_1_plus_1000_irrelevant", "one ops + 1000 ops filtering other functions"),
     ("ops_regs", "one SAVE_REGS ops"),
     ("direct_straight", "ftrace_stub_direct_tramp called from the site"),
     ("direct_via_regs", "the same + an ordinary ops (ftrace_regs_caller)"),
@@ -22,7 +31,20 @@ pub const ROWS: &[(&str, &str)] = &[
     ("graph", "function_graph tracer, entry + return"),
     ("enable_all", "patching every site (per site)"),
     ("disable_all", "unpatching every site (per site)"),
+    ("init_per_site", "boot-time init of the site table (per site)"),
+    ("filter_glob_per_site", "set_ftrace_filter(\"*\") over every name (per site)"),
+    ("bytes_per_site", "heap bytes per site (site table + core state) besides the name (bytes)"),
 ];
+
+/// The rows measured per site, which the scale build (`make bench SITES=n`) measures too: each
+/// must stay within [`SCALE_TOLERANCE`] of the normal image's figure.
+pub const PER_SITE: &[&str] = &["init_per_site", "enable_all", "disable_all", "filter_glob_per_site", "bytes_per_site"];
+
+/// How far (relative) a per-site figure of the scale build may be from the normal image's.
+pub const SCALE_TOLERANCE: f64 = 0.10;
+
+/// Most bytes of state a site may take besides its name.
+pub const MAX_BYTES_PER_SITE: f64 = 32.0;
 
 /// Instructions of Linux's LoongArch path for `ops_1` (one ops, `ftrace_call` patched straight
 /// to an empty one-instruction callback), counted from `arch/loongarch/kernel/mcount_dyn.S`:
@@ -40,6 +62,8 @@ pub struct BenchRun {
     pub done: bool,
     /// Other `BENCH-INFO` lines.
     pub info: Vec<String>,
+    /// Sites in the image (`BENCH-INFO sites=N`).
+    pub sites: Option<u64>,
 }
 
 /// Reads the `BENCH` lines out of serial output.
@@ -63,7 +87,13 @@ pub fn parse<S: AsRef<str>>(lines: &[S]) -> BenchRun {
                 let name = words.next().unwrap_or("?").to_string();
                 run.errors.push((name, words.collect::<Vec<_>>().join(" ")));
             }
-            Some("BENCH-INFO") => run.info.push(words.collect::<Vec<_>>().join(" ")),
+            Some("BENCH-INFO") => {
+                let info = words.collect::<Vec<_>>().join(" ");
+                if let Some(n) = info.strip_prefix("sites=").and_then(|n| n.parse().ok()) {
+                    run.sites = Some(n);
+                }
+                run.info.push(info);
+            }
             Some("BENCH-DONE") => run.done = true,
             _ => {}
         }
@@ -80,10 +110,15 @@ pub struct Target {
 
 /// Problems that make the bench fail: rows missing, errors, no `BENCH-DONE`.
 pub fn problems(run: &BenchRun) -> Vec<String> {
-    let mut p: Vec<String> = ROWS
+    problems_of(run, &ROWS.iter().map(|r| r.0).collect::<Vec<_>>())
+}
+
+/// [`problems`] of a run that must measure `rows` (the scale image: [`PER_SITE`]).
+pub fn problems_of(run: &BenchRun, rows: &[&str]) -> Vec<String> {
+    let mut p: Vec<String> = rows
         .iter()
-        .filter(|(r, _)| !run.rows.contains_key(*r))
-        .map(|(r, _)| format!("row {r} was not measured"))
+        .filter(|r| !run.rows.contains_key(**r))
+        .map(|r| format!("row {r} was not measured"))
         .collect();
     p.extend(run.errors.iter().map(|(r, why)| format!("row {r} failed: {why}")));
     if !run.done {
@@ -106,6 +141,19 @@ pub const BEFORE: &[(&str, f64)] = &[
     ("graph", 1417.0),
     ("enable_all", 340.0),
     ("disable_all", 216.0),
+    // The cost-curve and per-site rows as first measured (part 3 of issue 15).
+    ("ops_on_one_1", 32.0),
+    ("ops_on_one_2", 119.0),
+    ("ops_on_one_4", 147.0),
+    ("ops_on_one_8", 203.0),
+    ("ops_on_one_16", 315.0),
+    ("ops_on_one_32", 539.0),
+    ("ops_on_one_64", 987.0),
+    ("ops_1_plus_0_irrelevant", 32.0),
+    ("ops_1_plus_1000_irrelevant", 32.0),
+    ("init_per_site", 1001.5),
+    ("filter_glob_per_site", 149.5),
+    ("bytes_per_site", 24.6),
 ];
 
 /// Upper limits of issue 15 for the heavy paths.
@@ -132,6 +180,14 @@ pub fn targets(run: &BenchRun) -> Vec<Target> {
         },
         Target { text: format!("direct_straight {direct:.1} <= 8"), ok: direct <= 8.0 },
         Target { text: format!("fentry {:.1} <= direct_straight {direct:.1} + 12", get("fentry")), ok: get("fentry") <= direct + 12.0 },
+        Target {
+            text: format!("ops_1_plus_1000_irrelevant {:.1} <= ops_1 {ops1:.1} + 5", get("ops_1_plus_1000_irrelevant")),
+            ok: get("ops_1_plus_1000_irrelevant") <= ops1 + 5.0,
+        },
+        Target {
+            text: format!("bytes_per_site {:.1} <= {MAX_BYTES_PER_SITE:.0}", get("bytes_per_site")),
+            ok: get("bytes_per_site") <= MAX_BYTES_PER_SITE,
+        },
     ];
     for &(row, max) in LIMITS {
         let v = get(row);
@@ -144,15 +200,132 @@ pub fn targets(run: &BenchRun) -> Vec<Target> {
     t
 }
 
-/// The table as printed by `ltbench`.
+/// The targets of a scale run (`scale`, the image with generated functions) against the normal
+/// image's run: more sites, and every per-site figure within [`SCALE_TOLERANCE`] of the normal
+/// one (no work that grows faster than the number of sites).
+pub fn scale_targets(normal: &BenchRun, scale: &BenchRun) -> Vec<Target> {
+    let (n, s) = (normal.sites.unwrap_or(0), scale.sites.unwrap_or(0));
+    let mut t = vec![Target { text: format!("scale image has more sites ({s}) than the normal image ({n})"), ok: s > n }];
+    for row in PER_SITE {
+        let (a, b) = (normal.rows.get(*row).copied().unwrap_or(f64::NAN), scale.rows.get(*row).copied().unwrap_or(f64::NAN));
+        let dev = (b - a) / a;
+        t.push(Target {
+            text: format!(
+                "{row} at {s} sites {b:.1} within {:.0}% of {a:.1} at {n} sites ({:+.1}%)",
+                100.0 * SCALE_TOLERANCE,
+                100.0 * dev
+            ),
+            ok: dev.abs() <= SCALE_TOLERANCE,
+        });
+    }
+    let bytes = scale.rows.get("bytes_per_site").copied().unwrap_or(f64::NAN);
+    t.push(Target { text: format!("bytes_per_site at {s} sites {bytes:.1} <= {MAX_BYTES_PER_SITE:.0}"), ok: bytes <= MAX_BYTES_PER_SITE });
+    t
+}
+
+/// The table as printed by `ltbench` (the rows of [`ROWS`] the run has, all when it has none).
 pub fn table(run: &BenchRun) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{:<28} {:>12}  {}", "row", "instructions", "configuration");
-    for (row, what) in ROWS {
+    for (row, what) in ROWS.iter().filter(|(r, _)| run.rows.is_empty() || run.rows.contains_key(*r)) {
         let v = run.rows.get(*row).map_or("-".to_string(), |v| format!("{v:.1}"));
         let _ = writeln!(s, "{row:<28} {v:>12}  {what}");
     }
     s
+}
+
+/// The number of sites recorded in a JSON written by [`json`].
+pub fn sites_from_json(text: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(text).ok()?.get("sites")?.as_u64()
+}
+
+/// The `(x, y)` points of rows named `<prefix><x><suffix>`, by increasing x.
+pub fn curve(rows: &BTreeMap<String, f64>, prefix: &str, suffix: &str) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|(k, &y)| k.strip_prefix(prefix)?.strip_suffix(suffix)?.parse::<f64>().ok().map(|x| (x, y)))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// One line of a plot: its legend and points.
+pub type Series<'a> = (&'a str, Vec<(f64, f64)>);
+
+/// Draws `series` as an SVG line plot into `path` (plotters, SVG backend only), with a legend
+/// when there is more than one line.
+pub fn plot(path: &std::path::Path, title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    if all.is_empty() {
+        return Err(format!("no points for {}", path.display()));
+    }
+    let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let x_max = all.iter().map(|p| p.0).fold(0.0, f64::max) * 1.05 + 1.0;
+    let y_max = all.iter().map(|p| p.1).fold(0.0, f64::max) * 1.1 + 1.0;
+    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|x| e(&x))?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|x| e(&x))?;
+    for (k, (name, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|x| e(&x))?;
+    }
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// The plots `make bench` writes beside `bench/results.json`.
+pub const PLOT_FILES: [&str; 3] = ["ops_on_one.svg", "irrelevant_ops.svg", "per_site.svg"];
+
+/// Writes the plots of [`PLOT_FILES`] into `dir`: instructions per call against ops on the
+/// function and against ops filtering other functions (from `rows`), and the per-site figures
+/// against the number of sites (from every `(sites, rows)` of `per_site`: the normal image and
+/// the scale build).
+pub fn write_plots(
+    dir: &std::path::Path,
+    rows: &BTreeMap<String, f64>,
+    per_site: &[(u64, &BTreeMap<String, f64>)],
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let y = "guest instructions per call";
+    let p = dir.join(PLOT_FILES[0]);
+    let list = ("ops_on_one_<n>", curve(rows, "ops_on_one_", ""));
+    plot(&p, "instructions per call against ops on the function", "ops on the function", y, &[list])?;
+    let mut out = vec![p];
+    let p = dir.join(PLOT_FILES[1]);
+    let others = ("ops_1_plus_<n>_irrelevant", curve(rows, "ops_1_plus_", "_irrelevant"));
+    plot(&p, "one ops on the function among ops filtering others", "ops filtering other functions", y, &[others])?;
+    out.push(p);
+    let p = dir.join(PLOT_FILES[2]);
+    let mut runs: Vec<(u64, &BTreeMap<String, f64>)> = per_site.to_vec();
+    runs.sort_by_key(|r| r.0);
+    let series: Vec<Series> = PER_SITE
+        .iter()
+        .map(|row| (*row, runs.iter().filter_map(|(n, r)| Some((*n as f64, *r.get(*row)?))).collect()))
+        .collect();
+    plot(&p, "per-site cost against sites in the image", "patch sites", "instructions (bytes) per site", &series)?;
+    out.push(p);
+    Ok(out)
 }
 
 /// Marks the start of the generated bench table in README.md (`ltbench --readme`).
@@ -206,6 +379,11 @@ pub const PATHS: &[(&str, &[&str])] = &[
         "ops_10_relevant",
         &["ftrace_caller", "loongtrace_kernel::ftrace::core::ftrace_ops_site_list_args", "loongtrace_bench_empty_callback"],
     ),
+    (
+        "ops_on_one_64",
+        &["ftrace_caller", "loongtrace_kernel::ftrace::core::ftrace_ops_site_list_args", "loongtrace_bench_empty_callback"],
+    ),
+    ("ops_1_plus_1000_irrelevant", &["ftrace_caller", "loongtrace_bench_empty_callback"]),
     ("ops_regs", &["ftrace_regs_caller", "ftrace_common", "loongtrace_bench_empty_callback"]),
     ("direct_straight", &["ftrace_stub_direct_tramp"]),
     (
@@ -320,9 +498,19 @@ pub fn replace_doc_table(doc: &str, table: &str) -> Result<String, String> {
 
 /// The JSON written to `bench/results.json`.
 pub fn json(run: &BenchRun) -> String {
-    let mut s = String::from("{\n  \"unit\": \"guest instructions per call (enable_all/disable_all: per site)\",\n");
+    json_with(run, &targets(run))
+}
+
+/// The JSON of `run` with the targets `targets` (`bench/scale.json` has the scale targets).
+pub fn json_with(run: &BenchRun, targets: &[Target]) -> String {
+    let mut s = String::from(
+        "{\n  \"unit\": \"guest instructions per call (per site: enable_all, disable_all, *_per_site; bytes_per_site in bytes)\",\n",
+    );
     let _ = writeln!(s, "  \"measured_with\": \"qemu-system-loongarch64 -icount shift=0,sleep=off -smp 1\",");
     let _ = writeln!(s, "  \"linux_ops_1_counted\": {LINUX_OPS_1:.1},");
+    if let Some(n) = run.sites {
+        let _ = writeln!(s, "  \"sites\": {n},");
+    }
     s.push_str("  \"rows\": {\n");
     let rows: Vec<String> = ROWS
         .iter()
@@ -330,7 +518,7 @@ pub fn json(run: &BenchRun) -> String {
         .collect();
     s.push_str(&rows.join(",\n"));
     s.push_str("\n  },\n  \"targets\": [\n");
-    let t: Vec<String> = targets(run)
+    let t: Vec<String> = targets
         .iter()
         .map(|t| format!("    {{ \"target\": \"{}\", \"ok\": {} }}", t.text, t.ok))
         .collect();
@@ -438,6 +626,52 @@ mod tests {
         assert!(t.contains("| `ops_1` | 32.0 | `ftrace_caller` 29, `loongtrace_bench_empty_callback` ? |"), "{t}");
         let new = replace_doc_table(&doc, &t).unwrap();
         assert!(new.contains(&t) && !new.contains("old"));
+    }
+
+    #[test]
+    fn curves_and_plots() {
+        let mut rows = BTreeMap::new();
+        for (k, v) in [("ops_on_one_2", 60.0), ("ops_on_one_1", 32.0), ("ops_on_one_64", 900.0), ("ops_1_plus_100_irrelevant", 32.0), ("ops_1", 32.0)] {
+            rows.insert(k.to_string(), v);
+        }
+        assert_eq!(curve(&rows, "ops_on_one_", ""), [(1.0, 32.0), (2.0, 60.0), (64.0, 900.0)]);
+        assert_eq!(curve(&rows, "ops_1_plus_", "_irrelevant"), [(100.0, 32.0)]);
+        let mut scale = BTreeMap::new();
+        scale.insert("enable_all".to_string(), 200.0);
+        rows.insert("enable_all".to_string(), 210.0);
+        let dir = std::env::temp_dir().join(format!("ltbench-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = write_plots(&dir, &rows, &[(20000, &scale), (1000, &rows)]).unwrap();
+        assert_eq!(files.len(), 3);
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("ops on the function"), "{svg}");
+        let svg = std::fs::read_to_string(&files[2]).unwrap();
+        assert!(svg.contains("enable_all") && svg.contains("patch sites"), "{svg}");
+        assert!(plot(&dir.join("x.svg"), "t", "x", "y", &[("none", vec![])]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn scale_targets_compare_per_site_figures() {
+        let run = |sites: u64, v: f64| {
+            let mut r = BenchRun { sites: Some(sites), ..Default::default() };
+            for row in PER_SITE {
+                r.rows.insert(row.to_string(), v);
+            }
+            r.rows.insert("bytes_per_site".into(), 24.0);
+            r
+        };
+        assert!(scale_targets(&run(1000, 100.0), &run(20000, 109.0)).iter().all(|t| t.ok));
+        assert!(scale_targets(&run(1000, 100.0), &run(20000, 91.0)).iter().all(|t| t.ok));
+        let t = scale_targets(&run(1000, 100.0), &run(20000, 111.0));
+        assert!(t.iter().any(|t| !t.ok && t.text.starts_with("enable_all")), "{t:?}");
+        assert!(!scale_targets(&run(1000, 100.0), &run(900, 100.0))[0].ok);
+        let mut fat = run(20000, 100.0);
+        fat.rows.insert("bytes_per_site".into(), 33.0);
+        assert!(!scale_targets(&run(1000, 100.0), &fat).last().unwrap().ok);
+        let lines = ["BENCH-INFO sites=1234", "BENCH-INFO enable_all sites=99"];
+        assert_eq!(parse(&lines).sites, Some(1234));
+        assert_eq!(sites_from_json(&json(&run(77, 1.0))), Some(77));
     }
 
     #[test]

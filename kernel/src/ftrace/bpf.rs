@@ -195,7 +195,9 @@ impl Func {
     pub fn named(name: &str, nargs: usize) -> Result<Func, AttachError> {
         let mut found = sites::all()
             .iter()
-            .filter(|s| s.ip != 0 && s.module.is_empty())
+            .enumerate()
+            .filter(|&(i, s)| s.ip != 0 && sites::module_of(i).is_empty())
+            .map(|(_, s)| s)
             .filter(|s| s.name == name || s.name.strip_suffix(name).is_some_and(|p| p.ends_with("::")));
         let first = found.next().ok_or_else(|| AttachError::NoSuchFunction(name.to_string()))?;
         if found.next().is_some() {
@@ -413,10 +415,10 @@ fn attach(kind: Kind, func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> 
     let info = super::core::site_info(func.ip).ok_or_else(|| AttachError::NotTraceable(name.clone()))?;
     // A module function: hold its module while the trampoline exists (Linux's
     // `bpf_trampoline_module_get`); a module on its way out is refused.
-    let module = if info.site.module.is_empty() {
+    let module = if info.module.is_empty() {
         None
     } else {
-        match crate::module::try_get(info.site.module) {
+        match crate::module::try_get(info.module) {
             Some(m) if !info.state.flags.contains(super::core::SiteFlags::GOING) => Some(m),
             _ => return Err(AttachError::ModuleGoing(name)),
         }

@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 bitflags::bitflags! {
     /// State of one site.
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct SiteFlags: u32 {
+    pub struct SiteFlags: u16 {
         /// The call slot holds a `bl`.
         const ENABLED = 1 << 0;
         /// ... to `ftrace_regs_caller`.
@@ -44,7 +44,47 @@ bitflags::bitflags! {
     }
 }
 
-/// Mutable state of a site (under the core lock).
+/// What the core keeps per site (under the core lock), 16 bytes: the ops literal's value, the
+/// call slot's target as an offset from the site, the flags, and how many ops want the site.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct State {
+    /// Current value of the site's ops literal.
+    pub ops: u64,
+    /// Current target of the call slot, in instructions from the site's entry (0 = `nop`; every
+    /// target is kernel or module-area text, within 8 GiB either way, see [`State::offset`]).
+    target: i32,
+    pub flags: SiteFlags,
+    /// Registered ops that want the site (at most `u16::MAX` are counted).
+    refs: u16,
+}
+
+impl State {
+    /// The offset [`State`] keeps for target `t` of the site at `ip` (None: not representable).
+    #[inline(always)]
+    fn offset(ip: u64, t: u64) -> Option<i32> {
+        if t == 0 {
+            return Some(0);
+        }
+        let d = t.wrapping_sub(ip) as i64;
+        if d & 3 != 0 || d == 0 {
+            return None;
+        }
+        i32::try_from(d >> 2).ok()
+    }
+    /// The call slot's target (0 = `nop`) of the site at `ip`.
+    #[inline(always)]
+    fn target(&self, ip: u64) -> u64 {
+        if self.target == 0 { 0 } else { ip.wrapping_add_signed(self.target as i64 * 4) }
+    }
+    fn refs(&self) -> u32 {
+        self.refs as u32
+    }
+    fn set_refs(&mut self, n: u32) {
+        self.refs = n.min(u16::MAX as u32) as u16;
+    }
+}
+
+/// The state of a site for inspection and tests.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SiteState {
     pub flags: SiteFlags,
@@ -60,11 +100,13 @@ pub struct SiteState {
 #[derive(Clone, Copy, Debug)]
 pub struct SiteInfo {
     pub site: Site,
+    /// The module of the site (`""` for the kernel).
+    pub module: &'static str,
     pub state: SiteState,
 }
 
 pub(crate) struct Core {
-    pub state: Vec<SiteState>,
+    pub state: Vec<State>,
     pub ops: Vec<&'static FtraceOps>,
     /// Every ops that ever got a filter or notrace list (registered or not), so that a module's
     /// site indices can be dropped from all of them when it unloads.
@@ -75,6 +117,10 @@ pub(crate) struct Core {
     /// CPUs run (it counts calls in flight for the quiescence wait).
     pub fast_caller: u64,
     pub init_ticks: u64,
+    /// Guest instructions boot-time init took (exact, under `qemu -icount shift=0` only).
+    pub init_insns: Option<u64>,
+    /// Heap bytes boot-time init allocated (site table and site states).
+    pub init_bytes: usize,
     /// Every site list some literal may still point to (freed once unreferenced and quiet).
     pub lists: Vec<*mut SiteList>,
 }
@@ -119,23 +165,29 @@ fn ftrace_bug(site: &Site, what: &str, err: &arch::ftrace::FtraceArchError) {
 /// Boot-time init: writes `move t0, ra` into every site. Returns (sites, notrace, failed).
 pub fn init(entries: impl Iterator<Item = u64>) -> (usize, usize, usize) {
     let t0 = arch::time::ticks();
-    let all = sites::build(entries);
-    let mut state = alloc::vec![SiteState::default(); all.len()];
-    let (mut notrace, mut failed) = (0, 0);
-    for (site, st) in all.iter().zip(state.iter_mut()) {
-        if sites::notrace_by_policy(site.name) {
-            st.flags |= SiteFlags::NOTRACE;
-            notrace += 1;
+    let heap0 = crate::heap::used();
+    let (init_insns, (state, notrace, failed)) = crate::icount::instructions(|| {
+        let all = sites::build(entries);
+        let mut state = alloc::vec![State::default(); all.len()];
+        let (mut notrace, mut failed) = (0, 0);
+        for (site, st) in all.iter().zip(state.iter_mut()) {
+            if sites::notrace_by_policy(site.name) {
+                st.flags |= SiteFlags::NOTRACE;
+                notrace += 1;
+            }
+            st.ops = &NOP_OPS as *const FtraceOps as u64;
+            if let Err(e) = arch::ftrace::init_site(site.ip, st.ops) {
+                ftrace_bug(site, "init", &e);
+                st.flags |= SiteFlags::FAILED;
+                failed += 1;
+            }
         }
-        st.ops = &NOP_OPS as *const FtraceOps as u64;
-        if let Err(e) = arch::ftrace::init_site(site.ip, st.ops) {
-            ftrace_bug(site, "init", &e);
-            st.flags |= SiteFlags::FAILED;
-            failed += 1;
-        }
-    }
+        (state, notrace, failed)
+    });
+    let init_bytes = crate::heap::used().saturating_sub(heap0);
     let init_ticks = arch::time::ticks() - t0;
     let fast_caller = arch::ftrace::addr::caller();
+    let n = state.len();
     *CORE.lock() = Some(Core {
         state,
         ops: Vec::new(),
@@ -143,14 +195,23 @@ pub fn init(entries: impl Iterator<Item = u64>) -> (usize, usize, usize) {
         call_target: arch::ftrace::addr::stub(),
         fast_caller,
         init_ticks,
+        init_insns,
+        init_bytes,
         lists: Vec::new(),
     });
-    (all.len(), notrace, failed)
+    (n, notrace, failed)
 }
 
 /// Counter ticks boot-time init took.
 pub fn init_ticks() -> u64 {
     CORE.lock().as_ref().map_or(0, |c| c.init_ticks)
+}
+
+/// What boot-time init cost: guest instructions (exact, only under `qemu -icount shift=0`) and
+/// heap bytes it allocated for the site table and the sites' state (every per-site allocation
+/// of the core; the names are not on the heap).
+pub fn init_cost() -> (Option<u64>, usize) {
+    CORE.lock().as_ref().map_or((None, 0), |c| (c.init_insns, c.init_bytes))
 }
 
 pub(crate) fn with_core<R>(f: impl FnOnce(&mut Core) -> Result<R, FtraceError>) -> Result<R, FtraceError> {
@@ -160,12 +221,12 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&mut Core) -> Result<R, FtraceError>) 
 }
 
 /// Whether a site can be traced at all.
-fn traceable(st: &SiteState) -> bool {
+fn traceable(st: &State) -> bool {
     !st.flags.intersects(SiteFlags::NOTRACE | SiteFlags::FAILED | SiteFlags::GOING | SiteFlags::ABSENT)
 }
 
 /// Whether `update` must look at the site: a traceable one, or a going one still patched.
-fn needs_update(st: &SiteState, nop_ops: u64) -> bool {
+fn needs_update(st: &State, nop_ops: u64) -> bool {
     traceable(st) || (st.flags.contains(SiteFlags::GOING) && (st.target != 0 || st.ops != nop_ops))
 }
 
@@ -202,12 +263,29 @@ fn modify_site(site: &Site, have: Option<u64>, want: Option<u64>) -> Result<(), 
 
 /// The sites an ops wants under `cfg`.
 pub(crate) fn compute_wants(core: &Core, cfg: &OpsConfig) -> SiteSet {
-    let mut bits = alloc::vec![0u64; core.state.len().div_ceil(64)];
-    for (i, st) in core.state.iter().enumerate() {
-        let selected = cfg.filter.as_ref().is_none_or(|f| f.contains(i)) && !cfg.notrace.contains(i) && traceable(st);
-        bits[i / 64] |= (selected as u64) << (i % 64);
-    }
+    let mut bits = Vec::new();
+    wants_into(&traceable_mask(core), cfg, &mut bits);
     SiteSet::from_bits(bits)
+}
+
+/// The traceable sites as a bit set (word `w` covers sites `64 * w ..`).
+fn traceable_mask(core: &Core) -> Vec<u64> {
+    core.state
+        .chunks(64)
+        .map(|chunk| chunk.iter().enumerate().fold(0u64, |w, (b, st)| w | ((traceable(st) as u64) << b)))
+        .collect()
+}
+
+/// The words of the set an ops wants under `cfg`, given the traceable sites, into `bits`
+/// (cleared first): word by word, so the cost is per 64 sites, not per site.
+fn wants_into(traceable: &[u64], cfg: &OpsConfig, bits: &mut Vec<u64>) {
+    bits.clear();
+    bits.extend(
+        traceable
+            .iter()
+            .enumerate()
+            .map(|(w, &t)| t & cfg.filter.as_ref().map_or(u64::MAX, |f| f.word(w)) & !cfg.notrace.word(w)),
+    );
 }
 
 /// Applies the words of a `set_ftrace_filter`-style line to `set`. `!word` removes functions;
@@ -228,7 +306,7 @@ fn apply_words(core: &Core, set: &mut SiteSet, text: &str, can_remove: bool) -> 
         }
         let (mut hits, mut notrace_hits) = (0usize, 0usize);
         for (i, site) in all.iter().enumerate() {
-            if site.ip == 0 || module.is_some_and(|m| m != site.module) || !crate::glob::name_matches(pat, site.name) {
+            if site.ip == 0 || module.is_some_and(|m| m != sites::module_of(i)) || !crate::glob::name_matches(pat, site.name) {
                 continue;
             }
             if !traceable(&core.state[i]) {
@@ -402,7 +480,7 @@ pub(crate) fn unregister_locked(ops: &'static FtraceOps) -> Result<(), FtraceErr
 }
 
 /// Writes a site's ops literal; a failure marks the site failed. Returns whether it worked.
-fn set_literal(site: &Site, st: &mut SiteState, ops: u64) -> bool {
+fn set_literal(site: &Site, st: &mut State, ops: u64) -> bool {
     if st.ops == ops {
         return true;
     }
@@ -542,9 +620,21 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
         ops.registered.store(false, Ordering::Release);
         retired_sets.push(ops.wants.swap(core::ptr::null_mut(), Ordering::AcqRel));
     }
+    // An ops whose set comes out as published keeps it (nothing allocated, nothing to retire):
+    // registering one ops among many costs a few words per other ops, not a new set each.
+    let traceable = if new_ops.is_empty() { Vec::new() } else { traceable_mask(core) };
+    let mut bits: Vec<u64> = Vec::new();
+    let no_config = OpsConfig::default();
     for ops in &new_ops {
-        let cfg = ops.config.lock().clone().unwrap_or_default();
-        let set = Box::into_raw(Box::new(compute_wants(core, &cfg)));
+        wants_into(&traceable, ops.config.lock().as_ref().unwrap_or(&no_config), &mut bits);
+        let cur = ops.wants.load(Ordering::Acquire);
+        // SAFETY: a published set stays alive until an update (which runs under the core lock,
+        // held here) replaces it.
+        if !cur.is_null() && unsafe { (*cur).words() } == bits.as_slice() {
+            ops.registered.store(true, Ordering::Release);
+            continue;
+        }
+        let set = Box::into_raw(Box::new(SiteSet::from_bits(bits.clone())));
         retired_sets.push(ops.wants.swap(set, Ordering::AcqRel));
         ops.registered.store(true, Ordering::Release);
     }
@@ -563,19 +653,31 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     // Only other CPUs need the patched words stored again (`publish_text`).
     let smp = crate::smp::online() > 1;
     let sets = published_sets(&core.ops);
+    // Per 64 sites, the ops that want any of them and the union of their words: a site no ops
+    // wants is settled without looking at any ops, and the others only look at the ops wanting
+    // something in their word (so the cost grows with the users of a site, not with every ops
+    // registered).
+    let mut active: Vec<(&'static FtraceOps, &SiteSet)> = Vec::new();
+    let (mut active_word, mut any) = (usize::MAX, 0u64);
     let Core { state, lists, .. } = core;
     for (i, site) in all.iter().enumerate() {
         let st = &mut state[i];
         if !needs_update(st, nop_ops) {
             continue;
         }
-        let w = wanted(&sets, i, None);
+        if i / 64 != active_word {
+            active_word = i / 64;
+            active.clear();
+            active.extend(sets.iter().copied().filter(|(_, set)| set.word(active_word) != 0));
+            any = active.iter().fold(0, |a, (_, set)| a | set.word(active_word));
+        }
+        let w = if any & (1 << (i % 64)) == 0 { Wanted { count: 0, first: None, regs: false } } else { wanted(&active, i, None) };
         if w.count > 1 {
-            wanted(&sets, i, Some(&mut users));
+            wanted(&active, i, Some(&mut users));
         }
         let (want, lit_want) = desired_of(w, site.ip, caller);
-        st.refs = w.count;
-        let have = (st.target != 0).then_some(st.target);
+        st.set_refs(w.count);
+        let have = (st.target != 0).then(|| st.target(site.ip));
         let lit_ok = literal_matches(st.ops, lit_want, &users);
         if want == have && lit_ok {
             continue;
@@ -594,12 +696,17 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
             // Not through a caller and already patched right: the literal is reset in step 5.
             continue;
         }
+        let Some(want_off) = want.map_or(Some(0), |t| State::offset(site.ip, t)) else {
+            log::error!("ftrace bug: {} ({:#x}): target {:#x} too far to record; the site is disabled for good", site.name, site.ip, want.unwrap_or(0));
+            st.flags |= SiteFlags::FAILED;
+            continue;
+        };
         match modify_site(site, have, want) {
             Ok(()) => {
                 if smp {
                     patched.push(site.ip + 4);
                 }
-                st.target = want.unwrap_or(0);
+                st.target = want_off;
                 st.flags.remove(SiteFlags::ENABLED | SiteFlags::REGS | SiteFlags::DIRECT);
                 st.flags |= SiteFlags::TOUCHED;
                 if let Some(t) = want {
@@ -652,7 +759,10 @@ pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     let mut named: Vec<*mut SiteList> = Vec::new();
     let mut not_list = nop_ops;
     for (site, st) in all.iter().zip(core.state.iter_mut()) {
-        if needs_update(st, nop_ops) && st.target != caller && st.target != regs_caller && st.ops != nop_ops {
+        if st.ops != nop_ops && needs_update(st, nop_ops) && {
+            let t = st.target(site.ip);
+            t != caller && t != regs_caller
+        } {
             set_literal(site, st, nop_ops);
         }
         if st.ops != nop_ops && st.ops != not_list && named.last() != Some(&(st.ops as *mut SiteList)) {
@@ -820,17 +930,24 @@ pub fn dispatched_calls() -> u64 {
 pub fn site_info(ip: u64) -> Option<SiteInfo> {
     let i = sites::index_of(ip)?;
     let g = CORE.lock();
-    let st = g.as_ref()?.state[i];
-    Some(SiteInfo { site: sites::all()[i], state: st })
+    let site = sites::all()[i];
+    let state = snapshot(&site, &g.as_ref()?.state[i]);
+    Some(SiteInfo { site, module: sites::module_of(i), state })
 }
 
 /// Visits every site with its state.
 pub fn for_each_site(mut f: impl FnMut(SiteInfo)) {
     let g = CORE.lock();
     let Some(core) = g.as_ref() else { return };
-    for (site, st) in sites::all().iter().zip(core.state.iter()) {
-        f(SiteInfo { site: *site, state: *st });
+    let Some(table) = sites::table() else { return };
+    for (i, (site, st)) in table.sites.iter().zip(core.state.iter()).enumerate() {
+        f(SiteInfo { site: *site, module: table.module_of(i), state: snapshot(site, st) });
     }
+}
+
+/// The inspectable state of a site.
+fn snapshot(site: &Site, st: &State) -> SiteState {
+    SiteState { flags: st.flags, refs: st.refs(), target: st.target(site.ip), ops: st.ops }
 }
 
 /// Number of registered ops.
@@ -971,7 +1088,7 @@ pub fn check_consistency() -> Result<(), alloc::string::String> {
         let want_word = arch::ftrace::call_word(site.ip, want.map(|t| route(site.ip, t))).unwrap_or(1);
         let lit = arch::ftrace::site_ops(site.ip).unwrap_or(0);
         let lit_ok = literal_matches(lit, want_lit, &users);
-        if word != want_word || !lit_ok || st.target != want.unwrap_or(0) || st.ops != lit || st.refs as usize != users.len() {
+        if word != want_word || !lit_ok || st.target(site.ip) != want.unwrap_or(0) || st.ops != lit || st.refs() as usize != users.len().min(u16::MAX as usize) {
             return Err(alloc::format!(
                 "{}: word {word:#010x} (want {want_word:#010x}), literal {lit:#x} (right: {lit_ok}), state {st:?}, {} users",
                 site.name,
@@ -1027,14 +1144,14 @@ pub fn add_module_sites(module: &'static str, funcs: &[(u64, &'static str)]) -> 
         let end = start + n;
         if module_part.len() < end - kernel_len {
             module_part.resize(end - kernel_len, Site::VACANT);
-            core.state.resize(end, SiteState { flags: SiteFlags::ABSENT, ..SiteState::default() });
+            core.state.resize(end, State { flags: SiteFlags::ABSENT, ..State::default() });
         }
         let nop_ops = &NOP_OPS as *const FtraceOps as u64;
         let mut failed = 0;
         for (k, &(ip, name)) in funcs.iter().enumerate() {
-            let site = Site { ip, name, module };
+            let site = Site { ip, name };
             module_part[start + k - kernel_len] = site;
-            let mut st = SiteState { ops: nop_ops, ..SiteState::default() };
+            let mut st = State { ops: nop_ops, ..State::default() };
             if sites::notrace_by_policy(name) {
                 st.flags |= SiteFlags::NOTRACE;
             }
@@ -1049,7 +1166,9 @@ pub fn add_module_sites(module: &'static str, funcs: &[(u64, &'static str)]) -> 
             log::warn!("ftrace: {failed} of {n} sites of module {module} could not be initialised");
         }
         sync_all_cpus();
-        let old = sites::publish(table.with_module_part(module_part));
+        let mut modules = table.modules.clone();
+        modules.push((start..end, module));
+        let old = sites::publish(table.with_module_part(module_part, modules));
         // Ops without a filter want the new functions too (ops with one cannot name them yet).
         if core.ops.iter().any(|o| o.config.lock().as_ref().is_none_or(|c| c.filter.is_none())) {
             let list = core.ops.clone();
@@ -1122,7 +1241,7 @@ pub fn remove_module_sites(range: core::ops::Range<usize>) -> Result<(), FtraceE
         let mut module_part: Vec<Site> = table.sites[table.kernel_len..].to_vec();
         for i in range.clone() {
             module_part[i - table.kernel_len] = Site::VACANT;
-            core.state[i] = SiteState { flags: SiteFlags::ABSENT, ..SiteState::default() };
+            core.state[i] = State { flags: SiteFlags::ABSENT, ..State::default() };
         }
         // Trailing vacant slots are dropped, so the table shrinks back when the last module goes.
         while module_part.last().is_some_and(|s| s.ip == 0) {
@@ -1138,7 +1257,8 @@ pub fn remove_module_sites(range: core::ops::Range<usize>) -> Result<(), FtraceE
                 cfg.notrace.remove_range(range.clone());
             }
         }
-        let old = sites::publish(table.with_module_part(module_part));
+        let modules = table.modules.iter().filter(|(r, _)| *r != range).cloned().collect();
+        let old = sites::publish(table.with_module_part(module_part, modules));
         sync_all_cpus();
         retire_table(old);
         Ok(())

@@ -5,6 +5,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// An immutable record of one patch site (state that changes lives in the core, under its lock).
+/// Kept to the entry and the name: the module a site belongs to is a range of indices in the
+/// table (`Table::modules`), not a field of every site.
 #[derive(Clone, Copy, Debug)]
 pub struct Site {
     /// Function entry: the first of the two patchable words (0 for a vacant module slot).
@@ -13,34 +15,42 @@ pub struct Site {
     /// function the name lives in the module's memory and is valid while the module is loaded
     /// (its sites are removed from the table before it is freed).
     pub name: &'static str,
-    /// The module the function belongs to (`""` for the kernel).
-    pub module: &'static str,
 }
 
 impl Site {
     /// A slot of the module part of the table that no module uses.
-    pub const VACANT: Site = Site { ip: 0, name: "", module: "" };
+    pub const VACANT: Site = Site { ip: 0, name: "" };
 }
 
 /// The site table: kernel sites first (indices `0..kernel_len`, sorted by `ip`), then module
 /// sites at stable indices (a module's sites keep their indices while it is loaded; slots of
-/// unloaded modules are vacant and reused). `by_ip` maps module entries to indices, sorted.
+/// unloaded modules are vacant and reused). `by_ip` lists the indices of the module entries
+/// sorted by entry; `modules` names the index range of every loaded module.
 pub struct Table {
     pub sites: Vec<Site>,
     pub kernel_len: usize,
-    pub by_ip: Vec<(u64, usize)>,
+    pub by_ip: Vec<u32>,
+    pub modules: Vec<(core::ops::Range<usize>, &'static str)>,
 }
 
 impl Table {
-    /// A table with `sites` as its module part (kernel part copied from `self`).
-    pub fn with_module_part(&self, module: Vec<Site>) -> Table {
+    /// A table with `sites` as its module part (kernel part copied from `self`) and `modules`
+    /// as the index ranges of the loaded modules.
+    pub fn with_module_part(&self, module: Vec<Site>, modules: Vec<(core::ops::Range<usize>, &'static str)>) -> Table {
         let mut sites = Vec::with_capacity(self.kernel_len + module.len());
         sites.extend_from_slice(&self.sites[..self.kernel_len]);
         sites.extend(module);
-        let mut by_ip: Vec<(u64, usize)> =
-            sites.iter().enumerate().skip(self.kernel_len).filter(|(_, s)| s.ip != 0).map(|(i, s)| (s.ip, i)).collect();
-        by_ip.sort_unstable();
-        Table { sites, kernel_len: self.kernel_len, by_ip }
+        let mut by_ip: Vec<u32> = (self.kernel_len..sites.len()).filter(|&i| sites[i].ip != 0).map(|i| i as u32).collect();
+        by_ip.sort_unstable_by_key(|&i| sites[i as usize].ip);
+        Table { sites, kernel_len: self.kernel_len, by_ip, modules }
+    }
+
+    /// The module site `i` belongs to (`""` for the kernel and vacant slots).
+    pub fn module_of(&self, i: usize) -> &'static str {
+        if i < self.kernel_len {
+            return "";
+        }
+        self.modules.iter().find(|(r, _)| r.contains(&i)).map_or("", |m| m.1)
     }
 }
 
@@ -80,19 +90,24 @@ pub const NOTRACE_POLICY: &[&str] = &[
 /// Whether `name` is covered by [`NOTRACE_POLICY`]. A site without a symbol (`?`, e.g. an image
 /// without the embedded table) cannot be checked against the policy and is never traced either.
 pub fn notrace_by_policy(name: &str) -> bool {
-    name == "?" || NOTRACE_POLICY.iter().any(|p| crate::glob::glob_match(p, name))
+    static POLICY: spin::Once<crate::glob::PrefixSet<'static>> = spin::Once::new();
+    name == "?" || POLICY.call_once(|| crate::glob::PrefixSet::new(NOTRACE_POLICY)).matches(name)
 }
 
 /// Builds the table from the compiler's list (once, at boot).
 pub fn build(entries: impl Iterator<Item = u64>) -> &'static [Site] {
     if TABLE.load(Ordering::Acquire).is_null() {
-        let mut v: Vec<Site> = entries
-            .map(|ip| Site { ip, name: crate::ksyms::lookup(ip).map_or("?", |(s, _)| s.name), module: "" })
-            .collect();
+        let mut v: Vec<Site> = entries.map(|ip| Site { ip, name: "" }).collect();
         v.sort_unstable_by_key(|s| s.ip);
         v.dedup_by_key(|s| s.ip);
+        v.shrink_to_fit();
+        // The names in one walk over the symbol table (both ascending by address).
+        let mut cursor = 0;
+        for s in &mut v {
+            s.name = crate::ksyms::lookup_ascending(s.ip, &mut cursor).map_or("?", |(sym, _)| sym.name);
+        }
         let kernel_len = v.len();
-        let table = Box::new(Table { sites: v, kernel_len, by_ip: Vec::new() });
+        let table = Box::new(Table { sites: v, kernel_len, by_ip: Vec::new(), modules: Vec::new() });
         TABLE.store(Box::into_raw(table), Ordering::Release);
     }
     all()
@@ -132,6 +147,11 @@ pub fn all() -> &'static [Site] {
     table().map_or(&[], |t| t.sites.as_slice())
 }
 
+/// The module site `i` belongs to (`""` for the kernel).
+pub fn module_of(i: usize) -> &'static str {
+    table().map_or("", |t| t.module_of(i))
+}
+
 /// Position of `ip` among `len` ascending keys read by `key` (a binary search the hot path can
 /// call: inlined, nothing traceable).
 #[inline(always)]
@@ -155,7 +175,8 @@ fn search(len: usize, key: impl Fn(usize) -> u64, ip: u64) -> Option<usize> {
 #[inline(always)]
 pub fn index_of(ip: u64) -> Option<usize> {
     let t = table()?;
-    search(t.kernel_len, |i| t.sites[i].ip, ip).or_else(|| search(t.by_ip.len(), |i| t.by_ip[i].0, ip).map(|k| t.by_ip[k].1))
+    search(t.kernel_len, |i| t.sites[i].ip, ip)
+        .or_else(|| search(t.by_ip.len(), |k| t.sites[t.by_ip[k] as usize].ip, ip).map(|k| t.by_ip[k] as usize))
 }
 
 /// A set of site indices (bitmap).
@@ -169,6 +190,16 @@ impl SiteSet {
     /// The set whose bit `i % 64` of word `i / 64` says whether it contains `i`.
     pub fn from_bits(bits: Vec<u64>) -> Self {
         SiteSet { bits }
+    }
+    /// The words of the set (bit `i % 64` of word `i / 64` is site `i`).
+    #[inline]
+    pub fn words(&self) -> &[u64] {
+        &self.bits
+    }
+    /// Word `w` of the set (sites `64 * w ..= 64 * w + 63`), 0 beyond its end.
+    #[inline(always)]
+    pub fn word(&self, w: usize) -> u64 {
+        self.bits.get(w).copied().unwrap_or(0)
     }
     /// A set that contains nothing (usable in a `static`).
     pub const fn empty() -> Self {

@@ -50,7 +50,7 @@ fn unload(name: &str, range: core::ops::Range<usize>) -> TestResult {
         kfail!("unloading {name}: {e}");
     }
     let mut left = 0;
-    ftrace::core::for_each_site(|s| left += (s.site.module == name) as usize);
+    ftrace::core::for_each_site(|s| left += (s.module == name) as usize);
     kassert_eq!(left, 0, "sites of {name} left after unload");
     kassert!(!ftrace::core::filters_mention(range), "a filter still names a site of {name}");
     kassert!(module::try_get(name).is_none(), "{name} still loaded");
@@ -109,7 +109,7 @@ fn load_trace_unload_round() -> TestResult {
         kassert!(dist > insn::B_REACH, "module text within bl reach of kernel text");
         kassert!(!insn::bl_reachable(work + 4, arch::ftrace::addr::caller()), "a module site reaches ftrace_caller");
         let mut names = Vec::new();
-        ftrace::core::for_each_site(|s| if s.site.module == "sample_mod" { names.push(s.site.name) });
+        ftrace::core::for_each_site(|s| if s.module == "sample_mod" { names.push(s.site.name) });
         for f in ["sample_mod_add", "sample_mod_step", "sample_mod_work", "sample_mod_oracle"] {
             kassert!(names.contains(&f), "{f} is not a site: {names:?}");
         }

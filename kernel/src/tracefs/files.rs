@@ -225,7 +225,7 @@ fn read_locked(s: &State, f: File, w: &mut dyn Write) -> core::fmt::Result {
             let skip = SiteFlags::NOTRACE | SiteFlags::FAILED | SiteFlags::GOING | SiteFlags::ABSENT;
             ftrace::core::for_each_site(|i| {
                 if r.is_ok() && i.site.ip != 0 && !i.state.flags.intersects(skip) {
-                    r = writeln!(w, "{}", super::site_label(&i.site));
+                    r = writeln!(w, "{}", super::site_label(&i.site, i.module));
                 }
             });
             r
@@ -274,7 +274,7 @@ fn write_set(w: &mut dyn Write, set: &SiteSet, empty: &str) -> core::fmt::Result
     let all = sites::all();
     for i in set.iter() {
         if let Some(site) = all.get(i).filter(|s| s.ip != 0) {
-            writeln!(w, "{}", super::site_label(site))?;
+            writeln!(w, "{}", super::site_label(site, sites::module_of(i)))?;
         }
     }
     Ok(())
@@ -300,7 +300,7 @@ fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
         write!(
             w,
             "{} ({}){}{}{}{}{}",
-            super::site_label(&i.site),
+            super::site_label(&i.site, i.module),
             i.state.refs,
             if f.contains(SiteFlags::REGS) { " R" } else { "  " },
             "  ",

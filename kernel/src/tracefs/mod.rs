@@ -389,7 +389,7 @@ pub fn apply_globs(set: &mut SiteSet, words: &[&str]) -> Result<(), Errno> {
         }
         let mut hits = 0;
         for i in traceable.iter() {
-            if module.is_some_and(|m| m != all[i].module) || !matches_name(pat, all[i].name) {
+            if module.is_some_and(|m| m != crate::ftrace::sites::module_of(i)) || !matches_name(pat, all[i].name) {
                 continue;
             }
             hits += 1;
@@ -409,9 +409,9 @@ pub fn apply_globs(set: &mut SiteSet, words: &[&str]) -> Result<(), Errno> {
 
 /// A function's name as the listings show it: the path without the kernel crate's name, and
 /// ` [module]` after a module's function (as Linux's `%ps`).
-pub fn site_label(site: &sites::Site) -> String {
+pub fn site_label(site: &sites::Site, module: &str) -> String {
     let name = site.name.strip_prefix("loongtrace_kernel::").unwrap_or(site.name);
-    if site.module.is_empty() { String::from(name) } else { alloc::format!("{name} [{}]", site.module) }
+    if module.is_empty() { String::from(name) } else { alloc::format!("{name} [{module}]") }
 }
 
 /// Drops a module's sites from every tracefs set (after it unloaded: the indices are reused).

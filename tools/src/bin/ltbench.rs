@@ -37,12 +37,19 @@ struct Args {
     /// Rewrite the routine table of this document from the image and the JSON
     #[arg(long, value_name = "PATH")]
     doc: Option<PathBuf>,
+    /// Also bench this scale image (built with generated functions, `make bench SITES=n`):
+    /// its per-site figures must stay within 10 % of the normal image's
+    #[arg(long, value_name = "KERNEL")]
+    scale: Option<PathBuf>,
+    /// Where to write the scale image's results (the per-site plot reads them)
+    #[arg(long, value_name = "PATH", default_value = "bench/scale.json")]
+    scale_json: PathBuf,
     /// The kernel image (target/loongtrace.elf)
     kernel: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let Args { qemu, runs, json, timeout, readme, doc, kernel } = Args::parse();
+    let Args { qemu, runs, json, timeout, readme, doc, scale, scale_json, kernel } = Args::parse();
     if let (Some(doc), Some(kernel)) = (&doc, &kernel) {
         // Only the routine table: from the image and the existing results.
         if runs == 0 {
@@ -56,54 +63,36 @@ fn main() -> ExitCode {
         eprintln!("ltbench: no kernel image given");
         return ExitCode::from(2);
     };
-    let mut cfg = RunConfig::new(kernel.clone());
-    if let Some(q) = qemu {
-        cfg.qemu = q;
-    }
-    cfg.icount = true;
-    cfg.smp = 1;
-    cfg.cmdline = "bench=1".into();
-    cfg.timeout = Duration::from_secs(timeout);
-    cfg.echo = false;
-
-    let mut results = Vec::new();
-    for i in 0..runs.max(1) {
-        let out = match runner::run(&cfg) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("ltbench: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        if out.timed_out {
-            eprintln!("ltbench: run {} timed out after {timeout} s; last line: {:?}", i + 1, out.last_line());
-            return ExitCode::FAILURE;
-        }
-        let run = bench::parse(&out.lines);
-        println!("run {}:\n{}", i + 1, bench::table(&run));
-        let problems = bench::problems(&run);
-        if !problems.is_empty() {
-            for p in problems {
-                eprintln!("ltbench: error: {p}");
-            }
-            return ExitCode::FAILURE;
-        }
-        results.push(run);
-    }
-    if let Some(diff) = results.windows(2).find(|w| w[0].rows != w[1].rows) {
-        eprintln!("ltbench: error: the runs differ: {:?} vs {:?}", diff[0].rows, diff[1].rows);
+    let all: Vec<&str> = bench::ROWS.iter().map(|r| r.0).collect();
+    let Some(run) = bench_image(&kernel, qemu.as_ref(), runs, timeout, &all) else {
         return ExitCode::FAILURE;
-    }
-    let run = &results[0];
-    for info in &run.info {
-        println!("note: {info}");
-    }
-    println!("all {} runs gave identical figures", results.len());
+    };
+    let run = &run;
     let mut ok = true;
     for t in bench::targets(run) {
         println!("target {}: {}", if t.ok { "met   " } else { "MISSED" }, t.text);
         ok &= t.ok;
     }
+    // The scale image: measured here, or (without --scale) the last results, for the plot.
+    let scale_run = match &scale {
+        Some(image) => {
+            let Some(s) = bench_image(image, qemu.as_ref(), runs, timeout, bench::PER_SITE) else {
+                return ExitCode::FAILURE;
+            };
+            let t = bench::scale_targets(run, &s);
+            for t in &t {
+                println!("target {}: {}", if t.ok { "met   " } else { "MISSED" }, t.text);
+                ok &= t.ok;
+            }
+            if let Err(e) = std::fs::write(&scale_json, bench::json_with(&s, &t)) {
+                eprintln!("ltbench: cannot write {}: {e}", scale_json.display());
+                return ExitCode::FAILURE;
+            }
+            println!("wrote {}", scale_json.display());
+            Some((s.sites.unwrap_or(0), s.rows))
+        }
+        None => std::fs::read_to_string(&scale_json).ok().and_then(|t| Some((bench::sites_from_json(&t)?, bench::rows_from_json(&t).ok()?))),
+    };
     if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -111,6 +100,17 @@ fn main() -> ExitCode {
         Ok(()) => println!("wrote {}", json.display()),
         Err(e) => {
             eprintln!("ltbench: cannot write {}: {e}", json.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    // The cost curves as SVG plots beside the JSON.
+    let dir = json.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut per_site = vec![(run.sites.unwrap_or(0), &run.rows)];
+    per_site.extend(scale_run.as_ref().map(|(n, r)| (*n, r)));
+    match bench::write_plots(dir, &run.rows, &per_site) {
+        Ok(files) => files.iter().for_each(|f| println!("wrote {}", f.display())),
+        Err(e) => {
+            eprintln!("ltbench: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -125,6 +125,53 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Boots `kernel` with `bench=1` `runs` times; the parsed run when every run finished, measured
+/// every row of `rows` and agreed exactly with the others (else the errors are printed).
+fn bench_image(kernel: &std::path::Path, qemu: Option<&PathBuf>, runs: usize, timeout: u64, rows: &[&str]) -> Option<bench::BenchRun> {
+    let mut cfg = RunConfig::new(kernel.to_path_buf());
+    if let Some(q) = qemu {
+        cfg.qemu = q.clone();
+    }
+    cfg.icount = true;
+    cfg.smp = 1;
+    cfg.cmdline = "bench=1".into();
+    cfg.timeout = Duration::from_secs(timeout);
+    cfg.echo = false;
+    let mut results: Vec<bench::BenchRun> = Vec::new();
+    for i in 0..runs.max(1) {
+        let out = match runner::run(&cfg) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("ltbench: {e}");
+                return None;
+            }
+        };
+        if out.timed_out {
+            eprintln!("ltbench: {}: run {} timed out after {timeout} s; last line: {:?}", kernel.display(), i + 1, out.last_line());
+            return None;
+        }
+        let run = bench::parse(&out.lines);
+        println!("{} run {}:\n{}", kernel.display(), i + 1, bench::table(&run));
+        let problems = bench::problems_of(&run, rows);
+        if !problems.is_empty() {
+            for p in problems {
+                eprintln!("ltbench: error: {}: {p}", kernel.display());
+            }
+            return None;
+        }
+        results.push(run);
+    }
+    if let Some(diff) = results.windows(2).find(|w| w[0].rows != w[1].rows || w[0].sites != w[1].sites) {
+        eprintln!("ltbench: error: {}: the runs differ: {:?} vs {:?}", kernel.display(), diff[0].rows, diff[1].rows);
+        return None;
+    }
+    for info in &results[0].info {
+        println!("note: {info}");
+    }
+    println!("{}: all {} runs gave identical figures", kernel.display(), results.len());
+    results.into_iter().next()
 }
 
 /// Rewrites the routine table of `doc` from the image `kernel` and the results in `json`.
