@@ -38,10 +38,33 @@ pub fn rounds() -> usize {
     }
 }
 
-/// The traced function the workers call.
+/// The traced function the workers call. While [`BODY_HOLD`] is set (graph removals), its body
+/// lingers too, so that calls are hooked and still running when the removal begins.
 #[inline(never)]
 pub fn removal_target(x: u64) -> u64 {
+    if BODY_HOLD.load(Relaxed) {
+        linger_body();
+    }
     core::hint::black_box(x).wrapping_mul(3) + 1
+}
+
+/// Set during graph removals: [`removal_target`]'s body lingers like a probe.
+static BODY_HOLD: AtomicBool = AtomicBool::new(false);
+/// Graph entry callbacks that hooked their call, and return callbacks run, in the current round.
+static GRAPH_HOOKED: AtomicU64 = AtomicU64::new(0);
+static GRAPH_RETURNED: AtomicU64 = AtomicU64::new(0);
+
+#[inline(never)]
+fn linger_body() {
+    let t0 = arch::time::ticks();
+    let ticks = crate::time::counter_hz() * LINGER_US / 1_000_000;
+    loop {
+        let e = arch::time::ticks() - t0;
+        if e >= ticks && (!HOLD.load(Acquire) || e >= HOLD_TICKS.load(Relaxed)) {
+            break;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -471,21 +494,28 @@ ktest! {
 
 fn graph_entry(_e: &FgraphEnt, ops: &FgraphOps, _d: &mut FgraphData) -> bool {
     linger(GRAPH, || ops.private.load(Acquire) == ALIVE);
+    GRAPH_HOOKED.fetch_add(1, AcqRel);
     true
 }
 
 fn graph_return(_r: &FgraphRet, ops: &FgraphOps, _d: &FgraphData) {
     linger(GRAPH, || ops.private.load(Acquire) == ALIVE);
+    GRAPH_RETURNED.fetch_add(1, AcqRel);
 }
 
 ktest! {
-    /// unregister_ftrace_graph with entry and return callbacks running on other CPUs.
+    /// unregister_ftrace_graph with entry and return callbacks running on other CPUs, and
+    /// calls hooked and still in the traced function's body: each of those gets its return
+    /// callback before the removal returns (none is lost).
     fn removal::unregister_ftrace_graph() {
-        with_workers("unregister_ftrace_graph", |rep, q| {
+        BODY_HOLD.store(true, Release);
+        let r = with_workers("unregister_ftrace_graph", |rep, q| {
             ftrace::ftrace_set_filter_ip(&fgraph::GRAPH_SITE_OPS, target_ip(), false, true)?;
             let mut r = Ok(());
             while rep.more() {
                 let i = rep.rounds;
+                GRAPH_HOOKED.store(0, Release);
+                GRAPH_RETURNED.store(0, Release);
                 let p = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(FgraphOps::new(graph_entry, graph_return)));
                 // SAFETY: as above.
                 let ops: &'static FgraphOps = unsafe { &*p };
@@ -500,9 +530,13 @@ ktest! {
                 HOLD.store(true, Release);
                 r = fgraph::unregister_ftrace_graph(ops);
                 let n = inside(GRAPH);
+                let (hooked, returned) = (GRAPH_HOOKED.load(Acquire), GRAPH_RETURNED.load(Acquire));
                 HOLD.store(false, Release);
                 if n != 0 {
                     rep.error(alloc::format!("round {i}: {n} graph callbacks still running when unregister returned"));
+                }
+                if hooked != returned {
+                    rep.error(alloc::format!("round {i}: {hooked} calls hooked but {returned} return callbacks run when unregister returned"));
                 }
                 // SAFETY: unregistered (or the error below ends the case with the workers stopped
                 // before the quarantine is freed).
@@ -514,7 +548,9 @@ ktest! {
             }
             let _ = ftrace::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS);
             r
-        })
+        });
+        BODY_HOLD.store(false, Release);
+        r
     }
 }
 
