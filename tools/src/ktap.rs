@@ -913,6 +913,16 @@ impl Parser {
 mod tests {
     use super::*;
 
+    #[test]
+    fn summary_and_numbering_problems_read_well() {
+        let s = Summary { passed: 3, failed: 1, skipped: 2 };
+        assert_eq!(s.to_string(), "3 passed, 1 failed, 2 skipped");
+        let p = Problem::NonSequential { suite: Some("boot".into()), name: "timer".into(), expected: 2, got: Some(5) };
+        assert_eq!(p.to_string(), "suite `boot`: result `timer` is numbered 5 but 2 was expected");
+        let p = Problem::NonSequential { suite: None, name: "insn".into(), expected: 1, got: None };
+        assert_eq!(p.to_string(), "top level: result `insn` has no number (1 was expected)");
+    }
+
     fn result(line: &str) -> ResultLine {
         parse_result(line).unwrap_or_else(|| panic!("not a result line: {line}"))
     }
