@@ -668,6 +668,65 @@ mod tests {
         assert_ne!(committed(0), EMPTY);
         assert_ne!(committed(u64::MAX), EMPTY);
         assert_ne!(busy(0), committed(0));
+        // The window is half the 62-bit sequence space: exactly 2^61 behind is no longer older.
+        assert!(stamp_older(committed(0), (1 << 61) - 1));
+        assert!(!stamp_older(committed(0), 1 << 61));
+    }
+
+    #[test]
+    fn distance_is_zero_when_ahead() {
+        assert_eq!(RingBuffer::<8>::distance(3, 10), 7);
+        assert_eq!(RingBuffer::<8>::distance(10, 3), 0);
+        assert_eq!(RingBuffer::<8>::distance(0, u64::MAX / 2), u64::MAX / 2);
+        assert_eq!(RingBuffer::<8>::distance(0, u64::MAX / 2 + 1), 0);
+    }
+
+    #[test]
+    fn read_from_half_the_space_behind_counts_it_lost() {
+        // `from` exactly u64::MAX / 2 behind the head is behind (not ahead): all of it but the
+        // window is lost.
+        let rb = RingBuffer::<8>::new();
+        for i in 0..3 {
+            rb.push(&entry(i));
+        }
+        let r = rb.read_from(3u64.wrapping_sub(u64::MAX / 2), |_, _| {});
+        assert_eq!(r.stats.lost, u64::MAX / 2 - 8);
+        let r = rb.read_from(3u64.wrapping_sub(u64::MAX / 2 + 1), |_, _| panic!("ahead of the head"));
+        assert_eq!(r.stats, ReadStats::default());
+    }
+
+    #[test]
+    fn slot_states() {
+        let rb = RingBuffer::<8>::new();
+        // Never written: pending (a writer may be about to claim it).
+        assert!(matches!(rb.read_slot(5), SlotRead::Pending));
+        for i in 0..9 {
+            rb.push(&entry(i));
+        }
+        // Slot 0 now holds seq 8: seq 0 was overwritten by a newer record.
+        assert!(matches!(rb.read_slot(0), SlotRead::Lost));
+        assert!(matches!(rb.read_slot(8), SlotRead::Entry(e) if e == entry(8)));
+        assert!(matches!(rb.read_slot(1), SlotRead::Entry(e) if e == entry(1)));
+        // Slot 1 holds seq 1, older than seq 9 that will go there: pending.
+        assert!(matches!(rb.read_slot(9), SlotRead::Pending));
+    }
+
+    #[test]
+    fn reader_waits_for_the_very_first_record() {
+        // Seq 0 half written: a reader must wait for it, not count it lost.
+        let rb = RingBuffer::<8>::new();
+        rb.push_inner(
+            &entry(0),
+            || {},
+            || {
+                let (v, st) = collect(&rb);
+                assert!(v.is_empty());
+                assert_eq!(st, ReadStats::default());
+            },
+        );
+        let (v, st) = collect(&rb);
+        assert_eq!(st, ReadStats { read: 1, lost: 0 });
+        assert_eq!(v, [(0, entry(0))]);
     }
 
     #[test]

@@ -1138,6 +1138,20 @@ mod tests {
     }
 
     #[test]
+    fn selection_check_leaves_real_and_unfinished_runs_alone() {
+        let ran = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: boot\n    1..1\n    ok 1 heap\nok 1 boot\n\
+                   # loongtrace: tests done: 1 passed, 0 failed, 0 skipped\n";
+        let mut r = parse(ran);
+        r.check_selection("tests=boot");
+        assert!(r.ok(), "a run with cases passes the check: {:?}", r.problems);
+        // A run that stopped early is already failed for that; it gets no second complaint.
+        let mut cut = parse("KTAP version 1\n1..1\n");
+        let before = cut.problems.len();
+        cut.check_selection("tests=boot");
+        assert_eq!(cut.problems.len(), before, "{:?}", cut.problems);
+    }
+
+    #[test]
     fn plain_boot_without_tests() {
         let text = "[    0.0] INFO  cpu0: booting\n# loongtrace: suites: boot insn ftrace_ops\nKTAP version 1\n1..0\n\
                     # loongtrace: tests done: 0 passed, 0 failed, 0 skipped\n";
