@@ -411,6 +411,22 @@ mod tests {
     }
 
     #[test]
+    fn numbers_and_word_lists() {
+        assert_eq!(Cmdline::new("tests=none  log=warn").as_str(), "tests=none  log=warn");
+        assert_eq!(good("removal_rounds=7").removal_rounds, Some(7));
+        assert!(bad("removal_rounds=0").contains("`0` is not a positive number"));
+        assert!(bad("removal_rounds=-3").contains("`-3` is not a positive number"));
+        // Rust's integer parsers take a leading `+`; the command line does not.
+        assert_eq!(good("stress_mask=0x1f").stress_mask, 0x1f);
+        assert!(bad("stress_mask=0x+5").contains("`0x+5`"));
+        assert!(bad("stress=+5").contains("`+5`"));
+        assert!(bad("stress_mask=0x").contains("`0x`"));
+        assert!(bad("record_fault=sometimes").contains("`sometimes` is not one of them"));
+        assert!(bad("record_ms=soon").contains("`soon` is not a number"));
+        good("record_fault=die record_ms=250");
+    }
+
+    #[test]
     fn key_values() {
         let c = Cmdline::new("tests=boot|insn  log=debug;demo=0 verbose");
         assert_eq!(c.get("tests"), Some("boot|insn"));

@@ -136,24 +136,26 @@ pub fn write_header(w: &mut dyn Write, tracer: &str, c: &Collected) -> core::fmt
 /// Writes one function event as a `trace` line:
 /// `      loongtrace-0       [000] d.h..     0.123456: func <-parent`.
 pub fn write_function_line(w: &mut dyn Write, e: &TraceEntry) -> core::fmt::Result {
-    write_line_prefix(w, e)?;
+    write_line_prefix(w, e, e.depth)?;
     writeln!(w, "{} <-{}", short_name(e.ip), short_name(e.parent))
 }
 
 /// Writes one `trace_marker` event (whose text is `text`) as Linux's `print` line:
 /// `      loongtrace-0       [000] .....     0.123456: tracing_mark_write: text`.
 pub fn write_marker_line(w: &mut dyn Write, e: &TraceEntry, text: &str) -> core::fmt::Result {
-    write_line_prefix(w, e)?;
+    write_line_prefix(w, e, e.depth)?;
     writeln!(w, "{}: {text}", short_name(e.ip))
 }
 
-/// The task, CPU, flags and timestamp columns of a function-layout line.
-fn write_line_prefix(w: &mut dyn Write, e: &TraceEntry) -> core::fmt::Result {
+/// The task, CPU, flags and timestamp columns of a function-layout line
+/// (`      loongtrace-0       [001] d.h..    12.345678: `); `flags` holds `FLAG_IRQS_OFF` /
+/// `FLAG_IN_TRAP` (a function event's `depth`, a graph event's saved context).
+pub fn write_line_prefix(w: &mut dyn Write, e: &TraceEntry, flags: u16) -> core::fmt::Result {
     // Microseconds rounded to nearest, as Linux's `ns2usecs` (and trace-cmd) print them.
     let ns = (e.ts as u128 * 1_000_000_000 / crate::time::counter_hz() as u128) as u64;
     let usecs = (ns + 500) / 1000;
     let (s, us) = (usecs / 1_000_000, usecs % 1_000_000);
-    let irq = if e.depth & FLAG_IRQS_OFF != 0 { 'd' } else { '.' };
-    let trap = if e.depth & FLAG_IN_TRAP != 0 { 'h' } else { '.' };
+    let irq = if flags & FLAG_IRQS_OFF != 0 { 'd' } else { '.' };
+    let trap = if flags & FLAG_IN_TRAP != 0 { 'h' } else { '.' };
     write!(w, "{:>16}-{:<7} [{:03}] {irq}.{trap}.. {s:>5}.{us:06}: ", "loongtrace", 0, e.cpu)
 }

@@ -2,7 +2,7 @@
 //! function_graph layouts, with the `trace_options` that change them.
 
 use super::Options;
-use crate::ftrace::tracer::{self, FLAG_IN_TRAP, FLAG_IRQS_OFF, KIND_MARKER, KIND_STACK};
+use crate::ftrace::tracer::{self, KIND_MARKER, KIND_STACK};
 use crate::ringbuf::{KIND_FUNC, KIND_GRAPH_ENTRY, KIND_GRAPH_RETURN, TraceEntry};
 use crate::shell::parse::{duration_mark, write_graph_duration};
 use core::fmt::{Result, Write};
@@ -72,13 +72,6 @@ pub fn write_graph_header(w: &mut dyn Write, opts: Options) -> Result {
     writeln!(w, "{b}")
 }
 
-/// `  loongtrace-0       [001] d.h..    12.345678: ` (the context columns of the function layout).
-fn write_prefix(w: &mut dyn Write, e: &TraceEntry, flags: u16) -> Result {
-    let t = ns(e.ts);
-    let irq = if flags & FLAG_IRQS_OFF != 0 { 'd' } else { '.' };
-    let trap = if flags & FLAG_IN_TRAP != 0 { 'h' } else { '.' };
-    write!(w, "{:>16}-{:<7} [{:03}] {irq}.{trap}.. {:>5}.{:06}: ", "loongtrace", 0, e.cpu, t / 1_000_000_000, t % 1_000_000_000 / 1000)
-}
 
 /// Writes events in the given layout. A graph entry immediately followed by its own return is
 /// one leaf line (`func();`), as Linux prints it. `markers` maps a marker event to its text.
@@ -88,7 +81,7 @@ pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: 
         let e = &ev[i];
         match (e.kind, layout) {
             (KIND_FUNC, _) => {
-                write_prefix(w, e, e.depth)?;
+                tracer::write_line_prefix(w, e, e.depth)?;
                 write_sym(w, e.ip, opts)?;
                 if opts.contains(Options::PRINT_PARENT) {
                     w.write_str(" <-")?;
@@ -97,7 +90,7 @@ pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: 
                 w.write_char('\n')?;
             }
             (KIND_MARKER, Layout::Function) => {
-                write_prefix(w, e, e.depth)?;
+                tracer::write_line_prefix(w, e, e.depth)?;
                 writeln!(w, "tracing_mark_write: {}", marker(e.extra).unwrap_or_else(|| formats::wire::MARKER_OVERWRITTEN.into()))?;
             }
             (KIND_MARKER, Layout::Graph) => {
@@ -106,7 +99,7 @@ pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: 
             }
             (KIND_STACK, _) => {
                 if e.depth == 0 {
-                    write_prefix(w, e, e.extra as u16)?;
+                    tracer::write_line_prefix(w, e, e.extra as u16)?;
                     w.write_str("<stack trace>\n => ")?;
                     write_sym(w, e.ip, opts)?;
                     w.write_char('\n')?;
