@@ -353,7 +353,57 @@ pub fn decode_markers<'a>(mut payload: &'a [u8], mut f: impl FnMut(u64, &'a str)
 mod tests {
     extern crate std;
     use super::*;
+    use std::string::ToString;
     use std::vec::Vec;
+
+    #[test]
+    fn kinds_and_flags() {
+        let all = [Kind::Meta, Kind::Symtab, Kind::Events, Kind::End, Kind::Markers];
+        for k in all {
+            assert_eq!(Kind::from_u8(k as u8), Some(k));
+        }
+        assert_eq!(Kind::from_u8(0), None);
+        assert_eq!(Kind::from_u8(6), None);
+        let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["meta", "symtab", "events", "end", "markers"]);
+        // The context flags are distinct single bits.
+        assert_eq!(FLAG_IRQS_OFF.count_ones(), 1);
+        assert_eq!(FLAG_IN_TRAP.count_ones(), 1);
+        assert_eq!(FLAG_IRQS_OFF & FLAG_IN_TRAP, 0);
+    }
+
+    #[test]
+    fn frames_are_filled_to_the_limit() {
+        // A full Events frame holds as many records as fit, and a header may announce exactly
+        // MAX_PAYLOAD bytes.
+        assert!(RECORDS_PER_FRAME * RECORD_LEN <= MAX_PAYLOAD);
+        assert!((RECORDS_PER_FRAME + 1) * RECORD_LEN > MAX_PAYLOAD);
+        let h = Header { kind: Kind::Events, cpu: 0, seq: 1, len: MAX_PAYLOAD as u32 };
+        assert_eq!(Header::decode(&h.encode()), Ok(h));
+        // The longest marker fills a Markers frame exactly.
+        let long = "x".repeat(MAX_PAYLOAD * 2);
+        assert_eq!(marker_len(&long), MAX_PAYLOAD);
+        let mut payload = Vec::new();
+        encode_marker(9, &long, &mut payload);
+        assert_eq!(payload.len(), MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn cut_text_keeps_whole_characters() {
+        assert_eq!(cut_text("aé", 2), "a");
+        assert_eq!(cut_text("aé", 3), "aé");
+        assert_eq!(cut_text("aé", 9), "aé");
+        assert_eq!(cut_text("€", 2), "");
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(WireError::BadKind(9).to_string(), "unknown frame kind 9");
+        assert_eq!(WireError::TooLong(5000).to_string(), "payload length 5000 exceeds 4096");
+        assert_eq!(WireError::BadReserved.to_string(), "reserved header bytes are not zero");
+        assert_eq!(MarkerError::Truncated(12).to_string(), "the marker at byte 12 runs past the frame's end");
+        assert_eq!(MarkerError::NotUtf8(0).to_string(), "the marker at byte 0 is not UTF-8 text");
+    }
 
     #[test]
     fn crc_matches_zlib() {
