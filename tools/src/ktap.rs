@@ -1138,6 +1138,27 @@ mod tests {
     }
 
     #[test]
+    fn unclosed_suites_plain_tests_and_prefixed_summaries() {
+        // Suite `a` is never closed: a new `KTAP version` line (and later a second `# Subtest:`
+        // header) starts the next suite; `plain` is a top-level test without subtests.
+        let text = "KTAP version 1\n1..4\n\
+                    \x20   KTAP version 1\n    # Subtest: a\n    1..1\n    ok 1 x\n\
+                    \x20   KTAP version 1\n    # Subtest: b\n    1..1\n    ok 1 y\nok 2 b\n\
+                    \x20   # Subtest: c\n    1..1\n    ok 1 z\n    # Subtest: d\n    1..1\n    ok 1 w\nok 3 d\n\
+                    ok 4 plain # SKIP nothing to run\n\
+                    [    1.0] INFO  cpu0: # loongtrace: tests done: 4 passed; 0 failed; 1 skipped\n";
+        let r = parse(text);
+        let names: Vec<&str> = r.suites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "plain"], "{:?}", r.problems);
+        let missing: Vec<&Problem> = r.problems.iter().filter(|p| matches!(p, Problem::SuiteResultMissing { .. })).collect();
+        assert_eq!(missing, [&Problem::SuiteResultMissing { suite: "a".into() }, &Problem::SuiteResultMissing { suite: "c".into() }]);
+        let plain = &r.suites[4];
+        assert_eq!(plain.result, Some(Outcome::Skip("nothing to run".into())));
+        assert!(plain.cases.is_empty());
+        assert_eq!(r.summary, Some(Summary { passed: 4, failed: 0, skipped: 1 }));
+    }
+
+    #[test]
     fn selection_check_leaves_real_and_unfinished_runs_alone() {
         let ran = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: boot\n    1..1\n    ok 1 heap\nok 1 boot\n\
                    # loongtrace: tests done: 1 passed, 0 failed, 0 skipped\n";
