@@ -39,7 +39,7 @@ pub fn rounds() -> usize {
 }
 
 /// The traced function the workers call. While [`BODY_HOLD`] is set (graph removals), its body
-/// lingers too, so that calls are hooked and still running when the removal begins.
+/// lingers like a probe, so that calls are hooked and still running when the removal begins.
 #[inline(never)]
 pub fn removal_target(x: u64) -> u64 {
     if BODY_HOLD.load(Relaxed) {
@@ -54,6 +54,8 @@ static BODY_HOLD: AtomicBool = AtomicBool::new(false);
 static GRAPH_HOOKED: AtomicU64 = AtomicU64::new(0);
 static GRAPH_RETURNED: AtomicU64 = AtomicU64::new(0);
 
+/// Spins for [`LINGER_US`] µs and, while CPU 0 is inside a removal ([`HOLD`]), on until the
+/// removal has returned or `HOLD_TICKS` have passed.
 #[inline(never)]
 fn linger_body() {
     let t0 = arch::time::ticks();
@@ -136,15 +138,7 @@ fn linger(slot: usize, alive: impl Fn() -> bool) {
     if !alive() || RETIRED[slot].load(Acquire) {
         LATE.fetch_add(1, Relaxed);
     }
-    let t0 = arch::time::ticks();
-    let ticks = crate::time::counter_hz() * LINGER_US / 1_000_000;
-    loop {
-        let e = arch::time::ticks() - t0;
-        if e >= ticks && (!HOLD.load(Acquire) || e >= HOLD_TICKS.load(Relaxed)) {
-            break;
-        }
-        core::hint::spin_loop();
-    }
+    linger_body();
     if !alive() {
         LATE.fetch_add(1, Relaxed);
     }
