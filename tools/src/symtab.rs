@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use xmas_elf::ElfFile;
-use xmas_elf::header::{self, Class, Data};
+use xmas_elf::header;
 use xmas_elf::program::Type as PhType;
 use xmas_elf::sections::{SHF_EXECINSTR, SHN_LORESERVE, SHN_UNDEF, SectionHeader, ShType};
 
@@ -195,8 +195,11 @@ struct Elf<'a> {
 impl<'a> Elf<'a> {
     fn parse(input: &'a [u8]) -> Result<Self, SymtabError> {
         let bad = |why: &str| SymtabError::NotElf(why.to_string());
-        if input.len() < 64 || &input[..4] != b"\x7fELF" {
+        if input.get(..4) != Some(b"\x7fELF".as_slice()) {
             return Err(bad("no ELF magic"));
+        }
+        if input.len() < 64 {
+            return Err(bad("shorter than an ELF64 header"));
         }
         if input[4] != 2 {
             return Err(bad("not a 64-bit ELF"));
@@ -206,11 +209,6 @@ impl<'a> Elf<'a> {
         }
         let file = ElfFile::new(input).map_err(bad)?;
         header::sanity_check(&file).map_err(bad)?;
-        if file.header.pt1.class() != Class::SixtyFour
-            || file.header.pt1.data() != Data::LittleEndian
-        {
-            return Err(bad("not a little-endian ELF64"));
-        }
         let machine = le_u16(input, 18);
         if machine != EM_LOONGARCH {
             return Err(SymtabError::WrongMachine(machine));
@@ -1117,6 +1115,37 @@ mod tests {
             embed(&layout.elf),
             Err(SymtabError::RegionNotEmpty { .. })
         ));
+    }
+
+    #[test]
+    fn rejects_malformed_headers() {
+        let good = kernel_elf(0x1000).elf;
+        let why = |b: &[u8]| match read_symbols(b) {
+            Err(SymtabError::NotElf(w)) => w,
+            other => panic!("expected NotElf, got {other:?}"),
+        };
+        let patched = |at: usize, bytes: &[u8]| {
+            let mut b = good.clone();
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            b
+        };
+        assert_eq!(why(b"\x7fEL"), "no ELF magic");
+        assert_eq!(why(&good[..20]), "shorter than an ELF64 header");
+        assert_ne!(why(&good[..64]), "shorter than an ELF64 header");
+        let shoff = u64::from_le_bytes(good[40..48].try_into().unwrap()) as usize;
+        // e_shentsize, e_shoff, e_phentsize, e_phoff.
+        assert!(why(&patched(58, &40u16.to_le_bytes())).contains("section header table"));
+        assert!(why(&patched(40, &(shoff as u64 + 4).to_le_bytes())).contains("section header table"));
+        assert!(why(&patched(54, &40u16.to_le_bytes())).contains("program header table"));
+        assert!(why(&patched(32, &68u64.to_le_bytes())).contains("program header table"));
+        // Without program headers their entry size and offset do not matter.
+        let mut no_ph = patched(56, &0u16.to_le_bytes());
+        no_ph[54..56].copy_from_slice(&0u16.to_le_bytes());
+        no_ph[32..40].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(read_symbols(&no_ph).unwrap().len(), 5);
+        // The symbol table section (index 3) claims more bytes than the file has.
+        let past = patched(shoff + 64 * 3 + 32, &(good.len() as u64).to_le_bytes());
+        assert!(why(&past).contains("runs past the end of the file"));
     }
 
     #[test]
