@@ -1037,6 +1037,9 @@ mod tests {
             assert!(encode_call36(Reg::Ra, Reg::T1, pc, pc.wrapping_add(0x20_0000_0000)).is_err());
             assert!(encode_call36(Reg::Ra, Reg::T1, pc, pc.wrapping_sub(0x20_0000_0004)).is_err());
             assert!(encode_call36(Reg::Ra, Reg::T1, pc, pc + 2).is_err());
+            // Misalignment is reported as such, of either end.
+            assert_eq!(encode_call36(Reg::Ra, Reg::T1, pc, pc + 0x102), Err(InsnError::Misaligned { pc, target: pc + 0x102 }));
+            assert_eq!(encode_call36(Reg::Ra, Reg::T1, pc + 1, pc + 0x100), Err(InsnError::Misaligned { pc: pc + 1, target: pc + 0x100 }));
         }
         for v in [0u64, 1, 0xFFF, 0x800, 0x8000_0000, 0xFFFF_FFFF, 0x9000_0000_0020_0000, u64::MAX, 0x8000_0000_0000_0000, 0x1234_5678_9ABC_DEF0, 0x0008_0000_8000_0800] {
             assert_eq!(run_li64(encode_li64(Reg::T1, v)), v, "{v:#x}");
