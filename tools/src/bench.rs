@@ -531,6 +531,19 @@ pub fn json_with(run: &BenchRun, targets: &[Target]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn printed_table_lists_the_rows_measured() {
+        let mut run = BenchRun::default();
+        let all = table(&run);
+        assert!(all.starts_with("row "));
+        assert_eq!(all.lines().count(), ROWS.len() + 1, "a run without rows lists them all");
+        assert!(all.contains(&format!("{:<28} {:>12}  {}", "nop_site", "-", ROWS[0].1)));
+        run.rows.insert("ops_1".into(), 32.0);
+        let one = table(&run);
+        assert_eq!(one.lines().count(), 2);
+        assert!(one.lines().nth(1).unwrap().starts_with("ops_1                                32.0  one ops"));
+    }
+
     fn sample() -> Vec<String> {
         let mut v = vec!["BENCH-START calls=20000".to_string()];
         for (i, (r, _)) in ROWS.iter().enumerate() {
