@@ -532,6 +532,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plots_name_their_lines_when_there_are_several() {
+        let dir = std::env::temp_dir().join(format!("ltbench-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let one = dir.join("one.svg");
+        let two = dir.join("two.svg");
+        let a: Vec<(f64, f64)> = vec![(1.0, 32.0), (64.0, 987.0)];
+        let b: Vec<(f64, f64)> = vec![(1.0, 40.0), (64.0, 500.0)];
+        plot(&one, "cost", "ops", "instructions", &[("alpha-line", a.clone())]).unwrap();
+        plot(&two, "cost", "ops", "instructions", &[("alpha-line", a), ("beta-line", b)]).unwrap();
+        let one = std::fs::read_to_string(&one).unwrap();
+        let two = std::fs::read_to_string(&two).unwrap();
+        assert!(one.starts_with("<svg") && one.contains("cost"));
+        assert!(!one.contains("alpha-line"), "a single line needs no legend");
+        assert!(two.contains("alpha-line") && two.contains("beta-line"));
+        assert!(plot(&dir.join("none.svg"), "cost", "ops", "instructions", &[]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn printed_table_lists_the_rows_measured() {
         let mut run = BenchRun::default();
         let all = table(&run);
