@@ -256,6 +256,7 @@ mod tests {
             "*::mid::*",
             "exact::name",
             "ab?::*",
+            "x:*",
         ];
         let names = [
             "loongtrace_kernel::ftrace::core::update",
@@ -282,6 +283,9 @@ mod tests {
             "::",
             ":::x",
             "?",
+            "x:",
+            "x:y",
+            "a::b:",
         ];
         for n in names {
             let want = patterns.iter().any(|p| glob_match(p, n));
