@@ -551,6 +551,17 @@ mod tests {
     }
 
     #[test]
+    fn routine_sizes_are_symbol_sizes_in_instructions() {
+        let elf = crate::symtab::tests::kernel_elf(0x1000).elf;
+        let paths = ["loongtrace_kernel::boot::kmain", "large", "asm_routine", "missing"];
+        let sizes = routine_sizes(&elf, &paths).unwrap();
+        // kmain is 0x80 bytes, `large` 0x20; the unsized label and the missing routine are left out.
+        let want: BTreeMap<String, u64> = [("loongtrace_kernel::boot::kmain".to_string(), 0x20), ("large".to_string(), 8)].into();
+        assert_eq!(sizes, want);
+        assert!(routine_sizes(b"not an elf", &paths).is_err());
+    }
+
+    #[test]
     fn printed_table_lists_the_rows_measured() {
         let mut run = BenchRun::default();
         let all = table(&run);

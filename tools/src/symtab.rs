@@ -543,7 +543,7 @@ pub fn demangle(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Mangles path components the way rustc's legacy scheme does (no escaping: pass escaped
@@ -680,8 +680,8 @@ mod tests {
         TEXT_ADDR + TEXT_SIZE
     }
 
-    struct Layout {
-        elf: Vec<u8>,
+    pub(crate) struct Layout {
+        pub(crate) elf: Vec<u8>,
         ksyms_offset: usize,
     }
 
@@ -923,7 +923,8 @@ mod tests {
         ]
     }
 
-    fn kernel_elf(ksyms_size: u64) -> Layout {
+    /// A small LoongArch kernel-like ELF (also used by the bench parser's tests).
+    pub(crate) fn kernel_elf(ksyms_size: u64) -> Layout {
         build_elf(&kernel_syms(), KSYMS_SECTION, ksyms_size, 0, EM_LOONGARCH)
     }
 
