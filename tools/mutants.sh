@@ -17,8 +17,7 @@
 # cargo-mutants is installed here (not by `make setup`), so `make test` and CI do not pay for it.
 # Variables: MUTANTS_JOBS (parallel builds, default 1), MUTANTS_CRATES (default "arch kernel
 # formats tools"), MUTANTS_FILES (only these files, e.g. "kernel/src/glob.rs"), MUTANTS_ARGS
-# (extra cargo-mutants options, e.g. "--re insn::encode", or "--iterate" to test again only what
-# the last run did not catch; the figures then count the earlier catches too).
+# (extra cargo-mutants options, e.g. "--re insn::encode").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,16 +47,11 @@ files_of() {
 sum_outcomes() {
     python3 - "$@" <<'PY'
 import json, sys
-import os
 tot = dict(caught=0, missed=0, timeout=0, unviable=0)
 for p in sys.argv[1:]:
     d = json.load(open(p))
     for k in tot:
         tot[k] += d.get(k, 0)
-    # With --iterate, mutants caught by an earlier run are skipped and listed here.
-    prev = os.path.join(os.path.dirname(p), "previously_caught.txt")
-    if os.path.exists(prev):
-        tot["caught"] += sum(1 for line in open(prev) if line.strip())
 viable = tot["caught"] + tot["missed"] + tot["timeout"]
 pct = 100.0 * (tot["caught"] + tot["timeout"]) / viable if viable else 100.0
 print(f'{pct:.1f} {tot["caught"]} {tot["timeout"]} {tot["missed"]} {tot["unviable"]} {viable}')
