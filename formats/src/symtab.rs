@@ -541,6 +541,9 @@ mod tests {
         for addr in [0x1800, 0x1004, 0x2000, 0x1000] {
             assert_eq!(t.lookup_ascending(addr, &mut cursor), t.lookup(addr), "{addr:#x}");
         }
+        // A cursor past the end (e.g. left from a larger table) starts over too.
+        let mut stale = 1000;
+        assert_eq!(t.lookup_ascending(0x1804, &mut stale), t.lookup(0x1804));
         let empty = SymbolTable::empty();
         assert_eq!(empty.lookup_ascending(5, &mut cursor), None);
     }
