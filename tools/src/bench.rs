@@ -533,7 +533,8 @@ mod tests {
 
     #[test]
     fn plots_name_their_lines_when_there_are_several() {
-        let dir = std::env::temp_dir().join(format!("ltbench-plot-{}", std::process::id()));
+        // Its own directory: the tests run in parallel in one process.
+        let dir = std::env::temp_dir().join(format!("ltbench-legend-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let one = dir.join("one.svg");
         let two = dir.join("two.svg");
