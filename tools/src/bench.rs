@@ -439,25 +439,10 @@ pub fn symbol_is(sym: &str, path: &str) -> bool {
 /// Instructions in each routine of `paths` in the image `elf` (its `.symtab` sizes divided by
 /// four: every LoongArch instruction is four bytes). Routines not found are left out.
 pub fn routine_sizes(elf: &[u8], paths: &[&str]) -> Result<BTreeMap<String, u64>, String> {
-    use xmas_elf::sections::SectionData;
-    use xmas_elf::symbol_table::Entry;
-    // xmas-elf wants the image 8-byte aligned.
-    let mut words = vec![0u64; elf.len().div_ceil(8)];
-    // SAFETY: `words` has at least `elf.len()` bytes; u64 has no invalid bit patterns.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, elf.len()) };
-    bytes.copy_from_slice(elf);
-    let file = xmas_elf::ElfFile::new(bytes)?;
-    let symtab = file.find_section_by_name(".symtab").ok_or("the image has no .symtab")?;
-    let Ok(SectionData::SymbolTable64(syms)) = symtab.get_data(&file) else {
-        return Err("the .symtab is not a 64-bit symbol table".into());
-    };
+    let syms = crate::symtab::sized_symbols(elf).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
-    for sym in syms {
-        let (Ok(name), size) = (sym.get_name(&file), sym.size()) else { continue };
-        if size == 0 {
-            continue;
-        }
-        if let Some(p) = paths.iter().find(|p| symbol_is(name, p)) {
+    for (name, size) in syms {
+        if let Some(p) = paths.iter().find(|p| symbol_is(&name, p)) {
             out.insert(p.to_string(), size / 4);
         }
     }
@@ -560,6 +545,13 @@ mod tests {
         let want: BTreeMap<String, u64> = [("loongtrace_kernel::boot::kmain".to_string(), 0x20), ("large".to_string(), 8)].into();
         assert_eq!(sizes, want);
         assert!(routine_sizes(b"not an elf", &paths).is_err());
+        // A copy at an odd address reads the same (the symbol table reader realigns it).
+        let mut shifted = vec![0u8; elf.len() + 1];
+        shifted[1..].copy_from_slice(&elf);
+        assert_eq!(routine_sizes(&shifted[1..], &paths).unwrap(), want);
+        let mut cut = elf.clone();
+        cut.truncate(elf.len() / 2);
+        assert!(routine_sizes(&cut, &paths).is_err(), "a cut image is an error, not a panic");
     }
 
     #[test]

@@ -14,7 +14,6 @@
 //! script reserves (section `.ksyms`, or `__ksyms_start .. __ksyms_end`), changing no byte outside
 //! it and not the file size.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use xmas_elf::ElfFile;
@@ -172,18 +171,30 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// xmas-elf reads headers in place and needs an 8-byte-aligned buffer.
-fn aligned(input: &[u8]) -> Result<Cow<'_, [u8]>, SymtabError> {
-    if input.as_ptr().align_offset(8) == 0 {
-        return Ok(Cow::Borrowed(input));
+/// The file's bytes at an 8-byte-aligned address: xmas-elf reads headers in place and needs one.
+/// A misaligned input is copied into a buffer with room to slide it to an aligned offset.
+enum Aligned<'a> {
+    Borrowed(&'a [u8]),
+    Copied { buf: Vec<u8>, at: usize, len: usize },
+}
+
+impl<'a> Aligned<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        if input.as_ptr().align_offset(8) == 0 {
+            return Aligned::Borrowed(input);
+        }
+        let mut buf = vec![0u8; input.len() + 7];
+        let at = buf.as_ptr().align_offset(8);
+        buf[at..at + input.len()].copy_from_slice(input);
+        Aligned::Copied { buf, at, len: input.len() }
     }
-    let copy = input.to_vec();
-    if copy.as_ptr().align_offset(8) != 0 {
-        return Err(SymtabError::NotElf(
-            "could not place the file in an aligned buffer".into(),
-        ));
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Aligned::Borrowed(b) => b,
+            Aligned::Copied { buf, at, len } => &buf[*at..*at + *len],
+        }
     }
-    Ok(Cow::Owned(copy))
 }
 
 /// A parsed ELF with all the checks that keep xmas-elf from panicking done up front.
@@ -305,8 +316,8 @@ fn cstr(pool: &[u8], at: usize) -> Option<&str> {
 /// the result is sorted by address with symbols at the same address collapsed to one (the
 /// global one wins, then the larger size).
 pub fn read_symbols(elf: &[u8]) -> Result<Vec<Symbol>, SymtabError> {
-    let buf = aligned(elf)?;
-    let elf = Elf::parse(&buf)?;
+    let buf = Aligned::new(elf);
+    let elf = Elf::parse(buf.bytes())?;
     // (symbol, is_global, is_func)
     let mut picked: Vec<(Symbol, bool, bool)> = Vec::new();
     for (sym, name) in elf.symbols()? {
@@ -350,11 +361,25 @@ pub fn read_symbols(elf: &[u8]) -> Result<Vec<Symbol>, SymtabError> {
     Ok(picked.into_iter().map(|(s, _, _)| s).collect())
 }
 
+/// Every sized symbol of `.symtab` as the ELF names it (mangled), with its size in bytes: what
+/// `ltbench` needs to count a routine's instructions, read with the same checks as
+/// [`read_symbols`].
+pub fn sized_symbols(elf: &[u8]) -> Result<Vec<(String, u64)>, SymtabError> {
+    let buf = Aligned::new(elf);
+    let elf = Elf::parse(buf.bytes())?;
+    Ok(elf
+        .symbols()?
+        .into_iter()
+        .filter(|(sym, name)| sym.size != 0 && !name.is_empty())
+        .map(|(sym, name)| (name.to_string(), sym.size))
+        .collect())
+}
+
 /// Finds the reserved region: the `.ksyms` section, or else `__ksyms_start .. __ksyms_end`
 /// translated to a file offset through the loadable segments.
 pub fn find_region(elf: &[u8]) -> Result<Region, SymtabError> {
-    let buf = aligned(elf)?;
-    let elf = Elf::parse(&buf)?;
+    let buf = Aligned::new(elf);
+    let elf = Elf::parse(buf.bytes())?;
     let len = elf.file.input.len() as u64;
     if let Some(sh) = elf.section_by_name(KSYMS_SECTION) {
         if sh.get_type() == Ok(ShType::NoBits) {
