@@ -30,10 +30,11 @@ QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel
 
 export QEMU
 
-.PHONY: help setup build modules modules-testdata qemu test test-host test-kernel bench scale-image mutants gdb clean FORCE
+.PHONY: help setup build tools modules modules-testdata qemu test test-host test-kernel bench scale-image mutants gdb clean FORCE
 
 help:
 	@echo "make setup   install QEMU, the Rust components and GDB 18 in .venv-gdb/ (Debian)"
+	@echo "make build   the kernel, the sample modules and the host programs (target/release/ltrace, ltrun, ...)"
 	@echo "make qemu    build and boot the kernel: boot log, self-tests, demos"
 	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
 	@echo "make bench   instruction counts per traced call under qemu -icount (SITES=n: scale image)"
@@ -44,7 +45,11 @@ help:
 setup:
 	@./tools/setup.sh
 
-build: $(KERNEL) modules
+build: $(KERNEL) modules tools
+
+# The host programs the README and docs/ call as target/release/<name>: ltrun, ltrace, ltbench, ltsym.
+tools:
+	cargo build -q --release -p loongtrace-tools --bins
 
 modules:
 	@mkdir -p $(MODULE_DIR)
