@@ -58,6 +58,13 @@ fn word(name: &str) -> String {
     name.trim().replace(char::is_whitespace, "_")
 }
 
+/// The task column (`comm-pid`) of a function-layout line names the CPU's context as
+/// `formats::task` does: `loongtrace/<cpu>-<cpu + 1>`, in the kernel's text and in trace-cmd's.
+fn check_task(line: &str, cpu: u32) {
+    let task = line[..line.find('[').unwrap()].trim();
+    assert_eq!(task, format!("loongtrace/{cpu}-{}", cpu + 1), "task column of '{line}'");
+}
+
 /// One line of a function trace: a traced call, or a `trace_marker` write.
 #[derive(Debug, PartialEq, Eq)]
 enum FnLine {
@@ -79,6 +86,7 @@ fn kernel_function_lines(text: &str) -> Vec<FnLine> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            check_task(l, cpu);
             let after = &l[l.find(']').unwrap() + 1..];
             let (ts, rest) = after.trim_start().split_once(' ').unwrap().1.trim_start().split_once(": ").unwrap();
             let ts = ts.to_string();
@@ -98,6 +106,7 @@ fn trace_cmd_function_lines(lines: &[String]) -> Vec<FnLine> {
         .filter(|l| !l.trim_start().starts_with("CPU:"))
         .map(|l| {
             let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            check_task(l, cpu);
             let (ts, rest) = l[l.find(']').unwrap() + 1..].trim_start().split_once(": ").unwrap();
             let ts = ts.to_string();
             if let Some(print) = rest.strip_prefix("print:") {
@@ -245,10 +254,12 @@ fn call_time_pairs_an_exit_with_its_entry_when_an_interrupt_nests() {
 
 #[test]
 fn graph_trace_dat_flame_graph_and_json_match_the_kernels_trace() {
-    // One chain at a time: when two CPUs' graph events interleave, trace-cmd 3.1.6's
-    // function_graph plugin folds entry/exit pairs across CPUs differently from Linux's own
-    // output (seen as a flaky mismatch), so the graph comparison runs one chain on a 2-CPU guest,
-    // from a script that writes a marker before and after it (Linux prints them as comments).
+    // One chain at a time, so the text can be compared line for line: trace-cmd folds a call and
+    // its return into one leaf line only when the return is the very next event of the whole
+    // file, where the kernel (like Linux) looks at the next event of the same CPU; when two CPUs'
+    // events interleave, the two texts fold differently (both right; the next test compares
+    // them per CPU). The chain runs on a 2-CPU guest, from a script that writes a marker before
+    // and after it (Linux prints them as comments).
     let script = scratch("graph.sh");
     std::fs::write(&script, "echo before the chain > trace_marker\nrun chain\necho after the chain > trace_marker\n").unwrap();
     let mut cfg = config("function_graph", 2);
@@ -308,6 +319,107 @@ fn graph_trace_dat_flame_graph_and_json_match_the_kernels_trace() {
     let markers = want.iter().filter(|l| matches!(l, GraphLine::Marker { .. })).count();
     assert_eq!((n, markers), (1 + rec.cpus.len() + calls + 2, 2));
     assert_eq!(doc.matches("\"ph\": \"i\"").count(), 2, "the two markers are the only instants");
+}
+
+/// One CPU's calls in order, with a leaf `f();` written as `f() {` and `}`: what two renderings
+/// of the same events must agree on however they fold leaves.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Call { depth: usize, func: String },
+    Return { depth: usize, dur: String },
+    Marker(String),
+}
+
+fn per_cpu_steps(lines: &[GraphLine]) -> std::collections::BTreeMap<u32, Vec<Step>> {
+    let mut out: std::collections::BTreeMap<u32, Vec<Step>> = Default::default();
+    for l in lines {
+        match l {
+            GraphLine::Entry { cpu, depth, func } => out.entry(*cpu).or_default().push(Step::Call { depth: *depth, func: func.clone() }),
+            GraphLine::Leaf { cpu, depth, func, dur } => {
+                let steps = out.entry(*cpu).or_default();
+                steps.push(Step::Call { depth: *depth, func: func.clone() });
+                steps.push(Step::Return { depth: *depth, dur: dur.clone() });
+            }
+            GraphLine::Exit { cpu, depth, dur } => out.entry(*cpu).or_default().push(Step::Return { depth: *depth, dur: dur.clone() }),
+            GraphLine::Marker { cpu, text } => out.entry(*cpu).or_default().push(Step::Marker(text.clone())),
+        }
+    }
+    out
+}
+
+/// The interleaving that misled trace-cmd when all CPUs shared PID 0, made on purpose (no boot):
+/// CPU 1 enters and leaves `chain_c` while CPU 0 is inside it, so right after CPU 0's call the
+/// file's next event is CPU 1's return of the same function.
+#[test]
+fn trace_cmd_pairs_calls_per_cpu_when_cpus_interleave() {
+    use loongtrace_tools::capture::CpuTrace;
+    use loongtrace_tools::symtab::{self, Symbol};
+    use formats::wire::{KIND_GRAPH_ENTRY, KIND_GRAPH_RETURN, Record};
+    const ROOT: u64 = 0x9000_0000_0020_0000;
+    const C: u64 = 0x9000_0000_0020_0100;
+    let syms = [
+        Symbol { addr: ROOT, size: 0x100, name: "selftest::targets::chain_root".into() },
+        Symbol { addr: C, size: 0x100, name: "selftest::targets::chain_c".into() },
+    ];
+    let ev = |cpu: u8, ts: u64, ip: u64, kind: u8, depth: u16, extra: u64| Record { ts, ip, parent: 0, kind, cpu, depth, extra };
+    // Ticks of a 100 MHz counter: 10 ns each.
+    let cpu0 = vec![
+        ev(0, 100, ROOT, KIND_GRAPH_ENTRY, 0, 0),
+        ev(0, 110, C, KIND_GRAPH_ENTRY, 1, 0),
+        ev(0, 300, C, KIND_GRAPH_RETURN, 1, 190),
+        ev(0, 400, ROOT, KIND_GRAPH_RETURN, 0, 300),
+    ];
+    let cpu1 = vec![
+        ev(1, 101, ROOT, KIND_GRAPH_ENTRY, 0, 0),
+        ev(1, 105, C, KIND_GRAPH_ENTRY, 1, 0),
+        ev(1, 120, C, KIND_GRAPH_RETURN, 1, 15),
+        ev(1, 500, ROOT, KIND_GRAPH_RETURN, 0, 399),
+    ];
+    let rec = Recording {
+        tracer: "function_graph".into(),
+        counter_hz: 100_000_000,
+        cpus: vec![CpuTrace { events: cpu0, lost: 0, written: 4 }, CpuTrace { events: cpu1, lost: 0, written: 4 }],
+        symtab: symtab::encode(&syms),
+        markers: Default::default(),
+    };
+    let lines = trace_cmd_report(&rec, "interleaved.dat", &[]);
+    let us = |ticks: u64| format!("{}.{:03} us", ticks * 10 / 1000, ticks * 10 % 1000);
+    let call = |func: &str| Step::Call { depth: 0, func: format!("selftest::targets::{func}") };
+    let inner = |func: &str| Step::Call { depth: 1, func: format!("selftest::targets::{func}") };
+    let want: std::collections::BTreeMap<u32, Vec<Step>> = [
+        (0, vec![call("chain_root"), inner("chain_c"), Step::Return { depth: 1, dur: us(190) }, Step::Return { depth: 0, dur: us(300) }]),
+        (1, vec![call("chain_root"), inner("chain_c"), Step::Return { depth: 1, dur: us(15) }, Step::Return { depth: 0, dur: us(399) }]),
+    ]
+    .into();
+    assert_eq!(per_cpu_steps(&trace_cmd_graph_lines(&lines)), want, "trace-cmd report:\n{}", lines.join("\n"));
+    for l in lines.iter().filter(|l| !l.trim_start().starts_with("CPU:")) {
+        check_task(l, l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap());
+    }
+}
+
+#[test]
+fn graph_of_two_cpus_at_once_keeps_each_cpus_calls_in_trace_cmd() {
+    // Both CPUs run the chain at the same time. trace-cmd pairs a call with the next event of the
+    // file if it is a return of the same function by the same PID; when every CPU's events
+    // carried PID 0 it printed CPU 0's chain_c with CPU 1's return time and CPU 1's chain_c
+    // without one. Each CPU's context has its own PID now (formats::task).
+    let mut cfg = config("function_graph", 2);
+    cfg.workload = "smp_chain".into();
+    cfg.graph_function = vec!["chain_root".into()];
+    let (text, rec) = record(&cfg);
+    let want = per_cpu_steps(&kernel_graph_lines(&text));
+    assert_eq!(want.len(), 2, "both CPUs ran the chain:\n{text}");
+    for (cpu, steps) in &want {
+        let calls = steps.iter().filter(|s| matches!(s, Step::Call { func, .. } if func.ends_with("chain_c"))).count();
+        assert!(calls >= 1, "CPU {cpu} called chain_c:\n{text}");
+    }
+    let lines = trace_cmd_report(&rec, "smp_graph.dat", &[]);
+    for l in lines.iter().filter(|l| !l.trim_start().starts_with("CPU:")) {
+        let cpu: u32 = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+        check_task(l, cpu);
+    }
+    let got = per_cpu_steps(&trace_cmd_graph_lines(&lines));
+    assert_eq!(got, want, "per CPU, trace-cmd report and the kernel's text differ:\n{}\n{text}", lines.join("\n"));
 }
 
 /// A script that writes markers between workload runs on both CPUs (`run timer` calls

@@ -1,4 +1,5 @@
-//! Formats shared by the kernel and the host tools: the symbol table and the trace-export frames.
+//! Formats shared by the kernel and the host tools: the symbol table, the trace-export frames and
+//! the task name every trace output gives an event.
 //!
 //! Each format has exactly one definition here; the kernel reads the symbol table and writes
 //! export frames, the host tools write the symbol table and read export frames. The crate uses
@@ -8,4 +9,5 @@
 extern crate alloc;
 
 pub mod symtab;
+pub mod task;
 pub mod wire;

@@ -327,8 +327,10 @@ def function_line(e, hz):
     secs, us = usecs // 1000000, usecs % 1000000
     irq = "d" if e["depth"] & FLAG_IRQS_OFF else "."
     trap = "h" if e["depth"] & FLAG_IN_TRAP else "."
+    # The task is the CPU's context, named as the kernel names it (formats/src/task.rs).
     return "%16s-%-7d [%03d] %s.%s.. %5d.%06d: %s <-%s" % (
-        "loongtrace", 0, e["cpu"], irq, trap, secs, us, short_name(e["ip"]), short_name(e["parent"]))
+        "loongtrace/%d" % e["cpu"], e["cpu"] + 1, e["cpu"], irq, trap, secs, us,
+        short_name(e["ip"]), short_name(e["parent"]))
 
 
 def graph_line(e, hz):

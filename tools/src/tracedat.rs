@@ -138,8 +138,9 @@ pub enum Event {
 impl Event {
     /// The event's data as Linux lays out its `struct ..._entry`: common fields, then the
     /// event's own fields (a multiple of 4 bytes; `print`: `ip`, then the text with a newline
-    /// and a NUL, as `tracing_mark_write` stores it, zero-padded).
-    pub fn encode(&self) -> Vec<u8> {
+    /// and a NUL, as `tracing_mark_write` stores it, zero-padded). `pid` is the `common_pid` of the
+    /// task that ran it ([`formats::task::pid`] of its CPU).
+    pub fn encode(&self, pid: u32) -> Vec<u8> {
         let (id, flags) = match self {
             Event::Function { flags, .. } => (ID_FUNCTION, *flags),
             Event::Print { flags, .. } => (ID_PRINT, *flags),
@@ -150,7 +151,7 @@ impl Event {
         b.extend_from_slice(&id.to_le_bytes());
         b.push(flags);
         b.push(0); // preempt count
-        b.extend_from_slice(&0i32.to_le_bytes()); // pid
+        b.extend_from_slice(&pid.to_le_bytes()); // common_pid
         match *self {
             Event::Function { ip, parent, .. } => {
                 b.extend_from_slice(&ip.to_le_bytes());
@@ -313,7 +314,7 @@ pub fn cpu_pages(rec: &Recording, cpu: usize) -> Vec<u8> {
     let mut w = PageWriter::new(c.lost);
     for r in &c.events {
         if let Some(e) = Event::from_record(rec, r) {
-            w.push(rec.ns(r.ts), &e.encode());
+            w.push(rec.ns(r.ts), &e.encode(formats::task::pid(cpu as u32)));
         }
     }
     w.finish()
@@ -357,7 +358,8 @@ pub fn write(rec: &Recording) -> Result<Vec<u8>, String> {
     put_u32(&mut out, kallsyms.len() as u32);
     out.extend_from_slice(kallsyms.as_bytes());
     put_u32(&mut out, 0); // printk formats
-    let cmdlines = "0 loongtrace\n";
+    // One task per CPU, named as the kernel's own trace names it.
+    let cmdlines: String = (0..rec.cpus.len() as u32).map(|c| format!("{} {}\n", formats::task::pid(c), formats::task::Comm(c))).collect();
     put_u64(&mut out, cmdlines.len() as u64);
     out.extend_from_slice(cmdlines.as_bytes());
 
@@ -394,17 +396,18 @@ mod tests {
 
     #[test]
     fn event_encodings() {
-        let f = Event::Function { ip: 0x9000_0000_0020_1000, parent: 0x9000_0000_0020_2000, flags: TRACE_FLAG_IRQS_OFF }.encode();
+        let f = Event::Function { ip: 0x9000_0000_0020_1000, parent: 0x9000_0000_0020_2000, flags: TRACE_FLAG_IRQS_OFF }.encode(1);
         assert_eq!(f.len(), 24);
-        assert_eq!(&f[..8], &[1, 0, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(&f[..8], &[1, 0, 1, 0, 1, 0, 0, 0]);
+        assert_eq!(&Event::GraphEntry { func: 7, depth: 3 }.encode(0x0102_0304)[4..8], &[4, 3, 2, 1], "common_pid");
         assert_eq!(u64_at(&f, 8), 0x9000_0000_0020_1000);
         assert_eq!(u64_at(&f, 16), 0x9000_0000_0020_2000);
-        let e = Event::GraphEntry { func: 7, depth: 3 }.encode();
+        let e = Event::GraphEntry { func: 7, depth: 3 }.encode(1);
         assert_eq!(e.len(), 24);
         assert_eq!(&e[..2], &ID_FUNCGRAPH_ENTRY.to_le_bytes());
         assert_eq!(u64_at(&e, 8), 7);
         assert_eq!(i32::from_le_bytes(e[16..20].try_into().unwrap()), 3);
-        let x = Event::GraphExit { func: 7, depth: 3, retval: 99, calltime: 1000, rettime: 1500 }.encode();
+        let x = Event::GraphExit { func: 7, depth: 3, retval: 99, calltime: 1000, rettime: 1500 }.encode(1);
         assert_eq!(x.len(), 48);
         assert_eq!(&x[..2], &ID_FUNCGRAPH_EXIT.to_le_bytes());
         assert_eq!((u64_at(&x, 24), u64_at(&x, 32), u64_at(&x, 40)), (99, 1000, 1500));
@@ -447,18 +450,18 @@ mod tests {
         assert!(format.contains("\n\tfield:unsigned long ip;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:char buf[];\toffset:16;\tsize:0;\tsigned:0;\n"));
         assert!(format.ends_with("\nprint fmt: \"%ps: %s\", (void *)REC->ip, REC->buf\n"), "{format}");
         // ip, then the text with Linux's newline and NUL, padded to 4 bytes.
-        let p = Event::Print { ip: 0x9000_0000_0020_4000, flags: TRACE_FLAG_HARDIRQ, text: "hi".into() }.encode();
+        let p = Event::Print { ip: 0x9000_0000_0020_4000, flags: TRACE_FLAG_HARDIRQ, text: "hi".into() }.encode(1);
         assert_eq!(p.len(), 20);
-        assert_eq!(&p[..8], &[5, 0, TRACE_FLAG_HARDIRQ, 0, 0, 0, 0, 0]);
+        assert_eq!(&p[..8], &[5, 0, TRACE_FLAG_HARDIRQ, 0, 1, 0, 0, 0]);
         assert_eq!(u64_at(&p, 8), 0x9000_0000_0020_4000);
         assert_eq!(&p[16..], b"hi\n\0");
-        let p = Event::Print { ip: 1, flags: 0, text: "abc".into() }.encode();
+        let p = Event::Print { ip: 1, flags: 0, text: "abc".into() }.encode(1);
         assert_eq!(&p[16..], b"abc\n\0\0\0\0");
-        let p = Event::Print { ip: 1, flags: 0, text: String::new() }.encode();
+        let p = Event::Print { ip: 1, flags: 0, text: String::new() }.encode(1);
         assert_eq!(&p[16..], b"\n\0\0\0");
         // Text beyond MAX_PRINT_TEXT is cut on a character boundary.
         let long: String = std::iter::repeat_n('é', MAX_PRINT_TEXT).collect();
-        let p = Event::Print { ip: 1, flags: 0, text: long }.encode();
+        let p = Event::Print { ip: 1, flags: 0, text: long }.encode(1);
         assert_eq!(p.len(), 16 + MAX_PRINT_TEXT + 4);
         assert_eq!(&p[16 + MAX_PRINT_TEXT..], b"\n\0\0\0");
     }
@@ -479,7 +482,7 @@ mod tests {
         assert_eq!(u64_at(&p, 8), 28 + 124 + 116);
         // A page holds what fits; the longest marker event still fits an empty one.
         let mut w = PageWriter::new(0);
-        let big = Event::Print { ip: 1, flags: 0, text: "x".repeat(MAX_PRINT_TEXT) }.encode();
+        let big = Event::Print { ip: 1, flags: 0, text: "x".repeat(MAX_PRINT_TEXT) }.encode(1);
         w.push(1, &big);
         w.push(2, &big);
         let p = w.finish();

@@ -4,6 +4,7 @@ use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsFlags};
 use crate::ringbuf::{KIND_FUNC, RingBuffer, TraceEntry};
 use alloc::vec::Vec;
 use core::fmt::Write;
+use formats::task;
 
 /// Events each CPU's buffer holds before it overwrites the oldest.
 pub const BUFFER_ENTRIES: usize = 4096;
@@ -134,21 +135,22 @@ pub fn write_header(w: &mut dyn Write, tracer: &str, c: &Collected) -> core::fmt
 }
 
 /// Writes one function event as a `trace` line:
-/// `      loongtrace-0       [000] d.h..     0.123456: func <-parent`.
+/// `    loongtrace/0-1       [000] d.h..     0.123456: func <-parent`.
 pub fn write_function_line(w: &mut dyn Write, e: &TraceEntry) -> core::fmt::Result {
     write_line_prefix(w, e, e.depth)?;
     writeln!(w, "{} <-{}", short_name(e.ip), short_name(e.parent))
 }
 
 /// Writes one `trace_marker` event (whose text is `text`) as Linux's `print` line:
-/// `      loongtrace-0       [000] .....     0.123456: tracing_mark_write: text`.
+/// `    loongtrace/0-1       [000] .....     0.123456: tracing_mark_write: text`.
 pub fn write_marker_line(w: &mut dyn Write, e: &TraceEntry, text: &str) -> core::fmt::Result {
     write_line_prefix(w, e, e.depth)?;
     writeln!(w, "{}: {text}", short_name(e.ip))
 }
 
 /// The task, CPU, flags and timestamp columns of a function-layout line
-/// (`      loongtrace-0       [001] d.h..    12.345678: `); `flags` holds `FLAG_IRQS_OFF` /
+/// (`    loongtrace/1-2       [001] d.h..    12.345678: `); the task is the CPU's context as
+/// `formats::task` names it everywhere (`loongtrace/<cpu>`, PID cpu + 1); `flags` holds `FLAG_IRQS_OFF` /
 /// `FLAG_IN_TRAP` (a function event's `depth`, a graph event's saved context).
 pub fn write_line_prefix(w: &mut dyn Write, e: &TraceEntry, flags: u16) -> core::fmt::Result {
     // Microseconds rounded to nearest, as Linux's `ns2usecs` (and trace-cmd) print them.
@@ -157,5 +159,6 @@ pub fn write_line_prefix(w: &mut dyn Write, e: &TraceEntry, flags: u16) -> core:
     let (s, us) = (usecs / 1_000_000, usecs % 1_000_000);
     let irq = if flags & FLAG_IRQS_OFF != 0 { 'd' } else { '.' };
     let trap = if flags & FLAG_IN_TRAP != 0 { 'h' } else { '.' };
-    write!(w, "{:>16}-{:<7} [{:03}] {irq}.{trap}.. {s:>5}.{us:06}: ", "loongtrace", 0, e.cpu)
+    let cpu = u32::from(e.cpu);
+    write!(w, "{:>16}-{:<7} [{:03}] {irq}.{trap}.. {s:>5}.{us:06}: ", task::Comm(cpu), task::pid(cpu), e.cpu)
 }

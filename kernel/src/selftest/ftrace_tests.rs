@@ -411,7 +411,7 @@ ktest! {
         for (line, (f, p)) in lines.iter().zip(want) {
             let tail = alloc::format!(": selftest::targets::{f} <-selftest::targets::{p}\n");
             kassert!(line.ends_with(&tail), "line '{}' does not end with '{}'", line.trim_end(), tail.trim_end());
-            kassert!(line.contains("loongtrace-0       [000] "), "line '{}'", line.trim_end());
+            kassert!(line.contains("loongtrace/0-1       [000] "), "line '{}'", line.trim_end());
         }
         kassert_eq!(c.lost, 0);
         Ok(())

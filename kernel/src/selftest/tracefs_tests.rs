@@ -97,7 +97,7 @@ ktest! {
             let want = ["selftest::targets::chain_a <-selftest::targets::chain_root", "selftest::targets::chain_b <-selftest::targets::chain_a",
                 "selftest::targets::chain_c <-selftest::targets::chain_b"];
             for (l, w) in b.iter().zip(want) {
-                kassert!(l.ends_with(w) && l.contains("loongtrace-0       [000] "), "'{l}' should end with '{w}'");
+                kassert!(l.ends_with(w) && l.contains("loongtrace/0-1       [000] "), "'{l}' should end with '{w}'");
             }
             ok("echo noprint-parent > trace_options")?;
             kassert!(body(&sh("cat trace"))[0].ends_with(": selftest::targets::chain_a"));
