@@ -498,7 +498,8 @@ fn markers_of_a_recorded_script_are_print_events_in_every_format() {
     let kernel_marks: Vec<(i64, String, String)> = want
         .iter()
         .filter_map(|l| match l {
-            FnLine::Marker { cpu, ts, text } => Some((*cpu as i64, ts.clone(), text.clone())),
+            // The JSON's track of a CPU is its context's task (tid = PID = cpu + 1).
+            FnLine::Marker { cpu, ts, text } => Some((*cpu as i64 + 1, ts.clone(), text.clone())),
             FnLine::Call { .. } => None,
         })
         .collect();

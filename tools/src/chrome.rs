@@ -1,10 +1,11 @@
-//! Chrome trace-event JSON (Perfetto UI, `chrome://tracing`): one track per CPU, function_graph
+//! Chrome trace-event JSON (Perfetto UI, `chrome://tracing`): one track per CPU (its context's
+//! task, `formats::task`: `tid` = PID, named `loongtrace/<cpu>`), function_graph
 //! calls as complete (`X`) slices that nest by time, function-tracer events and `trace_marker`
 //! writes as instants.
 
 use crate::calls::{self, Names};
 use crate::capture::Recording;
-use formats::wire;
+use formats::{task, wire};
 use serde_json::{Value, json};
 
 fn us(ns: u64) -> f64 {
@@ -25,7 +26,7 @@ pub fn json(rec: &Recording) -> Result<String, String> {
                 "ts": us(c.start),
                 "dur": us(c.duration),
                 "pid": 0,
-                "tid": c.cpu,
+                "tid": task::pid(c.cpu as u32),
                 "args": { "depth": c.stack.len() - 1 },
             });
             if c.unfinished {
@@ -44,7 +45,7 @@ pub fn json(rec: &Recording) -> Result<String, String> {
                     "s": "t",
                     "ts": us(ts),
                     "pid": 0,
-                    "tid": cpu,
+                    "tid": task::pid(cpu as u32),
                     "args": { "parent": names.name(r.parent) },
                 });
                 events.push((cpu, ts, 0, ev));
@@ -63,7 +64,7 @@ pub fn json(rec: &Recording) -> Result<String, String> {
                 "s": "t",
                 "ts": us(ts),
                 "pid": 0,
-                "tid": cpu,
+                "tid": task::pid(cpu as u32),
                 "args": { "buf": text },
             });
             events.push((cpu, ts, 0, ev));
@@ -74,7 +75,8 @@ pub fn json(rec: &Recording) -> Result<String, String> {
     events.sort_by_key(|e| (e.0, e.1, std::cmp::Reverse(e.2)));
     let mut all = vec![json!({"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "loongtrace"}})];
     for cpu in 0..rec.cpus.len() {
-        all.push(json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": cpu, "args": {"name": format!("CPU {cpu}")}}));
+        let cpu = cpu as u32;
+        all.push(json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": task::pid(cpu), "args": {"name": task::Comm(cpu).to_string()}}));
     }
     all.extend(events.into_iter().map(|e| e.3));
     let doc = json!({ "traceEvents": all, "displayTimeUnit": "ns" });
@@ -149,7 +151,10 @@ mod tests {
         let v: Value = serde_json::from_str(&doc).unwrap();
         let evs = v["traceEvents"].as_array().unwrap();
         let root = evs.iter().find(|e| e["name"] == "root").unwrap();
-        assert_eq!((root["ts"].as_f64(), root["dur"].as_f64(), root["tid"].as_i64()), (Some(1.0), Some(1.0), Some(0)));
+        assert_eq!((root["ts"].as_f64(), root["dur"].as_f64(), root["tid"].as_i64()), (Some(1.0), Some(1.0), Some(1)));
+        // The two CPUs' tracks are their contexts' tasks: tid = PID, named loongtrace/<cpu>.
+        let threads: Vec<(i64, &str)> = evs.iter().filter(|e| e["name"] == "thread_name").map(|e| (e["tid"].as_i64().unwrap(), e["args"]["name"].as_str().unwrap())).collect();
+        assert_eq!(threads, [(1, "loongtrace/0"), (2, "loongtrace/1")]);
         let unfinished = evs.iter().filter(|e| e["args"]["unfinished"] == true).count();
         assert_eq!(unfinished, 1);
         // Track order: cpu0's root comes before its children; the marker between a and b.
@@ -157,7 +162,7 @@ mod tests {
         assert_eq!(names, ["root", "a", "b", "between a and b", "b", "a", "b", "b", "a"]);
         let m = &evs[6];
         assert_eq!((m["ph"].as_str(), m["s"].as_str(), m["cat"].as_str()), (Some("i"), Some("t"), Some("trace_marker")));
-        assert_eq!((m["ts"].as_f64(), m["tid"].as_i64(), m["args"]["buf"].as_str()), (Some(1.45), Some(0), Some("between a and b")));
+        assert_eq!((m["ts"].as_f64(), m["tid"].as_i64(), m["args"]["buf"].as_str()), (Some(1.45), Some(1), Some("between a and b")));
     }
 
     #[test]
