@@ -144,8 +144,8 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         crate::selftest::list(&sel);
         arch::power::power_off();
     }
-    if opts.record.is_some() && cmdline_ok {
-        crate::record::run(cmd);
+    if opts.record.tracer.is_some() && cmdline_ok {
+        crate::record::run(&opts.record, opts.script);
         log::info!("powering off");
         arch::power::power_off();
     }

@@ -144,9 +144,9 @@ pub struct Options<'a> {
     pub modules: Option<&'a str>,
     /// Run the debugging scenario that `make gdb` and the GDB test break into.
     pub gdbdemo: bool,
-    /// `record=<tracer>`: record a trace for `ltrace record` instead of running self-tests
-    /// (the `record_*` keys are read by `crate::record`).
-    pub record: Option<&'a str>,
+    /// `record=<tracer>` and the `record_*` keys: record a trace for `ltrace record` instead of
+    /// running self-tests (`crate::record`).
+    pub record: RecordOptions<'a>,
     /// Stay at the serial shell's prompt after boot (`make qemu` sets it when stdin is a terminal).
     pub shell: bool,
     /// Run this fw_cfg file's shell lines at boot (bare `script`: `opt/loongtrace/script`).
@@ -168,13 +168,39 @@ impl Default for Options<'_> {
             list_tests: false,
             modules: None,
             gdbdemo: false,
-            record: None,
+            record: RecordOptions::default(),
             shell: false,
             script: None,
             removal_rounds: None,
         }
     }
 }
+
+/// The `record*` keys, checked here with the others and read by `crate::record`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordOptions<'a> {
+    /// `record=`: one of [`RECORD_TRACERS`]; `None`: not a recording boot.
+    pub tracer: Option<&'a str>,
+    /// `record_workload=`: one of [`RECORD_WORKLOADS`]; `None`: `chain`.
+    pub workload: Option<&'a str>,
+    /// `record_ms=`: keep tracing this many milliseconds after the workload.
+    pub ms: u64,
+    /// `record_depth=`: `max_graph_depth` (0: no limit).
+    pub depth: u64,
+    /// `record_fault=`: one of [`RECORD_FAULTS`] (a test hook).
+    pub fault: Option<&'a str>,
+    /// `record_filter=`: `|`-separated `set_ftrace_filter` words, each checked as one.
+    pub filter: Option<&'a str>,
+    /// `record_graph=`: `|`-separated `set_graph_function` words, each checked as one.
+    pub graph: Option<&'a str>,
+}
+
+/// The tracers `record=` accepts.
+pub const RECORD_TRACERS: &[&str] = &["function", "function_graph"];
+/// The workloads `record_workload=` accepts.
+pub const RECORD_WORKLOADS: &[&str] = &["chain", "smp_chain", "filter", "script", "idle"];
+/// The faults `record_fault=` accepts.
+pub const RECORD_FAULTS: &[&str] = &["corrupt", "die"];
 
 /// How bad a bad word is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,26 +290,26 @@ const KEYS: &[Key] = &[
     Key::new("modules", Severity::Error, MODULES_VALUES, |o, v| parse_modules(v).map(|x| o.modules = Some(x))),
     Key::flag("list_tests", Severity::Error, |o, v| o.list_tests = v),
     Key::flag("gdbdemo", Severity::Warning, |o, v| o.gdbdemo = v),
-    Key::new("removal_rounds", Severity::Error, "a number of removals per path for suite removal, at least 1", |o, v| match v.parse::<usize>() {
-        Ok(n) if n > 0 => {
-            o.removal_rounds = Some(n);
-            Ok(())
-        }
-        _ => Err(format!("`{v}` is not a positive number")),
+    Key::new("removal_rounds", Severity::Error, "a number of removals per path for suite removal, at least 1", |o, v| {
+        parse_number(v).filter(|&n| n > 0).map(|n| o.removal_rounds = Some(n as usize)).ok_or_else(|| format!("`{v}` is not a positive number"))
     }),
     Key::flag("shell", Severity::Warning, |o, v| o.shell = v),
     Key::new("script", Severity::Error, "a fw_cfg file name, or the bare key for opt/loongtrace/script", |o, v| {
         if v.contains(char::is_whitespace) { Err(format!("`{v}` is not a file name")) } else { o.script = Some(v); Ok(()) }
     }),
-    Key::new("record", Severity::Error, "function, function_graph", |o, v| one_of(v, &["function", "function_graph"]).map(|_| o.record = Some(v))),
-    Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, script, idle", |_, v| one_of(v, &["chain", "smp_chain", "filter", "script", "idle"])),
-    Key::new("record_ms", Severity::Error, "a number of milliseconds", |_, v| number(v)),
-    Key::new("record_depth", Severity::Error, "a maximum graph depth (0: no limit)", |_, v| number(v)),
-    Key::new("record_fault", Severity::Error, "corrupt, die", |_, v| one_of(v, &["corrupt", "die"])),
-    Key::new("record_filter", Severity::Error, "`|`-separated filter words", |_, _| Ok(())),
-    Key::new("record_graph", Severity::Error, "`|`-separated graph-function words", |_, _| Ok(())),
+    Key::new("record", Severity::Error, "function, function_graph", |o, v| one_of(v, RECORD_TRACERS).map(|v| o.record.tracer = Some(v))),
+    Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, script, idle", |o, v| {
+        one_of(v, RECORD_WORKLOADS).map(|v| o.record.workload = Some(v))
+    }),
+    Key::new("record_ms", Severity::Error, "a number of milliseconds", |o, v| number(v).map(|n| o.record.ms = n)),
+    Key::new("record_depth", Severity::Error, "a maximum graph depth (0: no limit)", |o, v| number(v).map(|n| o.record.depth = n)),
+    Key::new("record_fault", Severity::Error, "corrupt, die", |o, v| one_of(v, RECORD_FAULTS).map(|v| o.record.fault = Some(v))),
+    Key::new("record_filter", Severity::Error, FILTER_WORDS_VALUES, |o, v| filter_words(v).map(|v| o.record.filter = Some(v))),
+    Key::new("record_graph", Severity::Error, FILTER_WORDS_VALUES, |o, v| filter_words(v).map(|v| o.record.graph = Some(v))),
 ];
 
+const FILTER_WORDS_VALUES: &str =
+    "`|`-separated function globs as `set_ftrace_filter` takes them (`!` negates), without blanks";
 const TESTS_VALUES: &str =
     "`none`, or `|`-separated globs over `suite` or `suite.case` made of letters, digits, `_`, `*` and `?`";
 const FAIL_DEMO_VALUES: &str = "1, 0, on, off, yes, no, true, false, the bare key for 1, or `hang`";
@@ -341,12 +367,20 @@ fn parse_number(v: &str) -> Option<u64> {
     }
 }
 
-fn one_of(v: &str, accepted: &[&str]) -> Result<(), String> {
-    if accepted.contains(&v) { Ok(()) } else { Err(format!("`{v}` is not one of them")) }
+fn one_of<'a>(v: &'a str, accepted: &[&str]) -> Result<&'a str, String> {
+    if accepted.contains(&v) { Ok(v) } else { Err(format!("`{v}` is not one of them")) }
 }
 
-fn number(v: &str) -> Result<(), String> {
-    v.parse::<u64>().map(|_| ()).map_err(|_| format!("`{v}` is not a number"))
+fn number(v: &str) -> Result<u64, String> {
+    parse_number(v).ok_or_else(|| format!("`{v}` is not a number"))
+}
+
+/// `|`-separated filter words, each as `set_ftrace_filter` would take it.
+fn filter_words(v: &str) -> Result<&str, String> {
+    for word in v.split('|') {
+        crate::glob::parse_filter_token(word).map_err(|e| format!("`{word}`: {e}"))?;
+    }
+    Ok(v)
 }
 
 fn parse_modules(v: &str) -> Result<&str, String> {
@@ -423,7 +457,9 @@ mod tests {
         assert!(bad("stress_mask=0x").contains("`0x`"));
         assert!(bad("record_fault=sometimes").contains("`sometimes` is not one of them"));
         assert!(bad("record_ms=soon").contains("`soon` is not a number"));
-        good("record_fault=die record_ms=250");
+        assert!(bad("record_ms=+250").contains("`+250` is not a number"));
+        let r = good("record_fault=die record_ms=250").record;
+        assert_eq!((r.fault, r.ms), (Some("die"), 250));
     }
 
     #[test]
@@ -539,6 +575,61 @@ mod tests {
         assert!(bad("modules=").starts_with("Error 'modules=': empty module name; accepted: `all`, or `+`-separated"));
         assert!(bad("modules=a++b").contains("empty module name"));
         assert!(bad("modules=a/b").starts_with("Error 'modules=a/b': `/` cannot appear in module name `a/b`"));
+    }
+
+    #[test]
+    fn debugging_and_shell_keys() {
+        assert!(good("gdbdemo").gdbdemo && good("gdbdemo=1").gdbdemo && !good("gdbdemo=off").gdbdemo);
+        assert!(bad("gdbdemo=soon").starts_with("Warning 'gdbdemo=soon': `soon` is not a yes/no value"));
+        assert!(good("shell").shell && !good("shell=0").shell);
+        assert!(bad("shell=maybe").starts_with("Warning 'shell=maybe'"));
+        assert_eq!(good("script").script, Some(""));
+        assert_eq!(good("script=opt/x/boot.sh").script, Some("opt/x/boot.sh"));
+        assert_eq!(good("").script, None);
+        assert!(good("removal_rounds=0x10").removal_rounds == Some(16));
+        assert!(bad("removal_rounds=+5").contains("`+5` is not a positive number"));
+        assert!(bad("removal_rounds=").contains("`` is not a positive number"));
+    }
+
+    #[test]
+    fn record_keys() {
+        assert_eq!(good("").record, RecordOptions::default());
+        let r = good("record=function_graph record_workload=smp_chain record_ms=30 record_depth=2 record_fault=die record_filter=chain_*|!chain_b record_graph=chain_root").record;
+        assert_eq!(
+            r,
+            RecordOptions {
+                tracer: Some("function_graph"),
+                workload: Some("smp_chain"),
+                ms: 30,
+                depth: 2,
+                fault: Some("die"),
+                filter: Some("chain_*|!chain_b"),
+                graph: Some("chain_root"),
+            }
+        );
+        assert_eq!(good("record=function").record.tracer, Some("function"));
+        for w in RECORD_WORKLOADS {
+            assert_eq!(good(&alloc::format!("record_workload={w}")).record.workload, Some(*w));
+        }
+        assert_eq!(good("record_filter=*:mod:sample_mod").record.filter, Some("*:mod:sample_mod"));
+        for (text, what) in [
+            ("record=function_trace", "Error 'record=function_trace': `function_trace` is not one of them; accepted: function, function_graph"),
+            ("record", "Error 'record': `` is not one of them"),
+            ("record_workload=chains", "Error 'record_workload=chains': `chains` is not one of them; accepted: chain, smp_chain"),
+            ("record_ms=soon", "Error 'record_ms=soon': `soon` is not a number; accepted: a number of milliseconds"),
+            ("record_ms=+30", "`+30` is not a number"),
+            ("record_ms=-1", "`-1` is not a number"),
+            ("record_depth=two", "Error 'record_depth=two': `two` is not a number; accepted: a maximum graph depth"),
+            ("record_fault=sometimes", "Error 'record_fault=sometimes': `sometimes` is not one of them; accepted: corrupt, die"),
+            ("record_filter=", "Error 'record_filter=': ``: empty filter pattern; accepted: `|`-separated function globs"),
+            ("record_filter=chain_a||chain_b", "``: empty filter pattern"),
+            ("record_filter=chain_a|!", "`!`: '!' must be followed by a pattern"),
+            ("record_graph=", "Error 'record_graph=': ``: empty filter pattern"),
+            ("record_graph=chain_root|!", "`!`: '!' must be followed by a pattern"),
+        ] {
+            let c = bad(text);
+            assert!(c.starts_with(what) || c.contains(what), "{text}: {c}");
+        }
     }
 
     #[test]

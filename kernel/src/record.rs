@@ -21,6 +21,7 @@
 //! the frames of [`formats::wire`]: metadata, the symbol table, every CPU's events, the texts of
 //! the `trace_marker` writes the events name, end.
 
+use crate::cmdline::RecordOptions;
 use crate::ftrace::graph_tracer::{self, GraphConfig};
 use crate::ftrace::tracer::{self, Collected};
 use crate::ringbuf::TraceEntry;
@@ -43,57 +44,42 @@ const _: () = assert!(
         && tracer::FLAG_IN_TRAP == wire::FLAG_IN_TRAP
 );
 
-/// Command-line keys this module reads.
-pub const KEYS: &[&str] = &["record", "record_filter", "record_graph", "record_depth", "record_workload", "record_ms", "record_fault"];
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tracer {
     Function,
     Graph,
 }
 
-/// Runs the recording the command line asks for; prints an error line and returns if it is wrong.
-pub fn run(cmd: crate::cmdline::Cmdline<'_>) {
-    if let Err(e) = run_inner(cmd) {
+/// Runs the recording the command line asks for (its `record*` words, checked by
+/// `crate::cmdline`; `script` names the boot script's fw_cfg file); prints an error line and
+/// returns if it cannot.
+pub fn run(rec: &RecordOptions<'_>, script: Option<&str>) {
+    if let Err(e) = run_inner(rec, script) {
         println!("record: {e}");
     }
 }
 
-fn run_inner(cmd: crate::cmdline::Cmdline<'_>) -> Result<(), String> {
-    let tracer = match cmd.get("record") {
+fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), String> {
+    let tracer = match rec.tracer {
         Some("function") => Tracer::Function,
         Some("function_graph") => Tracer::Graph,
         other => return Err(format!("unknown tracer {:?} (use function or function_graph)", other.unwrap_or(""))),
     };
-    let workload = cmd.get("record_workload").unwrap_or("chain");
-    if !matches!(workload, "chain" | "smp_chain" | "filter" | "script" | "idle") {
-        return Err(format!("unknown workload '{workload}' (use chain, smp_chain, filter, script or idle)"));
-    }
+    let workload = rec.workload.unwrap_or("chain");
     // Read before tracing starts, so a missing file changes nothing.
     let script = match workload {
         "script" => {
-            let name = crate::shell::console::script_name(cmd.get("script"));
+            let name = crate::shell::console::script_name(script_key);
             let text = crate::shell::console::read_script(name)
                 .ok_or_else(|| format!("record_workload=script: no fw_cfg file '{name}' holds the script"))?;
             Some(text)
         }
         _ => None,
     };
-    let number = |key: &str| -> Result<u64, String> {
-        match cmd.get(key) {
-            None => Ok(0),
-            Some(v) => v.parse().map_err(|_| format!("{key}={v}: not a number")),
-        }
-    };
-    let ms = number("record_ms")?;
-    let depth = number("record_depth")?;
-    let fault = cmd.get("record_fault");
-    if !matches!(fault, None | Some("corrupt" | "die")) {
-        return Err(format!("unknown record_fault {:?}", fault.unwrap_or("")));
-    }
+    let (ms, depth, fault) = (rec.ms, rec.depth, rec.fault);
     // Lists on the command line are `|`-separated; filter lines are space-separated.
-    let filter = cmd.get("record_filter").filter(|f| !f.is_empty()).map(|f| f.replace('|', " "));
-    let graph = cmd.get("record_graph").filter(|f| !f.is_empty()).map(|f| f.replace('|', " "));
+    let filter = rec.filter.map(|f| f.replace('|', " "));
+    let graph = rec.graph.map(|f| f.replace('|', " "));
     let (filter, graph) = (filter.as_deref(), graph.as_deref());
     if tracer == Tracer::Function && (graph.is_some() || depth != 0) {
         return Err("record_graph and record_depth need record=function_graph".into());
