@@ -110,7 +110,7 @@ fn insmod_rmmod_of_a_sample_and_a_module() {
     assert_eq!(run(&mut s, "insmod ftrace-direct"), "");
     assert_eq!(run(&mut s, "lsmod"), "Module                  Size  Used by\nftrace_direct              0  0\n");
     let e = run(&mut s, "cat enabled_functions");
-    assert!(e.contains(" D ") && e.contains("->"), "{e}");
+    assert!(e.contains(" D ") && e.contains("\n\tdirect-->"), "{e}");
     assert!(run(&mut s, "run samples").contains("ftrace-direct"));
     assert_eq!(run(&mut s, "insmod ftrace-direct"), "insmod: ERROR: could not insert module ftrace-direct: File exists\n");
     assert_eq!(run(&mut s, "rmmod ftrace_direct"), "");

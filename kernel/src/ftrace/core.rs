@@ -94,6 +94,9 @@ pub struct SiteState {
     pub target: u64,
     /// Current value of the site's ops literal.
     pub ops: u64,
+    /// The trampoline of the direct ops attached to the function (0: none), whichever route
+    /// reaches it: called straight (`DIRECT`) or from `ftrace_regs_caller` beside other ops.
+    pub direct: u64,
 }
 
 /// A snapshot of one site for inspection and tests.
@@ -931,7 +934,7 @@ pub fn site_info(ip: u64) -> Option<SiteInfo> {
     let i = sites::index_of(ip)?;
     let g = CORE.lock();
     let site = sites::all()[i];
-    let state = snapshot(&site, &g.as_ref()?.state[i]);
+    let state = snapshot(g.as_ref()?, i, &site);
     Some(SiteInfo { site, module: sites::module_of(i), state })
 }
 
@@ -940,14 +943,23 @@ pub fn for_each_site(mut f: impl FnMut(SiteInfo)) {
     let g = CORE.lock();
     let Some(core) = g.as_ref() else { return };
     let Some(table) = sites::table() else { return };
-    for (i, (site, st)) in table.sites.iter().zip(core.state.iter()).enumerate() {
-        f(SiteInfo { site: *site, module: table.module_of(i), state: snapshot(site, st) });
+    for (i, site) in table.sites.iter().enumerate().take(core.state.len()) {
+        f(SiteInfo { site: *site, module: table.module_of(i), state: snapshot(core, i, site) });
     }
 }
 
-/// The inspectable state of a site.
-fn snapshot(site: &Site, st: &State) -> SiteState {
-    SiteState { flags: st.flags, refs: st.refs(), target: st.target(site.ip), ops: st.ops }
+/// The inspectable state of site `i`.
+fn snapshot(core: &Core, i: usize, site: &Site) -> SiteState {
+    let st = &core.state[i];
+    let direct = match st.refs() {
+        0 => 0,
+        _ => core
+            .ops
+            .iter()
+            .find(|o| o.flags.contains(OpsFlags::DIRECT) && o.wants_index(i))
+            .map_or(0, |o| o.direct.load(Ordering::Acquire)),
+    };
+    SiteState { flags: st.flags, refs: st.refs(), target: st.target(site.ip), ops: st.ops, direct }
 }
 
 /// Number of registered ops.

@@ -284,11 +284,22 @@ ktest! {
             kassert_eq!(sh("cat enabled_functions"), "");
             kassert!(sh("cat touched_functions").lines().any(|l| l.starts_with("selftest::targets::chain_a (0)")));
             kassert_eq!(sh("echo > enabled_functions"), "sh: can't create enabled_functions: Permission denied\n");
-            // A direct sample: D and the trampoline.
+            // A direct sample: D and the trampoline, called straight (no R).
             kassert_eq!(sh("insmod ftrace-direct"), "");
             let e = sh("cat enabled_functions");
             kdiag!("{e}");
-            kassert!(e.contains(" (1)     D      ->"), "{e}");
+            kassert!(e.starts_with("samples::targets::wake_up_process (1)     D     \n\tdirect-->"), "{e}");
+            kassert!(e.contains("\tdirect-->sample_direct_tramp+0x0/0x"), "{e}");
+            kassert_eq!(e.lines().count(), 2, "{e}");
+            // With the function tracer on the same function the site goes through
+            // ftrace_regs_caller: R, and still D with the same trampoline (as Linux shows it).
+            ok("echo wake_up_process > set_ftrace_filter")?;
+            ok("echo function > current_tracer")?;
+            let both = sh("cat enabled_functions");
+            kdiag!("{both}");
+            kassert!(both.starts_with("samples::targets::wake_up_process (2) R   D     \n\tdirect-->"), "{both}");
+            kassert_eq!(both.lines().nth(1), e.lines().nth(1), "the same trampoline on both routes");
+            ok("echo nop > current_tracer")?;
             kassert_eq!(sh("rmmod ftrace_direct"), "");
             Ok(())
         })

@@ -280,10 +280,11 @@ fn write_set(w: &mut dyn Write, set: &SiteSet, empty: &str) -> core::fmt::Result
     Ok(())
 }
 
-/// `enabled_functions` / `touched_functions`: `name (refs) R D O` (Linux's markers: `R` saves
-/// every register, `D` has a direct trampoline, `O` calls its single ops through the site's
-/// literal), ` ->target` for a site that calls a trampoline straight, the ops named by the
-/// literal, and the direct trampoline.
+/// `enabled_functions` / `touched_functions` in Linux's columns: `name (refs)`, then ` R` (goes
+/// through `ftrace_regs_caller`), ` I` (never set: no ops modifies the ip), ` D` (a direct
+/// trampoline is attached, whether the site calls it straight or `ftrace_regs_caller` does after
+/// the other ops), ` O` (calls its single ops through the site's literal), ` M` (never set);
+/// `\tops: literal (callback)` for `O`, and `\n\tdirect-->trampoline` for `D`.
 fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
     let mut infos = Vec::new();
     ftrace::core::for_each_site(|i| {
@@ -304,18 +305,18 @@ fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
             i.state.refs,
             if f.contains(SiteFlags::REGS) { " R" } else { "  " },
             "  ",
-            if f.contains(SiteFlags::DIRECT) { " D" } else { "  " },
+            if i.state.direct != 0 { " D" } else { "  " },
             if single_ops { " O" } else { "  " },
             "   "
         )?;
-        if f.contains(SiteFlags::DIRECT) {
-            write!(w, " ->{}", crate::ksyms::sym(i.state.target))?;
-        }
         if single_ops {
             // SAFETY: a site's literal names a registered ops (or NOP_OPS or a site list, excluded above),
             // which stays alive while registered; the core lock is not needed to read its callback.
             let func = unsafe { (*(i.state.ops as *const ftrace::FtraceOps)).func } as *const () as u64;
             write!(w, "\tops: {:#x} ({})", i.state.ops, crate::ksyms::sym(func))?;
+        }
+        if i.state.direct != 0 {
+            write!(w, "\n\tdirect-->{}", crate::ksyms::sym(i.state.direct))?;
         }
         w.write_char('\n')?;
     }
