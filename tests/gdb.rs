@@ -216,11 +216,12 @@ fn gdb_unwinds_every_route_and_reads_ftrace_state() {
 
     // lt-trace prints the events the kernel prints for the same run (all CPUs, then CPU 0 alone).
     let kernel_trace = kernel_section(&serial, "trace");
-    assert_eq!(kernel_trace.len(), 6, "three calls of gdbdemo_work_b, each calling gdbdemo_work_a: {kernel_trace:?}");
+    assert_eq!(kernel_trace.len(), 7, "three calls of gdbdemo_work_b, each calling gdbdemo_work_a, and a marker: {kernel_trace:?}");
+    assert!(kernel_trace[4].ends_with(": tracing_mark_write: gdbdemo: between the calls"), "{kernel_trace:?}");
     let lt = section("lt-trace", 0);
-    assert_eq!(lt.len(), 12, "lt-trace, then lt-trace 0:\n{}", lt.join("\n"));
-    assert_eq!(lt[..6], kernel_trace[..], "lt-trace vs the kernel's trace\n{context}");
-    assert_eq!(lt[6..], kernel_trace[..], "lt-trace 0 vs the kernel's trace\n{context}");
+    assert_eq!(lt.len(), 14, "lt-trace, then lt-trace 0:\n{}", lt.join("\n"));
+    assert_eq!(lt[..7], kernel_trace[..], "lt-trace vs the kernel's trace\n{context}");
+    assert_eq!(lt[7..], kernel_trace[..], "lt-trace 0 vs the kernel's trace\n{context}");
 
     // lt-sym answers like the kernel's symboliser.
     let sym = section("lt-sym", 0);

@@ -148,6 +148,10 @@ fn steps() -> Result<(), String> {
     tracer::reset_buffers();
     for i in 0..3 {
         gdbdemo_work_b(black_box(i));
+        if i == 1 {
+            // A trace_marker write between the calls (lt-trace reads its text from tracefs).
+            crate::tracefs::with_state(|s| crate::tracefs::tracing_mark_write(s, "gdbdemo: between the calls\n"));
+        }
     }
     tracer::stop().map_err(text)?;
     ftrace::unregister_ftrace_function(&OPS).map_err(text)?;
@@ -157,7 +161,13 @@ fn steps() -> Result<(), String> {
     let c = tracer::collect();
     let mut s = String::new();
     for e in &c.events {
-        let _ = tracer::write_function_line(&mut s, e);
+        let _ = match e.kind {
+            tracer::KIND_MARKER => {
+                let text = crate::tracefs::marker_text(e.extra).unwrap_or_else(|| formats::wire::MARKER_OVERWRITTEN.into());
+                tracer::write_marker_line(&mut s, e, &text)
+            }
+            _ => tracer::write_function_line(&mut s, e),
+        };
     }
     section("trace", &s);
     // A function hooked by the graph tracer.

@@ -296,7 +296,7 @@ class LtFtrace(gdb.Command):
 
 # --- lt-trace -------------------------------------------------------------------------------------
 
-KIND_FUNC, KIND_GRAPH_ENTRY, KIND_GRAPH_RETURN = 0, 1, 2
+KIND_FUNC, KIND_GRAPH_ENTRY, KIND_GRAPH_RETURN, KIND_MARKER = 0, 1, 2, 3
 FLAG_IRQS_OFF, FLAG_IN_TRAP = 1, 2
 STAMP_VALID, STAMP_BUSY = 2, 1
 
@@ -320,17 +320,47 @@ def buffer_events(buf):
     return out
 
 
-def function_line(e, hz):
-    # Microseconds rounded to nearest, like the kernel's `write_function_line` (and Linux's
-    # `ns2usecs`).
+MARKER_OVERWRITTEN = "<marker overwritten>"  # formats::wire::MARKER_OVERWRITTEN
+
+
+def marker_texts():
+    """{number: text} of the `trace_marker` writes tracefs still keeps (its `markers` list)."""
+    state = option_some(find_field(ksym_value(KERNEL + "::tracefs::STATE"), "value"))
+    if state is None:
+        return {}
+    v = state["markers"]
+    try:
+        elem = v.type.template_argument(0)
+    except (RuntimeError, gdb.error):
+        elem = gdb.lookup_type("(u64, alloc::string::String)")
+    out = {}
+    for m in vec_items(v, elem):
+        text = m["__1"]
+        n = scalar(find_field(text, "len"))
+        p = first_pointer(find_field(text, "buf"))
+        out[scalar(m["__0"])] = bytes(inferior().read_memory(p, n)).decode("utf-8", "replace") if n else ""
+    return out
+
+
+def line_prefix(e, hz):
+    """Task, CPU, flags and time columns, as the kernel's `tracer::write_line_prefix`."""
+    # Microseconds rounded to nearest, like the kernel (and Linux's `ns2usecs`).
     usecs = (e["ts"] * 1000000000 // hz + 500) // 1000
     secs, us = usecs // 1000000, usecs % 1000000
     irq = "d" if e["depth"] & FLAG_IRQS_OFF else "."
     trap = "h" if e["depth"] & FLAG_IN_TRAP else "."
     # The task is the CPU's context, named as the kernel names it (formats/src/task.rs).
-    return "%16s-%-7d [%03d] %s.%s.. %5d.%06d: %s <-%s" % (
-        "loongtrace/%d" % e["cpu"], e["cpu"] + 1, e["cpu"], irq, trap, secs, us,
-        short_name(e["ip"]), short_name(e["parent"]))
+    return "%16s-%-7d [%03d] %s.%s.. %5d.%06d: " % (
+        "loongtrace/%d" % e["cpu"], e["cpu"] + 1, e["cpu"], irq, trap, secs, us)
+
+
+def function_line(e, hz):
+    return line_prefix(e, hz) + "%s <-%s" % (short_name(e["ip"]), short_name(e["parent"]))
+
+
+def marker_line(e, hz, markers):
+    """A `trace_marker` write, as Linux's `print` event: `tracing_mark_write: text`."""
+    return line_prefix(e, hz) + "%s: %s" % (short_name(e["ip"]), markers.get(e["extra"], MARKER_OVERWRITTEN))
 
 
 def graph_line(e, hz):
@@ -365,11 +395,16 @@ class LtTrace(gdb.Command):
         for c in cpus:
             events += buffer_events(bufs[c])
         events.sort(key=lambda e: (e["ts"], e["cpu"]))
+        markers = marker_texts() if any(e["kind"] == KIND_MARKER for e in events) else {}
         for e in events:
             if e["kind"] == KIND_FUNC:
                 gdb.write(function_line(e, hz) + "\n")
-            else:
+            elif e["kind"] == KIND_MARKER:
+                gdb.write(marker_line(e, hz, markers) + "\n")
+            elif e["kind"] in (KIND_GRAPH_ENTRY, KIND_GRAPH_RETURN):
                 gdb.write(graph_line(e, hz) + "\n")
+            else:
+                gdb.write("%s<event of kind %d>\n" % (line_prefix(e, hz), e["kind"]))
 
 
 # --- unwinders ------------------------------------------------------------------------------------
