@@ -261,8 +261,14 @@ fn budget_ticks() -> u64 {
     crate::time::counter_hz() * secs
 }
 
-/// Fewest rounds a path must make even when it runs out of time.
+/// Fewest rounds a path makes: it goes on past the time budget until it has made them (a loaded
+/// host can make a round take over a second), up to [`hard_limit_ticks`].
 const MIN_ROUNDS: usize = 10;
+
+/// Host time after which a path stops even short of [`MIN_ROUNDS`] (and fails): 8 budgets.
+fn hard_limit_ticks() -> u64 {
+    budget_ticks() * 8
+}
 
 /// What one path's rounds found.
 #[derive(Default)]
@@ -282,7 +288,8 @@ impl Report {
         if self.rounds >= rounds() {
             return false;
         }
-        if arch::time::ticks() - self.start > budget_ticks() {
+        let used = arch::time::ticks() - self.start;
+        if (used > budget_ticks() && self.rounds >= MIN_ROUNDS) || used > hard_limit_ticks() {
             self.cut = true;
             return false;
         }
