@@ -161,63 +161,17 @@ impl Header {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), computed incrementally.
-#[derive(Clone, Copy, Debug)]
-pub struct Crc32(u32);
-
-const CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-impl Crc32 {
-    pub const fn new() -> Self {
-        Crc32(!0)
-    }
-
-    pub fn update(&mut self, bytes: &[u8]) {
-        let mut c = self.0;
-        for &b in bytes {
-            c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-        }
-        self.0 = c;
-    }
-
-    pub fn finish(self) -> u32 {
-        !self.0
-    }
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// CRC-32 of `bytes`.
+/// CRC-32 of `bytes` (IEEE 802.3, as zlib computes it; the `crc32fast` crate).
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = Crc32::new();
-    c.update(bytes);
-    c.finish()
+    crc32fast::hash(bytes)
 }
 
 /// The checksum a frame carries: CRC-32 of its header and payload.
 pub fn frame_crc(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
-    let mut c = Crc32::new();
+    let mut c = crc32fast::Hasher::new();
     c.update(header);
     c.update(payload);
-    c.finish()
+    c.finalize()
 }
 
 /// Emits one frame (header, payload, checksum) through `out`, which may be called several times.
@@ -410,10 +364,8 @@ mod tests {
         // Known CRC-32 check value.
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
-        let mut c = Crc32::new();
-        c.update(b"1234");
-        c.update(b"56789");
-        assert_eq!(c.finish(), 0xCBF4_3926);
+        let header = *b"1234567890abcdef";
+        assert_eq!(frame_crc(&header, b"xyz"), crc32(b"1234567890abcdefxyz"));
     }
 
     #[test]
