@@ -177,7 +177,8 @@ ktest! {
 }
 
 ktest! {
-    /// sample_far: kernel data through its GOT, a table of absolute function pointers.
+    /// sample_far: kernel data through its GOT, a table of absolute function pointers; its
+    /// functions traced by the function and graph tracers.
     fn modules::sample_far_got_and_pointers() {
         let m = load("sample_far")?;
         let range = m.site_range();
@@ -188,6 +189,30 @@ ktest! {
         let r = [apply_fn(0, 21), apply_fn(1, 9), apply_fn(2, 5)];
         kassert_eq!(r, [42, 81, 5u64.wrapping_neg()]);
         kassert_eq!(module::exports::lt_shared_counter.load(Relaxed), c0 + 3);
+        // The function tracer on every function of sample_far: the calls through its pointer
+        // table are traced like direct calls.
+        ftrace::tracer::reset_buffers();
+        ftrace::tracer::start(Some("*:mod:sample_far")).map_err(fail("function tracer"))?;
+        let traced = [apply_fn(0, 4), apply_fn(1, 4)];
+        let _ = ftrace::tracer::stop();
+        kassert_eq!(traced, [8, 16], "traced results");
+        let c = ftrace::tracer::collect();
+        let evs: Vec<(&str, &str)> = c.events.iter().map(|e| (ftrace::tracer::short_name(e.ip), ftrace::tracer::short_name(e.parent))).collect();
+        kdiag!("traced: {evs:?}");
+        kassert_eq!(evs.iter().map(|e| e.0).collect::<Vec<_>>(), ["sample_far_apply", "sample_far_double", "sample_far_apply", "sample_far_square"]);
+        kassert_eq!(evs[1].1, "sample_far_apply", "the parent of a call through the table");
+        // The graph tracer: entries and returns nest, return values recorded.
+        ftrace::tracer::reset_buffers();
+        let cfg = ftrace::graph_tracer::GraphConfig { ftrace_filter: Some("*:mod:sample_far"), ..Default::default() };
+        let g = ftrace::graph_tracer::start(&cfg).map_err(fail("graph"));
+        let v = apply_fn(2, 7);
+        let _ = ftrace::graph_tracer::stop();
+        g?;
+        kassert_eq!(v, 7u64.wrapping_neg());
+        let c = ftrace::tracer::collect();
+        let seq: Vec<(u8, &str, u16, u64)> = c.events.iter().map(|e| (e.kind, ftrace::tracer::short_name(e.ip), e.depth, if e.kind == crate::ringbuf::KIND_GRAPH_RETURN { e.parent } else { 0 })).collect();
+        use crate::ringbuf::{KIND_GRAPH_ENTRY as E, KIND_GRAPH_RETURN as R};
+        kassert_eq!(seq, [(E, "sample_far_apply", 0, 0), (E, "sample_far_negate", 1, 0), (R, "sample_far_negate", 1, v), (R, "sample_far_apply", 0, v)]);
         drop(m);
         unload("sample_far", range)
     }
@@ -653,9 +678,10 @@ fn churn(rounds: u32, trace_module: bool, linger_calls: u64) -> TestResult {
 
 ktest! {
     /// 200 loads and unloads of sample_mod while the other CPUs call its functions (through
-    /// references) and a traced kernel function: no lost or stray callback, no leak.
+    /// references) and a traced kernel function, with an ops tracing every module function as
+    /// it loads: no lost or stray callback, no leak.
     fn modules::load_unload_200_while_tracing() {
-        churn(200, false, 0)
+        churn(200, true, 0)
     }
 }
 
