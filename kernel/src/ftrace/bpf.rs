@@ -166,7 +166,8 @@ impl From<GenError> for AttachError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
     /// Within `bl` reach of the function: the kernel's reserved area for a kernel function, the
-    /// module area for a module function (the site then calls the trampoline straight).
+    /// module area for a module function (the site then calls the trampoline straight). When no
+    /// such space is left, anywhere in the module area (the site then takes the regs route).
     Near,
     /// The module area, also for a kernel function (out of `bl` reach of kernel text: the site
     /// reaches the trampoline through `ftrace_regs_caller`).
@@ -310,6 +311,29 @@ pub fn area_used() -> u64 {
     area().used_bytes()
 }
 
+/// Test support: takes every free byte of the kernel's trampoline area, as if it were full of
+/// trampolines; [`release_area`] gives the blocks back.
+pub fn exhaust_area() -> alloc::vec::Vec<u64> {
+    let mut a = area();
+    let mut blocks = alloc::vec::Vec::new();
+    let mut size = (a.bounds().1 - a.bounds().0) as usize;
+    while size >= crate::execmem::UNIT as usize {
+        while let Some(at) = a.alloc(size) {
+            blocks.push(at);
+        }
+        size /= 2;
+    }
+    blocks
+}
+
+/// Test support: frees what [`exhaust_area`] took.
+pub fn release_area(blocks: alloc::vec::Vec<u64>) {
+    let mut a = area();
+    for b in blocks {
+        let _ = a.free(b);
+    }
+}
+
 fn write_words(at: u64, words: &[u32]) {
     for (i, &w) in words.iter().enumerate() {
         // SAFETY: `at` is an allocation of the reserved area (inside the kernel image, mapped
@@ -325,10 +349,17 @@ fn write_words(at: u64, words: &[u32]) {
 fn alloc_code(ip: u64, placement: Placement, bytes: usize) -> Result<Image, AttachError> {
     let in_module = crate::module::in_area(ip);
     if placement == Placement::Near && !in_module {
-        let at = area().alloc(bytes).ok_or(AttachError::NoSpace)?;
-        return Ok(Image::Kernel { at, words: 0 });
+        if let Some(at) = area().alloc(bytes) {
+            return Ok(Image::Kernel { at, words: 0 });
+        }
+        // The reserved area is full: anywhere in the module area, reached by the regs route.
+        log::info!("bpf: the kernel's trampoline area is full; {:#x} gets a module-area trampoline (regs route)", ip);
     }
-    let mem = if in_module { crate::module::alloc_exec_near(ip, bytes, 64) } else { crate::module::alloc_exec(bytes, 64) };
+    let mem = match in_module {
+        // Near its module function if possible, else anywhere (the regs route reaches it).
+        true => crate::module::alloc_exec_near(ip, bytes, 64).or_else(|_| crate::module::alloc_exec(bytes, 64)),
+        false => crate::module::alloc_exec(bytes, 64),
+    };
     let mem = mem.map_err(|_| AttachError::NoSpace)?;
     MODULE_IMAGES.lock().push((mem.addr, mem.addr + mem.size as u64));
     Ok(Image::Module { mem, words: 0 })

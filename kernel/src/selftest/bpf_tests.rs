@@ -809,6 +809,23 @@ ktest! {
             kassert_eq!(SEEN_EXIT.ret()[0], want);
             drop(a);
             drop(b);
+            // The kernel's area full: a Near trampoline falls back to the module area and the
+            // regs route, and works the same.
+            let blocks = bpf::exhaust_area();
+            let full = Attach::fentry(Func::at(t.ip, t.nargs), rec_entry);
+            let fb = full.as_ref().map(|_| (bpf::trampoline_of(t.ip).unwrap_or_default().0, site_word(t.ip))).map_err(|e| alloc::format!("attach with the area full: {e}"));
+            let ran = full.as_ref().is_ok().then(|| {
+                reset_seen();
+                call_once(t, want, "kernel function, area full")
+            });
+            drop(full);
+            bpf::release_area(blocks);
+            let (image, word) = fb.map_err(TestError::Fail)?;
+            kassert!(module::in_area(image), "fell back to the module area ({image:#x})");
+            kassert_eq!(word, Insn::Bl { target: arch::ftrace::addr::regs_caller() }, "fallback: regs route");
+            ran.unwrap_or(Ok(()))?;
+            kassert_eq!(SEEN_ENTRY.hits.load(Relaxed), 1, "fallback trampoline ran its program");
+            kassert_eq!(bpf::area_used(), 0, "the area is given back");
             Ok(())
         })
     }
