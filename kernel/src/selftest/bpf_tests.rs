@@ -645,25 +645,45 @@ extern "C" fn oracle_prog(ctx: &TraceCtx) -> u64 {
     0
 }
 
+extern "C" fn oracle_prog_void(ctx: &TraceCtx) {
+    oracle_prog(ctx);
+}
+super::poison::poisoning_fn!(fn loongtrace_bpf_oracle_prog(ctx: &TraceCtx) => oracle_prog_void);
+
+/// `oracle_prog` behind the poisoning wrapper (a0-a7, t0-t7 and ra poisoned on return when
+/// poisoning is on), as a program.
+fn poisoning_oracle_prog() -> bpf::ProgFn {
+    let f: extern "C" fn(&TraceCtx) = loongtrace_bpf_oracle_prog;
+    // SAFETY: the generated trampoline calls programs with the C ABI and ignores the result of
+    // fentry and fexit programs (arch::bpf_tramp::TrampSpec), so a program that leaves garbage in
+    // a0 is a valid fentry/fexit program; Rust never calls it through this type.
+    unsafe { core::mem::transmute::<extern "C" fn(&TraceCtx), bpf::ProgFn>(f) }
+}
+
 ktest! {
     /// The ABI oracle (arguments, result, callee-saved registers, sp) through a generated
-    /// fentry+fexit trampoline, straight and through ftrace_regs_caller.
+    /// fentry+fexit trampoline, straight and through ftrace_regs_caller, with polite programs and
+    /// with programs that poison every caller-saved register before they return.
     fn bpf_tramp::abi_oracle() {
         let ip = abi_oracle::abi_oracle_target as *const () as u64;
         let f = Func::at(ip, 8);
-        let a = Attach::fentry(f, oracle_prog).map_err(fail)?;
-        let b = Attach::fexit(f, oracle_prog).map_err(fail)?;
-        for route in ROUTES {
-            on_route(route, ip, || {
-                ORACLE_HITS.store(0, Relaxed);
-                abi_oracle::check(if route == Route::Regs { "generated trampoline via ftrace_regs_caller" } else { "generated trampoline, straight" }, abi_oracle::abi_oracle_target)?;
-                kassert_eq!(ORACLE_HITS.load(Relaxed), 2, "{route:?}: both programs saw the canary arguments");
-                Ok(())
-            })?;
-        }
+        let prog = poisoning_oracle_prog();
+        let a = Attach::fentry(f, prog).map_err(fail)?;
+        let b = Attach::fexit(f, prog).map_err(fail)?;
+        let r = super::poison::each_flavour(|_| {
+            for route in ROUTES {
+                on_route(route, ip, || {
+                    ORACLE_HITS.store(0, Relaxed);
+                    abi_oracle::check(if route == Route::Regs { "generated trampoline via ftrace_regs_caller" } else { "generated trampoline, straight" }, abi_oracle::abi_oracle_target)?;
+                    kassert_eq!(ORACLE_HITS.load(Relaxed), 2, "{route:?}: both programs saw the canary arguments");
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        });
         drop(a);
         drop(b);
-        Ok(())
+        r
     }
 }
 

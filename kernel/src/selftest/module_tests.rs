@@ -221,12 +221,14 @@ ktest! {
 extern "C" fn count_cb(_ip: u64, _parent: u64, ops: &FtraceOps, _regs: &mut FtraceRegs) {
     ops.private.fetch_add(1, Relaxed);
 }
+// count_cb, poisoning every caller-saved register on return while poisoning is on.
+super::poison::poisoning_fn!(fn loongtrace_module_count_cb(ip: u64, parent: u64, ops: &FtraceOps, regs: &mut FtraceRegs) => count_cb);
 static OPS: [FtraceOps; 3] = [
-    FtraceOps::new(count_cb, OpsFlags::empty()),
-    FtraceOps::new(count_cb, OpsFlags::RECURSION),
-    FtraceOps::new(count_cb, OpsFlags::RECURSION),
+    FtraceOps::new(loongtrace_module_count_cb, OpsFlags::empty()),
+    FtraceOps::new(loongtrace_module_count_cb, OpsFlags::RECURSION),
+    FtraceOps::new(loongtrace_module_count_cb, OpsFlags::RECURSION),
 ];
-static REGS_OPS: FtraceOps = FtraceOps::new(count_cb, OpsFlags::SAVE_REGS.union(OpsFlags::RECURSION));
+static REGS_OPS: FtraceOps = FtraceOps::new(loongtrace_module_count_cb, OpsFlags::SAVE_REGS.union(OpsFlags::RECURSION));
 static DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
 
 /// `n` instructions of code in the module area within `bl` reach of `near`, made by `words` from
@@ -288,61 +290,67 @@ fn oracle_mode(what: &str, ip: u64, on: impl FnOnce() -> Result<(), FtraceError>
 
 ktest! {
     /// abi_oracle on a module function in every mode: one ops, three ops, SAVE_REGS, direct on
-    /// both routes, graph, graph + direct.
+    /// both routes, graph, graph + direct; with polite and with poisoning probes.
     fn modules::abi_oracle_on_module_function() {
         let m = load("sample_mod")?;
         let range = m.site_range();
         let ip = func(&m, "sample_mod_oracle")?;
-        let set = |o: &'static FtraceOps| ftrace::ftrace_set_filter_ip(o, ip, false, true);
-        let reset = |o: &'static FtraceOps| { let _ = ftrace::unregister_ftrace_function(o); let _ = ftrace::ftrace_reset_filters(o); };
-        abi_oracle::check("module, disabled", oracle_fn(ip))?;
-        oracle_mode("module, one ops", ip, || set(&OPS[0]).and_then(|_| ftrace::register_ftrace_function(&OPS[0])), || reset(&OPS[0]), &[&OPS[0]])?;
-        oracle_mode(
-            "module, three ops", ip,
-            || OPS.iter().try_for_each(|o| set(o).and_then(|_| ftrace::register_ftrace_function(o))),
-            || OPS.iter().for_each(|o| reset(o)),
-            &[&OPS[0], &OPS[1], &OPS[2]],
-        )?;
-        oracle_mode("module, SAVE_REGS", ip, || set(&REGS_OPS).and_then(|_| ftrace::register_ftrace_function(&REGS_OPS)), || reset(&REGS_OPS), &[&REGS_OPS])?;
-        // Direct, straight: a do-nothing trampoline in the module area.
-        let t = stub_tramp(ip)?;
-        let ta = t.addr;
-        let r = oracle_mode("module, direct straight", ip, || set(&DIRECT).and_then(|_| ftrace::register_ftrace_direct(&DIRECT, ta)), || {}, &[]);
-        let w = site_word(ip);
-        let _ = ftrace::unregister_ftrace_direct(&DIRECT, ta);
-        let _ = ftrace::ftrace_reset_filters(&DIRECT);
-        free_tramp(t);
-        r?;
-        kassert_eq!(w, Insn::Bl { target: ta }, "straight route");
-        // Direct through ftrace_regs_caller: kernel text's stub trampoline is out of reach.
-        let kt = arch::ftrace::addr::stub_direct_tramp();
-        let r = oracle_mode("module, direct via regs", ip, || set(&DIRECT).and_then(|_| ftrace::register_ftrace_direct(&DIRECT, kt)), || {}, &[]);
-        let w = site_word(ip);
-        let _ = ftrace::unregister_ftrace_direct(&DIRECT, kt);
-        let _ = ftrace::ftrace_reset_filters(&DIRECT);
-        r?;
-        kassert_eq!(w, Insn::Bl { target: stub(&m, ip, arch::ftrace::addr::regs_caller())? }, "regs route through the stub");
-        for direct in [false, true] {
-            let what = if direct { "module, graph + direct" } else { "module, graph" };
-            ftrace::tracer::reset_buffers();
-            let r = oracle_mode(what, ip, || {
-                if direct {
-                    set(&DIRECT).and_then(|_| ftrace::register_ftrace_direct(&DIRECT, kt))?;
-                }
-                let cfg = ftrace::graph_tracer::GraphConfig { ftrace_filter: Some("sample_mod_oracle:mod:sample_mod"), ..Default::default() };
-                ftrace::graph_tracer::start(&cfg)
-            }, || {
-                let _ = ftrace::graph_tracer::stop();
-                let _ = ftrace::unregister_ftrace_direct(&DIRECT, kt);
-                let _ = ftrace::ftrace_reset_filters(&DIRECT);
-            }, &[]);
+        // Every mode with polite probes, then with probes that poison every caller-saved
+        // register before they return (the ops callbacks and the graph hooks).
+        let r = super::poison::each_flavour(|_| {
+            let set = |o: &'static FtraceOps| ftrace::ftrace_set_filter_ip(o, ip, false, true);
+            let reset = |o: &'static FtraceOps| { let _ = ftrace::unregister_ftrace_function(o); let _ = ftrace::ftrace_reset_filters(o); };
+            abi_oracle::check("module, disabled", oracle_fn(ip))?;
+            oracle_mode("module, one ops", ip, || set(&OPS[0]).and_then(|_| ftrace::register_ftrace_function(&OPS[0])), || reset(&OPS[0]), &[&OPS[0]])?;
+            oracle_mode(
+                "module, three ops", ip,
+                || OPS.iter().try_for_each(|o| set(o).and_then(|_| ftrace::register_ftrace_function(o))),
+                || OPS.iter().for_each(|o| reset(o)),
+                &[&OPS[0], &OPS[1], &OPS[2]],
+            )?;
+            oracle_mode("module, SAVE_REGS", ip, || set(&REGS_OPS).and_then(|_| ftrace::register_ftrace_function(&REGS_OPS)), || reset(&REGS_OPS), &[&REGS_OPS])?;
+            // Direct, straight: a do-nothing trampoline in the module area.
+            let t = stub_tramp(ip)?;
+            let ta = t.addr;
+            let r = oracle_mode("module, direct straight", ip, || set(&DIRECT).and_then(|_| ftrace::register_ftrace_direct(&DIRECT, ta)), || {}, &[]);
+            let w = site_word(ip);
+            let _ = ftrace::unregister_ftrace_direct(&DIRECT, ta);
+            let _ = ftrace::ftrace_reset_filters(&DIRECT);
+            free_tramp(t);
             r?;
-            let c = ftrace::tracer::collect();
-            let kinds: Vec<(u8, u64)> = c.events.iter().map(|e| (e.kind, e.ip)).collect();
-            kassert_eq!(kinds, [(crate::ringbuf::KIND_GRAPH_ENTRY, ip), (crate::ringbuf::KIND_GRAPH_RETURN, ip)], "{what}: graph events");
-        }
+            kassert_eq!(w, Insn::Bl { target: ta }, "straight route");
+            // Direct through ftrace_regs_caller: kernel text's stub trampoline is out of reach.
+            let kt = arch::ftrace::addr::stub_direct_tramp();
+            let r = oracle_mode("module, direct via regs", ip, || set(&DIRECT).and_then(|_| ftrace::register_ftrace_direct(&DIRECT, kt)), || {}, &[]);
+            let w = site_word(ip);
+            let _ = ftrace::unregister_ftrace_direct(&DIRECT, kt);
+            let _ = ftrace::ftrace_reset_filters(&DIRECT);
+            r?;
+            kassert_eq!(w, Insn::Bl { target: stub(&m, ip, arch::ftrace::addr::regs_caller())? }, "regs route through the stub");
+            for direct in [false, true] {
+                let what = if direct { "module, graph + direct" } else { "module, graph" };
+                ftrace::tracer::reset_buffers();
+                let r = oracle_mode(what, ip, || {
+                    if direct {
+                        set(&DIRECT).and_then(|_| ftrace::register_ftrace_direct(&DIRECT, kt))?;
+                    }
+                    let cfg = ftrace::graph_tracer::GraphConfig { ftrace_filter: Some("sample_mod_oracle:mod:sample_mod"), ..Default::default() };
+                    ftrace::graph_tracer::start(&cfg)
+                }, || {
+                    let _ = ftrace::graph_tracer::stop();
+                    let _ = ftrace::unregister_ftrace_direct(&DIRECT, kt);
+                    let _ = ftrace::ftrace_reset_filters(&DIRECT);
+                }, &[]);
+                r?;
+                let c = ftrace::tracer::collect();
+                let kinds: Vec<(u8, u64)> = c.events.iter().map(|e| (e.kind, e.ip)).collect();
+                kassert_eq!(kinds, [(crate::ringbuf::KIND_GRAPH_ENTRY, ip), (crate::ringbuf::KIND_GRAPH_RETURN, ip)], "{what}: graph events");
+            }
+            Ok(())
+        });
         drop(m);
-        unload("sample_mod", range)
+        unload("sample_mod", range)?;
+        r
     }
 }
 
