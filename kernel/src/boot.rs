@@ -16,34 +16,6 @@ pub fn options() -> Options<'static> {
 /// Printed before each command-line error; the host fails a run that shows one.
 pub const CMDLINE_ERROR_MARKER: &str = "# loongtrace: command-line error:";
 
-/// Maps a return address found on the stack to the real one (the function-graph tracer replaces
-/// return addresses with its return hook); `fp` is the frame pointer it was found under.
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub fn real_return_address(ret: u64, fp: u64) -> u64 {
-    crate::ftrace::fgraph::real_return_address(ret, fp)
-}
-
-unsafe extern "C" {
-    static __start_patchable_function_entries: u64;
-    static __stop_patchable_function_entries: u64;
-}
-
-/// The compiler's records: for each patchable function, the address of its first prefix `nop`
-/// (8 bytes before the entry; see [`function_entries`]).
-pub fn patchable_entries() -> &'static [u64] {
-    // SAFETY: the linker script brackets the section, an array of 8-byte absolute addresses.
-    unsafe {
-        let start = core::ptr::addr_of!(__start_patchable_function_entries);
-        let n = (core::ptr::addr_of!(__stop_patchable_function_entries) as usize - start as usize) / 8;
-        core::slice::from_raw_parts(start, n)
-    }
-}
-
-/// The entry address of every patchable function.
-pub fn function_entries() -> impl Iterator<Item = u64> {
-    patchable_entries().iter().map(|&r| arch::ftrace::site_ip(r))
-}
-
 /// What the boot CPU found at the patch sites before anything touched them.
 pub struct EarlyScan {
     pub sites: usize,
@@ -61,7 +33,7 @@ pub fn early_scan() -> &'static EarlyScan {
 
 fn scan_sites() -> EarlyScan {
     let mut scan = EarlyScan { sites: 0, not_nop: 0, first_bad: 0 };
-    for ip in function_entries() {
+    for ip in crate::ftrace::sites::function_entries() {
         scan.sites += 1;
         let all_nop = [ip - 8, ip - 4, ip, ip + 4].iter().all(|&a| arch::patch::read_insn(a) == Ok(arch::insn::NOP));
         if !all_nop {

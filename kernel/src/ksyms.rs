@@ -90,7 +90,7 @@ pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
     }
     let stack = arch::boot::stack_bounds(arch::cpu::id());
     arch::unwind::walk(fp, stack, 64, |f| {
-        let ret = crate::boot::real_return_address(f.ret, f.fp);
+        let ret = crate::ftrace::fgraph::real_return_address(f.ret, f.fp);
         // The return address points after the call; name the call itself.
         match crate::ftrace::bpf::describe(ret - 4) {
             Some((func, off)) => println!("{prefix}#{n:<2} {ret:#018x} bpf_trampoline[{func}]+{off:#x}"),

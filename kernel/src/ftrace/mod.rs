@@ -27,7 +27,7 @@ pub use ops::{FtraceError, FtraceFunc, FtraceOps, FtraceRegs, OpsFlags};
 
 /// Boot-time init: builds the site table and writes `move t0, ra` into every site.
 pub fn init() {
-    let (n, notrace, failed) = self::core::init(crate::boot::function_entries());
+    let (n, notrace, failed) = self::core::init(sites::function_entries());
     let us = crate::time::ticks_to_us(self::core::init_ticks());
     log::info!("ftrace: {n} patch sites initialised in {us} us ({notrace} notrace by policy, {failed} failed)");
     fgraph::init();

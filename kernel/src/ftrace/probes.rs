@@ -132,11 +132,11 @@ extern "C" fn probe_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, regs: &mut F
 fn write_stack(ip: u64, parent_ip: u64, regs: &FtraceRegs) {
     let flags = tracer::context_flags();
     let sp = regs.stack_pointer();
-    tracer::record(KIND_STACK, ip, crate::boot::real_return_address(parent_ip, sp), 0, flags as u64);
+    tracer::record(KIND_STACK, ip, crate::ftrace::fgraph::real_return_address(parent_ip, sp), 0, flags as u64);
     let Some(fp) = regs.frame_pointer() else { return };
     let mut n = 1u16;
     arch::unwind::walk(fp, arch::boot::stack_bounds(arch::cpu::id()), STACK_FRAMES, |f| {
-        tracer::record(KIND_STACK, ip, crate::boot::real_return_address(f.ret, f.fp), n, flags as u64);
+        tracer::record(KIND_STACK, ip, crate::ftrace::fgraph::real_return_address(f.ret, f.fp), n, flags as u64);
         n += 1;
         true
     });

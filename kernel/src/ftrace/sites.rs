@@ -4,6 +4,27 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+unsafe extern "C" {
+    static __start_patchable_function_entries: u64;
+    static __stop_patchable_function_entries: u64;
+}
+
+/// The compiler's records: for each patchable function, the address of its first prefix `nop`
+/// (8 bytes before the entry; see [`function_entries`]).
+pub fn patchable_entries() -> &'static [u64] {
+    // SAFETY: the linker script brackets the section, an array of 8-byte absolute addresses.
+    unsafe {
+        let start = core::ptr::addr_of!(__start_patchable_function_entries);
+        let n = (core::ptr::addr_of!(__stop_patchable_function_entries) as usize - start as usize) / 8;
+        core::slice::from_raw_parts(start, n)
+    }
+}
+
+/// The entry address of every patchable function.
+pub fn function_entries() -> impl Iterator<Item = u64> {
+    patchable_entries().iter().map(|&r| arch::ftrace::site_ip(r))
+}
+
 /// An immutable record of one patch site (state that changes lives in the core, under its lock).
 /// Kept to the entry and the name: the module a site belongs to is a range of indices in the
 /// table (`Table::modules`), not a field of every site.

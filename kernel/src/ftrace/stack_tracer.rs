@@ -39,13 +39,13 @@ extern "C" fn stack_trace_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, regs: 
     // whose frame starts at the entry's stack pointer; row k+1 the caller found in row k's frame.
     m.location[0] = ip;
     m.depth[0] = depth;
-    m.location[1] = crate::boot::real_return_address(parent_ip, sp);
+    m.location[1] = crate::ftrace::fgraph::real_return_address(parent_ip, sp);
     m.depth[1] = depth;
     let mut n = 2;
     if let Some(fp) = regs.frame_pointer() {
         let m = &mut *m;
         arch::unwind::walk(fp, (low, high), MAX_ENTRIES - 2, |f| {
-            m.location[n] = crate::boot::real_return_address(f.ret, f.fp);
+            m.location[n] = crate::ftrace::fgraph::real_return_address(f.ret, f.fp);
             m.depth[n] = high - f.fp;
             n += 1;
             true

@@ -111,7 +111,7 @@ ktest! {
         kdiag!("{} patchable function entries", s.sites);
         kassert!(s.sites > 50, "only {} sites", s.sites);
         kassert!(s.not_nop == 0, "{} sites were not two NOPs, first at {}", s.not_nop, crate::ksyms::sym(s.first_bad));
-        let mut sorted: Vec<u64> = crate::boot::function_entries().collect();
+        let mut sorted: Vec<u64> = crate::ftrace::sites::function_entries().collect();
         sorted.sort_unstable();
         let me = boot_patch_sites_are_nops_probe as *const () as u64;
         kassert!(sorted.binary_search(&me).is_ok(), "a traceable kernel function has no record");

@@ -282,7 +282,7 @@ fn bt_leaf() -> u64 {
     let stack = arch::boot::stack_bounds(arch::cpu::id());
     let mut v = Vec::new();
     arch::unwind::walk(arch::cpu::frame_pointer(), stack, 16, |f| {
-        let real = crate::boot::real_return_address(f.ret, f.fp);
+        let real = crate::ftrace::fgraph::real_return_address(f.ret, f.fp);
         v.push((f.ret, crate::ksyms::name(real - 4)));
         true
     });
