@@ -42,6 +42,9 @@ pub const PER_SITE: &[&str] = &["init_per_site", "enable_all", "disable_all", "f
 
 /// How far (relative) a per-site figure of the scale build may be from the normal image's.
 pub const SCALE_TOLERANCE: f64 = 0.10;
+/// How far a per-site row may exceed its first measurement in "not worse than before": the
+/// average moves with the set of functions in the image.
+pub const PER_SITE_DRIFT: f64 = 0.01;
 
 /// Most bytes of state a site may take besides its name.
 pub const MAX_BYTES_PER_SITE: f64 = 32.0;
@@ -198,7 +201,10 @@ pub fn targets(run: &BenchRun) -> Vec<Target> {
     }
     for &(row, before) in BEFORE {
         let v = get(row);
-        t.push(Target { text: format!("{row} {v:.1} not worse than before ({before:.1})"), ok: v <= before });
+        // A per-site figure is an average over the image's functions, so adding a function (a
+        // new test) moves it a little without any code getting slower.
+        let (limit, note) = if PER_SITE.contains(&row) { (before * (1.0 + PER_SITE_DRIFT), ", 1 % allowed: an average over the image's names") } else { (before, "") };
+        t.push(Target { text: format!("{row} {v:.1} not worse than before ({before:.1}{note})"), ok: v <= limit });
     }
     t
 }
@@ -619,6 +625,15 @@ mod tests {
         let t = targets(&parse(&heavy));
         let ok = |prefix: &str| t.iter().filter(|t| t.text.starts_with(prefix)).all(|t| t.ok);
         assert!(ok("function_tracer") && !ok("graph") && !ok("enable_all"), "{t:?}");
+        // "Not worse than before": exact for a per-call row, 1 % slack for a per-site average.
+        let before = |row: &str| BEFORE.iter().find(|b| b.0 == row).unwrap().1;
+        let (init, list2) = (before("init_per_site"), before("ops_on_one_2"));
+        let worse = |row: &str, v: f64| {
+            let t = targets(&parse(&[format!("BENCH {row} {v:.1}")]));
+            t.iter().find(|t| t.text.starts_with(&format!("{row} ")) && t.text.contains("not worse")).unwrap().ok
+        };
+        assert!(worse("init_per_site", init * 1.009) && !worse("init_per_site", init * 1.011));
+        assert!(worse("ops_on_one_2", list2) && !worse("ops_on_one_2", list2 + 0.1));
     }
 
     #[test]
