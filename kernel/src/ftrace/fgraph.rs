@@ -196,8 +196,13 @@ pub fn register_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError>
     Ok(())
 }
 
+/// How long `unregister_ftrace_graph` waits for the calls it hooked to return (their return
+/// callbacks run first) before it gives up on them with a warning: long enough for a host that
+/// runs the guest's CPUs slowly, bounded for a hooked function that never returns.
+const RETURN_WAIT_SECS: u64 = 5;
+
 /// Stops calling `ops`. No new call is hooked for it; calls it hooked on other CPUs get their
-/// return callback before this returns (waiting up to one second for them to return). Calls it
+/// return callback before this returns (waiting up to [`RETURN_WAIT_SECS`] for them to return). Calls it
 /// hooked on this CPU that are still running (callers of this function) return without it.
 pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceError> {
     let _g = GRAPH_LOCK.lock();
@@ -207,8 +212,11 @@ pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceErro
     let here = with_shadow(|s| s.entries[..s.depth].iter().filter(|e| e.mask & (1 << i) != 0).count() as u64);
     let t0 = arch::time::ticks();
     while OUTSTANDING[i].load(Ordering::Acquire) > here {
-        if arch::time::ticks() - t0 > crate::time::counter_hz() {
-            log::warn!("fgraph: {} hooked calls still running after 1 s; their returns are not reported", OUTSTANDING[i].load(Ordering::Acquire) - here);
+        if arch::time::ticks() - t0 > RETURN_WAIT_SECS * crate::time::counter_hz() {
+            log::warn!(
+                "fgraph: {} hooked calls still running after {RETURN_WAIT_SECS} s; their returns are not reported",
+                OUTSTANDING[i].load(Ordering::Acquire) - here
+            );
             break;
         }
         core::hint::spin_loop();
