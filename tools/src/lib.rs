@@ -8,6 +8,8 @@
 //! - [`record`], [`capture`], [`tracedat`], [`flame`], [`chrome`] and [`calls`]: `ltrace record`
 //!   fetches a recording from the kernel and writes `trace.dat`, flame graphs and Chrome JSON.
 //! - [`bench`] reads the kernel's `BENCH` lines and checks the speed targets.
+//! - [`layers`] checks that kernel modules import only their own floor or those below
+//!   (`docs/architecture.md`).
 //! - [`srchash`] fingerprints the kernel sources, to check that the booted image is current.
 
 pub mod bench;
@@ -16,6 +18,7 @@ pub mod capture;
 pub mod chrome;
 pub mod flame;
 pub mod ktap;
+pub mod layers;
 pub mod record;
 pub mod runner;
 pub mod srchash;
