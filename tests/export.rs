@@ -458,7 +458,7 @@ fn markers_of_a_recorded_script_are_print_events_in_every_format() {
     assert_eq!(marks, MARKERS, "the kernel's trace holds the script's markers in order:\n{text}");
     let from_shell = want
         .iter()
-        .filter(|l| matches!(l, FnLine::Call { func, parent, .. } if func.ends_with("chain_root") && parent == "tracefs::workloads::run"))
+        .filter(|l| matches!(l, FnLine::Call { func, parent, .. } if func.ends_with("chain_root") && parent == "workloads::run"))
         .count();
     assert_eq!(from_shell, 2, "the script's two `run chain`:\n{text}");
     assert!(

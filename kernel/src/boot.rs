@@ -57,10 +57,16 @@ fn read_cmdline() -> String {
 #[unsafe(no_mangle)]
 pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::irq::init();
+    // The self-test harness recovers a case that panics or takes an exception.
+    crate::panic::set_hooks(crate::panic::FatalHooks {
+        on_panic: crate::selftest::on_panic,
+        on_exception: crate::selftest::on_exception,
+    });
     crate::cpu::plant_stack_canary(cpu);
     crate::time::init();
     crate::cpu::CPUS_UP.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     crate::heap::init();
+    crate::execmem::area::init();
     crate::module::init();
     EARLY.call_once(scan_sites);
     let cmd = Cmdline::new(CMDLINE.call_once(read_cmdline));
@@ -88,6 +94,9 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
     crate::ftrace::init();
+    crate::ftrace::graph_tracer::init();
+    crate::ftrace::bpf::init();
+    crate::workloads::init();
     arch::smp::init_this_cpu();
     crate::cpu::mark_online();
     let want = crate::smp::start_secondaries();

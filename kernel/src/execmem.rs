@@ -1,8 +1,12 @@
-//! A first-fit allocator of executable space in 64-byte units (the generated-trampoline area).
+//! Executable memory: the module area ([`area`], kernel only) and a first-fit allocator of
+//! executable space in 64-byte units ([`ExecArea`]).
 //!
-//! Pure bookkeeping over a fixed range of addresses (the memory itself is never touched), so it
-//! is host-tested. The kernel keeps one for the area the linker script reserves inside the
-//! kernel text (`__bpf_tramp_area_start`..`__bpf_tramp_area_end`).
+//! `ExecArea` is pure bookkeeping over a fixed range of addresses (the memory itself is never
+//! touched), so it is host-tested. The kernel keeps one for the area the linker script reserves
+//! inside the kernel text (`__bpf_tramp_area_start`..`__bpf_tramp_area_end`).
+
+#[cfg(target_os = "none")]
+pub mod area;
 
 /// Allocation granule in bytes (a cache line, so two trampolines never share one).
 pub const UNIT: u64 = 64;

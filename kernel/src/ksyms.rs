@@ -1,6 +1,10 @@
-//! The kernel's own symbol table (embedded by `tools/ltsym`) and symbolised backtraces.
+//! Symbols: the kernel's own table (embedded by `tools/ltsym`), the text other floors own
+//! (loaded modules, generated trampolines: registered with [`register_text_owner`] and
+//! [`register_generated_text`]), the export table modules link against ([`export_symbol!`]), and
+//! symbolised backtraces.
 
-use crate::symtab::{SymDisplay, Symbol, SymbolTable};
+use alloc::boxed::Box;
+use formats::symtab::{SymDisplay, Symbol, SymbolTable};
 use spin::Once;
 
 unsafe extern "C" {
@@ -18,7 +22,7 @@ pub fn raw_table() -> &'static [u8] {
 }
 
 /// Parses the embedded table. Returns the number of symbols, or an error text.
-pub fn init() -> Result<usize, crate::symtab::SymtabError> {
+pub fn init() -> Result<usize, formats::symtab::SymtabError> {
     // SAFETY: `__ksyms_start..__ksyms_end` is a region of the loaded image reserved by the linker
     // script and never written at run time.
     let blob = unsafe {
@@ -42,14 +46,78 @@ pub fn table() -> &'static SymbolTable<'static> {
     TABLE.get().unwrap_or_else(|| EMPTY.call_once(SymbolTable::empty))
 }
 
+/// Keeps the owner of some text (a loaded module) from going away while it lives: what
+/// [`TextOwner::hold`] gives (Linux's `try_module_get`; dropping it is `module_put`).
+pub struct Hold(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl Hold {
+    /// Wraps whatever reference keeps the owner (dropped with the `Hold`).
+    pub fn new(reference: impl Send + Sync + 'static) -> Hold {
+        Hold(Box::new(reference))
+    }
+}
+
+/// Text outside the kernel image that an upper floor owns and describes (the module loader's
+/// loaded modules, in the module area). Registered once, at boot.
+pub struct TextOwner {
+    /// The symbol containing `addr`: (owner name, symbol name, start, size). Must not block.
+    pub lookup: fn(u64) -> Option<(&'static str, &'static str, u64, u64)>,
+    /// The address of symbol `name` (full path or last segment) of owner `owner`.
+    pub resolve: fn(&str, &str) -> Option<u64>,
+    /// Holds owner `owner` loaded until the [`Hold`] drops; `None` if it is not loaded or going.
+    pub hold: fn(&str) -> Option<Hold>,
+}
+
+/// Code generated at run time (trampolines) that has no symbol, described by its generator.
+pub struct GeneratedText {
+    /// `[start, end)` of the generated code containing `addr`. Must not block.
+    pub range: fn(u64) -> Option<(u64, u64)>,
+    /// For backtraces: (kind, the function it serves, offset of `addr` in it), printed as
+    /// `kind[function]+offset`. Must not block.
+    pub describe: fn(u64) -> Option<(&'static str, &'static str, u64)>,
+}
+
+static TEXT_OWNER: Once<&'static TextOwner> = Once::new();
+static GENERATED: Once<&'static GeneratedText> = Once::new();
+static RETURN_ADDRESS_FIXUP: Once<fn(u64, u64) -> u64> = Once::new();
+
+/// Registers the owner of the module area's text (once; a second owner is refused).
+pub fn register_text_owner(owner: &'static TextOwner) -> bool {
+    core::ptr::eq(*TEXT_OWNER.call_once(|| owner), owner)
+}
+
+/// Registers the generator of run-time code (once; a second is refused).
+pub fn register_generated_text(generated: &'static GeneratedText) -> bool {
+    core::ptr::eq(*GENERATED.call_once(|| generated), generated)
+}
+
+/// Registers how a backtrace maps a return address found at frame pointer `fp` back to the real
+/// one (the graph tracer replaces return addresses with `return_to_handler`).
+pub fn set_return_address_fixup(fixup: fn(u64, u64) -> u64) {
+    RETURN_ADDRESS_FIXUP.call_once(|| fixup);
+}
+
+/// `[start, end)` of the generated code containing `addr`, if any.
+pub fn generated_range(addr: u64) -> Option<(u64, u64)> {
+    GENERATED.get().and_then(|g| (g.range)(addr))
+}
+
+/// The address of symbol `name` of owner `owner` (a loaded module's function).
+pub fn resolve_in(owner: &str, name: &str) -> Option<u64> {
+    TEXT_OWNER.get().and_then(|o| (o.resolve)(owner, name))
+}
+
+/// Holds owner `owner` (a loaded module) until the result drops.
+pub fn hold(owner: &str) -> Option<Hold> {
+    TEXT_OWNER.get().and_then(|o| (o.hold)(owner))
+}
+
 /// The symbol containing `addr` and the offset into it.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn lookup(addr: u64) -> Option<(Symbol<'static>, u64)> {
-    if let Some((_, name, start, size)) = crate::module::lookup(addr) {
+    if crate::execmem::area::in_area(addr) {
+        let (_, name, start, size) = TEXT_OWNER.get().and_then(|o| (o.lookup)(addr))?;
         return Some((Symbol { addr: start, size: size as u32, name }, addr - start));
-    }
-    if crate::module::in_area(addr) {
-        return None;
     }
     table().lookup(addr)
 }
@@ -57,7 +125,7 @@ pub fn lookup(addr: u64) -> Option<(Symbol<'static>, u64)> {
 /// [`lookup`] for a walk over ascending addresses: `cursor` (0 at first) carries the position
 /// in the kernel's table from one call to the next (see `SymbolTable::lookup_ascending`).
 pub fn lookup_ascending(addr: u64, cursor: &mut usize) -> Option<(Symbol<'static>, u64)> {
-    if crate::module::in_area(addr) {
+    if crate::execmem::area::in_area(addr) {
         return lookup(addr);
     }
     table().lookup_ascending(addr, cursor)
@@ -90,13 +158,57 @@ pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
     }
     let stack = arch::boot::stack_bounds(arch::cpu::id());
     arch::unwind::walk(fp, stack, 64, |f| {
-        let ret = crate::ftrace::fgraph::real_return_address(f.ret, f.fp);
+        let ret = RETURN_ADDRESS_FIXUP.get().map_or(f.ret, |fix| fix(f.ret, f.fp));
         // The return address points after the call; name the call itself.
-        match crate::ftrace::bpf::describe(ret - 4) {
-            Some((func, off)) => println!("{prefix}#{n:<2} {ret:#018x} bpf_trampoline[{func}]+{off:#x}"),
+        match GENERATED.get().and_then(|g| (g.describe)(ret - 4)) {
+            Some((kind, func, off)) => println!("{prefix}#{n:<2} {ret:#018x} {kind}[{func}]+{off:#x}"),
             None => println!("{prefix}#{n:<2} {ret:#018x} {}", sym(ret - 4)),
         }
         n += 1;
         true
     });
+}
+
+/// One entry of the export table: a kernel symbol a loadable module may link against.
+#[repr(C)]
+pub struct Export {
+    pub name: &'static str,
+    pub addr: *const (),
+}
+
+// SAFETY: an `Export` is immutable after link time; `addr` is only ever read as a number.
+unsafe impl Sync for Export {}
+
+/// Puts `$name` = `$addr` into the export table (the `.ksymtab` linker section, Linux's
+/// `EXPORT_SYMBOL`): any floor can export without the module loader naming it.
+macro_rules! export_symbol {
+    ($name:ident, $addr:expr) => {
+        const _: () = {
+            #[used]
+            #[unsafe(link_section = ".ksymtab")]
+            static EXPORT: $crate::ksyms::Export = $crate::ksyms::Export { name: stringify!($name), addr: $addr as *const () };
+        };
+    };
+}
+pub(crate) use export_symbol;
+
+unsafe extern "C" {
+    static __start_ksymtab: u8;
+    static __stop_ksymtab: u8;
+}
+
+/// The export table, in link order.
+pub fn exports() -> &'static [Export] {
+    // SAFETY: the linker script brackets the `.ksymtab` input sections, which hold only `Export`
+    // values (8-byte aligned, written by `export_symbol!`), with these two symbols.
+    unsafe {
+        let start = core::ptr::addr_of!(__start_ksymtab) as *const Export;
+        let end = core::ptr::addr_of!(__stop_ksymtab) as *const Export;
+        core::slice::from_raw_parts(start, end.offset_from(start) as usize)
+    }
+}
+
+/// The address of exported symbol `name`.
+pub fn exported(name: &str) -> Option<u64> {
+    exports().iter().find(|e| e.name == name).map(|e| e.addr as u64)
 }

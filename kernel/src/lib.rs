@@ -59,3 +59,5 @@ pub mod smp;
 pub mod time;
 #[cfg(target_os = "none")]
 pub mod tracefs;
+#[cfg(target_os = "none")]
+pub mod workloads;

@@ -1,17 +1,36 @@
 //! Fatal paths: the panic handler and unexpected exceptions.
 //!
 //! Inside a self-test, a panic or an unexpected exception fails that test and the harness goes on
-//! with the next one (see `selftest`). Anywhere else it prints a report the host runner
-//! recognises (`!!! KERNEL PANIC` / `!!! FATAL EXCEPTION`), then powers the machine off.
+//! with the next one: the harness registers itself with [`set_hooks`] at boot. Anywhere else it
+//! prints a report the host runner recognises (`!!! KERNEL PANIC` / `!!! FATAL EXCEPTION`), then
+//! powers the machine off.
 
 use arch::frame::PtRegs;
 use core::fmt::Write;
+
+/// What an upper floor may do before the fatal paths report (the self-test harness recovers a
+/// case that panicked or took an exception).
+pub struct FatalHooks {
+    /// Runs first on a panic; returns only when it does not take over.
+    pub on_panic: fn(&core::panic::PanicInfo),
+    /// Runs first on an unexpected exception; `true` = handled (the frame was redirected).
+    pub on_exception: fn(&mut PtRegs) -> bool,
+}
+
+static HOOKS: spin::Once<FatalHooks> = spin::Once::new();
+
+/// Installs the hooks (once, at boot).
+pub fn set_hooks(hooks: FatalHooks) {
+    HOOKS.call_once(|| hooks);
+}
 
 #[cfg(not(test))]
 #[panic_handler]
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    crate::selftest::on_panic(info);
+    if let Some(h) = HOOKS.get() {
+        (h.on_panic)(info);
+    }
     crate::console::force_unlock();
     let loc = info.location();
     println!("\n!!! KERNEL PANIC on cpu{}", arch::cpu::id());
@@ -29,7 +48,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// Reports an exception nobody handles and powers off (or fails the running test).
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn unexpected_exception(frame: &mut PtRegs) {
-    if crate::selftest::on_exception(frame) {
+    if HOOKS.get().is_some_and(|h| (h.on_exception)(frame)) {
         return;
     }
     crate::console::force_unlock();

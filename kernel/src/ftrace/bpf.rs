@@ -30,6 +30,7 @@ use super::direct;
 use super::ops::{FtraceError, FtraceOps, OpsFlags};
 use super::sites;
 use crate::execmem::ExecArea;
+use crate::execmem::area::{self as execmem, ExecMem};
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -211,8 +212,7 @@ impl Func {
     /// even when the kernel has a function of the same name.
     pub fn in_module(module: &str, name: &str, nargs: usize) -> Result<Func, AttachError> {
         let what = || alloc::format!("{module}:{name}");
-        let m = crate::module::try_get(module).ok_or_else(|| AttachError::NoSuchFunction(what()))?;
-        let ip = m.symbol(name).ok_or_else(|| AttachError::NoSuchFunction(what()))?;
+        let ip = crate::ksyms::resolve_in(module, name).ok_or_else(|| AttachError::NoSuchFunction(what()))?;
         Ok(Func::at(ip, nargs))
     }
 
@@ -243,7 +243,7 @@ struct Link {
 /// Code of one trampoline: in the kernel's reserved area, or in the module area.
 enum Image {
     Kernel { at: u64, words: usize },
-    Module { mem: crate::module::ExecMem, words: usize },
+    Module { mem: ExecMem, words: usize },
 }
 
 impl Image {
@@ -269,7 +269,7 @@ struct Tramp {
     image: Image,
     placement: Placement,
     /// Keeps the function's module loaded while the trampoline exists.
-    _module: Option<crate::module::ModuleRef>,
+    _module: Option<crate::ksyms::Hold>,
 }
 
 static REG: spin::Mutex<Vec<Tramp>> = spin::Mutex::new(Vec::new());
@@ -347,7 +347,7 @@ fn write_words(at: u64, words: &[u32]) {
 
 /// Executable space for `bytes` of code for the function at `ip`.
 fn alloc_code(ip: u64, placement: Placement, bytes: usize) -> Result<Image, AttachError> {
-    let in_module = crate::module::in_area(ip);
+    let in_module = execmem::in_area(ip);
     if placement == Placement::Near && !in_module {
         if let Some(at) = area().alloc(bytes) {
             return Ok(Image::Kernel { at, words: 0 });
@@ -357,8 +357,8 @@ fn alloc_code(ip: u64, placement: Placement, bytes: usize) -> Result<Image, Atta
     }
     let mem = match in_module {
         // Near its module function if possible, else anywhere (the regs route reaches it).
-        true => crate::module::alloc_exec_near(ip, bytes, 64).or_else(|_| crate::module::alloc_exec(bytes, 64)),
-        false => crate::module::alloc_exec(bytes, 64),
+        true => execmem::alloc_exec_near(ip, bytes, 64).or_else(|_| execmem::alloc_exec(bytes, 64)),
+        false => execmem::alloc_exec(bytes, 64),
     };
     let mem = mem.map_err(|_| AttachError::NoSpace)?;
     MODULE_IMAGES.lock().push((mem.addr, mem.addr + mem.size as u64));
@@ -376,7 +376,7 @@ fn free_code(image: Image) {
         Image::Module { mem, .. } => {
             MODULE_IMAGES.lock().retain(|r| r.0 != mem.addr);
             // SAFETY: the caller waited until no CPU can run the code (or it was never published).
-            unsafe { crate::module::free_exec(mem) };
+            unsafe { execmem::free_exec(mem) };
         }
     }
 }
@@ -449,7 +449,7 @@ fn attach(kind: Kind, func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> 
     let module = if info.module.is_empty() {
         None
     } else {
-        match crate::module::try_get(info.module) {
+        match crate::ksyms::hold(info.module) {
             Some(m) if !info.state.flags.contains(super::core::SiteFlags::GOING) => Some(m),
             _ => return Err(AttachError::ModuleGoing(name)),
         }
@@ -616,6 +616,14 @@ pub fn describe(addr: u64) -> Option<(&'static str, u64)> {
     reg.iter().find(|t| t.image.at() == start).map(|t| (t.name, addr - start))
 }
 
+/// The trampolines as `ksyms` sees them: their extent (for quiescence) and their names in
+/// backtraces (`bpf_trampoline[function]+offset`).
+static GENERATED_TEXT: crate::ksyms::GeneratedText =
+    crate::ksyms::GeneratedText { range: image_range, describe: |addr| describe(addr).map(|(f, off)| ("bpf_trampoline", f, off)) };
+
+/// What must hold after a self-test case (checked by the harness with the core's checks).
+pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), String>)] = &[("bpf trampolines detached", check_none_attached)];
+
 /// Functions that have a trampoline now.
 pub fn attached_functions() -> usize {
     REG.lock().len()
@@ -660,6 +668,7 @@ pub fn recover_after_abort() {
 
 /// Boot-time: registers the isolation check and the abort hook (after the core's).
 pub fn init() {
+    crate::ksyms::register_generated_text(&GENERATED_TEXT);
     let (s, e) = area_bounds();
     log::info!("bpf: trampoline area {s:#x}..{e:#x} ({} KiB)", (e - s) / 1024);
 }

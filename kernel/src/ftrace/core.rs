@@ -17,7 +17,7 @@ use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsConfig, OpsFlags};
 use super::recursion;
 use super::sites::{self, Site, SiteSet};
 use alloc::boxed::Box;
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -240,7 +240,7 @@ fn route(ip: u64, target: u64) -> u64 {
     if arch::insn::bl_reachable(ip + 4, target) {
         target
     } else {
-        crate::module::stub_for(ip, target).unwrap_or(target)
+        super::stubs::stub_for(ip, target).unwrap_or(target)
     }
 }
 
@@ -1191,6 +1191,15 @@ pub fn add_module_sites(module: &'static str, funcs: &[(u64, &'static str)]) -> 
     })
 }
 
+/// Users of site indices outside the ops (the graph tracer's `set_graph_function`), asked by
+/// [`module_sites_going`] whether a range of sites is in use: the user's name, or `None`.
+static MODULE_SITE_USERS: spin::Once<fn(core::ops::Range<usize>) -> Option<String>> = spin::Once::new();
+
+/// Registers the question [`module_sites_going`] asks of the users above the core (once, at boot).
+pub fn set_module_site_users(users: fn(core::ops::Range<usize>) -> Option<String>) {
+    MODULE_SITE_USERS.call_once(|| users);
+}
+
 /// First step of removing a module's sites (`range`, as returned by [`add_module_sites`]): fails
 /// with [`FtraceError::InUse`] when a registered ops names one of them in its filter (it is
 /// attached to the module); otherwise marks them going, which stops every ops from wanting them
@@ -1205,8 +1214,8 @@ pub fn module_sites_going(range: core::ops::Range<usize>) -> Result<(), FtraceEr
                 return Err(FtraceError::InUse(sites::all()[i].name.to_string()));
             }
         }
-        if super::graph_tracer::graph_function_filter_uses(range.clone()) {
-            return Err(FtraceError::InUse("set_graph_function".to_string()));
+        if let Some(user) = MODULE_SITE_USERS.get().and_then(|users| users(range.clone())) {
+            return Err(FtraceError::InUse(user));
         }
         let nop_ops = &NOP_OPS as *const FtraceOps as u64;
         let used = range.clone().any(|i| {

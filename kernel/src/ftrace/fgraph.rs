@@ -164,6 +164,7 @@ unsafe extern "C" {
 
 /// Installs the arch hooks (boot).
 pub fn init() {
+    crate::ksyms::set_return_address_fixup(real_return_address);
     arch::ftrace::set_graph_hooks(graph_entry, graph_return);
 }
 

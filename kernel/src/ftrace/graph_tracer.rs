@@ -194,6 +194,12 @@ pub fn write_graph_marked<'m>(w: &mut dyn Write, c: &Collected, marker: Option<&
     Ok(())
 }
 
+/// Tells the ftrace core about `set_graph_function` (at boot): a module whose sites it names is
+/// in use.
+pub fn init() {
+    super::core::set_module_site_users(|range| graph_function_filter_uses(range).then(|| "set_graph_function".into()));
+}
+
 /// Whether the running tracer's `set_graph_function` names a site in `range` (a module that is
 /// about to unload is then in use).
 pub fn graph_function_filter_uses(range: core::ops::Range<usize>) -> bool {

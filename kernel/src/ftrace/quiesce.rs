@@ -50,7 +50,7 @@ pub fn untrack(start: u64) {
 /// The end of the code that starts at `addr`: the generated trampoline's allocation, its
 /// symbol's size, or 256 bytes.
 pub fn code_end(addr: u64) -> u64 {
-    if let Some((_, end)) = super::bpf::image_range(addr) {
+    if let Some((_, end)) = crate::ksyms::generated_range(addr) {
         return end;
     }
     match crate::ksyms::lookup(addr) {

@@ -1,5 +1,7 @@
-//! The kernel symbols a module may use (Linux's `EXPORT_SYMBOL`): an explicit list, so a module
-//! links against a stable, small interface rather than against every kernel symbol.
+//! The kernel symbols a module may use (Linux's `EXPORT_SYMBOL`): an explicit table
+//! (`ksyms::export_symbol!`), so a module links against a stable, small interface rather than
+//! against every kernel symbol. The loader's own exports are here; other floors export theirs
+//! where they are defined (the self-tests' `lt_abi_oracle_record`).
 
 use core::sync::atomic::AtomicU64;
 
@@ -39,27 +41,23 @@ unsafe extern "C" {
     fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32;
 }
 
-/// The export list: name and address.
-fn exports() -> [(&'static str, u64); 9] {
-    [
-        ("lt_log", lt_log as *const () as u64),
-        ("lt_module_panic", lt_module_panic as *const () as u64),
-        ("lt_abi_oracle_record", crate::selftest::abi_oracle::abi_oracle_target as *const () as u64),
-        ("lt_shared_counter", core::ptr::addr_of!(lt_shared_counter) as u64),
-        ("memcpy", memcpy as *const () as u64),
-        ("memmove", memmove as *const () as u64),
-        ("memset", memset as *const () as u64),
-        ("memcmp", memcmp as *const () as u64),
-        ("bcmp", bcmp as *const () as u64),
-    ]
-}
+use crate::ksyms::export_symbol;
 
-/// The address of exported symbol `name`.
+export_symbol!(lt_log, lt_log);
+export_symbol!(lt_module_panic, lt_module_panic);
+export_symbol!(lt_shared_counter, core::ptr::addr_of!(lt_shared_counter));
+export_symbol!(memcpy, memcpy);
+export_symbol!(memmove, memmove);
+export_symbol!(memset, memset);
+export_symbol!(memcmp, memcmp);
+export_symbol!(bcmp, bcmp);
+
+/// The address of exported symbol `name` (from any floor's `export_symbol!`).
 pub fn resolve(name: &str) -> Option<u64> {
-    exports().iter().find(|(n, _)| *n == name).map(|&(_, a)| a)
+    crate::ksyms::exported(name)
 }
 
 /// Names of every exported symbol.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    exports().into_iter().map(|(n, _)| n)
+    crate::ksyms::exports().iter().map(|e| e.name)
 }

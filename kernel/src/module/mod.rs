@@ -1,171 +1,45 @@
-//! Loadable modules: the module area out of `bl` range of kernel text, loading and unloading
-//! (the pure link is `crate::modload`), reference counts, per-module ftrace stubs, and the
-//! executable-memory API that trampoline generators use.
-//!
-//! # The module area
-//!
-//! Physical `0x0c00_0000..0x1000_0000` (the top 64 MiB of QEMU `virt`'s 256 MiB of low RAM),
-//! used through the cached DMW window. Kernel text starts at 2 MiB, so every address in the area
-//! is more than 128 MiB away from every kernel instruction: no module site can `bl` to
-//! `ftrace_caller`, and no kernel site can `bl` into the area; `pcalau12i` pairs (±2 GiB) and
-//! `pcaddu18i + jirl` (`R_LARCH_CALL36`, ±128 GiB) reach across. Any two addresses in the area are
-//! less than 64 MiB apart, so code anywhere in the area reaches code anywhere else in it with a
-//! `bl`.
+//! Loadable modules: loading and unloading (the pure link is `crate::modload`, the memory comes
+//! from the module area of `crate::execmem::area`), reference counts, and the registrations that
+//! make a module's code known to the floors below: its patch sites (`ftrace::core`), its far-call
+//! stubs to the ftrace callers (`ftrace::stubs`) and its symbols (`ksyms`, as a text owner).
 //!
 //! # Calling the tracer from a module
 //!
 //! Each module image has a small stub area right after its text: one far jump
 //! (`pcaddu18i t1, hi20; jirl zero, t1, lo16`) each to `ftrace_caller`, `ftrace_caller_smp` and
-//! `ftrace_regs_caller`. A module site whose target is out of reach calls the stub instead
-//! (`route` in the ftrace core); the stub clobbers only `t1` (which the callers may clobber
-//! anyway) and leaves `ra` = the function body and `t0` = the parent, exactly as a straight `bl`.
+//! `ftrace_regs_caller` (`ftrace::stubs::targets`). A module site whose target is out of reach
+//! calls the stub instead (`route` in the ftrace core); see `ftrace::stubs`.
 
 pub mod exports;
 
+use crate::execmem::area::{self as execmem, AREA_SIZE, distance_from_kernel_text, in_area};
+use crate::ftrace::stubs::{self, StubArea};
 use crate::modload::{self, LoadError, ModSymbol};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::alloc::Layout;
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use linked_list_allocator::Heap;
+use core::sync::atomic::{AtomicI64, Ordering};
 
-/// Physical start of the module area.
-pub const AREA_PHYS: u64 = 0x0c00_0000;
-/// Size of the module area.
-pub const AREA_SIZE: u64 = 0x0400_0000;
-/// Virtual start of the module area (cached DMW window).
-pub const AREA_BASE: u64 = 0x9000_0000_0000_0000 | AREA_PHYS;
 /// The fw_cfg directory modules are handed over in (`opt/loongtrace/modules/<name>`).
 pub const FW_CFG_PREFIX: &str = "opt/loongtrace/modules/";
-/// Most modules loaded at once.
-pub const MAX_MODULES: usize = 32;
+/// Most modules loaded at once (each has a stub area).
+pub const MAX_MODULES: usize = crate::ftrace::stubs::MAX_AREAS;
 
-static AREA: spin::Mutex<Heap> = spin::Mutex::new(Heap::empty());
 /// Serialises loads and unloads.
 static LOADER: spin::Mutex<()> = spin::Mutex::new(());
 static MODULES: spin::Mutex<Vec<Arc<Module>>> = spin::Mutex::new(Vec::new());
-/// Lock-free view of each module's text and stubs for the ftrace core (which must not take the
-/// module lock): `[text start, text end, first stub]`, zeros when free.
-static STUB_AREAS: [[AtomicU64; 3]; MAX_MODULES] = [const { [const { AtomicU64::new(0) }; 3] }; MAX_MODULES];
 
-/// What the stubs of every module jump to, in order.
-fn stub_targets() -> [u64; 3] {
-    [arch::ftrace::addr::caller(), arch::ftrace::addr::caller_smp(), arch::ftrace::addr::regs_caller()]
-}
-
-/// Gives the module area its memory (at boot).
+/// Makes loaded modules known to `ksyms` (at boot, after `execmem::area::init`).
 pub fn init() {
-    // SAFETY: the area is low RAM that nothing else uses (the heap ends at 2 MiB + image + 64 MiB,
-    // far below); it is mapped read-write-execute through DMW1 for the kernel's whole life.
-    unsafe { AREA.lock().init(AREA_BASE as *mut u8, AREA_SIZE as usize) };
+    crate::ksyms::register_text_owner(&MODULE_TEXT);
 }
 
-/// Bytes of the module area in use.
-pub fn area_used() -> usize {
-    AREA.lock().used()
-}
-
-/// `[start, end)` of the module area.
-pub fn area() -> (u64, u64) {
-    (AREA_BASE, AREA_BASE + AREA_SIZE)
-}
-
-/// Whether `addr` lies in the module area.
-#[inline]
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub fn in_area(addr: u64) -> bool {
-    (AREA_BASE..AREA_BASE + AREA_SIZE).contains(&addr)
-}
-
-/// Whether the `bl` in the call slot of the patch site at `site_ip` can reach `target`.
-#[inline]
-pub fn bl_reachable_from_site(site_ip: u64, target: u64) -> bool {
-    arch::insn::bl_reachable(site_ip + 4, target)
-}
-
-/// Executable memory in the module area (for generated trampolines).
-#[derive(Debug, PartialEq, Eq)]
-pub struct ExecMem {
-    pub addr: u64,
-    pub size: usize,
-    align: usize,
-}
-
-/// Why executable memory could not be had.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecError {
-    /// Zero size, or an alignment that is not a power of two of at least 4.
-    BadRequest,
-    /// The area is full (or too fragmented).
-    NoSpace,
-    /// No memory in the area is within `bl` reach of the given address.
-    OutOfReach(u64),
-    /// Too many text ranges are registered.
-    TooManyRanges,
-}
-
-impl core::fmt::Display for ExecError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ExecError::BadRequest => write!(f, "bad size or alignment"),
-            ExecError::NoSpace => write!(f, "module area full"),
-            ExecError::OutOfReach(a) => write!(f, "no module-area memory within bl reach of {a:#x}"),
-            ExecError::TooManyRanges => write!(f, "too many executable ranges"),
-        }
-    }
-}
-
-fn area_alloc(size: usize, align: usize) -> Option<u64> {
-    let layout = Layout::from_size_align(size, align).ok()?;
-    AREA.lock().allocate_first_fit(layout).ok().map(|p| p.as_ptr() as u64)
-}
-
-fn area_free(addr: u64, size: usize, align: usize) {
-    if let (Ok(layout), Some(p)) = (Layout::from_size_align(size, align), NonNull::new(addr as *mut u8)) {
-        // SAFETY: `addr` came from `area_alloc` with this size and alignment.
-        unsafe { AREA.lock().deallocate(p, layout) };
-    }
-}
-
-/// Allocates `size` bytes of executable memory (zeroed, patchable with `arch::patch`) in the
-/// module area, where every module's sites can reach it with a `bl`. Free with [`free_exec`].
-pub fn alloc_exec(size: usize, align: usize) -> Result<ExecMem, ExecError> {
-    if size == 0 || !align.is_power_of_two() || align < 4 {
-        return Err(ExecError::BadRequest);
-    }
-    let addr = area_alloc(size, align).ok_or(ExecError::NoSpace)?;
-    if !arch::patch::register_text(addr, addr + size as u64) {
-        area_free(addr, size, align);
-        return Err(ExecError::TooManyRanges);
-    }
-    // SAFETY: freshly allocated from the area, owned by the caller from now on.
-    unsafe { core::ptr::write_bytes(addr as *mut u8, 0, size) };
-    Ok(ExecMem { addr, size, align })
-}
-
-/// Like [`alloc_exec`], but fails unless the whole block is within `bl` reach of `near` (e.g. a
-/// module function the trampoline will be attached to).
-pub fn alloc_exec_near(near: u64, size: usize, align: usize) -> Result<ExecMem, ExecError> {
-    let m = alloc_exec(size, align)?;
-    if !arch::insn::bl_reachable(near, m.addr) || !arch::insn::bl_reachable(near, m.addr + size as u64 - 4) {
-        // SAFETY: just allocated, never published.
-        unsafe { free_exec(m) };
-        return Err(ExecError::OutOfReach(near));
-    }
-    Ok(m)
-}
-
-/// Returns executable memory to the area.
-///
-/// # Safety
-/// No CPU may execute or be about to execute the memory any more (e.g. the trampoline was
-/// detached and `ftrace::quiesce::synchronize_trampolines` returned true).
-pub unsafe fn free_exec(m: ExecMem) {
-    arch::patch::unregister_text(m.addr);
-    area_free(m.addr, m.size, m.align);
-}
+/// Loaded modules as `ksyms` sees them: their symbols, and holding one by name.
+static MODULE_TEXT: crate::ksyms::TextOwner = crate::ksyms::TextOwner {
+    lookup,
+    resolve: |module, name| try_get(module).and_then(|m| m.symbol(name)),
+    hold: |module| try_get(module).map(crate::ksyms::Hold::new),
+};
 
 /// A loaded module.
 pub struct Module {
@@ -175,7 +49,7 @@ pub struct Module {
     pub size: u64,
     /// `[start, end)` of the module's text (including the stub area).
     pub text: (u64, u64),
-    /// Address of the first ftrace stub (see [`stub_targets`]).
+    /// Address of the first ftrace stub (see `ftrace::stubs::targets`).
     pub stubs: u64,
     /// Function entries of the module's patch sites, ascending.
     pub sites: Vec<u64>,
@@ -185,7 +59,7 @@ pub struct Module {
     refs: AtomicI64,
     exit: Option<u64>,
     align: usize,
-    slot: usize,
+    stub_area: StubArea,
 }
 
 impl Module {
@@ -260,17 +134,6 @@ pub fn loaded() -> Vec<String> {
     MODULES.lock().iter().map(|m| m.name.clone()).collect()
 }
 
-/// The stub of the module containing site `ip` that jumps to `target` (None when `ip` is not
-/// module text or `target` is not one of the stub targets).
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub fn stub_for(ip: u64, target: u64) -> Option<u64> {
-    let k = stub_targets().iter().position(|&t| t == target)?;
-    STUB_AREAS.iter().find_map(|a| {
-        let s = a[0].load(Ordering::Acquire);
-        (s != 0 && (s..a[1].load(Ordering::Acquire)).contains(&ip)).then(|| a[2].load(Ordering::Acquire) + modload::STUB_SIZE * k as u64)
-    })
-}
-
 /// The module symbol containing `addr`, as (module name, symbol name, symbol start, size). The
 /// strings are valid while the module stays loaded. Never blocks (None if the list is busy).
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
@@ -291,37 +154,34 @@ pub fn lookup(addr: u64) -> Option<(&'static str, &'static str, u64, u64)> {
     unsafe { Some((&*(m.name.as_str() as *const str), &*(s.name.as_str() as *const str), m.base + s.offset, s.size)) }
 }
 
-/// Distance in bytes from the start of kernel text to `addr`.
-pub fn distance_from_kernel_text(addr: u64) -> u64 {
-    addr.abs_diff(arch::patch::text_bounds().0)
-}
-
 /// Loads module object `bytes`: links it into the module area, registers its functions with
 /// ftrace and runs its init. Returns the module's name. On any error nothing stays loaded.
 pub fn load(bytes: &[u8]) -> Result<String, LoadError> {
     let _serial = LOADER.lock();
     let obj = modload::Object::new(bytes);
-    let targets = stub_targets();
+    let targets = stubs::targets();
     let plan = modload::plan(obj.bytes(), targets.len(), AREA_SIZE)?;
     if MODULES.lock().iter().any(|m| m.name == plan.name) {
         return Err(LoadError::Duplicate(plan.name));
     }
-    let slot = STUB_AREAS.iter().position(|a| a[0].load(Ordering::Acquire) == 0).ok_or(LoadError::NoSpace(plan.size))?;
+    if MODULES.lock().len() >= MAX_MODULES {
+        return Err(LoadError::NoSpace(plan.size));
+    }
     let align = plan.align.max(8) as usize;
-    let base = area_alloc(plan.size as usize, align).ok_or(LoadError::NoSpace(plan.size))?;
+    let base = execmem::alloc_raw(plan.size as usize, align).ok_or(LoadError::NoSpace(plan.size))?;
     // SAFETY: freshly allocated from the module area, `plan.size` bytes, owned here.
     let image = unsafe { core::slice::from_raw_parts_mut(base as *mut u8, plan.size as usize) };
     image.fill(0);
     let linked = match modload::link(obj.bytes(), &plan, base, image, &targets, &exports::resolve) {
         Ok(l) => l,
         Err(e) => {
-            area_free(base, plan.size as usize, align);
+            execmem::free_raw(base, plan.size as usize, align);
             return Err(e);
         }
     };
     let text = (base + plan.text.0, base + plan.text.1);
     if !arch::patch::register_text(text.0, text.1) {
-        area_free(base, plan.size as usize, align);
+        execmem::free_raw(base, plan.size as usize, align);
         return Err(LoadError::NoSpace(plan.size));
     }
     // Every CPU must fetch the new text, not whatever it cached of this memory before: the
@@ -330,9 +190,11 @@ pub fn load(bytes: &[u8]) -> Result<String, LoadError> {
     arch::cpu::dbar();
     arch::cpu::ibar();
     let stubs = base + plan.stubs.0;
-    STUB_AREAS[slot][1].store(text.1, Ordering::Release);
-    STUB_AREAS[slot][2].store(stubs, Ordering::Release);
-    STUB_AREAS[slot][0].store(text.0, Ordering::Release);
+    let Some(stub_area) = stubs::register(text, stubs) else {
+        arch::patch::unregister_text(text.0);
+        execmem::free_raw(base, plan.size as usize, align);
+        return Err(LoadError::NoSpace(plan.size));
+    };
     let mut module = Module {
         name: plan.name.clone(),
         base,
@@ -345,12 +207,12 @@ pub fn load(bytes: &[u8]) -> Result<String, LoadError> {
         refs: AtomicI64::new(0),
         exit: linked.exit,
         align,
-        slot,
+        stub_area,
     };
     let undo = |m: &Module| {
-        STUB_AREAS[m.slot].iter().for_each(|a| a.store(0, Ordering::Release));
+        stubs::unregister(m.stub_area);
         arch::patch::unregister_text(m.text.0);
-        area_free(m.base, m.size as usize, m.align);
+        execmem::free_raw(m.base, m.size as usize, m.align);
     };
     // Site names point into the module's own strings (see `sites::Site::name`).
     let funcs: Vec<(u64, &'static str)> = module
@@ -411,10 +273,10 @@ fn release(m: &Module) {
         log::error!("module {}: cannot remove its ftrace sites ({e}); its memory is kept", m.name);
         return;
     }
-    STUB_AREAS[m.slot].iter().for_each(|a| a.store(0, Ordering::Release));
+    stubs::unregister(m.stub_area);
     arch::patch::unregister_text(m.text.0);
     // `remove_module_sites` synchronised every CPU after the sites left the table.
-    area_free(m.base, m.size as usize, m.align);
+    execmem::free_raw(m.base, m.size as usize, m.align);
 }
 
 /// Why a module could not be unloaded. The module stays loaded and working.

@@ -129,13 +129,15 @@ pub fn expected_result(args: &[u64; 8]) -> [u64; 2] {
 }
 
 /// A traced function with eight arguments returning one register: records its arguments and
-/// mixes them into its result.
+/// mixes them into its result. Modules call it as `lt_abi_oracle_record`.
 #[inline(never)]
 pub extern "C" fn abi_oracle_target(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64, a7: u64) -> u64 {
     let args = [a0, a1, a2, a3, a4, a5, a6, a7];
     record_args(&args);
     expected_result(&args)[0]
 }
+
+crate::ksyms::export_symbol!(lt_abi_oracle_record, abi_oracle_target);
 
 /// The same returning a `u128` (in a0 = low half, a1 = high half).
 #[inline(never)]

@@ -231,7 +231,7 @@ fn on_route(route: Route, ip: u64, f: impl FnOnce() -> TestResult) -> TestResult
         let image = bpf::trampoline_of(ip).map(|t| t.0).unwrap_or(0);
         // A module site out of reach of ftrace_regs_caller calls its module's stub for it.
         let regs = arch::ftrace::addr::regs_caller();
-        let want = if route == Route::Regs { crate::module::stub_for(ip, regs).unwrap_or(regs) } else { image };
+        let want = if route == Route::Regs { crate::ftrace::stubs::stub_for(ip, regs).unwrap_or(regs) } else { image };
         kassert_eq!(site_word(ip), Insn::Bl { target: want }, "{route:?} route");
         f()
     })();
@@ -795,7 +795,7 @@ ktest! {
             let a = Attach::fentry(f, rec_entry).map_err(fail)?;
             let b = Attach::fexit(f, rec_exit).map_err(fail)?;
             let (image, _, _) = bpf::trampoline_of(work).unwrap_or_default();
-            kassert!(module::in_area(image), "module function's trampoline in the module area ({image:#x})");
+            kassert!(crate::execmem::area::in_area(image), "module function's trampoline in the module area ({image:#x})");
             for route in ROUTES {
                 on_route(route, work, || {
                     reset_seen();
@@ -819,7 +819,7 @@ ktest! {
             let a = Attach::fentry(f, rec_entry).map_err(fail)?;
             let b = Attach::fexit(f, rec_exit).map_err(fail)?;
             let (image, _, _) = bpf::trampoline_of(t.ip).unwrap_or_default();
-            kassert!(module::in_area(image), "placed in the module area ({image:#x})");
+            kassert!(crate::execmem::area::in_area(image), "placed in the module area ({image:#x})");
             kassert_eq!(site_word(t.ip), Insn::Bl { target: arch::ftrace::addr::regs_caller() }, "out of reach: regs route");
             reset_seen();
             call_once(t, want, "kernel function, module-area trampoline")?;
@@ -841,7 +841,7 @@ ktest! {
             drop(full);
             bpf::release_area(blocks);
             let (image, word) = fb.map_err(TestError::Fail)?;
-            kassert!(module::in_area(image), "fell back to the module area ({image:#x})");
+            kassert!(crate::execmem::area::in_area(image), "fell back to the module area ({image:#x})");
             kassert_eq!(word, Insn::Bl { target: arch::ftrace::addr::regs_caller() }, "fallback: regs route");
             ran.unwrap_or(Ok(()))?;
             kassert_eq!(SEEN_ENTRY.hits.load(Relaxed), 1, "fallback trampoline ran its program");
@@ -880,7 +880,7 @@ ktest! {
             let mm = Func::in_module("sample_mod", "sample_mod_add", 2).map_err(fail)?;
             kassert_eq!(k.ip(), sample_mod_add as *const () as u64, "the name alone is the kernel's");
             kassert_eq!(mm.ip(), mod_ip, "(module, name) is the module's");
-            kassert!(module::in_area(mm.ip()) && !module::in_area(k.ip()));
+            kassert!(crate::execmem::area::in_area(mm.ip()) && !crate::execmem::area::in_area(k.ip()));
             let a = Attach::fentry(mm, shadow_module).map_err(fail)?;
             let b = Attach::fentry(k, shadow_kernel).map_err(fail)?;
             SHADOW.iter().for_each(|s| s.store(0, Relaxed));

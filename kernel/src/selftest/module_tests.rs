@@ -6,6 +6,7 @@ use super::abi_oracle;
 use super::direct_tests::{call8, probe_addr, reset_seen, seen};
 use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags};
 use crate::modload::{LoadError, reloc};
+use crate::execmem::area as execmem;
 use crate::module::{self, UnloadError};
 use crate::{kassert, kassert_eq, kdiag, kfail, ktest};
 use alloc::string::String;
@@ -70,7 +71,7 @@ fn site_word(ip: u64) -> Insn {
 
 /// Where the module's stub for `target` jumps (checks the stub really is a far jump there).
 fn stub(m: &module::Module, ip: u64, target: u64) -> Result<u64, crate::selftest::TestError> {
-    let s = module::stub_for(ip, target).ok_or_else(|| crate::selftest::TestError::Fail("no stub".into()))?;
+    let s = crate::ftrace::stubs::stub_for(ip, target).ok_or_else(|| crate::selftest::TestError::Fail("no stub".into()))?;
     let words = [arch::patch::read_insn(s).unwrap_or(0), arch::patch::read_insn(s + 4).unwrap_or(0)];
     kassert_eq!(reloc::far_jump_target(s, words), target, "stub at {s:#x} of {}", m.name);
     Ok(s)
@@ -87,12 +88,12 @@ ktest! {
         heap[0] = crate::heap::used();
         load_trace_unload_round()?;
         heap[1] = crate::heap::used();
-        let area0 = module::area_used();
+        let area0 = execmem::area_used();
         load_trace_unload_round()?;
         heap[2] = crate::heap::used();
         kdiag!("heap in use: {} before, {} after one round, {} after two", heap[0], heap[1], heap[2]);
         kassert_eq!(heap[2], heap[1], "heap returned");
-        kassert_eq!(module::area_used(), area0, "module area returned");
+        kassert_eq!(execmem::area_used(), area0, "module area returned");
         Ok(())
     }
 }
@@ -103,7 +104,7 @@ fn load_trace_unload_round() -> TestResult {
         let range = m.site_range();
         let work = func(&m, "sample_mod_work")?;
         let (ktext, _) = arch::patch::text_bounds();
-        let dist = module::distance_from_kernel_text(m.base);
+        let dist = execmem::distance_from_kernel_text(m.base);
         kdiag!("sample_mod at {:#x}: {} MiB from kernel text at {ktext:#x}; ftrace_caller {} MiB away", m.base, dist >> 20,
             work.abs_diff(arch::ftrace::addr::caller()) >> 20);
         kassert!(dist > insn::B_REACH, "module text within bl reach of kernel text");
@@ -233,11 +234,11 @@ static DIRECT: FtraceOps = FtraceOps::new_direct(OpsFlags::empty());
 
 /// `n` instructions of code in the module area within `bl` reach of `near`, made by `words` from
 /// the address they land at.
-fn tramp_code(near: u64, n: usize, words: impl Fn(u64) -> Option<Vec<u32>>) -> Result<module::ExecMem, crate::selftest::TestError> {
-    let mem = module::alloc_exec_near(near, 4 * n, 8).map_err(|e| crate::selftest::TestError::Fail(alloc::format!("alloc_exec: {e}")))?;
+fn tramp_code(near: u64, n: usize, words: impl Fn(u64) -> Option<Vec<u32>>) -> Result<execmem::ExecMem, crate::selftest::TestError> {
+    let mem = execmem::alloc_exec_near(near, 4 * n, 8).map_err(|e| crate::selftest::TestError::Fail(alloc::format!("alloc_exec: {e}")))?;
     let Some(code) = words(mem.addr).filter(|c| c.len() == n) else {
         // SAFETY: never executed or published.
-        unsafe { module::free_exec(mem) };
+        unsafe { execmem::free_exec(mem) };
         kfail!("cannot encode the trampoline");
     };
     for (k, word) in code.iter().enumerate() {
@@ -249,19 +250,19 @@ fn tramp_code(near: u64, n: usize, words: impl Fn(u64) -> Option<Vec<u32>>) -> R
 
 /// A direct trampoline in the module area: `pcaddu18i t1; jirl zero, t1` to `target` (so it
 /// behaves exactly as `target`, which may clobber t1 anyway), reachable from module sites.
-fn far_tramp(near: u64, target: u64) -> Result<module::ExecMem, crate::selftest::TestError> {
+fn far_tramp(near: u64, target: u64) -> Result<execmem::ExecMem, crate::selftest::TestError> {
     tramp_code(near, 2, |at| reloc::far_jump(at, target).ok().map(|w| w.to_vec()))
 }
 
 /// A do-nothing direct trampoline (`move t1, ra; move ra, t0; jr t1`) in the module area.
-fn stub_tramp(near: u64) -> Result<module::ExecMem, crate::selftest::TestError> {
+fn stub_tramp(near: u64) -> Result<execmem::ExecMem, crate::selftest::TestError> {
     tramp_code(near, 3, |_| Some(alloc::vec![insn::encode_move(Reg::T1, Reg::Ra), insn::encode_move(Reg::Ra, Reg::T0), insn::encode_jr(Reg::T1)]))
 }
 
-fn free_tramp(mem: module::ExecMem) {
+fn free_tramp(mem: execmem::ExecMem) {
     if ftrace::quiesce::synchronize_trampolines() {
         // SAFETY: detached before this was called, and no CPU is inside it any more.
-        unsafe { module::free_exec(mem) };
+        unsafe { execmem::free_exec(mem) };
     }
 }
 
@@ -469,7 +470,7 @@ ktest! {
         drop(m);
         unload("sample_mod", range)?;
         let heap0 = crate::heap::used();
-        let area0 = module::area_used();
+        let area0 = execmem::area_used();
         let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
         cases.push(("not ELF".into(), b"#!/bin/sh\necho not a module\n".to_vec()));
         let shoff = u64::from_le_bytes(good[0x28..0x30].try_into().unwrap_or([0; 8])) as usize;
@@ -489,7 +490,7 @@ ktest! {
         // The .bss section made larger than the module area.
         let bss = (0..u16::from_le_bytes([good[0x3c], good[0x3d]]) as usize).map(|k| shoff + 64 * k).find(|&sh| good[sh + 4] == 8);
         if let Some(sh) = bss {
-            cases.push(("section larger than the module area".into(), mutate(&|v| v[sh + 32..sh + 40].copy_from_slice(&(module::AREA_SIZE + 4096).to_le_bytes()))));
+            cases.push(("section larger than the module area".into(), mutate(&|v| v[sh + 32..sh + 40].copy_from_slice(&(execmem::AREA_SIZE + 4096).to_le_bytes()))));
         }
         // Two passes: the first lets one-time bookkeeping reach its size, the second must
         // leave the heap exactly as it found it.
@@ -506,7 +507,7 @@ ktest! {
                 Err(e) => if pass == 0 { kdiag!("{what}: {e}") },
             }
             kassert_eq!(module::loaded(), before, "{what}: module list changed");
-            kassert_eq!(module::area_used(), area0, "{what}: module area leaked");
+            kassert_eq!(execmem::area_used(), area0, "{what}: module area leaked");
         }
         }
         kassert_eq!(crate::heap::used(), heap_pass[1], "heap leaked by a refused load");
@@ -522,7 +523,7 @@ ktest! {
         unload("sample_mod", range)?;
         kassert!(dup, "a second sample_mod is refused as a duplicate");
         kdiag!("heap in use: {heap0} at the start, {} after the duplicate", crate::heap::used());
-        kassert_eq!(module::area_used(), area0, "module area leaked");
+        kassert_eq!(execmem::area_used(), area0, "module area leaked");
         Ok(())
     }
 }
@@ -575,7 +576,7 @@ extern "C" fn kernel_cb(ip: u64, _parent: u64, _ops: &FtraceOps, _regs: &mut Ftr
 
 /// Counts callbacks on module functions per CPU (its notrace list holds every kernel function).
 extern "C" fn module_cb(ip: u64, _parent: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
-    if module::in_area(ip) {
+    if execmem::in_area(ip) {
         MOD_CBS[arch::cpu::id() % NCPU].fetch_add(1, Relaxed);
     } else {
         STRAY.fetch_add(1, Relaxed);
@@ -606,7 +607,7 @@ fn churn(rounds: u32, trace_module: bool, linger_calls: u64) -> TestResult {
     r = r.and_then(|_| ftrace::register_ftrace_function(&KERNEL_OPS).map_err(fail("kernel ops")));
     let _ = ftrace::unregister_ftrace_function(&KERNEL_OPS);
     let heap0 = crate::heap::used();
-    let area0 = module::area_used();
+    let area0 = execmem::area_used();
     STRESS_STOP.store(false, Release);
     STRESS_BAD.store(0, Relaxed);
     STRAY.store(0, Relaxed);
@@ -676,7 +677,7 @@ fn churn(rounds: u32, trace_module: bool, linger_calls: u64) -> TestResult {
         kassert_eq!(load(&MOD_CBS), mc, "module callbacks per worker CPU");
     }
     kassert_eq!(STRAY.load(Relaxed), 0, "stray callbacks");
-    kassert_eq!(module::area_used(), area0, "module area leaked");
+    kassert_eq!(execmem::area_used(), area0, "module area leaked");
     kassert_eq!(heap1, heap0, "heap leaked");
     if let Err(e) = ftrace::core::check_consistency() {
         kfail!("{e}");

@@ -8,7 +8,6 @@
 
 mod files;
 pub mod output;
-pub mod workloads;
 
 use crate::ftrace::sites::{self, SiteSet};
 use crate::ftrace::{self, FtraceError};
@@ -18,6 +17,24 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 pub use files::{File, read_pipe};
+
+/// A shell command an upper floor provides (`run`, `insmod`, ...): `run(name, args, out)`, where
+/// `args` are the words after the name and `out` collects what it prints.
+pub struct Command {
+    pub name: &'static str,
+    pub run: fn(&str, &[&str], &mut String),
+}
+
+static COMMANDS: spin::Once<&'static [Command]> = spin::Once::new();
+
+/// Registers the commands of the floors above tracefs (once, at boot).
+pub fn register_commands(commands: &'static [Command]) {
+    COMMANDS.call_once(|| commands);
+}
+
+fn command(name: &str) -> Option<&'static Command> {
+    COMMANDS.get().and_then(|cmds| cmds.iter().find(|c| c.name == name))
+}
 
 bitflags::bitflags! {
     /// `trace_options` / `options/*` that change the output.
@@ -232,12 +249,10 @@ pub fn execute(line: &str, out: &mut dyn Write) -> Action {
             text.push_str(HELP);
             Action::Prompt
         }
-        "insmod" | "rmmod" | "lsmod" => {
-            workloads::modules(name, &args, &mut text);
-            Action::Prompt
-        }
-        "run" => {
-            workloads::run(&args, &mut text);
+        n if command(n).is_some() => {
+            if let Some(c) = command(n) {
+                (c.run)(n, &args, &mut text);
+            }
             Action::Prompt
         }
         "poweroff" => Action::PowerOff,

@@ -1,7 +1,9 @@
 //! What the shell runs to give the tracers something to see (`run`), and the sample modules
-//! (`insmod`, `rmmod`, `lsmod`).
+//! (`insmod`, `rmmod`, `lsmod`): shell commands on the top floor (they call the self-test
+//! targets, the bench target and the samples), registered with tracefs at boot.
 
 use crate::selftest::targets::{chain_root, fgraph_recurse};
+use crate::tracefs::Command;
 use alloc::string::String;
 use core::fmt::Write;
 use core::hint::black_box;
@@ -20,6 +22,17 @@ const USAGE: &str = "usage: run WORKLOAD [N]
   samples       run the code the loaded ftrace-direct samples trace, print their log
   module [N]    call sample_mod_work(N) in the loaded module sample_mod (3)
 ";
+
+/// Registers `run`, `insmod`, `rmmod` and `lsmod` with the shell (at boot).
+pub fn init() {
+    static COMMANDS: [Command; 4] = [
+        Command { name: "run", run: |_, args, out| run(args, out) },
+        Command { name: "insmod", run: modules },
+        Command { name: "rmmod", run: modules },
+        Command { name: "lsmod", run: modules },
+    ];
+    crate::tracefs::register_commands(&COMMANDS);
+}
 
 /// `run WORKLOAD [N]`.
 pub fn run(args: &[&str], out: &mut String) {
@@ -60,7 +73,7 @@ pub fn run(args: &[&str], out: &mut String) {
             let _ = writeln!(out, "bench_target called {n} times (sum {sum})");
         }
         Some("samples") => {
-            let loaded = super::with_state(|s| s.loaded.clone());
+            let loaded = crate::tracefs::with_state(|s| s.loaded.clone());
             if loaded.is_empty() {
                 let _ = writeln!(out, "run: samples: no sample is loaded (insmod one; lsmod lists them)");
                 return;
@@ -171,7 +184,7 @@ pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
                     let _ = writeln!(out, "{:<19} {:>8}  {}", name, m.size, m.refs() - 1);
                 }
             }
-            for i in super::with_state(|s| s.loaded.clone()) {
+            for i in crate::tracefs::with_state(|s| s.loaded.clone()) {
                 let _ = writeln!(out, "{:<19} {:>8}  0", module_name(i), 0);
             }
         }
@@ -194,7 +207,7 @@ pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
                 }
                 return;
             };
-            super::with_state(|s| {
+            crate::tracefs::with_state(|s| {
                 if s.loaded.contains(&i) {
                     let _ = writeln!(out, "insmod: ERROR: could not insert module {name}: {}", Errno::EEXIST);
                     return;
@@ -203,7 +216,7 @@ pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
                 match (crate::samples::ALL[i].load)() {
                     Ok(()) => s.loaded.push(i),
                     Err(e) => {
-                        let _ = writeln!(out, "insmod: ERROR: could not insert module {name}: {}", super::errno_of(&e));
+                        let _ = writeln!(out, "insmod: ERROR: could not insert module {name}: {}", crate::tracefs::errno_of(&e));
                     }
                 }
             });
@@ -214,14 +227,14 @@ pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
                 return;
             };
             let found = sample_index(name);
-            let sample_loaded = super::with_state(|s| found.is_some_and(|i| s.loaded.contains(&i)));
+            let sample_loaded = crate::tracefs::with_state(|s| found.is_some_and(|i| s.loaded.contains(&i)));
             if !sample_loaded {
                 let modname = module_file(name);
                 let range = crate::module::try_get(modname).map(|m| m.site_range());
                 match crate::module::unload(modname) {
                     Ok(()) => {
                         if let Some(r) = range {
-                            super::forget_sites(r);
+                            crate::tracefs::forget_sites(r);
                         }
                     }
                     Err(crate::module::UnloadError::NotLoaded(_)) => {
@@ -234,14 +247,14 @@ pub fn modules(cmd: &str, args: &[&str], out: &mut String) {
                 }
                 return;
             }
-            super::with_state(|s| {
+            crate::tracefs::with_state(|s| {
                 let Some(pos) = found.and_then(|i| s.loaded.iter().position(|&l| l == i)) else { return };
                 match (crate::samples::ALL[s.loaded[pos]].unload)() {
                     Ok(()) => {
                         s.loaded.remove(pos);
                     }
                     Err(e) => {
-                        let _ = writeln!(out, "rmmod: ERROR: could not remove module {name}: {}", super::errno_of(&e));
+                        let _ = writeln!(out, "rmmod: ERROR: could not remove module {name}: {}", crate::tracefs::errno_of(&e));
                     }
                 }
             });
