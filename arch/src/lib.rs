@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod insn;
+pub mod kprobe_insn;
 pub mod bpf_tramp;
 pub mod frame;
 
