@@ -12,6 +12,16 @@ static TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static EXPECT_BREAK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 static BREAKS_SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
+/// Handler of `break` exceptions an upper floor owns (kprobes): called with the frame and the
+/// word now at `era` (a `break`, or what replaced it since this CPU trapped); `true` = handled
+/// (the frame says where to resume).
+static BREAK_HANDLER: spin::Once<fn(&mut PtRegs, u32) -> bool> = spin::Once::new();
+
+/// Registers the handler of the `break` codes the floors above use (once, at boot).
+pub fn set_break_handler(handler: fn(&mut PtRegs, u32) -> bool) {
+    BREAK_HANDLER.call_once(|| handler);
+}
+
 /// Installs the trap handlers on the boot CPU.
 pub fn init() {
     arch::trap::init(arch::trap::TrapHandlers { interrupt: on_interrupt, exception: on_exception });
@@ -69,6 +79,9 @@ fn on_exception(frame: &mut PtRegs) {
             EXPECT_BREAK[cpu].store(0, Ordering::Relaxed);
             BREAKS_SEEN[cpu].fetch_add(1, Ordering::Relaxed);
             frame.era += 4;
+            return;
+        }
+        if BREAK_HANDLER.get().is_some_and(|h| h(frame, word)) {
             return;
         }
     }

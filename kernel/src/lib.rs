@@ -48,6 +48,8 @@ pub mod gdbdemo;
 #[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
+pub mod kprobes;
+#[cfg(target_os = "none")]
 pub mod module;
 #[cfg(target_os = "none")]
 pub mod record;

@@ -21,6 +21,7 @@ mod fail_demo;
 mod fgraph_tests;
 mod ftrace_tests;
 mod insn_tests;
+mod kprobes_tests;
 mod module_tests;
 pub mod poison;
 mod removal_tests;
@@ -119,7 +120,7 @@ macro_rules! kdiag {
 /// Suites in the order they run; others follow alphabetically.
 const SUITE_ORDER: &[&str] = &[
     "boot", "insn", "ftrace_patch", "ftrace_ops", "ftrace_regs", "abi_oracle", "function_tracer",
-    "ftrace_direct", "samples", "fgraph", "modules", "tracefs", "smp", "fail_demo",
+    "ftrace_direct", "samples", "fgraph", "kprobes", "modules", "tracefs", "smp", "fail_demo",
 ];
 
 /// A check run after every case; returns a description of what the case left behind.
@@ -128,7 +129,7 @@ pub type IsolationCheck = fn() -> Result<(), String>;
 /// The checks run after every case, asked from each subsystem that keeps state a case could
 /// leave behind.
 fn isolation_checks() -> impl Iterator<Item = &'static (&'static str, IsolationCheck)> {
-    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::ftrace::bpf::ISOLATION_CHECKS).chain(crate::cpu::ISOLATION_CHECKS)
+    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::ftrace::bpf::ISOLATION_CHECKS).chain(crate::kprobes::ISOLATION_CHECKS).chain(crate::cpu::ISOLATION_CHECKS)
 }
 
 /// After a case was abandoned by a panic or an exception, each subsystem puts itself back in

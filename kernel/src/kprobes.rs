@@ -1,0 +1,516 @@
+//! kprobes: a `break` over any instruction of a known function, a handler with the full register
+//! frame, and the original instruction run out of line or simulated (Linux's `CONFIG_KPROBES`).
+//!
+//! Arming a probe at `addr` writes `break 10` (`BRK_KPROBE_BP`) over the instruction with the
+//! validated patching of the ftrace sites (old word checked, `ibar`, every CPU synchronised).
+//! When a CPU hits it, [`on_break`] (registered with `irq` at boot) finds the probe, runs its
+//! `pre_handler` with the trap frame (writable: arguments, registers, the PC), then either
+//! - **steps** the original instruction in a slot of executable memory (`insn; break 11`), with
+//!   interrupts masked, and the second break returns to `addr + 4` and runs `post_handler`; or
+//! - **simulates** it when its meaning depends on its address (`pcaddi`, `pcaddu12i`,
+//!   `pcaddu18i`, `pcalau12i`, `b`, `bl`, `jirl`, the conditional branches: see
+//!   `arch::kprobe_insn`), then runs `post_handler`.
+//!
+//! A `pre_handler` that returns `true` has set `era` itself (it redirected the PC): the original
+//! instruction is skipped. A probe hit while a probe handler runs on the same CPU does not call
+//! handlers again: it is counted in [`Kprobe::nmissed`] and only its instruction runs.
+//!
+//! Disarming writes the old word back and synchronises every CPU. A CPU handles a probe with
+//! interrupts off from the trap until the instruction has run (the slot is stepped with
+//! interrupts masked too), so once every CPU has taken the synchronising IPI none is inside the
+//! probe, and its slot can be freed. A CPU that trapped on the break just before it vanished
+//! finds another word at `era` and simply runs it.
+//!
+//! See docs/kprobes.md.
+
+use alloc::string::String;
+use arch::frame::PtRegs;
+use arch::kprobe_insn::{self, Class, KPROBE_BP_INSN, KPROBE_SSTEPBP_INSN, Refused};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Most probes registered at once.
+pub const MAX_KPROBES: usize = 32;
+/// PRMD.PIE: the interrupt enable `ertn` restores.
+const PRMD_PIE: u64 = 1 << 2;
+
+/// Called before the probed instruction, with `era` = the probe's address. Return `true` when
+/// the handler set `era` itself (the instruction is then skipped), else `false`.
+pub type PreHandler = fn(&Kprobe, &mut PtRegs) -> bool;
+/// Called after the probed instruction ran, with `era` = where execution continues.
+pub type PostHandler = fn(&Kprobe, &mut PtRegs);
+
+/// Where a probe goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Where {
+    /// `symbol + offset` (a kernel function's name: full, its last segments like `irq::tick`,
+    /// or `module:function`).
+    Symbol(&'static str, u64),
+    /// An address.
+    Addr(u64),
+}
+
+const UNREGISTERED: u8 = 0;
+const ARMED: u8 = 1;
+const DISABLED: u8 = 2;
+
+/// A kprobe (Linux's `struct kprobe`): define it as a `static`, register it, unregister it.
+pub struct Kprobe {
+    pub at: Where,
+    pub pre_handler: Option<PreHandler>,
+    pub post_handler: Option<PostHandler>,
+    addr: AtomicU64,
+    opcode: AtomicU32,
+    slot: AtomicU64,
+    state: AtomicU8,
+    hits: AtomicU64,
+    nmissed: AtomicU64,
+}
+
+impl Kprobe {
+    /// A probe at `symbol + offset`.
+    pub const fn new(symbol: &'static str, offset: u64, pre_handler: Option<PreHandler>, post_handler: Option<PostHandler>) -> Kprobe {
+        Kprobe::with(Where::Symbol(symbol, offset), pre_handler, post_handler)
+    }
+
+    /// A probe at `at`.
+    pub const fn with(at: Where, pre_handler: Option<PreHandler>, post_handler: Option<PostHandler>) -> Kprobe {
+        Kprobe {
+            at,
+            pre_handler,
+            post_handler,
+            addr: AtomicU64::new(0),
+            opcode: AtomicU32::new(0),
+            slot: AtomicU64::new(0),
+            state: AtomicU8::new(UNREGISTERED),
+            hits: AtomicU64::new(0),
+            nmissed: AtomicU64::new(0),
+        }
+    }
+
+    /// The probed address (0 while unregistered).
+    pub fn addr(&self) -> u64 {
+        self.addr.load(Ordering::Acquire)
+    }
+    /// The instruction the break replaced.
+    pub fn opcode(&self) -> u32 {
+        self.opcode.load(Ordering::Acquire)
+    }
+    /// The out-of-line slot (0 when the instruction is simulated).
+    pub fn slot(&self) -> u64 {
+        self.slot.load(Ordering::Acquire)
+    }
+    /// Hits that ran the handlers.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+    /// Hits that did not run the handlers (a probe handler was running on that CPU).
+    pub fn nmissed(&self) -> u64 {
+        self.nmissed.load(Ordering::Relaxed)
+    }
+    /// Whether the probe is registered and armed.
+    pub fn is_armed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ARMED
+    }
+}
+
+/// Why a probe was not registered (or changed). Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KprobeError {
+    NoSuchSymbol(&'static str),
+    /// The offset is past the end of the function.
+    OffsetPastEnd(&'static str, u64),
+    /// Not an instruction boundary (unaligned) of a known function, or not text at all.
+    NotAnInstruction(u64),
+    /// The function is on the kprobe blacklist.
+    Blacklisted(u64, String),
+    /// The instruction cannot be probed.
+    Refused(u64, Refused),
+    /// The entry words of an ftrace patch site belong to ftrace.
+    FtraceSite(u64),
+    /// A probe is already registered at this address.
+    Busy(u64),
+    AlreadyRegistered,
+    NotRegistered,
+    /// [`MAX_KPROBES`] are registered.
+    TooMany,
+    /// No executable memory for the slot.
+    NoSlot,
+    /// The word at the address was not what the probe expected.
+    Patch(String),
+}
+
+impl core::fmt::Display for KprobeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KprobeError::NoSuchSymbol(s) => write!(f, "no function named '{s}'"),
+            KprobeError::OffsetPastEnd(s, o) => write!(f, "offset {o:#x} is past the end of {s}"),
+            KprobeError::NotAnInstruction(a) => write!(f, "{a:#x} is not an instruction of a known function"),
+            KprobeError::Blacklisted(a, s) => write!(f, "{a:#x} ({s}) is on the kprobe blacklist"),
+            KprobeError::Refused(a, r) => write!(f, "cannot probe the instruction at {a:#x}: {r}"),
+            KprobeError::FtraceSite(a) => {
+                write!(f, "{a:#x} is inside an ftrace patch site (its entry words belong to ftrace)")
+            }
+            KprobeError::Busy(a) => write!(f, "a kprobe is already registered at {a:#x}"),
+            KprobeError::AlreadyRegistered => write!(f, "the kprobe is already registered"),
+            KprobeError::NotRegistered => write!(f, "the kprobe is not registered"),
+            KprobeError::TooMany => write!(f, "{MAX_KPROBES} kprobes are registered already"),
+            KprobeError::NoSlot => write!(f, "no executable memory for the out-of-line slot"),
+            KprobeError::Patch(e) => write!(f, "patching: {e}"),
+        }
+    }
+}
+
+/// Functions no probe may go into (Linux's `NOKPROBE_SYMBOL`): the trap path, this file, the
+/// ftrace trampolines and patching, and the panic path. Globs over symbol names.
+pub const BLACKLIST: &[&str] = &[
+    "*kprobes::*",
+    "*irq::on_exception",
+    "*irq::on_interrupt",
+    "*trap::*",
+    "loongtrace_trap_*",
+    "loongtrace_tlbr_*",
+    "ftrace_*",
+    "return_to_handler",
+    "*arch::ftrace::*",
+    "*patch::*",
+    "*arch::cpu::*",
+    "*panic::*",
+    "rust_begin_unwind",
+    "*core::panicking::*",
+];
+
+/// Whether function `name` is on the blacklist.
+pub fn blacklisted(name: &str) -> bool {
+    BLACKLIST.iter().any(|p| crate::glob::name_matches(p, name))
+}
+
+/// The registered probes, lock-free for the trap handler; `USED` is one past the last entry
+/// that was ever used, so the scan stops early.
+static TABLE: [AtomicPtr<Kprobe>; MAX_KPROBES] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_KPROBES];
+static USED: AtomicUsize = AtomicUsize::new(0);
+/// Serialises registration, arming and disarming.
+static REG: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Per CPU: the probe being handled (`cur`), whether its instruction is being stepped, the
+/// interrupt enable to give back after the step, and the probe whose handler was interrupted
+/// by a re-entered hit (`outer`).
+struct CpuState {
+    cur: AtomicPtr<Kprobe>,
+    stepping: AtomicBool,
+    pie: AtomicU64,
+    outer: AtomicPtr<Kprobe>,
+}
+
+static CPU: [CpuState; arch::boot::MAX_CPUS] = [const {
+    CpuState {
+        cur: AtomicPtr::new(core::ptr::null_mut()),
+        stepping: AtomicBool::new(false),
+        pie: AtomicU64::new(0),
+        outer: AtomicPtr::new(core::ptr::null_mut()),
+    }
+}; arch::boot::MAX_CPUS];
+
+/// Executable memory for slots: one page of the module area, in 64-byte units.
+struct Slots {
+    area: crate::execmem::ExecArea<64>,
+    page: Option<crate::execmem::area::ExecMem>,
+}
+
+static SLOTS: spin::Mutex<Slots> = spin::Mutex::new(Slots { area: crate::execmem::ExecArea::new(), page: None });
+
+fn alloc_slot() -> Option<u64> {
+    let mut s = SLOTS.lock();
+    if s.page.is_none() {
+        let page = crate::execmem::area::alloc_exec(4096, 4096).ok()?;
+        s.area.init(page.addr, page.addr + page.size as u64);
+        s.page = Some(page);
+    }
+    s.area.alloc(8)
+}
+
+fn free_slot(at: u64) {
+    if let Err(e) = SLOTS.lock().area.free(at) {
+        log::error!("kprobes: freeing the slot at {at:#x}: {e}");
+    }
+}
+
+fn write_word(at: u64, word: u32) -> Result<(), KprobeError> {
+    let old = arch::patch::read_insn(at).map_err(|e| KprobeError::Patch(alloc::format!("{e:?}")))?;
+    arch::patch::patch_insn(at, old, word).map_err(|e| KprobeError::Patch(alloc::format!("{e:?}")))
+}
+
+/// Writes `new` over `old` at `addr` and makes every CPU see it.
+fn patch(addr: u64, old: u32, new: u32) -> Result<(), KprobeError> {
+    arch::patch::patch_insn(addr, old, new).map_err(|e| KprobeError::Patch(alloc::format!("{e:?}")))?;
+    crate::smp::sync_all_cpus();
+    // See `arch::patch::recommit_insn`: drops translations QEMU made while the first store landed.
+    let _ = arch::patch::recommit_insn(addr);
+    Ok(())
+}
+
+/// Where `at` is: (address, the function's name, offset into it).
+fn resolve(at: Where) -> Result<(u64, &'static str, u64), KprobeError> {
+    let addr = match at {
+        Where::Symbol(name, off) => {
+            // `module:function`; a path's `::` is never that.
+            let (base, size) = match name.split_once(':').filter(|_| !name.contains("::")) {
+                Some((module, func)) => {
+                    let a = crate::ksyms::resolve_in(module, func).ok_or(KprobeError::NoSuchSymbol(name))?;
+                    (a, crate::ksyms::lookup(a).map_or(0, |(s, _)| s.size as u64))
+                }
+                None => {
+                    // The full name, its last segment, or a tail of whole segments (`irq::x`).
+                    let tail = |s: &str| s.strip_suffix(name).is_some_and(|p| p.ends_with("::"));
+                    let s = crate::ksyms::find(name)
+                        .or_else(|| crate::ksyms::table().iter().find(|s| tail(s.name)))
+                        .ok_or(KprobeError::NoSuchSymbol(name))?;
+                    (s.addr, s.size as u64)
+                }
+            };
+            if off >= size {
+                return Err(KprobeError::OffsetPastEnd(name, off));
+            }
+            base + off
+        }
+        Where::Addr(a) => a,
+    };
+    match crate::ksyms::lookup(addr) {
+        Some((sym, off)) if addr % 4 == 0 && off < sym.size as u64 => Ok((addr, sym.name, off)),
+        _ => Err(KprobeError::NotAnInstruction(addr)),
+    }
+}
+
+/// Checks that `p` may go at its place; returns (address, original word, class).
+fn prepare(p: &Kprobe) -> Result<(u64, u32, Class), KprobeError> {
+    let (addr, name, off) = resolve(p.at)?;
+    if blacklisted(name) {
+        return Err(KprobeError::Blacklisted(addr, name.into()));
+    }
+    let entry = addr - off;
+    if off < 8 && crate::ftrace::core::site_info(entry).is_some() {
+        return Err(KprobeError::FtraceSite(addr));
+    }
+    if lookup(addr).is_some() {
+        return Err(KprobeError::Busy(addr));
+    }
+    let word = arch::patch::read_insn(addr).map_err(|_| KprobeError::NotAnInstruction(addr))?;
+    let class = kprobe_insn::classify(word);
+    if let Class::Refuse(r) = class {
+        return Err(KprobeError::Refused(addr, r));
+    }
+    Ok((addr, word, class))
+}
+
+/// Registers and arms `p` (Linux's `register_kprobe`).
+pub fn register_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
+    let _g = REG.lock();
+    if p.state.load(Ordering::Acquire) != UNREGISTERED {
+        return Err(KprobeError::AlreadyRegistered);
+    }
+    let (addr, word, class) = prepare(p)?;
+    let free = TABLE.iter().position(|e| e.load(Ordering::Acquire).is_null()).ok_or(KprobeError::TooMany)?;
+    let slot = match class {
+        Class::Step => {
+            let at = alloc_slot().ok_or(KprobeError::NoSlot)?;
+            let [w0, w1] = kprobe_insn::slot_words(word);
+            if let Err(e) = write_word(at, w0).and_then(|_| write_word(at + 4, w1)) {
+                free_slot(at);
+                return Err(e);
+            }
+            at
+        }
+        _ => 0,
+    };
+    p.addr.store(addr, Ordering::Release);
+    p.opcode.store(word, Ordering::Release);
+    p.slot.store(slot, Ordering::Release);
+    p.hits.store(0, Ordering::Relaxed);
+    p.nmissed.store(0, Ordering::Relaxed);
+    // Published before the break exists, so a CPU that hits it finds the probe and its slot.
+    TABLE[free].store(p as *const Kprobe as *mut Kprobe, Ordering::Release);
+    USED.fetch_max(free + 1, Ordering::AcqRel);
+    if let Err(e) = patch(addr, word, KPROBE_BP_INSN) {
+        TABLE[free].store(core::ptr::null_mut(), Ordering::Release);
+        if slot != 0 {
+            free_slot(slot);
+        }
+        return Err(e);
+    }
+    p.state.store(ARMED, Ordering::Release);
+    Ok(())
+}
+
+/// Disarms and unregisters `p` (Linux's `unregister_kprobe`): when it returns no CPU is inside
+/// the probe any more.
+pub fn unregister_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
+    let _g = REG.lock();
+    let state = p.state.load(Ordering::Acquire);
+    if state == UNREGISTERED {
+        return Err(KprobeError::NotRegistered);
+    }
+    let addr = p.addr();
+    if state == ARMED {
+        patch(addr, KPROBE_BP_INSN, p.opcode())?;
+    }
+    // `patch` synchronised every CPU after the word went back: none is in the handler or the slot.
+    if let Some(e) = TABLE.iter().find(|e| core::ptr::eq(e.load(Ordering::Acquire), p)) {
+        e.store(core::ptr::null_mut(), Ordering::Release);
+    }
+    let slot = p.slot.swap(0, Ordering::AcqRel);
+    if slot != 0 {
+        free_slot(slot);
+    }
+    p.state.store(UNREGISTERED, Ordering::Release);
+    Ok(())
+}
+
+/// Takes the break out but keeps the probe registered (Linux's `disable_kprobe`).
+pub fn disable_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
+    let _g = REG.lock();
+    match p.state.load(Ordering::Acquire) {
+        UNREGISTERED => Err(KprobeError::NotRegistered),
+        DISABLED => Ok(()),
+        _ => {
+            patch(p.addr(), KPROBE_BP_INSN, p.opcode())?;
+            p.state.store(DISABLED, Ordering::Release);
+            Ok(())
+        }
+    }
+}
+
+/// Puts the break back (Linux's `enable_kprobe`).
+pub fn enable_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
+    let _g = REG.lock();
+    match p.state.load(Ordering::Acquire) {
+        UNREGISTERED => Err(KprobeError::NotRegistered),
+        ARMED => Ok(()),
+        _ => {
+            patch(p.addr(), p.opcode(), KPROBE_BP_INSN)?;
+            p.state.store(ARMED, Ordering::Release);
+            Ok(())
+        }
+    }
+}
+
+/// The registered probe at `addr`.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn lookup(addr: u64) -> Option<&'static Kprobe> {
+    let used = USED.load(Ordering::Acquire);
+    TABLE[..used].iter().find_map(|e| {
+        let p = e.load(Ordering::Acquire);
+        // SAFETY: a non-null entry points to a registered `&'static Kprobe`.
+        (!p.is_null() && unsafe { (*p).addr.load(Ordering::Relaxed) } == addr).then(|| unsafe { &*p })
+    })
+}
+
+/// Registered probes, as (address, function name + offset, hits, missed, stepped out of line).
+pub fn list() -> alloc::vec::Vec<(u64, u64, u64, bool)> {
+    let used = USED.load(Ordering::Acquire);
+    TABLE[..used]
+        .iter()
+        .filter_map(|e| {
+            let p = e.load(Ordering::Acquire);
+            // SAFETY: as in `lookup`.
+            (!p.is_null()).then(|| unsafe { &*p }).map(|p| (p.addr(), p.hits(), p.nmissed(), p.slot() != 0))
+        })
+        .collect()
+}
+
+/// The `break` handler (registered with `irq` at boot). `word` is the word now at `era`.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn on_break(frame: &mut PtRegs, word: u32) -> bool {
+    let st = &CPU[arch::cpu::id() % arch::boot::MAX_CPUS];
+    if word == KPROBE_BP_INSN {
+        let Some(p) = lookup(frame.era) else { return false };
+        hit(p, frame, st);
+        return true;
+    }
+    if word == KPROBE_SSTEPBP_INSN {
+        let p = st.cur.load(Ordering::Relaxed);
+        // SAFETY: `cur` is a registered probe while its step runs (unregistering waits for it).
+        if p.is_null() || !st.stepping.load(Ordering::Relaxed) || frame.era != unsafe { (*p).slot() } + 4 {
+            return false;
+        }
+        // SAFETY: as above.
+        let p = unsafe { &*p };
+        frame.era = p.addr() + 4;
+        frame.prmd |= st.pie.load(Ordering::Relaxed);
+        st.stepping.store(false, Ordering::Relaxed);
+        finish(p, frame, st);
+        return true;
+    }
+    // No break any more: the probe was disarmed while this CPU trapped on it. Run what is there
+    // now (only a kprobe replaces a break at run time).
+    word & !0x7fff != arch::insn::BREAK0
+}
+
+/// A hit of `p` at `frame.era`.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn hit(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
+    let outer = st.cur.load(Ordering::Relaxed);
+    if !outer.is_null() {
+        // Re-entered from a probe handler: no handlers, just the instruction.
+        p.nmissed.fetch_add(1, Ordering::Relaxed);
+        st.outer.store(outer, Ordering::Relaxed);
+        st.cur.store(p as *const Kprobe as *mut Kprobe, Ordering::Relaxed);
+        run_instruction(p, frame, st);
+        return;
+    }
+    p.hits.fetch_add(1, Ordering::Relaxed);
+    st.cur.store(p as *const Kprobe as *mut Kprobe, Ordering::Relaxed);
+    if let Some(pre) = p.pre_handler {
+        if pre(p, frame) {
+            st.cur.store(core::ptr::null_mut(), Ordering::Relaxed);
+            return;
+        }
+    }
+    run_instruction(p, frame, st);
+}
+
+/// Runs `p`'s instruction: simulated here, or stepped in its slot (returns to the slot).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn run_instruction(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
+    match kprobe_insn::classify(p.opcode()) {
+        Class::Simulate(s) => {
+            frame.era = kprobe_insn::simulate(s, p.addr(), &mut frame.regs);
+            finish(p, frame, st);
+        }
+        _ => {
+            st.pie.store(frame.prmd & PRMD_PIE, Ordering::Relaxed);
+            frame.prmd &= !PRMD_PIE;
+            st.stepping.store(true, Ordering::Relaxed);
+            frame.era = p.slot();
+        }
+    }
+}
+
+/// After `p`'s instruction ran: the post handler (unless re-entered), then back to the outer
+/// probe or to none.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn finish(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
+    let outer = st.outer.swap(core::ptr::null_mut(), Ordering::Relaxed);
+    if !outer.is_null() {
+        st.cur.store(outer, Ordering::Relaxed);
+        return;
+    }
+    if let Some(post) = p.post_handler {
+        post(p, frame);
+    }
+    st.cur.store(core::ptr::null_mut(), Ordering::Relaxed);
+}
+
+/// Registers the break handler (at boot).
+pub fn init() {
+    crate::irq::set_break_handler(on_break);
+}
+
+/// Isolation check: no probe left registered by a test case.
+pub fn check_none_registered() -> Result<(), String> {
+    match list().first() {
+        None => Ok(()),
+        Some((a, ..)) => Err(alloc::format!("a kprobe is still registered at {}", crate::ksyms::sym(*a))),
+    }
+}
+
+/// What must hold after a self-test case.
+pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), String>)] = &[("kprobes unregistered", check_none_registered)];
