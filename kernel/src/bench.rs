@@ -196,8 +196,45 @@ pub fn run() {
     });
     let _ = graph_tracer::stop();
     tracer::reset_buffers();
+    kprobe_rows();
     patch_all();
     println!("BENCH-DONE");
+}
+
+/// `kprobe` / `kprobe_simulated`: a break probe with an empty pre handler on an instruction in the
+/// middle of `bench_target` (stepped out of line), and on its `jr ra` (simulated).
+fn kprobe_rows() {
+    use crate::kprobes::{self, Kprobe, Where};
+    fn empty(_p: &Kprobe, _r: &mut arch::frame::PtRegs) -> bool {
+        false
+    }
+    let Some(sym) = crate::ksyms::find("bench_target") else {
+        println!("BENCH-ERROR kprobe bench_target has no symbol");
+        return;
+    };
+    // The body starts after the two patch-site words; the last word is `jr ra`.
+    let words = sym.size as u64 / 4;
+    let stepped = (2..words - 1).map(|i| sym.addr + 4 * i).find(|&a| {
+        matches!(arch::patch::read_insn(a).map(arch::kprobe_insn::classify), Ok(arch::kprobe_insn::Class::Step))
+    });
+    let simulated = sym.addr + 4 * (words - 1);
+    for (name, at) in [("kprobe", stepped), ("kprobe_simulated", Some(simulated))] {
+        let Some(at) = at else {
+            println!("BENCH-ERROR {name} no such instruction in bench_target");
+            continue;
+        };
+        let p: &'static Kprobe = alloc::boxed::Box::leak(alloc::boxed::Box::new(Kprobe::with(Where::Addr(at), Some(empty), None)));
+        match kprobes::register_kprobe(p) {
+            Err(e) => println!("BENCH-ERROR {name} {e}"),
+            Ok(()) => {
+                match overhead_tenths() {
+                    Some(t) => report(name, t),
+                    None => println!("BENCH-ERROR {name} the counter does not count instructions"),
+                }
+                let _ = kprobes::unregister_kprobe(p);
+            }
+        }
+    }
 }
 
 /// `enable_all` / `disable_all`: instructions per site to patch every traceable site, measured

@@ -29,6 +29,8 @@ pub const ROWS: &[(&str, &str)] = &[
     ("fexit_regs_route", "the fexit trampoline reached through ftrace_regs_caller"),
     ("function_tracer", "function tracer, one ring-buffer event"),
     ("graph", "function_graph tracer, entry + return"),
+    ("kprobe", "break kprobe, empty pre handler, instruction stepped out of line"),
+    ("kprobe_simulated", "break kprobe, empty pre handler, on `jr ra` (simulated)"),
     ("enable_all", "patching every site (per site)"),
     ("disable_all", "unpatching every site (per site)"),
     ("init_per_site", "boot-time init of the site table (per site)"),
@@ -162,7 +164,8 @@ pub const BEFORE: &[(&str, f64)] = &[
     ("bytes_per_site", 24.6),
 ];
 
-/// Upper limits of issue 15 for the heavy paths.
+/// Upper limits of issue 15 for the heavy paths. (The kprobe rows are measured but not yet held
+/// to issue 22's 400: see docs/kprobes.md.)
 pub const LIMITS: &[(&str, f64)] = &[
     ("function_tracer", 200.0),
     ("graph", 700.0),
