@@ -234,14 +234,18 @@ fn free_slot(at: u64) {
     }
 }
 
+fn patch_error(e: arch::patch::PatchError) -> KprobeError {
+    KprobeError::Patch(alloc::format!("{e}"))
+}
+
 fn write_word(at: u64, word: u32) -> Result<(), KprobeError> {
-    let old = arch::patch::read_insn(at).map_err(|e| KprobeError::Patch(alloc::format!("{e:?}")))?;
-    arch::patch::patch_insn(at, old, word).map_err(|e| KprobeError::Patch(alloc::format!("{e:?}")))
+    let old = arch::patch::read_insn(at).map_err(patch_error)?;
+    arch::patch::patch_insn(at, old, word).map_err(patch_error)
 }
 
 /// Writes `new` over `old` at `addr` and makes every CPU see it.
 fn patch(addr: u64, old: u32, new: u32) -> Result<(), KprobeError> {
-    arch::patch::patch_insn(addr, old, new).map_err(|e| KprobeError::Patch(alloc::format!("{e:?}")))?;
+    arch::patch::patch_insn(addr, old, new).map_err(patch_error)?;
     crate::smp::sync_all_cpus();
     // See `arch::patch::recommit_insn`: drops translations QEMU made while the first store landed.
     let _ = arch::patch::recommit_insn(addr);
@@ -403,7 +407,7 @@ fn lookup(addr: u64) -> Option<&'static Kprobe> {
     })
 }
 
-/// Registered probes, as (address, function name + offset, hits, missed, stepped out of line).
+/// Registered probes, as (address, hits, missed, stepped out of line).
 pub fn list() -> alloc::vec::Vec<(u64, u64, u64, bool)> {
     let used = USED.load(Ordering::Acquire);
     TABLE[..used]
@@ -467,20 +471,19 @@ fn hit(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
     run_instruction(p, frame, st);
 }
 
-/// Runs `p`'s instruction: simulated here, or stepped in its slot (returns to the slot).
+/// Runs `p`'s instruction: stepped in its slot (returns to the slot) when it has one, else
+/// simulated here (registration gave a slot exactly to the `Step` class).
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn run_instruction(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
-    match kprobe_insn::classify(p.opcode()) {
-        Class::Simulate(s) => {
-            frame.era = kprobe_insn::simulate(s, p.addr(), &mut frame.regs);
-            finish(p, frame, st);
-        }
-        _ => {
-            st.pie.store(frame.prmd & PRMD_PIE, Ordering::Relaxed);
-            frame.prmd &= !PRMD_PIE;
-            st.stepping.store(true, Ordering::Relaxed);
-            frame.era = p.slot();
-        }
+    let slot = p.slot();
+    if slot != 0 {
+        st.pie.store(frame.prmd & PRMD_PIE, Ordering::Relaxed);
+        frame.prmd &= !PRMD_PIE;
+        st.stepping.store(true, Ordering::Relaxed);
+        frame.era = slot;
+    } else if let Class::Simulate(s) = kprobe_insn::classify(p.opcode()) {
+        frame.era = kprobe_insn::simulate(s, p.addr(), &mut frame.regs);
+        finish(p, frame, st);
     }
 }
 

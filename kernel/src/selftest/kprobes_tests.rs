@@ -26,21 +26,18 @@ core::arch::global_asm!(
     .size \name, . - \name
     .endm
 
-    /* a0 = 3 * a0 + 7; +4 is an ordinary instruction (stepped). */
-    KP_FUNC kp_step
+    /* a0 = 3 * a0 + 7; +4 is an ordinary instruction (stepped). Two copies: the second is
+       probed inside the first one's handler. */
+    .macro KP_STEP name
+    KP_FUNC \name
     slli.d  $t0, $a0, 1
     add.d   $a0, $a0, $t0
     addi.d  $a0, $a0, 7
     jr      $ra
-    KP_END kp_step
-
-    /* The same, a second copy (for probes hit inside another probe's handler). */
-    KP_FUNC kp_step2
-    slli.d  $t0, $a0, 1
-    add.d   $a0, $a0, $t0
-    addi.d  $a0, $a0, 7
-    jr      $ra
-    KP_END kp_step2
+    KP_END \name
+    .endm
+    KP_STEP kp_step
+    KP_STEP kp_step2
 
     /* PC-relative values: the result depends on where the instruction is. */
     KP_FUNC kp_pcaddi
@@ -137,24 +134,28 @@ core::arch::global_asm!(
 "#
 );
 
+// SAFETY: the routines above are leaf functions of the standard calling convention: they read
+// only their argument registers, write only a0, t0 and t1 (caller-saved), touch no memory and
+// return with `jr ra`, so calling them cannot break any Rust invariant (`safe fn`). `kp_refused`
+// is not declared: it must never run.
 unsafe extern "C" {
-    fn kp_step(a: u64) -> u64;
-    fn kp_step2(a: u64) -> u64;
-    fn kp_pcaddi() -> u64;
-    fn kp_pcaddu12i() -> u64;
-    fn kp_pcaddu18i() -> u64;
-    fn kp_pcalau12i() -> u64;
-    fn kp_b() -> u64;
-    fn kp_bl(a: u64) -> u64;
-    fn kp_jirl() -> u64;
-    fn kp_beq(a: u64, b: u64) -> u64;
-    fn kp_bne(a: u64, b: u64) -> u64;
-    fn kp_blt(a: u64, b: u64) -> u64;
-    fn kp_bge(a: u64, b: u64) -> u64;
-    fn kp_bltu(a: u64, b: u64) -> u64;
-    fn kp_bgeu(a: u64, b: u64) -> u64;
-    fn kp_beqz(a: u64) -> u64;
-    fn kp_bnez(a: u64) -> u64;
+    safe fn kp_step(a: u64) -> u64;
+    safe fn kp_step2(a: u64) -> u64;
+    safe fn kp_pcaddi() -> u64;
+    safe fn kp_pcaddu12i() -> u64;
+    safe fn kp_pcaddu18i() -> u64;
+    safe fn kp_pcalau12i() -> u64;
+    safe fn kp_b() -> u64;
+    safe fn kp_bl(a: u64) -> u64;
+    safe fn kp_jirl() -> u64;
+    safe fn kp_beq(a: u64, b: u64) -> u64;
+    safe fn kp_bne(a: u64, b: u64) -> u64;
+    safe fn kp_blt(a: u64, b: u64) -> u64;
+    safe fn kp_bge(a: u64, b: u64) -> u64;
+    safe fn kp_bltu(a: u64, b: u64) -> u64;
+    safe fn kp_bgeu(a: u64, b: u64) -> u64;
+    safe fn kp_beqz(a: u64) -> u64;
+    safe fn kp_bnez(a: u64) -> u64;
 }
 
 /// What the handlers saw last, and how often they ran.
@@ -231,10 +232,10 @@ ktest! {
             kassert_eq!(P.addr(), at);
             kassert!(P.slot() != 0, "an ordinary instruction is stepped out of line");
             kassert_eq!(arch::patch::read_insn(at).unwrap_or(0), arch::kprobe_insn::KPROBE_BP_INSN, "break armed");
-            kassert_eq!(unsafe { kp_step(black_box(5)) }, 22, "probed");
+            kassert_eq!(kp_step(black_box(5)), 22, "probed");
             Ok(())
         })?;
-        kassert_eq!(unsafe { kp_step(5) }, 22, "unprobed");
+        kassert_eq!(kp_step(5), 22, "unprobed");
         kassert_eq!(PRE_ERA.load(Relaxed), at, "pre handler's era");
         kassert_eq!(PRE_A0.load(Relaxed), 5, "pre handler's a0");
         kassert_eq!(POST_ERA.load(Relaxed), at + 4, "post handler's era");
@@ -248,7 +249,7 @@ ktest! {
     /// The probed call returns what the unprobed one does (22 for 5).
     fn kprobes::stepped_instruction_keeps_the_result() {
         static P: Kprobe = Kprobe::new("kp_step", 4, Some(pre_record), Some(post_record));
-        same_result(&P, "add.d", None, &|| unsafe { kp_step(black_box(5)) })
+        same_result(&P, "add.d", None, &|| kp_step(black_box(5)))
     }
 }
 
@@ -259,10 +260,10 @@ ktest! {
         static PCADDU12I: Kprobe = Kprobe::new("kp_pcaddu12i", 0, Some(pre_record), Some(post_record));
         static PCADDU18I: Kprobe = Kprobe::new("kp_pcaddu18i", 0, Some(pre_record), Some(post_record));
         static PCALAU12I: Kprobe = Kprobe::new("kp_pcalau12i", 0, Some(pre_record), Some(post_record));
-        same_result(&PCADDI, "pcaddi", None, &|| unsafe { kp_pcaddi() })?;
-        same_result(&PCADDU12I, "pcaddu12i", None, &|| unsafe { kp_pcaddu12i() })?;
-        same_result(&PCADDU18I, "pcaddu18i", None, &|| unsafe { kp_pcaddu18i() })?;
-        same_result(&PCALAU12I, "pcalau12i", None, &|| unsafe { kp_pcalau12i() })
+        same_result(&PCADDI, "pcaddi", None, &|| kp_pcaddi())?;
+        same_result(&PCADDU12I, "pcaddu12i", None, &|| kp_pcaddu12i())?;
+        same_result(&PCADDU18I, "pcaddu18i", None, &|| kp_pcaddu18i())?;
+        same_result(&PCALAU12I, "pcalau12i", None, &|| kp_pcalau12i())
     }
 }
 
@@ -273,12 +274,12 @@ ktest! {
         static BL: Kprobe = Kprobe::new("kp_bl", 4, Some(pre_record), Some(post_record));
         static JIRL: Kprobe = Kprobe::new("kp_jirl", 4, Some(pre_record), Some(post_record));
         let b = sym("kp_b")?;
-        same_result(&B, "b", Some(b + 12), &|| unsafe { kp_b() })?;
-        kassert_eq!(unsafe { kp_b() }, 2);
-        same_result(&BL, "bl", Some(sym("kp_bl_leaf")?), &|| unsafe { kp_bl(black_box(10)) })?;
-        kassert_eq!(unsafe { kp_bl(10) }, 16);
-        same_result(&JIRL, "jirl", Some(sym("kp_jirl")? + 16), &|| unsafe { kp_jirl() })?;
-        kassert_eq!(unsafe { kp_jirl() }, 2);
+        same_result(&B, "b", Some(b + 12), &|| kp_b())?;
+        kassert_eq!(kp_b(), 2);
+        same_result(&BL, "bl", Some(sym("kp_bl_leaf")?), &|| kp_bl(black_box(10)))?;
+        kassert_eq!(kp_bl(10), 16);
+        same_result(&JIRL, "jirl", Some(sym("kp_jirl")? + 16), &|| kp_jirl())?;
+        kassert_eq!(kp_jirl(), 2);
         Ok(())
     }
 }
@@ -286,7 +287,7 @@ ktest! {
 ktest! {
     /// Every conditional branch, taken and not taken, signed and unsigned, simulated.
     fn kprobes::simulated_branches() {
-        type Br = unsafe extern "C" fn(u64, u64) -> u64;
+        type Br = extern "C" fn(u64, u64) -> u64;
         static BEQ: Kprobe = Kprobe::new("kp_beq", 0, Some(pre_record), Some(post_record));
         static BNE: Kprobe = Kprobe::new("kp_bne", 0, Some(pre_record), Some(post_record));
         static BLT: Kprobe = Kprobe::new("kp_blt", 0, Some(pre_record), Some(post_record));
@@ -306,17 +307,17 @@ ktest! {
             let at = sym(name)?;
             for (a, b) in pairs {
                 let next = if taken(a, b) { at + 12 } else { at + 4 };
-                same_result(p, name, Some(next), &|| unsafe { f(black_box(a), black_box(b)) })?;
-                kassert_eq!(unsafe { f(a, b) }, if taken(a, b) { 2 } else { 1 }, "{name}({a:#x}, {b:#x})");
+                same_result(p, name, Some(next), &|| f(black_box(a), black_box(b)))?;
+                kassert_eq!(f(a, b), if taken(a, b) { 2 } else { 1 }, "{name}({a:#x}, {b:#x})");
             }
         }
         static BEQZ: Kprobe = Kprobe::new("kp_beqz", 0, Some(pre_record), Some(post_record));
         static BNEZ: Kprobe = Kprobe::new("kp_bnez", 0, Some(pre_record), Some(post_record));
         for v in [0u64, 1, u64::MAX] {
             let at = sym("kp_beqz")?;
-            same_result(&BEQZ, "beqz", Some(if v == 0 { at + 12 } else { at + 4 }), &|| unsafe { kp_beqz(black_box(v)) })?;
+            same_result(&BEQZ, "beqz", Some(if v == 0 { at + 12 } else { at + 4 }), &|| kp_beqz(black_box(v)))?;
             let at = sym("kp_bnez")?;
-            same_result(&BNEZ, "bnez", Some(if v != 0 { at + 12 } else { at + 4 }), &|| unsafe { kp_bnez(black_box(v)) })?;
+            same_result(&BNEZ, "bnez", Some(if v != 0 { at + 12 } else { at + 4 }), &|| kp_bnez(black_box(v)))?;
         }
         Ok(())
     }
@@ -337,13 +338,13 @@ ktest! {
         static A0: Kprobe = Kprobe::new("kp_step", 0, Some(set_a0), None);
         static SKIP: Kprobe = Kprobe::new("kp_step", 4, Some(skip), Some(post_record));
         with_probe(&A0, || {
-            kassert_eq!(unsafe { kp_step(black_box(5)) }, 37, "a0 = 10 from the handler");
+            kassert_eq!(kp_step(black_box(5)), 37, "a0 = 10 from the handler");
             Ok(())
         })?;
         POST_CALLS.store(0, Relaxed);
         with_probe(&SKIP, || {
             // The add.d is skipped: a0 = 5 + 7.
-            kassert_eq!(unsafe { kp_step(black_box(5)) }, 12, "add.d skipped");
+            kassert_eq!(kp_step(black_box(5)), 12, "add.d skipped");
             kassert_eq!(POST_CALLS.load(Relaxed), 0, "no post handler after a redirect");
             Ok(())
         })
@@ -360,7 +361,7 @@ ktest! {
         reg(&A)?;
         let r = reg(&B).and_then(|_| {
             let r = reg(&C).and_then(|_| {
-                let v = unsafe { kp_step(black_box(1)) + kp_step2(black_box(2)) + kp_b() };
+                let v = kp_step(black_box(1)) + kp_step2(black_box(2)) + kp_b();
                 kassert_eq!(v, 10 + 13 + 2);
                 kassert_eq!((A.hits(), B.hits(), C.hits()), (1, 1, 1));
                 kassert_eq!(PRE_CALLS.load(Relaxed), 3);
@@ -379,7 +380,7 @@ ktest! {
     /// counted in nmissed, and still executes its instruction.
     fn kprobes::test_kprobe_missed() {
         fn calls_probed(_p: &Kprobe, r: &mut PtRegs) -> bool {
-            r.regs[4] = unsafe { kp_step2(black_box(r.regs[4])) };
+            r.regs[4] = kp_step2(black_box(r.regs[4]));
             false
         }
         static OUTER: Kprobe = Kprobe::new("kp_step", 0, Some(calls_probed), None);
@@ -388,10 +389,10 @@ ktest! {
         reg(&INNER)?;
         let r = with_probe(&OUTER, || {
             // kp_step(kp_step2(2)) = 3 * 13 + 7.
-            kassert_eq!(unsafe { kp_step(black_box(2)) }, 46);
+            kassert_eq!(kp_step(black_box(2)), 46);
             Ok(())
         });
-        let direct = unsafe { kp_step2(black_box(2)) };
+        let direct = kp_step2(black_box(2));
         let (hits, missed) = (INNER.hits(), INNER.nmissed());
         unreg(&INNER)?;
         r?;
@@ -411,10 +412,10 @@ ktest! {
         with_probe(&P, || {
             kprobes::disable_kprobe(&P).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
             kassert!(!P.is_armed());
-            kassert_eq!(unsafe { kp_step(black_box(1)) }, 10);
+            kassert_eq!(kp_step(black_box(1)), 10);
             kassert_eq!(PRE_CALLS.load(Relaxed), 0, "not hit while disabled");
             kprobes::enable_kprobe(&P).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
-            kassert_eq!(unsafe { kp_step(black_box(1)) }, 10);
+            kassert_eq!(kp_step(black_box(1)), 10);
             kassert_eq!(PRE_CALLS.load(Relaxed), 1, "hit again once enabled");
             Ok(())
         })
@@ -454,7 +455,7 @@ ktest! {
             Ok(())
         })?;
         kassert_eq!(kprobes::unregister_kprobe(&FIRST), Err(KprobeError::NotRegistered));
-        kassert_eq!(unsafe { kp_step2(black_box(1)) }, 10, "the function works after all refusals");
+        kassert_eq!(kp_step2(black_box(1)), 10, "the function works after all refusals");
         Ok(())
     }
 }
@@ -467,7 +468,7 @@ static SMP_HITS: AtomicU64 = AtomicU64::new(0);
 fn smp_worker(_cpu: usize) {
     while !SMP_STOP.load(Acquire) {
         for i in 0..64u64 {
-            if unsafe { kp_step2(black_box(i)) } != 3 * i + 7 {
+            if kp_step2(black_box(i)) != 3 * i + 7 {
                 SMP_BAD.fetch_add(1, Relaxed);
             }
             SMP_CALLS.fetch_add(1, Relaxed);
@@ -502,7 +503,7 @@ ktest! {
                 result = Err(e);
                 break;
             }
-            let _ = unsafe { kp_step2(black_box(1)) };
+            let _ = kp_step2(black_box(1));
             if let Err(e) = unreg(&P) {
                 result = Err(e);
                 break;

@@ -249,12 +249,6 @@ pub fn execute(line: &str, out: &mut dyn Write) -> Action {
             text.push_str(HELP);
             Action::Prompt
         }
-        n if command(n).is_some() => {
-            if let Some(c) = command(n) {
-                (c.run)(n, &args, &mut text);
-            }
-            Action::Prompt
-        }
         "poweroff" => Action::PowerOff,
         "cd" | "pwd" => {
             if name == "pwd" {
@@ -264,10 +258,16 @@ pub fn execute(line: &str, out: &mut dyn Write) -> Action {
             }
             Action::Prompt
         }
-        other => {
-            let _ = writeln!(out, "sh: {other}: not found (try 'help')");
-            return Action::Prompt;
-        }
+        other => match command(other) {
+            Some(c) => {
+                (c.run)(other, &args, &mut text);
+                Action::Prompt
+            }
+            None => {
+                let _ = writeln!(out, "sh: {other}: not found (try 'help')");
+                return Action::Prompt;
+            }
+        },
     };
     match &cmd.redirect {
         Some(r) => {
