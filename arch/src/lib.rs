@@ -28,6 +28,8 @@ pub mod patch;
 #[cfg(target_arch = "loongarch64")]
 pub mod power;
 #[cfg(target_arch = "loongarch64")]
+pub mod rethook;
+#[cfg(target_arch = "loongarch64")]
 pub mod smp;
 #[cfg(target_arch = "loongarch64")]
 pub mod time;

@@ -79,7 +79,8 @@ pub struct GeneratedText {
 
 static TEXT_OWNER: Once<&'static TextOwner> = Once::new();
 static GENERATED: Once<&'static GeneratedText> = Once::new();
-static RETURN_ADDRESS_FIXUP: Once<fn(u64, u64) -> u64> = Once::new();
+/// Return-address fix-ups (the graph tracer's `return_to_handler`, the kretprobe trampoline).
+static RETURN_ADDRESS_FIXUPS: [Once<fn(u64, u64) -> u64>; 4] = [const { Once::new() }; 4];
 
 /// Registers the owner of the module area's text (once; a second owner is refused).
 pub fn register_text_owner(owner: &'static TextOwner) -> bool {
@@ -92,9 +93,26 @@ pub fn register_generated_text(generated: &'static GeneratedText) -> bool {
 }
 
 /// Registers how a backtrace maps a return address found at frame pointer `fp` back to the real
-/// one (the graph tracer replaces return addresses with `return_to_handler`).
-pub fn set_return_address_fixup(fixup: fn(u64, u64) -> u64) {
-    RETURN_ADDRESS_FIXUP.call_once(|| fixup);
+/// one (the graph tracer replaces return addresses with `return_to_handler`, kretprobes with
+/// their trampoline). Up to four, at boot; `false` when all are taken.
+pub fn set_return_address_fixup(fixup: fn(u64, u64) -> u64) -> bool {
+    RETURN_ADDRESS_FIXUPS.iter().any(|slot| core::ptr::fn_addr_eq(*slot.call_once(|| fixup), fixup))
+}
+
+/// The real return address for `ret`, found in the frame record at frame pointer `fp`: every
+/// registered fix-up applied until none changes it (a function hooked by both the graph tracer
+/// and a kretprobe had its return address replaced twice).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn real_return_address(ret: u64, fp: u64) -> u64 {
+    let mut r = ret;
+    for _ in 0..RETURN_ADDRESS_FIXUPS.len() {
+        let next = RETURN_ADDRESS_FIXUPS.iter().filter_map(|s| s.get()).fold(r, |r, fix| fix(r, fp));
+        if next == r {
+            break;
+        }
+        r = next;
+    }
+    r
 }
 
 /// `[start, end)` of the generated code containing `addr`, if any.
@@ -105,6 +123,14 @@ pub fn generated_range(addr: u64) -> Option<(u64, u64)> {
 /// The address of symbol `name` of owner `owner` (a loaded module's function).
 pub fn resolve_in(owner: &str, name: &str) -> Option<u64> {
     TEXT_OWNER.get().and_then(|o| (o.resolve)(owner, name))
+}
+
+/// The owner (a loaded module's name) of text at `addr` outside the kernel image.
+pub fn owner_of(addr: u64) -> Option<&'static str> {
+    if !crate::execmem::area::in_area(addr) {
+        return None;
+    }
+    TEXT_OWNER.get().and_then(|o| (o.lookup)(addr)).map(|(owner, ..)| owner)
 }
 
 /// Holds owner `owner` (a loaded module) until the result drops.
@@ -158,7 +184,7 @@ pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
     }
     let stack = arch::boot::stack_bounds(arch::cpu::id());
     arch::unwind::walk(fp, stack, 64, |f| {
-        let ret = RETURN_ADDRESS_FIXUP.get().map_or(f.ret, |fix| fix(f.ret, f.fp));
+        let ret = real_return_address(f.ret, f.fp);
         // The return address points after the call; name the call itself.
         match GENERATED.get().and_then(|g| (g.describe)(ret - 4)) {
             Some((kind, func, off)) => println!("{prefix}#{n:<2} {ret:#018x} {kind}[{func}]+{off:#x}"),

@@ -252,6 +252,13 @@ impl FtraceRegs {
     pub fn full(&self) -> Option<&PtRegs> {
         self.has_full_regs().then_some(&self.regs)
     }
+    /// All registers, writable, when the site went through `ftrace_regs_caller`. What
+    /// `ftrace_common_return` restores from it: `a0`-`a7`, `fp`, `ra` (the parent), `era` (where
+    /// execution resumes) and the direct-call slot `t1`; the other registers are read-only views.
+    #[inline(always)]
+    pub fn full_mut(&mut self) -> Option<&mut PtRegs> {
+        self.has_full_regs().then_some(&mut self.regs)
+    }
     /// The slot holding the return address the traced function will return to (its parent);
     /// the graph tracer replaces it with `return_to_handler`.
     #[inline(always)]

@@ -157,10 +157,10 @@ pub fn tramp_b() -> u64 {
 fn legacy_tramp() -> u64 {
     loongtrace_legacy_tramp as *const () as u64
 }
-fn tramp_count(i: usize) -> u64 {
+pub(crate) fn tramp_count(i: usize) -> u64 {
     loongtrace_tramp_counts[i].load(Relaxed)
 }
-fn reset_counts() {
+pub(crate) fn reset_counts() {
     loongtrace_tramp_counts.iter().for_each(|c| c.store(0, Relaxed));
 }
 

@@ -445,8 +445,16 @@ ktest! {
         kassert!(matches!(try_at(Where::Addr(0x9000_0000_0000_0000)), Err(KprobeError::NotAnInstruction(_))), "not text");
         let blk = try_at(Where::Symbol("irq::on_exception", 8));
         kassert!(matches!(blk, Err(KprobeError::Blacklisted(..))), "the trap path: {blk:?}");
-        let ft = try_at(Where::Symbol("selftest::targets::chain_a", 0));
-        kassert!(matches!(ft, Err(KprobeError::FtraceSite(_))), "an ftrace site's entry: {ft:?}");
+        // The entry words of a site ftrace never traces (notrace by policy) are nobody's to probe.
+        let mut notrace = None;
+        crate::ftrace::core::for_each_site(|s| {
+            if notrace.is_none() && s.state.flags.contains(crate::ftrace::core::SiteFlags::NOTRACE) && !kprobes::blacklisted(s.site.name) {
+                notrace = Some(s.site.ip);
+            }
+        });
+        let notrace = notrace.ok_or_else(|| TestError::Fail("no notrace site to try".into()))?;
+        let ft = try_at(Where::Addr(notrace + 4));
+        kassert!(matches!(ft, Err(KprobeError::FtraceSite(_))), "a notrace site's call slot: {ft:?}");
         static FIRST: Kprobe = Kprobe::new("kp_step2", 4, None, None);
         static SECOND: Kprobe = Kprobe::new("kp_step2", 4, None, None);
         with_probe(&FIRST, || {
@@ -522,6 +530,531 @@ ktest! {
         kassert_eq!(SMP_BAD.load(Relaxed), 0, "calls with a wrong result");
         kassert!(SMP_HITS.load(Relaxed) >= rounds, "at least this CPU's own call per round");
         kassert_eq!(SMP_HITS.load(Relaxed), hits, "handler runs = the probe's hit counts");
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kprobes on ftrace and kretprobes, on traceable Rust functions.
+
+/// `3a + b`: a traceable function (it has a patch site) for probes on ftrace.
+#[inline(never)]
+pub fn kpf_target(a: u64, b: u64) -> u64 {
+    black_box(a).wrapping_mul(3).wrapping_add(black_box(b))
+}
+
+/// Where a pre handler sends `kpf_target`'s calls: same signature, another result.
+#[inline(never)]
+pub fn kpf_replacement(a: u64, b: u64) -> u64 {
+    black_box(a) + black_box(b) + 1000
+}
+
+/// `x + 100`, for kretprobes.
+#[inline(never)]
+pub fn kret_target(x: u64) -> u64 {
+    black_box(x) + 100
+}
+
+/// Calls [`kret_target`]: its return address is in here.
+#[inline(never)]
+pub fn kret_driver(x: u64) -> u64 {
+    black_box(kret_target(black_box(x))) + 1
+}
+
+/// `2x`, called by [`kret_outer`].
+#[inline(never)]
+pub fn kret_inner(x: u64) -> u64 {
+    black_box(x) * 2
+}
+
+/// `2x + 1` through [`kret_inner`].
+#[inline(never)]
+pub fn kret_outer(x: u64) -> u64 {
+    black_box(kret_inner(black_box(x))) + 1
+}
+
+/// Counts down recursively: `n` nested calls under the first.
+#[inline(never)]
+pub fn kret_recurse(n: u64) -> u64 {
+    if black_box(n) == 0 { 0 } else { black_box(kret_recurse(n - 1)) + 1 }
+}
+
+fn addr_of(f: *const ()) -> u64 {
+    f as u64
+}
+
+static PRE_RA: AtomicU64 = AtomicU64::new(0);
+
+fn pre_record_ra(p: &Kprobe, r: &mut PtRegs) -> bool {
+    PRE_RA.store(r.regs[1], Relaxed);
+    pre_record(p, r)
+}
+
+ktest! {
+    /// A probe at a traceable function's entry rides its ftrace site (no break): the pre handler
+    /// sees era = the entry, the arguments and ra = the parent, the post handler the body; an
+    /// offset of 4 (the site's call slot) is the same place, and both probes run.
+    fn kprobes::kprobe_on_ftrace() {
+        static P: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(pre_record_ra), Some(post_record));
+        static P4: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 4, Some(pre_record), None);
+        let entry = addr_of(kpf_target as *const ());
+        reset();
+        with_probe(&P, || {
+            kassert!(P.on_ftrace(), "a traceable entry is probed through ftrace");
+            kassert_eq!((P.addr(), P.slot()), (entry, 0));
+            let site = crate::ftrace::core::site_info(entry).ok_or_else(|| TestError::Fail("no site".into()))?;
+            kassert!(site.state.target != 0, "the site calls a caller");
+            kassert!(arch::patch::read_insn(entry).ok() != Some(arch::kprobe_insn::KPROBE_BP_INSN), "no break at the entry");
+            kassert_eq!(kpf_target(black_box(5), black_box(1)), 16, "probed");
+            Ok(())
+        })?;
+        kassert_eq!((PRE_CALLS.load(Relaxed), POST_CALLS.load(Relaxed)), (1, 1));
+        kassert_eq!(PRE_ERA.load(Relaxed), entry, "pre handler's era");
+        kassert_eq!(PRE_A0.load(Relaxed), 5, "pre handler's a0");
+        kassert_eq!(POST_ERA.load(Relaxed), entry + 8, "post handler's era: the body");
+        let ra = PRE_RA.load(Relaxed);
+        let size = crate::ksyms::lookup(entry).map_or(0, |(s, _)| s.size as u64);
+        kassert!(!(entry..entry + size).contains(&ra) && crate::ksyms::lookup(ra).is_some(), "ra = the parent, got {}", crate::ksyms::sym(ra));
+        kassert_eq!(P.hits(), 1);
+        kassert!(crate::ftrace::core::site_info(entry).is_some_and(|s| s.state.target == 0), "site disabled again");
+        reset();
+        with_probe(&P, || {
+            with_probe(&P4, || {
+                kassert!(P4.on_ftrace() && P4.addr() == entry, "offset 4 rides the site too");
+                kassert_eq!(kpf_target(black_box(2), black_box(0)), 6);
+                Ok(())
+            })
+        })?;
+        kassert_eq!((P.hits(), P4.hits(), PRE_CALLS.load(Relaxed)), (1, 1, 2), "two probes on one site, each once");
+        kassert_eq!(PRE_ERA.load(Relaxed), entry);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// On ftrace too, a pre handler may change an argument or send the call elsewhere (the
+    /// replacement returns to the parent; no post handler).
+    fn kprobes::kprobe_on_ftrace_changes_args_and_pc() {
+        fn set_a0(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            r.regs[4] = 10;
+            false
+        }
+        fn redirect(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            r.era = addr_of(kpf_replacement as *const ());
+            true
+        }
+        static A0: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(set_a0), None);
+        static REDIRECT: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(redirect), Some(post_record));
+        with_probe(&A0, || {
+            kassert_eq!(kpf_target(black_box(5), black_box(1)), 31, "a0 = 10 from the handler");
+            Ok(())
+        })?;
+        POST_CALLS.store(0, Relaxed);
+        with_probe(&REDIRECT, || {
+            kassert_eq!(kpf_target(black_box(5), black_box(1)), 1006, "the replacement ran");
+            kassert_eq!(POST_CALLS.load(Relaxed), 0, "no post handler after a redirect");
+            Ok(())
+        })?;
+        kassert_eq!(kpf_target(5, 1), 16);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A probe on ftrace hit inside another probe's handler counts a miss and the function runs.
+    fn kprobes::kprobe_on_ftrace_missed() {
+        fn calls_probed(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            r.regs[4] = kpf_target(black_box(r.regs[4]), 0);
+            false
+        }
+        static OUTER: Kprobe = Kprobe::new("kp_step", 0, Some(calls_probed), None);
+        static INNER: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(pre_record), None);
+        reset();
+        reg(&INNER)?;
+        let r = with_probe(&OUTER, || {
+            // kp_step(kpf_target(2, 0)) = 3 * 6 + 7.
+            kassert_eq!(kp_step(black_box(2)), 25);
+            Ok(())
+        });
+        let direct = kpf_target(black_box(2), 0);
+        let (hits, missed) = (INNER.hits(), INNER.nmissed());
+        unreg(&INNER)?;
+        r?;
+        kassert_eq!(direct, 6);
+        kassert_eq!((hits, missed), (1, 1), "inner on ftrace: one hit, one miss");
+        Ok(())
+    }
+}
+
+static GRAPH_ENTRIES: AtomicU64 = AtomicU64::new(0);
+static GRAPH_RETURNS: AtomicU64 = AtomicU64::new(0);
+
+fn graph_entry_count(ent: &crate::ftrace::fgraph::FgraphEnt, _o: &crate::ftrace::fgraph::FgraphOps, _d: &mut crate::ftrace::fgraph::FgraphData) -> bool {
+    let want = ent.func == addr_of(kpf_target as *const ());
+    GRAPH_ENTRIES.fetch_add(want as u64, Relaxed);
+    want
+}
+
+fn graph_return_count(ret: &crate::ftrace::fgraph::FgraphRet, _o: &crate::ftrace::fgraph::FgraphOps, _d: &crate::ftrace::fgraph::FgraphData) {
+    if ret.retval == 16 {
+        GRAPH_RETURNS.fetch_add(1, Relaxed);
+    }
+}
+
+fn tfail<E: core::fmt::Display>(what: &'static str) -> impl Fn(E) -> TestError {
+    move |e| TestError::Fail(alloc::format!("{what}: {e}"))
+}
+
+ktest! {
+    /// One function with everything at once: the function tracer, a graph ops, a direct
+    /// trampoline, a kprobe on its ftrace site, a break kprobe in its body and a kretprobe.
+    /// Each runs exactly once per call and the result is right.
+    fn kprobes::kprobe_tracer_graph_direct_on_one_function() {
+        use crate::ftrace::{self, fgraph, tracer};
+        use super::direct_tests::{reset_counts, tramp_a, tramp_count};
+        static ENTRY: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(pre_record), None);
+        static BODY: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 8, Some(pre_record), Some(post_record));
+        static RET: kretprobe::Kretprobe = kretprobe::Kretprobe::new("kprobes_tests::kpf_target", None, Some(ret_record), 0);
+        static GRAPH: fgraph::FgraphOps = fgraph::FgraphOps::new(graph_entry_count, graph_return_count);
+        static DIRECT: ftrace::FtraceOps = ftrace::FtraceOps::new_direct(ftrace::OpsFlags::empty());
+        let entry = addr_of(kpf_target as *const ());
+        reset();
+        reset_ret();
+        reset_counts();
+        for c in [&GRAPH_ENTRIES, &GRAPH_RETURNS] {
+            c.store(0, Relaxed);
+        }
+        tracer::reset_buffers();
+        tracer::start(Some("kpf_target")).map_err(tfail("function tracer"))?;
+        let mut result = (|| {
+            fgraph::register_ftrace_graph(&GRAPH).map_err(tfail("graph"))?;
+            ftrace::ftrace_set_filter_ip(&DIRECT, entry, false, true).map_err(tfail("direct filter"))?;
+            ftrace::register_ftrace_direct(&DIRECT, tramp_a()).map_err(tfail("direct"))?;
+            reg(&ENTRY)?;
+            reg(&BODY)?;
+            kretprobe::register_kretprobe(&RET).map_err(tfail("kretprobe"))?;
+            kassert_eq!(kpf_target(black_box(5), black_box(1)), 16, "the result with everything on");
+            Ok(())
+        })();
+        let _ = kretprobe::unregister_kretprobe(&RET);
+        let _ = kprobes::unregister_kprobe(&BODY);
+        let _ = kprobes::unregister_kprobe(&ENTRY);
+        let _ = ftrace::unregister_ftrace_direct(&DIRECT, tramp_a());
+        let _ = fgraph::unregister_ftrace_graph(&GRAPH);
+        let stop = tracer::stop();
+        let events = tracer::collect().events.iter().filter(|e| e.ip == entry).count();
+        result = result.and(stop.map_err(tfail("stop")));
+        result?;
+        kassert_eq!(events, 1, "function tracer events");
+        kassert_eq!((GRAPH_ENTRIES.load(Relaxed), GRAPH_RETURNS.load(Relaxed)), (1, 1), "graph entry and return");
+        kassert_eq!(tramp_count(0), 1, "direct trampoline runs");
+        kassert_eq!((ENTRY.hits(), BODY.hits()), (1, 1), "kprobe hits");
+        kassert_eq!(PRE_CALLS.load(Relaxed), 2, "both pre handlers");
+        kassert_eq!(POST_CALLS.load(Relaxed), 1, "the body probe's post handler");
+        kassert_eq!((RET_CALLS.load(Relaxed), RET_VAL.load(Relaxed)), (1, 16), "kretprobe handler and the value it saw");
+        kassert_eq!(kpf_target(5, 1), 16, "after everything is off");
+        Ok(())
+    }
+}
+
+// kretprobes.
+
+use crate::kprobes::kretprobe::{self, Kretprobe, KretprobeInstance};
+
+static RET_CALLS: AtomicU64 = AtomicU64::new(0);
+static RET_VAL: AtomicU64 = AtomicU64::new(0);
+static RET_DATA: AtomicU64 = AtomicU64::new(0);
+static RET_ERA: AtomicU64 = AtomicU64::new(0);
+static RET_ENTRY_RA: AtomicU64 = AtomicU64::new(0);
+static RET_ENTRIES: AtomicU64 = AtomicU64::new(0);
+
+fn reset_ret() {
+    for a in [&RET_CALLS, &RET_VAL, &RET_DATA, &RET_ERA, &RET_ENTRY_RA, &RET_ENTRIES] {
+        a.store(0, Relaxed);
+    }
+}
+
+fn entry_record(ri: &mut KretprobeInstance, r: &mut PtRegs) -> bool {
+    ri.data[0] = r.regs[4];
+    RET_ENTRY_RA.store(r.regs[1], Relaxed);
+    RET_ENTRIES.fetch_add(1, Relaxed);
+    true
+}
+
+fn ret_record(ri: &KretprobeInstance, r: &mut PtRegs) {
+    RET_VAL.store(r.regs[4], Relaxed);
+    RET_DATA.store(ri.data[0], Relaxed);
+    RET_ERA.store(r.era, Relaxed);
+    RET_CALLS.fetch_add(1, Relaxed);
+}
+
+fn kreg(rp: &'static Kretprobe) -> TestResult {
+    kretprobe::register_kretprobe(rp).map_err(|e| TestError::Fail(alloc::format!("register_kretprobe: {e}")))
+}
+
+fn kunreg(rp: &'static Kretprobe) -> TestResult {
+    kretprobe::unregister_kretprobe(rp).map_err(|e| TestError::Fail(alloc::format!("unregister_kretprobe: {e}")))
+}
+
+fn with_kretprobe(rp: &'static Kretprobe, f: impl FnOnce() -> TestResult) -> TestResult {
+    kreg(rp)?;
+    let r = f();
+    kunreg(rp)?;
+    r
+}
+
+ktest! {
+    /// The return handler sees the return value, the entry handler's data and era = the real
+    /// return address (the one the entry handler saw in ra); the caller gets the right result.
+    fn kprobes::test_kretprobe() {
+        static RP: Kretprobe = Kretprobe::new("kprobes_tests::kret_target", Some(entry_record), Some(ret_record), 0);
+        reset_ret();
+        with_kretprobe(&RP, || {
+            kassert!(RP.kprobe().on_ftrace(), "the entry probe rides ftrace");
+            kassert_eq!(kret_driver(black_box(7)), 108);
+            kassert_eq!(kretprobe::depth(), 0, "instance released");
+            Ok(())
+        })?;
+        kassert_eq!((RET_ENTRIES.load(Relaxed), RET_CALLS.load(Relaxed)), (1, 1));
+        kassert_eq!(RET_VAL.load(Relaxed), 107, "return value");
+        kassert_eq!(RET_DATA.load(Relaxed), 7, "entry handler's data");
+        kassert_eq!(RET_ERA.load(Relaxed), RET_ENTRY_RA.load(Relaxed), "era = the real return address");
+        kassert_eq!(crate::ksyms::name(RET_ERA.load(Relaxed)), crate::ksyms::name(addr_of(kret_driver as *const ())), "it is in the caller");
+        kassert_eq!(RP.nmissed(), 0);
+        kassert_eq!(kret_driver(7), 108, "after unregistering");
+        Ok(())
+    }
+}
+
+ktest! {
+    /// Several kretprobes at once (nested functions, and one on a function without a patch
+    /// site, whose entry probe is a break); each handler runs once with its function's value.
+    fn kprobes::test_kretprobes() {
+        static OUTER_V: AtomicU64 = AtomicU64::new(0);
+        static INNER_V: AtomicU64 = AtomicU64::new(0);
+        static STEP_V: AtomicU64 = AtomicU64::new(0);
+        fn outer(_ri: &KretprobeInstance, r: &mut PtRegs) {
+            OUTER_V.store(r.regs[4], Relaxed);
+        }
+        fn inner(_ri: &KretprobeInstance, r: &mut PtRegs) {
+            INNER_V.store(r.regs[4], Relaxed);
+        }
+        fn step(_ri: &KretprobeInstance, r: &mut PtRegs) {
+            STEP_V.store(r.regs[4], Relaxed);
+        }
+        static OUTER: Kretprobe = Kretprobe::new("kprobes_tests::kret_outer", None, Some(outer), 0);
+        static INNER: Kretprobe = Kretprobe::new("kprobes_tests::kret_inner", None, Some(inner), 0);
+        static STEP: Kretprobe = Kretprobe::new("kp_step", None, Some(step), 0);
+        with_kretprobe(&OUTER, || {
+            with_kretprobe(&INNER, || {
+                with_kretprobe(&STEP, || {
+                    kassert!(!STEP.kprobe().on_ftrace(), "kp_step has no site: a break at its entry");
+                    kassert_eq!(kret_outer(black_box(4)), 9);
+                    kassert_eq!(kp_step(black_box(4)), 19);
+                    Ok(())
+                })
+            })
+        })?;
+        kassert_eq!((OUTER_V.load(Relaxed), INNER_V.load(Relaxed), STEP_V.load(Relaxed)), (9, 8, 19));
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A return handler may change the return value; an entry handler that declines leaves
+    /// that call unhooked.
+    fn kprobes::kretprobe_changes_return_value() {
+        fn seven(_ri: &KretprobeInstance, r: &mut PtRegs) {
+            r.regs[4] = 7;
+        }
+        fn only_odd(_ri: &mut KretprobeInstance, r: &mut PtRegs) -> bool {
+            r.regs[4] % 2 == 1
+        }
+        static RP: Kretprobe = Kretprobe::new("kprobes_tests::kret_target", Some(only_odd), Some(seven), 0);
+        with_kretprobe(&RP, || {
+            kassert_eq!(kret_target(black_box(1)), 7, "odd: hooked, value replaced");
+            kassert_eq!(kret_target(black_box(2)), 102, "even: declined by the entry handler");
+            Ok(())
+        })
+    }
+}
+
+ktest! {
+    /// More live calls than maxactive: the extra ones run unhooked and count in nmissed.
+    fn kprobes::kretprobe_maxactive() {
+        fn count(_ri: &KretprobeInstance, _r: &mut PtRegs) {
+            RET_CALLS.fetch_add(1, Relaxed);
+        }
+        static RP: Kretprobe = Kretprobe::new("kprobes_tests::kret_recurse", None, Some(count), 3);
+        reset_ret();
+        with_kretprobe(&RP, || {
+            // 6 nested calls (n = 5 down to 0), at most 3 hooked at once: the outer 3.
+            kassert_eq!(kret_recurse(black_box(5)), 5);
+            kassert_eq!(RET_CALLS.load(Relaxed), 3, "return handlers");
+            kassert_eq!(RP.nmissed(), 3, "missed");
+            kassert_eq!(RP.active(), 0, "all returned");
+            kassert_eq!(kret_recurse(black_box(2)), 2);
+            kassert_eq!(RET_CALLS.load(Relaxed), 6, "three more: the limit is on live calls");
+            Ok(())
+        })
+    }
+}
+
+/// The return addresses a frame-pointer walk from here finds, each through the kernel's fix-ups.
+fn stack_now() -> alloc::vec::Vec<u64> {
+    let mut v = alloc::vec::Vec::new();
+    arch::unwind::walk(arch::cpu::frame_pointer(), arch::boot::stack_bounds(arch::cpu::id()), 24, |f| {
+        v.push(crate::ksyms::real_return_address(f.ret, f.fp));
+        true
+    });
+    v
+}
+
+static STACK_OK: AtomicU64 = AtomicU64::new(0);
+static STACK_BAD: AtomicU64 = AtomicU64::new(0);
+static INNER_RA: AtomicU64 = AtomicU64::new(0);
+static OUTER_RA: AtomicU64 = AtomicU64::new(0);
+
+fn report_stack(stack: &[u64], want: &[u64]) {
+    let tramp = arch::rethook::trampoline();
+    let pos: alloc::vec::Vec<Option<usize>> = want.iter().map(|w| stack.iter().position(|a| a == w)).collect();
+    let in_order = pos.iter().all(|p| p.is_some()) && pos.windows(2).all(|w| w[0] < w[1]);
+    if in_order && !stack.contains(&tramp) {
+        STACK_OK.fetch_add(1, Relaxed);
+    } else {
+        STACK_BAD.fetch_add(1, Relaxed);
+        crate::println!("    # stack in the return handler (want {want:x?} in order, no {tramp:#x}):");
+        for a in stack {
+            crate::println!("    #   {a:#018x} {}", crate::ksyms::sym(*a - 4));
+        }
+    }
+}
+
+ktest! {
+    /// A backtrace inside a return handler shows the real caller where the trampoline's
+    /// address was (Linux's test of the same name).
+    fn kprobes::test_stacktrace_on_kretprobe() {
+        fn entry(_ri: &mut KretprobeInstance, r: &mut PtRegs) -> bool {
+            INNER_RA.store(r.regs[1], Relaxed);
+            true
+        }
+        fn ret(_ri: &KretprobeInstance, _r: &mut PtRegs) {
+            report_stack(&stack_now(), &[INNER_RA.load(Relaxed)]);
+        }
+        static RP: Kretprobe = Kretprobe::new("kprobes_tests::kret_target", Some(entry), Some(ret), 0);
+        STACK_OK.store(0, Relaxed);
+        STACK_BAD.store(0, Relaxed);
+        with_kretprobe(&RP, || {
+            kassert_eq!(kret_driver(black_box(1)), 102);
+            Ok(())
+        })?;
+        kassert_eq!((STACK_OK.load(Relaxed), STACK_BAD.load(Relaxed)), (1, 0), "backtrace in the return handler");
+        Ok(())
+    }
+}
+
+ktest! {
+    /// In nested kretprobes the inner return handler's backtrace shows both real callers: the
+    /// inner function's (in the outer one) and the outer function's, whose own saved return
+    /// address is still the trampoline.
+    fn kprobes::test_stacktrace_on_nested_kretprobe() {
+        fn inner_entry(_ri: &mut KretprobeInstance, r: &mut PtRegs) -> bool {
+            INNER_RA.store(r.regs[1], Relaxed);
+            true
+        }
+        fn outer_entry(_ri: &mut KretprobeInstance, r: &mut PtRegs) -> bool {
+            OUTER_RA.store(r.regs[1], Relaxed);
+            true
+        }
+        fn inner_ret(_ri: &KretprobeInstance, _r: &mut PtRegs) {
+            report_stack(&stack_now(), &[INNER_RA.load(Relaxed), OUTER_RA.load(Relaxed)]);
+        }
+        static INNER: Kretprobe = Kretprobe::new("kprobes_tests::kret_inner", Some(inner_entry), Some(inner_ret), 0);
+        static OUTER: Kretprobe = Kretprobe::new("kprobes_tests::kret_outer", Some(outer_entry), None, 0);
+        STACK_OK.store(0, Relaxed);
+        STACK_BAD.store(0, Relaxed);
+        with_kretprobe(&OUTER, || {
+            with_kretprobe(&INNER, || {
+                kassert_eq!(kret_outer(black_box(3)), 7);
+                Ok(())
+            })
+        })?;
+        kassert_eq!((STACK_OK.load(Relaxed), STACK_BAD.load(Relaxed)), (1, 0), "backtrace in the inner return handler");
+        kassert_eq!(crate::ksyms::name(INNER_RA.load(Relaxed)), crate::ksyms::name(addr_of(kret_outer as *const ())));
+        Ok(())
+    }
+}
+
+ktest! {
+    /// Probes in a loaded module (far from kernel text): on ftrace at a function's entry, a
+    /// break in a body, and a kretprobe; the module cannot be unloaded while they are there.
+    fn kprobes::probes_on_a_module_function() {
+        fn plus_one(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            r.regs[5] += 1;
+            false
+        }
+        static ADD: Kprobe = Kprobe::new("sample_mod:sample_mod_add", 0, Some(plus_one), None);
+        static STEP: Kprobe = Kprobe::new("sample_mod:sample_mod_step", 8, Some(pre_record), Some(post_record));
+        static RET: Kretprobe = Kretprobe::new("sample_mod:sample_mod_add", None, Some(ret_record), 0);
+        let m = super::module_tests::load("sample_mod")?;
+        let add_at = m.symbol("sample_mod_add").ok_or_else(|| TestError::Fail("no sample_mod_add".into()))?;
+        // SAFETY: sample_mod_add is `extern "C" fn(u64, u64) -> u64`; `m` keeps the module loaded.
+        let add: extern "C" fn(u64, u64) -> u64 = unsafe { core::mem::transmute(add_at) };
+        kdiag!("sample_mod_add at {add_at:#x}, {} MiB from kernel text", crate::execmem::area::distance_from_kernel_text(add_at) >> 20);
+        reset();
+        reset_ret();
+        let r = (|| {
+            reg(&ADD)?;
+            reg(&STEP)?;
+            kreg(&RET)?;
+            kassert!(ADD.on_ftrace() && !STEP.on_ftrace(), "entry on ftrace, body a break");
+            kassert_eq!(add(black_box(2), black_box(3)), 6, "b + 1 from the handler");
+            kassert_eq!((RET_CALLS.load(Relaxed), RET_VAL.load(Relaxed)), (1, 6), "the kretprobe saw the result");
+            let unload = crate::module::unload("sample_mod");
+            kassert!(unload.is_err(), "sample_mod unloaded under its probes");
+            Ok(())
+        })();
+        let _ = kretprobe::unregister_kretprobe(&RET);
+        let _ = kprobes::unregister_kprobe(&STEP);
+        let _ = kprobes::unregister_kprobe(&ADD);
+        r?;
+        kassert_eq!(add(2, 3), 5, "unprobed");
+        drop(m);
+        crate::module::unload("sample_mod").map_err(|e| TestError::Fail(alloc::format!("unload: {e}")))?;
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A function with a generated (fentry) trampoline attached takes a kprobe on its ftrace
+    /// site and a break in its body; the program and the probes each run once per call.
+    fn kprobes::probes_on_a_generated_trampolines_target() {
+        use crate::ftrace::bpf::{Attach, Func, TraceCtx};
+        static PROG_RUNS: AtomicU64 = AtomicU64::new(0);
+        extern "C" fn prog(_ctx: &TraceCtx) -> u64 {
+            PROG_RUNS.fetch_add(1, Relaxed);
+            0
+        }
+        static ENTRY: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(pre_record), None);
+        static BODY: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 8, Some(pre_record), None);
+        let entry = addr_of(kpf_target as *const ());
+        PROG_RUNS.store(0, Relaxed);
+        reset();
+        let link = Attach::fentry(Func::at(entry, 2), prog).map_err(tfail("fentry"))?;
+        let r = (|| {
+            reg(&ENTRY)?;
+            let r = reg(&BODY).and_then(|_| {
+                kassert_eq!(kpf_target(black_box(5), black_box(1)), 16);
+                Ok(())
+            });
+            let _ = kprobes::unregister_kprobe(&BODY);
+            let _ = kprobes::unregister_kprobe(&ENTRY);
+            r
+        })();
+        link.detach().map_err(tfail("detach"))?;
+        r?;
+        kassert_eq!(PROG_RUNS.load(Relaxed), 1, "fentry program runs");
+        kassert_eq!((ENTRY.hits(), BODY.hits(), PRE_CALLS.load(Relaxed)), (1, 1, 2), "probe hits");
         Ok(())
     }
 }

@@ -138,6 +138,7 @@ fn recover_after_abort() {
     crate::ftrace::recover_after_abort();
     // After the core's: it may have unregistered the trampolines' ops.
     crate::ftrace::bpf::recover_after_abort();
+    crate::kprobes::kretprobe::recover_after_abort();
     poison::reset();
 }
 

@@ -31,7 +31,7 @@ fn object(name: &str) -> Result<Vec<u8>, crate::selftest::TestError> {
 }
 
 /// Loads sample `name`; returns a reference (drop it before unloading).
-fn load(name: &str) -> Result<module::ModuleRef, crate::selftest::TestError> {
+pub(crate) fn load(name: &str) -> Result<module::ModuleRef, crate::selftest::TestError> {
     let bytes = object(name)?;
     // A case that failed half-way may have left it loaded; start clean.
     if module::unload(name).is_ok() {

@@ -11,6 +11,12 @@
 //!   `pcaddu18i`, `pcalau12i`, `b`, `bl`, `jirl`, the conditional branches: see
 //!   `arch::kprobe_insn`), then runs `post_handler`.
 //!
+//! A probe on the patch site of a traceable function (offset 0 or 4) is a **kprobe on ftrace**
+//! instead (Linux's `KPROBES_ON_FTRACE`): no `break`; an ftrace ops with `SAVE_REGS` on that one
+//! function calls the handlers from `ftrace_regs_caller`'s full frame, with `era` = the entry
+//! for the pre handler and the function body for the post handler, as if the site were one
+//! instruction. It shares the site with every other ftrace user.
+//!
 //! A `pre_handler` that returns `true` has set `era` itself (it redirected the PC): the original
 //! instruction is skipped. A probe hit while a probe handler runs on the same CPU does not call
 //! handlers again: it is counted in [`Kprobe::nmissed`] and only its instruction runs.
@@ -23,6 +29,9 @@
 //!
 //! See docs/kprobes.md.
 
+pub mod kretprobe;
+
+use crate::ftrace::{FtraceOps, FtraceRegs, OpsFlags};
 use alloc::string::String;
 use arch::frame::PtRegs;
 use arch::kprobe_insn::{self, Class, KPROBE_BP_INSN, KPROBE_SSTEPBP_INSN, Refused};
@@ -61,9 +70,15 @@ pub struct Kprobe {
     addr: AtomicU64,
     opcode: AtomicU32,
     slot: AtomicU64,
+    /// The probe's ftrace ops when it is on ftrace (null for a break probe).
+    ops: AtomicPtr<FtraceOps>,
     state: AtomicU8,
     hits: AtomicU64,
     nmissed: AtomicU64,
+    /// For the owner (a kretprobe keeps itself here).
+    private: AtomicUsize,
+    /// Keeps the module the probe is in loaded while the probe is registered.
+    hold: spin::Mutex<Option<crate::ksyms::Hold>>,
 }
 
 impl Kprobe {
@@ -81,9 +96,12 @@ impl Kprobe {
             addr: AtomicU64::new(0),
             opcode: AtomicU32::new(0),
             slot: AtomicU64::new(0),
+            ops: AtomicPtr::new(core::ptr::null_mut()),
             state: AtomicU8::new(UNREGISTERED),
             hits: AtomicU64::new(0),
             nmissed: AtomicU64::new(0),
+            private: AtomicUsize::new(0),
+            hold: spin::Mutex::new(None),
         }
     }
 
@@ -95,9 +113,13 @@ impl Kprobe {
     pub fn opcode(&self) -> u32 {
         self.opcode.load(Ordering::Acquire)
     }
-    /// The out-of-line slot (0 when the instruction is simulated).
+    /// The out-of-line slot (0 when the instruction is simulated or the probe is on ftrace).
     pub fn slot(&self) -> u64 {
         self.slot.load(Ordering::Acquire)
+    }
+    /// Whether the probe rides an ftrace site instead of a `break`.
+    pub fn on_ftrace(&self) -> bool {
+        !self.ops.load(Ordering::Acquire).is_null()
     }
     /// Hits that ran the handlers.
     pub fn hits(&self) -> u64 {
@@ -125,7 +147,8 @@ pub enum KprobeError {
     Blacklisted(u64, String),
     /// The instruction cannot be probed.
     Refused(u64, Refused),
-    /// The entry words of an ftrace patch site belong to ftrace.
+    /// The entry words of a patch site ftrace never enables (a `notrace` function's) belong to
+    /// ftrace and cannot take a `break` either.
     FtraceSite(u64),
     /// A probe is already registered at this address.
     Busy(u64),
@@ -133,10 +156,14 @@ pub enum KprobeError {
     NotRegistered,
     /// [`MAX_KPROBES`] are registered.
     TooMany,
+    /// The module the address is in is being unloaded.
+    ModuleGoing(&'static str),
     /// No executable memory for the slot.
     NoSlot,
     /// The word at the address was not what the probe expected.
     Patch(String),
+    /// The ftrace site refused the probe's ops (a kprobe on ftrace).
+    Ftrace(String),
 }
 
 impl core::fmt::Display for KprobeError {
@@ -148,14 +175,16 @@ impl core::fmt::Display for KprobeError {
             KprobeError::Blacklisted(a, s) => write!(f, "{a:#x} ({s}) is on the kprobe blacklist"),
             KprobeError::Refused(a, r) => write!(f, "cannot probe the instruction at {a:#x}: {r}"),
             KprobeError::FtraceSite(a) => {
-                write!(f, "{a:#x} is inside an ftrace patch site (its entry words belong to ftrace)")
+                write!(f, "{a:#x} is inside the patch site of a function ftrace never traces")
             }
             KprobeError::Busy(a) => write!(f, "a kprobe is already registered at {a:#x}"),
             KprobeError::AlreadyRegistered => write!(f, "the kprobe is already registered"),
             KprobeError::NotRegistered => write!(f, "the kprobe is not registered"),
             KprobeError::TooMany => write!(f, "{MAX_KPROBES} kprobes are registered already"),
+            KprobeError::ModuleGoing(m) => write!(f, "module {m} is being unloaded"),
             KprobeError::NoSlot => write!(f, "no executable memory for the out-of-line slot"),
             KprobeError::Patch(e) => write!(f, "patching: {e}"),
+            KprobeError::Ftrace(e) => write!(f, "ftrace: {e}"),
         }
     }
 }
@@ -284,15 +313,30 @@ fn resolve(at: Where) -> Result<(u64, &'static str, u64), KprobeError> {
     }
 }
 
-/// Checks that `p` may go at its place; returns (address, original word, class).
-fn prepare(p: &Kprobe) -> Result<(u64, u32, Class), KprobeError> {
+/// How a probe is reached.
+enum Site {
+    /// A `break` over `word`, handled as `class`.
+    Break(u32, Class),
+    /// The ftrace site of the function entered at the probe's address.
+    Ftrace,
+}
+
+/// Checks that `p` may go at its place; returns the address (the entry for a probe on ftrace)
+/// and how the probe gets there.
+fn prepare(p: &Kprobe) -> Result<(u64, Site), KprobeError> {
     let (addr, name, off) = resolve(p.at)?;
     if blacklisted(name) {
         return Err(KprobeError::Blacklisted(addr, name.into()));
     }
     let entry = addr - off;
-    if off < 8 && crate::ftrace::core::site_info(entry).is_some() {
-        return Err(KprobeError::FtraceSite(addr));
+    if off < 8 {
+        if let Some(i) = crate::ftrace::sites::index_of(entry) {
+            if !crate::ftrace::core::site_traceable(i) {
+                return Err(KprobeError::FtraceSite(addr));
+            }
+            // Several probes may share a site: each has its own ops.
+            return Ok((entry, Site::Ftrace));
+        }
     }
     if lookup(addr).is_some() {
         return Err(KprobeError::Busy(addr));
@@ -302,7 +346,25 @@ fn prepare(p: &Kprobe) -> Result<(u64, u32, Class), KprobeError> {
     if let Class::Refuse(r) = class {
         return Err(KprobeError::Refused(addr, r));
     }
-    Ok((addr, word, class))
+    Ok((addr, Site::Break(word, class)))
+}
+
+fn ftrace_error(e: crate::ftrace::FtraceError) -> KprobeError {
+    KprobeError::Ftrace(alloc::format!("{e}"))
+}
+
+/// Gives probe `p` at function entry `entry` an ftrace ops of its own, filtered on that one
+/// function, and registers it.
+fn arm_on_ftrace(p: &'static Kprobe, entry: u64) -> Result<&'static FtraceOps, KprobeError> {
+    let ops = FtraceOps::new_boxed(kprobe_ftrace_handler, OpsFlags::SAVE_REGS);
+    ops.private.store(p as *const Kprobe as usize, Ordering::Release);
+    let r = crate::ftrace::ftrace_set_filter_ip(ops, entry, false, true).and_then(|_| crate::ftrace::register_ftrace_function(ops));
+    if let Err(e) = r {
+        // SAFETY: `ops` came from `new_boxed`, is not registered and nothing else refers to it.
+        let _ = unsafe { FtraceOps::free(ops) };
+        return Err(ftrace_error(e));
+    }
+    Ok(ops)
 }
 
 /// Registers and arms `p` (Linux's `register_kprobe`).
@@ -311,8 +373,44 @@ pub fn register_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
     if p.state.load(Ordering::Acquire) != UNREGISTERED {
         return Err(KprobeError::AlreadyRegistered);
     }
-    let (addr, word, class) = prepare(p)?;
+    let (addr, site) = prepare(p)?;
     let free = TABLE.iter().position(|e| e.load(Ordering::Acquire).is_null()).ok_or(KprobeError::TooMany)?;
+    // A probe in a module keeps it loaded (Linux's kprobes take a module reference too).
+    let hold = match crate::ksyms::owner_of(addr) {
+        Some(m) => Some(crate::ksyms::hold(m).ok_or(KprobeError::ModuleGoing(m))?),
+        None => None,
+    };
+    let r = arm(p, addr, site, free);
+    if r.is_ok() {
+        *p.hold.lock() = hold;
+    }
+    r
+}
+
+/// Arms `p` at `addr` in table entry `free` (registration's second half).
+fn arm(p: &'static Kprobe, addr: u64, site: Site, free: usize) -> Result<(), KprobeError> {
+    let (word, class) = match site {
+        Site::Break(word, class) => (word, class),
+        Site::Ftrace => {
+            p.addr.store(addr, Ordering::Release);
+            p.opcode.store(0, Ordering::Release);
+            p.slot.store(0, Ordering::Release);
+            p.hits.store(0, Ordering::Relaxed);
+            p.nmissed.store(0, Ordering::Relaxed);
+            TABLE[free].store(p as *const Kprobe as *mut Kprobe, Ordering::Release);
+            USED.fetch_max(free + 1, Ordering::AcqRel);
+            match arm_on_ftrace(p, addr) {
+                Ok(ops) => p.ops.store(ops as *const FtraceOps as *mut FtraceOps, Ordering::Release),
+                Err(e) => {
+                    TABLE[free].store(core::ptr::null_mut(), Ordering::Release);
+                    p.addr.store(0, Ordering::Release);
+                    return Err(e);
+                }
+            }
+            p.state.store(ARMED, Ordering::Release);
+            return Ok(());
+        }
+    };
     let slot = match class {
         Class::Step => {
             let at = alloc_slot().ok_or(KprobeError::NoSlot)?;
@@ -353,7 +451,19 @@ pub fn unregister_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
         return Err(KprobeError::NotRegistered);
     }
     let addr = p.addr();
-    if state == ARMED {
+    let ops = p.ops.load(Ordering::Acquire);
+    if !ops.is_null() {
+        // SAFETY: a non-null `ops` is the probe's own leaked ops, alive until freed below.
+        let ops: &'static FtraceOps = unsafe { &*ops };
+        if state == ARMED {
+            crate::ftrace::unregister_ftrace_function(ops).map_err(ftrace_error)?;
+        }
+        // Unregistering waited until no CPU runs the callback: the ops can go.
+        p.ops.store(core::ptr::null_mut(), Ordering::Release);
+        // SAFETY: the ops came from `new_boxed` in `arm_on_ftrace`, is unregistered, and the
+        // probe (its only holder) has just dropped it.
+        let _ = unsafe { FtraceOps::free(ops) };
+    } else if state == ARMED {
         patch(addr, KPROBE_BP_INSN, p.opcode())?;
     }
     // `patch` synchronised every CPU after the word went back: none is in the handler or the slot.
@@ -365,6 +475,7 @@ pub fn unregister_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
         free_slot(slot);
     }
     p.state.store(UNREGISTERED, Ordering::Release);
+    drop(p.hold.lock().take());
     Ok(())
 }
 
@@ -375,7 +486,10 @@ pub fn disable_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
         UNREGISTERED => Err(KprobeError::NotRegistered),
         DISABLED => Ok(()),
         _ => {
-            patch(p.addr(), KPROBE_BP_INSN, p.opcode())?;
+            match ftrace_ops(p) {
+                Some(ops) => crate::ftrace::unregister_ftrace_function(ops).map_err(ftrace_error)?,
+                None => patch(p.addr(), KPROBE_BP_INSN, p.opcode())?,
+            }
             p.state.store(DISABLED, Ordering::Release);
             Ok(())
         }
@@ -389,14 +503,55 @@ pub fn enable_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
         UNREGISTERED => Err(KprobeError::NotRegistered),
         ARMED => Ok(()),
         _ => {
-            patch(p.addr(), p.opcode(), KPROBE_BP_INSN)?;
+            match ftrace_ops(p) {
+                Some(ops) => crate::ftrace::register_ftrace_function(ops).map_err(ftrace_error)?,
+                None => patch(p.addr(), p.opcode(), KPROBE_BP_INSN)?,
+            }
             p.state.store(ARMED, Ordering::Release);
             Ok(())
         }
     }
 }
 
-/// The registered probe at `addr`.
+/// The ops of a registered probe on ftrace.
+fn ftrace_ops(p: &Kprobe) -> Option<&'static FtraceOps> {
+    let ops = p.ops.load(Ordering::Acquire);
+    // SAFETY: a non-null `ops` is the probe's own leaked ops, freed only by `unregister_kprobe`,
+    // which holds `REG` as every caller of this does.
+    (!ops.is_null()).then(|| unsafe { &*ops })
+}
+
+/// The callback of a kprobe on ftrace: the probe's handlers around the patch site, as if it
+/// were one instruction (Linux's `kprobe_ftrace_handler`). `fregs` is `ftrace_regs_caller`'s full
+/// frame (`era` = the body, `ra` = the parent): the pre handler sees `era` = `ip`; unless it
+/// redirected the PC (returned `true`), the post handler sees the body, where execution goes on.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+extern "C" fn kprobe_ftrace_handler(ip: u64, _parent: u64, ops: &FtraceOps, fregs: &mut FtraceRegs) {
+    // SAFETY: `arm_on_ftrace` set `private` to the `&'static Kprobe` owning this ops before
+    // registering it, and the ops is freed only after it is unregistered.
+    let p: &'static Kprobe = unsafe { &*(ops.private.load(Ordering::Relaxed) as *const Kprobe) };
+    let Some(regs) = fregs.full_mut() else { return };
+    let st = &CPU[arch::cpu::id() % arch::boot::MAX_CPUS];
+    if !st.cur.load(Ordering::Relaxed).is_null() {
+        p.nmissed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    p.hits.fetch_add(1, Ordering::Relaxed);
+    st.cur.store(p as *const Kprobe as *mut Kprobe, Ordering::Relaxed);
+    let body = regs.era;
+    regs.era = ip;
+    if !p.pre_handler.is_some_and(|pre| pre(p, regs)) {
+        regs.era = body;
+        if let Some(post) = p.post_handler {
+            post(p, regs);
+            regs.era = body;
+        }
+    }
+    st.cur.store(core::ptr::null_mut(), Ordering::Relaxed);
+}
+
+/// The registered break probe at `addr` (probes on ftrace are never at a break's address: an
+/// ftrace site's words are not probed with a break).
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn lookup(addr: u64) -> Option<&'static Kprobe> {
     let used = USED.load(Ordering::Acquire);
@@ -407,17 +562,26 @@ fn lookup(addr: u64) -> Option<&'static Kprobe> {
     })
 }
 
-/// Registered probes, as (address, hits, missed, stepped out of line).
-pub fn list() -> alloc::vec::Vec<(u64, u64, u64, bool)> {
+/// Registered probes (Linux's `kprobes/list`).
+pub fn list() -> alloc::vec::Vec<&'static Kprobe> {
     let used = USED.load(Ordering::Acquire);
     TABLE[..used]
         .iter()
         .filter_map(|e| {
             let p = e.load(Ordering::Acquire);
             // SAFETY: as in `lookup`.
-            (!p.is_null()).then(|| unsafe { &*p }).map(|p| (p.addr(), p.hits(), p.nmissed(), p.slot() != 0))
+            (!p.is_null()).then(|| unsafe { &*p })
         })
         .collect()
+}
+
+/// How a probe is handled, as `kprobes/list` shows it: `k` a stepped or simulated break, `f`
+/// on ftrace; `[DISABLED]` when disabled.
+pub fn describe(p: &Kprobe) -> String {
+    let kind = if p.on_ftrace() { "k [FTRACE]" } else if p.slot() != 0 { "k" } else { "k [SIMULATED]" };
+    let kind = if p.private.load(Ordering::Relaxed) != 0 { kind.replacen('k', "r", 1) } else { kind.into() };
+    let off = if p.state.load(Ordering::Acquire) == DISABLED { " [DISABLED]" } else { "" };
+    alloc::format!("{:016x}  {}  {}{}", p.addr(), kind, crate::ksyms::sym(p.addr()), off)
 }
 
 /// The `break` handler (registered with `irq` at boot). `word` is the word now at `era`.
@@ -505,15 +669,17 @@ fn finish(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
 /// Registers the break handler (at boot).
 pub fn init() {
     crate::irq::set_break_handler(on_break);
+    kretprobe::init();
 }
 
 /// Isolation check: no probe left registered by a test case.
 pub fn check_none_registered() -> Result<(), String> {
     match list().first() {
         None => Ok(()),
-        Some((a, ..)) => Err(alloc::format!("a kprobe is still registered at {}", crate::ksyms::sym(*a))),
+        Some(p) => Err(alloc::format!("a kprobe is still registered at {}", crate::ksyms::sym(p.addr()))),
     }
 }
 
 /// What must hold after a self-test case.
-pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), String>)] = &[("kprobes unregistered", check_none_registered)];
+pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), String>)] =
+    &[("kprobes unregistered", check_none_registered), ("kretprobe instances returned", kretprobe::check_idle)];
