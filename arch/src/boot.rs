@@ -112,6 +112,9 @@ pub struct PerCpu {
     pub tracing_depth: core::sync::atomic::AtomicU64,
     /// Times this CPU left its outermost tracing call.
     pub tracing_exits: core::sync::atomic::AtomicU64,
+    /// The kprobe this CPU is handling (0: none), the kernel's per-CPU `current_kprobe`: one
+    /// load through `r21` on the probe paths.
+    pub kprobe_current: core::sync::atomic::AtomicU64,
 }
 
 /// Offset of [`PerCpu::tracing_depth`] (used by the assembly).
@@ -131,12 +134,24 @@ static loongtrace_percpu: [PerCpu; MAX_CPUS] = [const {
         cpu: core::sync::atomic::AtomicU64::new(0),
         tracing_depth: core::sync::atomic::AtomicU64::new(0),
         tracing_exits: core::sync::atomic::AtomicU64::new(0),
+        kprobe_current: core::sync::atomic::AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
 /// The per-CPU area of `cpu` (readable from any CPU).
 pub fn percpu(cpu: usize) -> &'static PerCpu {
     &loongtrace_percpu[cpu % MAX_CPUS]
+}
+
+/// This CPU's per-CPU area (the pointer in `r21`: one register move).
+#[inline(always)]
+pub fn this_cpu() -> &'static PerCpu {
+    let p: u64;
+    // SAFETY: r21 points at this CPU's `PerCpu` from `_start` on and is never changed (Rust code
+    // never allocates it); reading a register has no other effect.
+    unsafe { core::arch::asm!("move {0}, $r21", out(reg) p, options(nomem, nostack, preserves_flags)) };
+    // SAFETY: as above: a valid, 'static element of `loongtrace_percpu`.
+    unsafe { &*(p as *const PerCpu) }
 }
 
 unsafe extern "C" {

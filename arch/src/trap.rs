@@ -167,6 +167,19 @@ pub fn ecode(f: &PtRegs) -> u64 {
 }
 
 /// Exception sub-code (ESTAT.EsubCode) of a frame.
+/// The word at ERA of a breakpoint (BRK) exception's frame, as it is now (another CPU may have
+/// rewritten it since this one trapped); 0 for any other exception.
+#[inline]
+pub fn break_word(f: &PtRegs) -> u32 {
+    if ecode(f) != ECODE_BRK {
+        return 0;
+    }
+    // SAFETY: a BRK exception is raised by executing the instruction at ERA, so the CPU has just
+    // fetched that aligned word from mapped memory (kernel or module text, which is never
+    // unmapped while it can run); `f` is the unmodified frame of that exception.
+    unsafe { core::ptr::read_volatile(f.era as *const u32) }
+}
+
 pub fn esubcode(f: &PtRegs) -> u64 {
     (f.estat >> 22) & 0x1ff
 }

@@ -202,9 +202,13 @@ pub fn run() {
 }
 
 /// `kprobe` / `kprobe_simulated`: a break probe with an empty pre handler on an instruction in the
-/// middle of `bench_target` (stepped out of line), and on its `jr ra` (simulated).
+/// middle of `bench_target` (stepped out of line), and on its `jr ra` (simulated);
+/// `kprobe_on_ftrace` at its entry; `kretprobe` with an empty return handler.
 fn kprobe_rows() {
     use crate::kprobes::{self, Kprobe, Where};
+    // The handlers are notrace, like the empty callbacks of the ops rows: the rows measure the
+    // probe machinery, not a patch site in the handler.
+    #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
     fn empty(_p: &Kprobe, _r: &mut arch::frame::PtRegs) -> bool {
         false
     }
@@ -233,6 +237,37 @@ fn kprobe_rows() {
                 }
                 let _ = kprobes::unregister_kprobe(p);
             }
+        }
+    }
+    // `kprobe_on_ftrace`: the same empty pre handler at the entry (through ftrace_regs_caller).
+    let p: &'static Kprobe = alloc::boxed::Box::leak(alloc::boxed::Box::new(Kprobe::with(Where::Addr(sym.addr), Some(empty), None)));
+    match kprobes::register_kprobe(p) {
+        Err(e) => println!("BENCH-ERROR kprobe_on_ftrace {e}"),
+        Ok(()) if !p.on_ftrace() => {
+            println!("BENCH-ERROR kprobe_on_ftrace the probe at the entry is not on ftrace");
+            let _ = kprobes::unregister_kprobe(p);
+        }
+        Ok(()) => {
+            match overhead_tenths() {
+                Some(t) => report("kprobe_on_ftrace", t),
+                None => println!("BENCH-ERROR kprobe_on_ftrace the counter does not count instructions"),
+            }
+            let _ = kprobes::unregister_kprobe(p);
+        }
+    }
+    // `kretprobe`: an empty return handler (the entry rides ftrace; the return the trampoline).
+    use crate::kprobes::kretprobe::{self, Kretprobe, KretprobeInstance};
+    #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+    fn empty_ret(_ri: &KretprobeInstance, _r: &mut arch::frame::PtRegs) {}
+    static RP: Kretprobe = Kretprobe::new("bench_target", None, Some(empty_ret), 0);
+    match kretprobe::register_kretprobe(&RP) {
+        Err(e) => println!("BENCH-ERROR kretprobe {e}"),
+        Ok(()) => {
+            match overhead_tenths() {
+                Some(t) => report("kretprobe", t),
+                None => println!("BENCH-ERROR kretprobe the counter does not count instructions"),
+            }
+            let _ = kretprobe::unregister_kretprobe(&RP);
         }
     }
 }

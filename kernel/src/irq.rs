@@ -73,7 +73,7 @@ pub fn breaks_seen() -> u64 {
 fn on_exception(frame: &mut PtRegs) {
     let cpu = arch::cpu::id();
     if arch::trap::ecode(frame) == arch::trap::ECODE_BRK {
-        let word = arch::patch::read_insn(frame.era).unwrap_or(0);
+        let word = arch::trap::break_word(frame);
         let code = (word & 0x7fff) as usize;
         if word & !0x7fff == arch::insn::BREAK0 && EXPECT_BREAK[cpu].load(Ordering::Relaxed) == code + 1 {
             EXPECT_BREAK[cpu].store(0, Ordering::Relaxed);

@@ -31,6 +31,8 @@ pub const ROWS: &[(&str, &str)] = &[
     ("graph", "function_graph tracer, entry + return"),
     ("kprobe", "break kprobe, empty pre handler, instruction stepped out of line"),
     ("kprobe_simulated", "break kprobe, empty pre handler, on `jr ra` (simulated)"),
+    ("kprobe_on_ftrace", "kprobe at the entry, empty pre handler, through ftrace_regs_caller"),
+    ("kretprobe", "kretprobe, empty return handler (entry on ftrace, return through the trampoline)"),
     ("enable_all", "patching every site (per site)"),
     ("disable_all", "unpatching every site (per site)"),
     ("init_per_site", "boot-time init of the site table (per site)"),

@@ -22,7 +22,7 @@
 //!
 //! See docs/kprobes.md.
 
-use super::{Kprobe, KprobeError, CPU};
+use super::{Kprobe, KprobeError};
 use arch::frame::PtRegs;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -76,6 +76,8 @@ pub struct Kretprobe {
     /// Instances at once on all CPUs (0: Linux's default, max(10, 2 × CPUs)).
     pub maxactive: usize,
     active: AtomicUsize,
+    /// [`Kretprobe::max_instances`], fixed at registration.
+    limit: AtomicUsize,
     nmissed: AtomicU64,
     /// Bumped by unregistering: instances of an older registration run no handler.
     generation: AtomicU32,
@@ -91,6 +93,7 @@ impl Kretprobe {
             handler,
             maxactive,
             active: AtomicUsize::new(0),
+            limit: AtomicUsize::new(0),
             nmissed: AtomicU64::new(0),
             generation: AtomicU32::new(0),
             registered: AtomicBool::new(false),
@@ -122,8 +125,8 @@ impl Kretprobe {
 struct RetStack {
     depth: usize,
     entries: [KretprobeInstance; KRETPROBE_STACK],
-    /// A return handler is running on this CPU (unregistering waits for it).
-    in_handler: bool,
+    /// Return handlers running on this CPU (nested by interrupts; unregistering waits for 0).
+    in_handler: u32,
 }
 
 struct PerCpu([UnsafeCell<RetStack>; MAX_CPUS]);
@@ -131,7 +134,7 @@ struct PerCpu([UnsafeCell<RetStack>; MAX_CPUS]);
 // `in_handler`, which other CPUs only read through a volatile load while unregistering.
 unsafe impl Sync for PerCpu {}
 
-static STACKS: PerCpu = PerCpu([const { UnsafeCell::new(RetStack { depth: 0, entries: [EMPTY; KRETPROBE_STACK], in_handler: false }) }; MAX_CPUS]);
+static STACKS: PerCpu = PerCpu([const { UnsafeCell::new(RetStack { depth: 0, entries: [EMPTY; KRETPROBE_STACK], in_handler: 0 }) }; MAX_CPUS]);
 
 /// Runs `f` on this CPU's instance stack with interrupts off.
 #[inline(always)]
@@ -143,18 +146,17 @@ fn with_stack<R>(f: impl FnOnce(&mut RetStack) -> R) -> R {
     r
 }
 
-/// The pre handler of every kretprobe's entry probe (Linux's `pre_handler_kretprobe`).
+/// The pre handler of every kretprobe's entry probe (Linux's `pre_handler_kretprobe`): takes an
+/// instance on this CPU's stack, runs the entry handler on it, and hooks the return.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn entry_pre_handler(p: &Kprobe, regs: &mut PtRegs) -> bool {
     // SAFETY: `register_kretprobe` set `private` to the `&'static Kretprobe` that embeds `p`
     // before arming it.
     let rp: &'static Kretprobe = unsafe { &*(p.private.load(Ordering::Relaxed) as *const Kretprobe) };
-    if rp.active.fetch_add(1, Ordering::AcqRel) >= rp.max_instances() {
-        rp.active.fetch_sub(1, Ordering::AcqRel);
-        rp.nmissed.fetch_add(1, Ordering::Relaxed);
-        return false;
+    if rp.active.fetch_add(1, Ordering::Relaxed) >= rp.limit.load(Ordering::Relaxed) {
+        return missed(rp);
     }
-    let mut ri = KretprobeInstance {
+    let ri = KretprobeInstance {
         rp: Some(rp),
         generation: rp.generation.load(Ordering::Relaxed),
         func: p.addr(),
@@ -162,27 +164,44 @@ fn entry_pre_handler(p: &Kprobe, regs: &mut PtRegs) -> bool {
         sp: regs.regs[3],
         data: [0; KRETPROBE_DATA_WORDS],
     };
-    if let Some(entry) = rp.entry_handler {
-        if !entry(&mut ri, regs) {
-            rp.active.fetch_sub(1, Ordering::AcqRel);
-            return false;
+    // Pushed first, so that calls hooked by an interrupt meanwhile nest above it.
+    let at = with_stack(|s| {
+        let d = s.depth;
+        if d == KRETPROBE_STACK {
+            return None;
         }
-        ri.ret_addr = regs.regs[1];
-    }
-    let pushed = with_stack(|s| {
-        if s.depth == KRETPROBE_STACK {
-            return false;
-        }
-        s.entries[s.depth] = ri;
-        s.depth += 1;
-        true
+        s.entries[d] = ri;
+        s.depth = d + 1;
+        Some(d)
     });
-    if pushed {
-        regs.regs[1] = arch::rethook::trampoline();
-    } else {
-        rp.active.fetch_sub(1, Ordering::AcqRel);
-        rp.nmissed.fetch_add(1, Ordering::Relaxed);
+    let Some(at) = at else { return missed(rp) };
+    if let Some(entry) = rp.entry_handler {
+        let mut mine = ri;
+        let take = entry(&mut mine, regs);
+        // Interrupts nest: whatever they pushed above `at` they popped again.
+        with_stack(|s| {
+            if take {
+                s.entries[at].data = mine.data;
+            } else {
+                s.depth = at;
+            }
+        });
+        if !take {
+            rp.active.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        // The entry handler may have changed the return address.
+        with_stack(|s| s.entries[at].ret_addr = regs.regs[1]);
     }
+    regs.regs[1] = arch::rethook::trampoline();
+    false
+}
+
+/// A call the kretprobe could not hook.
+#[cold]
+fn missed(rp: &Kretprobe) -> bool {
+    rp.active.fetch_sub(1, Ordering::Relaxed);
+    rp.nmissed.fetch_add(1, Ordering::Relaxed);
     false
 }
 
@@ -191,7 +210,7 @@ fn entry_pre_handler(p: &Kprobe, regs: &mut PtRegs) -> bool {
 fn release(ri: &KretprobeInstance) {
     if let Some(rp) = ri.rp {
         if rp.generation.load(Ordering::Relaxed) == ri.generation {
-            rp.active.fetch_sub(1, Ordering::AcqRel);
+            rp.active.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -201,35 +220,40 @@ fn release(ri: &KretprobeInstance) {
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn trampoline_handler(regs: &mut PtRegs) {
     let sp = regs.regs[3];
-    // The instance stays on the stack while the handler runs, so a backtrace finds it.
+    // The instance stays on the stack while the handler runs, so a backtrace finds it. Checked
+    // and marked with interrupts off, so that the synchronising IPI of `unregister_kretprobe`
+    // comes before both or after both.
     let found = with_stack(|s| {
-        let i = s.entries[..s.depth].iter().rposition(|e| e.sp == sp)?;
-        // Above the match: calls whose frames were abandoned (a self-test recovering).
-        s.entries[i + 1..s.depth].iter().for_each(release);
-        s.depth = i + 1;
-        Some(s.entries[i])
+        let top = s.depth.checked_sub(1)?;
+        let i = if s.entries[top].sp == sp { top } else { s.entries[..top].iter().rposition(|e| e.sp == sp)? };
+        if i != top {
+            // Above the match: calls whose frames were abandoned (a self-test recovering).
+            s.entries[i + 1..s.depth].iter().for_each(release);
+            s.depth = i + 1;
+        }
+        let ri = s.entries[i];
+        let run = ri.rp.is_some_and(|rp| {
+            rp.handler.is_some() && rp.generation.load(Ordering::Acquire) == ri.generation && rp.registered.load(Ordering::Acquire)
+        });
+        s.in_handler += run as u32;
+        Some((ri, run))
     });
-    let Some(ri) = found else {
+    let Some((ri, run)) = found else {
         panic!("kretprobe_trampoline reached with no instance for sp {sp:#x}");
     };
     regs.era = ri.ret_addr;
-    if let (Some(rp), Some(handler)) = (ri.rp, ri.rp.and_then(|rp| rp.handler)) {
-        // Checked and marked with interrupts off, so that the synchronising IPI of
-        // `unregister_kretprobe` comes before both or after both.
-        let run = with_stack(|s| {
-            s.in_handler = rp.generation.load(Ordering::Acquire) == ri.generation && rp.registered.load(Ordering::Acquire);
-            s.in_handler
-        });
-        if run {
-            let st = &CPU[arch::cpu::id() % MAX_CPUS];
+    if run {
+        if let Some(handler) = ri.rp.and_then(|rp| rp.handler) {
             // Probes hit inside the return handler are missed, as inside a kprobe handler.
-            let outer = st.cur.swap(&BUSY as *const Kprobe as *mut Kprobe, Ordering::Relaxed);
+            let outer = super::cur_swap(&BUSY as *const Kprobe as *mut Kprobe);
             handler(&ri, regs);
-            with_stack(|s| s.in_handler = false);
-            st.cur.store(outer, Ordering::Relaxed);
+            super::cur_set(outer);
         }
     }
-    with_stack(|s| s.depth -= 1);
+    with_stack(|s| {
+        s.in_handler -= run as u32;
+        s.depth -= 1;
+    });
     release(&ri);
 }
 
@@ -253,6 +277,7 @@ pub fn register_kretprobe(rp: &'static Kretprobe) -> Result<(), KprobeError> {
     }
     rp.kp.private.store(rp as *const Kretprobe as usize, Ordering::Release);
     rp.active.store(0, Ordering::Release);
+    rp.limit.store(rp.max_instances(), Ordering::Release);
     rp.nmissed.store(0, Ordering::Relaxed);
     if let Err(e) = super::register_kprobe(&rp.kp) {
         rp.registered.store(false, Ordering::Release);
@@ -279,7 +304,7 @@ pub fn unregister_kretprobe(rp: &'static Kretprobe) -> Result<(), KprobeError> {
             continue;
         }
         // SAFETY: a plain read of another CPU's flag, which that CPU writes with single stores.
-        while unsafe { core::ptr::addr_of!((*stack.get()).in_handler).read_volatile() } {
+        while unsafe { core::ptr::addr_of!((*stack.get()).in_handler).read_volatile() } != 0 {
             core::hint::spin_loop();
         }
     }
@@ -315,7 +340,7 @@ pub fn recover_after_abort() {
     with_stack(|s| {
         s.entries[..s.depth].iter().for_each(release);
         s.depth = 0;
-        s.in_handler = false;
+        s.in_handler = 0;
     });
 }
 

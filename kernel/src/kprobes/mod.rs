@@ -34,7 +34,8 @@ pub mod kretprobe;
 use crate::ftrace::{FtraceOps, FtraceRegs, OpsFlags};
 use alloc::string::String;
 use arch::frame::PtRegs;
-use arch::kprobe_insn::{self, Class, KPROBE_BP_INSN, KPROBE_SSTEPBP_INSN, Refused};
+use arch::kprobe_insn::{self, Class, KPROBE_BP_INSN, KPROBE_SSTEPBP_INSN, Refused, Simulated};
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Most probes registered at once.
@@ -79,7 +80,15 @@ pub struct Kprobe {
     private: AtomicUsize,
     /// Keeps the module the probe is in loaded while the probe is registered.
     hold: spin::Mutex<Option<crate::ksyms::Hold>>,
+    /// The decoded instruction of a simulated probe (decoded once, at registration).
+    sim: UnsafeCell<Option<Simulated>>,
 }
+
+// SAFETY: every field but `sim` is Sync by itself. `sim` is written only by `register_kprobe`
+// (under `REG`) before the probe is published in `TABLE` with a release store, and read only by
+// the trap path of a CPU that found the probe there (acquire), or under `REG`; unregistering
+// removes the probe from every CPU's reach before a later registration writes it again.
+unsafe impl Sync for Kprobe {}
 
 impl Kprobe {
     /// A probe at `symbol + offset`.
@@ -102,6 +111,7 @@ impl Kprobe {
             nmissed: AtomicU64::new(0),
             private: AtomicUsize::new(0),
             hold: spin::Mutex::new(None),
+            sim: UnsafeCell::new(None),
         }
     }
 
@@ -220,11 +230,26 @@ static USED: AtomicUsize = AtomicUsize::new(0);
 /// Serialises registration, arming and disarming.
 static REG: spin::Mutex<()> = spin::Mutex::new(());
 
-/// Per CPU: the probe being handled (`cur`), whether its instruction is being stepped, the
+/// The probe this CPU is handling (null: none), kept in the per-CPU area (`r21`).
+#[inline(always)]
+fn cur_get() -> *mut Kprobe {
+    arch::boot::this_cpu().kprobe_current.load(Ordering::Relaxed) as *mut Kprobe
+}
+
+#[inline(always)]
+fn cur_set(p: *mut Kprobe) {
+    arch::boot::this_cpu().kprobe_current.store(p as u64, Ordering::Relaxed)
+}
+
+#[inline(always)]
+fn cur_swap(p: *mut Kprobe) -> *mut Kprobe {
+    arch::boot::this_cpu().kprobe_current.swap(p as u64, Ordering::Relaxed) as *mut Kprobe
+}
+
+/// Per CPU, besides the current probe: whether its instruction is being stepped, the
 /// interrupt enable to give back after the step, and the probe whose handler was interrupted
 /// by a re-entered hit (`outer`).
 struct CpuState {
-    cur: AtomicPtr<Kprobe>,
     stepping: AtomicBool,
     pie: AtomicU64,
     outer: AtomicPtr<Kprobe>,
@@ -232,7 +257,6 @@ struct CpuState {
 
 static CPU: [CpuState; arch::boot::MAX_CPUS] = [const {
     CpuState {
-        cur: AtomicPtr::new(core::ptr::null_mut()),
         stepping: AtomicBool::new(false),
         pie: AtomicU64::new(0),
         outer: AtomicPtr::new(core::ptr::null_mut()),
@@ -426,6 +450,8 @@ fn arm(p: &'static Kprobe, addr: u64, site: Site, free: usize) -> Result<(), Kpr
     p.addr.store(addr, Ordering::Release);
     p.opcode.store(word, Ordering::Release);
     p.slot.store(slot, Ordering::Release);
+    // SAFETY: see `impl Sync for Kprobe`: the probe is not in `TABLE` yet and `REG` is held.
+    unsafe { *p.sim.get() = if let Class::Simulate(sim) = class { Some(sim) } else { None } };
     p.hits.store(0, Ordering::Relaxed);
     p.nmissed.store(0, Ordering::Relaxed);
     // Published before the break exists, so a CPU that hits it finds the probe and its slot.
@@ -531,13 +557,12 @@ extern "C" fn kprobe_ftrace_handler(ip: u64, _parent: u64, ops: &FtraceOps, freg
     // registering it, and the ops is freed only after it is unregistered.
     let p: &'static Kprobe = unsafe { &*(ops.private.load(Ordering::Relaxed) as *const Kprobe) };
     let Some(regs) = fregs.full_mut() else { return };
-    let st = &CPU[arch::cpu::id() % arch::boot::MAX_CPUS];
-    if !st.cur.load(Ordering::Relaxed).is_null() {
+    if !cur_get().is_null() {
         p.nmissed.fetch_add(1, Ordering::Relaxed);
         return;
     }
     p.hits.fetch_add(1, Ordering::Relaxed);
-    st.cur.store(p as *const Kprobe as *mut Kprobe, Ordering::Relaxed);
+    cur_set(p as *const Kprobe as *mut Kprobe);
     let body = regs.era;
     regs.era = ip;
     if !p.pre_handler.is_some_and(|pre| pre(p, regs)) {
@@ -547,7 +572,7 @@ extern "C" fn kprobe_ftrace_handler(ip: u64, _parent: u64, ops: &FtraceOps, freg
             regs.era = body;
         }
     }
-    st.cur.store(core::ptr::null_mut(), Ordering::Relaxed);
+    cur_set(core::ptr::null_mut());
 }
 
 /// The registered break probe at `addr` (probes on ftrace are never at a break's address: an
@@ -594,7 +619,7 @@ fn on_break(frame: &mut PtRegs, word: u32) -> bool {
         return true;
     }
     if word == KPROBE_SSTEPBP_INSN {
-        let p = st.cur.load(Ordering::Relaxed);
+        let p = cur_get();
         // SAFETY: `cur` is a registered probe while its step runs (unregistering waits for it).
         if p.is_null() || !st.stepping.load(Ordering::Relaxed) || frame.era != unsafe { (*p).slot() } + 4 {
             return false;
@@ -615,20 +640,20 @@ fn on_break(frame: &mut PtRegs, word: u32) -> bool {
 /// A hit of `p` at `frame.era`.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn hit(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
-    let outer = st.cur.load(Ordering::Relaxed);
+    let outer = cur_get();
     if !outer.is_null() {
         // Re-entered from a probe handler: no handlers, just the instruction.
         p.nmissed.fetch_add(1, Ordering::Relaxed);
         st.outer.store(outer, Ordering::Relaxed);
-        st.cur.store(p as *const Kprobe as *mut Kprobe, Ordering::Relaxed);
+        cur_set(p as *const Kprobe as *mut Kprobe);
         run_instruction(p, frame, st);
         return;
     }
     p.hits.fetch_add(1, Ordering::Relaxed);
-    st.cur.store(p as *const Kprobe as *mut Kprobe, Ordering::Relaxed);
+    cur_set(p as *const Kprobe as *mut Kprobe);
     if let Some(pre) = p.pre_handler {
         if pre(p, frame) {
-            st.cur.store(core::ptr::null_mut(), Ordering::Relaxed);
+            cur_set(core::ptr::null_mut());
             return;
         }
     }
@@ -645,7 +670,10 @@ fn run_instruction(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
         frame.prmd &= !PRMD_PIE;
         st.stepping.store(true, Ordering::Relaxed);
         frame.era = slot;
-    } else if let Class::Simulate(s) = kprobe_insn::classify(p.opcode()) {
+        return;
+    }
+    // SAFETY: see `impl Sync for Kprobe`: this CPU found `p` in `TABLE`, so `sim` is written.
+    if let Some(s) = unsafe { *p.sim.get() } {
         frame.era = kprobe_insn::simulate(s, p.addr(), &mut frame.regs);
         finish(p, frame, st);
     }
@@ -657,13 +685,13 @@ fn run_instruction(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
 fn finish(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
     let outer = st.outer.swap(core::ptr::null_mut(), Ordering::Relaxed);
     if !outer.is_null() {
-        st.cur.store(outer, Ordering::Relaxed);
+        cur_set(outer);
         return;
     }
     if let Some(post) = p.post_handler {
         post(p, frame);
     }
-    st.cur.store(core::ptr::null_mut(), Ordering::Relaxed);
+    cur_set(core::ptr::null_mut());
 }
 
 /// Registers the break handler (at boot).
