@@ -600,13 +600,18 @@ pub fn list() -> alloc::vec::Vec<&'static Kprobe> {
         .collect()
 }
 
-/// How a probe is handled, as `kprobes/list` shows it: `k` a stepped or simulated break, `f`
-/// on ftrace; `[DISABLED]` when disabled.
+/// A line of `kprobes/list`, as Linux prints it: the address, `k` (kprobe) or `r` (kretprobe),
+/// the place, and `[DISABLED]` / `[FTRACE]` (a probe on an ftrace site).
 pub fn describe(p: &Kprobe) -> String {
-    let kind = if p.on_ftrace() { "k [FTRACE]" } else if p.slot() != 0 { "k" } else { "k [SIMULATED]" };
-    let kind = if p.private.load(Ordering::Relaxed) != 0 { kind.replacen('k', "r", 1) } else { kind.into() };
-    let off = if p.state.load(Ordering::Acquire) == DISABLED { " [DISABLED]" } else { "" };
-    alloc::format!("{:016x}  {}  {}{}", p.addr(), kind, crate::ksyms::sym(p.addr()), off)
+    let kind = if p.private.load(Ordering::Relaxed) != 0 { "r" } else { "k" };
+    let mut line = alloc::format!("{:016x}  {kind}  {}", p.addr(), crate::ksyms::sym(p.addr()));
+    if p.state.load(Ordering::Acquire) == DISABLED {
+        line.push_str("  [DISABLED]");
+    }
+    if p.on_ftrace() {
+        line.push_str("  [FTRACE]");
+    }
+    line
 }
 
 /// The `break` handler (registered with `irq` at boot). `word` is the word now at `era`.

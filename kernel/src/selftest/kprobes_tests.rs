@@ -1058,3 +1058,47 @@ ktest! {
         Ok(())
     }
 }
+
+ktest! {
+    /// `/sys/kernel/debug/kprobes/blacklist` names the blacklisted functions with their ranges;
+    /// `list` shows each registered probe as Linux does (`k`/`r`, `[FTRACE]`, `[DISABLED]`).
+    fn kprobes::debugfs_blacklist_and_list() {
+        use crate::tracefs::File;
+        let read = |path: &str| -> Result<alloc::string::String, TestError> {
+            let mut out = alloc::string::String::new();
+            let f = File::lookup(path).map_err(|e| TestError::Fail(alloc::format!("{path}: {e:?}")))?;
+            f.read(&mut out).map_err(|e| TestError::Fail(alloc::format!("reading {path}: {e:?}")))?;
+            Ok(out)
+        };
+        let black = read("/sys/kernel/debug/kprobes/blacklist")?;
+        let on_exception = sym("irq::on_exception").or_else(|_| {
+            crate::ksyms::table().iter().find(|s| s.name.ends_with("irq::on_exception")).map(|s| s.addr).ok_or(TestError::Fail("no on_exception".into()))
+        })?;
+        kassert!(black.lines().any(|l| l.starts_with(&alloc::format!("0x{on_exception:016x}-")) && l.ends_with("irq::on_exception")), "the trap path is listed");
+        kassert!(black.lines().any(|l| l.ends_with("kprobes::on_break")), "kprobes' own code is listed");
+        kassert!(!black.lines().any(|l| l.ends_with("kprobes_tests::kpf_target")), "an ordinary function is not");
+        static K: Kprobe = Kprobe::new("kp_step", 4, None, None);
+        static F: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, None, None);
+        static R: Kretprobe = Kretprobe::new("kprobes_tests::kret_target", None, None, 0);
+        reg(&K)?;
+        let r = reg(&F).and_then(|_| {
+            let r = kreg(&R).and_then(|_| {
+                kprobes::disable_kprobe(&K).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
+                let list = read("/sys/kernel/debug/kprobes/list")?;
+                kdiag!("kprobes/list:\n{list}");
+                let line = |p: &Kprobe| list.lines().find(|l| l.starts_with(&alloc::format!("{:016x}  ", p.addr()))).unwrap_or("");
+                kassert!(line(&K).contains("  k  ") && line(&K).ends_with("[DISABLED]"), "break probe: {}", line(&K));
+                kassert!(line(&F).contains("  k  ") && line(&F).ends_with("[FTRACE]"), "probe on ftrace: {}", line(&F));
+                kassert!(line(R.kprobe()).contains("  r  ") && line(R.kprobe()).contains("kret_target+0x0"), "kretprobe: {}", line(R.kprobe()));
+                kassert_eq!(list.lines().count(), 3);
+                Ok(())
+            });
+            r.and(kunreg(&R))
+        });
+        let r = r.and(unreg(&F)).and(unreg(&K));
+        r?;
+        kassert_eq!(read("/sys/kernel/debug/kprobes/list")?, "", "empty once all are gone");
+        kassert!(File::lookup("/sys/kernel/debug/kprobes/blacklist").is_ok_and(|f| !f.writable()), "read-only");
+        Ok(())
+    }
+}

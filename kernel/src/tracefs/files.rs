@@ -41,6 +41,10 @@ pub enum File {
     StackTraceFilter,
     /// `/proc/sys/kernel/stack_tracer_enabled`.
     StackTracerEnabled,
+    /// `/sys/kernel/debug/kprobes/blacklist`: the functions no kprobe may go into.
+    KprobesBlacklist,
+    /// `/sys/kernel/debug/kprobes/list`: the registered kprobes.
+    KprobesList,
 }
 
 /// The files at the top of tracefs, by name.
@@ -69,6 +73,9 @@ const ROOT: &[(&str, File)] = &[
 ];
 const ROOT_DIRS: &[&str] = &["options", "per_cpu", "trace_stat"];
 const STACK_ENABLED_PATH: &str = "/proc/sys/kernel/stack_tracer_enabled";
+/// Linux keeps the kprobe lists in debugfs, beside (not inside) tracefs.
+const KPROBES_DIR: &str = "/sys/kernel/debug/kprobes";
+const KPROBES_FILES: &[(&str, File)] = &[("blacklist", File::KprobesBlacklist), ("list", File::KprobesList)];
 
 /// A path relative to tracefs' root (`""` = the root), or `None` outside tracefs.
 fn relative(path: &str) -> Option<&str> {
@@ -102,7 +109,9 @@ pub fn list_dir(path: &str) -> Result<Vec<String>, Errno> {
     let Some(rel) = relative(path) else {
         return if path.trim_end_matches('/') == "/proc/sys/kernel" {
             Ok(alloc::vec!["stack_tracer_enabled".into()])
-        } else if path == STACK_ENABLED_PATH {
+        } else if path.trim_end_matches('/') == KPROBES_DIR {
+            Ok(KPROBES_FILES.iter().map(|(n, _)| String::from(*n)).collect())
+        } else if path == STACK_ENABLED_PATH || File::lookup(path).is_ok() {
             Err(Errno::ENOTDIR)
         } else {
             Err(Errno::ENOENT)
@@ -130,6 +139,12 @@ impl File {
     pub fn lookup(path: &str) -> Result<File, Errno> {
         if path == STACK_ENABLED_PATH {
             return Ok(File::StackTracerEnabled);
+        }
+        if path.trim_end_matches('/') == KPROBES_DIR {
+            return Err(Errno::EISDIR);
+        }
+        if let Some(name) = path.strip_prefix(KPROBES_DIR).and_then(|r| r.strip_prefix('/')) {
+            return KPROBES_FILES.iter().find(|(n, _)| *n == name).map(|(_, f)| *f).ok_or(Errno::ENOENT);
         }
         let rel = relative(path).ok_or(Errno::ENOENT)?;
         if rel.is_empty() || ROOT_DIRS.contains(&rel) {
@@ -174,6 +189,8 @@ impl File {
                 | File::TouchedFunctions
                 | File::TraceStat(_)
                 | File::StackTrace
+                | File::KprobesBlacklist
+                | File::KprobesList
         )
     }
 
@@ -231,6 +248,19 @@ fn read_locked(s: &State, f: File, w: &mut dyn Write) -> core::fmt::Result {
             r
         }
         File::EnabledFunctions => write_functions(w, SiteFlags::ENABLED),
+        File::KprobesBlacklist => {
+            // As Linux prints it: the address range of each blacklisted function and its name.
+            for sym in crate::ksyms::table().iter().filter(|sym| crate::kprobes::blacklisted(sym.name)) {
+                writeln!(w, "0x{:016x}-0x{:016x}\t{}", sym.addr, sym.addr + sym.size as u64, sym.name)?;
+            }
+            Ok(())
+        }
+        File::KprobesList => {
+            for p in crate::kprobes::list() {
+                writeln!(w, "{}", crate::kprobes::describe(p))?;
+            }
+            Ok(())
+        }
         File::TouchedFunctions => write_functions(w, SiteFlags::TOUCHED),
         File::TraceOptions => {
             for (name, o) in OPTION_NAMES {
