@@ -485,6 +485,94 @@ fn verify_graph(t: &Target, direct: bool) -> TestResult {
     Ok(())
 }
 
+// kprobes on the oracle targets: at the entry (on ftrace), at the first body instruction (a
+// break, stepped out of line), and a kretprobe. One probe per kernel target, by name.
+use crate::kprobes::kretprobe::{self, Kretprobe, KretprobeInstance};
+use crate::kprobes::{self, Kprobe};
+use arch::frame::PtRegs;
+
+static KP_HITS: AtomicU64 = AtomicU64::new(0);
+static KRET_SEEN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+extern "C" fn kp_oracle_count(_p: *const Kprobe, _r: *mut PtRegs) {
+    KP_HITS.fetch_add(1, Relaxed);
+}
+poison::poisoning_fn!(fn loongtrace_oracle_kp(p: *const Kprobe, r: *mut PtRegs) => kp_oracle_count);
+
+/// The pre handler: counts, through the poisoning wrapper when poisoning is on.
+fn kp_oracle_pre(p: &Kprobe, r: &mut PtRegs) -> bool {
+    if poison::on() { loongtrace_oracle_kp(p, r) } else { kp_oracle_count(p, r) }
+    false
+}
+
+/// The return handler: keeps a0 and a1 and counts.
+fn kret_oracle(_ri: &KretprobeInstance, r: &mut PtRegs) {
+    KRET_SEEN[0].store(r.regs[4], Relaxed);
+    KRET_SEEN[1].store(r.regs[5], Relaxed);
+    KRET_SEEN[2].fetch_add(1, Relaxed);
+    if poison::on() {
+        // Clobbers every caller-saved register on the way back, as a careless handler may.
+        loongtrace_oracle_kp(core::ptr::null(), r);
+    }
+}
+
+const ORACLE_NAMES: [&str; 3] = ["abi_oracle_target", "abi_oracle_target_u128", "abi_oracle_target_pair"];
+static KP_ENTRY: [Kprobe; 3] = [
+    Kprobe::new(ORACLE_NAMES[0], 0, Some(kp_oracle_pre), None),
+    Kprobe::new(ORACLE_NAMES[1], 0, Some(kp_oracle_pre), None),
+    Kprobe::new(ORACLE_NAMES[2], 0, Some(kp_oracle_pre), None),
+];
+static KP_BODY: [Kprobe; 3] = [
+    Kprobe::new(ORACLE_NAMES[0], 8, Some(kp_oracle_pre), None),
+    Kprobe::new(ORACLE_NAMES[1], 8, Some(kp_oracle_pre), None),
+    Kprobe::new(ORACLE_NAMES[2], 8, Some(kp_oracle_pre), None),
+];
+static KRET: [Kretprobe; 3] = [
+    Kretprobe::new(ORACLE_NAMES[0], None, Some(kret_oracle), 0),
+    Kretprobe::new(ORACLE_NAMES[1], None, Some(kret_oracle), 0),
+    Kretprobe::new(ORACLE_NAMES[2], None, Some(kret_oracle), 0),
+];
+
+fn oracle_index(t: &Target) -> Result<usize, TestError> {
+    ORACLE_NAMES.iter().position(|n| *n == t.name).ok_or_else(|| TestError::Fail(alloc::format!("no kprobe for {}", t.name)))
+}
+
+/// Registers the entry (`body` false: on ftrace) or body (a break) probe of `t`.
+fn arm_kprobe(t: &Target, body: bool) -> TestResult {
+    let p = if body { &KP_BODY[oracle_index(t)?] } else { &KP_ENTRY[oracle_index(t)?] };
+    KP_HITS.store(0, Relaxed);
+    kprobes::register_kprobe(p).map_err(|e| TestError::Fail(alloc::format!("{}: {e}", t.name)))?;
+    kassert_eq!(p.on_ftrace(), !body, "{}: kprobe on ftrace", t.name);
+    Ok(())
+}
+
+fn disarm_kprobes(t: &Target) {
+    if let Ok(i) = oracle_index(t) {
+        let _ = kprobes::unregister_kprobe(&KP_ENTRY[i]);
+        let _ = kprobes::unregister_kprobe(&KP_BODY[i]);
+        let _ = kretprobe::unregister_kretprobe(&KRET[i]);
+    }
+}
+
+fn verify_kprobe(t: &Target) -> TestResult {
+    kassert_eq!(KP_HITS.load(Relaxed), 1, "{}: pre handler runs", t.name);
+    Ok(())
+}
+
+fn arm_kretprobe(t: &Target) -> TestResult {
+    KRET_SEEN.iter().for_each(|a| a.store(0, Relaxed));
+    kretprobe::register_kretprobe(&KRET[oracle_index(t)?]).map_err(|e| TestError::Fail(alloc::format!("{}: {e}", t.name)))
+}
+
+/// The return handler ran once and saw the function's result in a0 (and a1).
+fn verify_kretprobe(t: &Target) -> TestResult {
+    kassert_eq!(KRET_SEEN[2].load(Relaxed), 1, "{}: return handler runs", t.name);
+    let seen = [KRET_SEEN[0].load(Relaxed), KRET_SEEN[1].load(Relaxed)];
+    let words = t.words.min(2);
+    kassert_eq!(seen[..words], expected_result(&oracle_args())[..words], "{}: the result the return handler saw", t.name);
+    Ok(())
+}
+
 /// Declares the modes: each line `case => Mode` becomes case `abi_oracle.<case>` and an entry of
 /// [`MODES`]. Adding a mode is adding a line.
 macro_rules! oracle_modes {
@@ -528,6 +616,12 @@ oracle_modes! {
     legacy_via_regs_caller => direct_mode!("legacy adapter via ftrace_regs_caller", true, true);
     /// The function_graph tracer hooks the return (ftrace_graph_func, return_to_handler).
     graph => Mode { name: "function_graph", targets: kernel_targets, arm: |t| arm_graph(t, false), disarm: disarm_graph, verify: |t| verify_graph(t, false) };
+    /// A kprobe at the entry: on ftrace (ftrace_regs_caller, the kprobe's ops).
+    kprobe_on_ftrace => Mode { name: "kprobe on ftrace", targets: kernel_targets, arm: |t| arm_kprobe(t, false), disarm: disarm_kprobes, verify: verify_kprobe };
+    /// A kprobe on the first instruction of the body: a break, the instruction stepped out of line.
+    kprobe_break => Mode { name: "break kprobe", targets: kernel_targets, arm: |t| arm_kprobe(t, true), disarm: disarm_kprobes, verify: verify_kprobe };
+    /// A kretprobe: the entry on ftrace, the return through kretprobe_trampoline.
+    kretprobe => Mode { name: "kretprobe", targets: kernel_targets, arm: arm_kretprobe, disarm: disarm_kprobes, verify: verify_kretprobe };
     /// The function_graph tracer plus a direct trampoline on the same function.
     graph_and_direct => Mode {
         name: "function_graph + direct",
