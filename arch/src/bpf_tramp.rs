@@ -384,7 +384,7 @@ mod tests {
                 _ => match w & 0xFE00_0000 {
                     insn::LU12I_W_BASE => set(self, rd, (si20 << 12) as u64),
                     insn::LU32I_D_BASE => set(self, rd, (self.r[rd] & 0xFFFF_FFFF) | ((si20 as u64) << 32)),
-                    insn::PCADDU18I_BASE => set(self, rd, pc.wrapping_add((si20 << 18) as u64)),
+                    insn::PCADDU18I_BASE => set(self, rd, crate::pcrel::pcaddu18i(pc, si20 as i32)),
                     _ => match insn::decode(pc, w) {
                         insn::Insn::Move { rd, rj } => set(self, rd as usize, self.r[rj as usize]),
                         insn::Insn::Bl { target } => {

@@ -425,11 +425,11 @@ pub fn encode_call36(link: Reg, rd: Reg, pc: u64, target: u64) -> Result<[u32; 2
     if off < -(CALL36_REACH as i64) || off >= CALL36_REACH as i64 - 0x2_0000 {
         return Err(InsnError::OutOfRange { pc, target, max: CALL36_REACH });
     }
-    // jirl adds a signed 18-bit byte offset: round the high part so the low part is in range.
-    let hi = (off + 0x2_0000) >> 18;
-    let lo = off - (hi << 18);
-    let w0 = ri20(PCADDU18I_BASE, rd, hi as u32);
-    Ok([w0, encode_jirl(link, rd, lo)?])
+    // The fields (the high part rounded by bit 17, see `pcrel`) as the module loader's
+    // `R_LARCH_CALL36` writes them; the range check above is this encoder's own, narrower one.
+    let (hi, lo) = crate::pcrel::call36_fields(pc, target).map_err(|_| InsnError::OutOfRange { pc, target, max: CALL36_REACH })?;
+    let w0 = ri20(PCADDU18I_BASE, rd, hi);
+    Ok([w0, JIRL_BASE | (lo << 10) | ((rd as u32) << 5) | link as u32])
 }
 
 /// The four instructions that load the 64-bit constant `value` into `rd`

@@ -15,6 +15,9 @@
 //! Linux's `insns_not_supported()` / `insns_need_simulation()` (`arch/loongarch/kernel/inst.c`),
 //! plus the privileged and trapping instructions this kernel refuses on its own.
 //!
+//! The PC-relative arithmetic itself (what `pcalau12i` & co. compute) lives in [`crate::pcrel`],
+//! shared with the module loader's relocations.
+//!
 //! Everything here is pure arithmetic on `u32`/`u64` values (no memory access, no allocation, no
 //! panics), so it is unit tested on the host.
 
@@ -24,6 +27,7 @@ use crate::insn::{
     offs16_of, offs26_of, sign_extend, BEQZ_BASE, BL_BASE, BNEZ_BASE, BREAK0, B_BASE, INSN_SIZE,
     JIRL_BASE, PCADDU18I_BASE,
 };
+use crate::pcrel;
 
 /// `break` code of the breakpoint a kprobe places over the probed instruction
 /// (Linux's `BRK_KPROBE_BP`, `arch/loongarch/include/uapi/asm/break.h`).
@@ -320,7 +324,7 @@ const fn offs21_of(word: u32) -> i64 {
 fn decode_simulated(word: u32) -> Option<Simulated> {
     let rd = (word & 0x1F) as u8;
     let rj = ((word >> 5) & 0x1F) as u8;
-    let si20 = sign_extend(((word >> 5) & 0xF_FFFF) as u64, 20) as i32;
+    let si20 = pcrel::si20_of_field(word >> 5);
     match word & MASK7 {
         PCADDI_BASE => return Some(Simulated::Pcaddi { rd, si20 }),
         PCALAU12I_BASE => return Some(Simulated::Pcalau12i { rd, si20 }),
@@ -373,10 +377,10 @@ pub fn simulate(insn: Simulated, pc: u64, regs: &mut [u64; 32]) -> u64 {
     let rel = |offs: i64| pc.wrapping_add(offs as u64);
     let branch = |taken: bool, offs: i64| if taken { rel(offs) } else { next };
     match insn {
-        Simulated::Pcaddi { rd, si20 } => write(regs, rd, rel((si20 as i64) << 2)),
-        Simulated::Pcaddu12i { rd, si20 } => write(regs, rd, rel((si20 as i64) << 12)),
-        Simulated::Pcaddu18i { rd, si20 } => write(regs, rd, rel((si20 as i64) << 18)),
-        Simulated::Pcalau12i { rd, si20 } => write(regs, rd, rel((si20 as i64) << 12) & !0xFFF),
+        Simulated::Pcaddi { rd, si20 } => write(regs, rd, pcrel::pcaddi(pc, si20)),
+        Simulated::Pcaddu12i { rd, si20 } => write(regs, rd, pcrel::pcaddu12i(pc, si20)),
+        Simulated::Pcaddu18i { rd, si20 } => write(regs, rd, pcrel::pcaddu18i(pc, si20)),
+        Simulated::Pcalau12i { rd, si20 } => write(regs, rd, pcrel::pcalau12i(pc, si20)),
         Simulated::B { offs } => return rel(offs),
         Simulated::Bl { offs } => {
             write(regs, 1, next);

@@ -18,6 +18,8 @@
 
 pub mod reloc;
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod tests;
 
 use alloc::string::{String, ToString};

@@ -146,33 +146,22 @@ fn read_word(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Whether `v` fits a signed field of `bits` bits.
-pub fn fits_signed(v: i64, bits: u32) -> bool {
-    let lim = 1i64 << (bits - 1);
-    (-lim..lim).contains(&v)
-}
+pub use arch::pcrel::fits_signed;
+use arch::pcrel::{self, PcrelError};
 
-/// `pcalau12i`-style page delta: the high 20 bits that, added to the page of `pc`, give the page
-/// of `target` once the low 12 bits (sign-extended by the paired instruction) are added.
-pub fn page_hi20(pc: u64, target: u64) -> i64 {
-    let t = target.wrapping_add(0x800) & !0xfff;
-    (t.wrapping_sub(pc & !0xfff) as i64) >> 12
+/// A [`PcrelError`] of the shared PC-relative arithmetic as the loader reports it.
+fn pcrel_error(rtype: u32, e: PcrelError) -> RelocError {
+    match e {
+        PcrelError::OutOfRange { offset } => RelocError::Overflow { rtype, value: offset },
+        PcrelError::Misaligned { offset } => RelocError::Misaligned { rtype, value: offset },
+    }
 }
 
 /// The `pcaddu18i` (hi20) and `jirl` (offs16, in instructions) fields of a `R_LARCH_CALL36` pair
-/// from `pc` to `target`, or an error when out of range (±128 GiB) or misaligned.
+/// from `pc` to `target` ([`arch::pcrel::call36_fields`]), or an error when out of range
+/// (about ±128 GiB) or misaligned.
 pub fn call36_fields(pc: u64, target: u64) -> Result<(u32, u32), RelocError> {
-    let off = target.wrapping_sub(pc) as i64;
-    if off & 3 != 0 {
-        return Err(RelocError::Misaligned { rtype: R_LARCH_CALL36, value: off });
-    }
-    // hi20 << 18 plus the sign-extended jirl offset (offs16 << 2, ±128 KiB) must equal off.
-    let hi = off.wrapping_add(0x2_0000) >> 18;
-    if !fits_signed(hi, 20) {
-        return Err(RelocError::Overflow { rtype: R_LARCH_CALL36, value: off });
-    }
-    let lo = (off - (hi << 18)) >> 2;
-    Ok(((hi as u32) & 0xf_ffff, (lo as u32) & 0xffff))
+    pcrel::call36_fields(pc, target).map_err(|e| pcrel_error(R_LARCH_CALL36, e))
 }
 
 /// Applies one relocation to `section` (the bytes of the section being relocated).
@@ -273,15 +262,12 @@ pub fn apply(section: &mut [u8], r: &RelocInput) -> Result<(), RelocError> {
         }
         R_LARCH_PCALA_HI20 | R_LARCH_GOT_PC_HI20 => {
             let target = if rtype == R_LARCH_GOT_PC_HI20 { r.got } else { sa };
-            let hi = page_hi20(r.place, target);
-            if !fits_signed(hi, 20) {
-                return Err(overflow(target.wrapping_sub(r.place) as i64));
-            }
-            insn(section, 0xf_ffff << 5, (hi as u32) << 5)
+            let (hi, _) = pcrel::pcala_fields(r.place, target).map_err(|e| pcrel_error(rtype, e))?;
+            insn(section, 0xf_ffff << 5, hi << 5)
         }
         R_LARCH_PCALA_LO12 | R_LARCH_GOT_PC_LO12 | R_LARCH_ABS_LO12 => {
             let target = if rtype == R_LARCH_GOT_PC_LO12 { r.got } else { sa };
-            insn(section, 0xfff << 10, ((target & 0xfff) as u32) << 10)
+            insn(section, 0xfff << 10, pcrel::pcala_lo12(target) << 10)
         }
         R_LARCH_ABS_HI20 => insn(section, 0xf_ffff << 5, (((sa >> 12) & 0xf_ffff) as u32) << 5),
         R_LARCH_ABS64_LO20 => insn(section, 0xf_ffff << 5, (((sa >> 32) & 0xf_ffff) as u32) << 5),
@@ -325,13 +311,10 @@ pub fn far_jump(at: u64, target: u64) -> Result<[u32; 2], RelocError> {
     Ok([PCADDU18I_T1 | (hi << 5), JIRL_ZERO_T1 | (lo << 10)])
 }
 
-/// Where the far jump `words` at `at` goes (its inverse, for checks).
+/// Where the far jump `words` at `at` goes (its inverse, for checks): any `pcaddu18i` + `jirl`
+/// pair through one register ([`arch::pcrel::call36_target`]).
 pub fn far_jump_target(at: u64, words: [u32; 2]) -> u64 {
-    let hi = ((words[0] >> 5) & 0xf_ffff) as u64;
-    let hi = ((hi << 44) as i64 >> 44) << 18;
-    let lo = ((words[1] >> 10) & 0xffff) as u64;
-    let lo = ((lo << 48) as i64 >> 48) << 2;
-    at.wrapping_add(hi as u64).wrapping_add(lo as u64)
+    pcrel::call36_target(at, words[0] >> 5, words[1] >> 10)
 }
 
 #[cfg(test)]
@@ -400,6 +383,111 @@ mod tests {
         }
         let mut hi = 0x1a00_0004u32.to_le_bytes();
         assert!(matches!(run(R_LARCH_PCALA_HI20, &mut hi, 0, 1 << 32), Err(RelocError::Overflow { .. })));
+    }
+
+    /// Runs a `pcalau12i` (at `pc`) through the kprobe simulator, as a probe hit would, then adds
+    /// the 12-bit immediate of the `addi.d`/`ld.d` after it (not a PC-relative instruction: the
+    /// simulator steps those).
+    fn execute_pcala(pc: u64, hi: u32, lo: u32) -> u64 {
+        use arch::kprobe_insn::{classify, simulate, Class};
+        let Class::Simulate(s) = classify(hi) else { panic!("{hi:#010x} is not simulated") };
+        let mut regs = [0u64; 32];
+        assert_eq!(simulate(s, pc, &mut regs), pc + 4);
+        let rd = (hi & 31) as usize;
+        assert_eq!((lo >> 5) & 31, rd as u32, "the pair uses one register");
+        // addi.d/ld.d sign-extend their 12-bit immediate (ld.d's result here is the address it
+        // loads from).
+        let si12 = (((lo >> 10) & 0xfff) as i64) << 52 >> 52;
+        regs[rd].wrapping_add(si12 as u64)
+    }
+
+    /// Runs a `pcaddu18i` + `jirl` pair at `pc` through the kprobe simulator; returns where the
+    /// `jirl` goes.
+    fn execute_call36(pc: u64, words: [u32; 2]) -> u64 {
+        use arch::kprobe_insn::{classify, simulate, Class};
+        let mut regs = [0u64; 32];
+        let Class::Simulate(a) = classify(words[0]) else { panic!() };
+        let Class::Simulate(b) = classify(words[1]) else { panic!() };
+        assert_eq!(simulate(a, pc, &mut regs), pc + 4);
+        simulate(b, pc + 4, &mut regs)
+    }
+
+    fn words(b: &[u8]) -> Vec<u32> {
+        b.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
+    /// The relocations on the rounding and reach edges, checked by executing what they wrote
+    /// with the kprobe simulator (which shares `arch::pcrel` only for what an instruction
+    /// computes, not for how a relocation rounds).
+    #[test]
+    fn pcala_edges_execute_to_the_target() {
+        const PCALAU12I_A0: u32 = 0x1a00_0004;
+        const ADDI_D_A0: u32 = 0x02c0_0084;
+        const LD_D_A0: u32 = 0x28c0_0084;
+        let gib2 = 1u64 << 31;
+        for pc in [0x9000_0000_0c00_0000u64, 0x9000_0000_0c00_07fc, 0x9000_0000_0c00_0800, 0x9000_0000_0c00_0ffc] {
+            let p = pc & !0xfff;
+            let mut targets = Vec::new();
+            for page in [p, p + 0x1000, p - 0x1000, p - 0x12_3000, p + 0x12_3000, p - 0x4000_0000] {
+                targets.extend([0u64, 0x7ff, 0x800, 0xfff].map(|low| page + low));
+            }
+            // The last reachable target on each side, the first unreachable beyond it.
+            let (last_up, last_down) = (p + gib2 - 0x801, p - gib2 - 0x800);
+            targets.extend([last_up, last_down]);
+            for t in targets {
+                for (rtype_hi, rtype_lo, lo_word) in [(R_LARCH_PCALA_HI20, R_LARCH_PCALA_LO12, ADDI_D_A0), (R_LARCH_GOT_PC_HI20, R_LARCH_GOT_PC_LO12, LD_D_A0)] {
+                    let mut b = [0u8; 8];
+                    b[..4].copy_from_slice(&PCALAU12I_A0.to_le_bytes());
+                    b[4..].copy_from_slice(&lo_word.to_le_bytes());
+                    // PCALA reaches `value`, GOT_PC the GOT entry `got`.
+                    let (value, got) = if rtype_hi == R_LARCH_GOT_PC_HI20 { (0x1234, t) } else { (t, 0) };
+                    apply(&mut b, &RelocInput { rtype: rtype_hi, offset: 0, place: pc, value, got }).unwrap();
+                    apply(&mut b, &RelocInput { rtype: rtype_lo, offset: 4, place: pc + 4, value, got }).unwrap();
+                    let w = words(&b);
+                    assert_eq!(w[0] & !(0xf_ffff << 5), PCALAU12I_A0, "only the si20 field changes");
+                    assert_eq!(w[1] & !(0xfff << 10), lo_word, "only the si12 field changes");
+                    assert_eq!(execute_pcala(pc, w[0], w[1]), t, "{} {pc:#x} -> {t:#x}", name(rtype_hi));
+                }
+            }
+            for t in [last_up + 1, last_up + 0x800, last_down - 1, last_down - 0x1000] {
+                let mut b = PCALAU12I_A0.to_le_bytes();
+                let e = apply(&mut b, &RelocInput { rtype: R_LARCH_PCALA_HI20, offset: 0, place: pc, value: t, got: 0 });
+                assert_eq!(e, Err(RelocError::Overflow { rtype: R_LARCH_PCALA_HI20, value: t.wrapping_sub(pc) as i64 }));
+                assert_eq!(u32::from_le_bytes(b), PCALAU12I_A0, "nothing written");
+                let e = apply(&mut b, &RelocInput { rtype: R_LARCH_GOT_PC_HI20, offset: 0, place: pc, value: 0, got: t });
+                assert!(matches!(e, Err(RelocError::Overflow { rtype: R_LARCH_GOT_PC_HI20, .. })));
+            }
+        }
+    }
+
+    #[test]
+    fn call36_edges_execute_to_the_target() {
+        // pcaddu18i $ra, 0; jirl $ra, $ra, 0 (the call rustc emits), and the stub's t1 pair.
+        let pair = [0x1e00_0001u32, 0x4c00_0021];
+        for pc in [0x9000_0000_0c00_0000u64, 0x9000_0000_0c00_07fc, 0x9000_0000_0c00_0ffc, 0x9000_0000_0020_0000] {
+            let last_up = pc + (arch::pcrel::CALL36_END - 4) as u64;
+            let last_down = pc.wrapping_add(arch::pcrel::CALL36_MIN as u64);
+            let mut targets = vec![pc, pc + 4, pc - 4, pc + 0x1_fffc, pc + 0x2_0000, pc - 0x2_0000, pc - 0x2_0004, last_up, last_down];
+            targets.extend([0x7fcu64, 0x800, 0xffc].map(|low| (pc & !0xfff) - 0x1_0000_0000 + low));
+            for t in targets {
+                let mut b = [0u8; 8];
+                b[..4].copy_from_slice(&pair[0].to_le_bytes());
+                b[4..].copy_from_slice(&pair[1].to_le_bytes());
+                apply(&mut b, &RelocInput { rtype: R_LARCH_CALL36, offset: 0, place: pc, value: t, got: 0 }).unwrap();
+                let w = words(&b);
+                assert_eq!(execute_call36(pc, [w[0], w[1]]), t, "CALL36 {pc:#x} -> {t:#x}");
+                assert_eq!(far_jump_target(pc, [w[0], w[1]]), t);
+                let stub = far_jump(pc, t).unwrap();
+                assert_eq!(execute_call36(pc, stub), t, "far jump {pc:#x} -> {t:#x}");
+            }
+            for t in [last_up + 4, last_down - 4] {
+                let mut b = [0u8; 8];
+                let e = apply(&mut b, &RelocInput { rtype: R_LARCH_CALL36, offset: 0, place: pc, value: t, got: 0 });
+                assert_eq!(e, Err(RelocError::Overflow { rtype: R_LARCH_CALL36, value: t.wrapping_sub(pc) as i64 }));
+                assert_eq!(b, [0; 8], "nothing written");
+                assert!(far_jump(pc, t).is_err());
+            }
+        }
     }
 
     #[test]

@@ -6,12 +6,12 @@ use super::*;
 
 const SAMPLE_MOD: &[u8] = include_bytes!("testdata/sample_mod.o");
 const SAMPLE_FAR: &[u8] = include_bytes!("testdata/sample_far.o");
-const BASE: u64 = 0x9000_0000_0c00_0000;
-const KERNEL: u64 = 0x9000_0000_0020_0000;
-const MAX: u64 = 64 << 20;
-const STUBS: [u64; 3] = [KERNEL + 0x1000, KERNEL + 0x1100, KERNEL + 0x1200];
+pub(super) const BASE: u64 = 0x9000_0000_0c00_0000;
+pub(super) const KERNEL: u64 = 0x9000_0000_0020_0000;
+pub(super) const MAX: u64 = 64 << 20;
+pub(super) const STUBS: [u64; 3] = [KERNEL + 0x1000, KERNEL + 0x1100, KERNEL + 0x1200];
 
-fn exports(name: &str) -> Option<u64> {
+pub(super) fn exports(name: &str) -> Option<u64> {
     match name {
         "lt_log" => Some(KERNEL + 0x10_0000),
         "lt_module_panic" => Some(KERNEL + 0x10_0100),
