@@ -43,7 +43,8 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 /// Value `ftrace_regs_caller` stores in the (otherwise unused) `$r0` slot of its frame while the
 /// frame is live (it is cleared on the way out), so that callbacks can tell a full register frame
 /// from the argument-only one of `ftrace_caller`.
-pub const FULL_REGS_MARK: u64 = 0x5245_4753; // "REGS"
+/// (12 bits, so that one `ori` makes it, in the trampoline and in every check.)
+pub const FULL_REGS_MARK: u64 = 0x7e5;
 
 /// Bytes of patchable space before a function's entry (the ops literal).
 pub const SITE_PREFIX: u64 = 8;
@@ -73,7 +74,8 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //         saved here. 29 instructions besides the callback.
 //
 // ftrace_caller_smp: ftrace_caller plus TRACING_ENTER/TRACING_EXIT around it (used when more
-//   than one CPU runs; also clobbers t2). The full path and return_to_handler always count.
+//   than one CPU runs; also clobbers t2). The full path counts once `enable_regs_counting`
+//   ran (at boot, when other CPUs start); return_to_handler always counts.
 //
 // ftrace_regs_caller (the full path)
 //   in:   as ftrace_caller.
@@ -142,8 +144,14 @@ core::arch::global_asm!(
 99:
     .endm
 
+    // The full path counts calls in flight only once other CPUs run (enable_regs_counting
+    // turns each `b` at a loongtrace_regs_count_* label into a `nop`), as ftrace_caller_smp does.
     .macro FTRACE_REGS_ENTRY
+    .global loongtrace_regs_count_enter
+loongtrace_regs_count_enter:
+    b       77f
     TRACING_ENTER
+77:
     addi.d  $sp, $sp, -{size}
     .cfi_adjust_cfa_offset {size}
     st.d    $t0, $sp, {ra}
@@ -163,7 +171,7 @@ core::arch::global_asm!(
     .irp n, 14,15,16,17,18,19,20,21,23,24,25,26,27,28,29,30,31
     st.d    $r\n, $sp, \n * 8
     .endr
-    li.w    $t1, {full}
+    ori     $t1, $zero, {full}
     st.d    $t1, $sp, {r0}
     st.d    $ra, $sp, {era}
     .cfi_rel_offset 1, {era}
@@ -286,7 +294,11 @@ ftrace_common_return:
     .cfi_register 12, 1
     addi.d  $sp, $sp, {size}
     .cfi_adjust_cfa_offset -{size}
+    .global loongtrace_regs_count_exit
+loongtrace_regs_count_exit:
+    b       78f
     TRACING_EXIT $t2, $t3
+78:
     jr      $t0
 1:
     .cfi_restore_state
@@ -296,7 +308,11 @@ ftrace_common_return:
     .cfi_restore 12
     addi.d  $sp, $sp, {size}
     .cfi_adjust_cfa_offset -{size}
+    .global loongtrace_regs_count_exit_direct
+loongtrace_regs_count_exit_direct:
+    b       79f
     TRACING_EXIT $t2, $t3
+79:
     jr      $t1
     .cfi_endproc
     .size ftrace_common, . - ftrace_common
@@ -401,6 +417,9 @@ pub fn in_trampolines(addr: u64) -> bool {
 }
 
 unsafe extern "C" {
+    static loongtrace_regs_count_enter: u32;
+    static loongtrace_regs_count_exit: u32;
+    static loongtrace_regs_count_exit_direct: u32;
     fn ftrace_caller_smp();
     static loongtrace_ftrace_text_start: u8;
     static loongtrace_ftrace_text_end: u8;
@@ -454,6 +473,34 @@ pub mod addr {
     pub fn common_return() -> u64 {
         core::ptr::addr_of!(super::ftrace_common_return) as u64
     }
+}
+
+/// Makes `ftrace_regs_caller`/`ftrace_common_return` count the calls in flight
+/// (`tracing_depth`, `tracing_exits`) for other CPUs to wait on: the three `b` words that skip
+/// the counting become `nop`s. Called once, when other CPUs start and before anything is traced
+/// (the caller then makes every CPU see the words it returns). Idempotent.
+pub fn enable_regs_counting() -> Result<[u64; 3], FtraceArchError> {
+    let words = [
+        core::ptr::addr_of!(loongtrace_regs_count_enter) as u64,
+        core::ptr::addr_of!(loongtrace_regs_count_exit) as u64,
+        core::ptr::addr_of!(loongtrace_regs_count_exit_direct) as u64,
+    ];
+    for at in words {
+        let w = patch::read_insn(at)?;
+        if w == insn::NOP {
+            continue;
+        }
+        if w & 0xfc00_0000 != 0x5000_0000 {
+            return Err(PatchError::Mismatch { addr: at, expected: 0x5000_0000, found: w }.into());
+        }
+        patch::patch_insn(at, w, insn::NOP)?;
+    }
+    Ok(words)
+}
+
+/// Whether the full path counts calls in flight (see [`enable_regs_counting`]).
+pub fn regs_counting() -> bool {
+    patch::read_insn(core::ptr::addr_of!(loongtrace_regs_count_enter) as u64) == Ok(insn::NOP)
 }
 
 /// Sets the ops pointer passed as the third argument of the `ftrace_call` function.

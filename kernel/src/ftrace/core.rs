@@ -1079,6 +1079,11 @@ pub fn use_smp_caller() -> Result<(), FtraceError> {
             return Err(FtraceError::AlreadyRegistered);
         }
         core.fast_caller = arch::ftrace::addr::caller_smp();
+        // The full path counts from now on too.
+        match arch::ftrace::enable_regs_counting() {
+            Ok(words) => publish_text(&words),
+            Err(e) => log::error!("ftrace: cannot make ftrace_regs_caller count calls in flight: {e}"),
+        }
         Ok(())
     })
 }
