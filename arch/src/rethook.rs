@@ -5,8 +5,8 @@
 //! with this trampoline's address and remembers the real one. When the function returns here,
 //! the trampoline saves every register in a [`PtRegs`] frame, calls the installed hook with it
 //! (the hook sets `era` to the real return address and runs the return handlers, which may
-//! change any register, the return values included) and resumes at `era` with everything
-//! restored and `ra` = `era`, exactly as if the function had returned there.
+//! change the return values `a0`/`a1` and `era`) and resumes at `era` with `ra` = `era`, exactly
+//! as if the function had returned there.
 //!
 //! The frame is also a frame record: `fp` points just above it, where `fp - 8` holds the
 //! trampoline's own address and `fp - 16` the caller's `fp`. So a backtrace taken in a return
@@ -22,10 +22,13 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 //   does: pushes PT_SIZE + 16 bytes: a PtRegs frame at sp (all 32 GPRs, PT_SP = the sp at
 //         entry, PT_ERA = 0) and above it a frame record {fp, kretprobe_trampoline}; sets
 //         fp = the sp at entry; calls the hook (LOONGTRACE_RETHOOK) with a0 = the frame; then
-//         restores all GPRs from the frame (a handler may have changed them), sets ra = PT_ERA
-//         (where the hook says the function really returns) and jumps there.
-//   clobbers: ra (set to the real return address); every other register is what the frame
-//         holds, which is what the function returned with unless a return handler changed it.
+//         takes a0, a1 (the return values, which a handler may have changed) and fp from the
+//         frame, sets ra = PT_ERA (where the hook says the function really returns) and jumps
+//         there.
+//   clobbers: ra (set to the real return address) and the temporaries t0-t8, a2-a7 (the caller
+//         of a returning function holds nothing in them); s0-s8, tp and r21 are what the
+//         function returned with (the hook preserves them by the calling convention), so a
+//         handler's writes to them, or to the temporaries, in the frame have no effect.
 //   The return column is undefined for DWARF (the real address is in the kernel's instance
 //   list until the hook has run); frame-pointer backtraces get it through the fix-up.
 core::arch::global_asm!(
@@ -54,9 +57,9 @@ kretprobe_trampoline:
     ld.d    $t0, $t0, 0
     jirl    $ra, $t0, 0
     ld.d    $ra, $sp, {era}
-    .irp n, 2,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-    ld.d    $r\n, $sp, \n * 8
-    .endr
+    ld.d    $a0, $sp, 4 * 8
+    ld.d    $a1, $sp, 5 * 8
+    ld.d    $fp, $sp, 22 * 8
     .cfi_restore 22
     addi.d  $sp, $sp, {size} + 16
     .cfi_adjust_cfa_offset -({size} + 16)

@@ -23,6 +23,7 @@
 //! See docs/kprobes.md.
 
 use super::{Kprobe, KprobeError};
+use crate::ftrace::{FtraceOps, FtraceRegs};
 use arch::frame::PtRegs;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -39,8 +40,10 @@ const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 /// call's return (`false`: the return handler will not run for it). `ri.data` is the call's
 /// scratch space.
 pub type EntryHandler = fn(ri: &mut KretprobeInstance, regs: &mut PtRegs) -> bool;
-/// Runs at the function's return: `regs` holds what the function returned with (`a0`/`a1`),
-/// `era` the real return address; a handler may change any register (the return value too).
+/// Runs at the function's return: `regs` holds every register the function returned with
+/// (`a0`/`a1` its result), `era` the real return address. A handler may change the result
+/// (`a0`, `a1`) and where the call returns (`era`); the other registers are read-only (the
+/// callee-saved ones are the function's own, the temporaries dead at a return).
 pub type RetHandler = fn(ri: &KretprobeInstance, regs: &mut PtRegs);
 
 /// One hooked call (Linux's `kretprobe_instance`).
@@ -195,6 +198,59 @@ fn entry_pre_handler(p: &Kprobe, regs: &mut PtRegs) -> bool {
     }
     regs.regs[1] = arch::rethook::trampoline();
     false
+}
+
+/// The ftrace callback of a kretprobe's entry probe when the kretprobe has no entry handler
+/// (`arm_on_ftrace` chooses it with [`entry_without_regs`]): an argument-frame ops, so the entry
+/// costs `ftrace_caller`, not the full path. As a probe it counts hits and misses like any.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+extern "C" fn ftrace_entry(_ip: u64, _parent: u64, ops: &FtraceOps, fregs: &mut FtraceRegs) {
+    // SAFETY: `arm_on_ftrace` set `private` to the `&'static Kprobe` owning this ops, and
+    // `register_kretprobe` that probe's `private` to its `&'static Kretprobe`, before arming.
+    let p: &'static Kprobe = unsafe { &*(ops.private.load(Ordering::Relaxed) as *const Kprobe) };
+    // SAFETY: as above.
+    let rp: &'static Kretprobe = unsafe { &*(p.private.load(Ordering::Relaxed) as *const Kretprobe) };
+    if !super::cur_get().is_null() {
+        p.nmissed.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    p.hits.fetch_add(1, Ordering::Relaxed);
+    if rp.active.fetch_add(1, Ordering::Relaxed) >= rp.limit.load(Ordering::Relaxed) {
+        missed(rp);
+        return;
+    }
+    let parent = fregs.parent_slot();
+    let ri = KretprobeInstance {
+        rp: Some(rp),
+        generation: rp.generation.load(Ordering::Relaxed),
+        func: p.addr(),
+        ret_addr: *parent,
+        sp: 0,
+        data: [0; KRETPROBE_DATA_WORDS],
+    };
+    let sp = fregs.stack_pointer();
+    let pushed = with_stack(|s| {
+        let d = s.depth;
+        if d == KRETPROBE_STACK {
+            return false;
+        }
+        s.entries[d] = KretprobeInstance { sp, ..ri };
+        s.depth = d + 1;
+        true
+    });
+    if pushed {
+        *fregs.parent_slot() = arch::rethook::trampoline();
+    } else {
+        missed(rp);
+    }
+}
+
+/// The entry callback for probe `p` when it is the entry of a kretprobe that needs no register
+/// frame there (no entry handler).
+pub(super) fn entry_without_regs(p: &Kprobe) -> Option<crate::ftrace::FtraceFunc> {
+    let rp = p.private.load(Ordering::Relaxed) as *const Kretprobe;
+    // SAFETY: a nonzero `private` of a probe is its `&'static Kretprobe` (set before arming).
+    (!rp.is_null() && unsafe { (*rp).entry_handler.is_none() }).then_some(ftrace_entry as crate::ftrace::FtraceFunc)
 }
 
 /// A call the kretprobe could not hook.

@@ -380,7 +380,12 @@ fn ftrace_error(e: crate::ftrace::FtraceError) -> KprobeError {
 /// Gives probe `p` at function entry `entry` an ftrace ops of its own, filtered on that one
 /// function, and registers it.
 fn arm_on_ftrace(p: &'static Kprobe, entry: u64) -> Result<&'static FtraceOps, KprobeError> {
-    let ops = FtraceOps::new_boxed(kprobe_ftrace_handler, OpsFlags::SAVE_REGS);
+    // A kretprobe without an entry handler needs no register frame at the entry: the argument
+    // frame holds the return address and the stack pointer (ftrace_caller, not the full path).
+    let ops = match kretprobe::entry_without_regs(p) {
+        Some(func) => FtraceOps::new_boxed(func, OpsFlags::empty()),
+        None => FtraceOps::new_boxed(kprobe_ftrace_handler, OpsFlags::SAVE_REGS),
+    };
     ops.private.store(p as *const Kprobe as usize, Ordering::Release);
     let r = crate::ftrace::ftrace_set_filter_ip(ops, entry, false, true).and_then(|_| crate::ftrace::register_ftrace_function(ops));
     if let Err(e) = r {
