@@ -239,6 +239,23 @@ fn kprobe_rows() {
             }
         }
     }
+    // `kprobe_post`: the stepped instruction again with an (empty) post handler too: the slot
+    // ends with `break 11`, a second trap, instead of jumping back.
+    #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+    fn empty_post(_p: &Kprobe, _r: &mut arch::frame::PtRegs) {}
+    if let Some(at) = stepped {
+        let p: &'static Kprobe = alloc::boxed::Box::leak(alloc::boxed::Box::new(Kprobe::with(Where::Addr(at), Some(empty), Some(empty_post))));
+        match kprobes::register_kprobe(p) {
+            Err(e) => println!("BENCH-ERROR kprobe_post {e}"),
+            Ok(()) => {
+                match overhead_tenths() {
+                    Some(t) => report("kprobe_post", t),
+                    None => println!("BENCH-ERROR kprobe_post the counter does not count instructions"),
+                }
+                let _ = kprobes::unregister_kprobe(p);
+            }
+        }
+    }
     // `kprobe_on_ftrace`: the same empty pre handler at the entry (through ftrace_regs_caller).
     let p: &'static Kprobe = alloc::boxed::Box::leak(alloc::boxed::Box::new(Kprobe::with(Where::Addr(sym.addr), Some(empty), None)));
     match kprobes::register_kprobe(p) {

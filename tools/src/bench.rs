@@ -29,7 +29,8 @@ pub const ROWS: &[(&str, &str)] = &[
     ("fexit_regs_route", "the fexit trampoline reached through ftrace_regs_caller"),
     ("function_tracer", "function tracer, one ring-buffer event"),
     ("graph", "function_graph tracer, entry + return"),
-    ("kprobe", "break kprobe, empty pre handler, instruction stepped out of line"),
+    ("kprobe", "break kprobe, empty pre handler, instruction stepped out of line (boosted slot)"),
+    ("kprobe_post", "the same with an empty post handler too (the slot traps back: two traps)"),
     ("kprobe_simulated", "break kprobe, empty pre handler, on `jr ra` (simulated)"),
     ("kprobe_on_ftrace", "kprobe at the entry, empty pre handler, through ftrace_regs_caller"),
     ("kretprobe", "kretprobe, empty return handler (entry on ftrace, return through the trampoline)"),
@@ -166,9 +167,12 @@ pub const BEFORE: &[(&str, f64)] = &[
     ("bytes_per_site", 24.6),
 ];
 
-/// Upper limits of issue 15 for the heavy paths. (The kprobe rows are measured but not yet held
-/// to issue 22's 400: see docs/kprobes.md.)
+/// Upper limits of issues 15 (the heavy paths) and 22 (kprobes).
 pub const LIMITS: &[(&str, f64)] = &[
+    ("kprobe", 400.0),
+    ("kprobe_simulated", 400.0),
+    ("kprobe_on_ftrace", 120.0),
+    ("kretprobe", 300.0),
     ("function_tracer", 200.0),
     ("graph", 700.0),
     ("ops_10_relevant", 320.0),
@@ -204,15 +208,26 @@ pub fn targets(run: &BenchRun) -> Vec<Target> {
         let v = get(row);
         t.push(Target { text: format!("{row} {v:.1} <= {max:.0}"), ok: v <= max });
     }
-    for &(row, before) in BEFORE {
+    // A per-site figure of this image is an average over its own functions, so adding functions
+    // with long names (new test cases) moves it without any code getting slower: per-site rows
+    // are held to their earlier figures on the scale image instead (`scale_targets`).
+    for &(row, before) in BEFORE.iter().filter(|(row, _)| !PER_SITE.contains(row)) {
         let v = get(row);
-        // A per-site figure is an average over the image's functions, so adding a function (a
-        // new test) moves it a little without any code getting slower.
-        let (limit, note) = if PER_SITE.contains(&row) { (before * (1.0 + PER_SITE_DRIFT), ", 1 % allowed: an average over the image's names") } else { (before, "") };
-        t.push(Target { text: format!("{row} {v:.1} not worse than before ({before:.1}{note})"), ok: v <= limit });
+        t.push(Target { text: format!("{row} {v:.1} not worse than before ({before:.1})"), ok: v <= before });
     }
     t
 }
+
+/// The per-site rows of the scale image (20,000 generated functions besides the kernel's own,
+/// `make bench`'s default) as first measured there: its average is over names the kernel's own
+/// functions barely move, so it shows whether the per-site code got slower.
+pub const SCALE_BEFORE: &[(&str, f64)] = &[
+    ("init_per_site", 1059.2),
+    ("enable_all", 237.1),
+    ("disable_all", 151.3),
+    ("filter_glob_per_site", 4734.2),
+    ("bytes_per_site", 24.0),
+];
 
 /// The targets of a scale run (`scale`, the image with generated functions) against the normal
 /// image's run: more sites, and every per-site figure within [`SCALE_TOLERANCE`] of the normal
@@ -234,6 +249,11 @@ pub fn scale_targets(normal: &BenchRun, scale: &BenchRun) -> Vec<Target> {
     }
     let bytes = scale.rows.get("bytes_per_site").copied().unwrap_or(f64::NAN);
     t.push(Target { text: format!("bytes_per_site at {s} sites {bytes:.1} <= {MAX_BYTES_PER_SITE:.0}"), ok: bytes <= MAX_BYTES_PER_SITE });
+    for &(row, before) in SCALE_BEFORE {
+        let v = scale.rows.get(row).copied().unwrap_or(f64::NAN);
+        let limit = before * (1.0 + PER_SITE_DRIFT);
+        t.push(Target { text: format!("{row} at {s} sites {v:.1} not worse than before ({before:.1}, 1 % allowed)"), ok: v <= limit });
+    }
     t
 }
 
@@ -438,6 +458,30 @@ pub const PATHS: &[(&str, &[&str])] = &[
         ],
     ),
     ("disable_all", &["loongtrace_kernel::ftrace::core::update", "arch::patch::patch_insn_unchecked"]),
+    (
+        "kprobe",
+        &["loongtrace_trap_entry", "loongtrace_trap_dispatch", "loongtrace_kernel::irq::on_exception", "loongtrace_kernel::kprobes::on_break"],
+    ),
+    (
+        "kprobe_simulated",
+        &[
+            "loongtrace_trap_entry",
+            "loongtrace_trap_dispatch",
+            "loongtrace_kernel::irq::on_exception",
+            "loongtrace_kernel::kprobes::on_break",
+            "arch::kprobe_insn::simulate",
+        ],
+    ),
+    ("kprobe_on_ftrace", &["ftrace_regs_caller", "ftrace_common", "loongtrace_kernel::kprobes::kprobe_ftrace_handler"]),
+    (
+        "kretprobe",
+        &[
+            "ftrace_caller",
+            "loongtrace_kernel::kprobes::kretprobe::ftrace_entry",
+            "kretprobe_trampoline",
+            "loongtrace_kernel::kprobes::kretprobe::trampoline_handler",
+        ],
+    ),
 ];
 
 /// Whether the ELF symbol `sym` is the routine `path`: equal for a plain name, or a legacy-mangled
@@ -630,15 +674,24 @@ mod tests {
         let t = targets(&parse(&heavy));
         let ok = |prefix: &str| t.iter().filter(|t| t.text.starts_with(prefix)).all(|t| t.ok);
         assert!(ok("function_tracer") && !ok("graph") && !ok("enable_all"), "{t:?}");
-        // "Not worse than before": exact for a per-call row, 1 % slack for a per-site average.
+        // "Not worse than before": exact for a per-call row; per-site rows on the scale image,
+        // with 1 % slack, and not on this image.
         let before = |row: &str| BEFORE.iter().find(|b| b.0 == row).unwrap().1;
-        let (init, list2) = (before("init_per_site"), before("ops_on_one_2"));
+        let list2 = before("ops_on_one_2");
         let worse = |row: &str, v: f64| {
             let t = targets(&parse(&[format!("BENCH {row} {v:.1}")]));
-            t.iter().find(|t| t.text.starts_with(&format!("{row} ")) && t.text.contains("not worse")).unwrap().ok
+            t.iter().find(|t| t.text.starts_with(&format!("{row} ")) && t.text.contains("not worse")).map(|t| t.ok)
         };
-        assert!(worse("init_per_site", init * 1.009) && !worse("init_per_site", init * 1.011));
-        assert!(worse("ops_on_one_2", list2) && !worse("ops_on_one_2", list2 + 0.1));
+        assert_eq!(worse("init_per_site", 1e9), None, "per-site rows are judged on the scale image");
+        assert!(worse("ops_on_one_2", list2) == Some(true) && worse("ops_on_one_2", list2 + 0.1) == Some(false));
+        let scale_init = SCALE_BEFORE.iter().find(|b| b.0 == "init_per_site").unwrap().1;
+        let scale = |v: f64| {
+            let mut r = BenchRun { sites: Some(20000), ..Default::default() };
+            r.rows.insert("init_per_site".into(), v);
+            let normal = BenchRun { sites: Some(1000), ..Default::default() };
+            scale_targets(&normal, &r).into_iter().find(|t| t.text.starts_with("init_per_site") && t.text.contains("not worse")).unwrap().ok
+        };
+        assert!(scale(scale_init * 1.009) && !scale(scale_init * 1.011));
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Kprobe {
     hold: spin::Mutex<Option<crate::ksyms::Hold>>,
     /// The decoded instruction of a simulated probe (decoded once, at registration).
     sim: UnsafeCell<Option<Simulated>>,
+    /// The slot jumps back by itself (no post handler): no second trap.
+    boosted: AtomicBool,
 }
 
 // SAFETY: every field but `sim` is Sync by itself. `sim` is written only by `register_kprobe`
@@ -112,6 +114,7 @@ impl Kprobe {
             private: AtomicUsize::new(0),
             hold: spin::Mutex::new(None),
             sim: UnsafeCell::new(None),
+            boosted: AtomicBool::new(false),
         }
     }
 
@@ -263,16 +266,35 @@ static CPU: [CpuState; arch::boot::MAX_CPUS] = [const {
     }
 }; arch::boot::MAX_CPUS];
 
-/// Executable memory for slots: one page of the module area, in 64-byte units.
+/// Executable memory for slots, in 64-byte units: for kernel functions the page the linker
+/// script reserves at the end of kernel text (`__kprobe_slots_start`, in `b` reach of every
+/// kernel function), for module functions one page of the module area.
 struct Slots {
+    near: crate::execmem::ExecArea<64>,
     area: crate::execmem::ExecArea<64>,
     page: Option<crate::execmem::area::ExecMem>,
 }
 
-static SLOTS: spin::Mutex<Slots> = spin::Mutex::new(Slots { area: crate::execmem::ExecArea::new(), page: None });
+static SLOTS: spin::Mutex<Slots> =
+    spin::Mutex::new(Slots { near: crate::execmem::ExecArea::new(), area: crate::execmem::ExecArea::new(), page: None });
 
-fn alloc_slot() -> Option<u64> {
+unsafe extern "C" {
+    static __kprobe_slots_start: u8;
+    static __kprobe_slots_end: u8;
+}
+
+/// A slot for the instruction at `addr`.
+fn alloc_slot(addr: u64) -> Option<u64> {
     let mut s = SLOTS.lock();
+    if !crate::execmem::area::in_area(addr) {
+        if s.near.bounds().0 == 0 {
+            let (start, end) = (core::ptr::addr_of!(__kprobe_slots_start) as u64, core::ptr::addr_of!(__kprobe_slots_end) as u64);
+            s.near.init(start, end);
+        }
+        if let Some(at) = s.near.alloc(8) {
+            return Some(at);
+        }
+    }
     if s.page.is_none() {
         let page = crate::execmem::area::alloc_exec(4096, 4096).ok()?;
         s.area.init(page.addr, page.addr + page.size as u64);
@@ -282,9 +304,36 @@ fn alloc_slot() -> Option<u64> {
 }
 
 fn free_slot(at: u64) {
-    if let Err(e) = SLOTS.lock().area.free(at) {
+    let mut s = SLOTS.lock();
+    let r = if s.near.contains(at) { s.near.free(at) } else { s.area.free(at) };
+    if let Err(e) = r {
         log::error!("kprobes: freeing the slot at {at:#x}: {e}");
     }
+}
+
+/// The boosted slot being retired (see [`wait_outside_slot`]).
+static RETIRING: AtomicU64 = AtomicU64::new(0);
+
+/// Cross-call: is the interrupted context outside the retiring slot?
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn outside_retiring_slot(frame: &PtRegs) -> bool {
+    let s = RETIRING.load(Ordering::Acquire);
+    !(s..s + 8).contains(&frame.era)
+}
+
+/// Waits until no other CPU runs in the boosted slot at `slot` (a CPU runs it with interrupts
+/// on, so it may be interrupted there); `false` after a second of asking (the slot is then
+/// leaked, not freed).
+fn wait_outside_slot(slot: u64) -> bool {
+    RETIRING.store(slot, Ordering::Release);
+    let t0 = arch::time::ticks();
+    while crate::smp::on_other_cpus(outside_retiring_slot) != 0 {
+        if arch::time::ticks() - t0 > crate::time::counter_hz() {
+            log::error!("kprobes: a CPU stayed in the slot at {slot:#x} for 1 s; it is not freed");
+            return false;
+        }
+    }
+    true
 }
 
 fn patch_error(e: arch::patch::PatchError) -> KprobeError {
@@ -442,8 +491,15 @@ fn arm(p: &'static Kprobe, addr: u64, site: Site, free: usize) -> Result<(), Kpr
     };
     let slot = match class {
         Class::Step => {
-            let at = alloc_slot().ok_or(KprobeError::NoSlot)?;
-            let [w0, w1] = kprobe_insn::slot_words(word);
+            let at = alloc_slot(addr).ok_or(KprobeError::NoSlot)?;
+            // Without a post handler the slot jumps straight back (a "boosted" probe, as x86
+            // Linux does): no second trap. It needs a `b` in reach.
+            let back = arch::insn::encode_b(at + 4, addr + 4).ok().filter(|_| p.post_handler.is_none());
+            p.boosted.store(back.is_some(), Ordering::Release);
+            let [w0, w1] = match back {
+                Some(b) => [word, b],
+                None => kprobe_insn::slot_words(word),
+            };
             if let Err(e) = write_word(at, w0).and_then(|_| write_word(at + 4, w1)) {
                 free_slot(at);
                 return Err(e);
@@ -502,7 +558,8 @@ pub fn unregister_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
         e.store(core::ptr::null_mut(), Ordering::Release);
     }
     let slot = p.slot.swap(0, Ordering::AcqRel);
-    if slot != 0 {
+    // A boosted slot runs with interrupts on: wait until no CPU was interrupted inside it.
+    if slot != 0 && (!p.boosted.load(Ordering::Acquire) || wait_outside_slot(slot)) {
         free_slot(slot);
     }
     p.state.store(UNREGISTERED, Ordering::Release);
@@ -675,6 +732,12 @@ fn hit(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn run_instruction(p: &'static Kprobe, frame: &mut PtRegs, st: &CpuState) {
     let slot = p.slot();
+    if slot != 0 && p.boosted.load(Ordering::Relaxed) {
+        // The slot ends with a jump back: the probe is done once the CPU is on its way there.
+        frame.era = slot;
+        finish(p, frame, st);
+        return;
+    }
     if slot != 0 {
         st.pie.store(frame.prmd & PRMD_PIE, Ordering::Relaxed);
         frame.prmd &= !PRMD_PIE;

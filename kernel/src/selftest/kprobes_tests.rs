@@ -502,8 +502,9 @@ ktest! {
             c.store(0, Relaxed);
         }
         let cpus: alloc::vec::Vec<usize> = (1..n.min(4)).filter(|&c| crate::smp::run_on(c, smp_worker)).collect();
-        // 1,000 rounds by default; `STRESS=long` (a larger `stress=`) makes it the full 10,000.
-        let rounds = if crate::boot::options().stress > crate::cmdline::STRESS_DEFAULT { 10_000 } else { 1_000 };
+        // 10,000 rounds (about a minute of guest time on 4 CPUs); `STRESS=long` (a larger
+        // `stress=`) makes it 100,000.
+        let rounds = if crate::boot::options().stress > crate::cmdline::STRESS_DEFAULT { 100_000 } else { 10_000 };
         let mut hits = 0;
         let mut result = Ok(());
         for _ in 0..rounds {
