@@ -231,6 +231,8 @@ ktest! {
         with_probe(&P, || {
             kassert_eq!(P.addr(), at);
             kassert!(P.slot() != 0, "an ordinary instruction is stepped out of line");
+            // With a post handler the slot ends with `break 11` (back to the handler).
+            kassert_eq!(arch::patch::read_insn(P.slot() + 4).unwrap_or(0), arch::kprobe_insn::KPROBE_SSTEPBP_INSN, "slot's second word");
             kassert_eq!(arch::patch::read_insn(at).unwrap_or(0), arch::kprobe_insn::KPROBE_BP_INSN, "break armed");
             kassert_eq!(kp_step(black_box(5)), 22, "probed");
             Ok(())
@@ -361,6 +363,14 @@ ktest! {
         reg(&A)?;
         let r = reg(&B).and_then(|_| {
             let r = reg(&C).and_then(|_| {
+                // A has no post handler: its slot jumps straight back (boosted); the slot is in
+                // the kernel's slot page, in `b` reach.
+                let s = A.slot();
+                let words = [arch::patch::read_insn(s).unwrap_or(0), arch::patch::read_insn(s + 4).unwrap_or(0)];
+                kdiag!("slot of kp_step+4 at {s:#x}: {:#010x} {:#010x}", words[0], words[1]);
+                kassert_eq!(words[0], A.opcode(), "the slot's first word is the instruction");
+                let back = arch::insn::decode(s + 4, words[1]);
+                kassert!(matches!(back, arch::insn::Insn::B { target } if target == A.addr() + 4), "the slot jumps back: {back:?}");
                 let v = kp_step(black_box(1)) + kp_step2(black_box(2)) + kp_b();
                 kassert_eq!(v, 10 + 13 + 2);
                 kassert_eq!((A.hits(), B.hits(), C.hits()), (1, 1, 1));
