@@ -1096,7 +1096,9 @@ ktest! {
             let r = kreg(&R).and_then(|_| {
                 kprobes::disable_kprobe(&K).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
                 let list = read("/sys/kernel/debug/kprobes/list")?;
-                kdiag!("kprobes/list:\n{list}");
+                for l in list.lines() {
+                    kdiag!("kprobes/list: {l}");
+                }
                 let line = |p: &Kprobe| list.lines().find(|l| l.starts_with(&alloc::format!("{:016x}  ", p.addr()))).unwrap_or("");
                 kassert!(line(&K).contains("  k  ") && line(&K).ends_with("[DISABLED]"), "break probe: {}", line(&K));
                 kassert!(line(&F).contains("  k  ") && line(&F).ends_with("[FTRACE]"), "probe on ftrace: {}", line(&F));
