@@ -567,35 +567,32 @@ pub fn unregister_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
     Ok(())
 }
 
-/// Takes the break out but keeps the probe registered (Linux's `disable_kprobe`).
+/// Takes the break out (or the probe's ops off its ftrace site) but keeps the probe registered
+/// (Linux's `disable_kprobe`).
 pub fn disable_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
-    let _g = REG.lock();
-    match p.state.load(Ordering::Acquire) {
-        UNREGISTERED => Err(KprobeError::NotRegistered),
-        DISABLED => Ok(()),
-        _ => {
-            match ftrace_ops(p) {
-                Some(ops) => crate::ftrace::unregister_ftrace_function(ops).map_err(ftrace_error)?,
-                None => patch(p.addr(), KPROBE_BP_INSN, p.opcode())?,
-            }
-            p.state.store(DISABLED, Ordering::Release);
-            Ok(())
-        }
-    }
+    set_armed(p, false)
 }
 
-/// Puts the break back (Linux's `enable_kprobe`).
+/// Puts the break (or the ops) back (Linux's `enable_kprobe`).
 pub fn enable_kprobe(p: &'static Kprobe) -> Result<(), KprobeError> {
+    set_armed(p, true)
+}
+
+/// Arms or disarms a registered probe; nothing changes when it already is as asked.
+fn set_armed(p: &'static Kprobe, arm: bool) -> Result<(), KprobeError> {
     let _g = REG.lock();
+    let want = if arm { ARMED } else { DISABLED };
     match p.state.load(Ordering::Acquire) {
         UNREGISTERED => Err(KprobeError::NotRegistered),
-        ARMED => Ok(()),
+        s if s == want => Ok(()),
         _ => {
-            match ftrace_ops(p) {
-                Some(ops) => crate::ftrace::register_ftrace_function(ops).map_err(ftrace_error)?,
-                None => patch(p.addr(), p.opcode(), KPROBE_BP_INSN)?,
+            match (ftrace_ops(p), arm) {
+                (Some(ops), true) => crate::ftrace::register_ftrace_function(ops).map_err(ftrace_error)?,
+                (Some(ops), false) => crate::ftrace::unregister_ftrace_function(ops).map_err(ftrace_error)?,
+                (None, true) => patch(p.addr(), p.opcode(), KPROBE_BP_INSN)?,
+                (None, false) => patch(p.addr(), KPROBE_BP_INSN, p.opcode())?,
             }
-            p.state.store(ARMED, Ordering::Release);
+            p.state.store(want, Ordering::Release);
             Ok(())
         }
     }

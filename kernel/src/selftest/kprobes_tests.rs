@@ -415,7 +415,8 @@ ktest! {
 }
 
 ktest! {
-    /// disable/enable take the break out and put it back; a disabled probe is not hit.
+    /// disable/enable take the break (or the ftrace ops) out and put it back; a disabled probe is
+    /// not hit.
     fn kprobes::disable_and_enable() {
         static P: Kprobe = Kprobe::new("kp_step", 4, Some(pre_record), None);
         reset();
@@ -426,6 +427,22 @@ ktest! {
             kassert_eq!(PRE_CALLS.load(Relaxed), 0, "not hit while disabled");
             kprobes::enable_kprobe(&P).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
             kassert_eq!(kp_step(black_box(1)), 10);
+            kassert_eq!(PRE_CALLS.load(Relaxed), 1, "hit again once enabled");
+            Ok(())
+        })?;
+        // The same for a probe on ftrace: its ops leaves the site and comes back.
+        static F: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(pre_record), None);
+        let entry = addr_of(kpf_target as *const ());
+        let enabled = || crate::ftrace::core::site_info(entry).is_some_and(|s| s.state.target != 0);
+        reset();
+        with_probe(&F, || {
+            kprobes::disable_kprobe(&F).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
+            kassert!(!F.is_armed() && !enabled(), "disabled: the site is off");
+            kassert_eq!(kpf_target(black_box(1), 0), 3);
+            kassert_eq!(PRE_CALLS.load(Relaxed), 0, "not hit while disabled");
+            kprobes::enable_kprobe(&F).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
+            kassert!(F.is_armed() && enabled(), "enabled: the site calls a caller again");
+            kassert_eq!(kpf_target(black_box(1), 0), 3);
             kassert_eq!(PRE_CALLS.load(Relaxed), 1, "hit again once enabled");
             Ok(())
         })
