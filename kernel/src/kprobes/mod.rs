@@ -311,29 +311,22 @@ fn free_slot(at: u64) {
     }
 }
 
-/// The boosted slot being retired (see [`wait_outside_slot`]).
-static RETIRING: AtomicU64 = AtomicU64::new(0);
-
-/// Cross-call: is the interrupted context outside the retiring slot?
-#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-fn outside_retiring_slot(frame: &PtRegs) -> bool {
-    let s = RETIRING.load(Ordering::Acquire);
-    !(s..s + 8).contains(&frame.era)
-}
-
 /// Waits until no other CPU runs in the boosted slot at `slot` (a CPU runs it with interrupts
-/// on, so it may be interrupted there); `false` after a second of asking (the slot is then
+/// on, so it may be interrupted there): the quiescence wait of retired direct trampolines
+/// (`ftrace::quiesce`), with the slot tracked as one. `false` if that gives up (the slot is then
 /// leaked, not freed).
 fn wait_outside_slot(slot: u64) -> bool {
-    RETIRING.store(slot, Ordering::Release);
-    let t0 = arch::time::ticks();
-    while crate::smp::on_other_cpus(outside_retiring_slot) != 0 {
-        if arch::time::ticks() - t0 > crate::time::counter_hz() {
-            log::error!("kprobes: a CPU stayed in the slot at {slot:#x} for 1 s; it is not freed");
-            return false;
-        }
+    use crate::ftrace::quiesce;
+    if !quiesce::track(slot, slot + 8) {
+        log::error!("kprobes: no room to track the slot at {slot:#x}; it is not freed");
+        return false;
     }
-    true
+    let left = quiesce::synchronize_trampolines();
+    quiesce::untrack(slot);
+    if !left {
+        log::error!("kprobes: a CPU stayed in the slot at {slot:#x}; it is not freed");
+    }
+    left
 }
 
 fn patch_error(e: arch::patch::PatchError) -> KprobeError {
