@@ -74,7 +74,7 @@ qemu: build
 		$(if $(SCRIPT),-fw_cfg name=opt/loongtrace/script$(comma)file=$(SCRIPT))
 
 test-host:
-	cargo test -q -p loongtrace-arch -p loongtrace-formats -p loongtrace-tools
+	cargo test -q -p loongtrace-arch -p loongtrace-formats -p loongtrace-bpf -p loongtrace-tools
 	cargo test -q -p loongtrace-kernel --lib
 	cargo test -q -p loongtrace-tests --lib
 

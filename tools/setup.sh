@@ -26,6 +26,10 @@ required+=("${gdb_deps[@]}")
 # trace-cmd reads the trace.dat files `ltrace record` writes (make test checks them with it);
 # KernelShark shows them (for users; it installs without a display, tests never start it).
 command -v trace-cmd >/dev/null || required+=(trace-cmd)
+# clang (its BPF target) and libbpf's headers compile the BPF programs of bpf/progs, which the
+# host tests of the BPF runtime load.
+command -v clang >/dev/null || required+=(clang)
+[ -e /usr/include/bpf/bpf_helpers.h ] || required+=(libbpf-dev)
 command -v kernelshark >/dev/null || optional+=(kernelshark)
 
 # What is still missing at the end: setup goes on with every step it can do, then fails.

@@ -1,0 +1,11 @@
+//! The eBPF runtime of loongtrace, `no_std` and host-testable: the instruction set
+//! ([`insn`]), the interpreter ([`interp`]), maps ([`maps`]), objects as clang writes them
+//! ([`object`]). The kernel uses it; see docs/bpf.md.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod insn;
+pub mod interp;
+pub mod maps;
+pub mod object;
