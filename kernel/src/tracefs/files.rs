@@ -508,17 +508,25 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
             let cur = if f == File::SetGraphFunction { &s.graph_function } else { &s.graph_notrace };
             let mut set = if append { cur.clone() } else { SiteSet::new() };
             apply_globs(&mut set, &words(text))?;
-            if f == File::SetGraphFunction {
-                s.graph_function = set;
-            } else {
-                s.graph_notrace = set;
-            }
-            restart_graph(s)
+            let slot = if f == File::SetGraphFunction { &mut s.graph_function } else { &mut s.graph_notrace };
+            let old = core::mem::replace(slot, set);
+            // All or nothing: a failed restart puts the old set back (and the tracer with it).
+            restart_graph(s).inspect_err(|_| {
+                if f == File::SetGraphFunction {
+                    s.graph_function = old;
+                } else {
+                    s.graph_notrace = old;
+                }
+                let _ = restart_graph(s);
+            })
         }
         File::MaxGraphDepth => {
             let v = number(text)?;
-            s.max_graph_depth = u32::try_from(v).map_err(|_| Errno::EINVAL)?;
-            restart_graph(s)
+            let old = core::mem::replace(&mut s.max_graph_depth, u32::try_from(v).map_err(|_| Errno::EINVAL)?);
+            restart_graph(s).inspect_err(|_| {
+                s.max_graph_depth = old;
+                let _ = restart_graph(s);
+            })
         }
         File::TraceOptions => {
             let word = text.trim();
@@ -648,14 +656,29 @@ fn write_ftrace_filter(s: &mut State, text: &str, append: bool) -> Result<(), Er
         let _ = sync_filters(s);
         return Err(e);
     }
-    let _ = probes::replace(&plist);
-    let r = if plist.is_empty() {
+    let old_probes = probes::list();
+    let r = apply_probes(&plist, probe_sites);
+    if let Err(e) = r {
+        // All or nothing: the old filter and the old probes come back.
+        s.filter = old;
+        let _ = sync_filters(s);
+        let mut sites_of_old = SiteSet::new();
+        old_probes.iter().filter_map(|p| sites::index_of(p.ip)).for_each(|i| sites_of_old.insert(i));
+        let _ = apply_probes(&old_probes, sites_of_old);
+        return Err(errno_of(&e));
+    }
+    Ok(())
+}
+
+/// Makes `plist` the function probes (`func:traceoff` and the like) and their ops' filter.
+fn apply_probes(plist: &[Probe], probe_sites: SiteSet) -> Result<(), ftrace::FtraceError> {
+    let _ = probes::replace(plist);
+    if plist.is_empty() {
         if probes::PROBE_OPS.is_registered() { ftrace::unregister_ftrace_function(&probes::PROBE_OPS) } else { Ok(()) }
     } else {
         ftrace::core::ftrace_set_filter_sites(&probes::PROBE_OPS, Some(probe_sites), SiteSet::new()).and_then(|()| {
             if probes::PROBE_OPS.is_registered() { Ok(()) } else { ftrace::register_ftrace_function(&probes::PROBE_OPS) }
         })
-    };
-    r.map_err(|e| errno_of(&e))
+    }
 }
 
