@@ -1,6 +1,7 @@
 //! loongtrace: a small LoongArch64 kernel whose centrepiece is its own dynamic ftrace.
 //!
-//! The pure modules (`glob`, `icount`, `ringbuf`, `symtab`, `cmdline`, `execmem`) build and test on the host;
+//! The pure modules (`glob`, `icount`, `ringbuf`, `symtab`, `cmdline`, `execmem`, the parsers of
+//! `events`) build and test on the host;
 //! everything else exists only in the kernel image (`target_os = "none"`).
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(target_os = "none", feature(patchable_function_entry))]
@@ -8,6 +9,7 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod events;
 pub mod execmem;
 pub mod glob;
 pub mod icount;

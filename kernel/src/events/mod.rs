@@ -1,0 +1,6 @@
+//! Trace events (issue 23): the pure parts first — `kprobe_events` definitions ([`probe_def`])
+//! and event filters ([`filter`]), host-tested; the registry, the tracefs files and the
+//! recording come on top of them. See docs/events.md.
+
+pub mod filter;
+pub mod probe_def;
