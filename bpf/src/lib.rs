@@ -9,3 +9,4 @@ pub mod insn;
 pub mod interp;
 pub mod maps;
 pub mod object;
+pub mod tnum;
