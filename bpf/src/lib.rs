@@ -9,4 +9,5 @@ pub mod insn;
 pub mod interp;
 pub mod maps;
 pub mod object;
+pub mod scalar;
 pub mod tnum;
