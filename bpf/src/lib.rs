@@ -1,6 +1,7 @@
 //! The eBPF runtime of loongtrace, `no_std` and host-testable: the instruction set
 //! ([`insn`]), the interpreter ([`interp`]), maps ([`maps`]), objects as clang writes them
-//! ([`object`]). The kernel uses it; see docs/bpf.md.
+//! ([`object`]), and the verifier's abstract domain: bits ([`tnum`]), scalars with bounds
+//! ([`scalar`]) and machine states ([`state`]). The kernel uses it; see docs/bpf.md.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -10,4 +11,5 @@ pub mod interp;
 pub mod maps;
 pub mod object;
 pub mod scalar;
+pub mod state;
 pub mod tnum;
