@@ -958,7 +958,7 @@ impl Insn {
                 }
             }
             BPF_EXIT => {
-                if x || !w64 || self.imm != 0 || self.src != 0 || self.dst != 0 || self.off != 0 {
+                if x || !w64 || self.imm != 0 || self.src != 0 || self.dst != 0 {
                     return Err(InsnError::Reserved("BPF_EXIT"));
                 }
                 Ok(Op::Exit)
@@ -1622,14 +1622,32 @@ mod tests {
 
     #[test]
     fn listing_is_bpftool_s() {
-        let mut prog = vec![Insn::mov64_imm(1, 0), Insn::stx_mem(Size::W, 10, 1, -4)];
+        // The example of docs/bpf.md.
+        let mut prog = vec![
+            Insn::mov64_imm(1, 0),
+            Insn::stx_mem(Size::W, 10, 1, -4),
+            Insn::mov64_reg(2, 10),
+            Insn::alu64_imm(BPF_ADD, 2, -4),
+        ];
         prog.extend(Insn::ld_map_fd(1, 2));
-        prog.extend([Insn::call_helper(1), Insn::exit()]);
+        prog.extend([
+            Insn::call_helper(1),
+            Insn::jmp_imm(BPF_JEQ, 0, 0, 1),
+            Insn::ldx_mem(Size::W, 0, 0, 0),
+            Insn::exit(),
+        ]);
         let text = Listing::new(&prog).to_string();
-        assert_eq!(
-            text,
-            "   0: (b7) r1 = 0\n   1: (63) *(u32 *)(r10 -4) = r1\n   2: (18) r1 = map[id:2]\n   4: (85) call bpf_map_lookup_elem#1\n   5: (95) exit\n"
-        );
+        let want = "   0: (b7) r1 = 0
+   1: (63) *(u32 *)(r10 -4) = r1
+   2: (bf) r2 = r10
+   3: (07) r2 += -4
+   4: (18) r1 = map[id:2]
+   6: (85) call bpf_map_lookup_elem#1
+   7: (15) if r0 == 0x0 goto pc+1
+   8: (61) r0 = *(u32 *)(r0 +0)
+   9: (95) exit
+";
+        assert_eq!(text, want);
     }
 
     #[test]
