@@ -13,3 +13,4 @@ pub mod object;
 pub mod scalar;
 pub mod state;
 pub mod tnum;
+pub mod verifier;
