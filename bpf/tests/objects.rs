@@ -7,8 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use bpf::object::{
-    BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE,
-    CALL, Insn, LD_IMM64, LoadPlan, MapOrigin, MapSpec, ObjectError, ProgKind, map_type,
+    BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE, CALL, Insn, LD_IMM64, LoadPlan, MapOrigin, MapSpec, ObjectError,
+    ProgKind, map_type,
 };
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SymbolKind};
 
@@ -485,6 +486,22 @@ fn check_against_elf(file: &str, bytes: &[u8], plan: &LoadPlan) {
                     let sym = elf.symbol_by_index(si).unwrap();
                     let target_section = section_name(sym.section_index().unwrap());
                     let next = Insn::decode(prog.insns[linked_index + 1]);
+                    if target_section == ".text" {
+                        // a function's address (a bpf_loop callback): BPF_PSEUDO_FUNC, imm as
+                        // for a call
+                        let callee = if sym.kind() == SymbolKind::Text {
+                            sym.address()
+                        } else {
+                            sym.address() + orig.imm as u64
+                        };
+                        let callee_sec = sym.section_index().unwrap().0;
+                        assert!(functions.contains_key(&(callee_sec, callee)), "{ctx}");
+                        assert_eq!((linked.src, next.imm), (BPF_PSEUDO_FUNC, 0), "{ctx}");
+                        let target = (linked_index as i64 + 1 + linked.imm as i64) as usize;
+                        todo.push((target, callee_sec, callee));
+                        k += 2;
+                        continue;
+                    }
                     let (want_map, want_src, want_off) = if target_section == ".maps" {
                         (
                             plan.map(sym.name().unwrap()).unwrap().0,
@@ -681,4 +698,35 @@ fn functions_in_two_text_sections() {
         matches!(&e, ObjectError::UnsupportedSection { section, .. } if section == ".text.other"),
         "{e:?}"
     );
+}
+
+#[test]
+fn callback_function_reference() {
+    // bpf_loop's callback: an ld_imm64 of a .text function, linked like a call
+    let file = "callback.bpf.o";
+    let bytes = common::compile_snippet(
+        "callback",
+        &format!(
+            "{HEAD}char LICENSE[] SEC(\"license\") = \"GPL\";\n\
+             __u64 total = 0;\n\
+             static int add(__u32 i, void *ctx) {{ total += i; return 0; }}\n\
+             SEC(\"fentry/bpf_fentry_test1\") int BPF_PROG(loop, int n) {{ bpf_loop(n, add, 0, 0); return 0; }}\n"
+        ),
+    );
+    let p = LoadPlan::parse(file, &bytes).unwrap();
+    let prog = p.program("loop").unwrap();
+    let refs: Vec<usize> = prog
+        .insns
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (i, Insn::decode(*w)))
+        .filter(|(_, insn)| insn.code == LD_IMM64 && insn.src == BPF_PSEUDO_FUNC)
+        .map(|(i, insn)| (i as i64 + 1 + insn.imm as i64) as usize)
+        .collect();
+    assert_eq!(
+        refs,
+        [prog.own_len],
+        "the callback is appended after the program"
+    );
+    check_against_elf(file, &bytes, &p);
 }
