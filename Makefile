@@ -30,7 +30,7 @@ QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel
 
 export QEMU
 
-.PHONY: help setup build tools modules modules-testdata qemu test test-host test-kernel bench scale-image mutants gdb clean FORCE
+.PHONY: help setup build tools modules modules-testdata bpf-progs qemu test test-host test-kernel bench scale-image mutants gdb clean FORCE
 
 help:
 	@echo "make setup   install QEMU, the Rust components and GDB 18 in .venv-gdb/ (Debian)"
@@ -38,6 +38,7 @@ help:
 	@echo "make qemu    build and boot the kernel: boot log, self-tests, demos"
 	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
 	@echo "make bench   instruction counts per traced call under qemu -icount (SITES=n: scale image)"
+	@echo "make bpf-progs  the BPF programs of bpf/progs (clang -target bpf) into target/bpf-progs/"
 	@echo "make mutants mutation testing (cargo-mutants) of the host-testable code"
 	@echo "make gdb     boot halted and attach GDB with the loongtrace helpers (GDB=/path)"
 	@echo "variables:   QEMU=/path/to/qemu-system-loongarch64 SMP=n CMDLINE='tests=boot|insn' MODULES='a.o b.o'"
@@ -56,6 +57,20 @@ modules:
 	$(foreach m,$(SAMPLE_MODULES),cargo rustc -q --release -p $(m) --target $(TARGET) \
 		-Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem -- \
 		--emit=obj=$(MODULE_DIR)/$(m).o $(MODULE_FLAGS) $(MODULE_FLAGS_$(m)) &&) true
+
+# The BPF programs of bpf/progs (libbpf-style C, issue 24), built by clang's BPF target against
+# Debian's libbpf headers into target/bpf-progs/<name>.bpf.o. The host tests of bpf/ build their
+# own copies with the same flags (bpf/tests/common/mod.rs); see docs/bpf-objects.md.
+CLANG       ?= clang
+BPF_PROG_DIR := target/bpf-progs
+BPF_CFLAGS  := -O2 -g -target bpf -Wall -Ibpf/progs -idirafter /usr/include
+BPF_PROGS   := $(patsubst bpf/progs/%.bpf.c,$(BPF_PROG_DIR)/%.bpf.o,$(wildcard bpf/progs/*.bpf.c))
+
+bpf-progs: $(BPF_PROGS)
+
+$(BPF_PROG_DIR)/%.bpf.o: bpf/progs/%.bpf.c $(wildcard bpf/progs/*.h)
+	@mkdir -p $(BPF_PROG_DIR)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 # Refreshes the module objects the host tests of the loader read (kernel/src/modload/testdata).
 modules-testdata: modules
