@@ -30,7 +30,7 @@ QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel
 
 export QEMU
 
-.PHONY: help setup build tools modules modules-testdata bpf-progs qemu test test-host test-kernel bench scale-image mutants gdb clean FORCE
+.PHONY: help setup build tools modules modules-testdata bpf-progs bpf-fuzz qemu test test-host test-kernel bench scale-image mutants gdb clean FORCE
 
 help:
 	@echo "make setup   install QEMU, the Rust components and GDB 18 in .venv-gdb/ (Debian)"
@@ -106,6 +106,11 @@ test-kernel: build
 		cargo test -q -p loongtrace-tests --test kernel
 
 test: test-host test-kernel
+
+# The long verifier fuzz run of issue 24 (make test runs 20,000 programs): BPF_FUZZ_PROGRAMS=n.
+BPF_FUZZ_PROGRAMS ?= 100000
+bpf-fuzz:
+	BPF_FUZZ_PROGRAMS=$(BPF_FUZZ_PROGRAMS) cargo test -q -p loongtrace-bpf --release --test verifier_fuzz -- --nocapture
 
 # Mutation testing of the host-testable code (installs cargo-mutants on first use; see
 # docs/testing.md). MUTANTS_CRATES="arch kernel tools", MUTANTS_JOBS=1, MUTANTS_ARGS=...

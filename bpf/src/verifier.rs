@@ -320,6 +320,15 @@ impl Verifier<'_> {
     fn step(&mut self, p: &mut Path, op: Op, stack: &mut Vec<Path>) -> Result<bool, String> {
         let pc = p.pc;
         let next = pc + 1;
+        let written = match op {
+            Op::Alu { dst, .. } | Op::Neg { dst, .. } | Op::End { dst, .. } | Op::LdImm64 { dst, .. } => Some(dst),
+            Op::Load { dst, .. } | Op::LoadAcquire { dst, .. } => Some(dst),
+            Op::Atomic { src, fetch, op, .. } if fetch || op == insn::AtomicOp::Xchg => Some(src),
+            _ => None,
+        };
+        if written == Some(10) {
+            return Err("frame pointer is read only".into());
+        }
         match op {
             Op::Alu { w64, op, dst, src } => self.alu(&mut p.state, w64, op, dst, src)?,
             Op::Neg { w64, dst } => {
@@ -459,9 +468,6 @@ impl Verifier<'_> {
             Operand::Imm(k) => Reg::Scalar(if w64 { Scalar::constant(k as i64 as u64) } else { Scalar::constant(k as u32 as u64) }),
             Operand::Reg(r) => read(s, r)?,
         };
-        if dst == 10 {
-            return Err("frame pointer is read only".into());
-        }
         if op == AluOp::Mov {
             let v = match (w64, srcv) {
                 (true, v) => v,
@@ -1205,6 +1211,13 @@ mod tests {
         // r1 is clobbered after the call.
         let p = [Insn::mov64_imm(1, 5), Insn::call_rel(2), Insn::mov64_reg(0, 1), Insn::exit(), Insn::mov64_imm(0, 0), Insn::exit()];
         refused(&p, 2, "R1 !read_ok");
+    }
+
+    #[test]
+    fn the_frame_pointer_is_read_only() {
+        refused(&[Insn::mov64_imm(10, 0), Insn::exit()], 0, "frame pointer is read only");
+        refused(&[Insn::ldx_mem(Size::H, 10, 1, 0), Insn::exit()], 0, "frame pointer is read only");
+        refused(&[Insn::neg64(10), Insn::exit()], 0, "frame pointer is read only");
     }
 
     #[test]
