@@ -665,7 +665,10 @@ impl Verifier<'_> {
             2 => (&[ConstMap, MapKey, MapValue, Anything], Ret::Integer),
             3 => (&[ConstMap, MapKey], Ret::Integer),
             5 | 8 | 14 => (&[], Ret::Integer),
-            6 => (&[Mem, Size, Anything, Anything, Anything], Ret::Integer),
+            // Linux's bpf_trace_printk_proto declares two arguments: r3-r5 are ARG_DONTCARE, not
+            // read by the verifier (bpf_printk with fewer than three values leaves them unset;
+            // the helper formats only as many as the format names).
+            6 => (&[Mem, Size], Ret::Integer),
             113 => (&[UninitMem, Size, Anything], Ret::Integer),
             130 => (&[RingbufMap, Mem, Size, Anything], Ret::Integer),
             131 => (&[RingbufMap, ConstSize, Anything], Ret::RingbufRecordOrNull),
@@ -1185,6 +1188,27 @@ mod tests {
             Insn::exit(),
         ];
         ok(&p);
+    }
+
+    #[test]
+    fn trace_printk_takes_a_format_and_its_size_only() {
+        // bpf_printk("x") as clang emits it: the format in a map value (a global), its size,
+        // and r3-r5 unset (Linux's prototype has two arguments).
+        let rodata = MapInfo { kind: MapKind::Array, key_size: 4, value_size: 16, max_entries: 1 };
+        let info = ProgInfo { ctx_size: 64, maps: alloc::vec![rodata], func_helpers: true };
+        let printk = |size: i32| prog(&[&Insn::ld_map_value(1, 0, 4), &[Insn::mov64_imm(2, size), Insn::call_helper(6), Insn::mov64_imm(0, 0), Insn::exit()]]);
+        assert!(verify(&printk(12), &info).is_ok());
+        // the format must still be readable memory of the given size
+        let e = verify(&printk(13), &info).unwrap_err();
+        assert!(e.reason.contains("invalid access to map_value"), "{e}");
+        // and initialised, on the stack
+        let p = [Insn::mov64_reg(1, 10), Insn::alu64_imm(BPF_ADD, 1, -8), Insn::mov64_imm(2, 8), Insn::call_helper(6), Insn::mov64_imm(0, 0), Insn::exit()];
+        let e = verify(&p, &info).unwrap_err();
+        assert!(e.reason.contains("invalid indirect read from stack"), "{e}");
+        // r3-r5 are clobbered by the call like every argument register
+        let p = prog(&[&Insn::ld_map_value(1, 0, 0), &[Insn::mov64_imm(2, 4), Insn::mov64_imm(3, 1), Insn::call_helper(6), Insn::mov64_reg(0, 3), Insn::exit()]]);
+        let e = verify(&p, &info).unwrap_err();
+        assert!(e.reason.contains("R3 !read_ok"), "{e}");
     }
 
     #[test]
