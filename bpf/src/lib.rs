@@ -1,11 +1,13 @@
 //! The eBPF runtime of loongtrace, `no_std` and host-testable: the instruction set
 //! ([`insn`]), the interpreter ([`interp`]), maps ([`maps`]), objects as clang writes them
-//! ([`object`]), and the verifier's abstract domain: bits ([`tnum`]), scalars with bounds
-//! ([`scalar`]) and machine states ([`state`]). The kernel uses it; see docs/bpf.md.
+//! ([`object`], with the BTF they carry: [`btf`]), the verifier ([`verifier`]) and its abstract
+//! domain: bits ([`tnum`]), scalars with bounds ([`scalar`]) and machine states ([`state`]).
+//! The kernel uses it; see docs/bpf.md.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
+pub mod btf;
 pub mod insn;
 pub mod interp;
 pub mod maps;

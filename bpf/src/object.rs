@@ -5,18 +5,23 @@
 //! to create the maps (their indices are the numbers the instructions use), verify the programs
 //! and attach them. See docs/bpf-objects.md.
 //!
-//! The ELF, BTF and relocation work is aya-obj's ([`aya_obj::Object::parse`],
-//! [`aya_obj::Object::relocate_maps`], [`aya_obj::Object::relocate_calls`]). Around it, this
-//! module
-//! - checks what aya-obj's parser takes for granted (symbols inside their sections, relocations
-//!   on the instructions they claim to patch, immediates that do not overflow), so that a
-//!   malformed object is an [`ObjectError`] and never a panic (a panic is fatal in the kernel);
-//! - shows aya-obj program sections under a name it knows when it does not know theirs
-//!   (aya-obj 0.2.1 refuses `fmod_ret/` and any name outside its list): the object's section
-//!   name table is copied to the end of a private copy of the file with the new names added;
-//! - orders maps and programs as libbpf does and names global-data maps as libbpf does;
-//! - refuses what it cannot honour: CO-RE relocations (there is no kernel BTF), externs
+//! The ELF file is read with the `object` crate (its `no_std` ELF reader); the rest is done
+//! here, after libbpf (`tools/lib/bpf/libbpf.c`), in the parts a libbpf-style object needs:
+//! - programs: the functions of the program sections, in section then offset order, named by
+//!   their symbols, with attach kind and target from the section name;
+//! - BTF-defined maps (`SEC(".maps")`) and global variables read from the object's BTF with the
+//!   small reader of [`crate::btf`]; global-data sections as one-element array maps, named as
+//!   libbpf names them;
+//! - relocations (`R_BPF_64_64` on `ld_imm64` of a map, a global or a function, `R_BPF_64_32` on
+//!   BPF-to-BPF calls) resolved as libbpf's `bpf_program__record_reloc` does, and each program
+//!   linked with the `.text` functions it calls as `bpf_object__reloc_code` does;
+//! - refusals of what cannot be honoured: CO-RE relocations (there is no kernel BTF), externs
 //!   (kfuncs, `__ksym`, `.kconfig`), legacy `maps` sections, map types the runtime lacks.
+//!
+//! Every offset, index and size read from the file is checked before use, so that a malformed
+//! object is an [`ObjectError`] and never a panic (a panic is fatal in the kernel). The
+//! `object` crate is built without `std`, with its `unaligned` feature, so the object may sit
+//! anywhere in memory.
 //!
 //! The plan's instructions are raw 8-byte words, as Linux's `struct bpf_insn` in the byte
 //! order of the machine: `code` in bits 0..8, `dst_reg` 8..12, `src_reg` 12..16, `off` 16..32,
@@ -29,17 +34,17 @@
 //! code.
 
 use alloc::borrow::ToOwned;
-use alloc::collections::BTreeSet;
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
-use core::str::FromStr;
 
-use object::{
-    Object as _, ObjectSection as _, ObjectSymbol as _, RelocationFlags, RelocationTarget,
-    SectionKind, SymbolKind,
-};
+use object::LittleEndian;
+use object::elf;
+use object::read::elf::{FileHeader as _, Rel as _, SectionHeader as _, Sym as _};
+
+use crate::btf;
 
 /// `src_reg` of an `ld_imm64` that loads a map (`imm` = map index).
 pub const BPF_PSEUDO_MAP_FD: u8 = 1;
@@ -221,15 +226,16 @@ pub enum ObjectError {
     },
     /// A map of a type the runtime does not have.
     UnsupportedMap { name: String, map_type: u32 },
+    /// A BTF-defined map whose definition cannot be read (an unknown field, a key type without a
+    /// size, no map type, ...).
+    BadMap { name: String, reason: String },
     /// No `license` section (`char LICENSE[] SEC("license") = "GPL";`).
     NoLicense,
     /// A `license` section that is not one NUL-terminated UTF-8 string.
     BadLicense(String),
     /// No program in the object.
     NoPrograms,
-    /// aya-obj's parser refused the object (its message).
-    Parse(String),
-    /// aya-obj could not relocate or link a program (its message).
+    /// A program cannot be linked (a call to no function, a program too large, ...).
     Relocation(String),
 }
 
@@ -268,8 +274,8 @@ impl fmt::Display for ObjectError {
                 "no license: add `char LICENSE[] SEC(\"license\") = \"GPL\";` to the program"
             ),
             ObjectError::BadLicense(m) => write!(f, "bad license section: {m}"),
+            ObjectError::BadMap { name, reason } => write!(f, "map `{name}`: {reason}"),
             ObjectError::NoPrograms => write!(f, "no program in the object"),
-            ObjectError::Parse(m) => write!(f, "cannot parse the object: {m}"),
             ObjectError::Relocation(m) => write!(f, "cannot relocate: {m}"),
         }
     }
@@ -459,433 +465,442 @@ fn parse_section_name(section: &str) -> Result<(ProgKind, Option<String>, u64), 
     Ok((kind, Some(func.to_owned()), offset))
 }
 
-/// What the loader knows of one ELF section.
-struct Sec {
-    name: String,
-    /// Code (aya-obj's test: executable, with contents).
-    code: bool,
-    size: u64,
-    class: SecClass,
-}
+/// Most instructions of one linked program (its own code and the BPF functions it calls):
+/// Linux's limit for a privileged program.
+pub const MAX_PROG_INSNS: usize = 1_000_000;
+/// Most instructions of all the plan's linked programs together. Each program gets its own copy
+/// of the functions it calls, so without a limit a small object could ask for a lot of memory.
+pub const MAX_PLAN_INSNS: usize = 4_000_000;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+type Header = elf::FileHeader64<LittleEndian>;
+const LE: LittleEndian = LittleEndian;
+
+/// What a section is to the loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SecClass {
-    /// A program section (code, not `.text*`).
+    /// Code of programs (an executable section other than `.text`).
     Program,
-    /// `.text*`: BPF functions the programs call.
+    /// `.text`: BPF functions the programs call.
     Text,
-    /// `.data*`, `.rodata*`, `.bss*`: global data.
+    /// `.data`, `.rodata`, `.bss` and `.data.NAME`, ...: global data.
     Global,
     /// `.maps`: BTF-defined maps.
     BtfMaps,
-    /// Anything else (license, BTF, debug info, symbol tables...).
+    /// Anything else (license, BTF, debug info, symbol and relocation tables...).
     Other,
+}
+
+/// What the loader knows of one ELF section.
+struct Sec<'a> {
+    name: String,
+    class: SecClass,
+    size: u64,
+    /// The bytes (empty for `SHT_NOBITS`).
+    data: &'a [u8],
+    /// A `.rodata*` section.
+    rodata: bool,
+    /// The instructions, for code sections.
+    code: Vec<u64>,
 }
 
 /// What the loader knows of one ELF symbol.
 struct Sym {
     name: String,
-    section: Option<usize>,
-    undefined: bool,
-    address: u64,
+    /// `STT_*`
+    kind: u8,
+    /// `STB_*`
+    bind: u8,
+    /// Its section, `SHN_UNDEF` for externs, `SHN_ABS`, `SHN_COMMON`...
+    shndx: u16,
+    value: u64,
     size: u64,
-    kind: SymbolKind,
 }
 
-const R_BPF_64_64: u32 = 1;
-const R_BPF_64_32: u32 = 10;
-const EM_BPF: u16 = 247;
+impl Sym {
+    /// libbpf's `find_elf_var_sym`: a global (or weak) data symbol.
+    fn is_global_object(&self) -> bool {
+        self.kind == elf::STT_OBJECT && (self.bind == elf::STB_GLOBAL || self.bind == elf::STB_WEAK)
+    }
+}
+
+/// A function of a code section: a program, or a BPF function of `.text`.
+struct Func {
+    name: String,
+    sec: usize,
+    /// Its first instruction's index in the section.
+    start: usize,
+    len: usize,
+}
+
+/// A relocation of a code instruction, resolved (libbpf's `bpf_program__record_reloc`).
+#[derive(Clone, Copy, Debug)]
+enum Reloc {
+    /// `ld_imm64` of a BTF-defined map (its index in the plan).
+    Map(usize),
+    /// `ld_imm64` of the address of byte `off` of global-data map `map`'s value.
+    Data { map: usize, off: u32 },
+    /// `call` of the `.text` function whose first instruction is `target`.
+    Call { target: usize },
+    /// `ld_imm64` of the address of the `.text` function whose first instruction is `target`.
+    Func { target: usize },
+}
 
 fn bad_elf(e: impl fmt::Display) -> ObjectError {
     ObjectError::BadElf(e.to_string())
 }
 
-fn parse(file_name: &str, bytes: &[u8]) -> Result<LoadPlan, ObjectError> {
-    let elf = object::File::parse(bytes).map_err(bad_elf)?;
-    check_header(&elf, bytes)?;
+fn btf_error(e: btf::BtfError) -> ObjectError {
+    ObjectError::BadSection {
+        section: ".BTF".to_owned(),
+        reason: e.0,
+    }
+}
 
-    // Sections: their class, the checks aya-obj's parser relies on, the names to show it.
-    let mut secs: Vec<Option<Sec>> = Vec::new();
-    let mut renames: Vec<(usize, &'static str)> = Vec::new();
-    let mut have_license = false;
-    for s in elf.sections() {
-        let index = s.index().0;
-        let name = s.name().map_err(bad_elf)?.to_owned();
-        let size = s.size();
-        let code = s.kind() == SectionKind::Text && size > 0;
-        let class = if code {
-            if name.starts_with(".text") {
-                SecClass::Text
-            } else {
-                SecClass::Program
-            }
-        } else if name.starts_with(".data")
-            || name.starts_with(".rodata")
-            || name.starts_with(".bss")
-        {
-            SecClass::Global
-        } else if name.starts_with(".maps") {
-            SecClass::BtfMaps
-        } else {
-            SecClass::Other
-        };
+/// `.data` is `.data` or `.data.NAME` (libbpf's test), and so on.
+fn is_data_section(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+fn parse(file_name: &str, bytes: &[u8]) -> Result<LoadPlan, ObjectError> {
+    let header = check_header(bytes)?;
+    let table = header.sections(LE, bytes).map_err(bad_elf)?;
+
+    // Sections, classified as libbpf's `bpf_object__elf_collect` does.
+    let mut secs: Vec<Sec> = Vec::with_capacity(table.len());
+    let mut license = None;
+    let mut btf_data = None;
+    let mut symtabs = 0;
+    let mut rel_sections = Vec::new();
+    for (index, sh) in table.enumerate() {
+        let raw_name = table.section_name(LE, sh).map_err(bad_elf)?;
+        let name = String::from_utf8_lossy(raw_name).into_owned();
+        let sh_type = sh.sh_type(LE);
+        let size = sh.sh_size(LE);
+        let data = sh
+            .data(LE, bytes)
+            .map_err(|e| ObjectError::BadElf(format!("section `{name}`: {e}")))?;
+        let exec = sh_type == elf::SHT_PROGBITS
+            && sh.sh_flags(LE) & elf::SHF_EXECINSTR as u64 != 0
+            && size > 0;
         let bad = |reason: String| ObjectError::BadSection {
             section: name.clone(),
             reason,
         };
-        if code && s.address() != 0 {
-            return Err(bad(format!(
-                "code section at address {:#x}, not 0",
-                s.address()
-            )));
-        }
-        if code && size % 8 != 0 {
-            return Err(bad(format!("{size} bytes of code, not whole instructions")));
-        }
-        match class {
-            SecClass::Program => {
-                // aya-obj classifies code sections by name prefix before it sees they are code.
-                for reserved in [
-                    "license", "version", "maps", ".maps", ".bss", ".data", ".rodata", ".BTF",
-                ] {
-                    if name.starts_with(reserved) {
-                        return Err(ObjectError::UnknownSection {
+        let mut class = SecClass::Other;
+        match name.as_str() {
+            "license" => license = Some(data),
+            "version" => {}
+            ".maps" => class = SecClass::BtfMaps,
+            ".BTF" => btf_data = Some(data),
+            ".BTF.ext" => check_btf_ext(data)?,
+            _ if !exec && name.starts_with("maps") => {
+                return Err(ObjectError::UnsupportedSection {
+                    section: name,
+                    reason: "legacy `struct bpf_map_def` maps: declare BTF-defined maps in SEC(\".maps\")"
+                        .to_owned(),
+                });
+            }
+            _ if sh_type == elf::SHT_SYMTAB => symtabs += 1,
+            _ if exec => {
+                class = if name == ".text" {
+                    if secs.iter().any(|s| s.class == SecClass::Text) {
+                        return Err(ObjectError::UnsupportedSection {
                             section: name,
-                            reason: format!("code in a section named like `{reserved}`"),
+                            reason: "a second .text section".to_owned(),
                         });
                     }
+                    SecClass::Text
+                } else if name.starts_with(".text") {
+                    return Err(ObjectError::UnsupportedSection {
+                        section: name,
+                        reason: "BPF functions in a section other than .text (-ffunction-sections): keep them in .text"
+                            .to_owned(),
+                    });
+                } else {
+                    let reserved = ["maps", ".maps", ".bss", ".data", ".rodata", ".BTF"];
+                    if let Some(r) = reserved.iter().find(|r| name.starts_with(*r)) {
+                        return Err(ObjectError::UnknownSection {
+                            section: name,
+                            reason: format!("code in a section named like `{r}`"),
+                        });
+                    }
+                    parse_section_name(&name)?;
+                    SecClass::Program
+                };
+                if sh.sh_addr(LE) != 0 {
+                    return Err(bad(format!(
+                        "code section at address {:#x}, not 0",
+                        sh.sh_addr(LE)
+                    )));
                 }
-                parse_section_name(&name)?;
-                if aya_obj::ProgramSection::from_str(&name).is_err() {
-                    // aya-obj 0.2.1 refuses section names outside its list (`fmod_ret/` among
-                    // them); it gets one it takes, the plan keeps the real one.
-                    renames.push((index, "kprobe"));
+                if size % 8 != 0 {
+                    return Err(bad(format!("{size} bytes of code, not whole instructions")));
                 }
             }
-            SecClass::Global if size > MAX_GLOBAL_SECTION => {
-                return Err(bad(format!(
-                    "{size} bytes of global data (at most {MAX_GLOBAL_SECTION})"
-                )));
+            _ if (sh_type == elf::SHT_PROGBITS
+                && size > 0
+                && (is_data_section(&name, ".data") || is_data_section(&name, ".rodata")))
+                || (sh_type == elf::SHT_NOBITS && is_data_section(&name, ".bss")) =>
+            {
+                if size > MAX_GLOBAL_SECTION {
+                    return Err(bad(format!(
+                        "{size} bytes of global data (at most {MAX_GLOBAL_SECTION})"
+                    )));
+                }
+                class = SecClass::Global;
+            }
+            _ if sh_type == elf::SHT_REL || sh_type == elf::SHT_RELA => {
+                rel_sections.push((index.0, sh));
             }
             _ => {}
         }
-        if !code && name.starts_with("maps") {
-            return Err(ObjectError::UnsupportedSection {
-                section: name,
-                reason:
-                    "legacy `struct bpf_map_def` maps: declare BTF-defined maps in SEC(\".maps\")"
-                        .to_owned(),
-            });
-        }
-        if name == "license" {
-            have_license = true;
-        }
-        if name == ".BTF" {
-            check_btf(s.data().map_err(bad_elf)?)?;
-        }
-        if name == ".BTF.ext" {
-            check_btf_ext(s.data().map_err(bad_elf)?)?;
-            // Its function and line records only matter to a kernel that loads BTF, and
-            // aya-obj's reader of them trusts their lengths: it does not see the section.
-            renames.push((index, ".BTF.ext.unused"));
-        }
-        if secs.len() <= index {
-            secs.resize_with(index + 1, || None);
-        }
-        secs[index] = Some(Sec {
+        let code = if class == SecClass::Program || class == SecClass::Text {
+            data.chunks_exact(8)
+                .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let rodata = is_data_section(&name, ".rodata");
+        secs.push(Sec {
             name,
-            code,
-            size,
             class,
-        });
-    }
-    // aya-obj's linker knows a callee by its address alone: the functions called must all be
-    // in one section.
-    let texts: Vec<&str> = secs
-        .iter()
-        .flatten()
-        .filter(|s| s.class == SecClass::Text)
-        .map(|s| s.name.as_str())
-        .collect();
-    if texts.len() > 1 {
-        return Err(ObjectError::UnsupportedSection {
-            section: texts[1].to_owned(),
-            reason:
-                "BPF functions in several .text sections (-ffunction-sections): keep them in .text"
-                    .to_owned(),
-        });
-    }
-    if !have_license {
-        return Err(ObjectError::NoLicense);
-    }
-
-    // Symbols: those of code must lie inside their section (aya-obj slices by them).
-    let mut syms: Vec<Option<Sym>> = Vec::new();
-    for sym in elf.symbols() {
-        let index = sym.index().0;
-        let name = sym.name().map_err(bad_elf)?.to_owned();
-        let section = sym.section_index().map(|i| i.0);
-        let (address, size) = (sym.address(), sym.size());
-        if let Some(sec) = section.and_then(|i| secs.get(i)).and_then(|s| s.as_ref()) {
-            let inside = address.checked_add(size).is_some_and(|end| end <= sec.size);
-            if sec.code && !inside {
-                return Err(ObjectError::BadElf(format!(
-                    "symbol `{name}` ({address:#x}+{size:#x}) is outside its section `{}` ({:#x} bytes)",
-                    sec.name, sec.size
-                )));
-            }
-            if sec.code && sym.kind() == SymbolKind::Text && (address % 8 != 0 || size % 8 != 0) {
-                return Err(ObjectError::BadElf(format!(
-                    "function `{name}` is not made of whole instructions"
-                )));
-            }
-        }
-        if syms.len() <= index {
-            syms.resize_with(index + 1, || None);
-        }
-        syms[index] = Some(Sym {
-            name,
-            section,
-            undefined: sym.is_undefined(),
-            address,
             size,
-            kind: sym.kind(),
+            data,
+            rodata,
+            code,
         });
     }
-
-    let renamed;
-    let aya_bytes = if renames.is_empty() {
-        bytes
-    } else {
-        renamed = rename_sections(bytes, &renames)?;
-        &renamed[..]
+    let license = match license {
+        None => return Err(ObjectError::NoLicense),
+        Some(data) => {
+            let end = data
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| ObjectError::BadLicense("not NUL-terminated".to_owned()))?;
+            core::str::from_utf8(&data[..end])
+                .map_err(|_| ObjectError::BadLicense("not UTF-8".to_owned()))?
+                .to_owned()
+        }
     };
-    let mut obj = aya_obj::Object::parse(aya_bytes).map_err(parse_error)?;
+    let btf = btf_data
+        .map(btf::Btf::parse)
+        .transpose()
+        .map_err(btf_error)?;
 
-    // The maps, in libbpf's order: BTF maps by their place in `.maps`, then global data.
-    let object = object_name(file_name);
-    let mut btf_maps: Vec<(u64, usize, String, aya_obj::Map)> = Vec::new();
-    let mut global_maps: Vec<(usize, String, aya_obj::Map)> = Vec::new();
-    for (name, map) in obj.maps.iter() {
-        match map {
-            aya_obj::Map::Btf(_) => {
-                let sym = map.symbol_index().unwrap_or(usize::MAX);
-                let address = syms
-                    .get(sym)
-                    .and_then(|s| s.as_ref())
-                    .map_or(0, |s| s.address);
-                btf_maps.push((address, sym, name.clone(), map.clone()));
-            }
-            aya_obj::Map::Legacy(m) => match m.section_kind {
-                aya_obj::EbpfSectionKind::Data
-                | aya_obj::EbpfSectionKind::Rodata
-                | aya_obj::EbpfSectionKind::Bss => {
-                    if map.value_size() > 0 {
-                        global_maps.push((m.section_index, name.clone(), map.clone()));
-                    }
-                }
-                _ => {
-                    return Err(ObjectError::UnsupportedSection {
-                        section: name.clone(),
-                        reason: "legacy map definitions".to_owned(),
-                    });
-                }
-            },
-        }
+    // Symbols.
+    if symtabs != 1 {
+        return Err(ObjectError::BadElf(if symtabs == 0 {
+            "no symbol table (a stripped object?)".to_owned()
+        } else {
+            "several symbol tables".to_owned()
+        }));
     }
-    btf_maps.sort_by_key(|m| (m.0, m.1));
-    global_maps.sort_by_key(|m| m.0);
-
-    let mut maps: Vec<MapSpec> = Vec::new();
-    for (_, _, name, m) in &btf_maps {
-        let t = m.map_type();
-        if !matches!(
-            t,
-            map_type::HASH | map_type::ARRAY | map_type::PERCPU_ARRAY | map_type::RINGBUF
-        ) {
-            return Err(ObjectError::UnsupportedMap {
-                name: name.clone(),
-                map_type: t,
-            });
-        }
-        maps.push(MapSpec {
-            name: name.clone(),
-            map_type: t,
-            key_size: m.key_size(),
-            value_size: m.value_size(),
-            max_entries: m.max_entries(),
-            flags: m.map_flags(),
-            origin: MapOrigin::Btf,
-            initial: Vec::new(),
+    let symtab = table.symbols(LE, bytes, elf::SHT_SYMTAB).map_err(bad_elf)?;
+    let mut syms = Vec::with_capacity(symtab.len());
+    for sym in symtab.iter() {
+        let name = symtab.symbol_name(LE, sym).map_err(bad_elf)?;
+        syms.push(Sym {
+            name: String::from_utf8_lossy(name).into_owned(),
+            kind: sym.st_type(),
+            bind: sym.st_bind(),
+            shndx: sym.st_shndx(LE),
+            value: sym.st_value(LE),
+            size: sym.st_size(LE),
         });
     }
-    for (_, section, m) in &global_maps {
-        let initial = m.data().to_vec();
-        if initial.len() != m.value_size() as usize {
-            return Err(ObjectError::BadSection {
-                section: section.clone(),
+
+    // Functions: programs in program sections (libbpf's `bpf_object__add_programs`), BPF
+    // functions in `.text`. Each whole instructions inside its section, none overlapping.
+    let mut funcs: Vec<Func> = Vec::new();
+    for sym in &syms {
+        let sec_index = sym.shndx as usize;
+        let Some(sec) = secs
+            .get(sec_index)
+            .filter(|s| matches!(s.class, SecClass::Program | SecClass::Text))
+        else {
+            continue;
+        };
+        if sym.kind != elf::STT_FUNC {
+            continue;
+        }
+        let name = &sym.name;
+        if !sym
+            .value
+            .checked_add(sym.size)
+            .is_some_and(|end| end <= sec.size)
+        {
+            return Err(ObjectError::BadElf(format!(
+                "symbol `{name}` ({:#x}+{:#x}) is outside its section `{}` ({:#x} bytes)",
+                sym.value, sym.size, sec.name, sec.size
+            )));
+        }
+        if sym.value % 8 != 0 || sym.size % 8 != 0 || sym.size == 0 {
+            return Err(ObjectError::BadElf(format!(
+                "function `{name}` is not made of whole instructions"
+            )));
+        }
+        if sec.class == SecClass::Program && sym.bind == elf::STB_LOCAL {
+            return Err(ObjectError::UnsupportedSection {
+                section: sec.name.clone(),
                 reason: format!(
-                    "{} bytes of data for {} bytes",
-                    initial.len(),
-                    m.value_size()
+                    "static function `{name}`: programs are global functions (the functions they call go to .text)"
                 ),
             });
         }
+        funcs.push(Func {
+            name: name.clone(),
+            sec: sec_index,
+            start: (sym.value / 8) as usize,
+            len: (sym.size / 8) as usize,
+        });
+    }
+    funcs.sort_by_key(|f| (f.sec, f.start));
+    for pair in funcs.windows(2) {
+        if pair[0].sec == pair[1].sec && pair[0].start + pair[0].len > pair[1].start {
+            return Err(ObjectError::BadElf(format!(
+                "functions `{}` and `{}` overlap in `{}`",
+                pair[0].name, pair[1].name, secs[pair[0].sec].name
+            )));
+        }
+    }
+    let text = secs.iter().position(|s| s.class == SecClass::Text);
+    // `.text` functions by their first instruction.
+    let text_funcs: BTreeMap<usize, usize> = funcs
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| Some(f.sec) == text)
+        .map(|(i, f)| (f.start, i))
+        .collect();
+
+    // The maps, in libbpf's order: BTF maps by their place in `.maps`, then global data by
+    // section.
+    let object = object_name(file_name);
+    let mut maps: Vec<MapSpec> = Vec::new();
+    let mut btf_map_offsets: Vec<u64> = Vec::new();
+    if let Some(maps_sec) = secs.iter().position(|s| s.class == SecClass::BtfMaps) {
+        for (offset, map) in btf_maps(btf.as_ref(), maps_sec, &secs, &syms)? {
+            btf_map_offsets.push(offset);
+            maps.push(map);
+        }
+    }
+    let mut global_map: Vec<Option<usize>> = alloc::vec![None; secs.len()];
+    for (index, sec) in secs.iter().enumerate() {
+        if sec.class != SecClass::Global || sec.size == 0 {
+            continue;
+        }
+        global_map[index] = Some(maps.len());
+        // The size is bounded by MAX_GLOBAL_SECTION; `.bss` has no bytes in the file.
+        let initial = if sec.data.is_empty() {
+            alloc::vec![0; sec.size as usize]
+        } else {
+            sec.data.to_vec()
+        };
         maps.push(MapSpec {
-            name: global_map_name(&object, section),
+            name: global_map_name(&object, &sec.name),
             map_type: map_type::ARRAY,
             key_size: 4,
-            value_size: m.value_size(),
+            value_size: sec.size as u32,
             max_entries: 1,
-            flags: m.map_flags() | BPF_F_MMAPABLE,
+            flags: BPF_F_MMAPABLE | if sec.rodata { BPF_F_RDONLY_PROG } else { 0 },
             origin: MapOrigin::Global {
-                section: section.clone(),
+                section: sec.name.clone(),
             },
             initial,
         });
     }
 
-    // Relocations: check each before aya-obj applies it.
-    let map_symbols: Vec<usize> = btf_maps.iter().map(|m| m.1).collect();
-    let global_sections: Vec<usize> = global_maps.iter().map(|m| m.0).collect();
-    for s in elf.sections() {
-        let Some(sec) = secs.get(s.index().0).and_then(|s| s.as_ref()) else {
+    // Relocations of the code sections, resolved and checked.
+    let mut relocs: Vec<BTreeMap<usize, Reloc>> =
+        (0..secs.len()).map(|_| BTreeMap::new()).collect();
+    for (rel_index, sh) in rel_sections {
+        let target = sh.sh_info(LE) as usize;
+        let Some(code_sec) = secs.get(target) else {
+            return Err(ObjectError::BadElf(format!(
+                "relocation section `{}` for section #{target}, which does not exist",
+                secs[rel_index].name
+            )));
+        };
+        if !matches!(code_sec.class, SecClass::Program | SecClass::Text) {
+            continue; // .rel.BTF, .rel.debug_*: nothing the loader uses
+        }
+        if sh.sh_type(LE) == elf::SHT_RELA {
+            return Err(ObjectError::UnsupportedRelocation {
+                section: code_sec.name.clone(),
+                offset: 0,
+                reason: "RELA relocations (clang writes REL for BPF)".to_owned(),
+            });
+        }
+        if sh.sh_entsize(LE) != 16 {
+            return Err(ObjectError::BadElf(format!(
+                "relocation section `{}` has entries of {} bytes, not 16",
+                secs[rel_index].name,
+                sh.sh_entsize(LE)
+            )));
+        }
+        let Some((entries, _)) = sh.rel(LE, bytes).map_err(bad_elf)? else {
             continue;
         };
-        if !sec.code {
-            continue;
-        }
-        let data = s.data().map_err(bad_elf)?;
-        let mut relocated = BTreeSet::new();
-        for (offset, rel) in s.relocations() {
-            let at = (s.index().0, sec, data, offset);
-            check_relocation(at, &rel, &secs, &syms, &map_symbols, &global_sections)?;
-            relocated.insert(offset);
-        }
-        // Calls without a relocation, which aya-obj resolves inside their own section: only
-        // between the functions of `.text` (libbpf's rule too), and `imm + 1` must not overflow.
-        for (i, word) in data.chunks_exact(8).enumerate() {
-            let insn = Insn::decode(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
-            if insn.code != CALL
-                || insn.src != BPF_PSEUDO_CALL
-                || relocated.contains(&(i as u64 * 8))
+        for rel in entries {
+            let offset = rel.r_offset(LE);
+            let resolved = resolve_reloc(
+                (target, offset, rel.r_type(LE), rel.r_sym(LE) as usize),
+                &secs,
+                &syms,
+                &btf_map_offsets,
+                &global_map,
+                &text_funcs,
+            )?;
+            if relocs[target]
+                .insert((offset / 8) as usize, resolved)
+                .is_some()
             {
-                continue;
-            }
-            if sec.class != SecClass::Text || insn.imm == i32::MAX {
                 return Err(ObjectError::UnsupportedRelocation {
-                    section: sec.name.clone(),
-                    offset: i as u64 * 8,
-                    reason: "BPF-to-BPF call to a function outside .text".to_owned(),
+                    section: secs[target].name.clone(),
+                    offset,
+                    reason: "two relocations of one instruction".to_owned(),
                 });
             }
         }
     }
 
-    // aya-obj relocates: map "fds" are the plan's map indices.
-    let text_sections: hashbrown::HashSet<usize> = obj.functions.keys().map(|k| k.0).collect();
-    let mut aya_maps: Vec<(String, i32, aya_obj::Map)> = Vec::new();
-    for (i, (_, _, name, m)) in btf_maps.iter().enumerate() {
-        aya_maps.push((name.clone(), i as i32, m.clone()));
-    }
-    for (i, (_, name, m)) in global_maps.iter().enumerate() {
-        aya_maps.push((name.clone(), (btf_maps.len() + i) as i32, m.clone()));
-    }
-    obj.relocate_maps(
-        aya_maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)),
-        &text_sections,
-    )
-    .map_err(|e| ObjectError::Relocation(format!("{e}: {e:?}")))?;
-    obj.relocate_calls(&text_sections)
-        .map_err(|e| ObjectError::Relocation(format!("{e}: {e:?}")))?;
-
-    // Programs in libbpf's order.
-    let mut progs: Vec<(&String, &aya_obj::Program)> = obj.programs.iter().collect();
-    progs.sort_by_key(|(_, p)| p.function_key());
+    // Programs in libbpf's order (section, then offset), each linked with the functions it
+    // calls.
     let mut programs = Vec::new();
-    for (name, p) in progs {
-        let section = secs
-            .get(p.section_index)
-            .and_then(|s| s.as_ref())
-            .map(|s| s.name.clone())
-            .ok_or_else(|| ObjectError::BadElf(format!("program `{name}` in no section")))?;
-        let (kind, target, offset) = parse_section_name(&section)?;
-        let function = obj.functions.get(&p.function_key()).ok_or_else(|| {
-            ObjectError::Relocation(format!("program `{name}` has no linked function"))
-        })?;
-        let own_len = syms
-            .iter()
-            .flatten()
-            .find(|s| {
-                s.section == Some(p.section_index) && s.address == p.address && &s.name == name
-            })
-            .map_or(function.instructions.len(), |s| (s.size / 8) as usize);
-        let insns = function
-            .instructions
-            .iter()
-            .map(|i| {
-                Insn {
-                    code: i.code,
-                    dst: i.dst_reg(),
-                    src: i.src_reg(),
-                    off: i.off,
-                    imm: i.imm,
-                }
-                .encode()
-            })
-            .collect::<Vec<u64>>();
-        check_linked(name, &insns, &maps)?;
+    let mut total = 0usize;
+    for (index, f) in funcs.iter().enumerate() {
+        let sec = &secs[f.sec];
+        if sec.class != SecClass::Program {
+            continue;
+        }
+        let (kind, target, offset) = parse_section_name(&sec.name)?;
+        let insns = link(index, &funcs, &secs, &relocs, text, &text_funcs)?;
+        check_linked(&f.name, &insns, &maps)?;
+        total += insns.len();
+        if total > MAX_PLAN_INSNS {
+            return Err(ObjectError::Relocation(format!(
+                "the linked programs are more than {MAX_PLAN_INSNS} instructions together"
+            )));
+        }
         programs.push(ProgSpec {
-            name: name.clone(),
-            section,
+            name: f.name.clone(),
+            section: sec.name.clone(),
             kind,
             target,
             offset,
             insns,
-            own_len,
+            own_len: f.len,
         });
     }
     if programs.is_empty() {
         return Err(ObjectError::NoPrograms);
     }
 
-    // Globals: the named data symbols of the global-data sections.
-    let mut globals = Vec::new();
-    for sym in syms.iter().flatten() {
-        if sym.name.is_empty() || sym.kind != SymbolKind::Data {
-            continue;
-        }
-        let Some(pos) = sym
-            .section
-            .and_then(|s| global_sections.iter().position(|g| *g == s))
-        else {
-            continue;
-        };
-        let map = btf_maps.len() + pos;
-        let fits = sym
-            .address
-            .checked_add(sym.size)
-            .is_some_and(|end| end <= maps[map].value_size as u64);
-        if !fits {
-            return Err(ObjectError::BadElf(format!(
-                "global `{}` is outside its section",
-                sym.name
-            )));
-        }
-        globals.push(GlobalVar {
-            name: sym.name.clone(),
-            map,
-            offset: sym.address as u32,
-            size: sym.size as u32,
-        });
-    }
-    globals.sort_by(|a, b| (a.map, a.offset, &a.name).cmp(&(b.map, b.offset, &b.name)));
-
-    let license = obj
-        .license
-        .to_str()
-        .map_err(|_| ObjectError::BadLicense("not UTF-8".to_owned()))?
-        .to_owned();
+    let globals = match &btf {
+        Some(btf) => global_vars(btf, &secs, &syms, &global_map, &maps)?,
+        None => Vec::new(),
+    };
 
     Ok(LoadPlan {
         name: object,
@@ -894,6 +909,539 @@ fn parse(file_name: &str, bytes: &[u8]) -> Result<LoadPlan, ObjectError> {
         maps,
         globals,
     })
+}
+
+/// A 64-bit little-endian BPF relocatable object's header.
+fn check_header(bytes: &[u8]) -> Result<&Header, ObjectError> {
+    if bytes.get(..4) != Some(&elf::ELFMAG[..]) {
+        return Err(ObjectError::BadElf("not an ELF file".to_owned()));
+    }
+    if bytes.len() < 64 {
+        return Err(ObjectError::BadElf("truncated ELF header".to_owned()));
+    }
+    if bytes[4] != elf::ELFCLASS64 || bytes[5] != elf::ELFDATA2LSB {
+        return Err(ObjectError::NotBpf(
+            "not a 64-bit little-endian ELF file".to_owned(),
+        ));
+    }
+    let header = Header::parse(bytes).map_err(bad_elf)?;
+    let machine = header.e_machine(LE);
+    if machine != elf::EM_BPF {
+        return Err(ObjectError::NotBpf(format!(
+            "ELF machine {machine}, not BPF ({})",
+            elf::EM_BPF
+        )));
+    }
+    if header.e_type(LE) != elf::ET_REL {
+        return Err(ObjectError::NotBpf(
+            "not a relocatable object (`clang -target bpf -c`)".to_owned(),
+        ));
+    }
+    Ok(header)
+}
+
+/// The BTF-defined maps of `.maps` (section `maps_sec`), with their offsets in it, in libbpf's
+/// order (by offset). Mirrors libbpf's `bpf_object__init_user_btf_map` and `parse_btf_map_def`.
+fn btf_maps(
+    btf: Option<&btf::Btf<'_>>,
+    maps_sec: usize,
+    secs: &[Sec],
+    syms: &[Sym],
+) -> Result<Vec<(u64, MapSpec)>, ObjectError> {
+    let sec = &secs[maps_sec];
+    let Some(btf) = btf else {
+        if sec.size == 0 {
+            return Ok(Vec::new());
+        }
+        return Err(ObjectError::BadSection {
+            section: ".maps".to_owned(),
+            reason: "BTF-defined maps need the object's BTF (.BTF): build with clang -g".to_owned(),
+        });
+    };
+    let Some(datasec) = btf.find_datasec(".maps") else {
+        if sec.size == 0 {
+            return Ok(Vec::new());
+        }
+        return Err(btf_error(btf::BtfError(
+            "no DATASEC `.maps` describing the BTF-defined maps".into(),
+        )));
+    };
+    let mut maps = Vec::new();
+    for vsi in btf.datasec_vars(datasec).map_err(btf_error)? {
+        let var = btf.var(vsi.type_id).map_err(btf_error)?;
+        if var.name.is_empty() {
+            return Err(ObjectError::BadSection {
+                section: ".maps".to_owned(),
+                reason: "a map without a name".to_owned(),
+            });
+        }
+        let name = var.name;
+        let bad = |reason: String| ObjectError::BadMap {
+            name: name.to_owned(),
+            reason,
+        };
+        let btf_bad = |e: btf::BtfError| bad(e.0);
+        if var.linkage != btf::VAR_GLOBAL_ALLOCATED {
+            return Err(bad(
+                "not a global variable (static and extern maps are not supported)".to_owned(),
+            ));
+        }
+        // libbpf's `btf_fixup_datasec`: the offset is the ELF symbol's (clang leaves 0 in BTF).
+        let sym = syms
+            .iter()
+            .find(|s| s.shndx as usize == maps_sec && s.is_global_object() && s.name == name)
+            .ok_or_else(|| bad("no ELF symbol in .maps".to_owned()))?;
+        if !sym
+            .value
+            .checked_add(vsi.size as u64)
+            .is_some_and(|end| end <= sec.size)
+        {
+            return Err(bad(format!(
+                "{}+{} bytes outside .maps ({} bytes)",
+                sym.value, vsi.size, sec.size
+            )));
+        }
+        let (def_id, def) = btf.skip_mods_and_typedefs(var.type_id).map_err(btf_bad)?;
+        if def.kind != btf::kind::STRUCT {
+            return Err(bad(format!(
+                "defined by a {}, not a struct",
+                btf::kind::name(def.kind)
+            )));
+        }
+        if def.size_or_type > vsi.size {
+            return Err(bad(format!(
+                "its struct is {} bytes, its variable {}",
+                def.size_or_type, vsi.size
+            )));
+        }
+        // `__uint(name, N)` is `int (*name)[N]`: a pointer to an array of N elements.
+        let int_field = |m: &btf::Member| -> Result<u32, ObjectError> {
+            let (_, t) = btf.skip_mods_and_typedefs(m.type_id).map_err(btf_bad)?;
+            if t.kind != btf::kind::PTR {
+                return Err(bad(format!(
+                    "`{}` is a {}, not __uint's pointer to an array",
+                    m.name,
+                    btf::kind::name(t.kind)
+                )));
+            }
+            let array = btf
+                .array(t.size_or_type)
+                .map_err(|e| bad(format!("`{}`: {}", m.name, e.0)))?;
+            Ok(array.nelems)
+        };
+        // `__type(name, T)` is `T *name`: the size of T.
+        let type_field = |m: &btf::Member| -> Result<u32, ObjectError> {
+            let t = btf.type_by_id(m.type_id).map_err(btf_bad)?;
+            if t.kind != btf::kind::PTR {
+                return Err(bad(format!(
+                    "`{}` is a {}, not __type's pointer",
+                    m.name,
+                    btf::kind::name(t.kind)
+                )));
+            }
+            btf.resolve_size(t.size_or_type)
+                .map_err(|e| bad(format!("the size of `{}`: {}", m.name, e.0)))
+        };
+        let mut spec = MapSpec {
+            name: name.to_owned(),
+            map_type: 0,
+            key_size: 0,
+            value_size: 0,
+            max_entries: 0,
+            flags: 0,
+            origin: MapOrigin::Btf,
+            initial: Vec::new(),
+        };
+        let (mut key_set, mut value_set) = (false, false);
+        for m in btf.members(def_id).map_err(btf_bad)? {
+            let size_field = |size: u32, set: &mut bool, current: &mut u32, what: &str| {
+                if *set && *current != size {
+                    return Err(bad(format!(
+                        "conflicting {what} size {} != {size}",
+                        *current
+                    )));
+                }
+                (*set, *current) = (true, size);
+                Ok(())
+            };
+            match m.name {
+                "type" => spec.map_type = int_field(&m)?,
+                "max_entries" => spec.max_entries = int_field(&m)?,
+                "map_flags" => spec.flags = int_field(&m)?,
+                "numa_node" | "map_extra" => {
+                    int_field(&m)?;
+                }
+                "pinning" => {
+                    let v = int_field(&m)?;
+                    if v > 1 {
+                        return Err(bad(format!("invalid pinning value {v}")));
+                    }
+                }
+                "key_size" => size_field(int_field(&m)?, &mut key_set, &mut spec.key_size, "key")?,
+                "key" => size_field(type_field(&m)?, &mut key_set, &mut spec.key_size, "key")?,
+                "value_size" => size_field(
+                    int_field(&m)?,
+                    &mut value_set,
+                    &mut spec.value_size,
+                    "value",
+                )?,
+                "value" => size_field(
+                    type_field(&m)?,
+                    &mut value_set,
+                    &mut spec.value_size,
+                    "value",
+                )?,
+                "values" => {
+                    return Err(bad(
+                        "map-in-map and program arrays (`values`) are not supported".to_owned(),
+                    ));
+                }
+                other => return Err(bad(format!("unknown field `{other}`"))),
+            }
+        }
+        if spec.map_type == 0 {
+            return Err(bad("no map type (`__uint(type, ...)`)".to_owned()));
+        }
+        if !matches!(
+            spec.map_type,
+            map_type::HASH | map_type::ARRAY | map_type::PERCPU_ARRAY | map_type::RINGBUF
+        ) {
+            return Err(ObjectError::UnsupportedMap {
+                name: spec.name,
+                map_type: spec.map_type,
+            });
+        }
+        maps.push((sym.value, spec));
+    }
+    maps.sort_by_key(|m| m.0);
+    Ok(maps)
+}
+
+/// The variables of the global-data sections that became maps: their `DATASEC`s' `VAR`s, at
+/// the offsets libbpf's `btf_fixup_datasec` gives them (a global's ELF symbol's; a static's as
+/// BTF has it, which clang fills in).
+fn global_vars(
+    btf: &btf::Btf<'_>,
+    secs: &[Sec],
+    syms: &[Sym],
+    global_map: &[Option<usize>],
+    maps: &[MapSpec],
+) -> Result<Vec<GlobalVar>, ObjectError> {
+    let mut globals = Vec::new();
+    for (index, sec) in secs.iter().enumerate() {
+        let (Some(map), Some(datasec)) = (global_map[index], btf.find_datasec(&sec.name)) else {
+            continue;
+        };
+        for vsi in btf.datasec_vars(datasec).map_err(btf_error)? {
+            let var = btf.var(vsi.type_id).map_err(btf_error)?;
+            let bad = |reason: String| {
+                btf_error(btf::BtfError(format!(
+                    "variable `{}` of `{}`: {reason}",
+                    var.name, sec.name
+                )))
+            };
+            let offset = if var.linkage == btf::VAR_GLOBAL_ALLOCATED {
+                syms.iter()
+                    .find(|s| {
+                        s.shndx as usize == index && s.is_global_object() && s.name == var.name
+                    })
+                    .ok_or_else(|| bad("no ELF symbol".to_owned()))?
+                    .value
+            } else {
+                vsi.offset as u64
+            };
+            let fits = offset
+                .checked_add(vsi.size as u64)
+                .is_some_and(|end| end <= maps[map].value_size as u64);
+            if !fits {
+                return Err(bad(format!(
+                    "{offset}+{} bytes outside the section ({} bytes)",
+                    vsi.size, maps[map].value_size
+                )));
+            }
+            globals.push(GlobalVar {
+                name: var.name.to_owned(),
+                map,
+                offset: offset as u32,
+                size: vsi.size,
+            });
+        }
+    }
+    globals.sort_by(|a, b| (a.map, a.offset, &a.name).cmp(&(b.map, b.offset, &b.name)));
+    Ok(globals)
+}
+
+/// One relocation of a code section (`target`, at byte `offset`), resolved as libbpf's
+/// `bpf_program__record_reloc` does, with every index and offset checked.
+fn resolve_reloc(
+    (target, offset, r_type, sym_index): (usize, u64, u32, usize),
+    secs: &[Sec],
+    syms: &[Sym],
+    btf_map_offsets: &[u64],
+    global_map: &[Option<usize>],
+    text_funcs: &BTreeMap<usize, usize>,
+) -> Result<Reloc, ObjectError> {
+    let sec = &secs[target];
+    let fail = |reason: String| ObjectError::UnsupportedRelocation {
+        section: sec.name.clone(),
+        offset,
+        reason,
+    };
+    if offset % 8 != 0 {
+        return Err(fail("not on an instruction boundary".to_owned()));
+    }
+    let index = (offset / 8) as usize;
+    let Some(insn) = sec.code.get(index).map(|w| Insn::decode(*w)) else {
+        return Err(fail("past the end of the section".to_owned()));
+    };
+    let Some(sym) = syms.get(sym_index) else {
+        return Err(fail(format!(
+            "against symbol #{sym_index} that does not exist"
+        )));
+    };
+    // libbpf names a section symbol (a static's reference) by its section.
+    let name = match secs.get(sym.shndx as usize) {
+        Some(s) if sym.kind == elf::STT_SECTION && sym.name.is_empty() => &s.name,
+        _ => &sym.name,
+    };
+    if sym.shndx == elf::SHN_UNDEF {
+        return Err(fail(if name.is_empty() {
+            "against no symbol".to_owned()
+        } else {
+            format!("extern `{name}`: kfuncs, __ksym and .kconfig externs are not supported")
+        }));
+    }
+    if sym.shndx >= elf::SHN_LORESERVE {
+        return Err(fail(format!(
+            "against `{name}`, which is in no section (an uninitialised global? initialise it)"
+        )));
+    }
+    let Some(target_sec) = secs.get(sym.shndx as usize) else {
+        return Err(fail(format!(
+            "against `{name}` in section #{}, which does not exist",
+            sym.shndx
+        )));
+    };
+    // A `.text` function starting at `byte` (a byte offset, maybe negative or unaligned).
+    let text_function = |byte: i128, what: &str| -> Result<usize, ObjectError> {
+        let start = usize::try_from(byte / 8).ok().filter(|_| byte % 8 == 0);
+        match start {
+            Some(start) if text_funcs.contains_key(&start) => Ok(start),
+            _ => Err(fail(format!(
+                "{what} `{name}`{:+}: not the start of a function of .text",
+                byte - sym.value as i128
+            ))),
+        }
+    };
+    match r_type {
+        elf::R_BPF_64_32 => {
+            if insn.code != CALL || insn.src != BPF_PSEUDO_CALL || insn.dst != 0 || insn.off != 0 {
+                return Err(fail(
+                    "R_BPF_64_32 on an instruction that is not a BPF-to-BPF call".to_owned(),
+                ));
+            }
+            if target_sec.class != SecClass::Text {
+                return Err(fail(format!(
+                    "call into `{}`: BPF-to-BPF calls go to functions of .text (static, not programs)",
+                    target_sec.name
+                )));
+            }
+            if sym.value % 8 != 0 {
+                return Err(fail(format!("call to `{name}` inside an instruction")));
+            }
+            // libbpf: the callee is instruction `st_value / 8 + imm + 1` of .text.
+            let byte = sym.value as i128 + (insn.imm as i128 + 1) * 8;
+            Ok(Reloc::Call {
+                target: text_function(byte, "call to")?,
+            })
+        }
+        elf::R_BPF_64_64 => {
+            let second = sec.code.get(index + 1).map(|w| Insn::decode(*w));
+            if insn.code != LD_IMM64 || second.is_none_or(|s| s.code != 0) {
+                return Err(fail(
+                    "R_BPF_64_64 on an instruction that is not ld_imm64".to_owned(),
+                ));
+            }
+            match target_sec.class {
+                SecClass::Program => Err(fail(format!(
+                    "reference to `{name}` in program section `{}`: function references go to .text",
+                    target_sec.name
+                ))),
+                SecClass::Text => {
+                    // libbpf: byte `st_value + imm` of .text.
+                    let byte = sym.value as i128 + insn.imm as i128;
+                    Ok(Reloc::Func {
+                        target: text_function(byte, "reference to")?,
+                    })
+                }
+                SecClass::BtfMaps => btf_map_offsets
+                    .iter()
+                    .position(|o| *o == sym.value)
+                    .map(Reloc::Map)
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "reference to `{name}` in .maps, which is not a map"
+                        ))
+                    }),
+                SecClass::Global => {
+                    let Some(map) = global_map[sym.shndx as usize] else {
+                        return Err(fail(format!(
+                            "reference into the empty section `{}`",
+                            target_sec.name
+                        )));
+                    };
+                    // libbpf: the value offset is `imm + st_value`.
+                    let off = insn.imm as i128 + sym.value as i128;
+                    if off < 0 || off > target_sec.size as i128 {
+                        return Err(fail(format!(
+                            "reference to `{name}`{:+} outside `{}`",
+                            insn.imm, target_sec.name
+                        )));
+                    }
+                    Ok(Reloc::Data {
+                        map,
+                        off: off as u32,
+                    })
+                }
+                SecClass::Other => Err(ObjectError::UnknownSection {
+                    section: target_sec.name.clone(),
+                    reason: format!(
+                        "code at `{}`+{offset:#x} refers to `{name}` in it, and it is neither code, .maps nor global data",
+                        sec.name
+                    ),
+                }),
+            }
+        }
+        other => Err(fail(format!("relocation type {other} in code"))),
+    }
+}
+
+/// Links program `prog` as libbpf's `bpf_object__reloc_code` does: its code, then each BPF
+/// function it reaches, appended once when the first call to it is met and linked at once
+/// (depth first), every call's (and function reference's) `imm` set to its callee's copy, and
+/// the map and global-data relocations applied in every copy.
+fn link(
+    prog: usize,
+    funcs: &[Func],
+    secs: &[Sec],
+    relocs: &[BTreeMap<usize, Reloc>],
+    text: Option<usize>,
+    text_funcs: &BTreeMap<usize, usize>,
+) -> Result<Vec<u64>, ObjectError> {
+    let fail = |at: usize, what: String| {
+        ObjectError::Relocation(format!(
+            "program `{}`, instruction {at}: {what}",
+            funcs[prog].name
+        ))
+    };
+    let append = |out: &mut Vec<u64>, f: &Func| -> Result<usize, ObjectError> {
+        let base = out.len();
+        if base + f.len > MAX_PROG_INSNS {
+            return Err(ObjectError::Relocation(format!(
+                "program `{}` is more than {MAX_PROG_INSNS} instructions with the functions it calls",
+                funcs[prog].name
+            )));
+        }
+        out.extend_from_slice(&secs[f.sec].code[f.start..f.start + f.len]);
+        Ok(base)
+    };
+    /// A function being linked: which, where its copy starts, the next instruction to look at.
+    #[derive(Clone, Copy)]
+    struct Frame {
+        func: usize,
+        base: usize,
+        next: usize,
+    }
+    let mut out = Vec::new();
+    append(&mut out, &funcs[prog])?;
+    let mut placed: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut stack = alloc::vec![Frame {
+        func: prog,
+        base: 0,
+        next: 0
+    }];
+    while let Some(mut frame) = stack.pop() {
+        let f = &funcs[frame.func];
+        while frame.next < f.len {
+            let i = frame.next;
+            let at = frame.base + i;
+            let mut insn = Insn::decode(out[at]);
+            let wide = insn.code == LD_IMM64;
+            frame.next += if wide { 2 } else { 1 };
+            let reloc = relocs[f.sec].get(&(f.start + i)).copied();
+            if wide && reloc.is_some() && i + 1 >= f.len {
+                return Err(fail(at, "ld_imm64 split between two functions".to_owned()));
+            }
+            let callee_start = match reloc {
+                Some(Reloc::Map(map)) => {
+                    insn.src = BPF_PSEUDO_MAP_FD;
+                    insn.imm = map as i32;
+                    out[at] = insn.encode();
+                    continue;
+                }
+                Some(Reloc::Data { map, off }) => {
+                    insn.src = BPF_PSEUDO_MAP_VALUE;
+                    insn.imm = map as i32;
+                    out[at] = insn.encode();
+                    let mut second = Insn::decode(out[at + 1]);
+                    second.imm = off as i32;
+                    out[at + 1] = second.encode();
+                    continue;
+                }
+                Some(Reloc::Call { target }) => target,
+                Some(Reloc::Func { target }) => {
+                    insn.src = BPF_PSEUDO_FUNC;
+                    target
+                }
+                None if insn.code == CALL && insn.src == BPF_PSEUDO_CALL => {
+                    // Without a relocation: a call inside .text, relative to the instruction.
+                    let to = f.start as i64 + i as i64 + insn.imm as i64 + 1;
+                    if Some(f.sec) != text || to < 0 {
+                        return Err(fail(
+                            at,
+                            "BPF-to-BPF call without a relocation, outside .text".to_owned(),
+                        ));
+                    }
+                    to as usize
+                }
+                None if wide && insn.src != 0 => {
+                    return Err(fail(
+                        at,
+                        format!("ld_imm64 with src_reg {} and no relocation", insn.src),
+                    ));
+                }
+                None => continue,
+            };
+            let Some(&callee) = text_funcs.get(&callee_start) else {
+                return Err(fail(
+                    at,
+                    format!(
+                        "calls instruction {callee_start} of .text, which does not start a function"
+                    ),
+                ));
+            };
+            let (callee_base, new) = match placed.get(&callee) {
+                Some(&base) => (base, false),
+                None => {
+                    let base = append(&mut out, &funcs[callee])?;
+                    placed.insert(callee, base);
+                    (base, true)
+                }
+            };
+            insn.imm = (callee_base as i64 - at as i64 - 1) as i32;
+            out[at] = insn.encode();
+            if new {
+                stack.push(frame);
+                stack.push(Frame {
+                    func: callee,
+                    base: callee_base,
+                    next: 0,
+                });
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The linked program's map references name maps of the plan, inside their values, and its
@@ -940,144 +1488,6 @@ fn check_linked(name: &str, insns: &[u64], maps: &[MapSpec]) -> Result<(), Objec
     Ok(())
 }
 
-/// A 64-bit little-endian BPF relocatable object.
-fn check_header(elf: &object::File<'_>, bytes: &[u8]) -> Result<(), ObjectError> {
-    if elf.format() != object::BinaryFormat::Elf {
-        return Err(ObjectError::NotBpf("not an ELF file".to_owned()));
-    }
-    if !elf.is_64() || !elf.is_little_endian() {
-        return Err(ObjectError::NotBpf(
-            "not a 64-bit little-endian ELF file".to_owned(),
-        ));
-    }
-    let machine = bytes
-        .get(18..20)
-        .map_or(0, |m| u16::from_le_bytes([m[0], m[1]]));
-    if machine != EM_BPF {
-        return Err(ObjectError::NotBpf(format!(
-            "ELF machine {machine}, not BPF ({EM_BPF})"
-        )));
-    }
-    if elf.kind() != object::ObjectKind::Relocatable {
-        return Err(ObjectError::NotBpf(
-            "not a relocatable object (`clang -target bpf -c`)".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks the `.BTF` section as far as aya-obj relies on it: the header's ranges inside the
-/// section, every type record whole and of a known kind, every name offset inside the string
-/// table (aya-obj's `string_at` bound is the section's, not the table's), and the sizes
-/// aya-obj's `type_size` computes for pointed-to types (map keys and values) within `u32`.
-fn check_btf(data: &[u8]) -> Result<(), ObjectError> {
-    let bad = |reason: &str| ObjectError::BadSection {
-        section: ".BTF".to_owned(),
-        reason: reason.to_owned(),
-    };
-    let word = |at: usize| -> Option<u32> {
-        data.get(at..at.checked_add(4)?)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    // btf_header: magic u16, version u8, flags u8, hdr_len, type_off, type_len, str_off, str_len
-    let header = (|| Some([word(4)?, word(8)?, word(12)?, word(16)?, word(20)?]))()
-        .ok_or_else(|| bad("truncated header"))?;
-    let [hdr_len, type_off, type_len, str_off, str_len] = header.map(|v| v as u64);
-    if data.get(..2) != Some(&0xeb9fu16.to_le_bytes()[..]) || hdr_len < 24 {
-        return Err(bad("bad magic or header length"));
-    }
-    let (types_start, types_end) = (hdr_len + type_off, hdr_len + type_off + type_len);
-    let strings_end = hdr_len + str_off + str_len;
-    if types_end > data.len() as u64
-        || strings_end > data.len() as u64
-        || strings_end > u32::MAX as u64
-    {
-        return Err(bad("type or string table outside the section"));
-    }
-    let types = &data[types_start as usize..types_end as usize];
-
-    // (kind, size or type, array element, array length), id 0 being void
-    let mut all: Vec<(u32, u32, u32, u32)> = alloc::vec![(0, 0, 0, 0)];
-    let name_ok = |off: u32| (off as u64) < str_len || off == 0;
-    let mut at = 0usize;
-    while at < types.len() {
-        let field = |i: usize| -> Option<u32> {
-            let p = at.checked_add(i * 4)?;
-            types
-                .get(p..p + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let (name, info, size_type) = match (field(0), field(1), field(2)) {
-            (Some(n), Some(i), Some(t)) => (n, i, t),
-            _ => return Err(bad("truncated type")),
-        };
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        // record length after the 12-byte common part, and the stride and presence of names
-        let (extra, stride, named) = match kind {
-            1 | 14 | 17 => (4, 0, false),          // INT, VAR, DECL_TAG
-            2 | 7..=12 | 16 | 18 => (0, 0, false), // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
-            3 => (12, 0, false),                   // ARRAY
-            4 | 5 => (vlen * 12, 12, true),        // STRUCT, UNION: members
-            6 | 13 => (vlen * 8, 8, true),         // ENUM, FUNC_PROTO: values, parameters
-            15 => (vlen * 12, 12, false),          // DATASEC
-            19 => (vlen * 12, 12, true),           // ENUM64
-            _ => return Err(bad("type of an unknown kind")),
-        };
-        if !name_ok(name) {
-            return Err(bad("type name outside the string table"));
-        }
-        let end = at + 12 + extra;
-        if end > types.len() {
-            return Err(bad("truncated type"));
-        }
-        if named {
-            for i in 0..vlen {
-                let off = field(3 + i * stride / 4).ok_or_else(|| bad("truncated type"))?;
-                if !name_ok(off) {
-                    return Err(bad("member name outside the string table"));
-                }
-            }
-        }
-        let (elem, len) = if kind == 3 {
-            (field(3).unwrap_or(0), field(5).unwrap_or(0))
-        } else {
-            (0, 0)
-        };
-        all.push((kind, size_type, elem, len));
-        at = end;
-    }
-    // aya-obj's type_size: through arrays (the last length seen) and modifiers to a sized
-    // type, then size * length in u32.
-    for &(kind, target, _, _) in &all {
-        if kind != 2 {
-            continue;
-        }
-        let (mut id, mut n) = (target, 1u64);
-        for _ in 0..32 {
-            let Some(&(k, size_type, elem, len)) = all.get(id as usize) else {
-                break;
-            };
-            match k {
-                3 => {
-                    n = len as u64;
-                    id = elem;
-                }
-                1 | 4 | 5 | 6 | 15 | 16 | 19 => {
-                    if size_type as u64 * n > u32::MAX as u64 {
-                        return Err(bad("a type larger than 4 GiB"));
-                    }
-                    break;
-                }
-                2 => break,
-                8..=11 | 13 | 14 | 17 | 18 => id = size_type,
-                _ => break,
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Refuses CO-RE relocations: loongtrace has no kernel BTF to resolve them against, and
 /// ignoring them would leave offsets of the compiler's headers in the code.
 fn check_btf_ext(data: &[u8]) -> Result<(), ObjectError> {
@@ -1098,221 +1508,6 @@ fn check_btf_ext(data: &[u8]) -> Result<(), ObjectError> {
         });
     }
     Ok(())
-}
-
-/// One relocation of a code section: what aya-obj will do with it must be sound and must not
-/// panic. Mirrors libbpf's `bpf_program__record_reloc`.
-fn check_relocation(
-    (sec_index, sec, data, offset): (usize, &Sec, &[u8], u64),
-    rel: &object::Relocation,
-    secs: &[Option<Sec>],
-    syms: &[Option<Sym>],
-    map_symbols: &[usize],
-    global_sections: &[usize],
-) -> Result<(), ObjectError> {
-    let fail = |reason: String| ObjectError::UnsupportedRelocation {
-        section: sec.name.clone(),
-        offset,
-        reason,
-    };
-    let r_type = match rel.flags() {
-        RelocationFlags::Elf { r_type } => r_type,
-        _ => return Err(fail("not an ELF relocation".to_owned())),
-    };
-    let insn_at = |off: u64| -> Option<Insn> {
-        let at = usize::try_from(off).ok()?;
-        let bytes = data.get(at..at.checked_add(8)?)?;
-        Some(Insn::decode(u64::from_le_bytes(bytes.try_into().ok()?)))
-    };
-    if offset % 8 != 0 {
-        return Err(fail("not on an instruction boundary".to_owned()));
-    }
-    let Some(insn) = insn_at(offset) else {
-        return Err(fail("past the end of the section".to_owned()));
-    };
-    let RelocationTarget::Symbol(sym_index) = rel.target() else {
-        return Err(fail("not against a symbol".to_owned()));
-    };
-    let Some(sym) = syms.get(sym_index.0).and_then(|s| s.as_ref()) else {
-        return Err(fail(format!(
-            "against symbol #{} that does not exist",
-            sym_index.0
-        )));
-    };
-    let Some(target_index) = sym.section else {
-        return Err(fail(if sym.undefined {
-            format!(
-                "extern `{}`: kfuncs, __ksym and .kconfig externs are not supported",
-                sym.name
-            )
-        } else {
-            format!("against `{}`, which is in no section", sym.name)
-        }));
-    };
-    let Some(target) = secs.get(target_index).and_then(|s| s.as_ref()) else {
-        return Err(fail(format!(
-            "against `{}` in section #{target_index}",
-            sym.name
-        )));
-    };
-    // Where in a code section a call or function reference lands; None if outside.
-    let code_target = |imm: i64, call: bool| -> Option<u64> {
-        let address = match sym.kind {
-            SymbolKind::Text => sym.address as i128,
-            SymbolKind::Section if call => sym.address as i128 + (imm as i128 + 1) * 8,
-            SymbolKind::Section => sym.address as i128 + imm as i128,
-            _ => return None,
-        };
-        (address >= 0 && address < target.size as i128 && address % 8 == 0)
-            .then_some(address as u64)
-    };
-    match r_type {
-        R_BPF_64_32 => {
-            if insn.code != CALL || insn.src != BPF_PSEUDO_CALL || insn.dst != 0 || insn.off != 0 {
-                return Err(fail(
-                    "R_BPF_64_32 on an instruction that is not a BPF-to-BPF call".to_owned(),
-                ));
-            }
-            if target.class != SecClass::Text {
-                return Err(fail(format!(
-                    "call into `{}`: BPF-to-BPF calls go to functions of .text (static, not programs)",
-                    target.name
-                )));
-            }
-            if code_target(insn.imm as i64, true).is_none() {
-                return Err(fail(format!("call to `{}` outside its section", sym.name)));
-            }
-        }
-        R_BPF_64_64 => {
-            let second = insn_at(offset + 8);
-            if insn.code != LD_IMM64 || second.is_none_or(|s| s.code != 0) {
-                return Err(fail(
-                    "R_BPF_64_64 on an instruction that is not ld_imm64".to_owned(),
-                ));
-            }
-            // aya-obj patches both halves inside one function: the pair must not straddle two.
-            let straddles = syms.iter().flatten().any(|s| {
-                s.section == Some(sec_index)
-                    && s.kind == SymbolKind::Text
-                    && s.address.checked_add(s.size) == Some(offset + 8)
-            });
-            if straddles {
-                return Err(fail("ld_imm64 split between two functions".to_owned()));
-            }
-            match target.class {
-                SecClass::Program => {
-                    return Err(fail(format!(
-                        "reference to `{}` in program section `{}`: function references go to .text",
-                        sym.name, target.name
-                    )));
-                }
-                SecClass::Text => {
-                    if code_target(insn.imm as i64, false).is_none() {
-                        return Err(fail(format!(
-                            "reference to `{}` outside its section",
-                            sym.name
-                        )));
-                    }
-                }
-                SecClass::BtfMaps => {
-                    if !map_symbols.contains(&sym_index.0) {
-                        return Err(fail(format!(
-                            "reference to `{}` in .maps, which is not a map",
-                            sym.name
-                        )));
-                    }
-                }
-                SecClass::Global => {
-                    if !global_sections.contains(&target_index) {
-                        return Err(fail(format!(
-                            "reference into the empty section `{}`",
-                            target.name
-                        )));
-                    }
-                    let at = insn.imm as i64 + sym.address as i64;
-                    if sym.address > target.size || at < 0 || at as u64 > target.size {
-                        return Err(fail(format!(
-                            "reference to `{}`{:+} outside `{}`",
-                            sym.name, insn.imm, target.name
-                        )));
-                    }
-                }
-                _ => {
-                    return Err(ObjectError::UnknownSection {
-                        section: target.name.clone(),
-                        reason: format!(
-                            "code at `{}`+{offset:#x} refers to `{}` in it, and it is neither code, .maps nor global data",
-                            sec.name, sym.name
-                        ),
-                    });
-                }
-            }
-        }
-        other => return Err(fail(format!("relocation type {other} in code"))),
-    }
-    Ok(())
-}
-
-fn parse_error(e: aya_obj::ParseError) -> ObjectError {
-    match &e {
-        aya_obj::ParseError::BtfError(inner) => ObjectError::Parse(format!("BTF: {inner}")),
-        aya_obj::ParseError::MissingLicenseNullTerminator { .. }
-        | aya_obj::ParseError::InvalidLicense { .. } => ObjectError::BadLicense(e.to_string()),
-        _ => ObjectError::Parse(e.to_string()),
-    }
-}
-
-fn read<const N: usize>(bytes: &[u8], at: u64) -> Option<[u8; N]> {
-    let at = usize::try_from(at).ok()?;
-    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-/// A copy of the object in which the sections `renames` names show other names: the section
-/// name table is copied to the end of the file with the new names after it, and its header
-/// and those sections' `sh_name` point there. Symbols' names (in the same table, often) are
-/// unchanged.
-fn rename_sections(bytes: &[u8], renames: &[(usize, &str)]) -> Result<Vec<u8>, ObjectError> {
-    let malformed = || ObjectError::BadElf("malformed section header table".to_owned());
-    let shoff = u64::from_le_bytes(read(bytes, 0x28).ok_or_else(malformed)?);
-    let shentsize = u16::from_le_bytes(read(bytes, 0x3a).ok_or_else(malformed)?) as u64;
-    let shstrndx = u16::from_le_bytes(read(bytes, 0x3e).ok_or_else(malformed)?) as u64;
-    if shentsize != 64 || shstrndx >= 0xff00 {
-        return Err(malformed());
-    }
-    let header = |i: u64| shoff.checked_add(i.checked_mul(shentsize)?);
-    let strtab = header(shstrndx).ok_or_else(malformed)?;
-    let str_off = u64::from_le_bytes(read(bytes, strtab + 24).ok_or_else(malformed)?);
-    let str_size = u64::from_le_bytes(read(bytes, strtab + 32).ok_or_else(malformed)?);
-    let old = usize::try_from(str_off)
-        .ok()
-        .zip(usize::try_from(str_size).ok())
-        .and_then(|(o, n)| bytes.get(o..o.checked_add(n)?))
-        .ok_or_else(malformed)?;
-
-    let mut out = bytes.to_vec();
-    out.resize(out.len().next_multiple_of(8), 0);
-    let new_off = out.len();
-    out.extend_from_slice(old);
-    for (index, name) in renames {
-        let name_off = u32::try_from(out.len() - new_off).map_err(|_| malformed())?;
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        let at = header(*index as u64)
-            .and_then(|h| usize::try_from(h).ok())
-            .ok_or_else(malformed)?;
-        out.get_mut(at..at + 4)
-            .ok_or_else(malformed)?
-            .copy_from_slice(&name_off.to_le_bytes());
-    }
-    let new_size = (out.len() - new_off) as u64;
-    let at = usize::try_from(strtab).map_err(|_| malformed())?;
-    out.get_mut(at + 24..at + 32)
-        .ok_or_else(malformed)?
-        .copy_from_slice(&(new_off as u64).to_le_bytes());
-    out.get_mut(at + 32..at + 40)
-        .ok_or_else(malformed)?
-        .copy_from_slice(&new_size.to_le_bytes());
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 use crate::insn::{self, AluOp, Cond, Insn, Op, Operand, Size};
 use crate::scalar::{Cmp, Scalar};
 use crate::state::{Frame, Reg, Region, STACK_SIZE, Slot, State};
+use crate::tnum::Tnum;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -631,8 +632,10 @@ impl Verifier<'_> {
                 _ => None,
             },
         };
-        // A null check of a lookup's result.
-        if let (Reg::PtrOrNull { region, id }, Some(0), Cond::Eq | Cond::Ne) = (d, k, cond) {
+        // A null check of a lookup's result. Only a 64-bit one: `if w0 == 0` on a pointer whose
+        // low half is zero would take the "null" way with a non-null pointer (Linux does not
+        // take JMP32 as a null check either).
+        if let (Reg::PtrOrNull { region, id }, Some(0), Cond::Eq | Cond::Ne, true) = (d, k, cond, w64) {
             let mut null = s.clone();
             let mut nonnull = s.clone();
             replace_id(&mut null, id, Reg::Scalar(Scalar::constant(0)));
@@ -642,11 +645,11 @@ impl Verifier<'_> {
             replace_id(&mut nonnull, id, Reg::Ptr { region, off: Scalar::constant(0) });
             return Ok(if cond == Cond::Eq { (Some(null), Some(nonnull)) } else { (Some(nonnull), Some(null)) });
         }
-        if let (Reg::Scalar(x), Some(k), true) = (d, k, w64) {
+        if let (Reg::Scalar(x), Some(k)) = (d, k) {
             let cmp = cond_cmp(cond);
             let mut ways = [None, None];
             for (i, taken) in [true, false].into_iter().enumerate() {
-                let r = x.refine(cmp, k, taken);
+                let r = if w64 { x.refine(cmp, k, taken) } else { refine32(x, cmp, k as u32, taken) };
                 if !r.is_empty() {
                     let mut st = s.clone();
                     set(&mut st, dst, Reg::Scalar(r));
@@ -671,7 +674,10 @@ impl Verifier<'_> {
             2 => (&[ConstMap, MapKey, MapValue, Anything], Ret::Integer),
             3 => (&[ConstMap, MapKey], Ret::Integer),
             5 | 8 | 14 => (&[], Ret::Integer),
-            6 => (&[Mem, Size, Anything, Anything, Anything], Ret::Integer),
+            // Linux's bpf_trace_printk_proto declares two arguments: r3-r5 are ARG_DONTCARE, not
+            // read by the verifier (bpf_printk with fewer than three values leaves them unset;
+            // the helper formats only as many as the format names).
+            6 => (&[Mem, Size], Ret::Integer),
             113 => (&[UninitMem, Size, Anything], Ret::Integer),
             130 => (&[RingbufMap, Mem, Size, Anything], Ret::Integer),
             131 => (&[RingbufMap, ConstSize, Anything], Ret::RingbufRecordOrNull),
@@ -899,6 +905,39 @@ fn cond_cmp(c: Cond) -> Cmp {
         Cond::Sle => Cmp::Sle,
         Cond::Set => Cmp::Set,
     }
+}
+
+/// What `if w cmp k` (a 32-bit jump: the low halves compared, `k` the 32-bit constant) teaches of
+/// the 64-bit scalar `x` on one way, without 32-bit bounds of its own. If `x` fits in 32 bits (in
+/// 0..2^31 for a signed condition), the comparison is the 64-bit one with `k` zero-extended
+/// (sign-extended). Otherwise only what the bits can hold: the low half equal to `k`, at most `m`
+/// (its bits above `m`'s highest known clear), or without `k`'s bits; the high half stays unknown.
+fn refine32(x: Scalar, cmp: Cmp, k: u32, taken: bool) -> Scalar {
+    let signed = matches!(cmp, Cmp::Sgt | Cmp::Sge | Cmp::Slt | Cmp::Sle);
+    if signed && x.umax <= i32::MAX as u64 {
+        return x.refine(cmp, k as i32 as i64 as u64, taken);
+    }
+    if !signed && x.umax <= u32::MAX as u64 {
+        return x.refine(cmp, k as u64, taken);
+    }
+    const HIGH: u64 = 0xffff_ffff_0000_0000;
+    // Every bit up to the highest set bit of `m`.
+    let up_to = |m: u32| if m == 0 { 0 } else { (u32::MAX >> m.leading_zeros()) as u64 };
+    let c = if taken || cmp == Cmp::Set { cmp } else { cmp.negate() };
+    let low = match (c, taken) {
+        (Cmp::Set, false) => Tnum::new(0, !(k as u64)),
+        (Cmp::Set, true) => return x,
+        (Cmp::Eq, _) => Tnum::new(k as u64, HIGH),
+        (Cmp::Le, _) => Tnum::new(0, HIGH | up_to(k)),
+        (Cmp::Lt, _) if k > 0 => Tnum::new(0, HIGH | up_to(k - 1)),
+        (Cmp::Lt, _) => return Scalar { umin: 1, umax: 0, ..x }, // below 0: never
+        _ => return x,
+    };
+    if (x.var.value ^ low.value) & !x.var.mask & !low.mask != 0 {
+        // A bit known one way in `x` and the other in the condition: this way cannot happen.
+        return Scalar { umin: 1, umax: 0, ..x };
+    }
+    Scalar { var: x.var.intersect(low), ..x }.sync()
 }
 
 fn scalar_alu(w64: bool, op: AluOp, a: Scalar, b: Scalar) -> Scalar {
@@ -1191,6 +1230,77 @@ mod tests {
             Insn::exit(),
         ];
         ok(&p);
+    }
+
+    #[test]
+    fn trace_printk_takes_a_format_and_its_size_only() {
+        // bpf_printk("x") as clang emits it: the format in a map value (a global), its size,
+        // and r3-r5 unset (Linux's prototype has two arguments).
+        let rodata = MapInfo { kind: MapKind::Array, key_size: 4, value_size: 16, max_entries: 1 };
+        let info = ProgInfo { ctx_size: 64, maps: alloc::vec![rodata], func_helpers: true };
+        let printk = |size: i32| prog(&[&Insn::ld_map_value(1, 0, 4), &[Insn::mov64_imm(2, size), Insn::call_helper(6), Insn::mov64_imm(0, 0), Insn::exit()]]);
+        assert!(verify(&printk(12), &info).is_ok());
+        // the format must still be readable memory of the given size
+        let e = verify(&printk(13), &info).unwrap_err();
+        assert!(e.reason.contains("invalid access to map_value"), "{e}");
+        // and initialised, on the stack
+        let p = [Insn::mov64_reg(1, 10), Insn::alu64_imm(BPF_ADD, 1, -8), Insn::mov64_imm(2, 8), Insn::call_helper(6), Insn::mov64_imm(0, 0), Insn::exit()];
+        let e = verify(&p, &info).unwrap_err();
+        assert!(e.reason.contains("invalid indirect read from stack"), "{e}");
+        // r3-r5 are clobbered by the call like every argument register
+        let p = prog(&[&Insn::ld_map_value(1, 0, 0), &[Insn::mov64_imm(2, 4), Insn::mov64_imm(3, 1), Insn::call_helper(6), Insn::mov64_reg(0, 3), Insn::exit()]]);
+        let e = verify(&p, &info).unwrap_err();
+        assert!(e.reason.contains("R3 !read_ok"), "{e}");
+    }
+
+    #[test]
+    fn jmp32_bounds_an_index() {
+        // v = lookup (16-byte values); if (!v) return; i = *(u64 *)ctx; if (w_i <cond> k) return;
+        // i = (u32)i (<<= 32, >>= 32); v += i * 8; r0 = *(u64 *)v — clang -mcpu=v3's code for a
+        // u32 index checked against a bound.
+        let body = |load: Size, check: Insn| {
+            let mut p = lookup_prelude();
+            p.splice(0..0, [Insn::mov64_reg(6, 1)]);
+            p.extend_from_slice(&[
+                Insn::jmp_imm(BPF_JEQ, 0, 0, 8),
+                Insn::ldx_mem(load, 1, 6, 0),
+                check,
+                Insn::alu64_imm(BPF_LSH, 1, 32),
+                Insn::alu64_imm(BPF_RSH, 1, 32),
+                Insn::alu64_imm(BPF_LSH, 1, 3),
+                Insn::alu64_reg(BPF_ADD, 0, 1),
+                Insn::ldx_mem(Size::DW, 0, 0, 0),
+                Insn::exit(),
+                Insn::mov64_imm(0, 0),
+                Insn::exit(),
+            ]);
+            p
+        };
+        // low half <= 1 (the high half unknown): index 0 or 1
+        ok(&body(Size::DW, Insn::jmp32_imm(BPF_JGT, 1, 1, 6)));
+        ok(&body(Size::DW, Insn::jmp32_imm(BPF_JGE, 1, 2, 6)));
+        // the low half equal to 1 on the way on
+        ok(&body(Size::DW, Insn::jmp32_imm(BPF_JNE, 1, 1, 6)));
+        // low half <= 2 is too much for two elements
+        refused(&body(Size::DW, Insn::jmp32_imm(BPF_JGT, 1, 2, 6)), 14, "invalid access to map_value");
+        // a lower bound teaches nothing of the index
+        refused(&body(Size::DW, Insn::jmp32_imm(BPF_JLT, 1, 1, 6)), 14, "invalid access to map_value");
+        // a value that fits in 32 bits: the 32-bit jump is the 64-bit one
+        ok(&body(Size::W, Insn::jmp32_imm(BPF_JGT, 1, 1, 6)));
+        // signed: 0xffffffff is -1 in 32 bits, so `w s> 1` not taken does not bound it
+        refused(&body(Size::W, Insn::jmp32_imm(BPF_JSGT, 1, 1, 6)), 14, "invalid access to map_value");
+        refused(&body(Size::DW, Insn::jmp32_imm(BPF_JSGT, 1, 1, 6)), 14, "invalid access to map_value");
+        // but a value in 0..2^31 (a 16-bit load) compares signed as unsigned
+        ok(&body(Size::H, Insn::jmp32_imm(BPF_JSGT, 1, 1, 6)));
+    }
+
+    #[test]
+    fn a_32_bit_jump_is_no_null_check() {
+        // `if w0 == 0` leaves a non-null pointer whose low half is zero on the "null" way.
+        let p = prog(&[&lookup_prelude(), &[Insn::jmp32_imm(BPF_JEQ, 0, 0, 1), Insn::ldx_mem(Size::DW, 0, 0, 0), Insn::mov64_imm(0, 0), Insn::exit()]]);
+        refused(&p, 7, "invalid mem access 'map_value_or_null'");
+        let p = prog(&[&lookup_prelude(), &[Insn::jmp32_imm(BPF_JNE, 0, 0, 1), Insn::exit(), Insn::mov64_imm(0, 0), Insn::exit()]]);
+        refused(&p, 7, "R0 leaks addr as return value");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The load plans of the objects clang builds from bpf/progs/*.bpf.c: programs, maps, globals,
 //! license, and the relocations and BPF-to-BPF calls checked against the ELF file itself (read
-//! here with the `object` crate, independently of aya-obj).
+//! here with the `object` crate's high-level API, independently of the loader's own reading).
 
 mod common;
 
@@ -653,7 +653,7 @@ fn kretprobe_with_offset() {
 
 #[test]
 fn other_sections_are_kept() {
-    // a section loongtrace cannot attach: kept as Other (aya-obj 0.2.1 does not know the name)
+    // a section loongtrace cannot attach: kept as Other
     let bytes = common::compile_snippet(
         "other",
         &format!(
@@ -729,4 +729,309 @@ fn callback_function_reference() {
         "the callback is appended after the program"
     );
     check_against_elf(file, &bytes, &p);
+}
+
+// ---- BTF-defined maps: sizes as libbpf's btf__resolve_size, refusals ----------------------
+
+/// The object of a snippet with these map definitions, and a program that uses every map.
+fn maps_snippet(name: &str, defs: &str, maps: &[&str]) -> Result<LoadPlan, ObjectError> {
+    let uses: String = maps
+        .iter()
+        .map(|m| format!("  if (bpf_map_lookup_elem(&{m}, &k)) n++;\n"))
+        .collect();
+    let bytes = common::compile_snippet(
+        name,
+        &format!(
+            "{HEAD}char LICENSE[] SEC(\"license\") = \"GPL\";\n{defs}\n\
+             SEC(\"kprobe/f\") int p(void *ctx) {{ __u32 k = 0; int n = 0;\n{uses}  return n; }}\n"
+        ),
+    );
+    LoadPlan::parse(&format!("{name}.bpf.o"), &bytes)
+}
+
+#[test]
+fn map_key_and_value_sizes() {
+    let defs = "\
+        typedef __u32 pair_t[2][3];\n\
+        struct point { __u16 x; __u64 y; };\n\
+        union either { __u8 b; __u32 w[5]; };\n\
+        enum colour { RED, GREEN };\n\
+        typedef const volatile struct point cpoint;\n\
+        struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 3); __type(key, pair_t); __type(value, cpoint); } nested SEC(\".maps\");\n\
+        struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 2); __type(key, __u32); __type(value, union either); } unions SEC(\".maps\");\n\
+        struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 4); __type(key, enum colour); __type(value, void *); __uint(map_flags, 1); } enums SEC(\".maps\");\n\
+        struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, 1); __uint(key_size, 4); __uint(value_size, 40); } sized SEC(\".maps\");\n\
+        struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u64); __uint(key_size, 8); __type(value, __u8[3][5][7]); __uint(pinning, 0); } both SEC(\".maps\");\n";
+    let p = maps_snippet(
+        "map_sizes",
+        defs,
+        &["nested", "unions", "enums", "sized", "both"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(&str, u32, u32, u32, u32, u32)> = p
+        .maps
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.map_type,
+                m.key_size,
+                m.value_size,
+                m.max_entries,
+                m.flags,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // u32[2][3] = 24 bytes; struct point through typedef, const and volatile = 16
+            ("nested", map_type::HASH, 24, 16, 3, 0),
+            ("unions", map_type::ARRAY, 4, 20, 2, 0),
+            ("enums", map_type::HASH, 4, 8, 4, 1),
+            ("sized", map_type::PERCPU_ARRAY, 4, 40, 1, 0),
+            ("both", map_type::HASH, 8, 105, 1, 0),
+        ]
+    );
+    // every lookup loads its own map
+    let refs: Vec<usize> = p.programs[0].map_refs().iter().map(|r| r.map).collect();
+    assert_eq!(refs, [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn bad_map_definitions() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "conflicting_key",
+            "struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u64); __uint(key_size, 4); __type(value, __u32); } m SEC(\".maps\");",
+            "conflicting key size 8 != 4",
+        ),
+        (
+            "unknown_field",
+            "struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); __uint(colour, 3); } m SEC(\".maps\");",
+            "unknown field `colour`",
+        ),
+        (
+            "no_type",
+            "struct { __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); } m SEC(\".maps\");",
+            "no map type",
+        ),
+        (
+            "map_in_map",
+            "struct inner { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); };\n\
+             struct { __uint(type, 12 /* ARRAY_OF_MAPS */); __uint(max_entries, 1); __type(key, __u32); __array(values, struct inner); } m SEC(\".maps\");",
+            "map-in-map",
+        ),
+        (
+            "key_not_pointer",
+            "struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __u32 key; __type(value, __u32); } m SEC(\".maps\");",
+            "`key` is a TYPEDEF, not __type's pointer",
+        ),
+        (
+            "void_value",
+            "struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u32); void *value; } m SEC(\".maps\");",
+            "the size of `value`",
+        ),
+    ];
+    for (name, def, why) in cases {
+        match maps_snippet(name, def, &["m"]) {
+            Ok(p) => panic!("{name}: accepted: {:?}", p.maps),
+            Err(ObjectError::BadMap { name: map, reason }) => {
+                println!("{name}: map `{map}`: {reason}");
+                assert_eq!(map, "m", "{name}");
+                assert!(reason.contains(why), "{name}: `{reason}` lacks `{why}`");
+            }
+            Err(e) => panic!("{name}: {e:?}"),
+        }
+    }
+}
+
+// ---- globals from BTF, alignment ----------------------------------------------------------
+
+#[test]
+fn globals_are_the_btf_variables_at_their_symbols() {
+    // Every global is a DATASEC variable; a global's offset and size are its ELF symbol's; a
+    // static's (bpf_printk's format) are BTF's, which clang fills in.
+    for (file, bytes) in common::objects() {
+        let p = plan(file);
+        let elf = object::File::parse(&bytes[..]).unwrap();
+        for g in &p.globals {
+            let MapOrigin::Global { section } = &p.maps[g.map].origin else {
+                panic!("{file}: {} not in a global-data map", g.name)
+            };
+            let sym = elf
+                .symbols()
+                .find(|s| s.name() == Ok(g.name.as_str()))
+                .unwrap_or_else(|| panic!("{file}: no symbol {}", g.name));
+            let sym_section = elf.section_by_index(sym.section_index().unwrap()).unwrap();
+            assert_eq!(sym_section.name().unwrap(), section, "{file} {}", g.name);
+            assert_eq!(
+                (g.offset as u64, g.size as u64),
+                (sym.address(), sym.size()),
+                "{file} {}",
+                g.name
+            );
+        }
+        // and every data symbol of a global-data section is a global
+        for sym in elf.symbols().filter(|s| s.kind() == SymbolKind::Data) {
+            let Some(section) = sym.section_index() else {
+                continue;
+            };
+            let section = elf
+                .section_by_index(section)
+                .unwrap()
+                .name()
+                .unwrap()
+                .to_owned();
+            if [".data", ".rodata", ".bss"].contains(&section.as_str()) {
+                assert!(
+                    p.global(sym.name().unwrap()).is_some(),
+                    "{file}: {} missing",
+                    sym.name().unwrap()
+                );
+            }
+        }
+    }
+    let p = plan("subprog_test.bpf.o");
+    let fmt = p.global("____entry_scale.____fmt").unwrap();
+    assert_eq!((fmt.map, fmt.offset, fmt.size), (0, 16, 24));
+    assert_eq!(
+        p.global_initial("____entry_scale.____fmt").unwrap(),
+        b"entry_scale: %d -> %llu\0"
+    );
+}
+
+#[test]
+fn objects_are_read_wherever_they_sit() {
+    // The object crate is built with `unaligned`: an object at an odd address parses the same.
+    for (file, bytes) in common::objects() {
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(bytes);
+        assert_eq!(
+            LoadPlan::parse(file, &shifted[1..]).unwrap(),
+            plan(file),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn no_btf_means_no_btf_maps() {
+    // Without -g there is no .BTF: global data still works, BTF-defined maps cannot be read.
+    let dir = common::out_dir().join("snippets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let build = |name: &str, src: &str| -> Vec<u8> {
+        let c = dir.join(format!("{name}.bpf.c"));
+        let o = dir.join(format!("{name}.bpf.o"));
+        std::fs::write(&c, format!("{HEAD}{src}")).unwrap();
+        let status = std::process::Command::new(common::clang())
+            .args(["-O2", "-target", "bpf", "-I"])
+            .arg(common::progs_dir())
+            .args(["-idirafter", "/usr/include", "-c"])
+            .arg(&c)
+            .arg("-o")
+            .arg(&o)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(&o).unwrap()
+    };
+    let globals = build(
+        "no_btf_globals",
+        "char LICENSE[] SEC(\"license\") = \"GPL\";\n__u64 hits = 0;\n\
+         SEC(\"kprobe/f\") int p(void *ctx) { hits++; return 0; }\n",
+    );
+    let p = LoadPlan::parse("no_btf_globals.bpf.o", &globals).unwrap();
+    assert_eq!(p.maps.len(), 1);
+    assert_eq!(p.maps[0].name, "no_btf_g.bss");
+    assert!(p.globals.is_empty(), "globals are read from BTF");
+    let maps = build(
+        "no_btf_maps",
+        "char LICENSE[] SEC(\"license\") = \"GPL\";\n\
+         struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); } m SEC(\".maps\");\n\
+         SEC(\"kprobe/f\") int p(void *ctx) { __u32 k = 0; return bpf_map_lookup_elem(&m, &k) != 0; }\n",
+    );
+    let e = LoadPlan::parse("no_btf_maps.bpf.o", &maps).unwrap_err();
+    assert!(
+        matches!(&e, ObjectError::BadSection { section, reason } if section == ".maps" && reason.contains("-g")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn transitive_calls_are_linked_once_each_depth_first() {
+    // p calls a and c; a calls b and c; b calls c. libbpf appends a (first call met), then
+    // a's callees b, then b's c, and the later calls to c reuse that copy.
+    let file = "chain.bpf.o";
+    let bytes = common::compile_snippet(
+        "chain",
+        &format!(
+            "{HEAD}char LICENSE[] SEC(\"license\") = \"GPL\";\n\
+             static __noinline int c(int x) {{ return x + 3; }}\n\
+             static __noinline int b(int x) {{ return c(x) * 2; }}\n\
+             static __noinline int a(int x) {{ return b(x) + c(x); }}\n\
+             SEC(\"kprobe/f\") int p(void *ctx) {{ return a((long)ctx) + c(1); }}\n"
+        ),
+    );
+    let p = LoadPlan::parse(file, &bytes).unwrap();
+    check_against_elf(file, &bytes, &p);
+    let prog = &p.programs[0];
+    let elf = object::File::parse(&bytes[..]).unwrap();
+    let size = |name: &str| {
+        elf.symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.size() as usize / 8)
+            .unwrap()
+    };
+    let (a, b, c) = (size("a"), size("b"), size("c"));
+    assert_eq!(prog.insns.len(), prog.own_len + a + b + c, "one copy each");
+    let starts: Vec<usize> = call_targets(&prog.insns);
+    let a_at = prog.own_len;
+    let b_at = a_at + a;
+    let c_at = b_at + b;
+    let mut distinct = starts.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct, [a_at, b_at, c_at], "{starts:?}");
+}
+
+#[test]
+fn calls_must_land_on_a_function() {
+    // subprog_test.bpf.o with one call's imm moved by one instruction: into the middle of a
+    // function, refused (libbpf would run the callee's copy from its start).
+    let file = "subprog_test.bpf.o";
+    let bytes = common::object(file);
+    let elf = object::File::parse(bytes).unwrap();
+    let call_in = |section: &str| -> usize {
+        let s = elf.section_by_name(section).unwrap();
+        let (off, _) = s.file_range().unwrap();
+        let code = s.data().unwrap();
+        let i = (0..code.len() / 8)
+            .find(|i| {
+                let insn = Insn::decode(u64_at(&code[i * 8..i * 8 + 8]));
+                insn.code == CALL && insn.src == BPF_PSEUDO_CALL
+            })
+            .unwrap();
+        off as usize + i * 8 + 4 // the imm field
+    };
+    let bump = |at: usize| {
+        let mut m = bytes.to_vec();
+        let imm = i32::from_le_bytes(m[at..at + 4].try_into().unwrap()) + 1;
+        m[at..at + 4].copy_from_slice(&imm.to_le_bytes());
+        LoadPlan::parse(file, &m).unwrap_err()
+    };
+    // with a relocation (the program's call of scale)
+    let e = bump(call_in("fentry/bpf_fentry_test1"));
+    println!("{e}");
+    assert!(
+        matches!(&e, ObjectError::UnsupportedRelocation { reason, .. } if reason.contains("not the start of a function")),
+        "{e:?}"
+    );
+    // without one (scale's call of clamp, inside .text)
+    let e = bump(call_in(".text"));
+    println!("{e}");
+    assert!(
+        matches!(&e, ObjectError::Relocation(m) if m.contains("does not start a function")),
+        "{e:?}"
+    );
 }
