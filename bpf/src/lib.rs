@@ -12,6 +12,8 @@ pub mod insn;
 pub mod interp;
 pub mod maps;
 pub mod object;
+#[doc(hidden)]
+pub mod rng;
 pub mod scalar;
 pub mod state;
 pub mod tnum;

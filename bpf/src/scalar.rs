@@ -384,17 +384,12 @@ impl core::fmt::Display for Scalar {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
+    use crate::rng::Rng;
+    trait Gen {
+        fn value(&mut self) -> u64;
+        fn scalar(&mut self) -> (Scalar, u64);
+    }
+    impl Gen for Rng {
         /// Small, boundary or any values.
         fn value(&mut self) -> u64 {
             match self.next() % 6 {

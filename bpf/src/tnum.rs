@@ -211,18 +211,12 @@ impl core::fmt::Display for Tnum {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// xorshift64*: a fixed-seed generator for the soundness tests.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
+    use crate::rng::Rng;
+    trait Gen {
+        fn tnum(&mut self) -> Tnum;
+        fn member(&mut self, t: Tnum) -> u64;
+    }
+    impl Gen for Rng {
         /// A tnum with few, many, or no unknown bits, and small or large values.
         fn tnum(&mut self) -> Tnum {
             let mask = match self.next() % 4 {

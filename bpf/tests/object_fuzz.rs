@@ -6,19 +6,7 @@ use bpf::object::LoadPlan;
 use object::{Object as _, ObjectSection as _};
 use std::panic;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use bpf::rng::Rng;
 
 /// Byte ranges worth mutating: the ELF header, the section headers and every section but the
 /// DWARF ones (which nothing reads).
@@ -87,9 +75,9 @@ fn truncated_and_bit_flipped_objects_give_errors() {
         let ranges = interesting(bytes);
         for round in 0..rounds {
             let mut m = bytes.clone();
-            for _ in 0..1 + rng.below(4) {
-                let (start, end) = ranges[rng.below(ranges.len())];
-                let at = start + rng.below(end - start);
+            for _ in 0..1 + rng.index(4) {
+                let (start, end) = ranges[rng.index(ranges.len())];
+                let at = start + rng.index(end - start);
                 if round % 3 == 0 {
                     m[at] = rng.next() as u8; // a random byte
                 } else if round % 3 == 1 && (at & !3) + 4 <= end {
@@ -105,9 +93,9 @@ fn truncated_and_bit_flipped_objects_give_errors() {
                         0x1000,
                     ];
                     let w = at & !3;
-                    m[w..w + 4].copy_from_slice(&WORDS[rng.below(WORDS.len())].to_le_bytes());
+                    m[w..w + 4].copy_from_slice(&WORDS[rng.index(WORDS.len())].to_le_bytes());
                 } else {
-                    m[at] ^= 1 << rng.below(8); // one bit
+                    m[at] ^= 1 << rng.index(8); // one bit
                 }
             }
             match panic::catch_unwind(|| LoadPlan::parse(name, &m)) {

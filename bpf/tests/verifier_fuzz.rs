@@ -8,31 +8,11 @@
 
 use bpf::insn::*;
 use bpf::interp::{FaultKind, Interpreter, SimpleEnv};
+use bpf::rng::Rng;
 use bpf::verifier::{self, MapInfo, MapKind, ProgInfo};
 
 const CTX_SIZE: u32 = 64;
 const VALUE_SIZE: u32 = 16;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 fn info() -> ProgInfo {
     ProgInfo {
@@ -87,8 +67,10 @@ fn generate(r: &mut Rng) -> Vec<Insn> {
                 if indexed {
                     body.push(Insn::ldx_mem(r.pick(&[Size::B, Size::W, Size::DW]), 8, 0, 0));
                     if r.chance(75) {
-                        let limit = r.pick(&[1, 2, 8, 15, 16, 17, 1 << 20]);
-                        body.push(Insn::jmp_imm(r.pick(&[BPF_JGE, BPF_JGT]), 8, limit, 3));
+                        let limit = r.pick(&[1, 2, 8, 15, 16, 17, 1 << 20, -1]);
+                        let op = r.pick(&[BPF_JGE, BPF_JGT, BPF_JSGE, BPF_JSGT]);
+                        // 64-bit or 32-bit (`w8`) compares: both must teach only what is true.
+                        body.push(if r.chance(70) { Insn::jmp_imm(op, 8, limit, 3) } else { Insn::jmp32_imm(op, 8, limit, 3) });
                     }
                     body.push(Insn::alu64_imm(BPF_AND, 8, r.pick(&[0xf, 0x7, 0xff, -1])));
                     body.push(Insn::alu64_reg(BPF_ADD, 0, 8));
@@ -119,7 +101,8 @@ fn generate(r: &mut Rng) -> Vec<Insn> {
             }
             5 => {
                 // A forward jump over the next piece's first instruction.
-                p.push(Insn::jmp_imm(r.pick(&JMP), r.pick(&[7, 8]), r.next() as i32 % 32, 1));
+                let (op, dst, k) = (r.pick(&JMP), r.pick(&[7, 8]), r.next() as i32 % 32);
+                p.push(if r.chance(70) { Insn::jmp_imm(op, dst, k, 1) } else { Insn::jmp32_imm(op, dst, k, 1) });
                 p.push(Insn::mov64_imm(r.pick(&[7, 8]), r.below(32) as i32));
             }
             _ => {
