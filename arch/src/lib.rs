@@ -25,6 +25,8 @@ pub mod fw_cfg;
 #[cfg(target_arch = "loongarch64")]
 pub mod jump;
 #[cfg(target_arch = "loongarch64")]
+pub mod jump_label;
+#[cfg(target_arch = "loongarch64")]
 pub mod patch;
 #[cfg(target_arch = "loongarch64")]
 pub mod power;

@@ -197,8 +197,56 @@ pub fn run() {
     let _ = graph_tracer::stop();
     tracer::reset_buffers();
     kprobe_rows();
+    tracepoint_row();
     patch_all();
     println!("BENCH-DONE");
+}
+
+/// A tracepoint for `tracepoint_off`: no probe is ever registered on it.
+static BENCH_TP: crate::tracepoint::Tracepoint = crate::tracepoint::Tracepoint::new("bench", "bench_tp", &["x"]);
+
+/// A function that calls another (so it has its frame whatever else it does) and fires a
+/// tracepoint with no probe after the call.
+#[inline(never)]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn bench_tp_target(x: u64) -> u64 {
+    let y = bench_target_notrace(x);
+    crate::trace!(BENCH_TP, 7u64);
+    black_box(y)
+}
+
+/// The same without the tracepoint: the difference is what the disabled tracepoint costs.
+#[inline(never)]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn bench_tp_plain(x: u64) -> u64 {
+    let y = bench_target_notrace(x);
+    black_box(y)
+}
+
+/// `tracepoint_off`: what a tracepoint with no probe costs per call (its jump-label `nop`), as
+/// the difference between two functions that differ only by it.
+fn tracepoint_row() {
+    let run = |f: fn(u64) -> u64| {
+        instructions(|| {
+            let mut acc = 0u64;
+            for i in 0..CALLS {
+                acc = acc.wrapping_add(f(black_box(i)));
+            }
+            acc
+        })
+        .map(|(n, _)| n as i64)
+    };
+    let measure = || -> Option<i64> {
+        run(bench_tp_target)?;
+        run(bench_tp_plain)?;
+        let with = run(bench_tp_target)?;
+        let without = run(bench_tp_plain)?;
+        Some(tenths_per(with - without, CALLS as i64))
+    };
+    match measure() {
+        Some(t) => report("tracepoint_off", t),
+        None => println!("BENCH-ERROR tracepoint_off the counter does not count instructions"),
+    }
 }
 
 /// `kprobe` / `kprobe_simulated`: a break probe with an empty pre handler on an instruction in the

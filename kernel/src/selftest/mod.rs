@@ -28,6 +28,7 @@ mod removal_tests;
 mod samples_tests;
 mod smp_tests;
 mod tracefs_tests;
+mod tracepoint_tests;
 pub mod targets;
 
 /// How a case ended other than passing.
