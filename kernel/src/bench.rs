@@ -211,7 +211,7 @@ static BENCH_TP: crate::tracepoint::Tracepoint = crate::tracepoint::Tracepoint::
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn bench_tp_target(x: u64) -> u64 {
     let y = bench_target_notrace(x);
-    crate::trace!(BENCH_TP, 7u64);
+    crate::tracepoint::trace!(BENCH_TP, 7u64);
     black_box(y)
 }
 

@@ -42,7 +42,7 @@ pub fn start_tick() {
 #[inline(never)]
 fn timer_tick(cpu: usize) {
     TICKS[cpu % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
-    crate::trace!(crate::tracepoint::points::TIMER_TICK, cpu);
+    crate::tracepoint::trace!(crate::tracepoint::points::TIMER_TICK, cpu);
 }
 
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]

@@ -56,7 +56,6 @@ pub mod module;
 #[cfg(target_os = "none")]
 pub mod record;
 #[cfg(target_os = "none")]
-#[macro_use]
 pub mod tracepoint;
 #[cfg(target_os = "none")]
 pub mod samples;

@@ -2,7 +2,7 @@
 //! probes registered on them, and cost one `nop` while none is.
 //!
 //! A tracepoint is a `static` [`Tracepoint`] (system, name, argument names) and a
-//! [`trace!`](crate::trace) at the place it describes. The macro is a jump label
+//! `tracepoint::trace!` at the place it describes. The macro is a jump label
 //! (`arch::static_branch_unlikely!`, keyed by the tracepoint): off, one `nop`; registering the
 //! first probe turns every site of that tracepoint into a branch to the call of the probes
 //! (validated patching, every CPU synchronised), unregistering the last turns them back. The trace
@@ -47,7 +47,7 @@ impl<'a> From<&'a str> for TpArg<'a> {
 /// A probe: called with the tracepoint and its arguments, in the order of `Tracepoint::args`.
 pub type TpProbe = fn(tp: &Tracepoint, args: &[TpArg]);
 
-/// A tracepoint (define it as a `static`; fire it with [`trace!`](crate::trace)).
+/// A tracepoint (define it as a `static`; fire it with `tracepoint::trace!`).
 pub struct Tracepoint {
     pub system: &'static str,
     pub name: &'static str,
@@ -88,7 +88,7 @@ impl Tracepoint {
         Tracepoint { system, name, args, probes: [const { AtomicUsize::new(0) }; MAX_PROBES] }
     }
 
-    /// Calls every registered probe (the out-of-line part of [`trace!`](crate::trace)).
+    /// Calls every registered probe (the out-of-line part of `trace!`).
     #[cold]
     #[inline(never)]
     pub fn fire(&self, args: &[TpArg]) {
@@ -173,8 +173,7 @@ pub fn unregister_probe(tp: &'static Tracepoint, probe: TpProbe) -> Result<(), T
 }
 
 /// Fires tracepoint `$tp` (a path to a `static Tracepoint`) with the given arguments: one `nop`
-/// while no probe is registered on it.
-#[macro_export]
+/// while no probe is registered on it. Used as `crate::tracepoint::trace!`.
 macro_rules! trace {
     ($tp:path $(, $arg:expr)* $(,)?) => {
         if arch::static_branch_unlikely!($tp) {
@@ -182,6 +181,7 @@ macro_rules! trace {
         }
     };
 }
+pub(crate) use trace;
 
 /// The kernel's own tracepoints.
 pub mod points {

@@ -262,14 +262,14 @@ pub fn load(bytes: &[u8]) -> Result<String, LoadError> {
         }
     }
     if let Some(base) = MODULES.lock().iter().find(|m| m.name == plan.name).map(|m| m.base) {
-        crate::trace!(crate::tracepoint::points::MODULE_LOAD, plan.name.as_str(), base);
+        crate::tracepoint::trace!(crate::tracepoint::points::MODULE_LOAD, plan.name.as_str(), base);
     }
     Ok(plan.name)
 }
 
 /// Takes a module's sites out of ftrace and frees its memory (after its exit ran).
 fn release(m: &Module) {
-    crate::trace!(crate::tracepoint::points::MODULE_FREE, m.name.as_str());
+    crate::tracepoint::trace!(crate::tracepoint::points::MODULE_FREE, m.name.as_str());
     let range = m.site_range();
     if let Err(e) = crate::ftrace::core::module_sites_going(range.clone()).and_then(|_| crate::ftrace::core::remove_module_sites(range)) {
         // Only reachable if an ops attached between the checks: keep the memory rather than free

@@ -13,7 +13,7 @@ static TEST_TP: Tracepoint = Tracepoint::new("selftest", "tp_test", &["n", "what
 /// Fires `TEST_TP` with `n` and a string; returns `n + 1` (so calls are not merged away).
 #[inline(never)]
 pub fn tp_site(n: u64) -> u64 {
-    crate::trace!(TEST_TP, n, "hello");
+    crate::tracepoint::trace!(TEST_TP, n, "hello");
     black_box(n) + 1
 }
 
