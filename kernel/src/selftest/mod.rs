@@ -129,7 +129,7 @@ pub type IsolationCheck = fn() -> Result<(), String>;
 /// The checks run after every case, asked from each subsystem that keeps state a case could
 /// leave behind.
 fn isolation_checks() -> impl Iterator<Item = &'static (&'static str, IsolationCheck)> {
-    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::ftrace::bpf::ISOLATION_CHECKS).chain(crate::kprobes::ISOLATION_CHECKS).chain(crate::cpu::ISOLATION_CHECKS)
+    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::ftrace::bpf::ISOLATION_CHECKS).chain(crate::kprobes::ISOLATION_CHECKS).chain(crate::bpfrt::ISOLATION_CHECKS).chain(crate::cpu::ISOLATION_CHECKS)
 }
 
 /// After a case was abandoned by a panic or an exception, each subsystem puts itself back in
@@ -139,6 +139,7 @@ fn recover_after_abort() {
     // After the core's: it may have unregistered the trampolines' ops.
     crate::ftrace::bpf::recover_after_abort();
     crate::kprobes::kretprobe::recover_after_abort();
+    crate::bpfrt::unload_all();
     poison::reset();
 }
 
