@@ -355,6 +355,37 @@ pub fn load_bytes(file: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
     Ok(loaded)
 }
 
+/// A program made from instructions rather than an object (Linux's `BPF_PROG_LOAD` of raw
+/// instructions), for `kind` with `maps` as its maps (index = the `ld_imm64` map number),
+/// verified; not in the registry (id 0, object `-`).
+pub fn program(name: &str, kind: ProgKind, insns: Vec<Insn>, maps: Vec<Arc<Map>>) -> Result<BpfProg, VerifyError> {
+    let info = ProgInfo { ctx_size: ctx_size(kind), maps: maps.iter().map(|m| map_info(m.def())).collect(), func_helpers: has_func_helpers(kind) };
+    let verified = bpf::verifier::verify(&insns, &info)?;
+    let mut p = unverified(name, kind, insns, maps);
+    p.verified_insns = verified.processed;
+    Ok(p)
+}
+
+/// [`program`] without the verifier: only for tests of what the environment itself refuses.
+pub fn unverified(name: &str, kind: ProgKind, insns: Vec<Insn>, maps: Vec<Arc<Map>>) -> BpfProg {
+    BpfProg {
+        id: 0,
+        name: name.to_string(),
+        section: kind.name().to_string(),
+        kind,
+        target: None,
+        offset: 0,
+        object: "-".to_string(),
+        gpl: true,
+        insns,
+        map_ids: alloc::vec![0; maps.len()],
+        used_maps: Vec::new(),
+        maps,
+        ctx_size: ctx_size(kind),
+        verified_insns: 0,
+    }
+}
+
 /// Drops object `name`: its programs and maps leave the registry (their memory goes when the
 /// last run that holds them returns).
 pub fn unload(name: &str) -> Result<(), UnloadError> {
