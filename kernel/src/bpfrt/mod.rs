@@ -351,7 +351,7 @@ pub fn load_bytes(file: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
         globals: plan.globals.clone(),
     });
     drop(reg);
-    log::info!("bpf: loaded {} (prog ids {:?}, map ids {:?})", loaded.name, loaded.progs, loaded.maps);
+    log::debug!("bpf: loaded {} (prog ids {:?}, map ids {:?})", loaded.name, loaded.progs, loaded.maps);
     Ok(loaded)
 }
 
@@ -396,7 +396,7 @@ pub fn unload(name: &str) -> Result<(), UnloadError> {
         reg.objects.remove(i)
     };
     drop(obj);
-    log::info!("bpf: unloaded {stem}");
+    log::debug!("bpf: unloaded {stem}");
     Ok(())
 }
 
