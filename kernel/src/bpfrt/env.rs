@@ -524,18 +524,3 @@ pub fn run(prog: &BpfProg, ctx: &Context) -> Result<Exit, Fault> {
     env.release_all();
     r
 }
-
-/// [`run`] `rounds` times in a row (for runs on other CPUs: one call, one allocation of frames).
-pub fn run_on_cpu(prog: &BpfProg, ctx: &Context, rounds: u32) -> Result<(u64, u64), Fault> {
-    let mut env = KernelEnv::new(prog, ctx);
-    let mut executed = 0;
-    let mut r0 = 0;
-    for _ in 0..rounds {
-        let r = Interpreter::new(&prog.insns).run(&mut env, &[ctx.addr()]);
-        env.release_all();
-        let e = r?;
-        executed += e.executed;
-        r0 = e.r0;
-    }
-    Ok((r0, executed))
-}

@@ -34,7 +34,7 @@ use bpf::object::{LoadPlan, MapOrigin, ObjectError, ProgKind, map_type};
 use bpf::verifier::{MapInfo, MapKind, ProgInfo, VerifyError};
 use core::fmt;
 
-pub use env::{Context, run, run_on_cpu};
+pub use env::{Context, run};
 
 /// The fw_cfg directory BPF objects are handed over in (`opt/loongtrace/bpf/<name>.bpf.o`).
 pub const FW_CFG_PREFIX: &str = "opt/loongtrace/bpf/";
