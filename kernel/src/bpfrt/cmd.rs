@@ -351,6 +351,7 @@ fn map_elem(op: &str, m: &BpfMap, args: &[&str], out: &mut String) -> Result<(),
         "delete" => {
             no_more(rest)?;
             m.map.delete_user(&key, cpu).map_err(err)?;
+            super::reclaim_deleted();
         }
         _ => {
             let Some(rest) = rest.strip_prefix(&["value"]) else {
@@ -364,6 +365,7 @@ fn map_elem(op: &str, m: &BpfMap, args: &[&str], out: &mut String) -> Result<(),
                 [w, ..] => return Err(alloc::format!("unexpected '{w}' (any, exist or noexist)")),
             };
             m.map.update_user(&key, &value, flags, cpu).map_err(err)?;
+            super::reclaim_deleted();
         }
     }
     Ok(())

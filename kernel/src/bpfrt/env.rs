@@ -424,7 +424,7 @@ impl Env for KernelEnv<'_> {
                 ret(helper_ret(m.delete(&key, self.cpu)))
             }
             // bpf_ktime_get_ns(): the stable counter in nanoseconds since boot
-            5 => Ok((arch::time::ticks() as u128 * 1_000_000_000 / crate::time::counter_hz().max(1) as u128) as u64),
+            5 => Ok(crate::time::ticks_to_ns(arch::time::ticks())),
             // bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3)
             6 => {
                 let fmt = self.read_bytes(a[0], a[1] as usize)?;
@@ -516,11 +516,48 @@ impl Env for KernelEnv<'_> {
     }
 }
 
+/// Runs in progress (the low bits) and a quiescent-point callback in progress (the top bit).
+static GATE: AtomicU64 = AtomicU64::new(0);
+const QUIESCING: u64 = 1 << 63;
+
+fn enter_run() {
+    loop {
+        let v = GATE.load(Ordering::Relaxed);
+        if v & QUIESCING == 0 && GATE.compare_exchange_weak(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+fn leave_run() {
+    GATE.fetch_sub(1, Ordering::Release);
+}
+
+/// Calls `f` at a quiescent point, if now is one: no program run is in progress on any CPU, and
+/// none starts until `f` returns (a run waits). Returns false, without calling `f`, when a run is
+/// in progress. This is the grace period after which no program can hold the address of a hash
+/// element deleted before (docs/bpf-maps.md): every run that could have looked it up has
+/// returned.
+pub fn quiescent(f: impl FnOnce()) -> bool {
+    if GATE.compare_exchange(0, QUIESCING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    f();
+    GATE.store(0, Ordering::Release);
+    true
+}
+
 /// Runs `prog` on `ctx` on this CPU in the interpreter (the default budget of 1,000,000
-/// instructions): `r0` and the instructions executed, or the fault.
+/// instructions): `r0` and the instructions executed, or the fault. Afterwards, if no other run
+/// is in progress, the hash elements deleted meanwhile become reusable
+/// ([`super::reclaim_deleted`]).
 pub fn run(prog: &BpfProg, ctx: &Context) -> Result<Exit, Fault> {
     let mut env = KernelEnv::new(prog, ctx);
+    enter_run();
     let r = Interpreter::new(&prog.insns).run(&mut env, &[ctx.addr()]);
     env.release_all();
+    leave_run();
+    super::reclaim_deleted();
     r
 }

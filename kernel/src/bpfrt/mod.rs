@@ -400,6 +400,21 @@ pub fn unload(name: &str) -> Result<(), UnloadError> {
     Ok(())
 }
 
+/// Makes the elements deleted from (or replaced in) the registry's hash maps reusable, at a
+/// quiescent point ([`env::quiescent`]: no program run in progress); `None` when a run is in
+/// progress, else how many elements it gave back. Called after every run and after the shell's
+/// map commands.
+pub fn reclaim_deleted() -> Option<u32> {
+    let hashes: Vec<Arc<BpfMap>> = maps().into_iter().filter(|m| m.map.map_type() == bpf::maps::MapType::Hash).collect();
+    let mut n = 0;
+    env::quiescent(|| {
+        for m in &hashes {
+            n += m.map.reclaim(arch::cpu::id() as u32 % m.map.ncpus()).unwrap_or(0);
+        }
+    })
+    .then_some(n)
+}
+
 /// Drops every object (recovery after a test case that was abandoned).
 pub fn unload_all() {
     let objects = core::mem::take(&mut REGISTRY.lock().objects);

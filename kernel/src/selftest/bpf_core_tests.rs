@@ -298,6 +298,16 @@ ktest! {
         }
         kassert!(last <= crate::time::ticks_to_ns(arch::time::ticks()) + 1000);
         kassert_eq!(global("maps_test", "lost_events")?, 0);
+        // A deleted element waits for a quiescent point (no run in progress), which the end of
+        // the next run is, then it is free again.
+        let stats = |m: &bpfrt::BpfMap| m.map.hash_stats().unwrap_or_default();
+        let before = stats(&pairs);
+        pairs.map.delete_user(&13u32.to_ne_bytes(), 0).map_err(err)?;
+        kassert_eq!((stats(&pairs).entries, stats(&pairs).retired), (before.entries - 1, 1), "{:?}", stats(&pairs));
+        kassert_eq!(call(&p, &[13], 0)?, 0);
+        let after = stats(&pairs);
+        kassert_eq!((after.entries, after.retired, after.free), (before.entries, 0, before.free), "{after:?} after {before:?}");
+        kassert_eq!(rb.consume(|_| {}), 1);
         // 4096 bytes hold 170 records of 16 bytes and their 8-byte headers (the producer may
         // not get 4096 bytes ahead of the consumer); the other 30 reservations fail.
         for _ in 0..200 {
@@ -518,7 +528,7 @@ ktest! {
         kassert_eq!(run_words(&simple(8)?, &[])?, cpu, "bpf_get_smp_processor_id");
         let pid = formats::task::pid(cpu as u32) as u64;
         kassert_eq!(run_words(&simple(14)?, &[])?, pid << 32 | pid, "bpf_get_current_pid_tgid: the CPU context's pid");
-        let now = || (arch::time::ticks() as u128 * 1_000_000_000 / crate::time::counter_hz() as u128) as u64;
+        let now = || crate::time::ticks_to_ns(arch::time::ticks());
         let t0 = now();
         let t = run_words(&simple(5)?, &[])?;
         let t1 = now();
