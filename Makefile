@@ -26,7 +26,7 @@ USER_MODULES = $(foreach m,$(MODULES),$(basename $(notdir $(m))))
 MODULE_FW_CFG = $(foreach m,$(filter-out $(USER_MODULES),$(SAMPLE_MODULES)),-fw_cfg name=opt/loongtrace/modules/$(m),file=$(MODULE_DIR)/$(m).o) \
 	$(foreach m,$(MODULES),-fw_cfg name=opt/loongtrace/modules/$(basename $(notdir $(m))),file=$(m))
 QEMU_CMDLINE = $(CMDLINE)$(if $(MODULES), modules=$(subst $(eval) ,+,$(strip $(USER_MODULES))))
-QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL) $(MODULE_FW_CFG)
+QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel $(KERNEL) $(MODULE_FW_CFG) $(BPF_FW_CFG)
 
 export QEMU
 
@@ -34,7 +34,7 @@ export QEMU
 
 help:
 	@echo "make setup   install QEMU, the Rust components and GDB 18 in .venv-gdb/ (Debian)"
-	@echo "make build   the kernel, the sample modules and the host programs (target/release/ltrace, ltrun, ...)"
+	@echo "make build   the kernel, the sample modules, the BPF objects and the host programs (target/release/ltrace, ltrun, ...)"
 	@echo "make qemu    build and boot the kernel: boot log, self-tests, demos"
 	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
 	@echo "make bench   instruction counts per traced call under qemu -icount (SITES=n: scale image)"
@@ -46,7 +46,7 @@ help:
 setup:
 	@./tools/setup.sh
 
-build: $(KERNEL) modules tools
+build: $(KERNEL) modules bpf-progs tools
 
 # The host programs the README and docs/ call as target/release/<name>: ltrun, ltrace, ltbench, ltsym.
 tools:
@@ -65,6 +65,10 @@ CLANG       ?= clang
 BPF_PROG_DIR := target/bpf-progs
 BPF_CFLAGS  := -O2 -g -target bpf -Wall -Ibpf/progs -idirafter /usr/include
 BPF_PROGS   := $(patsubst bpf/progs/%.bpf.c,$(BPF_PROG_DIR)/%.bpf.o,$(wildcard bpf/progs/*.bpf.c))
+
+# QEMU hands each object to the kernel as fw_cfg file opt/loongtrace/bpf/<name>.bpf.o (`bpf prog
+# load NAME` in the shell, suite bpf_core); ltrun and the tests in tests/ pass the same files.
+BPF_FW_CFG   = $(foreach o,$(BPF_PROGS),-fw_cfg name=opt/loongtrace/bpf/$(notdir $(o)),file=$(o))
 
 bpf-progs: $(BPF_PROGS)
 

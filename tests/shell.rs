@@ -135,6 +135,46 @@ fn insmod_rmmod_of_a_sample_and_a_module() {
 }
 
 #[test]
+fn bpf_objects_load_run_dump_and_a_refusal() {
+    let mut s = boot();
+    let objs = run(&mut s, "bpf obj list");
+    for o in ["fentry_test", "maps_test", "subprog_test", "bad_null_check"] {
+        assert!(objs.lines().any(|l| l.starts_with(o)), "{o} missing from {objs}");
+    }
+    assert_eq!(run(&mut s, "bpf prog load maps_test"), "loaded maps_test: prog_ids 1  map_ids 1,2,3,4,5\n");
+    let list = run(&mut s, "bpf prog list");
+    assert!(list.starts_with("1: fentry  name count_calls  target bpf_fentry_test1  gpl\n\tobject maps_test  xlated "), "{list}");
+    assert!(list.ends_with("  map_ids 1,2,3,4,5\n"), "{list}");
+    let x = run(&mut s, "bpf prog dump xlated 1");
+    assert!(x.starts_with("   0: (79) r7 = *(u64 *)(r1 +0)\n") && x.contains("(18) r1 = map[id:1]\n"), "{x}");
+    for _ in 0..2 {
+        let r = run(&mut s, "bpf prog run 1 5");
+        assert!(r.starts_with("Return value: 0 (0x0), ") && r.ends_with(" instructions executed\n"), "{r}");
+    }
+    assert_eq!(run(&mut s, "bpf map dump 1"), "key: 05 00 00 00  value: 02 00 00 00 00 00 00 00  05 00 00 00 00 00 00 00\nFound 1 element\n");
+    let rb = run(&mut s, "bpf map dump 4");
+    assert!(rb.starts_with("ring buffer: 4096 bytes, consumer 0, producer 48\nrecord (16 bytes): 00 00 00 00 05 00 00 00  "), "{rb}");
+    assert!(rb.ends_with("Consumed 2 records\n"), "{rb}");
+    // BPF-to-BPF calls and bpf_trace_printk's line in the trace.
+    assert_eq!(run(&mut s, "bpf prog load subprog_test"), "loaded subprog_test: prog_ids 2,3  map_ids 6,7,8\n");
+    let r = run(&mut s, "bpf prog run 2 7");
+    assert!(r.ends_with(" instructions executed\n1 bpf_trace_printk line in the trace (cat trace)\n"), "{r}");
+    let t = run(&mut s, "cat trace");
+    assert_eq!(body(&t).len(), 1, "{t}");
+    assert!(body(&t)[0].ends_with(": bpf_trace_printk: entry_scale: 7 -> 16"), "{t}");
+    // The verifier's refusal: its log, the error, and nothing loaded.
+    let e = run(&mut s, "bpf prog load bad_null_check");
+    assert!(e.starts_with("-- BEGIN PROG LOAD LOG --\n") && e.contains("\nR0 invalid mem access 'map_value_or_null'\n-- END PROG LOAD LOG --\n"), "{e}");
+    assert!(e.ends_with("refused by the verifier: insn 8: R0 invalid mem access 'map_value_or_null'\n"), "{e}");
+    assert_eq!(run(&mut s, "bpf prog run 4"), "Error: get by id (4): No such file or directory (bpf prog list shows the programs)\n");
+    assert_eq!(run(&mut s, "bpf map list").lines().filter(|l| !l.starts_with('\t')).count(), 8);
+    assert_eq!(run(&mut s, "bpf obj unload maps_test"), "");
+    assert_eq!(run(&mut s, "bpf obj unload subprog_test"), "");
+    assert_eq!(run(&mut s, "bpf prog list"), "");
+    assert_eq!(run(&mut s, "bpf obj unload maps_test"), "Error: object maps_test is not loaded\n");
+}
+
+#[test]
 fn poweroff_ends_the_session() {
     let mut s = boot();
     s.send_line("poweroff");

@@ -562,8 +562,9 @@ impl Verifier<'_> {
                 }
             }
             let bytes_ = &f.stack[lo as usize..hi as usize];
-            if bytes_.contains(&Slot::Invalid) {
-                return Err(format!("invalid read from stack off {}+{} size {}", lo - STACK_SIZE as i64, off, bytes));
+            // Linux's words: the access's offset from the frame, the first byte never written.
+            if let Some(i) = bytes_.iter().position(|b| *b == Slot::Invalid) {
+                return Err(format!("invalid read from stack off {}+{} size {}", lo - STACK_SIZE as i64, i, bytes));
             }
             if bytes_.iter().any(|b| *b == Slot::Spill) {
                 // Part of a spilled register: a pointer's bytes read as a number would leak it.
@@ -1142,7 +1143,12 @@ mod tests {
     #[test]
     fn refuses_an_uninitialised_stack_read() {
         let p = [Insn::ldx_mem(Size::DW, 0, 10, -8), Insn::exit()];
-        refused(&p, 0, "invalid read from stack off -8+-8 size 8");
+        refused(&p, 0, "invalid read from stack off -8+0 size 8");
+        // Only the last four bytes were written: the first unwritten byte is byte 0 of the read.
+        let p = [Insn::st_mem(Size::W, 10, -4, 1), Insn::ldx_mem(Size::DW, 0, 10, -8), Insn::exit()];
+        refused(&p, 1, "invalid read from stack off -8+0 size 8");
+        let p = [Insn::st_mem(Size::W, 10, -8, 1), Insn::ldx_mem(Size::DW, 0, 10, -8), Insn::exit()];
+        refused(&p, 1, "invalid read from stack off -8+4 size 8");
         let p = [Insn::mov64_reg(0, 2), Insn::exit()];
         refused(&p, 0, "R2 !read_ok");
         let p = [Insn::exit()];

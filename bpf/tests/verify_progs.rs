@@ -1,7 +1,8 @@
 //! The verifier on the real programs: every program of every object built from bpf/progs, with
 //! the `ProgInfo` its load plan gives (maps, context size by attach kind, the `get_func_*`
 //! helpers for tracing programs). They are all safe, so all must be accepted; a refusal prints
-//! the verifier's log.
+//! the verifier's log. The exception are the objects named `bad_*`, written to be refused (the
+//! kernel's suite loads them to check a refusal): each of their programs must be refused.
 
 mod common;
 
@@ -56,7 +57,13 @@ fn insns(prog: &ProgSpec) -> Vec<bpf::insn::Insn> {
     bpf::insn::decode(&bytes).unwrap()
 }
 
-/// Verifies every program of the objects; returns the refusals (and prints every verdict).
+/// Whether the object is one of the deliberately unsafe ones (`bad_*.bpf.o`).
+fn unsafe_object(file: &str) -> bool {
+    file.starts_with("bad_")
+}
+
+/// Verifies every program of the objects; returns the verdicts that are wrong (a refusal of a
+/// safe program, an unsafe program of a `bad_*` object accepted), and prints every verdict.
 fn verify_all<'a>(objects: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> (usize, Vec<String>) {
     let mut refused = Vec::new();
     let mut verdicts = 0;
@@ -66,15 +73,21 @@ fn verify_all<'a>(objects: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> (us
             let info = prog_info(&plan, prog);
             verdicts += 1;
             match verifier::verify(&insns(prog), &info) {
-                Ok(v) => println!(
-                    "{file} {} ({}, {} insns): accepted, processed {} insns, {} states, {} pruned",
-                    prog.name,
-                    prog.section,
-                    prog.insns.len(),
-                    v.processed,
-                    v.states,
-                    v.pruned
-                ),
+                Ok(v) => {
+                    println!(
+                        "{file} {} ({}, {} insns): accepted, processed {} insns, {} states, {} pruned",
+                        prog.name,
+                        prog.section,
+                        prog.insns.len(),
+                        v.processed,
+                        v.states,
+                        v.pruned
+                    );
+                    if unsafe_object(file) {
+                        refused.push(format!("{file} {}: an unsafe program was accepted", prog.name));
+                    }
+                }
+                Err(e) if unsafe_object(file) => println!("{file} {}: refused as it must be: {e}", prog.name),
                 Err(e) => {
                     println!(
                         "{file} {} ({}): REFUSED: {e}\n{}",
@@ -101,6 +114,16 @@ fn every_program_of_bpf_progs_is_accepted() {
         "safe programs refused:\n{}",
         refused.join("\n")
     );
+}
+
+#[test]
+fn the_unsafe_object_is_refused_for_its_missing_null_check() {
+    let plan = LoadPlan::parse("bad_null_check.bpf.o", common::object("bad_null_check.bpf.o")).unwrap();
+    let prog = plan.program("no_null_check").unwrap();
+    let e = verifier::verify(&insns(prog), &prog_info(&plan, prog)).unwrap_err();
+    // r1 = *(u64 *)(r0 +0) right after the call, at instruction 8
+    assert_eq!((e.insn, e.reason.as_str()), (8, "R0 invalid mem access 'map_value_or_null'"), "{}", e.log);
+    assert!(e.log.contains("8: (79) r1 = *(u64 *)(r0 +0)"), "{}", e.log);
 }
 
 #[test]

@@ -22,14 +22,15 @@ pub fn counter_hz() -> u64 {
 #[inline]
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn ticks_to_us(ticks: u64) -> u64 {
-    ticks * 1_000_000 / counter_hz()
+    (ticks as u128 * 1_000_000 / counter_hz() as u128) as u64
 }
 
-/// `ticks` in whole nanoseconds.
+/// `ticks` in whole nanoseconds (in 128 bits: `ticks * 10^9` leaves 64 bits after about three
+/// minutes of a 100 MHz counter).
 #[inline]
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn ticks_to_ns(ticks: u64) -> u64 {
-    ticks * 1_000_000_000 / counter_hz()
+    (ticks as u128 * 1_000_000_000 / counter_hz() as u128) as u64
 }
 
 /// `ticks` as whole seconds and the microseconds after them (log and trace timestamps).

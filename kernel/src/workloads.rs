@@ -1,6 +1,7 @@
 //! What the shell runs to give the tracers something to see (`run`), and the sample modules
 //! (`insmod`, `rmmod`, `lsmod`): shell commands on the top floor (they call the self-test
-//! targets, the bench target and the samples), registered with tracefs at boot.
+//! targets, the bench target and the samples), registered with tracefs at boot, with the BPF
+//! runtime's `bpf` command.
 
 use crate::selftest::targets::{chain_root, fgraph_recurse};
 use crate::tracefs::Command;
@@ -23,13 +24,15 @@ const USAGE: &str = "usage: run WORKLOAD [N]
   module [N]    call sample_mod_work(N) in the loaded module sample_mod (3)
 ";
 
-/// Registers `run`, `insmod`, `rmmod` and `lsmod` with the shell (at boot).
+/// Registers `run`, `insmod`, `rmmod`, `lsmod` and `bpf` with the shell (at boot).
 pub fn init() {
-    static COMMANDS: [Command; 4] = [
+    static COMMANDS: [Command; 5] = [
         Command { name: "run", run: |_, args, out| run(args, out) },
         Command { name: "insmod", run: modules },
         Command { name: "rmmod", run: modules },
         Command { name: "lsmod", run: modules },
+        // The BPF runtime's command (bpftool's words); the runtime sits below tracefs.
+        Command { name: "bpf", run: |_, args, out| crate::bpfrt::cmd::run(args, out) },
     ];
     crate::tracefs::register_commands(&COMMANDS);
 }

@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! <qemu> -M virt -m 1G -smp <n> -nographic -net none -no-reboot -kernel <elf>
-//!        [-fw_cfg name=opt/loongtrace/cmdline,string=<cmdline>] [-icount shift=0,sleep=off] [extra args...]
+//!        [-fw_cfg name=opt/loongtrace/cmdline,string=<cmdline>]
+//!        [-fw_cfg name=opt/loongtrace/modules/<stem>,file=<module.o> ...]
+//!        [-fw_cfg name=opt/loongtrace/bpf/<name>.bpf.o,file=<object> ...]
+//!        [-icount shift=0,sleep=off] [extra args...]
 //! ```
 //!
 //! With `-nographic` the first serial port is QEMU's stdout; stdin is `/dev/null`. QEMU's exit
@@ -58,10 +61,27 @@ pub struct RunConfig {
     /// Module objects handed to the kernel as fw_cfg files `opt/loongtrace/modules/<stem>`
     /// (default: the `*.o` files in `modules/` beside the kernel image, which `make build` fills).
     pub modules: Vec<PathBuf>,
+    /// BPF objects handed to the kernel as fw_cfg files `opt/loongtrace/bpf/<file name>`
+    /// (default: the `*.bpf.o` files in `bpf-progs/` beside the kernel image, which `make build`
+    /// fills from bpf/progs; `bpf prog load NAME` and suite `bpf_core` load them).
+    pub bpf_objects: Vec<PathBuf>,
 }
 
 /// The fw_cfg directory the kernel finds module objects in.
 pub const MODULES_FW_CFG: &str = "opt/loongtrace/modules";
+/// The fw_cfg directory the kernel finds BPF objects in.
+pub const BPF_FW_CFG: &str = "opt/loongtrace/bpf";
+
+/// The `*.bpf.o` files in the `bpf-progs` directory beside `kernel`, sorted (none if it does not
+/// exist).
+pub fn default_bpf_objects(kernel: &std::path::Path) -> Vec<PathBuf> {
+    let dir = kernel.parent().unwrap_or(std::path::Path::new(".")).join("bpf-progs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.to_string_lossy().ends_with(".bpf.o")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
 
 /// The `*.o` files in the `modules` directory beside `kernel`, sorted (none if it does not exist).
 pub fn default_modules(kernel: &std::path::Path) -> Vec<PathBuf> {
@@ -84,6 +104,7 @@ impl RunConfig {
         RunConfig {
             qemu,
             modules: default_modules(&kernel),
+            bpf_objects: default_bpf_objects(&kernel),
             kernel,
             timeout: DEFAULT_TIMEOUT,
             smp: 1,
@@ -130,6 +151,13 @@ impl RunConfig {
             a.push(m.as_os_str());
             args.push("-fw_cfg".into());
             args.push(a);
+        }
+        for o in &self.bpf_objects {
+            let file = o.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            // QEMU's option parser reads `,,` as a comma inside a value.
+            let path = o.to_string_lossy().replace(',', ",,");
+            args.push("-fw_cfg".into());
+            args.push(format!("name={BPF_FW_CFG}/{file},file={path}").into());
         }
         if self.icount {
             args.push("-icount".into());
@@ -523,6 +551,26 @@ mod tests {
         assert!(args.contains(&"name=opt/loongtrace/modules/my mod,file=/tmp/my mod.o".to_string()));
         // Beside a kernel image, `modules/*.o` is found by default (none here).
         assert!(default_modules(std::path::Path::new("/nonexistent/loongtrace.elf")).is_empty());
+    }
+
+    #[test]
+    fn bpf_objects_become_fw_cfg_files() {
+        let mut c = config();
+        c.bpf_objects = vec![PathBuf::from("target/bpf-progs/maps_test.bpf.o"), PathBuf::from("/tmp/a,b/x.bpf.o")];
+        let args = strings(c.args().unwrap());
+        let pos = args.iter().position(|a| a == "name=opt/loongtrace/bpf/maps_test.bpf.o,file=target/bpf-progs/maps_test.bpf.o");
+        assert!(pos.is_some_and(|p| args[p - 1] == "-fw_cfg"), "{args:?}");
+        assert!(args.contains(&"name=opt/loongtrace/bpf/x.bpf.o,file=/tmp/a,,b/x.bpf.o".to_string()), "{args:?}");
+        // Beside a kernel image, `bpf-progs/*.bpf.o` is found by default (none here), and only those.
+        assert!(default_bpf_objects(std::path::Path::new("/nonexistent/loongtrace.elf")).is_empty());
+        let dir = std::env::temp_dir().join(format!("loongtrace-bpf-default-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bpf-progs")).unwrap();
+        for f in ["b.bpf.o", "a.bpf.o", "notes.txt", "c.o"] {
+            std::fs::write(dir.join("bpf-progs").join(f), b"").unwrap();
+        }
+        let found = default_bpf_objects(&dir.join("loongtrace.elf"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found, [dir.join("bpf-progs/a.bpf.o"), dir.join("bpf-progs/b.bpf.o")]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// What goes into the image, relative to the workspace root (directories are walked). The build
 /// script watches the same paths, so every change here re-runs it.
-pub const INPUTS: &[&str] = &["Cargo.toml", ".cargo/config.toml", "rust-toolchain.toml", "linker", "arch", "formats", "kernel"];
+pub const INPUTS: &[&str] = &["Cargo.toml", ".cargo/config.toml", "rust-toolchain.toml", "linker", "arch", "formats", "bpf/Cargo.toml", "bpf/src", "kernel"];
 
 /// Start of the line the kernel prints at boot.
 pub const BOOT_MARKER: &str = "# loongtrace: sources ";

@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 pub(crate) mod abi_oracle;
 mod boot_tests;
+mod bpf_core_tests;
 mod bpf_tests;
 pub mod direct_tests;
 mod fail_demo;
@@ -130,7 +131,7 @@ pub type IsolationCheck = fn() -> Result<(), String>;
 /// The checks run after every case, asked from each subsystem that keeps state a case could
 /// leave behind.
 fn isolation_checks() -> impl Iterator<Item = &'static (&'static str, IsolationCheck)> {
-    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::ftrace::bpf::ISOLATION_CHECKS).chain(crate::kprobes::ISOLATION_CHECKS).chain(crate::cpu::ISOLATION_CHECKS)
+    crate::ftrace::ISOLATION_CHECKS.iter().chain(crate::ftrace::bpf::ISOLATION_CHECKS).chain(crate::kprobes::ISOLATION_CHECKS).chain(crate::bpfrt::ISOLATION_CHECKS).chain(crate::cpu::ISOLATION_CHECKS)
 }
 
 /// After a case was abandoned by a panic or an exception, each subsystem puts itself back in
@@ -140,6 +141,7 @@ fn recover_after_abort() {
     // After the core's: it may have unregistered the trampolines' ops.
     crate::ftrace::bpf::recover_after_abort();
     crate::kprobes::kretprobe::recover_after_abort();
+    crate::bpfrt::unload_all();
     poison::reset();
 }
 

@@ -451,6 +451,7 @@ loongtrace shell: Linux's tracefs at /sys/kernel/tracing (paths may be relative 
   echo [-n] TEXT > FILE     write (replace);  echo TEXT >> FILE  append
   insmod NAME | rmmod NAME | lsmod     load/unload the ftrace-direct samples
   run WORKLOAD [N]          chain | recurse | timer | bench | samples (run 'run' for details)
+  bpf prog load NAME | bpf prog list | bpf prog run ID ... | bpf map dump ID   BPF objects (bpf help)
   poweroff                  turn the machine off
 Example: echo function_graph > current_tracer; echo chain_root > set_graph_function;
          run chain; cat trace

@@ -97,6 +97,14 @@ pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: 
                 write_graph_columns(w, e, None, opts)?;
                 writeln!(w, "/* {} */", marker(e.extra).unwrap_or_else(|| formats::wire::MARKER_OVERWRITTEN.into()))?;
             }
+            (crate::bpfrt::printk::KIND_BPF_PRINTK, Layout::Function) => {
+                tracer::write_line_prefix(w, e, e.depth)?;
+                writeln!(w, "bpf_trace_printk: {}", bpf_text(e.extra))?;
+            }
+            (crate::bpfrt::printk::KIND_BPF_PRINTK, Layout::Graph) => {
+                write_graph_columns(w, e, None, opts)?;
+                writeln!(w, "/* bpf_trace_printk: {} */", bpf_text(e.extra))?;
+            }
             (KIND_STACK, _) => {
                 if e.depth == 0 {
                     tracer::write_line_prefix(w, e, e.extra as u16)?;
@@ -151,6 +159,11 @@ pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: 
         i += 1;
     }
     Ok(())
+}
+
+/// The text of `bpf_trace_printk` event `id`, or the overwritten marker's.
+fn bpf_text(id: u64) -> alloc::string::String {
+    crate::bpfrt::printk::text(id).unwrap_or_else(|| crate::bpfrt::printk::TEXT_OVERWRITTEN.into())
 }
 
 /// The columns before a graph line's function: absolute time, CPU, duration (`ticks`, or blank).
