@@ -60,6 +60,12 @@ pub fn init() {
     }
 }
 
+/// Whether `addr` lies in the heap (an object there was allocated, not built into the image).
+pub fn contains(addr: usize) -> bool {
+    let start = core::ptr::addr_of!(__kernel_end) as usize;
+    (start..start + HEAP_SIZE).contains(&addr)
+}
+
 /// Bytes currently allocated.
 pub fn used() -> usize {
     arch::cpu::without_irqs(|| HEAP.0.lock().used())

@@ -1006,6 +1006,12 @@ pub fn check_all_disabled() -> Result<(), alloc::string::String> {
     if recursion::any_held() {
         return Err("a recursion bit is still held".into());
     }
+    // A heap ops still on the configured list after its user finished was freed (or leaked)
+    // without `ftrace_free_filter`: the next module unload would touch freed memory.
+    let heap_ops = core.configured.iter().filter(|o| crate::heap::contains(**o as *const FtraceOps as usize)).count();
+    if heap_ops != 0 {
+        return Err(alloc::format!("{heap_ops} heap-allocated ops still configured (freed without ftrace_free_filter?)"));
+    }
     let mut bad = 0;
     let mut first = None;
     for (site, st) in sites::all().iter().zip(core.state.iter()) {
@@ -1116,12 +1122,19 @@ pub fn check_consistency() -> Result<(), alloc::string::String> {
     Ok(())
 }
 
-/// Forgets an ops that is about to be freed (it no longer needs its filters kept up to date).
-pub(crate) fn forget_ops(ops: &'static FtraceOps) {
-    let _ = with_core(|core| {
+/// Drops an unregistered ops' filter and notrace list and forgets it (Linux's
+/// `ftrace_free_filter`): call it before freeing an ops whose filters were set, since ftrace keeps
+/// every configured ops' lists up to date when module sites come and go. Refused while the ops is
+/// registered.
+pub fn ftrace_free_filter(ops: &'static FtraceOps) -> Result<(), FtraceError> {
+    with_core(|core| {
+        if ops.is_registered() {
+            return Err(FtraceError::AlreadyRegistered);
+        }
         core.configured.retain(|o| !core::ptr::eq(*o, ops));
+        *ops.config.lock() = None;
         Ok(())
-    });
+    })
 }
 
 /// Waits until no CPU can still read `old` (a replaced site table), then frees it (or leaks it

@@ -22,7 +22,7 @@ pub mod stubs;
 pub mod tracer;
 
 pub use self::core::{
-    ftrace_reset_filters, ftrace_set_filter, ftrace_set_filter_ip, ftrace_set_notrace, register_ftrace_function,
+    ftrace_free_filter, ftrace_reset_filters, ftrace_set_filter, ftrace_set_filter_ip, ftrace_set_notrace, register_ftrace_function,
     unregister_ftrace_function,
 };
 pub use direct::{modify_ftrace_direct, register_ftrace_direct, unregister_ftrace_direct};

@@ -163,10 +163,7 @@ impl FtraceOps {
     /// # Safety
     /// The ops must come from `new_boxed`, be unregistered, and have no other live reference.
     pub unsafe fn free(ops: &'static FtraceOps) -> Result<(), FtraceError> {
-        if ops.registered.load(Ordering::Acquire) {
-            return Err(FtraceError::AlreadyRegistered);
-        }
-        super::core::forget_ops(ops);
+        super::core::ftrace_free_filter(ops)?;
         // SAFETY: per the contract the ops was leaked from a Box and nothing else refers to it;
         // unregistering already waited until no CPU runs its callback.
         drop(unsafe { Box::from_raw(ops as *const FtraceOps as *mut FtraceOps) });

@@ -399,6 +399,8 @@ ktest! {
                 if n != 0 {
                     rep.error(alloc::format!("round {r}: {n} callbacks still running when unregister returned"));
                 }
+                // Unregistered: ftrace must forget its filter before the memory goes.
+                ftrace::ftrace_free_filter(ops)?;
                 // SAFETY: unregistered; nothing refers to the ops any more (the point of the test).
                 unsafe { q.poison(p) };
                 rep.rounds += 1;
@@ -435,6 +437,8 @@ ktest! {
                 if n != 0 {
                     rep.error(alloc::format!("round {r}: {n} trampoline calls still running when unregister returned"));
                 }
+                // Unregistered: ftrace must forget its filter before the memory goes.
+                ftrace::ftrace_free_filter(ops)?;
                 // SAFETY: unregistered.
                 unsafe { q.poison(p) };
                 rep.rounds += 1;
@@ -484,6 +488,8 @@ ktest! {
                 }
                 ftrace::unregister_ftrace_direct(ops, tramp(cur))?;
                 RETIRED[TRAMP + cur].store(true, Release);
+                // Unregistered: ftrace must forget its filter before the memory goes.
+                ftrace::ftrace_free_filter(ops)?;
                 // SAFETY: unregistered.
                 unsafe { q.poison(p) };
                 legacy = !legacy;
