@@ -38,6 +38,18 @@
 //!
 //! Stamps keep 62 bits of the sequence number and compare them modulo 2^62, so the 64-bit counters
 //! may wrap freely.
+//!
+//! # Records of several slots
+//!
+//! A trace event's record (its fields) may be longer than one slot: [`RingBuffer::push_record`]
+//! reserves `1 + cont` consecutive sequence numbers with one `fetch_add`, claims every slot
+//! first (all or none: a collision drops the whole record, each slot counted as dropped), then
+//! fills and commits them. The first slot's [`TraceEntry::cont`] says how many
+//! [`KIND_CONT`] slots follow. Readers deliver such a record whole or not at all: all its slots
+//! committed (delivered together, in order, by one read call), one of them lost (the whole record
+//! counts as lost), or one still being written (the read stops before the record's first slot). A
+//! read that starts after an overwrite may begin on continuation slots whose first slot is gone;
+//! they are delivered like any entry and the caller skips them ([`KIND_CONT`] is no event).
 
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
@@ -47,6 +59,13 @@ pub const KIND_FUNC: u8 = 0;
 pub const KIND_GRAPH_ENTRY: u8 = 1;
 /// [`TraceEntry::kind`] of a function-graph return record.
 pub const KIND_GRAPH_RETURN: u8 = 2;
+/// [`TraceEntry::kind`] of a continuation slot of a longer record (see [`RingBuffer::push_record`]):
+/// `ts`, `ip`, `parent` and `extra` carry 32 bytes of the record's payload ([`CONT_BYTES`]).
+pub const KIND_CONT: u8 = 0xff;
+/// Payload bytes one continuation slot carries.
+pub const CONT_BYTES: usize = 32;
+/// Most continuation slots one record may have.
+pub const MAX_CONT: usize = 64;
 
 /// One trace record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,8 +83,9 @@ pub struct TraceEntry {
     pub cpu: u8,
     /// Call depth (function graph).
     pub depth: u16,
-    /// Padding; stored and returned verbatim.
-    pub _pad: u32,
+    /// Continuation slots ([`KIND_CONT`]) that follow this one and belong to the same record
+    /// (0 for a one-slot record).
+    pub cont: u32,
     /// Function graph: return value or duration.
     pub extra: u64,
 }
@@ -73,12 +93,38 @@ pub struct TraceEntry {
 const WORDS: usize = 5;
 
 impl TraceEntry {
+    /// A continuation slot carrying `chunk` (at most [`CONT_BYTES`], zero-padded).
+    #[inline]
+    pub fn continuation(chunk: &[u8]) -> TraceEntry {
+        let mut b = [0u8; CONT_BYTES];
+        let n = chunk.len().min(CONT_BYTES);
+        b[..n].copy_from_slice(&chunk[..n]);
+        let word = |i: usize| u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+        TraceEntry { ts: word(0), ip: word(8), parent: word(16), kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, extra: word(24) }
+    }
+
+    /// The payload bytes of a continuation slot.
+    #[inline]
+    pub fn payload(&self) -> [u8; CONT_BYTES] {
+        let mut b = [0u8; CONT_BYTES];
+        for (i, w) in [self.ts, self.ip, self.parent, self.extra].iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    /// Continuation slots a payload of `len` bytes needs.
+    #[inline]
+    pub const fn slots_for(len: usize) -> usize {
+        len.div_ceil(CONT_BYTES)
+    }
+
     #[inline(always)]
     fn to_words(self) -> [u64; WORDS] {
         let packed = self.kind as u64
             | (self.cpu as u64) << 8
             | (self.depth as u64) << 16
-            | (self._pad as u64) << 32;
+            | (self.cont as u64) << 32;
         [self.ts, self.ip, self.parent, packed, self.extra]
     }
 
@@ -91,7 +137,7 @@ impl TraceEntry {
             kind: w[3] as u8,
             cpu: (w[3] >> 8) as u8,
             depth: (w[3] >> 16) as u16,
-            _pad: (w[3] >> 32) as u32,
+            cont: (w[3] >> 32) as u32,
             extra: w[4],
         }
     }
@@ -260,6 +306,76 @@ impl<const N: usize> RingBuffer<N> {
         slot.stamp.store(committed(s), Ordering::Release);
     }
 
+    /// Appends a record of several slots: `first` (its `cont` is set to `rest.len()`) and the
+    /// continuation slots `rest` ([`TraceEntry::continuation`]), at consecutive sequence numbers.
+    /// All or nothing: if one slot cannot be claimed (a nested writer collided with the one it
+    /// interrupted), the whole record is dropped and each of its slots counted in
+    /// [`dropped`](Self::dropped). A record of more than [`MAX_CONT`] continuations, or longer
+    /// than the buffer, is dropped the same way. Never blocks, allocates or panics.
+    pub fn push_record(&self, first: &TraceEntry, rest: &[TraceEntry]) {
+        if rest.is_empty() {
+            return self.push(first);
+        }
+        let n = rest.len() as u64 + 1;
+        if rest.len() > MAX_CONT || n > N as u64 {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        let s0 = self.head.fetch_add(n, Ordering::Relaxed);
+        // Claim every slot before writing any, remembering each slot's previous stamp so a
+        // failed claim can give the others back untouched.
+        let mut prev = [EMPTY; MAX_CONT + 1];
+        let mut claimed = 0;
+        while claimed < n {
+            match self.claim(s0.wrapping_add(claimed)) {
+                Some(old) => prev[claimed as usize] = old,
+                None => break,
+            }
+            claimed += 1;
+        }
+        if claimed < n {
+            for k in 0..n {
+                let s = s0.wrapping_add(k);
+                let slot = &self.slots[(s & Self::MASK) as usize];
+                slot.dropped.store(committed(s), Ordering::Release);
+                if k < claimed {
+                    // Nothing was written: the slot's older record is still whole.
+                    slot.stamp.store(prev[k as usize], Ordering::Release);
+                }
+            }
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        // Order the `busy` stamps before the payload stores (seqlock writer side).
+        fence(Ordering::Release);
+        let head = TraceEntry { cont: rest.len() as u32, ..*first };
+        for (k, e) in core::iter::once(&head).chain(rest).enumerate() {
+            let s = s0.wrapping_add(k as u64);
+            let slot = &self.slots[(s & Self::MASK) as usize];
+            for (w, v) in slot.words.iter().zip(e.to_words()) {
+                w.store(v, Ordering::Relaxed);
+            }
+            slot.stamp.store(committed(s), Ordering::Release);
+        }
+    }
+
+    /// Claims the slot of sequence number `s` (stamp `busy(s)`), returning its previous stamp;
+    /// `None` when it is busy (an interrupted writer on this CPU) or already holds a newer record.
+    #[inline(always)]
+    fn claim(&self, s: u64) -> Option<u64> {
+        let slot = &self.slots[(s & Self::MASK) as usize];
+        let mut cur = slot.stamp.load(Ordering::Relaxed);
+        loop {
+            if cur & BUSY != 0 || (cur != EMPTY && !stamp_older(cur, s)) {
+                return None;
+            }
+            match slot.stamp.compare_exchange_weak(cur, busy(s), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(cur),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Total pushes ever (since creation or the last [`reset`](Self::reset)), including those later
     /// overwritten or dropped.
     #[inline]
@@ -342,6 +458,41 @@ impl<const N: usize> RingBuffer<N> {
         }
         while s != head {
             match self.read_slot(s) {
+                SlotRead::Entry(e) if e.cont != 0 && e.kind != KIND_CONT => {
+                    // A record of several slots: whole, or lost, or wait for its writer.
+                    let n = (e.cont as usize).min(MAX_CONT);
+                    let mut rest = [TraceEntry::default(); MAX_CONT];
+                    let mut state = SlotRead::Entry(e);
+                    for (k, r) in rest.iter_mut().enumerate().take(n) {
+                        let sk = s.wrapping_add(k as u64 + 1);
+                        if Self::distance(sk, head) == 0 {
+                            state = SlotRead::Pending;
+                            break;
+                        }
+                        match self.read_slot(sk) {
+                            SlotRead::Entry(c) => *r = c,
+                            other => {
+                                state = other;
+                                if matches!(state, SlotRead::Lost) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    match state {
+                        SlotRead::Pending => break,
+                        SlotRead::Lost => stats.lost += n as u64 + 1,
+                        SlotRead::Entry(_) => {
+                            out(s, e);
+                            for (k, r) in rest.iter().take(n).enumerate() {
+                                out(s.wrapping_add(k as u64 + 1), *r);
+                            }
+                            stats.read += n as u64 + 1;
+                        }
+                    }
+                    s = s.wrapping_add(n as u64 + 1);
+                    continue;
+                }
                 SlotRead::Entry(e) => {
                     out(s, e);
                     stats.read += 1;
@@ -432,7 +583,7 @@ mod tests {
             e.kind as u64,
             e.cpu as u64,
             e.depth as u64,
-            e._pad as u64,
+            e.cont as u64,
         ] {
             h ^= v;
             h = h.wrapping_mul(0x0000_0100_0000_01B3).rotate_left(29);
@@ -449,7 +600,7 @@ mod tests {
             kind: (i % 3) as u8,
             cpu: (i >> 3) as u8,
             depth: (i >> 5) as u16,
-            _pad: (i >> 7) as u32 ^ 0xA5A5_A5A5,
+            cont: 0,
             extra: 0,
         };
         e.extra = checksum(&e);
@@ -472,7 +623,7 @@ mod tests {
             kind: 0xFE,
             cpu: 0xFD,
             depth: 0xFFFC,
-            _pad: 0xDEAD_BEEF,
+            cont: 0,
             extra: u64::MAX,
         };
         assert_eq!(TraceEntry::from_words(e.to_words()), e);
@@ -935,5 +1086,195 @@ mod tests {
         let (v, st) = collect(&rb);
         assert_eq!(st, ReadStats { read: 1, lost: 99 });
         assert_eq!(v, [(99, entry(99))]);
+    }
+
+    /// A record of `1 + n` slots whose payload encodes `i` in every byte range.
+    fn record(i: u64, n: usize) -> (TraceEntry, Vec<TraceEntry>, Vec<u8>) {
+        let payload: Vec<u8> = (0..n * CONT_BYTES).map(|k| (i as u8).wrapping_mul(31).wrapping_add(k as u8)).collect();
+        let first = TraceEntry { ts: i, ip: i ^ 0x55, kind: 9, extra: payload.len() as u64, ..Default::default() };
+        let rest = payload.chunks(CONT_BYTES).map(TraceEntry::continuation).collect();
+        (first, rest, payload)
+    }
+
+    /// Groups delivered entries into records (first slot + its continuations); orphan
+    /// continuations (their first slot was overwritten) are counted apart.
+    fn records(v: &[(u64, TraceEntry)]) -> (Vec<(TraceEntry, Vec<u8>)>, usize) {
+        let (mut out, mut orphans, mut i) = (Vec::new(), 0, 0);
+        while i < v.len() {
+            let (seq, e) = v[i];
+            if e.kind == KIND_CONT {
+                orphans += 1;
+                i += 1;
+                continue;
+            }
+            let mut bytes = Vec::new();
+            for k in 0..e.cont as usize {
+                let (s2, c) = v[i + 1 + k];
+                assert_eq!(s2, seq + 1 + k as u64, "continuations are consecutive");
+                assert_eq!(c.kind, KIND_CONT);
+                bytes.extend_from_slice(&c.payload());
+            }
+            i += 1 + e.cont as usize;
+            out.push((e, bytes));
+        }
+        (out, orphans)
+    }
+
+    #[test]
+    fn continuation_round_trip() {
+        let chunk: Vec<u8> = (0..CONT_BYTES as u8).collect();
+        assert_eq!(TraceEntry::continuation(&chunk).payload().as_slice(), chunk.as_slice());
+        let mut short = [0u8; CONT_BYTES];
+        short[..3].copy_from_slice(&[1, 2, 3]);
+        assert_eq!(TraceEntry::continuation(&[1, 2, 3]).payload(), short);
+        assert_eq!(TraceEntry::slots_for(0), 0);
+        assert_eq!(TraceEntry::slots_for(1), 1);
+        assert_eq!(TraceEntry::slots_for(32), 1);
+        assert_eq!(TraceEntry::slots_for(33), 2);
+    }
+
+    #[test]
+    fn records_of_several_slots_come_back_whole() {
+        let rb = RingBuffer::<16>::new();
+        for i in 0..5 {
+            let (f, r, _) = record(i, i as usize % 3);
+            rb.push_record(&f, &r);
+        }
+        let mut v = Vec::new();
+        let st = rb.snapshot(|s, e| v.push((s, e)));
+        assert_eq!(st, ReadStats { read: 1 + 2 + 3 + 1 + 2, lost: 0 });
+        let (recs, orphans) = records(&v);
+        assert_eq!(orphans, 0);
+        assert_eq!(recs.len(), 5);
+        for (i, (e, bytes)) in recs.iter().enumerate() {
+            let (f, r, payload) = record(i as u64, i % 3);
+            assert_eq!((e.ts, e.ip, e.cont), (f.ts, f.ip, r.len() as u32));
+            assert_eq!(bytes, &payload);
+        }
+    }
+
+    #[test]
+    fn overwritten_records_are_lost_whole_or_orphaned() {
+        // 8 slots; records of 3 slots: the oldest are overwritten part-way.
+        let rb = RingBuffer::<8>::new();
+        for i in 0..6 {
+            let (f, r, _) = record(i, 2);
+            rb.push_record(&f, &r);
+        }
+        let mut v = Vec::new();
+        let st = rb.snapshot(|s, e| v.push((s, e)));
+        // 18 slots written, the last 8 (10..18) kept: record 3 had slots 9..12 and its first one
+        // is gone, so 10 and 11 come back as orphans; records 4 and 5 come back whole.
+        let (recs, orphans) = records(&v);
+        assert_eq!(orphans, 2);
+        assert_eq!(recs.iter().map(|(e, _)| e.ts).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(st.read + st.lost, 18);
+        for (e, bytes) in &recs {
+            assert_eq!(bytes, &record(e.ts, 2).2);
+        }
+    }
+
+    #[test]
+    fn a_record_being_written_stops_the_reader_before_it() {
+        let rb = RingBuffer::<16>::new();
+        rb.push(&entry(0));
+        // A writer reserved 3 slots and claimed them but has not committed yet.
+        let s0 = rb.head.fetch_add(3, Ordering::Relaxed);
+        for k in 0..3 {
+            assert!(rb.claim(s0 + k).is_some());
+        }
+        let mut v = Vec::new();
+        let st = rb.snapshot(|s, e| v.push((s, e)));
+        assert_eq!((st, v.len()), (ReadStats { read: 1, lost: 0 }, 1));
+        assert_eq!(rb.cursor(), s0, "the reader waits at the record's first slot");
+        // The writer commits the first slot only: still nothing.
+        let (f, r, payload) = record(7, 2);
+        let first = TraceEntry { cont: 2, ..f };
+        let slot = &rb.slots[s0 as usize];
+        for (w, x) in slot.words.iter().zip(first.to_words()) {
+            w.store(x, Ordering::Relaxed);
+        }
+        slot.stamp.store(committed(s0), Ordering::Release);
+        assert_eq!(rb.snapshot(|_, _| panic!("a partial record was delivered")), ReadStats::default());
+        for (k, c) in r.iter().enumerate() {
+            let s = s0 + 1 + k as u64;
+            let slot = &rb.slots[s as usize];
+            for (w, x) in slot.words.iter().zip(c.to_words()) {
+                w.store(x, Ordering::Relaxed);
+            }
+            slot.stamp.store(committed(s), Ordering::Release);
+        }
+        let mut v = Vec::new();
+        assert_eq!(rb.snapshot(|s, e| v.push((s, e))), ReadStats { read: 3, lost: 0 });
+        let (recs, _) = records(&v);
+        assert_eq!(recs[0].1, payload);
+    }
+
+    #[test]
+    fn a_collision_drops_the_whole_record_and_keeps_older_ones() {
+        let rb = RingBuffer::<8>::new();
+        for i in 0..8 {
+            rb.push(&entry(i));
+        }
+        rb.discard();
+        // An interrupted writer holds the slot of sequence number 9 (busy).
+        let (f, r, _) = record(1, 2);
+        assert!(rb.claim(9).is_some());
+        rb.head.store(8, Ordering::Relaxed);
+        rb.push_record(&f, &r); // wants 8, 9, 10: 9 is busy
+        assert_eq!(rb.dropped(), 3);
+        // Slots 8 and 10 were given back with their old records (0 and 2) untouched.
+        assert_eq!(rb.slots[0].stamp.load(Ordering::Relaxed), committed(0));
+        assert_eq!(rb.slots[2].stamp.load(Ordering::Relaxed), committed(2));
+        // Finish the interrupted writer of 9, then read: 8 and 10 count as lost, 9 arrives.
+        let s9 = &rb.slots[1];
+        for (w, x) in s9.words.iter().zip(entry(9).to_words()) {
+            w.store(x, Ordering::Relaxed);
+        }
+        s9.stamp.store(committed(9), Ordering::Release);
+        let mut v = Vec::new();
+        let st = rb.snapshot(|s, e| v.push((s, e)));
+        assert_eq!(v, [(9, entry(9))]);
+        assert_eq!(st, ReadStats { read: 1, lost: 2 });
+    }
+
+    #[test]
+    fn too_long_records_are_dropped() {
+        let rb = RingBuffer::<8>::new();
+        let (f, r, _) = record(1, 8);
+        rb.push_record(&f, &r);
+        assert_eq!((rb.dropped(), rb.written()), (9, 0));
+    }
+
+    #[test]
+    fn concurrent_records_are_never_torn() {
+        let rb = Arc::new(RingBuffer::<64>::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (rb, done) = (rb.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..200_000u64 {
+                    let (f, r, _) = record(i, (i % 4) as usize);
+                    rb.push_record(&f, &r);
+                }
+                done.store(true, Ordering::Release);
+            })
+        };
+        let mut seen = 0u64;
+        loop {
+            let finished = done.load(Ordering::Acquire);
+            let mut v = Vec::new();
+            rb.snapshot(|s, e| v.push((s, e)));
+            let (recs, _) = records(&v);
+            for (e, bytes) in recs {
+                assert_eq!(bytes, record(e.ts, (e.ts % 4) as usize).2, "record {} torn", e.ts);
+                seen += 1;
+            }
+            if finished {
+                break;
+            }
+        }
+        writer.join().unwrap();
+        assert!(seen > 0);
     }
 }

@@ -55,7 +55,7 @@ pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
         kind,
         cpu: cpu as u8,
         depth,
-        _pad: 0,
+        cont: 0,
         extra,
     });
 }
