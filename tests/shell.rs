@@ -272,3 +272,54 @@ fn survives_random_bytes_overlong_lines_and_busy_cpus() {
     s.send_line("poweroff");
     assert!(s.wait_exit(CMD).is_some());
 }
+
+#[test]
+fn kprobe_events_define_enable_filter_trigger_and_remove() {
+    let mut s = boot();
+    // Definitions: a kprobe on the entry with register and memory fetches, a kretprobe.
+    assert_eq!(run(&mut s, "echo 'p:myprobe chain_c x=%a0 s=$stack0:x64 c=$comm' > kprobe_events"), "");
+    assert_eq!(run(&mut s, "echo 'r:myret chain_b ret=$retval arg=$arg1' >> kprobe_events"), "");
+    let defs = run(&mut s, "cat kprobe_events");
+    println!("{defs}");
+    assert_eq!(defs.lines().count(), 2, "{defs}");
+    println!("{}", run(&mut s, "ls events/kprobes"));
+    println!("{}", run(&mut s, "cat events/kprobes/myprobe/format"));
+    assert_eq!(run(&mut s, "echo 1 > events/kprobes/myprobe/enable"), "");
+    assert_eq!(run(&mut s, "echo 1 > events/kprobes/myret/enable"), "");
+    println!("{}", run(&mut s, "cat set_event"));
+    assert!(run(&mut s, "run chain 3").starts_with("chain_root called 3 times"));
+    let t = run(&mut s, "cat trace");
+    println!("{t}");
+    let lines: Vec<&str> = body(&t);
+    assert_eq!(lines.iter().filter(|l| l.contains("myprobe: (selftest::targets::chain_c+0x0/")).count(), 3, "{t}");
+    assert_eq!(lines.iter().filter(|l| l.contains("myret: (")).count(), 3, "{t}");
+    // A filter keeps one call in three.
+    assert_eq!(run(&mut s, "echo > trace"), "");
+    assert_eq!(run(&mut s, "echo 'x == 3' > events/kprobes/myprobe/filter"), "");
+    assert_eq!(run(&mut s, "cat events/kprobes/myprobe/filter"), "x == 3\n");
+    // A bad filter is refused, logged, and the old one stays.
+    assert_eq!(run(&mut s, "echo 'x == ' > events/kprobes/myprobe/filter"), "sh: write error: filter: Invalid argument\n");
+    println!("{}", run(&mut s, "cat error_log"));
+    assert_eq!(run(&mut s, "cat events/kprobes/myprobe/filter"), "x == 3\n");
+    // A hist trigger on the kretprobe.
+    assert_eq!(run(&mut s, "echo 'hist:keys=ret:vals=arg' > events/kprobes/myret/trigger"), "");
+    run(&mut s, "run chain 2");
+    let t = run(&mut s, "cat trace");
+    println!("{t}");
+    println!("{}", run(&mut s, "cat events/kprobes/myret/hist"));
+    println!("{}", run(&mut s, "cat events/kprobes/myret/trigger"));
+    println!("{}", run(&mut s, "cat kprobe_profile"));
+    // Removal is refused while enabled, then works.
+    assert_eq!(run(&mut s, "echo '-:myprobe' >> kprobe_events"), "sh: write error: kprobe_events: Device or resource busy\n");
+    assert_eq!(run(&mut s, "echo 0 > events/kprobes/enable"), "");
+    assert_eq!(run(&mut s, "echo '!hist:keys=ret:vals=arg' > events/kprobes/myret/trigger"), "");
+    assert_eq!(run(&mut s, "echo '-:myprobe' >> kprobe_events"), "");
+    assert_eq!(run(&mut s, "cat kprobe_events").lines().count(), 1);
+    // A bad definition: EINVAL and an error_log entry with a caret.
+    assert_eq!(run(&mut s, "echo 'p:bad no_such_function_xyz' >> kprobe_events"), "sh: write error: kprobe_events: Invalid argument\n");
+    let log = run(&mut s, "cat error_log");
+    println!("{log}");
+    assert!(log.contains("trace_kprobe: error: Invalid probed address or symbol"), "{log}");
+    assert_eq!(run(&mut s, "echo > kprobe_events"), "");
+    assert_eq!(run(&mut s, "cat kprobe_events"), "");
+}

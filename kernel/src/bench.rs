@@ -203,7 +203,7 @@ pub fn run() {
 }
 
 /// A tracepoint for `tracepoint_off`: no probe is ever registered on it.
-static BENCH_TP: crate::tracepoint::Tracepoint = crate::tracepoint::Tracepoint::new("bench", "bench_tp", &["x"]);
+static BENCH_TP: crate::tracepoint::Tracepoint = crate::tracepoint::Tracepoint::new("bench", "bench_tp", &[("x", crate::tracepoint::TpType::U64)]);
 
 /// A function that calls another (so it has its frame whatever else it does) and fires a
 /// tracepoint with no probe after the call.

@@ -97,6 +97,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     crate::ftrace::graph_tracer::init();
     crate::ftrace::bpf::init();
     crate::kprobes::init();
+    crate::events::init();
     crate::workloads::init();
     arch::smp::init_this_cpu();
     crate::cpu::mark_online();

@@ -44,6 +44,21 @@ impl<'a> From<&'a str> for TpArg<'a> {
     }
 }
 
+/// The type of a tracepoint argument, as its trace event stores and prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TpType {
+    /// An unsigned number printed in decimal, 32 or 64 bits.
+    U32,
+    U64,
+    /// A number printed in hex, 32 or 64 bits.
+    X32,
+    X64,
+    /// A code address printed as `symbol+offset/size`.
+    Sym,
+    /// A string.
+    Str,
+}
+
 /// A probe: called with the tracepoint and its arguments, in the order of `Tracepoint::args`.
 pub type TpProbe = fn(tp: &Tracepoint, args: &[TpArg]);
 
@@ -51,8 +66,8 @@ pub type TpProbe = fn(tp: &Tracepoint, args: &[TpArg]);
 pub struct Tracepoint {
     pub system: &'static str,
     pub name: &'static str,
-    /// The names of its arguments.
-    pub args: &'static [&'static str],
+    /// Its arguments: names and types.
+    pub args: &'static [(&'static str, TpType)],
     probes: [AtomicUsize; MAX_PROBES],
 }
 
@@ -84,7 +99,7 @@ impl core::fmt::Display for TpError {
 static REG: spin::Mutex<()> = spin::Mutex::new(());
 
 impl Tracepoint {
-    pub const fn new(system: &'static str, name: &'static str, args: &'static [&'static str]) -> Tracepoint {
+    pub const fn new(system: &'static str, name: &'static str, args: &'static [(&'static str, TpType)]) -> Tracepoint {
         Tracepoint { system, name, args, probes: [const { AtomicUsize::new(0) }; MAX_PROBES] }
     }
 
@@ -185,15 +200,27 @@ pub(crate) use trace;
 
 /// The kernel's own tracepoints.
 pub mod points {
-    use super::Tracepoint;
+    use super::{TpType, Tracepoint};
 
     /// The periodic timer tick (`irq:timer_tick`, argument the CPU).
-    pub static TIMER_TICK: Tracepoint = Tracepoint::new("irq", "timer_tick", &["cpu"]);
+    pub static TIMER_TICK: Tracepoint = Tracepoint::new("irq", "timer_tick", &[("cpu", TpType::U32)]);
     /// A module was loaded (`module:module_load`: its name and base address).
-    pub static MODULE_LOAD: Tracepoint = Tracepoint::new("module", "module_load", &["name", "base"]);
+    pub static MODULE_LOAD: Tracepoint = Tracepoint::new("module", "module_load", &[("name", TpType::Str), ("base", TpType::X64)]);
     /// A module is being freed (`module:module_free`: its name).
-    pub static MODULE_FREE: Tracepoint = Tracepoint::new("module", "module_free", &["name"]);
+    pub static MODULE_FREE: Tracepoint = Tracepoint::new("module", "module_free", &[("name", TpType::Str)]);
+
+    /// An ftrace site's call slot was rewritten (`ftrace:site_update`: the function, the old and
+    /// the new word).
+    pub static SITE_UPDATE: Tracepoint =
+        Tracepoint::new("ftrace", "site_update", &[("ip", TpType::Sym), ("old", TpType::X32), ("new", TpType::X32)]);
+    /// A program was attached to a generated BPF trampoline (`bpf:trampoline_attach`: the
+    /// function, the program kind, the programs on the trampoline now).
+    pub static BPF_ATTACH: Tracepoint =
+        Tracepoint::new("bpf", "trampoline_attach", &[("ip", TpType::Sym), ("kind", TpType::Str), ("progs", TpType::U32)]);
+    /// A program was detached from a generated BPF trampoline (`bpf:trampoline_detach`).
+    pub static BPF_DETACH: Tracepoint =
+        Tracepoint::new("bpf", "trampoline_detach", &[("ip", TpType::Sym), ("kind", TpType::Str), ("progs", TpType::U32)]);
 
     /// Every tracepoint above.
-    pub static ALL: &[&Tracepoint] = &[&TIMER_TICK, &MODULE_LOAD, &MODULE_FREE];
+    pub static ALL: &[&Tracepoint] = &[&TIMER_TICK, &MODULE_LOAD, &MODULE_FREE, &SITE_UPDATE, &BPF_ATTACH, &BPF_DETACH];
 }

@@ -110,6 +110,17 @@ pub enum Kind {
     Fexit,
 }
 
+impl Kind {
+    /// The program kind as BPF names its section (`fentry`, `fmod_ret`, `fexit`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Fentry => "fentry",
+            Kind::FmodRet => "fmod_ret",
+            Kind::Fexit => "fexit",
+        }
+    }
+}
+
 /// Why an attach or detach was refused. Nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttachError {
@@ -441,6 +452,7 @@ fn attach(kind: Kind, func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> 
         let mut links = t.links.clone();
         links.push(link);
         swap_image(t, links)?;
+        crate::tracepoint::trace!(crate::tracepoint::points::BPF_ATTACH, func.ip, kind.name(), t.links.len());
         return Ok(BpfLink { ip: func.ip, id: link.id, kind, attached: true });
     }
     let info = super::core::site_info(func.ip).ok_or_else(|| AttachError::NotTraceable(name.clone()))?;
@@ -478,6 +490,7 @@ fn attach(kind: Kind, func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> 
         return Err(ftrace_err(&name, e));
     }
     reg.push(Tramp { ip: func.ip, name: info.site.name, ops, links, image, placement: func.placement, _module: module });
+    crate::tracepoint::trace!(crate::tracepoint::points::BPF_ATTACH, func.ip, kind.name(), 1usize);
     Ok(BpfLink { ip: func.ip, id: link.id, kind, attached: true })
 }
 
@@ -503,10 +516,13 @@ fn detach(ip: u64, id: u64) -> Result<(), AttachError> {
     let i = reg.iter().position(|t| t.ip == ip).ok_or(AttachError::NotAttached)?;
     let t = &mut reg[i];
     let j = t.links.iter().position(|l| l.id == id).ok_or(AttachError::NotAttached)?;
+    let kind = t.links[j].kind;
     if t.links.len() > 1 {
         let mut links = t.links.clone();
         links.remove(j);
-        return swap_image(t, links);
+        swap_image(t, links)?;
+        crate::tracepoint::trace!(crate::tracepoint::points::BPF_DETACH, ip, kind.name(), t.links.len());
+        return Ok(());
     }
     let quiet = direct::unregister_direct_quiet(t.ops, t.image.at()).map_err(AttachError::Ftrace)?;
     let t = reg.remove(i);
@@ -515,6 +531,7 @@ fn detach(ip: u64, id: u64) -> Result<(), AttachError> {
     // callback), and the registry entry that referred to it is gone.
     let _ = unsafe { FtraceOps::free(t.ops) };
     retire(t.image, quiet);
+    crate::tracepoint::trace!(crate::tracepoint::points::BPF_DETACH, ip, kind.name(), 0usize);
     Ok(())
 }
 

@@ -261,6 +261,7 @@ fn modify_site(site: &Site, have: Option<u64>, want: Option<u64>) -> Result<(), 
     let (old, new) = (site_word(site.ip, have)?, site_word(site.ip, want)?);
     // SAFETY: see above: the call slot at `ip + 4` is valid, mapped text.
     unsafe { arch::patch::patch_insn_unchecked(site.ip + 4, old, new)? };
+    crate::tracepoint::trace!(crate::tracepoint::points::SITE_UPDATE, site.ip, old, new);
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use crate::{kassert, kassert_eq, ktest};
 use core::hint::black_box;
 use core::sync::atomic::{AtomicU64, Ordering::*};
 
-static TEST_TP: Tracepoint = Tracepoint::new("selftest", "tp_test", &["n", "what"]);
+static TEST_TP: Tracepoint = Tracepoint::new("selftest", "tp_test", &[("n", crate::tracepoint::TpType::U64), ("what", crate::tracepoint::TpType::Str)]);
 
 /// Fires `TEST_TP` with `n` and a string; returns `n + 1` (so calls are not merged away).
 #[inline(never)]

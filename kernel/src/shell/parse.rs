@@ -135,6 +135,8 @@ pub enum Errno {
     EISDIR,
     EINVAL,
     ENODEV,
+    E2BIG,
+    EOPNOTSUPP,
 }
 
 impl Errno {
@@ -151,6 +153,8 @@ impl Errno {
             Errno::EISDIR => "Is a directory",
             Errno::EINVAL => "Invalid argument",
             Errno::ENODEV => "No such device",
+            Errno::E2BIG => "Argument list too long",
+            Errno::EOPNOTSUPP => "Operation not supported",
         }
     }
 }

@@ -45,6 +45,16 @@ pub enum File {
     KprobesBlacklist,
     /// `/sys/kernel/debug/kprobes/list`: the registered kprobes.
     KprobesList,
+    AvailableEvents,
+    SetEvent,
+    KprobeEvents,
+    DynamicEvents,
+    KprobeProfile,
+    ErrorLog,
+    /// `events/enable` (`None`) or `events/<system>/enable` (the id of one of its events).
+    EventsEnable(Option<u16>),
+    /// A file of `events/<system>/<event>/` (the event's id).
+    Event(u16, super::events::EvFile),
 }
 
 /// The files at the top of tracefs, by name.
@@ -71,7 +81,7 @@ const ROOT: &[(&str, File)] = &[
     ("trace_pipe", File::TracePipe(None)),
     ("tracing_on", File::TracingOn),
 ];
-const ROOT_DIRS: &[&str] = &["options", "per_cpu", "trace_stat"];
+const ROOT_DIRS: &[&str] = &["events", "options", "per_cpu", "trace_stat"];
 const STACK_ENABLED_PATH: &str = "/proc/sys/kernel/stack_tracer_enabled";
 /// Linux keeps the kprobe lists in debugfs, beside (not inside) tracefs.
 const KPROBES_DIR: &str = "/sys/kernel/debug/kprobes";
@@ -118,7 +128,8 @@ pub fn list_dir(path: &str) -> Result<Vec<String>, Errno> {
         };
     };
     let mut v: Vec<String> = match rel {
-        "" => ROOT.iter().map(|(n, _)| *n).chain(ROOT_DIRS.iter().copied()).map(String::from).collect(),
+        "" => ROOT.iter().chain(super::events::ROOT).map(|(n, _)| *n).chain(ROOT_DIRS.iter().copied()).map(String::from).collect(),
+        p if super::events::list_dir(p).is_some() => super::events::list_dir(p).unwrap_or(Err(Errno::ENOENT))?,
         "options" => OPTION_NAMES.iter().map(|(n, _)| String::from(*n)).collect(),
         "per_cpu" => (0..cpus()).map(|c| alloc::format!("cpu{c}")).collect(),
         "trace_stat" => (0..cpus()).map(|c| alloc::format!("function{c}")).collect(),
@@ -150,8 +161,11 @@ impl File {
         if rel.is_empty() || ROOT_DIRS.contains(&rel) {
             return Err(Errno::EISDIR);
         }
-        if let Some((_, f)) = ROOT.iter().find(|(n, _)| *n == rel) {
+        if let Some((_, f)) = ROOT.iter().chain(super::events::ROOT).find(|(n, _)| *n == rel) {
             return Ok(*f);
+        }
+        if let Some(r) = super::events::lookup(rel) {
+            return r;
         }
         if let Some(o) = rel.strip_prefix("options/") {
             return OPTION_NAMES.iter().position(|(n, _)| *n == o).map(File::OptionFile).ok_or(Errno::ENOENT);
@@ -191,6 +205,9 @@ impl File {
                 | File::StackTrace
                 | File::KprobesBlacklist
                 | File::KprobesList
+                | File::AvailableEvents
+                | File::KprobeProfile
+                | File::Event(_, super::events::EvFile::Format | super::events::EvFile::Id | super::events::EvFile::Hist)
         )
     }
 
@@ -207,6 +224,14 @@ impl File {
 
 fn read_locked(s: &State, f: File, w: &mut dyn Write) -> core::fmt::Result {
     match f {
+        File::AvailableEvents
+        | File::SetEvent
+        | File::KprobeEvents
+        | File::DynamicEvents
+        | File::KprobeProfile
+        | File::ErrorLog
+        | File::EventsEnable(_)
+        | File::Event(..) => super::events::read(f, w),
         File::AvailableTracers => {
             let names: Vec<&str> = Tracer::ALL.iter().map(|t| t.name()).collect();
             writeln!(w, "{}", names.join(" "))
@@ -369,7 +394,7 @@ fn collect(s: &State, cpu: Option<usize>) -> (Vec<TraceEntry>, u64) {
         }
         events.extend(mine);
     }
-    events.sort_by_key(|e| (e.ts, e.cpu));
+    output::sort_events(&mut events);
     (events, written)
 }
 
@@ -398,7 +423,7 @@ pub fn read_pipe(cpu: Option<usize>, w: &mut dyn Write) {
         for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
             tracer::BUFFERS[c].snapshot(|_, e| events.push(e));
         }
-        events.sort_by_key(|e| (e.ts, e.cpu));
+        output::sort_events(&mut events);
         let _ = output::write_events(w, &events, layout(s), s.options, &|id| marker_text(s, id));
     });
 }
@@ -451,6 +476,12 @@ fn number(text: &str) -> Result<u64, Errno> {
 fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), Errno> {
     if !f.writable() {
         return Err(Errno::EACCES);
+    }
+    if matches!(
+        f,
+        File::SetEvent | File::KprobeEvents | File::DynamicEvents | File::ErrorLog | File::EventsEnable(_) | File::Event(..)
+    ) {
+        return super::events::write(f, text, append);
     }
     match f {
         File::CurrentTracer => {

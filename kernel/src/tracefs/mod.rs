@@ -6,6 +6,7 @@
 //! (`shell::console`) feeds it typed lines. File names, contents and error numbers follow
 //! Linux's Documentation/trace/ftrace.rst; `docs/tracefs.md` lists where they differ.
 
+pub mod events;
 mod files;
 pub mod output;
 

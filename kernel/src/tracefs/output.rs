@@ -5,6 +5,7 @@ use super::Options;
 use crate::ftrace::tracer::{self, KIND_MARKER, KIND_STACK};
 use crate::ringbuf::{KIND_FUNC, KIND_GRAPH_ENTRY, KIND_GRAPH_RETURN, TraceEntry};
 use crate::shell::parse::{duration_mark, write_graph_duration};
+use alloc::vec::Vec;
 use core::fmt::{Result, Write};
 
 /// The tracer whose layout is used.
@@ -73,6 +74,24 @@ pub fn write_graph_header(w: &mut dyn Write, opts: Options) -> Result {
 }
 
 
+/// Sorts the entries of several CPUs (each CPU's run in buffer order) by time, keeping each
+/// event record's continuation slots right after its first slot (they carry no time of their
+/// own). Stable: entries of one CPU with equal times stay in buffer order.
+pub fn sort_events(v: &mut Vec<TraceEntry>) {
+    let mut key = (0u64, 0u8);
+    let mut keyed: Vec<((u64, u8), TraceEntry)> = v
+        .drain(..)
+        .map(|e| {
+            if e.kind != crate::ringbuf::KIND_CONT {
+                key = (e.ts, e.cpu);
+            }
+            (key, e)
+        })
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    v.extend(keyed.into_iter().map(|(_, e)| e));
+}
+
 /// Writes events in the given layout. A graph entry immediately followed by its own return is
 /// one leaf line (`func();`), as Linux prints it. `markers` maps a marker event to its text.
 pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: Options, marker: &dyn Fn(u64) -> Option<alloc::string::String>) -> Result {
@@ -104,6 +123,23 @@ pub fn write_events(w: &mut dyn Write, ev: &[TraceEntry], layout: Layout, opts: 
             (crate::bpfrt::printk::KIND_BPF_PRINTK, Layout::Graph) => {
                 write_graph_columns(w, e, None, opts)?;
                 writeln!(w, "/* bpf_trace_printk: {} */", bpf_text(e.extra))?;
+            }
+            (crate::events::registry::KIND_EVENT, Layout::Function) => {
+                tracer::write_line_prefix(w, e, e.depth)?;
+                let rest = &ev[i + 1..(i + 1 + e.cont as usize).min(ev.len())];
+                crate::events::registry::write_event_text(w, e, rest)?;
+                w.write_char('\n')?;
+                i += 1 + rest.len();
+                continue;
+            }
+            (crate::events::registry::KIND_EVENT, Layout::Graph) => {
+                write_graph_columns(w, e, None, opts)?;
+                let rest = &ev[i + 1..(i + 1 + e.cont as usize).min(ev.len())];
+                w.write_str("/* ")?;
+                crate::events::registry::write_event_text(w, e, rest)?;
+                w.write_str(" */\n")?;
+                i += 1 + rest.len();
+                continue;
             }
             (KIND_STACK, _) => {
                 if e.depth == 0 {

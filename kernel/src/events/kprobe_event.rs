@@ -1,0 +1,514 @@
+//! Dynamic kprobe and kretprobe events (`kprobe_events`, `dynamic_events`): a parsed definition
+//! ([`super::probe_def`]) becomes an event in the registry and one kprobe or kretprobe per probe
+//! of it, whose handler fetches the arguments from the register frame and memory and emits the
+//! event's record.
+//!
+//! A probe is registered (and at once disarmed) when it is defined, so a place kprobes refuse is
+//! refused by the definition (`Failed to register probe event` in `error_log`); enabling the
+//! event arms it. Memory is read only inside kernel RAM (a fetch outside it fails: a number
+//! field stores 0, a string `(fault)`).
+
+use super::format::{EventLayout, RecordWriter};
+use super::probe_def::{self, Command, Errno, Fetch, FetchType, Interface, Location, ProbeDef, ProbeError, ProbeKind, Reason, SymbolLookup};
+use super::registry::{self, Event};
+use crate::shell::parse::Errno as ShErrno;
+use crate::kprobes::kretprobe::{Kretprobe, KretprobeInstance};
+use crate::kprobes::{Kprobe, Where};
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use arch::frame::PtRegs;
+use core::fmt::Write;
+
+/// What every probe of an event keeps besides its kprobe.
+struct Common {
+    event: Arc<Event>,
+    def: ProbeDef,
+    /// The arguments compiled for the handler.
+    args: Vec<Fx>,
+    /// The symbol name given to kprobes (leaked while the probe lives; freed on removal).
+    sym: *mut str,
+}
+
+/// A kprobe event's probe: the kprobe first, so its handler finds the rest (`container_of`).
+#[repr(C)]
+struct KInst {
+    kp: Kprobe,
+    c: Common,
+}
+
+/// A kretprobe event's probe: the kretprobe first.
+#[repr(C)]
+struct RInst {
+    rp: Kretprobe,
+    c: Common,
+}
+
+/// One probe of an event.
+enum Inst {
+    K(Box<KInst>),
+    R(Box<RInst>),
+}
+
+impl Inst {
+    fn c(&self) -> &Common {
+        match self {
+            Inst::K(k) => &k.c,
+            Inst::R(r) => &r.c,
+        }
+    }
+}
+
+// SAFETY: the raw `sym` is only touched under `DEFS`; everything else is Sync.
+unsafe impl Sync for Common {}
+// SAFETY: as above.
+unsafe impl Send for Common {}
+
+/// The defined events' probes, in definition order.
+static DEFS: spin::Mutex<Vec<Inst>> = spin::Mutex::new(Vec::new());
+
+/// A fetch argument as the handler runs it.
+enum Fx {
+    Reg(usize),
+    Stack(u32),
+    StackAddr,
+    Retval,
+    Comm,
+    Arg(u32),
+    Imm(u64),
+    ImmStr(Box<[u8]>),
+    /// The word at an address.
+    Mem(u64),
+    Deref(i64, Box<Fx>),
+}
+
+fn compile(f: &Fetch) -> Result<Fx, ()> {
+    Ok(match f {
+        Fetch::Reg(r) => Fx::Reg(r.pt_regs_offset() / 8),
+        Fetch::Stack(n) => Fx::Stack(*n),
+        Fetch::StackAddr => Fx::StackAddr,
+        Fetch::Retval => Fx::Retval,
+        Fetch::Comm => Fx::Comm,
+        Fetch::Arg(n) => Fx::Arg(*n),
+        Fetch::Imm(v) => Fx::Imm(*v),
+        Fetch::ImmString(s) => Fx::ImmStr(s.as_bytes().into()),
+        Fetch::Mem(a) => Fx::Mem(*a),
+        Fetch::Symbol(s) => {
+            let (name, off) = probe_def::split_symbol_offset(s).ok_or(())?;
+            let addr = crate::ksyms::find(name).ok_or(())?.addr;
+            Fx::Mem(addr.wrapping_add(off as u64))
+        }
+        Fetch::Deref { offset, inner, .. } => Fx::Deref(*offset as i64, Box::new(compile(inner)?)),
+    })
+}
+
+/// What a handler fetches from.
+struct Ctx<'a> {
+    regs: &'a PtRegs,
+    /// A kretprobe's entry arguments (a0..a3).
+    entry: Option<&'a [u64]>,
+}
+
+fn reg_word(regs: &PtRegs, i: usize) -> u64 {
+    match i {
+        0..=31 => regs.regs[i],
+        32 => regs.orig_a0,
+        33 => regs.era,
+        34 => regs.badv,
+        35 => regs.crmd,
+        36 => regs.prmd,
+        37 => regs.euen,
+        38 => regs.ecfg,
+        _ => regs.estat,
+    }
+}
+
+/// Reads `N <= 8` bytes at `addr` if they are kernel RAM.
+fn read_mem(addr: u64, len: usize) -> Option<u64> {
+    if !crate::bpfrt::env::is_kernel_ram(addr, len as u64) {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    for (i, x) in b.iter_mut().enumerate().take(len) {
+        // SAFETY: `addr..addr + len` is mapped kernel RAM (checked above); bytes are read one by
+        // one, so alignment does not matter.
+        *x = unsafe { core::ptr::read_volatile((addr + i as u64) as *const u8) };
+    }
+    Some(u64::from_le_bytes(b))
+}
+
+/// The value of `f` (a full word).
+fn eval(f: &Fx, c: &Ctx) -> Option<u64> {
+    let sp = c.regs.regs[3];
+    Some(match f {
+        Fx::Reg(i) => reg_word(c.regs, *i),
+        Fx::Stack(n) => read_mem(sp.wrapping_add(8 * *n as u64), 8)?,
+        Fx::StackAddr => sp,
+        Fx::Retval => c.regs.regs[4],
+        Fx::Arg(n) => match c.entry {
+            Some(e) => *e.get(*n as usize - 1)?,
+            None => *c.regs.regs.get(3 + *n as usize)?,
+        },
+        Fx::Imm(v) => *v,
+        Fx::Mem(a) => read_mem(*a, 8)?,
+        Fx::Deref(off, inner) => read_mem(eval(inner, c)?.wrapping_add(*off as u64), 8)?,
+        Fx::Comm | Fx::ImmStr(_) => return None,
+    })
+}
+
+/// The address the last step of `f` reads (for strings, arrays and narrow scalars).
+fn last_addr(f: &Fx, c: &Ctx) -> Option<u64> {
+    match f {
+        Fx::Mem(a) => Some(*a),
+        Fx::Deref(off, inner) => Some(eval(inner, c)?.wrapping_add(*off as u64)),
+        Fx::Stack(n) => Some(c.regs.regs[3].wrapping_add(8 * *n as u64)),
+        _ => None,
+    }
+}
+
+/// Stores the arguments of `p` into the record.
+fn fill(p: &Common, c: &Ctx, w: &mut RecordWriter, first_arg_field: usize) {
+    for (i, (a, fx)) in p.def.args.iter().zip(&p.args).enumerate() {
+        let field = first_arg_field + i;
+        let size = a.ty.size() as usize;
+        if a.ty.is_string() {
+            let mut tmp = [0u8; 128];
+            let mut comm = [0u8; 16];
+            let bytes: Option<&[u8]> = match (fx, a.ty) {
+                (Fx::Comm, _) => Some(registry::comm_of(arch::cpu::id() as u32, &mut comm)),
+                (Fx::ImmStr(s), _) => Some(&s[..]),
+                (_, FetchType::SymStr) => eval(fx, c).map(|v| {
+                    let mut cur = Cursor { buf: &mut tmp, len: 0 };
+                    let _ = super::format::write_sym_offset(&mut cur, v, &registry::KernelSyms);
+                    let n = cur.len;
+                    &tmp[..n]
+                }),
+                _ => last_addr(fx, c).and_then(|addr| read_cstr(addr, &mut tmp)).map(|n| &tmp[..n]),
+            };
+            let _ = w.string(field, 0, bytes);
+            continue;
+        }
+        let elems = a.count.max(1);
+        if a.count > 0 || matches!(fx, Fx::Deref(..) | Fx::Mem(_) | Fx::Stack(_)) {
+            // Memory: read exactly the element size at the last address, elements one after the other.
+            let base = last_addr(fx, c);
+            for j in 0..elems {
+                let v = base.and_then(|b| read_mem(b.wrapping_add(j as u64 * size as u64), size)).unwrap_or(0);
+                w.num(field, j, v);
+            }
+        } else {
+            w.num(field, 0, eval(fx, c).unwrap_or(0));
+        }
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a mut [u8; 128],
+    len: usize,
+}
+
+impl Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a NUL-terminated string at `addr` (at most `buf.len()` bytes); `None` on a fault.
+fn read_cstr(addr: u64, buf: &mut [u8; 128]) -> Option<usize> {
+    for i in 0..buf.len() {
+        let b = read_mem(addr.wrapping_add(i as u64), 1)? as u8;
+        if b == 0 {
+            return Some(i);
+        }
+        buf[i] = b;
+    }
+    Some(buf.len())
+}
+
+fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
+    // SAFETY: every kprobe with this handler is the first field of a repr(C) `KInst` (`define`).
+    let p = unsafe { &*(kp as *const Kprobe as *const KInst) };
+    let ip = regs.era;
+    let c = Ctx { regs, entry: None };
+    registry::emit(&p.c.event, ip, regs.regs[22], |w| {
+        w.num(0, 0, ip);
+        fill(&p.c, &c, w, 1);
+    });
+    false
+}
+
+fn kretprobe_entry(ri: &mut KretprobeInstance, regs: &mut PtRegs) -> bool {
+    for i in 0..ri.data.len() {
+        ri.data[i] = regs.regs[4 + i];
+    }
+    true
+}
+
+fn kretprobe_handler(ri: &KretprobeInstance, regs: &mut PtRegs) {
+    let Some(rp) = ri.kretprobe() else { return };
+    // SAFETY: every kretprobe with this handler is the first field of a repr(C) `RInst`.
+    let p = unsafe { &*(rp as *const Kretprobe as *const RInst) };
+    let c = Ctx { regs, entry: Some(&ri.data) };
+    registry::emit(&p.c.event, ri.func, regs.regs[22], |w| {
+        w.num(0, 0, ri.func);
+        w.num(1, 0, ri.ret_addr);
+        fill(&p.c, &c, w, 2);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Definitions.
+
+/// The symbol table as the definition parser asks it.
+struct Syms;
+
+impl probe_def::Symbols for Syms {
+    fn lookup(&self, module: Option<&str>, name: &str) -> SymbolLookup {
+        if let Some(m) = module {
+            return match crate::ksyms::resolve_in(m, name) {
+                Some(_) => SymbolLookup::Unique,
+                None if crate::ksyms::hold(m).is_none() => SymbolLookup::ModuleNotLoaded,
+                None => SymbolLookup::Missing,
+            };
+        }
+        let tail = |s: &str| s == name || s.strip_suffix(name).is_some_and(|p| p.ends_with("::"));
+        match crate::ksyms::table().iter().filter(|s| tail(s.name)).count() {
+            0 => SymbolLookup::Missing,
+            1 => SymbolLookup::Unique,
+            _ if crate::ksyms::find(name).is_some() => SymbolLookup::Unique,
+            _ => SymbolLookup::NotUnique,
+        }
+    }
+}
+
+/// The errno of a refused definition, as tracefs returns it.
+fn errno(e: Errno) -> ShErrno {
+    match e {
+        Errno::NoEnt => ShErrno::ENOENT,
+        Errno::TooBig => ShErrno::E2BIG,
+        Errno::Exist => ShErrno::EEXIST,
+        Errno::Inval => ShErrno::EINVAL,
+        Errno::OpNotSupp => ShErrno::EOPNOTSUPP,
+    }
+}
+
+/// A write to `kprobe_events` or `dynamic_events`: `>` (not `append`) first removes every
+/// probe event (refused with EBUSY while one is enabled); then each line is a command, run in
+/// order (a refused line stops the write; the lines before it stay done, as in Linux). Each
+/// refusal adds its `error_log` entries.
+pub fn write(text: &str, append: bool, iface: Interface) -> Result<(), ShErrno> {
+    if !append {
+        clear()?;
+    }
+    for line in probe_def::split_write(text) {
+        let line = line.map_err(errno)?;
+        let cmd = match probe_def::parse_command(line, iface, &Syms) {
+            Ok(c) => c,
+            Err(e) => {
+                for pe in &e.errors {
+                    super::log_error(probe_def::render_error_log(line, pe, now_ns()));
+                }
+                return Err(errno(e.errno));
+            }
+        };
+        match cmd {
+            Command::Empty => {}
+            Command::Remove(r) => {
+                let mut defs = DEFS.lock();
+                let hit: Vec<usize> = (0..defs.len()).filter(|&i| r.matches(&defs[i].c().def)).collect();
+                if hit.is_empty() {
+                    return Err(ShErrno::ENOENT);
+                }
+                if hit.iter().any(|&i| defs[i].c().event.is_armed()) {
+                    return Err(ShErrno::EBUSY);
+                }
+                for &i in hit.iter().rev() {
+                    let p = defs.remove(i);
+                    let ev = p.c().event.clone();
+                    destroy(p);
+                    if !defs.iter().any(|d| Arc::ptr_eq(&d.c().event, &ev)) {
+                        registry::remove(&ev);
+                    }
+                }
+            }
+            Command::Define(def) => define(line, def)?,
+        }
+    }
+    Ok(())
+}
+
+fn now_ns() -> u64 {
+    crate::time::ticks_to_ns(arch::time::ticks())
+}
+
+fn fail(line: &str, reason: Reason, word: usize, e: Errno) -> ShErrno {
+    super::log_error(probe_def::render_error_log(line, &ProbeError::at(line, reason, word, 0, e), now_ns()));
+    errno(e)
+}
+
+fn define(line: &str, def: ProbeDef) -> Result<(), ShErrno> {
+    let mut defs = DEFS.lock();
+    // An existing event of that name: another probe of it, if Linux's checks allow.
+    let same: Vec<ProbeDef> = defs.iter().map(Inst::c).filter(|d| d.def.group == def.group && d.def.event == def.event).map(|d| d.def.clone()).collect();
+    let event = if same.is_empty() {
+        if registry::find(&def.group, &def.event).is_some() {
+            return Err(fail(line, Reason::EventExist, 0, Errno::Exist));
+        }
+        None
+    } else {
+        if let Err(e) = def.check_append(line, &same) {
+            super::log_error(probe_def::render_error_log(line, &e, now_ns()));
+            return Err(errno(e.errno));
+        }
+        defs.iter().map(Inst::c).find(|d| d.def.group == def.group && d.def.event == def.event).map(|d| d.event.clone())
+    };
+    let mut args = Vec::new();
+    for (i, a) in def.args.iter().enumerate() {
+        match compile(&a.fetch) {
+            Ok(f) => args.push(f),
+            Err(()) => return Err(fail(line, Reason::BadProbeAddr, 2 + i, Errno::Inval)),
+        }
+    }
+    let (sym, off) = match &def.location {
+        Location::Symbol { symbol, offset } => (String::from(symbol.as_str()), *offset as u64),
+        Location::Address(a) => match crate::ksyms::lookup(*a) {
+            Some((s, o)) => (String::from(s.name), o),
+            None => return Err(fail(line, Reason::BadProbeAddr, 1, Errno::Inval)),
+        },
+    };
+    let new_event = event.is_none();
+    let event = event.unwrap_or_else(|| registry::add_dynamic(EventLayout::from_probe(&def)));
+    let sym: *mut str = Box::into_raw(sym.into_boxed_str());
+    // SAFETY: `sym` stays allocated until `destroy` (after the probe is unregistered).
+    let name: &'static str = unsafe { &*sym };
+    let kind = def.kind;
+    let c = Common { event: event.clone(), def, args, sym };
+    let inst = match kind {
+        ProbeKind::Kprobe => Inst::K(Box::new(KInst { kp: Kprobe::with(Where::Symbol(name, off), Some(kprobe_handler), None), c })),
+        ProbeKind::Kretprobe { maxactive } => {
+            Inst::R(Box::new(RInst { rp: Kretprobe::new(name, Some(kretprobe_entry), Some(kretprobe_handler), maxactive as usize), c }))
+        }
+    };
+    if let Err(e) = register(&inst) {
+        log::info!("kprobe_events: {line}: {e}");
+        if new_event {
+            registry::remove(&event);
+        }
+        drop(inst);
+        // SAFETY: never registered; `sym` came from `Box::into_raw`.
+        drop(unsafe { Box::from_raw(sym) });
+        let (reason, word) = if e.contains("not an instruction") {
+            (Reason::BadInsnBndry, 1)
+        } else {
+            (Reason::FailRegProbe, probe_def::command_text(line).split(' ').count())
+        };
+        return Err(fail(line, reason, word, Errno::Inval));
+    }
+    // Armed only while its event is.
+    let _ = set_armed(&inst, event.is_armed());
+    defs.push(inst);
+    Ok(())
+}
+
+/// The kprobe of a boxed instance, with the lifetime registration needs.
+fn kprobe_of(k: &KInst) -> &'static Kprobe {
+    // SAFETY: the instance is boxed in `DEFS` (or about to be) and its probe is unregistered in
+    // `destroy` before the Box is freed.
+    unsafe { &*(&k.kp as *const Kprobe) }
+}
+
+fn kretprobe_of(r: &RInst) -> &'static Kretprobe {
+    // SAFETY: as in `kprobe_of`.
+    unsafe { &*(&r.rp as *const Kretprobe) }
+}
+
+fn register(inst: &Inst) -> Result<(), String> {
+    match inst {
+        Inst::K(k) => crate::kprobes::register_kprobe(kprobe_of(k)).map_err(|e| alloc::format!("{e}")),
+        Inst::R(r) => crate::kprobes::kretprobe::register_kretprobe(kretprobe_of(r)).map_err(|e| alloc::format!("{e}")),
+    }
+}
+
+fn set_armed(inst: &Inst, on: bool) -> Result<(), String> {
+    let r = match inst {
+        Inst::K(k) if on => crate::kprobes::enable_kprobe(kprobe_of(k)),
+        Inst::K(k) => crate::kprobes::disable_kprobe(kprobe_of(k)),
+        Inst::R(r) if on => crate::kprobes::kretprobe::enable_kretprobe(kretprobe_of(r)),
+        Inst::R(r) => crate::kprobes::kretprobe::disable_kretprobe(kretprobe_of(r)),
+    };
+    r.map_err(|e| alloc::format!("{e}"))
+}
+
+/// Unregisters and frees a probe (unregistering waits until no CPU is inside it).
+fn destroy(inst: Inst) {
+    let _ = match &inst {
+        Inst::K(k) => crate::kprobes::unregister_kprobe(kprobe_of(k)),
+        Inst::R(r) => crate::kprobes::kretprobe::unregister_kretprobe(kretprobe_of(r)),
+    };
+    let sym = inst.c().sym;
+    drop(inst);
+    // SAFETY: came from `Box::into_raw` in `define`; the probe that named it is gone.
+    drop(unsafe { Box::from_raw(sym) });
+}
+
+/// Arms or disarms every probe of event `id` (called by the registry under its lock), all or
+/// none.
+pub fn arm(id: u16, on: bool) -> Result<(), String> {
+    let defs = DEFS.lock();
+    let mine: Vec<&Inst> = defs.iter().filter(|d| d.c().event.id == id).collect();
+    for (n, p) in mine.iter().enumerate() {
+        if let Err(e) = set_armed(p, on) {
+            for q in &mine[..n] {
+                let _ = set_armed(q, !on);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Removes every probe event (`> kprobe_events`); EBUSY while one is enabled or has triggers.
+pub fn clear() -> Result<(), ShErrno> {
+    let mut defs = DEFS.lock();
+    if defs.iter().any(|d| d.c().event.is_armed()) {
+        return Err(ShErrno::EBUSY);
+    }
+    for p in defs.drain(..) {
+        let ev = p.c().event.clone();
+        destroy(p);
+        registry::remove(&ev);
+    }
+    Ok(())
+}
+
+/// `kprobe_events` / `dynamic_events`: one line per probe, as Linux lists them.
+pub fn list(w: &mut dyn Write) -> core::fmt::Result {
+    for d in DEFS.lock().iter() {
+        writeln!(w, "{}", d.c().def)?;
+    }
+    Ok(())
+}
+
+/// `kprobe_profile`: each probe's event name, hits and misses (Linux's layout).
+pub fn profile(w: &mut dyn Write) -> core::fmt::Result {
+    for d in DEFS.lock().iter() {
+        let (hits, missed) = match d {
+            Inst::K(k) => (k.kp.hits(), k.kp.nmissed()),
+            Inst::R(r) => (r.rp.kprobe().hits(), r.rp.nmissed() + r.rp.kprobe().nmissed()),
+        };
+        writeln!(w, "  {:<44} {:>15} {:>15}", d.c().def.event, hits, missed)?;
+    }
+    Ok(())
+}
+
+/// The number of probes defined.
+pub fn count() -> usize {
+    DEFS.lock().len()
+}

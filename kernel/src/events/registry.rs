@@ -1,0 +1,494 @@
+//! The event registry: every trace event the kernel knows (its static tracepoints and the
+//! dynamic kprobe/kretprobe events of `kprobe_events`), with an id, a layout, an enable bit, a
+//! filter and triggers, and the code that writes an event's record into this CPU's ring buffer.
+//!
+//! A record is Linux's: the common fields, then the event's own (see [`super::format`]). In the
+//! ring it is one first slot of kind [`KIND_EVENT`] (timestamp, CPU, context flags; `ip` the
+//! probed address; `parent` the event id; `extra` the record's length) followed by the record's
+//! bytes in continuation slots ([`crate::ringbuf::RingBuffer::push_record`]).
+//!
+//! An event is *armed* (its probe registered or its tracepoint's probe on) while it is enabled
+//! or has a trigger; it records only while enabled (Linux's soft-disabled mode runs triggers of a
+//! disabled event the same way). Filters and triggers are replaced whole: readers on the hot path
+//! load a pointer, and a replaced one is freed only after every CPU left the code that may still
+//! read it ([`retire`]).
+
+use super::filter::{self, EventFilter, ParseEnv};
+use super::format::{CommonHeader, EventLayout, RecordWriter, SymbolInfo, Symbolizer, TpField};
+use super::probe_def::FetchType;
+use crate::ringbuf::{CONT_BYTES, KIND_CONT, MAX_CONT, TraceEntry};
+use crate::tracepoint::{TpArg, TpType, Tracepoint};
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+/// [`TraceEntry::kind`] of the first slot of a trace event's record.
+pub const KIND_EVENT: u8 = 6;
+/// Largest record an event writes (common fields, own fields and strings), in 16 continuation
+/// slots; the writer keeps it on its stack. Longer strings are cut (docs/events.md).
+pub const MAX_RECORD: usize = 16 * CONT_BYTES;
+const _: () = assert!(MAX_RECORD / CONT_BYTES <= MAX_CONT);
+/// The first id of a dynamic event (static tracepoints have the ids below it).
+const FIRST_DYNAMIC_ID: u16 = 1000;
+
+/// What fires an event.
+pub enum Source {
+    /// A static tracepoint of the kernel.
+    Tracepoint(&'static Tracepoint),
+    /// A `kprobe_events` definition (see [`super::kprobe_event`]).
+    Probe,
+}
+
+/// One trace event.
+pub struct Event {
+    pub id: u16,
+    pub layout: EventLayout,
+    pub source: Source,
+    enabled: AtomicBool,
+    /// Whether the probe (tracepoint probe or kprobe) is armed.
+    probe_on: AtomicBool,
+    /// The compiled filter (null: none); see [`retire`].
+    filter: AtomicPtr<EventFilter>,
+    /// The triggers (null: none).
+    triggers: AtomicPtr<super::trigger::Triggers>,
+    /// Records written (passed the filter) and records the filter dropped.
+    pub written: AtomicU64,
+    pub filtered: AtomicU64,
+}
+
+impl Event {
+    fn new(id: u16, layout: EventLayout, source: Source) -> Event {
+        Event {
+            id,
+            layout,
+            source,
+            enabled: AtomicBool::new(false),
+            probe_on: AtomicBool::new(false),
+            filter: AtomicPtr::new(core::ptr::null_mut()),
+            triggers: AtomicPtr::new(core::ptr::null_mut()),
+            written: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+        }
+    }
+
+    pub fn system(&self) -> &str {
+        self.layout.system()
+    }
+
+    pub fn name(&self) -> &str {
+        self.layout.name()
+    }
+
+    /// `system:name`, as `available_events` and `set_event` write it.
+    pub fn full_name(&self) -> String {
+        alloc::format!("{}:{}", self.system(), self.name())
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Whether the event's probe must run: enabled, or a trigger wants its hits.
+    pub fn is_armed(&self) -> bool {
+        self.is_enabled() || !self.triggers.load(Ordering::Acquire).is_null()
+    }
+
+    /// The filter's text (what `cat filter` shows), if one is set.
+    pub fn filter_text(&self) -> Option<String> {
+        let _g = CONFIG.lock();
+        let p = self.filter.load(Ordering::Acquire);
+        // SAFETY: a non-null filter is a leaked `Box` freed only by `set_filter` under `CONFIG`,
+        // which this holds.
+        (!p.is_null()).then(|| String::from_utf8_lossy(unsafe { &*p }.text()).into_owned())
+    }
+
+    /// Runs `f` on the triggers, under the configuration lock.
+    pub fn with_triggers<R>(&self, f: impl FnOnce(Option<&super::trigger::Triggers>) -> R) -> R {
+        let _g = CONFIG.lock();
+        let p = self.triggers.load(Ordering::Acquire);
+        // SAFETY: as for the filter: freed only by `set_triggers` under `CONFIG`.
+        f((!p.is_null()).then(|| unsafe { &*p }))
+    }
+}
+
+/// Every event, in registration order.
+static EVENTS: spin::Mutex<Vec<Arc<Event>>> = spin::Mutex::new(Vec::new());
+/// The event of each static tracepoint (`points::ALL[i]`), for the tracepoint probe, which may
+/// run in an interrupt and so must not take `EVENTS`' lock. Set once at boot, never freed.
+static TP_EVENTS: [AtomicPtr<Event>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
+/// Serialises configuration changes (enable, filter, triggers, definitions).
+pub static CONFIG: spin::Mutex<()> = spin::Mutex::new(());
+/// The next dynamic event id.
+static NEXT_ID: spin::Mutex<u16> = spin::Mutex::new(FIRST_DYNAMIC_ID);
+
+/// Every event (a snapshot).
+pub fn all() -> Vec<Arc<Event>> {
+    EVENTS.lock().clone()
+}
+
+/// The event `system:name`.
+pub fn find(system: &str, name: &str) -> Option<Arc<Event>> {
+    EVENTS.lock().iter().find(|e| e.system() == system && e.name() == name).cloned()
+}
+
+/// The event with id `id`.
+pub fn by_id(id: u16) -> Option<Arc<Event>> {
+    EVENTS.lock().iter().find(|e| e.id == id).cloned()
+}
+
+/// The systems, in first-registration order.
+pub fn systems() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in EVENTS.lock().iter() {
+        if !out.iter().any(|s| s == e.system()) {
+            out.push(e.system().into());
+        }
+    }
+    out
+}
+
+/// Adds a dynamic event (a probe's); returns it. Ids are never reused, so records of a removed
+/// event left in the buffers are never taken for another's.
+pub fn add_dynamic(layout: EventLayout) -> Arc<Event> {
+    let mut next = NEXT_ID.lock();
+    let id = *next;
+    *next = next.wrapping_add(1).max(FIRST_DYNAMIC_ID);
+    let ev = Arc::new(Event::new(id, layout, Source::Probe));
+    EVENTS.lock().push(ev.clone());
+    ev
+}
+
+/// Removes a dynamic event from the registry (its probe is gone already).
+pub fn remove(ev: &Arc<Event>) {
+    EVENTS.lock().retain(|e| !Arc::ptr_eq(e, ev));
+}
+
+/// Waits until no CPU can still be reading an event's old filter or triggers: every CPU left
+/// the tracing call it was in (probes on ftrace) and took an interrupt (break probes and
+/// tracepoints run their handlers with interrupts off, or in the handler of a CPU that then
+/// answers the cross-call only after it).
+pub fn retire() {
+    crate::ftrace::quiesce::synchronize_tracing();
+    crate::smp::sync_all_cpus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enabling, filters, triggers.
+
+/// Why a configuration change was refused; nothing changed.
+#[derive(Debug)]
+pub enum EventError {
+    /// The probe or tracepoint could not be armed.
+    Arm(String),
+    /// A bad filter (its error has Linux's reason and position).
+    Filter(filter::FilterError),
+    /// A bad trigger.
+    Trigger(super::trigger::TriggerError),
+    /// Busy (an enabled event cannot be removed).
+    Busy,
+}
+
+impl core::fmt::Display for EventError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EventError::Arm(e) => write!(f, "cannot arm the event: {e}"),
+            EventError::Filter(e) => write!(f, "{e}"),
+            EventError::Trigger(e) => write!(f, "{e}"),
+            EventError::Busy => f.write_str("the event is busy"),
+        }
+    }
+}
+
+/// Arms or disarms an event's probe to match `want`.
+fn arm(ev: &Event, want: bool) -> Result<(), EventError> {
+    if ev.probe_on.load(Ordering::Acquire) == want {
+        return Ok(());
+    }
+    let r = match ev.source {
+        Source::Tracepoint(tp) if want => crate::tracepoint::register_probe(tp, tracepoint_probe).map_err(|e| alloc::format!("{e}")),
+        Source::Tracepoint(tp) => crate::tracepoint::unregister_probe(tp, tracepoint_probe).map_err(|e| alloc::format!("{e}")),
+        Source::Probe => super::kprobe_event::arm(ev.id, want),
+    };
+    r.map_err(EventError::Arm)?;
+    ev.probe_on.store(want, Ordering::Release);
+    Ok(())
+}
+
+/// Enables or disables an event (its `enable` file). Nothing changes on an error.
+pub fn set_enabled(ev: &Event, on: bool) -> Result<(), EventError> {
+    let _g = CONFIG.lock();
+    set_enabled_locked(ev, on)
+}
+
+fn set_enabled_locked(ev: &Event, on: bool) -> Result<(), EventError> {
+    if ev.is_enabled() == on {
+        return Ok(());
+    }
+    let has_triggers = !ev.triggers.load(Ordering::Acquire).is_null();
+    if on {
+        arm(ev, true)?;
+        ev.enabled.store(true, Ordering::Release);
+    } else {
+        ev.enabled.store(false, Ordering::Release);
+        if !has_triggers {
+            if let Err(e) = arm(ev, false) {
+                ev.enabled.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Enables or disables several events, all or none (`events/enable`, a system's `enable`,
+/// `set_event`).
+pub fn set_enabled_all(evs: &[Arc<Event>], on: bool) -> Result<(), EventError> {
+    let _g = CONFIG.lock();
+    let mut done: Vec<&Arc<Event>> = Vec::new();
+    for e in evs {
+        if e.is_enabled() == on {
+            continue;
+        }
+        if let Err(err) = set_enabled_locked(e, on) {
+            for d in done {
+                let _ = set_enabled_locked(d, !on);
+            }
+            return Err(err);
+        }
+        done.push(e);
+    }
+    Ok(())
+}
+
+/// The parse environment of filters: the CPUs and the kernel's symbols.
+pub fn parse_env() -> ParseEnv<'static> {
+    ParseEnv::new(crate::smp::online() as u32).with_symbols(&KernelSyms)
+}
+
+/// Sets (`Some`) or clears an event's filter. The old one is freed once no CPU can read it.
+pub fn set_filter(ev: &Event, f: Option<EventFilter>) {
+    let _g = CONFIG.lock();
+    let new = f.map_or(core::ptr::null_mut(), |f| Box::into_raw(Box::new(f)));
+    let old = ev.filter.swap(new, Ordering::AcqRel);
+    if !old.is_null() {
+        retire();
+        // SAFETY: `old` was a leaked Box published in `filter`; it is unpublished and no CPU can
+        // still read it after `retire`.
+        drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+/// Sets or clears an event's triggers, arming or disarming the probe as needed.
+pub fn set_triggers(ev: &Event, t: Option<super::trigger::Triggers>) -> Result<(), EventError> {
+    let _g = CONFIG.lock();
+    let want = t.is_some() || ev.is_enabled();
+    let had = ev.is_armed();
+    if want && !had {
+        arm(ev, true)?;
+    }
+    let new = t.map_or(core::ptr::null_mut(), |t| Box::into_raw(Box::new(t)));
+    let old = ev.triggers.swap(new, Ordering::AcqRel);
+    if !want && had {
+        let _ = arm(ev, false);
+    }
+    if !old.is_null() {
+        retire();
+        // SAFETY: as in `set_filter`.
+        drop(unsafe { Box::from_raw(old) });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording.
+
+/// Builds an event's record with `fill` and, if the event is enabled and its filter keeps it,
+/// writes it to this CPU's buffer; runs the event's triggers on every hit. `ip` is what the
+/// first slot's `ip` holds (the probed address, or the tracepoint's site). Allocates nothing.
+#[inline(never)]
+pub fn emit(ev: &Event, ip: u64, fp: u64, fill: impl FnOnce(&mut RecordWriter)) {
+    let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
+    let flags = crate::ftrace::tracer::context_flags();
+    let header = CommonHeader { common_type: ev.id, flags: linux_flags(flags), preempt_count: 0, pid: formats::task::pid(cpu as u32) as i32 };
+    let mut buf = [0u8; MAX_RECORD];
+    let Ok(mut w) = ev.layout.writer(&header, &mut buf) else { return };
+    fill(&mut w);
+    let len = w.record_len().min(MAX_RECORD);
+    let rec = &buf[..len];
+    let triggers = ev.triggers.load(Ordering::Acquire);
+    let mut keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
+    if keep {
+        let f = ev.filter.load(Ordering::Acquire);
+        if !f.is_null() {
+            let mut comm = [0u8; 16];
+            let view = match ev.layout.view(rec) {
+                Ok(v) => v.with_context(cpu as u32, comm_of(cpu as u32, &mut comm)),
+                Err(_) => return,
+            };
+            // SAFETY: a published filter stays alive until `retire` saw this CPU leave here.
+            if !unsafe { &*f }.matches(&view) {
+                ev.filtered.fetch_add(1, Ordering::Relaxed);
+                keep = false;
+            }
+        }
+    }
+    if keep {
+        let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, extra: len as u64 };
+        let mut rest = [TraceEntry::default(); MAX_RECORD / CONT_BYTES];
+        let n = TraceEntry::slots_for(len);
+        for (slot, chunk) in rest.iter_mut().zip(rec.chunks(CONT_BYTES)) {
+            *slot = TraceEntry::continuation(chunk);
+        }
+        crate::ftrace::tracer::BUFFERS[cpu].push_record(&first, &rest[..n]);
+        ev.written.fetch_add(1, Ordering::Relaxed);
+    }
+    if !triggers.is_null() {
+        // SAFETY: as for the filter.
+        super::trigger::run(unsafe { &*triggers }, ev, rec, cpu as u32, ip, fp);
+    }
+}
+
+/// Linux's `TRACE_FLAG_*` bits from loongtrace's context flags.
+fn linux_flags(flags: u16) -> u8 {
+    let mut f = 0;
+    if flags & crate::ftrace::tracer::FLAG_IRQS_OFF != 0 {
+        f |= 0x01; // TRACE_FLAG_IRQS_OFF
+    }
+    if flags & crate::ftrace::tracer::FLAG_IN_TRAP != 0 {
+        f |= 0x08; // TRACE_FLAG_HARDIRQ
+    }
+    f
+}
+
+/// The name of the context on `cpu` (`loongtrace/N`) in `buf`.
+pub fn comm_of(cpu: u32, buf: &mut [u8; 16]) -> &[u8] {
+    use core::fmt::Write;
+    struct W<'a>(&'a mut [u8; 16], usize);
+    impl Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for b in s.bytes() {
+                if self.1 < 15 {
+                    self.0[self.1] = b;
+                    self.1 += 1;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut w = W(buf, 0);
+    let _ = write!(w, "{}", formats::task::Comm(cpu));
+    let n = w.1;
+    &buf[..n]
+}
+
+/// Reassembles the record of an event whose first slot is `first`, from the continuation slots
+/// that follow it; `None` if they are missing or the event is unknown.
+pub fn record_bytes(first: &TraceEntry, rest: &[TraceEntry]) -> Option<Vec<u8>> {
+    let n = first.cont as usize;
+    if first.kind != KIND_EVENT || rest.len() < n || rest[..n].iter().any(|c| c.kind != KIND_CONT) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(n * CONT_BYTES);
+    for c in &rest[..n] {
+        bytes.extend_from_slice(&c.payload());
+    }
+    bytes.truncate(first.extra as usize);
+    Some(bytes)
+}
+
+/// Writes an event's part of its `trace` line (`name: fields`), or `<unknown event N>`.
+pub fn write_event_text(w: &mut dyn core::fmt::Write, first: &TraceEntry, rest: &[TraceEntry]) -> core::fmt::Result {
+    let id = first.parent as u16;
+    let Some(ev) = by_id(id) else {
+        return write!(w, "[UNKNOWN EVENT {id}]");
+    };
+    match record_bytes(first, rest).as_deref().map(|b| ev.layout.view(b)) {
+        Some(Ok(r)) => r.write_text(w, &KernelSyms),
+        _ => write!(w, "{}: [record damaged]", ev.name()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static tracepoints.
+
+/// Registers the event of every static tracepoint (at boot, in `points::ALL` order: their ids
+/// are 1, 2, ...).
+pub fn init() {
+    let mut evs = EVENTS.lock();
+    if !evs.is_empty() {
+        return;
+    }
+    for (i, tp) in crate::tracepoint::points::ALL.iter().enumerate() {
+        let fields: Vec<TpField> = tp.args.iter().map(|(n, t)| TpField::new(n, fetch_type(*t))).collect();
+        match EventLayout::tracepoint(tp.system, tp.name, &fields) {
+            Ok(layout) => {
+                let ev = Arc::new(Event::new(i as u16 + 1, layout, Source::Tracepoint(tp)));
+                if let Some(slot) = TP_EVENTS.get(i) {
+                    // One reference leaked on purpose: static events live as long as the kernel.
+                    slot.store(Arc::into_raw(ev.clone()) as *mut Event, Ordering::Release);
+                }
+                evs.push(ev);
+            }
+            Err(e) => log::error!("events: tracepoint {}:{} has a bad layout: {e}", tp.system, tp.name),
+        }
+    }
+}
+
+fn fetch_type(t: TpType) -> FetchType {
+    match t {
+        TpType::U32 => FetchType::U32,
+        TpType::U64 => FetchType::U64,
+        TpType::X32 => FetchType::X32,
+        TpType::X64 => FetchType::X64,
+        TpType::Sym => FetchType::Symbol,
+        TpType::Str => FetchType::String,
+    }
+}
+
+/// The probe every armed static tracepoint calls: records its event.
+fn tracepoint_probe(tp: &Tracepoint, args: &[TpArg]) {
+    let Some(i) = crate::tracepoint::points::ALL.iter().position(|t| core::ptr::eq(*t, tp)) else { return };
+    let p = TP_EVENTS.get(i).map_or(core::ptr::null_mut(), |s| s.load(Ordering::Acquire));
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: set by `init` from a leaked `Arc`, never freed.
+    let ev = unsafe { &*p };
+    let ip = tracepoint_probe as fn(&Tracepoint, &[TpArg]) as usize as u64;
+    emit(ev, ip, arch::cpu::frame_pointer(), |w| {
+        for (i, a) in args.iter().enumerate() {
+            match a {
+                TpArg::Num(v) => w.num(i, 0, *v),
+                TpArg::Str(s) => {
+                    let _ = w.string(i, 0, Some(s.as_bytes()));
+                }
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Symbols.
+
+/// The kernel's symbols for the `trace` line, filters' `.function` and definitions.
+pub struct KernelSyms;
+
+impl Symbolizer for KernelSyms {
+    fn lookup(&self, addr: u64) -> Option<SymbolInfo<'_>> {
+        let (s, _) = crate::ksyms::lookup(addr)?;
+        let name = s.name.strip_prefix("loongtrace_kernel::").unwrap_or(s.name);
+        let module = crate::ksyms::owner_of(addr);
+        Some(SymbolInfo { name, start: s.addr, size: s.size as u64, module })
+    }
+}
+
+impl filter::Symbols for KernelSyms {
+    fn lookup_name(&self, name: &str) -> Option<u64> {
+        crate::ksyms::find(name).map(|s| s.addr)
+    }
+    fn lookup_addr(&self, addr: u64) -> Option<(u64, u64)> {
+        crate::ksyms::lookup(addr).map(|(s, _)| (s.addr, s.size as u64))
+    }
+}
