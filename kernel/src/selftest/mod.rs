@@ -28,6 +28,7 @@ pub mod poison;
 mod removal_tests;
 mod samples_tests;
 mod smp_tests;
+mod events_tests;
 mod tracefs_tests;
 mod tracepoint_tests;
 pub mod targets;

@@ -158,3 +158,18 @@ pub fn smp_work_c(x: u64) -> u64 {
     smp_count(2);
     black_box(x).wrapping_mul(7) + 3
 }
+
+/// What [`event_target`] gets a pointer to: a number at 0, a `u32` at 8, a name at 16.
+#[repr(C)]
+pub struct EventArg {
+    pub word: u64,
+    pub small: u32,
+    pub _pad: u32,
+    pub name: [u8; 16],
+}
+
+/// The trace-event tests' probe target: a number and a pointer to an [`EventArg`].
+#[inline(never)]
+pub fn event_target(x: u64, p: &EventArg) -> u64 {
+    black_box(x) + black_box(p.small) as u64
+}

@@ -354,7 +354,8 @@ fn ls(args: &[&str], out: &mut String) {
     }
 }
 
-/// Back to the boot state: nop tracer, no filters, probes, profiler or stack tracer, tracing on,
+/// Back to the boot state: nop tracer, no filters, probes, profiler or stack tracer, no events
+/// enabled, filtered or triggered, no probe events, an empty `error_log`, tracing on,
 /// default options and buffer sizes, empty buffers. Sample modules stay loaded.
 pub fn reset() {
     let _ = File::CurrentTracer.write("nop", false);
@@ -372,6 +373,13 @@ pub fn reset() {
     let _ = ftrace::ftrace_reset_filters(&ftrace::fgraph::GRAPH_SITE_OPS);
     let _ = ftrace::ftrace_reset_filters(&ftrace::stack_tracer::STACK_OPS);
     ftrace::stack_tracer::set_max_size(0);
+    for e in crate::events::registry::all() {
+        let _ = crate::events::registry::set_triggers(&e, None);
+        crate::events::registry::set_filter(&e, None);
+        let _ = crate::events::registry::set_enabled(&e, false);
+    }
+    let _ = crate::events::kprobe_event::clear();
+    crate::events::clear_error_log();
     ftrace::tracer::TRACING_ON.store(true, core::sync::atomic::Ordering::Relaxed);
     with_state(|s| {
         let loaded = core::mem::take(&mut s.loaded);
