@@ -6,9 +6,12 @@
 
 pub mod filter;
 pub mod format;
+#[cfg(target_os = "none")]
 pub mod kprobe_event;
 pub mod probe_def;
+#[cfg(target_os = "none")]
 pub mod registry;
+#[cfg(target_os = "none")]
 pub mod trigger;
 
 use alloc::collections::VecDeque;
@@ -43,6 +46,7 @@ pub fn clear_error_log() {
 }
 
 /// Registers the static tracepoints' events (at boot).
+#[cfg(target_os = "none")]
 pub fn init() {
     registry::init();
 }

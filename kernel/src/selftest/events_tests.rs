@@ -4,26 +4,13 @@
 //! random definition lines and filters typed at the prompt.
 
 use super::targets::{EventArg, chain_root, event_target};
-use crate::selftest::{TestError, TestResult};
+use super::tracefs_tests::{ok, sh};
+use crate::selftest::TestResult;
 use crate::tracefs;
 use crate::{kassert, kassert_eq, kdiag, ktest};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::hint::black_box;
-
-fn sh(line: &str) -> String {
-    let mut out = String::new();
-    tracefs::execute(line, &mut out);
-    out
-}
-
-fn ok(line: &str) -> TestResult {
-    let out = sh(line);
-    if !out.is_empty() {
-        return Err(TestError::Fail(alloc::format!("'{line}' printed: {out}")));
-    }
-    Ok(())
-}
 
 /// The event lines of `trace` (the part after `NAME: `), oldest first.
 fn events(name: &str) -> Vec<String> {

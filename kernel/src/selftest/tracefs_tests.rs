@@ -8,14 +8,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Runs one shell line; returns what it printed.
-fn sh(line: &str) -> String {
+pub(super) fn sh(line: &str) -> String {
     let mut out = String::new();
     tracefs::execute(line, &mut out);
     out
 }
 
 /// Runs a line that must print nothing (a successful write).
-fn ok(line: &str) -> TestResult {
+pub(super) fn ok(line: &str) -> TestResult {
     let out = sh(line);
     if !out.is_empty() {
         return Err(TestError::Fail(alloc::format!("'{line}' printed: {out}")));
