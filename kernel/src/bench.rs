@@ -197,9 +197,63 @@ pub fn run() {
     let _ = graph_tracer::stop();
     tracer::reset_buffers();
     kprobe_rows();
+    kprobe_event_row();
     tracepoint_row();
     patch_all();
     println!("BENCH-DONE");
+}
+
+/// The `kprobe_event` row's target: a number and a pointer (the event fetches `%a0` and
+/// `+8(%a1):u32`).
+#[inline(never)]
+pub fn bench_event_target(x: u64, p: &[u32; 4]) -> u64 {
+    x.wrapping_mul(0x9e37_79b9).rotate_left(5) ^ p[2] as u64
+}
+
+/// The same without a patch site: the baseline.
+#[inline(never)]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn bench_event_target_notrace(x: u64, p: &[u32; 4]) -> u64 {
+    x.wrapping_mul(0x9e37_79b9).rotate_left(5) ^ p[2] as u64
+}
+
+/// `kprobe_event`: a kprobe event on `bench_event_target`'s entry (on ftrace) recording `%a0`
+/// and `+8(%a1):u32` into the ring buffer, per call, over the untraced function.
+fn kprobe_event_row() {
+    static ARG: [u32; 4] = [1, 2, 3, 4];
+    let run = |f: fn(u64, &[u32; 4]) -> u64| {
+        instructions(|| {
+            let mut acc = 0u64;
+            for i in 0..CALLS {
+                acc = acc.wrapping_add(f(black_box(i), black_box(&ARG)));
+            }
+            acc
+        })
+        .map(|(n, _)| n as i64)
+    };
+    let def = "p:bench/kprobe_event bench_event_target a=%a0 b=+8(%a1):u32";
+    if let Err(e) = crate::events::kprobe_event::write(def, true, crate::events::probe_def::Interface::KprobeEvents) {
+        println!("BENCH-ERROR kprobe_event defining it: {e}");
+        return;
+    }
+    let measure = || -> Option<i64> {
+        let ev = crate::events::registry::find("bench", "kprobe_event")?;
+        crate::events::registry::set_enabled(&ev, true).ok()?;
+        run(bench_event_target)?;
+        run(bench_event_target_notrace)?;
+        let with = run(bench_event_target)?;
+        let without = run(bench_event_target_notrace)?;
+        let written = ev.written.load(core::sync::atomic::Ordering::Relaxed);
+        let _ = crate::events::registry::set_enabled(&ev, false);
+        // Every call recorded its event (none dropped or filtered).
+        (written == 2 * CALLS).then(|| tenths_per(with - without, CALLS as i64))
+    };
+    match measure() {
+        Some(t) => report("kprobe_event", t),
+        None => println!("BENCH-ERROR kprobe_event not measured (no event, or not every call recorded)"),
+    }
+    let _ = crate::events::kprobe_event::write("-:bench/kprobe_event", true, crate::events::probe_def::Interface::KprobeEvents);
+    tracer::reset_buffers();
 }
 
 /// A tracepoint for `tracepoint_off`: no probe is ever registered on it.

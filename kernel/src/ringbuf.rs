@@ -65,7 +65,7 @@ pub const KIND_CONT: u8 = 0xff;
 /// Payload bytes one continuation slot carries.
 pub const CONT_BYTES: usize = 32;
 /// Most continuation slots one record may have.
-pub const MAX_CONT: usize = 64;
+pub const MAX_CONT: usize = 16;
 
 /// One trace record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,6 +111,13 @@ impl TraceEntry {
             b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
         b
+    }
+
+    /// A continuation slot carrying exactly [`CONT_BYTES`] bytes (the fast form).
+    #[inline]
+    pub fn continuation_exact(chunk: &[u8; CONT_BYTES]) -> TraceEntry {
+        let word = |i: usize| u64::from_le_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3], chunk[i + 4], chunk[i + 5], chunk[i + 6], chunk[i + 7]]);
+        TraceEntry { ts: word(0), ip: word(8), parent: word(16), kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, extra: word(24) }
     }
 
     /// Continuation slots a payload of `len` bytes needs.
@@ -324,11 +331,13 @@ impl<const N: usize> RingBuffer<N> {
         let s0 = self.head.fetch_add(n, Ordering::Relaxed);
         // Claim every slot before writing any, remembering each slot's previous stamp so a
         // failed claim can give the others back untouched.
-        let mut prev = [EMPTY; MAX_CONT + 1];
+        let mut prev = [core::mem::MaybeUninit::<u64>::uninit(); MAX_CONT + 1];
         let mut claimed = 0;
         while claimed < n {
             match self.claim(s0.wrapping_add(claimed)) {
-                Some(old) => prev[claimed as usize] = old,
+                Some(old) => {
+                    prev[claimed as usize].write(old);
+                }
                 None => break,
             }
             claimed += 1;
@@ -340,7 +349,8 @@ impl<const N: usize> RingBuffer<N> {
                 slot.dropped.store(committed(s), Ordering::Release);
                 if k < claimed {
                     // Nothing was written: the slot's older record is still whole.
-                    slot.stamp.store(prev[k as usize], Ordering::Release);
+                    // SAFETY: entries below `claimed` were written by the loop above.
+                    slot.stamp.store(unsafe { prev[k as usize].assume_init() }, Ordering::Release);
                 }
             }
             self.dropped.fetch_add(n, Ordering::Relaxed);

@@ -34,6 +34,7 @@ pub const ROWS: &[(&str, &str)] = &[
     ("kprobe_simulated", "break kprobe, empty pre handler, on `jr ra` (simulated)"),
     ("kprobe_on_ftrace", "kprobe at the entry, empty pre handler, through ftrace_regs_caller"),
     ("kretprobe", "kretprobe, empty return handler (entry on ftrace, return through the trampoline)"),
+    ("kprobe_event", "kprobe event at the entry recording %a0 and +8(%a1):u32 into the ring buffer"),
     ("tracepoint_off", "a tracepoint with no probe (its jump-label nop), per call"),
     ("enable_all", "patching every site (per site)"),
     ("disable_all", "unpatching every site (per site)"),
@@ -168,7 +169,8 @@ pub const BEFORE: &[(&str, f64)] = &[
     ("bytes_per_site", 24.6),
 ];
 
-/// Upper limits of issues 15 (the heavy paths) and 22 (kprobes).
+/// Upper limits of issues 15 (the heavy paths) and 22 (kprobes). (Issue 23's `kprobe_event`
+/// <= 200 is not met yet: docs/performance.md.)
 pub const LIMITS: &[(&str, f64)] = &[
     ("kprobe", 400.0),
     ("kprobe_simulated", 400.0),

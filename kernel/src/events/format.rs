@@ -717,14 +717,32 @@ pub fn apply_bitfield(v: u64, bf: Bitfield, bytes: u32) -> u64 {
     v.checked_shr(u32::from(r)).unwrap_or(0) & mask
 }
 
+/// Stores the low `bytes` (1, 2, 4 or 8; others byte by byte) of `v` at `at`, little-endian.
+/// Fixed-size stores: this is on the path of every event a probe records.
+#[inline]
 fn put_num(out: &mut [u8], at: usize, bytes: usize, v: u64) {
-    out[at..at + bytes].copy_from_slice(&v.to_le_bytes()[..bytes]);
+    match bytes {
+        1 => out[at] = v as u8,
+        2 => *<&mut [u8; 2]>::try_from(&mut out[at..at + 2]).expect("2 bytes") = (v as u16).to_le_bytes(),
+        4 => *<&mut [u8; 4]>::try_from(&mut out[at..at + 4]).expect("4 bytes") = (v as u32).to_le_bytes(),
+        8 => *<&mut [u8; 8]>::try_from(&mut out[at..at + 8]).expect("8 bytes") = v.to_le_bytes(),
+        _ => {
+            for (i, b) in out[at..at + bytes].iter_mut().enumerate() {
+                *b = (v >> (8 * i)) as u8;
+            }
+        }
+    }
 }
 
+#[inline]
 fn get_num(b: &[u8], at: usize, bytes: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w[..bytes].copy_from_slice(&b[at..at + bytes]);
-    u64::from_le_bytes(w)
+    match bytes {
+        1 => u64::from(b[at]),
+        2 => u64::from(u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))),
+        4 => u64::from(u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))),
+        8 => u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes")),
+        _ => b[at..at + bytes].iter().rev().fold(0, |acc, &x| acc << 8 | u64::from(x)),
+    }
 }
 
 fn get_u32(b: &[u8], at: usize) -> u32 {
@@ -827,10 +845,8 @@ pub struct CommonHeader {
 
 impl CommonHeader {
     fn write(&self, out: &mut [u8]) {
-        out[0..2].copy_from_slice(&self.common_type.to_le_bytes());
-        out[2] = self.flags;
-        out[3] = self.preempt_count;
-        out[4..8].copy_from_slice(&self.pid.to_le_bytes());
+        let w = u64::from(self.common_type) | u64::from(self.flags) << 16 | u64::from(self.preempt_count) << 24 | u64::from(self.pid as u32) << 32;
+        put_num(out, 0, 8, w);
     }
 
     fn read(b: &[u8]) -> CommonHeader {

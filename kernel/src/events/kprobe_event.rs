@@ -29,6 +29,33 @@ struct Common {
     args: Vec<Fx>,
     /// The symbol name given to kprobes (leaked while the probe lives; freed on removal).
     sym: *mut str,
+    /// A kretprobe's `$argN` (N <= 8) numbers, kept at the entry in the instance's data words.
+    entry_args: Vec<u32>,
+    /// The fast path of a record of plain numbers (no strings, arrays or bitfields, at most
+    /// [`registry::FIXED_WORDS`] words): where each argument goes and its size.
+    plan: Option<Vec<(u16, u8, Quick)>>,
+}
+
+/// The common argument forms, fetched without walking an [`Fx`].
+#[derive(Clone, Copy)]
+enum Quick {
+    /// `%REG` (a general register).
+    Reg(u8),
+    /// `+OFF(%REG)`.
+    RegDeref(u8, i32),
+    /// Anything else: the argument's [`Fx`].
+    Other,
+}
+
+fn quick(f: &Fx) -> Quick {
+    match f {
+        Fx::Reg(i) if *i < 32 => Quick::Reg(*i as u8),
+        Fx::Deref(off, inner) => match **inner {
+            Fx::Reg(i) if i < 32 && i32::try_from(*off).is_ok() => Quick::RegDeref(i as u8, *off as i32),
+            _ => Quick::Other,
+        },
+        _ => Quick::Other,
+    }
 }
 
 /// A kprobe event's probe: the kprobe first, so its handler finds the rest (`container_of`).
@@ -83,6 +110,15 @@ enum Fx {
     Deref(i64, Box<Fx>),
 }
 
+/// The `$argN` numbers (N <= 8) that `f` reads.
+fn reg_args(f: &Fx, out: &mut Vec<u32>) {
+    match f {
+        Fx::Arg(n @ 1..=8) if !out.contains(n) => out.push(*n),
+        Fx::Deref(_, inner) => reg_args(inner, out),
+        _ => {}
+    }
+}
+
 fn compile(f: &Fetch) -> Result<Fx, ()> {
     Ok(match f {
         Fetch::Reg(r) => Fx::Reg(r.pt_regs_offset() / 8),
@@ -106,8 +142,8 @@ fn compile(f: &Fetch) -> Result<Fx, ()> {
 /// What a handler fetches from.
 struct Ctx<'a> {
     regs: &'a PtRegs,
-    /// A kretprobe's entry arguments (a0..a3).
-    entry: Option<&'a [u64]>,
+    /// A kretprobe's entry arguments: the values of `entry_args`' arguments, in that order.
+    entry: Option<(&'a [u64], &'a [u32])>,
 }
 
 fn reg_word(regs: &PtRegs, i: usize) -> u64 {
@@ -124,18 +160,30 @@ fn reg_word(regs: &PtRegs, i: usize) -> u64 {
     }
 }
 
-/// Reads `N <= 8` bytes at `addr` if they are kernel RAM.
+/// Reads `len <= 8` bytes at `addr` (little-endian, zero-extended) if they are kernel RAM.
+#[inline(always)]
 fn read_mem(addr: u64, len: usize) -> Option<u64> {
-    if !crate::bpfrt::env::is_kernel_ram(addr, len as u64) {
+    let ram = crate::bpfrt::env::KERNEL_RAM;
+    if addr < ram.start || addr > ram.end - len as u64 {
         return None;
     }
-    let mut b = [0u8; 8];
-    for (i, x) in b.iter_mut().enumerate().take(len) {
-        // SAFETY: `addr..addr + len` is mapped kernel RAM (checked above); bytes are read one by
-        // one, so alignment does not matter.
-        *x = unsafe { core::ptr::read_volatile((addr + i as u64) as *const u8) };
+    // SAFETY: `addr..addr + len` is mapped kernel RAM (checked above); an aligned access of the
+    // width read, or bytes one by one.
+    unsafe {
+        Some(match len {
+            8 if addr % 8 == 0 => core::ptr::read_volatile(addr as *const u64),
+            4 if addr % 4 == 0 => core::ptr::read_volatile(addr as *const u32) as u64,
+            2 if addr % 2 == 0 => core::ptr::read_volatile(addr as *const u16) as u64,
+            1 => core::ptr::read_volatile(addr as *const u8) as u64,
+            _ => {
+                let mut b = [0u8; 8];
+                for (i, x) in b.iter_mut().enumerate().take(len) {
+                    *x = core::ptr::read_volatile((addr + i as u64) as *const u8);
+                }
+                u64::from_le_bytes(b)
+            }
+        })
     }
-    Some(u64::from_le_bytes(b))
 }
 
 /// The value of `f` (a full word).
@@ -146,10 +194,13 @@ fn eval(f: &Fx, c: &Ctx) -> Option<u64> {
         Fx::Stack(n) => read_mem(sp.wrapping_add(8 * *n as u64), 8)?,
         Fx::StackAddr => sp,
         Fx::Retval => c.regs.regs[4],
-        Fx::Arg(n) => match c.entry {
-            Some(e) => *e.get(*n as usize - 1)?,
-            None => *c.regs.regs.get(3 + *n as usize)?,
+        // Linux's `regs_get_kernel_argument`: a0..a7, then the words the caller passed on the
+        // stack (the stack pointer is the same at the entry and at the return).
+        Fx::Arg(n @ 1..=8) => match c.entry {
+            Some((vals, which)) => vals[which.iter().position(|w| w == n)?],
+            None => c.regs.regs[3 + *n as usize],
         },
+        Fx::Arg(n) => read_mem(sp.wrapping_add(8 * (*n as u64 - 9)), 8)?,
         Fx::Imm(v) => *v,
         Fx::Mem(a) => read_mem(*a, 8)?,
         Fx::Deref(off, inner) => read_mem(eval(inner, c)?.wrapping_add(*off as u64), 8)?,
@@ -171,29 +222,15 @@ fn last_addr(f: &Fx, c: &Ctx) -> Option<u64> {
 fn fill(p: &Common, c: &Ctx, w: &mut RecordWriter, first_arg_field: usize) {
     for (i, (a, fx)) in p.def.args.iter().zip(&p.args).enumerate() {
         let field = first_arg_field + i;
-        let size = a.ty.size() as usize;
         if a.ty.is_string() {
-            let mut tmp = [0u8; 128];
-            let mut comm = [0u8; 16];
-            let bytes: Option<&[u8]> = match (fx, a.ty) {
-                (Fx::Comm, _) => Some(registry::comm_of(arch::cpu::id() as u32, &mut comm)),
-                (Fx::ImmStr(s), _) => Some(&s[..]),
-                (_, FetchType::SymStr) => eval(fx, c).map(|v| {
-                    let mut cur = Cursor { buf: &mut tmp, len: 0 };
-                    let _ = super::format::write_sym_offset(&mut cur, v, &registry::KernelSyms);
-                    let n = cur.len;
-                    &tmp[..n]
-                }),
-                _ => last_addr(fx, c).and_then(|addr| read_cstr(addr, &mut tmp)).map(|n| &tmp[..n]),
-            };
-            let _ = w.string(field, 0, bytes);
+            fill_string(a.ty, fx, c, w, field);
             continue;
         }
-        let elems = a.count.max(1);
         if a.count > 0 || matches!(fx, Fx::Deref(..) | Fx::Mem(_) | Fx::Stack(_)) {
-            // Memory: read exactly the element size at the last address, elements one after the other.
+            // Memory: exactly the element size at the last address, elements one after another.
+            let size = a.ty.size() as usize;
             let base = last_addr(fx, c);
-            for j in 0..elems {
+            for j in 0..a.count.max(1) {
                 let v = base.and_then(|b| read_mem(b.wrapping_add(j as u64 * size as u64), size)).unwrap_or(0);
                 w.num(field, j, v);
             }
@@ -201,6 +238,25 @@ fn fill(p: &Common, c: &Ctx, w: &mut RecordWriter, first_arg_field: usize) {
             w.num(field, 0, eval(fx, c).unwrap_or(0));
         }
     }
+}
+
+/// Stores a string argument (out of line: its buffers stay off the numbers' path).
+#[inline(never)]
+fn fill_string(ty: FetchType, fx: &Fx, c: &Ctx, w: &mut RecordWriter, field: usize) {
+    let mut tmp = [0u8; 128];
+    let mut comm = [0u8; 16];
+    let bytes: Option<&[u8]> = match (fx, ty) {
+        (Fx::Comm, _) => Some(registry::comm_of(arch::cpu::id() as u32, &mut comm)),
+        (Fx::ImmStr(s), _) => Some(&s[..]),
+        (_, FetchType::SymStr) => eval(fx, c).map(|v| {
+            let mut cur = Cursor { buf: &mut tmp, len: 0 };
+            let _ = super::format::write_sym_offset(&mut cur, v, &registry::KernelSyms);
+            let n = cur.len;
+            &tmp[..n]
+        }),
+        _ => last_addr(fx, c).and_then(|addr| read_cstr(addr, &mut tmp)).map(|n| &tmp[..n]),
+    };
+    let _ = w.string(field, 0, bytes);
 }
 
 struct Cursor<'a> {
@@ -232,11 +288,60 @@ fn read_cstr(addr: u64, buf: &mut [u8; 128]) -> Option<usize> {
     Some(buf.len())
 }
 
+/// Stores the low `size` bytes of `v` at byte `off` of a record kept as little-endian words
+/// (Linux packs the arguments, so a field may straddle two words).
+#[inline(always)]
+fn put(rec: &mut [u64; registry::FIXED_WORDS], off: usize, size: u8, v: u64) {
+    let bits = 8 * size as u32;
+    let v = if bits >= 64 { v } else { v & ((1u64 << bits) - 1) };
+    let (w, shift) = (off / 8, 8 * (off % 8) as u32);
+    if let Some(x) = rec.get_mut(w) {
+        *x |= v << shift;
+    }
+    if shift != 0 && shift + bits > 64 {
+        if let Some(x) = rec.get_mut(w + 1) {
+            *x |= v >> (64 - shift);
+        }
+    }
+}
+
+/// The value of a plain number argument of `size` bytes.
+#[inline(always)]
+fn number(q: Quick, fx: &Fx, size: u8, c: &Ctx) -> u64 {
+    match q {
+        Quick::Reg(i) => c.regs.regs[i as usize & 31],
+        Quick::RegDeref(i, off) => read_mem(c.regs.regs[i as usize & 31].wrapping_add(off as i64 as u64), size as usize).unwrap_or(0),
+        Quick::Other => match fx {
+            Fx::Deref(..) | Fx::Mem(_) | Fx::Stack(_) => last_addr(fx, c).and_then(|a| read_mem(a, size as usize)).unwrap_or(0),
+            _ => eval(fx, c).unwrap_or(0),
+        },
+    }
+}
+
+/// Records the event of `p` with fast plan `plan`; `own` are its own fields' values.
+#[inline(always)]
+fn emit_plain(p: &Common, plan: &[(u16, u8, Quick)], own: &[u64], ip: u64, c: &Ctx) {
+    let mut rec = [0u64; registry::FIXED_WORDS];
+    for (i, v) in own.iter().enumerate() {
+        put(&mut rec, 8 + 8 * i, 8, *v);
+    }
+    for (&(off, size, q), fx) in plan.iter().zip(&p.args) {
+        put(&mut rec, off as usize, size, number(q, fx, size, c));
+    }
+    registry::emit_fixed(&p.event, ip, c.regs.regs[22], &mut rec, p.event.layout.fixed_len() as usize);
+}
+
 fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
     // SAFETY: every kprobe with this handler is the first field of a repr(C) `KInst` (`define`).
     let p = unsafe { &*(kp as *const Kprobe as *const KInst) };
     let ip = regs.era;
     let c = Ctx { regs, entry: None };
+    if let Some(plan) = &p.c.plan {
+        if p.c.event.is_armed() {
+            emit_plain(&p.c, plan, &[ip], ip, &c);
+        }
+        return false;
+    }
     registry::emit(&p.c.event, ip, regs.regs[22], |w| {
         w.num(0, 0, ip);
         fill(&p.c, &c, w, 1);
@@ -244,9 +349,13 @@ fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
     false
 }
 
+/// Keeps the register arguments the event's `$argN` fetches name (Linux's entry data).
 fn kretprobe_entry(ri: &mut KretprobeInstance, regs: &mut PtRegs) -> bool {
-    for i in 0..ri.data.len() {
-        ri.data[i] = regs.regs[4 + i];
+    let Some(rp) = ri.kretprobe() else { return true };
+    // SAFETY: as in `kretprobe_handler`.
+    let p = unsafe { &*(rp as *const Kretprobe as *const RInst) };
+    for (slot, &n) in ri.data.iter_mut().zip(&p.c.entry_args) {
+        *slot = regs.regs[3 + n as usize];
     }
     true
 }
@@ -255,7 +364,11 @@ fn kretprobe_handler(ri: &KretprobeInstance, regs: &mut PtRegs) {
     let Some(rp) = ri.kretprobe() else { return };
     // SAFETY: every kretprobe with this handler is the first field of a repr(C) `RInst`.
     let p = unsafe { &*(rp as *const Kretprobe as *const RInst) };
-    let c = Ctx { regs, entry: Some(&ri.data) };
+    let c = Ctx { regs, entry: Some((&ri.data, &p.c.entry_args)) };
+    if let Some(plan) = &p.c.plan {
+        emit_plain(&p.c, plan, &[ri.func, ri.ret_addr], ri.func, &c);
+        return;
+    }
     registry::emit(&p.c.event, ri.func, regs.regs[22], |w| {
         w.num(0, 0, ri.func);
         w.num(1, 0, ri.ret_addr);
@@ -389,7 +502,25 @@ fn define(line: &str, def: ProbeDef) -> Result<(), ShErrno> {
     // SAFETY: `sym` stays allocated until `destroy` (after the probe is unregistered).
     let name: &'static str = unsafe { &*sym };
     let kind = def.kind;
-    let c = Common { event: event.clone(), def, args, sym };
+    let mut entry_args = Vec::new();
+    if def.is_return() {
+        args.iter().for_each(|a| reg_args(a, &mut entry_args));
+        if entry_args.len() > crate::kprobes::kretprobe::KRETPROBE_DATA_WORDS {
+            if new_event {
+                registry::remove(&event);
+            }
+            // SAFETY: `sym` came from `Box::into_raw` above and nothing refers to it.
+            drop(unsafe { Box::from_raw(sym) });
+            return Err(fail(line, Reason::TooManyArgs, 2, Errno::TooBig));
+        }
+    }
+    let layout = &event.layout;
+    let plain = !layout.has_strings()
+        && (layout.fixed_len() as usize) <= 8 * registry::FIXED_WORDS
+        && def.args.iter().all(|a| a.count == 0 && a.bitfield.is_none() && !a.ty.is_string());
+    let own = if def.is_return() { 2 } else { 1 };
+    let plan = plain.then(|| layout.fields()[own..].iter().zip(&args).map(|(f, a)| (f.offset as u16, f.size as u8, quick(a))).collect());
+    let c = Common { event: event.clone(), def, args, sym, entry_args, plan };
     let inst = match kind {
         ProbeKind::Kprobe => Inst::K(Box::new(KInst { kp: Kprobe::with(Where::Symbol(name, off), Some(kprobe_handler), None), c })),
         ProbeKind::Kretprobe { maxactive } => {

@@ -309,16 +309,78 @@ pub fn set_triggers(ev: &Event, t: Option<super::trigger::Triggers>) -> Result<(
 /// first slot's `ip` holds (the probed address, or the tracepoint's site). Allocates nothing.
 #[inline(never)]
 pub fn emit(ev: &Event, ip: u64, fp: u64, fill: impl FnOnce(&mut RecordWriter)) {
+    let triggers = ev.triggers.load(Ordering::Acquire);
+    let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
+    if !keep && triggers.is_null() {
+        return;
+    }
     let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
     let flags = crate::ftrace::tracer::context_flags();
-    let header = CommonHeader { common_type: ev.id, flags: linux_flags(flags), preempt_count: 0, pid: formats::task::pid(cpu as u32) as i32 };
-    let mut buf = [0u8; MAX_RECORD];
-    let Ok(mut w) = ev.layout.writer(&header, &mut buf) else { return };
+    // Only the part a record of this event can use is initialised: its fixed part rounded up to
+    // whole slots, or the whole buffer when strings follow it.
+    let mut storage = core::mem::MaybeUninit::<[u8; MAX_RECORD]>::uninit();
+    let cap = if ev.layout.has_strings() { MAX_RECORD } else { (ev.layout.fixed_len() as usize).next_multiple_of(CONT_BYTES).min(MAX_RECORD) };
+    let base = storage.as_mut_ptr() as *mut u8;
+    // SAFETY: `base..base + cap` lies in `storage` (cap <= MAX_RECORD) and is initialised here
+    // before the slice over it is made.
+    let buf = unsafe {
+        base.write_bytes(0, cap);
+        core::slice::from_raw_parts_mut(base, cap)
+    };
+    let Ok(mut w) = ev.layout.writer(&header(ev, cpu, flags), buf) else { return };
     fill(&mut w);
-    let len = w.record_len().min(MAX_RECORD);
-    let rec = &buf[..len];
+    let len = w.record_len().min(cap);
+    commit(ev, ip, fp, buf, len, cpu, flags, keep, triggers);
+}
+
+/// Words of a record [`emit_fixed`] takes: the common fields, a probe's own fields and 40 bytes
+/// of numbers (two continuation slots).
+pub const FIXED_WORDS: usize = 2 * CONT_BYTES / 8;
+
+/// [`emit`] for a record of numbers only, already laid out in `rec` as little-endian words (word
+/// 0, the common fields, is written here): the kprobe events' fast path, which builds the ring
+/// slots straight from the words. `len` is the record's length in bytes.
+#[inline(never)]
+pub fn emit_fixed(ev: &Event, ip: u64, fp: u64, rec: &mut [u64; FIXED_WORDS], len: usize) {
     let triggers = ev.triggers.load(Ordering::Acquire);
-    let mut keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
+    let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
+    if !keep && triggers.is_null() {
+        return;
+    }
+    let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
+    let flags = crate::ftrace::tracer::context_flags();
+    let h = header(ev, cpu, flags);
+    rec[0] = u64::from(h.common_type) | u64::from(h.flags) << 16 | u64::from(h.pid as u32) << 32;
+    let len = len.min(FIXED_WORDS * 8);
+    let f = ev.filter.load(Ordering::Acquire);
+    if f.is_null() && triggers.is_null() {
+        // No filter, no trigger: straight to the ring.
+        let n = TraceEntry::slots_for(len);
+        let slot = |i: usize| TraceEntry { ts: rec[4 * i], ip: rec[4 * i + 1], parent: rec[4 * i + 2], kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, extra: rec[4 * i + 3] };
+        let rest = [slot(0), slot(1)];
+        let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, extra: len as u64 };
+        crate::ftrace::tracer::BUFFERS[cpu].push_record(&first, &rest[..n]);
+        ev.written.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut bytes = [0u8; FIXED_WORDS * 8];
+    for (b, w) in bytes.chunks_exact_mut(8).zip(rec.iter()) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+    commit(ev, ip, fp, &bytes, len, cpu, flags, keep, triggers);
+}
+
+fn header(ev: &Event, cpu: usize, flags: u16) -> CommonHeader {
+    CommonHeader { common_type: ev.id, flags: linux_flags(flags), preempt_count: 0, pid: formats::task::pid(cpu as u32) as i32 }
+}
+
+/// The common end of [`emit`] and [`emit_fixed`]: the filter, the ring buffer, the triggers.
+/// `buf` holds the record (`len` bytes) and is a whole number of slots long.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn commit(ev: &Event, ip: u64, fp: u64, buf: &[u8], len: usize, cpu: usize, flags: u16, keep: bool, triggers: *mut super::trigger::Triggers) {
+    let rec = &buf[..len];
+    let mut keep = keep;
     if keep {
         let f = ev.filter.load(Ordering::Acquire);
         if !f.is_null() {
@@ -336,12 +398,15 @@ pub fn emit(ev: &Event, ip: u64, fp: u64, fill: impl FnOnce(&mut RecordWriter)) 
     }
     if keep {
         let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, extra: len as u64 };
-        let mut rest = [TraceEntry::default(); MAX_RECORD / CONT_BYTES];
         let n = TraceEntry::slots_for(len);
-        for (slot, chunk) in rest.iter_mut().zip(rec.chunks(CONT_BYTES)) {
-            *slot = TraceEntry::continuation(chunk);
+        let mut rest = [core::mem::MaybeUninit::<TraceEntry>::uninit(); MAX_RECORD / CONT_BYTES];
+        // `buf` is a whole number of slots, so every chunk is whole.
+        for (slot, chunk) in rest.iter_mut().zip(buf[..n * CONT_BYTES].chunks_exact(CONT_BYTES)) {
+            slot.write(TraceEntry::continuation_exact(chunk.try_into().expect("whole chunk")));
         }
-        crate::ftrace::tracer::BUFFERS[cpu].push_record(&first, &rest[..n]);
+        // SAFETY: the first `n` entries (one per chunk of `rec`) were written just above.
+        let rest = unsafe { core::slice::from_raw_parts(rest.as_ptr() as *const TraceEntry, n) };
+        crate::ftrace::tracer::BUFFERS[cpu].push_record(&first, rest);
         ev.written.fetch_add(1, Ordering::Relaxed);
     }
     if !triggers.is_null() {

@@ -266,3 +266,35 @@ ktest! {
         })
     }
 }
+
+ktest! {
+    /// The fast path of number-only events: packed fields that straddle words (`u8` then `u64`
+    /// at offset 17), narrow and signed ones, with and without a filter and a trigger.
+    fn events::packed_numbers() {
+        clean(|| {
+            ok("echo 'p:pk event_target a=%a0:u8 w=+0(%a1):u64 s=+8(%a1):u16 n=%a0:s32' > kprobe_events")?;
+            let f = sh("cat events/kprobes/pk/format");
+            kassert!(f.contains("\tfield:u64 w;\toffset:17;\tsize:8;\tsigned:0;"), "{f}");
+            ok("echo 1 > events/kprobes/pk/enable")?;
+            for x in [3u64, 0x1_0000_0101] {
+                let a = arg(x, 0xbeef, "");
+                black_box(event_target(black_box(x), &a));
+            }
+            let ev = events("pk");
+            kassert_eq!(ev.len(), 2, "{ev:?}");
+            kassert!(ev[0].ends_with(" a=3 w=30 s=48879 n=3"), "{}", ev[0]);
+            kassert!(ev[1].ends_with(" a=1 w=42949675530 s=48879 n=257"), "{}", ev[1]);
+            ok("echo > trace")?;
+            ok("echo 'w == 30' > events/kprobes/pk/filter")?;
+            ok("echo 'hist:keys=a' > events/kprobes/pk/trigger")?;
+            for x in [3u64, 4, 3] {
+                let a = arg(x, 1, "");
+                black_box(event_target(black_box(x), &a));
+            }
+            kassert_eq!(events("pk").len(), 2);
+            let h = sh("cat events/kprobes/pk/hist");
+            kassert!(h.contains("    Hits: 3\n    Entries: 2\n"), "{h}");
+            Ok(())
+        })
+    }
+}
