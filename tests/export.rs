@@ -381,6 +381,7 @@ fn trace_cmd_pairs_calls_per_cpu_when_cpus_interleave() {
         cpus: vec![CpuTrace { events: cpu0, lost: 0, written: 4 }, CpuTrace { events: cpu1, lost: 0, written: 4 }],
         symtab: symtab::encode(&syms),
         markers: Default::default(),
+        formats: Vec::new(),
     };
     let lines = trace_cmd_report(&rec, "interleaved.dat", &[]);
     let us = |ticks: u64| format!("{}.{:03} us", ticks * 10 / 1000, ticks * 10 % 1000);
@@ -532,4 +533,84 @@ fn corrupted_transfer_is_caught_by_the_checksum() {
 fn guest_dying_mid_transfer_is_a_clear_error() {
     let msg = failed_recording("die");
     assert!(msg.contains("stopped after") && msg.contains("died"), "{msg}");
+}
+
+/// One trace event line: CPU, timestamp, event name, the function(s) in its `(...)` part, and
+/// the fields after it.
+#[derive(Debug, PartialEq, Eq)]
+struct EventLine {
+    cpu: u32,
+    ts: String,
+    name: String,
+    funcs: Vec<String>,
+    fields: String,
+}
+
+/// Splits `name: (a <- b) fields` (the `(...)` part optional).
+fn event_line(cpu: u32, ts: &str, rest: &str, func: &dyn Fn(&str) -> String) -> EventLine {
+    let (name, body) = rest.split_once(':').unwrap();
+    let body = body.trim_start();
+    let (funcs, fields) = match body.strip_prefix('(') {
+        Some(b) => {
+            let (inside, after) = b.split_once(')').unwrap();
+            (inside.split(" <- ").map(func).collect(), after.trim().to_string())
+        }
+        None => (Vec::new(), body.to_string()),
+    };
+    EventLine { cpu, ts: ts.to_string(), name: name.to_string(), funcs, fields }
+}
+
+#[test]
+fn kprobe_events_in_trace_dat_match_the_kernels_trace() {
+    let mut cfg = config("nop", 2);
+    cfg.workload = "smp_chain".into();
+    cfg.kprobes = vec!["p:myprobe chain_c x=%a0 s=+0($stack):u32 c=$comm".into(), "r:myret chain_b ret=$retval arg=$arg1".into()];
+    cfg.events = vec!["ftrace:*".into()];
+    let (text, rec) = record(&cfg);
+    assert_eq!(rec.formats.len(), 2, "the formats of the two events that fired: {:?}", rec.formats);
+    // The kernel's lines: `(sym+0xoff/0xsize)` names a function.
+    let kernel_func = |s: &str| s.split('+').next().unwrap().trim().to_string();
+    let kernel: Vec<EventLine> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            check_task(l, cpu);
+            let after = &l[l.find(']').unwrap() + 1..];
+            let (ts, rest) = after.trim_start().split_once(' ').unwrap().1.trim_start().split_once(": ").unwrap();
+            event_line(cpu, ts, rest, &kernel_func)
+        })
+        .collect();
+    assert_eq!(kernel.iter().filter(|l| l.name == "myprobe").count(), 2, "{text}");
+    assert_eq!(kernel.iter().filter(|l| l.name == "myret").count(), 2, "{text}");
+    // trace-cmd prints the addresses in hex (the events' print fmt): name them from the symbols.
+    let names = loongtrace_tools::calls::Names::new(&rec).unwrap();
+    let tc_func = |s: &str| names.name(u64::from_str_radix(s.trim(), 16).unwrap());
+    let report = trace_cmd_report(&rec, "events.dat", &[]);
+    let tc: Vec<EventLine> = report
+        .iter()
+        .filter(|l| !l.trim_start().starts_with("CPU:"))
+        .map(|l| {
+            let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
+            check_task(l, cpu);
+            let (ts, rest) = l[l.find(']').unwrap() + 1..].trim_start().split_once(": ").unwrap();
+            let mut e = event_line(cpu, ts, rest.trim_start(), &tc_func);
+            // As in Linux, a kretprobe's print fmt is `(func <- ret_ip)` while the kernel's
+            // own text prints `(ret_ip <- func)`.
+            e.funcs.reverse();
+            e
+        })
+        .collect();
+    let by_cpu = |v: &[EventLine], cpu: u32| v.iter().filter(|l| l.cpu == cpu).map(|l| format!("{l:?}")).collect::<Vec<_>>();
+    for cpu in 0..2 {
+        let k = by_cpu(&kernel, cpu);
+        assert!(!k.is_empty(), "cpu {cpu} recorded nothing:\n{text}");
+        assert_eq!(k, by_cpu(&tc, cpu), "cpu {cpu}: the kernel's trace and trace-cmd's report differ");
+    }
+    // The Chrome JSON has them as instants with their fields.
+    let json: serde_json::Value = serde_json::from_str(&chrome::json(&rec).unwrap()).unwrap();
+    let probes: Vec<&serde_json::Value> = json["traceEvents"].as_array().unwrap().iter().filter(|e| e["name"] == "kprobes:myprobe").collect();
+    assert_eq!(probes.len(), 2);
+    assert_eq!(probes[0]["args"]["__probe_ip"], "selftest::targets::chain_c");
+    assert!(probes[0]["args"]["c"].as_str().unwrap().starts_with("loongtrace/"));
 }

@@ -50,6 +50,33 @@ pub const KIND_GRAPH_RETURN: u8 = 2;
 /// `extra` the marker's number (its text travels in a `Markers` frame), `depth` the context
 /// flags ([`FLAG_IRQS_OFF`] etc.).
 pub const KIND_MARKER: u8 = 3;
+/// [`Record::kind`] of a trace event's first record: `parent` is the event's id, `extra` its
+/// record's length in bytes; the record's bytes follow in [`KIND_CONT`] records.
+pub const KIND_EVENT: u8 = 6;
+/// [`Record::kind`] of a record that carries 32 bytes of the event record before it: `ts`, `ip`,
+/// `parent` and `extra`, little-endian, in that order.
+pub const KIND_CONT: u8 = 0xff;
+/// Payload bytes of one [`KIND_CONT`] record.
+pub const CONT_BYTES: usize = 32;
+
+/// The bytes of the trace event whose first record is `events[0]`, from the records after it;
+/// `None` if they are missing.
+pub fn event_bytes(events: &[Record]) -> Option<alloc::vec::Vec<u8>> {
+    let (first, rest) = events.split_first()?;
+    let len = first.extra as usize;
+    let n = len.div_ceil(CONT_BYTES);
+    if first.kind != KIND_EVENT || rest.len() < n || rest[..n].iter().any(|r| r.kind != KIND_CONT) {
+        return None;
+    }
+    let mut b = alloc::vec::Vec::with_capacity(n * CONT_BYTES);
+    for r in &rest[..n] {
+        for w in [r.ts, r.ip, r.parent, r.extra] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    b.truncate(len);
+    Some(b)
+}
 
 /// Function events: [`Record::depth`] bit set when recorded with interrupts disabled.
 pub const FLAG_IRQS_OFF: u16 = 1 << 0;
@@ -70,6 +97,8 @@ pub enum Kind {
     End = 4,
     /// `trace_marker` texts.
     Markers = 5,
+    /// One trace event's format: its system, a newline, then its `format` file's text.
+    Format = 6,
 }
 
 impl Kind {
@@ -80,6 +109,7 @@ impl Kind {
             2 => Kind::Symtab,
             3 => Kind::Events,
             4 => Kind::End,
+            6 => Kind::Format,
             5 => Kind::Markers,
             _ => return None,
         })
@@ -93,6 +123,7 @@ impl Kind {
             Kind::Events => "events",
             Kind::End => "end",
             Kind::Markers => "markers",
+            Kind::Format => "format",
         }
     }
 }
@@ -312,18 +343,33 @@ mod tests {
 
     #[test]
     fn kinds_and_flags() {
-        let all = [Kind::Meta, Kind::Symtab, Kind::Events, Kind::End, Kind::Markers];
+        let all = [Kind::Meta, Kind::Symtab, Kind::Events, Kind::End, Kind::Markers, Kind::Format];
         for k in all {
             assert_eq!(Kind::from_u8(k as u8), Some(k));
         }
         assert_eq!(Kind::from_u8(0), None);
-        assert_eq!(Kind::from_u8(6), None);
+        assert_eq!(Kind::from_u8(7), None);
         let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["meta", "symtab", "events", "end", "markers"]);
+        assert_eq!(names, ["meta", "symtab", "events", "end", "markers", "format"]);
         // The context flags are distinct single bits.
         assert_eq!(FLAG_IRQS_OFF.count_ones(), 1);
         assert_eq!(FLAG_IN_TRAP.count_ones(), 1);
         assert_eq!(FLAG_IRQS_OFF & FLAG_IN_TRAP, 0);
+    }
+
+    #[test]
+    fn event_bytes_reassemble_a_record() {
+        let bytes: Vec<u8> = (0..40u8).collect();
+        let word = |i: usize| u64::from_le_bytes(bytes.get(i..i + 8).map_or([0; 8], |b| b.try_into().unwrap()));
+        let cont = |at: usize| {
+            let w = |i: usize| if at + i + 8 <= bytes.len() { word(at + i) } else { let mut b = [0u8; 8]; for k in 0..8 { if let Some(x) = bytes.get(at + i + k) { b[k] = *x; } } u64::from_le_bytes(b) };
+            Record { ts: w(0), ip: w(8), parent: w(16), kind: KIND_CONT, cpu: 0, depth: 0, extra: w(24) }
+        };
+        let first = Record { ts: 5, ip: 0, parent: 1000, kind: KIND_EVENT, cpu: 1, depth: 0, extra: 40 };
+        assert_eq!(event_bytes(&[first, cont(0), cont(32)]).unwrap(), bytes);
+        assert_eq!(event_bytes(&[first, cont(0)]), None, "a continuation is missing");
+        let not_cont = Record { kind: KIND_FUNC, ..cont(32) };
+        assert_eq!(event_bytes(&[first, cont(0), not_cont]), None);
     }
 
     #[test]

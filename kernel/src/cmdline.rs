@@ -196,7 +196,7 @@ pub struct RecordOptions<'a> {
 }
 
 /// The tracers `record=` accepts.
-pub const RECORD_TRACERS: &[&str] = &["function", "function_graph"];
+pub const RECORD_TRACERS: &[&str] = &["nop", "function", "function_graph"];
 /// The workloads `record_workload=` accepts.
 pub const RECORD_WORKLOADS: &[&str] = &["chain", "smp_chain", "filter", "script", "idle"];
 /// The faults `record_fault=` accepts.
@@ -297,7 +297,7 @@ const KEYS: &[Key] = &[
     Key::new("script", Severity::Error, "a fw_cfg file name, or the bare key for opt/loongtrace/script", |o, v| {
         if v.contains(char::is_whitespace) { Err(format!("`{v}` is not a file name")) } else { o.script = Some(v); Ok(()) }
     }),
-    Key::new("record", Severity::Error, "function, function_graph", |o, v| one_of(v, RECORD_TRACERS).map(|v| o.record.tracer = Some(v))),
+    Key::new("record", Severity::Error, "nop, function, function_graph", |o, v| one_of(v, RECORD_TRACERS).map(|v| o.record.tracer = Some(v))),
     Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, script, idle", |o, v| {
         one_of(v, RECORD_WORKLOADS).map(|v| o.record.workload = Some(v))
     }),
@@ -613,7 +613,7 @@ mod tests {
         }
         assert_eq!(good("record_filter=*:mod:sample_mod").record.filter, Some("*:mod:sample_mod"));
         for (text, what) in [
-            ("record=function_trace", "Error 'record=function_trace': `function_trace` is not one of them; accepted: function, function_graph"),
+            ("record=function_trace", "Error 'record=function_trace': `function_trace` is not one of them; accepted: nop, function, function_graph"),
             ("record", "Error 'record': `` is not one of them"),
             ("record_workload=chains", "Error 'record_workload=chains': `chains` is not one of them; accepted: chain, smp_chain"),
             ("record_ms=soon", "Error 'record_ms=soon': `soon` is not a number; accepted: a number of milliseconds"),

@@ -40,15 +40,25 @@ const _: () = assert!(
         && crate::ringbuf::KIND_GRAPH_ENTRY == wire::KIND_GRAPH_ENTRY
         && crate::ringbuf::KIND_GRAPH_RETURN == wire::KIND_GRAPH_RETURN
         && tracer::KIND_MARKER == wire::KIND_MARKER
+        && crate::events::registry::KIND_EVENT == wire::KIND_EVENT
+        && crate::ringbuf::KIND_CONT == wire::KIND_CONT
+        && crate::ringbuf::CONT_BYTES == wire::CONT_BYTES
         && tracer::FLAG_IRQS_OFF == wire::FLAG_IRQS_OFF
         && tracer::FLAG_IN_TRAP == wire::FLAG_IN_TRAP
 );
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tracer {
+    /// No function tracer: trace events only.
+    Nop,
     Function,
     Graph,
 }
+
+/// The fw_cfg file whose lines set up the recording's trace events (shell lines such as
+/// `echo 'p:myprobe chain_c x=%a0' >> kprobe_events` and `echo kprobes:myprobe >> set_event`),
+/// run before tracing starts; `ltrace record -e/--kprobe` writes it.
+pub const EVENTS_SETUP: &str = "opt/loongtrace/record_events";
 
 /// Runs the recording the command line asks for (its `record*` words, checked by
 /// `crate::cmdline`; `script` names the boot script's fw_cfg file); prints an error line and
@@ -61,10 +71,21 @@ pub fn run(rec: &RecordOptions<'_>, script: Option<&str>) {
 
 fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), String> {
     let tracer = match rec.tracer {
+        Some("nop") => Tracer::Nop,
         Some("function") => Tracer::Function,
         Some("function_graph") => Tracer::Graph,
-        other => return Err(format!("unknown tracer {:?} (use function or function_graph)", other.unwrap_or(""))),
+        other => return Err(format!("unknown tracer {:?} (use nop, function or function_graph)", other.unwrap_or(""))),
     };
+    // Trace events: definitions and `set_event` lines, each of which must print nothing.
+    if let Some(setup) = crate::shell::console::read_script(EVENTS_SETUP) {
+        for line in setup.lines().filter(|l| !l.trim().is_empty()) {
+            let mut out = String::new();
+            crate::tracefs::execute(line, &mut out);
+            if !out.is_empty() {
+                return Err(format!("setting up events: '{line}': {}", out.trim_end()));
+            }
+        }
+    }
     let workload = rec.workload.unwrap_or("chain");
     // Read before tracing starts, so a missing file changes nothing.
     let script = match workload {
@@ -87,6 +108,7 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
 
     tracer::reset_buffers();
     let started = match tracer {
+        Tracer::Nop => Ok(()),
         Tracer::Function => tracer::start(filter),
         Tracer::Graph => graph_tracer::start(&GraphConfig {
             graph_function: graph,
@@ -97,10 +119,13 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
     started.map_err(|e| format!("cannot start the tracer: {e}"))?;
     run_workload(workload, script.as_deref(), ms);
     let stopped = match tracer {
+        Tracer::Nop => Ok(()),
         Tracer::Function => tracer::stop(),
         Tracer::Graph => graph_tracer::stop(),
     };
     stopped.map_err(|e| format!("cannot stop the tracer: {e}"))?;
+    // Events stop with the tracer.
+    let _ = crate::tracefs::File::SetEvent.write("", false);
 
     let per_cpu = take_buffers();
     let markers = marker_texts(&per_cpu);
@@ -162,12 +187,7 @@ fn take_buffers() -> Vec<CpuEvents> {
         .map(|b| {
             let mut events = Vec::new();
             let written = b.written();
-            // Trace events (records of several slots) are not in the wire format yet.
-            let st = b.snapshot(|_, e| {
-                if e.kind != crate::events::registry::KIND_EVENT && e.kind != crate::ringbuf::KIND_CONT {
-                    events.push(e)
-                }
-            });
+            let st = b.snapshot(|_, e| events.push(e));
             CpuEvents { events, lost: st.lost, written }
         })
         .collect()
@@ -197,12 +217,19 @@ fn print_text(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)]) 
         all.lost += c.lost;
         all.written += c.written;
     }
-    all.events.sort_by_key(|e| (e.ts, e.cpu));
+    crate::tracefs::output::sort_events(&mut all.events);
     crate::console::with_console(|w| {
         let _ = match tracer {
-            Tracer::Function => tracer::write_header(w, "function", &all).and_then(|()| {
-                all.events.iter().try_for_each(|e| match e.kind {
+            Tracer::Function | Tracer::Nop => tracer::write_header(w, if tracer == Tracer::Nop { "nop" } else { "function" }, &all).and_then(|()| {
+                all.events.iter().enumerate().try_for_each(|(i, e)| match e.kind {
                     tracer::KIND_MARKER => tracer::write_marker_line(w, e, marker_shown(markers, e.extra)),
+                    crate::events::registry::KIND_EVENT => {
+                        tracer::write_line_prefix(w, e, e.depth)?;
+                        let rest = &all.events[i + 1..(i + 1 + e.cont as usize).min(all.events.len())];
+                        crate::events::registry::write_event_text(w, e, rest)?;
+                        w.write_char('\n')
+                    }
+                    crate::ringbuf::KIND_CONT => Ok(()),
                     _ => tracer::write_function_line(w, e),
                 })
             }),
@@ -254,8 +281,21 @@ fn marker_payloads(markers: &[(u64, String)]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The `Format` frames: each trace event the records name, as `system\nformat text`.
+fn format_payloads(per_cpu: &[CpuEvents]) -> Vec<Vec<u8>> {
+    let mut ids: Vec<u16> = per_cpu.iter().flat_map(|c| &c.events).filter(|e| e.kind == crate::events::registry::KIND_EVENT).map(|e| e.parent as u16).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .filter_map(crate::events::registry::by_id)
+        .map(|ev| format!("{}\n{}", ev.system(), ev.layout.format_file(ev.id)).into_bytes())
+        .filter(|p| p.len() <= wire::MAX_PAYLOAD)
+        .collect()
+}
+
 fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], fault: Option<&str>) {
     let marker_frames = marker_payloads(markers);
+    let format_frames = format_payloads(per_cpu);
     let symtab = crate::ksyms::raw_table();
     // Everything after the metadata frame, so the host can show progress.
     let mut rest = 0u64;
@@ -270,7 +310,7 @@ fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], fault:
             frames += 1;
         }
     }
-    for p in &marker_frames {
+    for p in marker_frames.iter().chain(&format_frames) {
         rest += frame_bytes(p.len());
         frames += 1;
     }
@@ -278,7 +318,11 @@ fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], fault:
     frames += 1;
 
     let mut meta = String::new();
-    let name = if tracer == Tracer::Function { "function" } else { "function_graph" };
+    let name = match tracer {
+        Tracer::Nop => "nop",
+        Tracer::Function => "function",
+        Tracer::Graph => "function_graph",
+    };
     let _ = writeln!(meta, "version=2\ntracer={name}\ncpus={}\ncounter_hz={}", per_cpu.len(), crate::time::counter_hz());
     let _ = writeln!(meta, "frames={frames}\nbytes_after_meta={rest}\nsymtab_bytes={}\nmarkers={}", symtab.len(), markers.len());
     for (cpu, c) in per_cpu.iter().enumerate() {
@@ -303,7 +347,9 @@ fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], fault:
             for chunk in c.events.chunks(wire::RECORDS_PER_FRAME) {
                 buf.clear();
                 for e in chunk {
-                    let r = Record { ts: e.ts, ip: e.ip, parent: e.parent, kind: e.kind, cpu: e.cpu, depth: e.depth, extra: e.extra };
+                    // A continuation slot carries no CPU of its own: it is its frame's.
+                    let rcpu = if e.kind == crate::ringbuf::KIND_CONT { cpu as u8 } else { e.cpu };
+                    let r = Record { ts: e.ts, ip: e.ip, parent: e.parent, kind: e.kind, cpu: rcpu, depth: e.depth, extra: e.extra };
                     buf.extend_from_slice(&r.encode());
                 }
                 tx.frame(&mut seq, Kind::Events, cpu as u8, &buf);
@@ -311,6 +357,9 @@ fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], fault:
         }
         for p in &marker_frames {
             tx.frame(&mut seq, Kind::Markers, 0, p);
+        }
+        for p in &format_frames {
+            tx.frame(&mut seq, Kind::Format, 0, p);
         }
         let n = seq;
         tx.frame(&mut seq, Kind::End, 0, &n.to_le_bytes());

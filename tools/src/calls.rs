@@ -197,6 +197,7 @@ pub(crate) mod tests {
                 },
             ],
             markers: [(1, "between a and b".to_string())].into(),
+            formats: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, Read};
 /// Everything one recording holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recording {
-    /// `function` or `function_graph`.
+    /// `nop` (trace events only), `function` or `function_graph`.
     pub tracer: String,
     /// Stable-counter frequency (timestamps are in its ticks).
     pub counter_hz: u64,
@@ -23,6 +23,8 @@ pub struct Recording {
     pub symtab: Vec<u8>,
     /// `trace_marker` texts by number (the `extra` of [`wire::KIND_MARKER`] records).
     pub markers: BTreeMap<u64, String>,
+    /// The formats of the trace events the records name.
+    pub formats: Vec<crate::events::EventFormat>,
 }
 
 /// One CPU's part of a recording.
@@ -284,6 +286,11 @@ pub fn read_capture(
                 if let Some(id) = repeated {
                     return Err(CaptureError::Inconsistent(format!("frame {} repeats marker {id}", h.seq)));
                 }
+            }
+            (Kind::Format, Some(_)) => {
+                let text = std::str::from_utf8(body).map_err(|_| CaptureError::Inconsistent(format!("frame {}: a format that is not UTF-8", h.seq)))?;
+                let f = crate::events::EventFormat::parse(text).map_err(|e| CaptureError::Inconsistent(format!("frame {}: {e}", h.seq)))?;
+                rec.formats.push(f);
             }
             (Kind::End, Some(m)) => {
                 let announced = body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));

@@ -1,7 +1,7 @@
 //! Chrome trace-event JSON (Perfetto UI, `chrome://tracing`): one track per CPU (its context's
 //! task, `formats::task`: `tid` = PID, named `loongtrace/<cpu>`), function_graph
-//! calls as complete (`X`) slices that nest by time, function-tracer events and `trace_marker`
-//! writes as instants.
+//! calls as complete (`X`) slices that nest by time, function-tracer events, `trace_marker`
+//! writes and trace events (their fields as args) as instants.
 
 use crate::calls::{self, Names};
 use crate::capture::Recording;
@@ -66,6 +66,36 @@ pub fn json(rec: &Recording) -> Result<String, String> {
                 "pid": 0,
                 "tid": task::pid(cpu as u32),
                 "args": { "buf": text },
+            });
+            events.push((cpu, ts, 0, ev));
+        }
+    }
+    // Trace events: instants named `system:event`, their fields as args.
+    let formats = crate::events::by_id(&rec.formats);
+    for (cpu, c) in rec.cpus.iter().enumerate() {
+        for (i, id, bytes) in crate::events::records(&c.events) {
+            let Some(f) = formats.get(&id) else { continue };
+            let ts = rec.ns(c.events[i].ts);
+            let mut args = serde_json::Map::new();
+            for (name, v) in f.decode(&bytes) {
+                let v = match v {
+                    crate::events::Value::Unsigned(n) if name.starts_with("__probe") => json!(names.name(n)),
+                    crate::events::Value::Unsigned(n) => json!(n),
+                    crate::events::Value::Signed(n) => json!(n),
+                    crate::events::Value::Str(s) => json!(s),
+                    crate::events::Value::Bytes(b) => json!(b),
+                };
+                args.insert(name, v);
+            }
+            let ev = json!({
+                "name": format!("{}:{}", f.system, f.name),
+                "cat": f.system,
+                "ph": "i",
+                "s": "t",
+                "ts": us(ts),
+                "pid": 0,
+                "tid": task::pid(cpu as u32),
+                "args": Value::Object(args),
             });
             events.push((cpu, ts, 0, ev));
         }

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod calls;
 pub mod capture;
 pub mod chrome;
+pub mod events;
 pub mod flame;
 pub mod ktap;
 pub mod layers;

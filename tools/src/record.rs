@@ -33,6 +33,10 @@ pub struct RecordConfig {
     pub extra_cmdline: Vec<String>,
     /// Save the raw serial stream here.
     pub save_serial: Option<PathBuf>,
+    /// Trace events to record: `set_event` words (`system:event`, globs).
+    pub events: Vec<String>,
+    /// `kprobe_events` definitions made before recording (their events are recorded).
+    pub kprobes: Vec<String>,
 }
 
 impl RecordConfig {
@@ -48,13 +52,47 @@ impl RecordConfig {
             duration_ms: 0,
             extra_cmdline: Vec::new(),
             save_serial: None,
+            events: Vec::new(),
+            kprobes: Vec::new(),
         }
+    }
+
+    /// The shell lines that set up the trace events before recording (the kernel runs them from
+    /// fw_cfg file `opt/loongtrace/record_events`), or `None` when no event is asked for.
+    pub fn events_setup(&self) -> Result<Option<String>, String> {
+        if self.events.is_empty() && self.kprobes.is_empty() {
+            return Ok(None);
+        }
+        let mut lines = String::new();
+        let mut events = self.events.clone();
+        for d in &self.kprobes {
+            if d.contains(['\'', '\n']) || d.trim().is_empty() {
+                return Err(format!("kprobe definition {d:?} may not be empty or contain a quote or a newline"));
+            }
+            lines.push_str(&format!("echo '{d}' >> kprobe_events\n"));
+            // `p:[GRP/]EVENT ...`: record that event (unnamed ones: every kprobe event).
+            let name = d.split_whitespace().next().and_then(|w| w.split_once(':')).map(|(_, n)| n).filter(|n| !n.is_empty());
+            events.push(match name {
+                Some(n) => match n.split_once('/') {
+                    Some((g, e)) => format!("{g}:{e}"),
+                    None => format!("kprobes:{n}"),
+                },
+                None => "kprobes:*".into(),
+            });
+        }
+        for e in &events {
+            if e.is_empty() || e.contains(['\'', '\n', ' ']) {
+                return Err(format!("event {e:?} may not be empty or contain blanks or quotes"));
+            }
+            lines.push_str(&format!("echo '{e}' >> set_event\n"));
+        }
+        Ok(Some(lines))
     }
 
     /// The kernel command line for this recording.
     pub fn cmdline(&self) -> Result<String, String> {
-        if !matches!(self.tracer.as_str(), "function" | "function_graph") {
-            return Err(format!("unknown tracer '{}' (function or function_graph)", self.tracer));
+        if !matches!(self.tracer.as_str(), "nop" | "function" | "function_graph") {
+            return Err(format!("unknown tracer '{}' (nop, function or function_graph)", self.tracer));
         }
         if self.tracer == "function" && (!self.graph_function.is_empty() || self.max_depth != 0) {
             return Err("--graph-function and --max-depth need the function_graph tracer".into());
@@ -154,6 +192,14 @@ pub fn record(cfg: &RecordConfig, progress: impl FnMut(Progress)) -> Result<(Vec
         }
         run.extra_args.extend(script_fw_cfg(script));
     }
+    // Kept until QEMU has read it (the end of this function).
+    let mut _setup_file = None;
+    if let Some(lines) = cfg.events_setup().map_err(RecordError::Config)? {
+        let path = std::env::temp_dir().join(format!("ltrace-events-{}-{:?}.sh", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+        std::fs::write(&path, lines).map_err(RecordError::Io)?;
+        run.extra_args.extend(["-fw_cfg".into(), format!("name=opt/loongtrace/record_events,file={}", path.display().to_string().replace(',', ",,"))]);
+        _setup_file = Some(TempFile(path));
+    }
     if !run.kernel.is_file() {
         return Err(RecordError::Config(format!("kernel image {} not found (build it with `make build`)", run.kernel.display())));
     }
@@ -191,6 +237,15 @@ pub fn record(cfg: &RecordConfig, progress: impl FnMut(Progress)) -> Result<(Vec
     result.map_err(|error| RecordError::Capture { error, timed_out, stderr })
 }
 
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The default time limit of a recording.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -200,6 +255,26 @@ mod tests {
 
     fn cfg() -> RecordConfig {
         RecordConfig::new(RunConfig::new("k.elf"), "function")
+    }
+
+    #[test]
+    fn events_setup_lines() {
+        let mut c = cfg();
+        assert_eq!(c.events_setup().unwrap(), None);
+        c.kprobes = vec!["p:myprobe chain_c x=%a0".into(), "r:grp/ret chain_b".into(), "p chain_a".into()];
+        c.events = vec!["module:*".into()];
+        assert_eq!(
+            c.events_setup().unwrap().unwrap(),
+            "echo 'p:myprobe chain_c x=%a0' >> kprobe_events\necho 'r:grp/ret chain_b' >> kprobe_events\necho 'p chain_a' >> kprobe_events\n\
+             echo 'module:*' >> set_event\necho 'kprobes:myprobe' >> set_event\necho 'grp:ret' >> set_event\necho 'kprobes:*' >> set_event\n"
+        );
+        c.kprobes = vec!["p:x 'quoted'".into()];
+        assert!(c.events_setup().unwrap_err().contains("quote"));
+        c.kprobes.clear();
+        c.events = vec!["a b".into()];
+        assert!(c.events_setup().unwrap_err().contains("blanks"));
+        c.tracer = "nop".into();
+        assert!(c.cmdline().is_ok());
     }
 
     #[test]

@@ -312,8 +312,15 @@ pub fn kallsyms_text(table: &SymbolTable) -> String {
 pub fn cpu_pages(rec: &Recording, cpu: usize) -> Vec<u8> {
     let c = &rec.cpus[cpu];
     let mut w = PageWriter::new(c.lost);
-    for r in &c.events {
-        if let Some(e) = Event::from_record(rec, r) {
+    for (i, r) in c.events.iter().enumerate() {
+        if r.kind == wire::KIND_EVENT {
+            // A trace event: its record is already Linux's bytes (common fields included),
+            // padded to 4 bytes as the ring buffer stores it.
+            if let Some(mut b) = wire::event_bytes(&c.events[i..]) {
+                b.resize(b.len().next_multiple_of(4), 0);
+                w.push(rec.ns(r.ts), &b);
+            }
+        } else if let Some(e) = Event::from_record(rec, r) {
             w.push(rec.ns(r.ts), &e.encode(formats::task::pid(cpu as u32)));
         }
     }
@@ -352,7 +359,24 @@ pub fn write(rec: &Recording) -> Result<Vec<u8>, String> {
         put_u64(&mut out, f.len() as u64);
         out.extend_from_slice(f.as_bytes());
     }
-    put_u32(&mut out, 0); // no event systems besides ftrace
+    // The trace events' systems, each with its events' formats.
+    let mut systems: Vec<(&str, Vec<&str>)> = Vec::new();
+    for f in &rec.formats {
+        match systems.iter_mut().find(|(s, _)| *s == f.system) {
+            Some((_, v)) => v.push(&f.text),
+            None => systems.push((&f.system, vec![&f.text])),
+        }
+    }
+    put_u32(&mut out, systems.len() as u32);
+    for (system, texts) in &systems {
+        out.extend_from_slice(system.as_bytes());
+        out.push(0);
+        put_u32(&mut out, texts.len() as u32);
+        for t in texts {
+            put_u64(&mut out, t.len() as u64);
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
 
     let kallsyms = kallsyms_text(&table);
     put_u32(&mut out, kallsyms.len() as u32);

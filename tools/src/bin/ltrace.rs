@@ -49,9 +49,17 @@ struct Outputs {
 
 #[derive(Args)]
 struct RecordArgs {
-    /// Tracer: function or function_graph.
-    #[arg(short = 'p', long = "plugin", default_value = "function_graph", value_parser = ["function", "function_graph"])]
-    tracer: String,
+    /// Tracer: function, function_graph, or nop (trace events only) [default: function_graph,
+    /// or nop when only events are asked for].
+    #[arg(short = 'p', long = "plugin", value_parser = ["nop", "function", "function_graph"])]
+    tracer: Option<String>,
+    /// Record trace event SYSTEM:EVENT (repeatable; globs, as `set_event` takes them).
+    #[arg(short = 'e', long = "event", value_name = "SYSTEM:EVENT")]
+    events: Vec<String>,
+    /// Define a kprobe event first (`kprobe_events` syntax, e.g. 'p:myprobe chain_c x=%a0';
+    /// repeatable) and record it.
+    #[arg(long = "kprobe", value_name = "DEFINITION")]
+    kprobes: Vec<String>,
     /// set_ftrace_filter glob (repeatable).
     #[arg(short = 'l', long = "filter")]
     filter: Vec<String>,
@@ -143,7 +151,11 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut run = RunConfig::new(&a.kernel);
             run.smp = a.smp;
             run.timeout = Duration::from_secs(a.timeout);
-            let mut cfg = RecordConfig::new(run, &a.tracer);
+            let only_events = !a.events.is_empty() || !a.kprobes.is_empty();
+            let tracer = a.tracer.unwrap_or_else(|| if only_events { "nop".into() } else { "function_graph".into() });
+            let mut cfg = RecordConfig::new(run, &tracer);
+            cfg.events = a.events;
+            cfg.kprobes = a.kprobes;
             cfg.filter = a.filter;
             cfg.graph_function = a.graph_function;
             cfg.max_depth = a.max_depth;
