@@ -323,3 +323,48 @@ fn kprobe_events_define_enable_filter_trigger_and_remove() {
     assert_eq!(run(&mut s, "echo > kprobe_events"), "");
     assert_eq!(run(&mut s, "cat kprobe_events"), "");
 }
+
+#[test]
+fn random_event_definitions_and_filters_typed_at_the_prompt() {
+    let mut s = boot();
+    const DEF: &[&str] = &[
+        "p", "r", "p:", "r4:", "-:", "kprobes/", "ev", "x", " ", "chain_c", "chain_b", "+4", "+3", "0x", "%a0", "%a1", "$retval",
+        "$stack0", "$arg1", "$comm", "+8(", ")", ":u32", ":s8", ":string", ":symbol", "=", "@", "[2]", "b3@2/", "#", "-", "(", ":x64",
+    ];
+    const FLT: &[&str] = &["x", "name", "==", "!=", "<", ">=", "&", "~", "\"he*\"", "7", "-1", "0x10", "&&", "||", "!", "(", ")", " ", "CPU", "comm"];
+    assert_eq!(run(&mut s, "echo 'p:rnd chain_c x=%a0 name=$comm' > kprobe_events"), "");
+    let mut rng = Rng(0x5eed_0000_e7e7_0023);
+    // 2,000 lines in large writes (the in-kernel suite `events` types 10,000 through the shell's
+    // command layer; this sends them through the serial line and the line editor too).
+    let mut batch = String::new();
+    for i in 0..2_000 {
+        let (parts, file) = if i % 2 == 0 { (DEF, "kprobe_events") } else { (FLT, "events/kprobes/rnd/filter") };
+        let mut line = String::new();
+        for _ in 0..1 + rng.next() % 7 {
+            line.push_str(parts[(rng.next() % parts.len() as u64) as usize]);
+        }
+        // Never define more than one extra probe at a time: remove whatever was defined.
+        batch.push_str(&format!("echo '{line}' >> {file}\r"));
+        if i % 2 == 0 {
+            batch.push_str("echo '-:ev' >> kprobe_events\r");
+        }
+        if batch.len() > 16 * 1024 {
+            s.send(batch.as_bytes());
+            batch.clear();
+        }
+    }
+    s.send(batch.as_bytes());
+    s.send_line("echo EVENTS-MARKER");
+    s.wait_for("\nEVENTS-MARKER\n", Duration::from_secs(600)).unwrap_or_else(|e| panic!("after the random lines: {e}"));
+    s.wait_for(PROMPT, CMD).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!s.transcript().contains("panicked"), "the kernel panicked");
+    // The kernel still records the event (its filter reset) and lists its definitions.
+    assert_eq!(run(&mut s, "echo 0 > events/kprobes/rnd/filter"), "");
+    assert_eq!(run(&mut s, "echo 1 > events/kprobes/rnd/enable"), "");
+    assert!(run(&mut s, "run chain").starts_with("chain_root called"));
+    let t = run(&mut s, "cat trace");
+    assert_eq!(body(&t).iter().filter(|l| l.contains(" rnd: (selftest::targets::chain_c+0x0/")).count(), 1, "{t}");
+    assert!(run(&mut s, "cat kprobe_events").contains("p:kprobes/rnd chain_c x=%a0 name=$comm"));
+    let log = run(&mut s, "cat error_log");
+    assert!(log.lines().filter(|l| l.contains("error: ")).count() > 5, "{log}");
+}
