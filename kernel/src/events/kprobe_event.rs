@@ -320,7 +320,7 @@ fn number(q: Quick, fx: &Fx, size: u8, c: &Ctx) -> u64 {
 
 /// Records the event of `p` with fast plan `plan`; `own` are its own fields' values.
 #[inline(always)]
-fn emit_plain(p: &Common, plan: &[(u16, u8, Quick)], own: &[u64], ip: u64, c: &Ctx) {
+fn emit_plain(p: &Common, plan: &[(u16, u8, Quick)], own: &[u64], ip: u64, c: &Ctx, start: registry::StackStart) {
     let mut rec = [0u64; registry::FIXED_WORDS];
     for (i, v) in own.iter().enumerate() {
         put(&mut rec, 8 + 8 * i, 8, *v);
@@ -328,7 +328,18 @@ fn emit_plain(p: &Common, plan: &[(u16, u8, Quick)], own: &[u64], ip: u64, c: &C
     for (&(off, size, q), fx) in plan.iter().zip(&p.args) {
         put(&mut rec, off as usize, size, number(q, fx, size, c));
     }
-    registry::emit_fixed(&p.event, ip, c.regs.regs[22], &mut rec, p.event.layout.fixed_len() as usize);
+    registry::emit_fixed(&p.event, ip, start, &mut rec, p.event.layout.fixed_len() as usize);
+}
+
+/// Where a kprobe's stack trace starts: at a function's entry the caller is still in `ra`.
+fn entry_stack(c: &Ctx) -> registry::StackStart {
+    registry::StackStart { fp: c.regs.regs[22], ra: c.regs.regs[1], entry_only: true }
+}
+
+/// Where a kretprobe's stack trace starts: the function's real return address, then the
+/// caller's frames.
+fn ret_stack(ri: &KretprobeInstance, c: &Ctx) -> registry::StackStart {
+    registry::StackStart { fp: c.regs.regs[22], ra: ri.ret_addr, entry_only: false }
 }
 
 fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
@@ -338,11 +349,12 @@ fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
     let c = Ctx { regs, entry: None };
     if let Some(plan) = &p.c.plan {
         if p.c.event.is_armed() {
-            emit_plain(&p.c, plan, &[ip], ip, &c);
+            emit_plain(&p.c, plan, &[ip], ip, &c, entry_stack(&c));
         }
         return false;
     }
-    registry::emit(&p.c.event, ip, regs.regs[22], |w| {
+    let start = entry_stack(&c);
+    registry::emit(&p.c.event, ip, start, |w| {
         w.num(0, 0, ip);
         fill(&p.c, &c, w, 1);
     });
@@ -366,10 +378,11 @@ fn kretprobe_handler(ri: &KretprobeInstance, regs: &mut PtRegs) {
     let p = unsafe { &*(rp as *const Kretprobe as *const RInst) };
     let c = Ctx { regs, entry: Some((&ri.data, &p.c.entry_args)) };
     if let Some(plan) = &p.c.plan {
-        emit_plain(&p.c, plan, &[ri.func, ri.ret_addr], ri.func, &c);
+        emit_plain(&p.c, plan, &[ri.func, ri.ret_addr], ri.func, &c, ret_stack(ri, &c));
         return;
     }
-    registry::emit(&p.c.event, ri.func, regs.regs[22], |w| {
+    let start = ret_stack(ri, &c);
+    registry::emit(&p.c.event, ri.func, start, |w| {
         w.num(0, 0, ri.func);
         w.num(1, 0, ri.ret_addr);
         fill(&p.c, &c, w, 2);

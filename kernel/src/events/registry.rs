@@ -308,7 +308,7 @@ pub fn set_triggers(ev: &Event, t: Option<super::trigger::Triggers>) -> Result<(
 /// writes it to this CPU's buffer; runs the event's triggers on every hit. `ip` is what the
 /// first slot's `ip` holds (the probed address, or the tracepoint's site). Allocates nothing.
 #[inline(never)]
-pub fn emit(ev: &Event, ip: u64, fp: u64, fill: impl FnOnce(&mut RecordWriter)) {
+pub fn emit(ev: &Event, ip: u64, fp: StackStart, fill: impl FnOnce(&mut RecordWriter)) {
     let triggers = ev.triggers.load(Ordering::Acquire);
     let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
     if !keep && triggers.is_null() {
@@ -333,6 +333,16 @@ pub fn emit(ev: &Event, ip: u64, fp: u64, fill: impl FnOnce(&mut RecordWriter)) 
     commit(ev, ip, fp, buf, len, cpu, flags, keep, triggers);
 }
 
+/// Where a `stacktrace` trigger's walk starts: the frame pointer, and a return address to show
+/// first (0: none): a kprobe's `ra`, used only when the probe is at a function's entry (where the
+/// caller is not on the stack yet; `entry_only`), or a kretprobe's real return address.
+#[derive(Clone, Copy, Debug)]
+pub struct StackStart {
+    pub fp: u64,
+    pub ra: u64,
+    pub entry_only: bool,
+}
+
 /// Words of a record [`emit_fixed`] takes: the common fields, a probe's own fields and 40 bytes
 /// of numbers (two continuation slots).
 pub const FIXED_WORDS: usize = 2 * CONT_BYTES / 8;
@@ -341,7 +351,7 @@ pub const FIXED_WORDS: usize = 2 * CONT_BYTES / 8;
 /// 0, the common fields, is written here): the kprobe events' fast path, which builds the ring
 /// slots straight from the words. `len` is the record's length in bytes.
 #[inline(never)]
-pub fn emit_fixed(ev: &Event, ip: u64, fp: u64, rec: &mut [u64; FIXED_WORDS], len: usize) {
+pub fn emit_fixed(ev: &Event, ip: u64, fp: StackStart, rec: &mut [u64; FIXED_WORDS], len: usize) {
     let triggers = ev.triggers.load(Ordering::Acquire);
     let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
     if !keep && triggers.is_null() {
@@ -378,7 +388,7 @@ fn header(ev: &Event, cpu: usize, flags: u16) -> CommonHeader {
 /// `buf` holds the record (`len` bytes) and is a whole number of slots long.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn commit(ev: &Event, ip: u64, fp: u64, buf: &[u8], len: usize, cpu: usize, flags: u16, keep: bool, triggers: *mut super::trigger::Triggers) {
+fn commit(ev: &Event, ip: u64, fp: StackStart, buf: &[u8], len: usize, cpu: usize, flags: u16, keep: bool, triggers: *mut super::trigger::Triggers) {
     let rec = &buf[..len];
     let mut keep = keep;
     if keep {
@@ -522,7 +532,7 @@ fn tracepoint_probe(tp: &Tracepoint, args: &[TpArg]) {
     // SAFETY: set by `init` from a leaked `Arc`, never freed.
     let ev = unsafe { &*p };
     let ip = tracepoint_probe as fn(&Tracepoint, &[TpArg]) as usize as u64;
-    emit(ev, ip, arch::cpu::frame_pointer(), |w| {
+    emit(ev, ip, StackStart { fp: arch::cpu::frame_pointer(), ra: 0, entry_only: false }, |w| {
         for (i, a) in args.iter().enumerate() {
             match a {
                 TpArg::Num(v) => w.num(i, 0, *v),

@@ -248,7 +248,7 @@ impl Trigger {
 }
 
 /// Runs the triggers of `ev` on its record `rec` (fired on `cpu` at `ip`, frame pointer `fp`).
-pub fn run(t: &Triggers, ev: &Event, rec: &[u8], cpu: u32, ip: u64, fp: u64) {
+pub fn run(t: &Triggers, ev: &Event, rec: &[u8], cpu: u32, ip: u64, fp: super::registry::StackStart) {
     let mut comm = [0u8; 16];
     let Ok(view) = ev.layout.view(rec) else { return };
     let view = view.with_context(cpu, super::registry::comm_of(cpu, &mut comm));
@@ -280,11 +280,17 @@ pub fn run(t: &Triggers, ev: &Event, rec: &[u8], cpu: u32, ip: u64, fp: u64) {
 }
 
 /// Writes a stack trace into the trace (the event's place, then its callers).
-fn write_stack(ip: u64, fp: u64) {
+fn write_stack(ip: u64, start: super::registry::StackStart) {
     use crate::ftrace::tracer::{self, KIND_STACK};
     let flags = tracer::context_flags();
     let mut n = 0u16;
-    arch::unwind::walk(fp, arch::boot::stack_bounds(arch::cpu::id()), 32, |f| {
+    // Depth 0 prints `<stack trace>`, ` => ip` and its caller; the others one caller each.
+    let at_entry = || crate::ksyms::lookup(ip).is_some_and(|(_, off)| off < 8);
+    if start.ra != 0 && (!start.entry_only || at_entry()) {
+        tracer::record(KIND_STACK, ip, crate::ksyms::real_return_address(start.ra, start.fp), n, flags as u64);
+        n += 1;
+    }
+    arch::unwind::walk(start.fp, arch::boot::stack_bounds(arch::cpu::id()), 32, |f| {
         tracer::record(KIND_STACK, ip, crate::ksyms::real_return_address(f.ret, f.fp), n, flags as u64);
         n += 1;
         true

@@ -5,7 +5,7 @@
 
 use super::targets::{EventArg, chain_root, event_target};
 use super::tracefs_tests::{ok, sh};
-use crate::selftest::TestResult;
+use crate::selftest::{TestError, TestResult};
 use crate::tracefs;
 use crate::{kassert, kassert_eq, kdiag, ktest};
 use alloc::string::String;
@@ -294,6 +294,58 @@ ktest! {
             kassert_eq!(events("pk").len(), 2);
             let h = sh("cat events/kprobes/pk/hist");
             kassert!(h.contains("    Hits: 3\n    Entries: 2\n"), "{h}");
+            Ok(())
+        })
+    }
+}
+
+extern "C" fn empty_prog(_ctx: &crate::ftrace::bpf::TraceCtx) -> u64 {
+    0
+}
+
+ktest! {
+    /// The other static tracepoints' events with their fields: module load and free, BPF
+    /// trampoline attach and detach, the timer tick; and a stacktrace trigger.
+    fn events::module_bpf_timer_and_stacktrace() {
+        clean(|| {
+            ok("echo 'module:*' > set_event")?;
+            ok("echo 'bpf:*' >> set_event")?;
+            let m = super::module_tests::load("sample_mod")?;
+            let base = m.base;
+            drop(m);
+            crate::module::unload("sample_mod").map_err(|e| TestError::Fail(alloc::format!("unload: {e}")))?;
+            let f = crate::ftrace::bpf::Func::named("chain_c", 1).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
+            let link = crate::ftrace::bpf::Attach::fentry(f, empty_prog).map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
+            link.detach().map_err(|e| TestError::Fail(alloc::format!("{e}")))?;
+            kassert_eq!(events("module_load"), [alloc::format!("module_load: name=\"sample_mod\" base={base:#x}")]);
+            kassert_eq!(events("module_free"), ["module_free: name=\"sample_mod\""]);
+            let att = events("trampoline_attach");
+            kassert_eq!(att.len(), 1, "{att:?}");
+            kassert!(att[0].starts_with("trampoline_attach: ip=selftest::targets::chain_c+0x0/0x") && att[0].ends_with(" kind=\"fentry\" progs=1"), "{}", att[0]);
+            let det = events("trampoline_detach");
+            kassert!(det.len() == 1 && det[0].ends_with(" kind=\"fentry\" progs=0"), "{det:?}");
+            // The timer tick of this CPU.
+            ok("echo > trace")?;
+            ok("echo irq:timer_tick > set_event")?;
+            let t0 = arch::time::ticks();
+            while events("timer_tick").is_empty() && arch::time::ticks() - t0 < crate::time::counter_hz() / 2 {
+                core::hint::spin_loop();
+            }
+            let ticks = events("timer_tick");
+            kassert!(!ticks.is_empty() && ticks[0].starts_with("timer_tick: cpu="), "{ticks:?}");
+            ok("echo > set_event")?;
+            // stacktrace:1: one `<stack trace>` whose frames name this test's function.
+            ok("echo > trace")?;
+            ok("echo 'p:st event_target x=%a0' > kprobe_events")?;
+            ok("echo 'stacktrace:1' > events/kprobes/st/trigger")?;
+            for x in 0..3 {
+                let a = arg(x, 0, "");
+                black_box(event_target(black_box(x), &a));
+            }
+            let t = sh("cat trace");
+            kassert_eq!(t.matches("<stack trace>").count(), 1, "{t}");
+            kassert!(t.contains(" => selftest::events_tests::"), "{t}");
+            kassert_eq!(sh("cat events/kprobes/st/trigger"), "stacktrace:count=0\n");
             Ok(())
         })
     }
