@@ -80,8 +80,9 @@ impl FnLine {
     }
 }
 
-/// The kernel's function trace lines (`func <-parent`, or `tracing_mark_write: text`).
-fn kernel_function_lines(text: &str) -> Vec<FnLine> {
+/// The body lines of the kernel's function-layout text: (CPU, timestamp, the rest after it),
+/// each line's task column checked.
+fn kernel_lines(text: &str) -> Vec<(u32, &str, &str)> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -89,6 +90,16 @@ fn kernel_function_lines(text: &str) -> Vec<FnLine> {
             check_task(l, cpu);
             let after = &l[l.find(']').unwrap() + 1..];
             let (ts, rest) = after.trim_start().split_once(' ').unwrap().1.trim_start().split_once(": ").unwrap();
+            (cpu, ts, rest)
+        })
+        .collect()
+}
+
+/// The kernel's function trace lines (`func <-parent`, or `tracing_mark_write: text`).
+fn kernel_function_lines(text: &str) -> Vec<FnLine> {
+    kernel_lines(text)
+        .into_iter()
+        .map(|(cpu, ts, rest)| {
             let ts = ts.to_string();
             if let Some(text) = rest.strip_prefix("tracing_mark_write: ") {
                 return FnLine::Marker { cpu, ts, text: text.to_string() };
@@ -570,17 +581,7 @@ fn kprobe_events_in_trace_dat_match_the_kernels_trace() {
     assert_eq!(rec.formats.len(), 2, "the formats of the two events that fired: {:?}", rec.formats);
     // The kernel's lines: `(sym+0xoff/0xsize)` names a function.
     let kernel_func = |s: &str| s.split('+').next().unwrap().trim().to_string();
-    let kernel: Vec<EventLine> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
-            check_task(l, cpu);
-            let after = &l[l.find(']').unwrap() + 1..];
-            let (ts, rest) = after.trim_start().split_once(' ').unwrap().1.trim_start().split_once(": ").unwrap();
-            event_line(cpu, ts, rest, &kernel_func)
-        })
-        .collect();
+    let kernel: Vec<EventLine> = kernel_lines(&text).into_iter().map(|(cpu, ts, rest)| event_line(cpu, ts, rest, &kernel_func)).collect();
     assert_eq!(kernel.iter().filter(|l| l.name == "myprobe").count(), 2, "{text}");
     assert_eq!(kernel.iter().filter(|l| l.name == "myret").count(), 2, "{text}");
     // trace-cmd prints the addresses in hex (the events' print fmt): name them from the symbols.
