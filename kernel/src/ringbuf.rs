@@ -346,7 +346,11 @@ impl<const N: usize> RingBuffer<N> {
             for k in 0..n {
                 let s = s0.wrapping_add(k);
                 let slot = &self.slots[(s & Self::MASK) as usize];
-                slot.dropped.store(committed(s), Ordering::Release);
+                // Never over a newer drop tag (a nested writer's, which a reader may wait on).
+                let tag = slot.dropped.load(Ordering::Relaxed);
+                if tag == EMPTY || stamp_older(tag, s) {
+                    slot.dropped.store(committed(s), Ordering::Release);
+                }
                 if k < claimed {
                     // Nothing was written: the slot's older record is still whole.
                     // SAFETY: entries below `claimed` were written by the loop above.

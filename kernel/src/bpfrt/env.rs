@@ -67,7 +67,10 @@ impl Context {
         if bytes.len() > len {
             return Err(alloc::format!("a context of {} bytes: a {} program reads at most {len}", bytes.len(), kind.name()));
         }
-        let mut words = alloc::vec![0u64; len.div_ceil(8).max(1)];
+        // One word more than the program's: a read just past its context lands in this guard
+        // word, which is no region, rather than in whatever the heap placed next (a BPF stack,
+        // a map value) and which the checks would then allow.
+        let mut words = alloc::vec![0u64; len.div_ceil(8).max(1) + 1];
         for (i, b) in bytes.iter().enumerate() {
             words[i / 8] |= (*b as u64) << (8 * (i % 8));
         }

@@ -430,8 +430,11 @@ fn errno(e: Errno) -> ShErrno {
 /// order (a refused line stops the write; the lines before it stay done, as in Linux). Each
 /// refusal adds its `error_log` entries.
 pub fn write(text: &str, append: bool, iface: Interface) -> Result<(), ShErrno> {
+    // Under the configuration lock: an enable or trigger change cannot run between a probe's
+    // registration and its arming (lock order CONFIG, then DEFS).
+    let _g = registry::CONFIG.lock();
     if !append {
-        clear()?;
+        clear_locked()?;
     }
     for line in probe_def::split_write(text) {
         let line = line.map_err(errno)?;
@@ -510,7 +513,13 @@ fn define(line: &str, def: ProbeDef) -> Result<(), ShErrno> {
         },
     };
     let new_event = event.is_none();
-    let event = event.unwrap_or_else(|| registry::add_dynamic(EventLayout::from_probe(&def)));
+    let event = match event {
+        Some(e) => e,
+        None => match registry::add_dynamic(EventLayout::from_probe(&def)) {
+            Some(e) => e,
+            None => return Err(fail(line, Reason::FailRegProbe, probe_def::command_text(line).split(' ').count(), Errno::Inval)),
+        },
+    };
     let sym: *mut str = Box::into_raw(sym.into_boxed_str());
     // SAFETY: `sym` stays allocated until `destroy` (after the probe is unregistered).
     let name: &'static str = unsafe { &*sym };
@@ -591,11 +600,24 @@ fn set_armed(inst: &Inst, on: bool) -> Result<(), String> {
 }
 
 /// Unregisters and frees a probe (unregistering waits until no CPU is inside it).
+///
+/// Two cases keep the memory instead: a probe whose unregistering failed (it may still be
+/// reachable), and every kretprobe — calls it hooked before it was disabled may still be on some
+/// CPU's stack of outstanding returns, and their return reads the kretprobe (its generation
+/// tells them not to run the handler). A removed kretprobe event thus leaves its probe's few
+/// hundred bytes behind (docs/events.md).
 fn destroy(inst: Inst) {
-    let _ = match &inst {
-        Inst::K(k) => crate::kprobes::unregister_kprobe(kprobe_of(k)),
-        Inst::R(r) => crate::kprobes::kretprobe::unregister_kretprobe(kretprobe_of(r)),
+    let ok = match &inst {
+        Inst::K(k) => crate::kprobes::unregister_kprobe(kprobe_of(k)).is_ok(),
+        Inst::R(r) => crate::kprobes::kretprobe::unregister_kretprobe(kretprobe_of(r)).is_ok(),
     };
+    if !ok || matches!(inst, Inst::R(_)) {
+        if !ok {
+            log::error!("kprobe_events: cannot unregister the probe of {}; its memory is kept", inst.c().def);
+        }
+        core::mem::forget(inst);
+        return;
+    }
     let sym = inst.c().sym;
     drop(inst);
     // SAFETY: came from `Box::into_raw` in `define`; the probe that named it is gone.
@@ -620,6 +642,11 @@ pub fn arm(id: u16, on: bool) -> Result<(), String> {
 
 /// Removes every probe event (`> kprobe_events`); EBUSY while one is enabled or has triggers.
 pub fn clear() -> Result<(), ShErrno> {
+    let _g = registry::CONFIG.lock();
+    clear_locked()
+}
+
+fn clear_locked() -> Result<(), ShErrno> {
     let mut defs = DEFS.lock();
     if defs.iter().any(|d| d.c().event.is_armed()) {
         return Err(ShErrno::EBUSY);

@@ -149,15 +149,19 @@ pub fn systems() -> Vec<String> {
     out
 }
 
-/// Adds a dynamic event (a probe's); returns it. Ids are never reused, so records of a removed
-/// event left in the buffers are never taken for another's.
-pub fn add_dynamic(layout: EventLayout) -> Arc<Event> {
+/// Adds a dynamic event (a probe's); returns it (`None` when all 64,536 dynamic ids are in use).
+/// Ids are handed out in increasing order and wrap only after the last one, so records of a
+/// removed event left in the buffers are not taken for another's unless the ids went round.
+pub fn add_dynamic(layout: EventLayout) -> Option<Arc<Event>> {
     let mut next = NEXT_ID.lock();
-    let id = *next;
-    *next = next.wrapping_add(1).max(FIRST_DYNAMIC_ID);
+    let mut evs = EVENTS.lock();
+    // Ids go up; after the last one they start again at the first, skipping those in use.
+    let span = (u16::MAX - FIRST_DYNAMIC_ID) as u32 + 1;
+    let id = (0..span).map(|k| FIRST_DYNAMIC_ID + ((*next - FIRST_DYNAMIC_ID) as u32 + k).rem_euclid(span) as u16).find(|id| !evs.iter().any(|e| e.id == *id))?;
+    *next = if id == u16::MAX { FIRST_DYNAMIC_ID } else { id + 1 };
     let ev = Arc::new(Event::new(id, layout, Source::Probe));
-    EVENTS.lock().push(ev.clone());
-    ev
+    evs.push(ev.clone());
+    Some(ev)
 }
 
 /// Removes a dynamic event from the registry (its probe is gone already).
@@ -166,12 +170,14 @@ pub fn remove(ev: &Arc<Event>) {
 }
 
 /// Waits until no CPU can still be reading an event's old filter or triggers: every CPU left
-/// the tracing call it was in (probes on ftrace) and took an interrupt (break probes and
-/// tracepoints run their handlers with interrupts off, or in the handler of a CPU that then
-/// answers the cross-call only after it).
-pub fn retire() {
-    crate::ftrace::quiesce::synchronize_tracing();
+/// the tracing call it was in and answered a cross-call (which it takes only with interrupts on,
+/// and [`emit`] keeps them off while it may read the old pointers).
+/// Returns false when some CPU stayed inside a tracing call for 5 s: the caller then keeps the
+/// old memory rather than free it.
+pub fn retire() -> bool {
+    let quiet = crate::ftrace::quiesce::synchronize_tracing();
     crate::smp::sync_all_cpus();
+    quiet
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,8 +278,7 @@ pub fn set_filter(ev: &Event, f: Option<EventFilter>) {
     let _g = CONFIG.lock();
     let new = f.map_or(core::ptr::null_mut(), |f| Box::into_raw(Box::new(f)));
     let old = ev.filter.swap(new, Ordering::AcqRel);
-    if !old.is_null() {
-        retire();
+    if !old.is_null() && retire() {
         // SAFETY: `old` was a leaked Box published in `filter`; it is unpublished and no CPU can
         // still read it after `retire`.
         drop(unsafe { Box::from_raw(old) });
@@ -283,6 +288,23 @@ pub fn set_filter(ev: &Event, f: Option<EventFilter>) {
 /// Sets or clears an event's triggers, arming or disarming the probe as needed.
 pub fn set_triggers(ev: &Event, t: Option<super::trigger::Triggers>) -> Result<(), EventError> {
     let _g = CONFIG.lock();
+    swap_triggers(ev, t)
+}
+
+/// Replaces an event's triggers with what `f` makes of the current ones, under one hold of the
+/// configuration lock (two writers cannot lose each other's change).
+pub fn update_triggers<E>(
+    ev: &Event,
+    f: impl FnOnce(Option<&super::trigger::Triggers>) -> Result<Option<super::trigger::Triggers>, E>,
+) -> Result<Result<(), EventError>, E> {
+    let _g = CONFIG.lock();
+    let p = ev.triggers.load(Ordering::Acquire);
+    // SAFETY: freed only by `swap_triggers` under `CONFIG`, which this holds.
+    let new = f((!p.is_null()).then(|| unsafe { &*p }))?;
+    Ok(swap_triggers(ev, new))
+}
+
+fn swap_triggers(ev: &Event, t: Option<super::trigger::Triggers>) -> Result<(), EventError> {
     let want = t.is_some() || ev.is_enabled();
     let had = ev.is_armed();
     if want && !had {
@@ -293,12 +315,28 @@ pub fn set_triggers(ev: &Event, t: Option<super::trigger::Triggers>) -> Result<(
     if !want && had {
         let _ = arm(ev, false);
     }
-    if !old.is_null() {
-        retire();
+    if !old.is_null() && retire() {
         // SAFETY: as in `set_filter`.
         drop(unsafe { Box::from_raw(old) });
     }
     Ok(())
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // The last reference is gone: no probe of the event runs any more (its kprobes were
+        // unregistered, a static event is never dropped).
+        let f = *self.filter.get_mut();
+        if !f.is_null() {
+            // SAFETY: a leaked Box published by `set_filter`; `&mut self` is the only reference.
+            drop(unsafe { Box::from_raw(f) });
+        }
+        let t = *self.triggers.get_mut();
+        if !t.is_null() {
+            // SAFETY: as above, published by `swap_triggers`.
+            drop(unsafe { Box::from_raw(t) });
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,15 +345,24 @@ pub fn set_triggers(ev: &Event, t: Option<super::trigger::Triggers>) -> Result<(
 /// Builds an event's record with `fill` and, if the event is enabled and its filter keeps it,
 /// writes it to this CPU's buffer; runs the event's triggers on every hit. `ip` is what the
 /// first slot's `ip` holds (the probed address, or the tracepoint's site). Allocates nothing.
+///
+/// Interrupts are off from the loads of the filter and trigger pointers until their last use,
+/// so a CPU answers [`retire`]'s cross-call only outside this (tracepoints and kretprobe
+/// handlers may run with interrupts on).
 #[inline(never)]
 pub fn emit(ev: &Event, ip: u64, fp: StackStart, fill: impl FnOnce(&mut RecordWriter)) {
+    let flags = crate::ftrace::tracer::context_flags();
+    arch::cpu::without_irqs(|| emit_locked(ev, ip, fp, flags, fill));
+}
+
+#[inline(always)]
+fn emit_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, fill: impl FnOnce(&mut RecordWriter)) {
     let triggers = ev.triggers.load(Ordering::Acquire);
     let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
     if !keep && triggers.is_null() {
         return;
     }
     let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
-    let flags = crate::ftrace::tracer::context_flags();
     // Only the part a record of this event can use is initialised: its fixed part rounded up to
     // whole slots, or the whole buffer when strings follow it.
     let mut storage = core::mem::MaybeUninit::<[u8; MAX_RECORD]>::uninit();
@@ -350,15 +397,21 @@ pub const FIXED_WORDS: usize = 2 * CONT_BYTES / 8;
 /// [`emit`] for a record of numbers only, already laid out in `rec` as little-endian words (word
 /// 0, the common fields, is written here): the kprobe events' fast path, which builds the ring
 /// slots straight from the words. `len` is the record's length in bytes.
+/// Interrupts are off while the filter and triggers may be read, as in [`emit`].
 #[inline(never)]
 pub fn emit_fixed(ev: &Event, ip: u64, fp: StackStart, rec: &mut [u64; FIXED_WORDS], len: usize) {
+    let flags = crate::ftrace::tracer::context_flags();
+    arch::cpu::without_irqs(|| emit_fixed_locked(ev, ip, fp, flags, rec, len));
+}
+
+#[inline(always)]
+fn emit_fixed_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, rec: &mut [u64; FIXED_WORDS], len: usize) {
     let triggers = ev.triggers.load(Ordering::Acquire);
     let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
     if !keep && triggers.is_null() {
         return;
     }
     let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
-    let flags = crate::ftrace::tracer::context_flags();
     let h = header(ev, cpu, flags);
     rec[0] = u64::from(h.common_type) | u64::from(h.flags) << 16 | u64::from(h.pid as u32) << 32;
     let len = len.min(FIXED_WORDS * 8);

@@ -48,7 +48,8 @@ pub enum Cmd {
     TraceOn,
     TraceOff,
     StackTrace,
-    Hist(Hist),
+    /// Shared by the trigger lists a change copies, so the counts go on.
+    Hist(alloc::sync::Arc<Hist>),
 }
 
 impl Cmd {
@@ -77,6 +78,8 @@ pub enum TriggerError {
     Filter(filter::FilterError),
     /// A hist field that the event does not have (EINVAL; Linux: `Couldn't find field`).
     NoField(String),
+    /// No heap for a histogram of that many entries (ENOMEM).
+    NoMemory(usize),
 }
 
 impl TriggerError {
@@ -86,6 +89,7 @@ impl TriggerError {
         match self {
             TriggerError::NotSet(_) => Errno::ENOENT,
             TriggerError::Exists(_) => Errno::EEXIST,
+            TriggerError::NoMemory(_) => Errno::ENOMEM,
             _ => Errno::EINVAL,
         }
     }
@@ -100,6 +104,7 @@ impl core::fmt::Display for TriggerError {
             TriggerError::Syntax(s) => write!(f, "{s}"),
             TriggerError::Filter(e) => write!(f, "{e}"),
             TriggerError::NoField(n) => write!(f, "Couldn't find field: {n}"),
+            TriggerError::NoMemory(n) => write!(f, "no memory for a histogram of {n} entries"),
         }
     }
 }
@@ -150,7 +155,7 @@ pub fn parse(text: &str, layout: &EventLayout) -> Result<TriggerWrite, TriggerEr
         None => None,
     };
     let (cmd, initial) = if cmd_name == "hist" {
-        (Cmd::Hist(Hist::parse(param.unwrap_or(""), layout)?), None)
+        (Cmd::Hist(alloc::sync::Arc::new(Hist::parse(param.unwrap_or(""), layout)?)), None)
     } else {
         let initial = match param {
             None => None,
@@ -200,7 +205,7 @@ impl Trigger {
                 Cmd::TraceOn => Cmd::TraceOn,
                 Cmd::TraceOff => Cmd::TraceOff,
                 Cmd::StackTrace => Cmd::StackTrace,
-                Cmd::Hist(h) => Cmd::Hist(h.clone_all()),
+                Cmd::Hist(h) => Cmd::Hist(h.clone()),
             },
             count: AtomicI64::new(self.count.load(Ordering::Relaxed)),
             initial: self.initial,
@@ -394,19 +399,11 @@ impl Hist {
         if sort.0 != "hitcount" && !keys.iter().chain(&vals).any(|f| f.name == sort.0) {
             return Err(TriggerError::NoField(sort.0));
         }
-        Ok(Hist { keys, vals, sort, size, table: spin::Mutex::new(alloc::vec![HistEntry::default(); size]), hits: AtomicU64::new(0), dropped: AtomicU64::new(0) })
-    }
-
-    fn clone_all(&self) -> Hist {
-        Hist {
-            keys: self.keys.clone(),
-            vals: self.vals.clone(),
-            sort: self.sort.clone(),
-            size: self.size,
-            table: spin::Mutex::new(self.table.lock().clone()),
-            hits: AtomicU64::new(self.hits.load(Ordering::Relaxed)),
-            dropped: AtomicU64::new(self.dropped.load(Ordering::Relaxed)),
-        }
+        // Allocated now, all of it (a hit never allocates); a size the heap cannot hold is refused.
+        let mut table = Vec::new();
+        table.try_reserve_exact(size).map_err(|_| TriggerError::NoMemory(size))?;
+        table.resize(size, HistEntry::default());
+        Ok(Hist { keys, vals, sort, size, table: spin::Mutex::new(table), hits: AtomicU64::new(0), dropped: AtomicU64::new(0) })
     }
 
     fn describe(&self, w: &mut dyn Write) -> core::fmt::Result {

@@ -243,8 +243,7 @@ fn write_trigger(ev: &Event, text: &str) -> Result<(), Errno> {
         }
         e.errno()
     })?;
-    let new = ev.with_triggers(|cur| trigger::apply(cur, w)).map_err(|e| e.errno())?;
-    registry::set_triggers(ev, new).map_err(arm_error)
+    registry::update_triggers(ev, |cur| trigger::apply(cur, w)).map_err(|e| e.errno())?.map_err(arm_error)
 }
 
 /// `set_event`: `[!]system:event` words (globs on both halves; `event` alone means any system,
