@@ -562,6 +562,7 @@ fn literal(ip: u64) -> Result<&'static core::sync::atomic::AtomicU64, FtraceArch
 /// Boot-time initialisation of the site at `ip` (Linux's `ftrace_init_nop`): checks that the two
 /// prefix words and the call slot are still the compiler's `nop`s, stores `ops` in the literal,
 /// and turns the first entry word into `move t0, ra`.
+#[unsafe(link_section = ".text.patcher")]
 pub fn init_site(ip: u64, ops: u64) -> Result<(), FtraceArchError> {
     for at in [ip - 8, ip - 4, ip + 4] {
         let found = patch::read_insn(at)?;
@@ -588,6 +589,7 @@ pub fn set_site_ops(ip: u64, ops: u64) -> Result<(), FtraceArchError> {
 /// # Safety
 /// `ip` must be the entry of a site [`init_site`] accepted, whose text is still mapped.
 #[inline]
+#[unsafe(link_section = ".text.patcher")]
 pub unsafe fn set_site_ops_unchecked(ip: u64, ops: u64) {
     // SAFETY: per the contract the literal at ip - 8 is aligned and mapped.
     unsafe { core::sync::atomic::AtomicU64::from_ptr((ip - SITE_PREFIX) as *mut u64).store(ops, Ordering::Release) };

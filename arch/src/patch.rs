@@ -88,6 +88,7 @@ fn word(addr: u64) -> &'static AtomicU32 {
 /// # Safety
 /// `addr` must be 4-byte aligned, mapped, writable kernel or module text that stays mapped for
 /// the duration of the call.
+#[unsafe(link_section = ".text.patcher")]
 pub unsafe fn patch_insn_unchecked(addr: u64, old: u32, new: u32) -> Result<(), PatchError> {
     // SAFETY: per the contract, `addr` is aligned, mapped text.
     let w = unsafe { AtomicU32::from_ptr(addr as *mut u32) };

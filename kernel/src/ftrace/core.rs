@@ -257,12 +257,24 @@ fn site_word(ip: u64, target: Option<u64>) -> Result<u32, arch::insn::InsnError>
 
 /// [`modify_routed`] for a site of the table that `update` may touch (it passed `init_site` and
 /// is not failed; a going module site stays mapped until it is unpatched and the module freed).
+#[unsafe(link_section = ".text.patcher")]
 fn modify_site(site: &Site, have: Option<u64>, want: Option<u64>) -> Result<(), arch::ftrace::FtraceArchError> {
     let (old, new) = (site_word(site.ip, have)?, site_word(site.ip, want)?);
     // SAFETY: see above: the call slot at `ip + 4` is valid, mapped text.
     unsafe { arch::patch::patch_insn_unchecked(site.ip + 4, old, new)? };
-    crate::tracepoint::trace!(crate::tracepoint::points::SITE_UPDATE, site.ip, old, new);
+    // Not `trace!`: its argument list could be built before the jump label; here the patch loop
+    // pays the `nop` and nothing else.
+    if arch::static_branch_unlikely!(crate::tracepoint::points::SITE_UPDATE) {
+        fire_site_update(site.ip, old, new);
+    }
     Ok(())
+}
+
+/// Fires `ftrace:site_update` (out of line: see `modify_site`).
+#[cold]
+#[inline(never)]
+fn fire_site_update(ip: u64, old: u32, new: u32) {
+    crate::tracepoint::points::SITE_UPDATE.fire(&[ip.into(), old.into(), new.into()]);
 }
 
 /// The sites an ops wants under `cfg`.
@@ -612,6 +624,7 @@ fn set_call_target(core: &mut Core, target: u64) {
 }
 
 /// Moves text and published state to the configuration where exactly `new_ops` are registered.
+#[unsafe(link_section = ".text.patcher")]
 pub(crate) fn update(core: &mut Core, new_ops: Vec<&'static FtraceOps>) {
     let list_func = ftrace_ops_list_func as *const () as u64;
     // 1. Route every call through the list function while anything changes.
