@@ -110,8 +110,9 @@ fn kernel_function_lines(text: &str) -> Vec<FnLine> {
         .collect()
 }
 
-/// The same from `trace-cmd report -O parent=1 -O indent=0` (`function:` and `print:` events).
-fn trace_cmd_function_lines(lines: &[String]) -> Vec<FnLine> {
+/// The event lines of a `trace-cmd report`: (CPU, timestamp, the rest after it), each line's
+/// task column checked.
+fn trace_cmd_lines(lines: &[String]) -> Vec<(u32, &str, &str)> {
     lines
         .iter()
         .filter(|l| !l.trim_start().starts_with("CPU:"))
@@ -119,6 +120,17 @@ fn trace_cmd_function_lines(lines: &[String]) -> Vec<FnLine> {
             let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
             check_task(l, cpu);
             let (ts, rest) = l[l.find(']').unwrap() + 1..].trim_start().split_once(": ").unwrap();
+            (cpu, ts, rest)
+        })
+        .collect()
+}
+
+/// The same from `trace-cmd report -O parent=1 -O indent=0` (`function:` and `print:` events).
+fn trace_cmd_function_lines(lines: &[String]) -> Vec<FnLine> {
+    trace_cmd_lines(lines)
+        .into_iter()
+        .map(|(cpu, ts, rest)| {
+            let l = rest;
             let ts = ts.to_string();
             if let Some(print) = rest.strip_prefix("print:") {
                 let text = print.trim_start().strip_prefix("tracing_mark_write: ").unwrap_or_else(|| panic!("print event not from trace_marker: {l}"));
@@ -588,13 +600,9 @@ fn kprobe_events_in_trace_dat_match_the_kernels_trace() {
     let names = loongtrace_tools::calls::Names::new(&rec).unwrap();
     let tc_func = |s: &str| names.name(u64::from_str_radix(s.trim(), 16).unwrap());
     let report = trace_cmd_report(&rec, "events.dat", &[]);
-    let tc: Vec<EventLine> = report
-        .iter()
-        .filter(|l| !l.trim_start().starts_with("CPU:"))
-        .map(|l| {
-            let cpu = l[l.find('[').unwrap() + 1..l.find(']').unwrap()].parse().unwrap();
-            check_task(l, cpu);
-            let (ts, rest) = l[l.find(']').unwrap() + 1..].trim_start().split_once(": ").unwrap();
+    let tc: Vec<EventLine> = trace_cmd_lines(&report)
+        .into_iter()
+        .map(|(cpu, ts, rest)| {
             let mut e = event_line(cpu, ts, rest.trim_start(), &tc_func);
             // As in Linux, a kretprobe's print fmt is `(func <- ret_ip)` while the kernel's
             // own text prints `(ret_ip <- func)`.
