@@ -93,8 +93,9 @@ pub struct TraceEntry {
 const WORDS: usize = 5;
 
 impl TraceEntry {
-    /// A continuation slot carrying `chunk` (at most [`CONT_BYTES`], zero-padded).
-    #[inline]
+    /// A continuation slot carrying `chunk` (at most [`CONT_BYTES`], zero-padded); the kernel
+    /// writes whole chunks ([`continuation_exact`](Self::continuation_exact)).
+    #[cfg(test)]
     pub fn continuation(chunk: &[u8]) -> TraceEntry {
         let mut b = [0u8; CONT_BYTES];
         let n = chunk.len().min(CONT_BYTES);

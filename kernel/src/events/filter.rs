@@ -2209,26 +2209,8 @@ mod tests {
     // -----------------------------------------------------------------------------------------
     // Random testing.
 
-    /// xorshift64*: tiny, fixed seed, reproducible.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.below(items.len())]
-        }
-    }
+    /// The crates' shared test generator (xorshift64*, fixed seeds).
+    use bpf::rng::Rng;
 
     const POOL: [u64; 22] = [
         0,
@@ -2256,7 +2238,7 @@ mod tests {
     ];
 
     fn random_string(rng: &mut Rng, alphabet: &[u8], max: usize) -> Vec<u8> {
-        (0..rng.below(max + 1)).map(|_| *rng.pick(alphabet)).collect()
+        (0..rng.index(max + 1)).map(|_| rng.pick(alphabet)).collect()
     }
 
     const STR_ALPHABET: &[u8] = b"ab1x*?[]!-\\";
@@ -2264,7 +2246,7 @@ mod tests {
     fn random_record(rng: &mut Rng) -> Rec {
         let mut r = Rec::default();
         for v in r.nums.iter_mut() {
-            *v = if rng.chance(80) { *rng.pick(&POOL) } else { rng.next() };
+            *v = if rng.chance(80) { rng.pick(&POOL) } else { rng.next() };
         }
         r.strs[NAME] = random_string(rng, STR_ALPHABET, 8);
         r.strs[PATH] = random_string(rng, STR_ALPHABET, 10);
@@ -2273,9 +2255,9 @@ mod tests {
             r.strs[PATH].extend_from_slice(b"zz");
         }
         for v in r.common.iter_mut() {
-            *v = *rng.pick(&POOL);
+            *v = rng.pick(&POOL);
         }
-        r.cpu = rng.below(6) as u32;
+        r.cpu = rng.index(6) as u32;
         r.comm = random_string(rng, STR_ALPHABET, 15);
         r
     }
@@ -2512,49 +2494,49 @@ mod tests {
     }
 
     fn random_leaf(rng: &mut Rng, text: &mut String) -> Ast {
-        let ws = |rng: &mut Rng| *rng.pick(&["", " ", " ", "  ", "\t"]);
-        let kind = rng.below(10);
+        let ws = |rng: &mut Rng| rng.pick(&["", " ", " ", "  ", "\t"]);
+        let kind = rng.index(10);
         let (name, target): (String, Target) = match kind {
             0..=3 => {
-                let i = rng.below(8);
+                let i = rng.index(8);
                 let FieldType::Int { size, signed } = FIELDS[i].ty else { unreachable!() };
                 (FIELDS[i].name.into(), Target::Int { field: i, size, signed })
             }
             4 => {
-                let i = rng.below(4);
+                let i = rng.index(4);
                 let (n, _, ty) = CommonField::ALL[i];
                 let FieldType::Int { size, signed } = ty else { unreachable!() };
                 (n.into(), Target::Common { which: i, size, signed })
             }
-            5 => ((*rng.pick(&CPU_FIELD_NAMES)).into(), Target::Cpu),
+            5 => ((rng.pick(&CPU_FIELD_NAMES)).into(), Target::Cpu),
             6 | 7 => {
-                let i = *rng.pick(&[NAME, PATH]);
+                let i = rng.pick(&[NAME, PATH]);
                 let cap = if i == NAME { Some(8) } else { None };
                 (FIELDS[i].name.into(), Target::Str { field: i, cap })
             }
-            _ => ((*rng.pick(&COMM_FIELD_NAMES)).into(), Target::Comm),
+            _ => ((rng.pick(&COMM_FIELD_NAMES)).into(), Target::Comm),
         };
         let mut suffix = "";
         let (op, value_text, value): (&'static str, String, Value) = match &target {
             Target::Int { size: 8, .. } if rng.chance(10) => {
                 suffix = ".function";
-                let op = *rng.pick(&["==", "!="]);
-                let (sym, start, len) = *rng.pick(&SYMS);
-                let text = if rng.chance(50) { format!("{sym} ") } else { format!("{:#x}", start + rng.below(len as usize) as u64) };
+                let op = rng.pick(&["==", "!="]);
+                let (sym, start, len) = rng.pick(&SYMS);
+                let text = if rng.chance(50) { format!("{sym} ") } else { format!("{:#x}", start + rng.index(len as usize) as u64) };
                 (op, text, Value::Func(start, start + len))
             }
             Target::Int { .. } | Target::Common { .. } | Target::Cpu if rng.chance(15) => {
-                let op = *rng.pick(&["==", "!=", "&"]);
+                let op = rng.pick(&["==", "!=", "&"]);
                 let mut set: Vec<u32> = (0..NR_CPUS).filter(|_| rng.chance(40)).collect();
                 if set.is_empty() {
-                    set.push(rng.below(NR_CPUS as usize) as u32);
+                    set.push(rng.index(NR_CPUS as usize) as u32);
                 }
                 let list: Vec<String> = set.iter().map(|c| c.to_string()).collect();
                 (op, format!("CPUS{{{}}}", list.join(",")), Value::Cpus(set))
             }
             Target::Int { signed, .. } | Target::Common { signed, .. } => {
-                let op = *rng.pick(&["==", "!=", "<", "<=", ">", ">=", "&"]);
-                let mut v = if rng.chance(85) { *rng.pick(&POOL) as i128 } else { rng.next() as i128 };
+                let op = rng.pick(&["==", "!=", "<", "<=", ">", ">=", "&"]);
+                let mut v = if rng.chance(85) { rng.pick(&POOL) as i128 } else { rng.next() as i128 };
                 if *signed {
                     v = v as u64 as i64 as i128;
                     if rng.chance(30) {
@@ -2564,13 +2546,13 @@ mod tests {
                 (op, render_number(rng, v), Value::Num(v))
             }
             Target::Cpu => {
-                let op = *rng.pick(&["==", "!=", "<", "<=", ">", ">=", "&"]);
-                let v = rng.below(7) as i128 - 1;
+                let op = rng.pick(&["==", "!=", "<", "<=", ">", ">=", "&"]);
+                let v = rng.index(7) as i128 - 1;
                 (op, render_number(rng, v), Value::Num(v))
             }
             Target::Str { .. } | Target::Comm => {
-                let op = *rng.pick(&["==", "!=", "~", "~"]);
-                let q = *rng.pick(&["\"", "'"]);
+                let op = rng.pick(&["==", "!=", "~", "~"]);
+                let q = rng.pick(&["\"", "'"]);
                 let p = random_string(rng, STR_ALPHABET, 6);
                 let shown = String::from_utf8(p.clone()).unwrap();
                 (op, format!("{q}{shown}{q}"), Value::Text(p))
@@ -2583,7 +2565,7 @@ mod tests {
     fn render_number(rng: &mut Rng, v: i128) -> String {
         let (neg, mag) = (v < 0, v.unsigned_abs());
         let sign = if neg { "-" } else { "" };
-        let text = match rng.below(4) {
+        let text = match rng.index(4) {
             0 => format!("{sign}{mag:#x}"),
             1 => format!("{sign}0X{mag:X}"),
             2 if mag != 0 => format!("{sign}0{mag:o}"),
@@ -2595,8 +2577,8 @@ mod tests {
 
     /// Builds a random expression and its text (`prec`: 1 inside `||`, 2 inside `&&`, 3 after `!`).
     fn random_expr(rng: &mut Rng, depth: u32, prec: u8, text: &mut String) -> Ast {
-        let ws = |rng: &mut Rng| *rng.pick(&["", " ", " ", "\t", "\n "]);
-        let choice = if depth == 0 { 0 } else { rng.below(8) };
+        let ws = |rng: &mut Rng| rng.pick(&["", " ", " ", "\t", "\n "]);
+        let choice = if depth == 0 { 0 } else { rng.index(8) };
         // `&&` inside `!`, and `||` inside `&&` or `!`, need parens; any may have them
         let paren_forced = match choice {
             4 | 5 => prec > 2,
@@ -2683,11 +2665,11 @@ mod tests {
 
     fn random_soup(rng: &mut Rng) -> String {
         let mut s = String::new();
-        let n = 1 + rng.below(14);
+        let n = 1 + rng.index(14);
         for _ in 0..n {
             if rng.chance(3) {
                 // a random character now and then, anywhere in Unicode's first planes
-                let c = char::from_u32(rng.below(0x3000) as u32).unwrap_or('?');
+                let c = char::from_u32(rng.index(0x3000) as u32).unwrap_or('?');
                 s.push(c);
             } else {
                 s.push_str(rng.pick(PIECES));
@@ -2695,7 +2677,7 @@ mod tests {
         }
         if rng.chance(2) {
             // sometimes a very long filter
-            let extra: String = (0..600).map(|_| *rng.pick(&["a", " ", "(", "&&"])).collect();
+            let extra: String = (0..600).map(|_| rng.pick(&["a", " ", "(", "&&"])).collect();
             s.push_str(&extra);
         }
         s
@@ -2713,7 +2695,7 @@ mod tests {
                 let mut t = String::new();
                 random_expr(&mut rng, 3, 0, &mut t);
                 if rng.chance(50) {
-                    let keep = rng.below(t.chars().count() + 1);
+                    let keep = rng.index(t.chars().count() + 1);
                     t = t.chars().take(keep).collect();
                     if rng.chance(50) {
                         t.push_str(rng.pick(PIECES));

@@ -1710,22 +1710,16 @@ print fmt: \"a=%u b=%Lu s=\\\"%s\\\" c=%d d={{0x%x,0x%x,0x%x}} e='%c' f=%pS\", R
     // -----------------------------------------------------------------------------------------
     // Round trips.
 
-    /// xorshift64*: tiny, fixed seed, reproducible.
-    struct Rng(u64);
+    /// The crates' shared test generator (xorshift64*, fixed seeds).
+    use bpf::rng::Rng;
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
-        }
+    /// Record values on top of the crates' shared test generator.
+    trait RecordRng {
+        fn number(&mut self) -> u64;
+        fn bytes(&mut self) -> Option<Vec<u8>>;
+    }
+
+    impl RecordRng for Rng {
         fn number(&mut self) -> u64 {
             match self.below(6) {
                 0 => self.below(256),

@@ -348,9 +348,7 @@ fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
     let ip = regs.era;
     let c = Ctx { regs, entry: None };
     if let Some(plan) = &p.c.plan {
-        if p.c.event.is_armed() {
-            emit_plain(&p.c, plan, &[ip], ip, &c, entry_stack(&c));
-        }
+        emit_plain(&p.c, plan, &[ip], ip, &c, entry_stack(&c));
         return false;
     }
     let start = entry_stack(&c);
@@ -677,9 +675,4 @@ pub fn profile(w: &mut dyn Write) -> core::fmt::Result {
         writeln!(w, "  {:<44} {:>15} {:>15}", d.c().def.event, hits, missed)?;
     }
     Ok(())
-}
-
-/// The number of probes defined.
-pub fn count() -> usize {
-    DEFS.lock().len()
 }

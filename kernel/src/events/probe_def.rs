@@ -1886,7 +1886,7 @@ mod tests {
         let d = def(&format!("p {long}"));
         assert_eq!(d.event.len(), MAX_EVENT_NAME_LEN - 1);
         assert_eq!(d.event, format!("p_{}", &long[..61]));
-        // Linux reads only the first byte of `pXXX`/`rXXX` without a digit or a colon.
+        // Linux reads only the first byte of `pNAME`/`rNAME` without a digit or a colon.
         assert_eq!(def("pfoo vfs_read").event, "p_vfs_read_0");
         assert_eq!(def("rfoo vfs_read").kind, ProbeKind::Kretprobe { maxactive: 0 });
     }
@@ -2520,25 +2520,8 @@ mod tests {
 
     // --- robustness -------------------------------------------------------------------------------
 
-    /// xorshift64*: a tiny fixed-seed generator.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'b>(&mut self, items: &[&'b str]) -> &'b str {
-            items[self.below(items.len())]
-        }
-    }
+    /// The crates' shared test generator (xorshift64*, fixed seeds).
+    use bpf::rng::Rng;
 
     const PIECES: &[&str] = &[
         "p",
@@ -2624,21 +2607,21 @@ mod tests {
 
     fn random_line(rng: &mut Rng) -> String {
         let mut s = String::new();
-        if rng.below(2) == 0 {
-            for _ in 0..rng.below(24) {
+        if rng.index(2) == 0 {
+            for _ in 0..rng.index(24) {
                 s.push_str(rng.pick(PIECES));
             }
         } else {
             s.push_str(rng.pick(SEEDS));
-            for _ in 0..1 + rng.below(4) {
+            for _ in 0..1 + rng.index(4) {
                 let chars: Vec<char> = s.chars().collect();
-                let at = rng.below(chars.len() + 1);
+                let at = rng.index(chars.len() + 1);
                 let (head, tail): (String, String) =
                     (chars[..at].iter().collect(), chars[at..].iter().collect());
-                s = match rng.below(4) {
+                s = match rng.index(4) {
                     0 => format!("{head}{}{tail}", rng.pick(PIECES)),
                     1 => {
-                        format!("{head}{}", tail.chars().skip(1 + rng.below(3)).collect::<String>())
+                        format!("{head}{}", tail.chars().skip(1 + rng.index(3)).collect::<String>())
                     }
                     2 => format!(
                         "{head}{}{}",

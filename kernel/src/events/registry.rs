@@ -53,9 +53,8 @@ pub struct Event {
     filter: AtomicPtr<EventFilter>,
     /// The triggers (null: none).
     triggers: AtomicPtr<super::trigger::Triggers>,
-    /// Records written (passed the filter) and records the filter dropped.
+    /// Records written (that passed the filter).
     pub written: AtomicU64,
-    pub filtered: AtomicU64,
 }
 
 impl Event {
@@ -69,7 +68,6 @@ impl Event {
             filter: AtomicPtr::new(core::ptr::null_mut()),
             triggers: AtomicPtr::new(core::ptr::null_mut()),
             written: AtomicU64::new(0),
-            filtered: AtomicU64::new(0),
         }
     }
 
@@ -192,8 +190,6 @@ pub enum EventError {
     Filter(filter::FilterError),
     /// A bad trigger.
     Trigger(super::trigger::TriggerError),
-    /// Busy (an enabled event cannot be removed).
-    Busy,
 }
 
 impl core::fmt::Display for EventError {
@@ -202,7 +198,6 @@ impl core::fmt::Display for EventError {
             EventError::Arm(e) => write!(f, "cannot arm the event: {e}"),
             EventError::Filter(e) => write!(f, "{e}"),
             EventError::Trigger(e) => write!(f, "{e}"),
-            EventError::Busy => f.write_str("the event is busy"),
         }
     }
 }
@@ -454,7 +449,6 @@ fn commit(ev: &Event, ip: u64, fp: StackStart, buf: &[u8], len: usize, cpu: usiz
             };
             // SAFETY: a published filter stays alive until `retire` saw this CPU leave here.
             if !unsafe { &*f }.matches(&view) {
-                ev.filtered.fetch_add(1, Ordering::Relaxed);
                 keep = false;
             }
         }

@@ -286,23 +286,9 @@ pub fn run(t: &Triggers, ev: &Event, rec: &[u8], cpu: u32, ip: u64, fp: super::r
 
 /// Writes a stack trace into the trace (the event's place, then its callers).
 fn write_stack(ip: u64, start: super::registry::StackStart) {
-    use crate::ftrace::tracer::{self, KIND_STACK};
-    let flags = tracer::context_flags();
-    let mut n = 0u16;
-    // Depth 0 prints `<stack trace>`, ` => ip` and its caller; the others one caller each.
     let at_entry = || crate::ksyms::lookup(ip).is_some_and(|(_, off)| off < 8);
-    if start.ra != 0 && (!start.entry_only || at_entry()) {
-        tracer::record(KIND_STACK, ip, crate::ksyms::real_return_address(start.ra, start.fp), n, flags as u64);
-        n += 1;
-    }
-    arch::unwind::walk(start.fp, arch::boot::stack_bounds(arch::cpu::id()), 32, |f| {
-        tracer::record(KIND_STACK, ip, crate::ksyms::real_return_address(f.ret, f.fp), n, flags as u64);
-        n += 1;
-        true
-    });
-    if n == 0 {
-        tracer::record(KIND_STACK, ip, 0, 0, flags as u64);
-    }
+    let first = (start.ra != 0 && (!start.entry_only || at_entry())).then_some((start.ra, start.fp));
+    crate::ftrace::tracer::record_stack(ip, first, Some(start.fp), 32, crate::ksyms::real_return_address);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! the stack into the trace, at most N times (or always).
 
 use super::ops::{FtraceOps, FtraceRegs, OpsFlags};
-use super::tracer::{self, KIND_STACK, TRACING_ON};
+use super::tracer::{self, TRACING_ON};
 use core::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 
 /// Probes that can exist at once.
@@ -130,16 +130,8 @@ extern "C" fn probe_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, regs: &mut F
 
 /// Writes the stack at `ip`'s entry into the trace: the function, then each caller.
 fn write_stack(ip: u64, parent_ip: u64, regs: &FtraceRegs) {
-    let flags = tracer::context_flags();
-    let sp = regs.stack_pointer();
-    tracer::record(KIND_STACK, ip, crate::ftrace::fgraph::real_return_address(parent_ip, sp), 0, flags as u64);
-    let Some(fp) = regs.frame_pointer() else { return };
-    let mut n = 1u16;
-    arch::unwind::walk(fp, arch::boot::stack_bounds(arch::cpu::id()), STACK_FRAMES, |f| {
-        tracer::record(KIND_STACK, ip, crate::ftrace::fgraph::real_return_address(f.ret, f.fp), n, flags as u64);
-        n += 1;
-        true
-    });
+    let first = Some((parent_ip, regs.stack_pointer()));
+    tracer::record_stack(ip, first, regs.frame_pointer(), STACK_FRAMES, crate::ftrace::fgraph::real_return_address);
 }
 
 /// The probes' ops (full registers, for the frame pointer a stack trace starts from).

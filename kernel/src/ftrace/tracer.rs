@@ -60,6 +60,29 @@ pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
     });
 }
 
+/// Writes a stack trace into this CPU's buffer as [`KIND_STACK`] records (Linux's `<stack
+/// trace>`): `ip`, then `first` (a caller not on the stack yet: its return address and the
+/// frame value `fixup` takes with it), then up to `max` frames walked from `fp`. `fixup` gives
+/// a frame's real return address (return hooks replace them). At least one record.
+pub fn record_stack(ip: u64, first: Option<(u64, u64)>, fp: Option<u64>, max: usize, fixup: fn(u64, u64) -> u64) {
+    let flags = context_flags() as u64;
+    let mut n = 0u16;
+    if let Some((ret, at)) = first {
+        record(KIND_STACK, ip, fixup(ret, at), n, flags);
+        n += 1;
+    }
+    if let Some(fp) = fp {
+        arch::unwind::walk(fp, arch::boot::stack_bounds(arch::cpu::id()), max, |f| {
+            record(KIND_STACK, ip, fixup(f.ret, f.fp), n, flags);
+            n += 1;
+            true
+        });
+    }
+    if n == 0 {
+        record(KIND_STACK, ip, 0, 0, flags);
+    }
+}
+
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn function_trace_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
     record(KIND_FUNC, ip, parent_ip, context_flags(), 0);

@@ -210,13 +210,6 @@ ktest! {
     }
 }
 
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
-
 ktest! {
     /// 10,000 random definition lines and filter strings typed at the prompt: each accepted or
     /// refused, no panic, and the kernel still answers (and a chain run still traces).
@@ -228,16 +221,17 @@ ktest! {
                 "b3@2/", "'", "\\", "#", "event_target", "-", "(", ":x64",
             ];
             const FLT: &[&str] = &["x", "small", "name", "==", "!=", "<", ">=", "&", "~", "\"he*\"", "'a'", "7", "-1", "0x10", "&&", "||", "!", "(", ")", " ", "CPU", "comm", "common_pid", ".function"];
-            ok("echo 'p:rnd event_target x=%a0 small=+8(%a1):u32 name=+16(%a1):string' > kprobe_events")?;
-            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            // In a group of its own: a random `-:kprobes/` removes every event of `kprobes`.
+            ok("echo 'p:keep/rnd event_target x=%a0 small=+8(%a1):u32 name=+16(%a1):string' > kprobe_events")?;
+            let mut rng = bpf::rng::Rng(0x9e37_79b9_7f4a_7c15);
             let (mut accepted, mut refused) = (0, 0);
             for i in 0..10_000 {
-                let (parts, file) = if i % 2 == 0 { (DEF, "kprobe_events") } else { (FLT, "events/kprobes/rnd/filter") };
-                let n = 1 + xorshift(&mut seed) % 7;
+                let (parts, file) = if i % 2 == 0 { (DEF, "kprobe_events") } else { (FLT, "events/keep/rnd/filter") };
+                let n = 1 + rng.below(7);
                 let mut line = String::new();
                 for _ in 0..n {
-                    line.push_str(parts[(xorshift(&mut seed) % parts.len() as u64) as usize]);
-                    if xorshift(&mut seed) % 3 == 0 {
+                    line.push_str(rng.pick(parts));
+                    if rng.below(3) == 0 {
                         line.push(' ');
                     }
                 }
@@ -247,7 +241,7 @@ ktest! {
                 if i % 2 == 0 {
                     // Keep only `rnd`: drop whatever an accepted line added.
                     let defs = sh("cat kprobe_events");
-                    for d in defs.lines().filter(|d| !d.contains("kprobes/rnd ")) {
+                    for d in defs.lines().filter(|d| !d.contains("keep/rnd ")) {
                         if let Some(name) = d.split_whitespace().next().and_then(|w| w.split_once(':')).map(|(_, n)| n) {
                             sh(&alloc::format!("echo '-:{name}' >> kprobe_events"));
                         }
@@ -256,8 +250,8 @@ ktest! {
             }
             kdiag!("10000 random lines: {accepted} accepted, {refused} refused");
             kassert!(refused > 1000 && accepted > 100, "{accepted} accepted, {refused} refused");
-            ok("echo 0 > events/kprobes/rnd/filter")?;
-            ok("echo 1 > events/kprobes/rnd/enable")?;
+            ok("echo 0 > events/keep/rnd/filter")?;
+            ok("echo 1 > events/keep/rnd/enable")?;
             let a = arg(3, 1, "ok");
             black_box(event_target(black_box(3), &a));
             kassert_eq!(events("rnd").len(), 1, "the kernel still records");

@@ -174,12 +174,10 @@ fn enable_value(text: &str) -> Result<bool, Errno> {
     }
 }
 
+/// An enable or trigger change the probe refused: EINVAL (the reason goes to the log).
 fn arm_error(e: EventError) -> Errno {
     log::info!("events: {e}");
-    match e {
-        EventError::Busy => Errno::EBUSY,
-        _ => Errno::EINVAL,
-    }
+    Errno::EINVAL
 }
 
 /// Writes an event file. On error nothing changed.
