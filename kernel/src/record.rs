@@ -187,7 +187,7 @@ fn take_buffers() -> Vec<CpuEvents> {
         .map(|b| {
             let mut events = Vec::new();
             let written = b.written();
-            let st = b.snapshot(|_, e| events.push(e));
+            let st = b.snapshot(|_, e| crate::events::registry::push_expanded(&mut events, e));
             CpuEvents { events, lost: st.lost, written }
         })
         .collect()

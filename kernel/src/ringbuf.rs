@@ -84,8 +84,10 @@ pub struct TraceEntry {
     /// Call depth (function graph).
     pub depth: u16,
     /// Continuation slots ([`KIND_CONT`]) that follow this one and belong to the same record
-    /// (0 for a one-slot record).
-    pub cont: u32,
+    /// (0 for a one-slot record; at most [`MAX_CONT`]).
+    pub cont: u16,
+    /// 16 bits more for a kind that needs them (a one-slot trace event's id); 0 otherwise.
+    pub aux: u16,
     /// Function graph: return value or duration.
     pub extra: u64,
 }
@@ -101,7 +103,7 @@ impl TraceEntry {
         let n = chunk.len().min(CONT_BYTES);
         b[..n].copy_from_slice(&chunk[..n]);
         let word = |i: usize| u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
-        TraceEntry { ts: word(0), ip: word(8), parent: word(16), kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, extra: word(24) }
+        TraceEntry { ts: word(0), ip: word(8), parent: word(16), kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, aux: 0, extra: word(24) }
     }
 
     /// The payload bytes of a continuation slot.
@@ -118,7 +120,7 @@ impl TraceEntry {
     #[inline]
     pub fn continuation_exact(chunk: &[u8; CONT_BYTES]) -> TraceEntry {
         let word = |i: usize| u64::from_le_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3], chunk[i + 4], chunk[i + 5], chunk[i + 6], chunk[i + 7]]);
-        TraceEntry { ts: word(0), ip: word(8), parent: word(16), kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, extra: word(24) }
+        TraceEntry { ts: word(0), ip: word(8), parent: word(16), kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, aux: 0, extra: word(24) }
     }
 
     /// Continuation slots a payload of `len` bytes needs.
@@ -132,7 +134,8 @@ impl TraceEntry {
         let packed = self.kind as u64
             | (self.cpu as u64) << 8
             | (self.depth as u64) << 16
-            | (self.cont as u64) << 32;
+            | (self.cont as u64) << 32
+            | (self.aux as u64) << 48;
         [self.ts, self.ip, self.parent, packed, self.extra]
     }
 
@@ -145,7 +148,8 @@ impl TraceEntry {
             kind: w[3] as u8,
             cpu: (w[3] >> 8) as u8,
             depth: (w[3] >> 16) as u16,
-            cont: (w[3] >> 32) as u32,
+            cont: (w[3] >> 32) as u16,
+            aux: (w[3] >> 48) as u16,
             extra: w[4],
         }
     }
@@ -363,7 +367,7 @@ impl<const N: usize> RingBuffer<N> {
         }
         // Order the `busy` stamps before the payload stores (seqlock writer side).
         fence(Ordering::Release);
-        let head = TraceEntry { cont: rest.len() as u32, ..*first };
+        let head = TraceEntry { cont: rest.len() as u16, ..*first };
         for (k, e) in core::iter::once(&head).chain(rest).enumerate() {
             let s = s0.wrapping_add(k as u64);
             let slot = &self.slots[(s & Self::MASK) as usize];
@@ -599,6 +603,7 @@ mod tests {
             e.cpu as u64,
             e.depth as u64,
             e.cont as u64,
+            e.aux as u64,
         ] {
             h ^= v;
             h = h.wrapping_mul(0x0000_0100_0000_01B3).rotate_left(29);
@@ -616,6 +621,7 @@ mod tests {
             cpu: (i >> 3) as u8,
             depth: (i >> 5) as u16,
             cont: 0,
+            aux: 0,
             extra: 0,
         };
         e.extra = checksum(&e);
@@ -638,7 +644,8 @@ mod tests {
             kind: 0xFE,
             cpu: 0xFD,
             depth: 0xFFFC,
-            cont: 0,
+            cont: 0xABCD,
+            aux: 0xBEEF,
             extra: u64::MAX,
         };
         assert_eq!(TraceEntry::from_words(e.to_words()), e);
@@ -1163,7 +1170,7 @@ mod tests {
         assert_eq!(recs.len(), 5);
         for (i, (e, bytes)) in recs.iter().enumerate() {
             let (f, r, payload) = record(i as u64, i % 3);
-            assert_eq!((e.ts, e.ip, e.cont), (f.ts, f.ip, r.len() as u32));
+            assert_eq!((e.ts, e.ip, e.cont), (f.ts, f.ip, r.len() as u16));
             assert_eq!(bytes, &payload);
         }
     }

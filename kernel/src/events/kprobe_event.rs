@@ -34,6 +34,93 @@ struct Common {
     /// The fast path of a record of plain numbers (no strings, arrays or bitfields, at most
     /// [`registry::FIXED_WORDS`] words): where each argument goes and its size.
     plan: Option<Vec<(u16, u8, Quick)>>,
+    /// The fastest path, for a kprobe event whose record fits one ring slot: see [`Tiny`].
+    tiny: Option<Tiny>,
+}
+
+/// A kprobe event of at most four number arguments, each `%REG` or `+OFF(%REG)`, whose record
+/// (common fields, `__probe_ip`, arguments) is at most [`registry::INLINE_MAX`] bytes with no
+/// argument straddling a word: its arguments are words 2 and 3 of the record, fetched without a
+/// call and written as a one-slot record ([`registry::emit_inline`]). `%a0` and `+8(%a1):u32`,
+/// the `kprobe_event` bench row's, is one.
+struct Tiny {
+    args: [TinyArg; 4],
+    /// Arguments used (the first `n` of `args`).
+    n: u8,
+    /// The record's length.
+    len: u8,
+}
+
+#[derive(Clone, Copy, Default)]
+struct TinyArg {
+    /// The value's mask (its size).
+    mask: u64,
+    /// `+OFF(...)`'s offset.
+    disp: i32,
+    /// The register (`regs.regs` index).
+    reg: u8,
+    /// Read memory at the register plus `disp`.
+    deref: bool,
+    /// Size in bytes (1, 2, 4 or 8).
+    size: u8,
+    /// The highest address the field may start at (its last byte in kernel RAM).
+    limit: u64,
+    /// Word 3 (else 2) of the record, and the bit shift in it.
+    high: bool,
+    shift: u8,
+}
+
+impl Tiny {
+    /// The plan's `Tiny` form, if it has one; `len` is the record's length.
+    fn new(plan: &[(u16, u8, Quick)], len: u32, own: usize) -> Option<Tiny> {
+        if own != 1 || len as usize > registry::INLINE_MAX || plan.len() > 4 {
+            return None;
+        }
+        let mut args = [TinyArg::default(); 4];
+        for (a, &(off, size, q)) in args.iter_mut().zip(plan) {
+            let (off, size) = (off as usize, size as usize);
+            if !(16..32).contains(&off) || !matches!(size, 1 | 2 | 4 | 8) || off % 8 + size > 8 {
+                return None;
+            }
+            let (reg, deref, disp) = match q {
+                Quick::Reg(r) => (r, false, 0),
+                Quick::RegDeref(r, d) => (r, true, d),
+                Quick::Other => return None,
+            };
+            let limit = crate::bpfrt::env::KERNEL_RAM.end - size as u64;
+            *a = TinyArg { mask: u64::MAX >> (64 - 8 * size), disp, reg: reg & 31, deref, size: size as u8, limit, high: off >= 24, shift: (8 * (off % 8)) as u8 };
+        }
+        Some(Tiny { args, n: plan.len() as u8, len: len as u8 })
+    }
+
+    /// Words 2 and 3 of the record.
+    #[inline(always)]
+    fn fetch(&self, regs: &PtRegs) -> (u64, u64) {
+        let (mut w2, mut w3) = (0u64, 0u64);
+        for a in self.args.iter().take(self.n as usize) {
+            let r = regs.regs[a.reg as usize & 31];
+            let v = if !a.deref {
+                r
+            } else {
+                let addr = r.wrapping_add(a.disp as i64 as u64);
+                let align = u64::from(a.size).wrapping_sub(1);
+                if addr >= crate::bpfrt::env::KERNEL_RAM.start && addr <= a.limit && addr & align == 0 {
+                    // SAFETY: a naturally aligned field in kernel RAM (checked just above), whose
+                    // bounds are 8-byte aligned: the aligned word holding it is kernel RAM too.
+                    unsafe { core::ptr::read_volatile((addr & !7) as *const u64) >> (8 * (addr & 7)) }
+                } else {
+                    read_number(addr, a.size)
+                }
+            };
+            let v = (v & a.mask) << (a.shift & 63);
+            if a.high {
+                w3 |= v;
+            } else {
+                w2 |= v;
+            }
+        }
+        (w2, w3)
+    }
 }
 
 /// The common argument forms, fetched without walking an [`Fx`].
@@ -289,41 +376,74 @@ fn read_cstr(addr: u64, buf: &mut [u8; 128]) -> Option<usize> {
 }
 
 /// Stores the low `size` bytes of `v` at byte `off` of a record kept as little-endian words
-/// (Linux packs the arguments, so a field may straddle two words).
+/// (Linux packs the arguments, so a field may straddle two words). The plan only holds fields
+/// inside the record's [`registry::FIXED_WORDS`] words; the index masks keep the stores in the
+/// array without a bounds check.
 #[inline(always)]
 fn put(rec: &mut [u64; registry::FIXED_WORDS], off: usize, size: u8, v: u64) {
-    let bits = 8 * size as u32;
-    let v = if bits >= 64 { v } else { v & ((1u64 << bits) - 1) };
+    const _: () = assert!(registry::FIXED_WORDS == 8);
+    let bits = 8 * (size as u32).clamp(1, 8);
+    let v = v & (u64::MAX >> (64 - bits));
     let (w, shift) = (off / 8, 8 * (off % 8) as u32);
-    if let Some(x) = rec.get_mut(w) {
-        *x |= v << shift;
-    }
-    if shift != 0 && shift + bits > 64 {
-        if let Some(x) = rec.get_mut(w + 1) {
-            *x |= v >> (64 - shift);
-        }
+    rec[w & 7] |= v << shift;
+    if shift + bits > 64 {
+        rec[(w + 1) & 7] |= v >> (64 - shift);
     }
 }
 
-/// The value of a plain number argument of `size` bytes.
+/// The value of a plain number argument of `size` bytes (the forms that are not [`Quick`]
+/// evaluated out of line).
 #[inline(always)]
 fn number(q: Quick, fx: &Fx, size: u8, c: &Ctx) -> u64 {
     match q {
         Quick::Reg(i) => c.regs.regs[i as usize & 31],
-        Quick::RegDeref(i, off) => read_mem(c.regs.regs[i as usize & 31].wrapping_add(off as i64 as u64), size as usize).unwrap_or(0),
-        Quick::Other => match fx {
-            Fx::Deref(..) | Fx::Mem(_) | Fx::Stack(_) => last_addr(fx, c).and_then(|a| read_mem(a, size as usize)).unwrap_or(0),
-            _ => eval(fx, c).unwrap_or(0),
-        },
+        Quick::RegDeref(i, off) => read_number(c.regs.regs[i as usize & 31].wrapping_add(off as i64 as u64), size),
+        Quick::Other => number_other(fx, size, c),
     }
 }
+
+/// [`number`] of an argument that is not [`Quick`].
+#[inline(never)]
+fn number_other(fx: &Fx, size: u8, c: &Ctx) -> u64 {
+    match fx {
+        Fx::Deref(..) | Fx::Mem(_) | Fx::Stack(_) => last_addr(fx, c).and_then(|a| read_mem(a, size as usize)).unwrap_or(0),
+        _ => eval(fx, c).unwrap_or(0),
+    }
+}
+
+/// [`read_mem`] of a number field (`size` 1, 2, 4 or 8 bytes; 0 outside kernel RAM), without a
+/// call: a naturally aligned field is read from the aligned word holding it and shifted down
+/// (one load for every size), another byte by byte.
+#[inline(always)]
+fn read_number(addr: u64, size: u8) -> u64 {
+    let ram = crate::bpfrt::env::KERNEL_RAM;
+    let n = u64::from(size).clamp(1, 8);
+    if addr < ram.start || addr > ram.end - n {
+        return 0;
+    }
+    // SAFETY: `addr..addr + n` is kernel RAM (checked above), whose bounds are 8-byte aligned,
+    // so the aligned word holding a naturally aligned field is kernel RAM too.
+    unsafe {
+        if addr & (n - 1) == 0 {
+            core::ptr::read_volatile((addr & !7) as *const u64) >> (8 * (addr & 7))
+        } else {
+            let mut v = 0u64;
+            for i in 0..n {
+                v |= (core::ptr::read_volatile((addr + i) as *const u8) as u64) << (8 * i);
+            }
+            v
+        }
+    }
+}
+const _: () = assert!(crate::bpfrt::env::KERNEL_RAM.start % 8 == 0 && crate::bpfrt::env::KERNEL_RAM.end % 8 == 0);
 
 /// Records the event of `p` with fast plan `plan`; `own` are its own fields' values.
 #[inline(always)]
 fn emit_plain(p: &Common, plan: &[(u16, u8, Quick)], own: &[u64], ip: u64, c: &Ctx, start: registry::StackStart) {
     let mut rec = [0u64; registry::FIXED_WORDS];
+    // The probe's own fields (`__probe_ip`, or a kretprobe's two) follow the common fields.
     for (i, v) in own.iter().enumerate() {
-        put(&mut rec, 8 + 8 * i, 8, *v);
+        rec[(1 + i) & 7] = *v;
     }
     for (&(off, size, q), fx) in plan.iter().zip(&p.args) {
         put(&mut rec, off as usize, size, number(q, fx, size, c));
@@ -347,16 +467,31 @@ fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
     let p = unsafe { &*(kp as *const Kprobe as *const KInst) };
     let ip = regs.era;
     let c = Ctx { regs, entry: None };
-    if let Some(plan) = &p.c.plan {
-        emit_plain(&p.c, plan, &[ip], ip, &c, entry_stack(&c));
-        return false;
+    match &p.c.tiny {
+        Some(t) => {
+            let (w2, w3) = t.fetch(c.regs);
+            if !registry::emit_inline(&p.c.event, ip, w2, w3) {
+                // A filter or a trigger: the general path.
+                let mut rec = [0, ip, w2, w3, 0, 0, 0, 0];
+                registry::emit_fixed(&p.c.event, ip, entry_stack(&c), &mut rec, t.len as usize);
+            }
+        }
+        None => kprobe_record(p, ip, &c),
     }
-    let start = entry_stack(&c);
+    false
+}
+
+/// [`kprobe_handler`] of an event with arguments of other forms, or strings.
+#[inline(never)]
+fn kprobe_record(p: &KInst, ip: u64, c: &Ctx) {
+    if let Some(plan) = &p.c.plan {
+        return emit_plain(&p.c, plan, &[ip], ip, c, entry_stack(c));
+    }
+    let start = entry_stack(c);
     registry::emit(&p.c.event, ip, start, |w| {
         w.num(0, 0, ip);
-        fill(&p.c, &c, w, 1);
+        fill(&p.c, c, w, 1);
     });
-    false
 }
 
 /// Keeps the register arguments the event's `$argN` fetches name (Linux's entry data).
@@ -540,7 +675,8 @@ fn define(line: &str, def: ProbeDef) -> Result<(), ShErrno> {
         && def.args.iter().all(|a| a.count == 0 && a.bitfield.is_none() && !a.ty.is_string());
     let own = if def.is_return() { 2 } else { 1 };
     let plan = plain.then(|| layout.fields()[own..].iter().zip(&args).map(|(f, a)| (f.offset as u16, f.size as u8, quick(a))).collect());
-    let c = Common { event: event.clone(), def, args, sym, entry_args, plan };
+    let tiny = plan.as_deref().and_then(|p| Tiny::new(p, layout.fixed_len(), own));
+    let c = Common { event: event.clone(), def, args, sym, entry_args, plan, tiny };
     let inst = match kind {
         ProbeKind::Kprobe => Inst::K(Box::new(KInst { kp: Kprobe::with(Where::Symbol(name, off), Some(kprobe_handler), None), c })),
         ProbeKind::Kretprobe { maxactive } => {

@@ -6,6 +6,7 @@
 
 pub mod filter;
 pub mod format;
+pub mod inline;
 #[cfg(target_os = "none")]
 pub mod kprobe_event;
 pub mod probe_def;

@@ -5,7 +5,8 @@
 //! A record is Linux's: the common fields, then the event's own (see [`super::format`]). In the
 //! ring it is one first slot of kind [`KIND_EVENT`] (timestamp, CPU, context flags; `ip` the
 //! probed address; `parent` the event id; `extra` the record's length) followed by the record's
-//! bytes in continuation slots ([`crate::ringbuf::RingBuffer::push_record`]).
+//! bytes in continuation slots ([`crate::ringbuf::RingBuffer::push_record`]); a short kprobe
+//! record takes one slot ([`super::inline`]), which the collectors expand ([`push_expanded`]).
 //!
 //! An event is *armed* (its probe registered or its tracepoint's probe on) while it is enabled
 //! or has a trigger; it records only while enabled (Linux's soft-disabled mode runs triggers of a
@@ -24,8 +25,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
-/// [`TraceEntry::kind`] of the first slot of a trace event's record.
-pub const KIND_EVENT: u8 = 6;
+pub use super::inline::{INLINE_MAX, KIND_EVENT, KIND_EVENT_INLINE};
 /// Largest record an event writes (common fields, own fields and strings), in 16 continuation
 /// slots; the writer keeps it on its stack. Longer strings are cut (docs/events.md).
 pub const MAX_RECORD: usize = 16 * CONT_BYTES;
@@ -392,9 +392,39 @@ pub const FIXED_WORDS: usize = 2 * CONT_BYTES / 8;
 /// [`emit`] for a record of numbers only, already laid out in `rec` as little-endian words (word
 /// 0, the common fields, is written here): the kprobe events' fast path, which builds the ring
 /// slots straight from the words. `len` is the record's length in bytes.
-/// Interrupts are off while the filter and triggers may be read, as in [`emit`].
+///
+/// Without a filter or a trigger nothing published is read through a pointer, so interrupts stay
+/// on and a record of at most [`INLINE_MAX`] bytes whose word 1 is `ip` (a kprobe event's
+/// `__probe_ip`) takes one ring slot ([`super::inline`]). Otherwise interrupts are off while the
+/// filter and triggers may be read, as in [`emit`].
 #[inline(never)]
 pub fn emit_fixed(ev: &Event, ip: u64, fp: StackStart, rec: &mut [u64; FIXED_WORDS], len: usize) {
+    // Relaxed loads: the fast path only tests the pointers; the slow one loads them again.
+    if len > INLINE_MAX || rec[1] != ip || !emit_inline(ev, ip, rec[2], rec[3]) {
+        emit_fixed_slow(ev, ip, fp, rec, len);
+    }
+}
+
+/// Writes a one-slot record ([`super::inline`]) of an event with neither a filter nor a trigger:
+/// the common fields, `ip` (its `__probe_ip`), then words `w2` and `w3`. Returns false, having
+/// written nothing, if the event has a filter or a trigger (the caller takes [`emit_fixed`]).
+#[inline(always)]
+pub fn emit_inline(ev: &Event, ip: u64, w2: u64, w3: u64) -> bool {
+    if !ev.filter.load(Ordering::Relaxed).is_null() || !ev.triggers.load(Ordering::Relaxed).is_null() {
+        return false;
+    }
+    if ev.enabled.load(Ordering::Relaxed) && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed) {
+        let flags = crate::ftrace::tracer::context_flags();
+        let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
+        crate::ftrace::tracer::BUFFERS[cpu].push(&super::inline::pack(arch::time::ticks(), cpu as u8, flags, ev.id, &[0, ip, w2, w3]));
+        ev.written.fetch_add(1, Ordering::Relaxed);
+    }
+    true
+}
+
+/// [`emit_fixed`] of a record with a filter or a trigger, or longer than one slot holds.
+#[inline(never)]
+fn emit_fixed_slow(ev: &Event, ip: u64, fp: StackStart, rec: &mut [u64; FIXED_WORDS], len: usize) {
     let flags = crate::ftrace::tracer::context_flags();
     arch::cpu::without_irqs(|| emit_fixed_locked(ev, ip, fp, flags, rec, len));
 }
@@ -407,16 +437,14 @@ fn emit_fixed_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, rec: &mut 
         return;
     }
     let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
-    let h = header(ev, cpu, flags);
-    rec[0] = u64::from(h.common_type) | u64::from(h.flags) << 16 | u64::from(h.pid as u32) << 32;
+    rec[0] = common_word(ev.id, flags, cpu);
     let len = len.min(FIXED_WORDS * 8);
-    let f = ev.filter.load(Ordering::Acquire);
-    if f.is_null() && triggers.is_null() {
-        // No filter, no trigger: straight to the ring.
+    if ev.filter.load(Ordering::Acquire).is_null() && triggers.is_null() {
+        // No filter, no trigger: straight to the ring, the slots built from the words.
         let n = TraceEntry::slots_for(len);
-        let slot = |i: usize| TraceEntry { ts: rec[4 * i], ip: rec[4 * i + 1], parent: rec[4 * i + 2], kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, extra: rec[4 * i + 3] };
+        let slot = |i: usize| TraceEntry { ts: rec[4 * i], ip: rec[4 * i + 1], parent: rec[4 * i + 2], kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, aux: 0, extra: rec[4 * i + 3] };
         let rest = [slot(0), slot(1)];
-        let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, extra: len as u64 };
+        let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, aux: 0, extra: len as u64 };
         crate::ftrace::tracer::BUFFERS[cpu].push_record(&first, &rest[..n]);
         ev.written.fetch_add(1, Ordering::Relaxed);
         return;
@@ -426,6 +454,24 @@ fn emit_fixed_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, rec: &mut 
         b.copy_from_slice(&w.to_le_bytes());
     }
     commit(ev, ip, fp, &bytes, len, cpu, flags, keep, triggers);
+}
+
+/// The common fields of a record of event `id` written on `cpu` with context `flags`, as
+/// the record's first word.
+#[inline(always)]
+fn common_word(id: u16, flags: u16, cpu: usize) -> u64 {
+    u64::from(id) | u64::from(linux_flags(flags)) << 16 | u64::from(formats::task::pid(cpu as u32)) << 32
+}
+
+/// Appends `e` to `out` as readers take it: a one-slot event record ([`super::inline`]) in its
+/// two-slot form (its length is its event's; 32 bytes for an event no longer defined), any
+/// other slot as it is. The kernel's collectors of ring entries read through this.
+pub fn push_expanded(out: &mut Vec<TraceEntry>, e: TraceEntry) {
+    if e.kind != KIND_EVENT_INLINE {
+        return out.push(e);
+    }
+    let len = by_id(e.aux).map_or(INLINE_MAX as u16, |ev| (ev.layout.fixed_len() as u16).min(INLINE_MAX as u16));
+    out.extend(super::inline::expand(&e, common_word(e.aux, e.depth, e.cpu as usize), len));
 }
 
 fn header(ev: &Event, cpu: usize, flags: u16) -> CommonHeader {
@@ -454,7 +500,7 @@ fn commit(ev: &Event, ip: u64, fp: StackStart, buf: &[u8], len: usize, cpu: usiz
         }
     }
     if keep {
-        let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, extra: len as u64 };
+        let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, aux: 0, extra: len as u64 };
         let n = TraceEntry::slots_for(len);
         let mut rest = [core::mem::MaybeUninit::<TraceEntry>::uninit(); MAX_RECORD / CONT_BYTES];
         // `buf` is a whole number of slots, so every chunk is whole.

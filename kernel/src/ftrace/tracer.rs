@@ -56,6 +56,7 @@ pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
         cpu: cpu as u8,
         depth,
         cont: 0,
+        aux: 0,
         extra,
     });
 }
@@ -127,10 +128,11 @@ pub fn collect() -> Collected {
     let (mut lost, mut written) = (0, 0);
     for b in BUFFERS.iter() {
         written += b.written();
-        let st = b.snapshot(|_, e| events.push(e));
+        let st = b.snapshot(|_, e| crate::events::registry::push_expanded(&mut events, e));
         lost += st.lost;
     }
-    events.sort_by_key(|e| (e.ts, e.cpu));
+    // By time, each event record's continuation slots kept after its first slot.
+    crate::tracefs::output::sort_events(&mut events);
     Collected { events, lost, written }
 }
 

@@ -344,3 +344,41 @@ ktest! {
         })
     }
 }
+
+ktest! {
+    /// One-slot records (`events::inline`): an event whose record fits one ring slot takes the
+    /// fast path; the same definition with a filter that keeps everything takes the general
+    /// one. Both print the same fields: sizes 8, 4, 2 and 1, an unaligned read and a read outside
+    /// kernel RAM (0).
+    fn events::one_slot_records_match_the_general_path() {
+        clean(|| {
+            let def = "event_target a=%a0 b=+8(%a1):u32 d=+9(%a1):u16 e=+0(%a0):u8";
+            ok(&alloc::format!("echo 'p:fast {def}' > kprobe_events"))?;
+            ok(&alloc::format!("echo 'p:slow {def}' >> kprobe_events"))?;
+            ok("echo 'a != 12345' > events/kprobes/slow/filter")?;
+            ok("echo 1 > events/kprobes/fast/enable")?;
+            ok("echo 1 > events/kprobes/slow/enable")?;
+            // `+0(%a0)` reads address x: 0 outside kernel RAM, a byte of the argument inside.
+            let a = arg(7, 0x0403_0201, "");
+            let inside = &a.small as *const u32 as u64 + 1;
+            let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
+            let start = crate::ftrace::tracer::BUFFERS[cpu].written();
+            for x in [0u64, 1, 0xffff_ffff_ffff_ffff, inside] {
+                black_box(event_target(black_box(x), &a));
+            }
+            let (fast, slow) = (events("fast"), events("slow"));
+            kassert_eq!(fast.len(), 4, "{fast:?}");
+            let strip = |l: &String| String::from(l.split_once(") ").map_or("", |(_, f)| f));
+            let f: Vec<String> = fast.iter().map(strip).collect();
+            let s: Vec<String> = slow.iter().map(strip).collect();
+            kassert_eq!(f, s, "the one-slot path prints what the general path does");
+            kassert_eq!(f[0], "a=0x0 b=67305985 d=770 e=0");
+            kassert_eq!(f[3], alloc::format!("a={inside:#x} b=67305985 d=770 e=2"));
+            let mut kinds = Vec::new();
+            crate::ftrace::tracer::BUFFERS[cpu].read_from(start, |_, e| kinds.push(e.kind));
+            let (ev, inline, cont) = (crate::events::inline::KIND_EVENT, crate::events::inline::KIND_EVENT_INLINE, crate::ringbuf::KIND_CONT);
+            kassert_eq!(kinds, [inline, ev, cont].repeat(4), "one slot for the fast event's records, two for the filtered one's");
+            Ok(())
+        })
+    }
+}

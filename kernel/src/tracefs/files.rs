@@ -387,7 +387,7 @@ fn collect(s: &State, cpu: Option<usize>) -> (Vec<TraceEntry>, u64) {
         let b = &tracer::BUFFERS[c];
         written += b.written().saturating_sub(s.written_base[c]);
         let mut mine = Vec::new();
-        b.read_from(b.cursor(), |_, e| mine.push(e));
+        b.read_from(b.cursor(), |_, e| crate::events::registry::push_expanded(&mut mine, e));
         let keep = (s.buffer_kb[c] as usize * 1024 / super::ENTRY_BYTES).max(1);
         if mine.len() > keep {
             mine.drain(..mine.len() - keep);
@@ -421,7 +421,7 @@ pub fn read_pipe(cpu: Option<usize>, w: &mut dyn Write) {
     with_state(|s| {
         let mut events = Vec::new();
         for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
-            tracer::BUFFERS[c].snapshot(|_, e| events.push(e));
+            tracer::BUFFERS[c].snapshot(|_, e| crate::events::registry::push_expanded(&mut events, e));
         }
         output::sort_events(&mut events);
         let _ = output::write_events(w, &events, layout(s), s.options, &|id| marker_text(s, id));
