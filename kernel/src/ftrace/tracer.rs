@@ -122,17 +122,18 @@ pub struct Collected {
     pub written: u64,
 }
 
-/// Takes every event out of every CPU's buffer, merged in timestamp order.
+/// Takes every entry out of every CPU's buffer, merged in timestamp order: for the function and
+/// graph tracers' records (trace events' slots come as the ring holds them; tracefs and the
+/// export read those through `events::registry::push_expanded`).
 pub fn collect() -> Collected {
     let mut events = Vec::new();
     let (mut lost, mut written) = (0, 0);
     for b in BUFFERS.iter() {
         written += b.written();
-        let st = b.snapshot(|_, e| crate::events::registry::push_expanded(&mut events, e));
+        let st = b.snapshot(|_, e| events.push(e));
         lost += st.lost;
     }
-    // By time, each event record's continuation slots kept after its first slot.
-    crate::tracefs::output::sort_events(&mut events);
+    events.sort_by_key(|e| (e.ts, e.cpu));
     Collected { events, lost, written }
 }
 

@@ -126,7 +126,8 @@ fn write_outputs(rec: &Recording, console: &[String], out: &Outputs) -> Result<(
     let save = |path: &Path, bytes: &[u8]| std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()));
     if let Some(p) = &out.output {
         save(p, &tracedat::write(rec)?)?;
-        let events: usize = rec.cpus.iter().map(|c| c.events.len()).sum();
+        // A trace event's continuation records carry its bytes; they are no events of their own.
+        let events: usize = rec.cpus.iter().map(|c| c.events.iter().filter(|e| e.kind != formats::wire::KIND_CONT).count()).sum();
         eprintln!("ltrace: wrote {} ({} CPUs, {events} events)", p.display(), rec.cpus.len());
     }
     if let Some(p) = &out.flamegraph {
