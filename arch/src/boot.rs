@@ -115,7 +115,15 @@ pub struct PerCpu {
     /// The kprobe this CPU is handling (0: none), the kernel's per-CPU `current_kprobe`: one
     /// load through `r21` on the probe paths.
     pub kprobe_current: core::sync::atomic::AtomicU64,
+    /// How many exception or interrupt handlers this CPU is running (0: normal context); see
+    /// [`crate::trap::depth`].
+    pub trap_depth: core::sync::atomic::AtomicU64,
 }
+
+/// Offset of [`PerCpu::kprobe_current`] (for [`this_cpu_load`] / [`this_cpu_store`]).
+pub const PERCPU_KPROBE_CURRENT: usize = 24;
+/// Offset of [`PerCpu::trap_depth`].
+pub const PERCPU_TRAP_DEPTH: usize = 32;
 
 /// Offset of [`PerCpu::tracing_depth`] (used by the assembly).
 pub const PERCPU_TRACING_DEPTH: usize = 8;
@@ -125,6 +133,8 @@ pub const PERCPU_TRACING_EXITS: usize = 16;
 const _: () = {
     assert!(core::mem::offset_of!(PerCpu, tracing_depth) == PERCPU_TRACING_DEPTH);
     assert!(core::mem::offset_of!(PerCpu, tracing_exits) == PERCPU_TRACING_EXITS);
+    assert!(core::mem::offset_of!(PerCpu, kprobe_current) == PERCPU_KPROBE_CURRENT);
+    assert!(core::mem::offset_of!(PerCpu, trap_depth) == PERCPU_TRAP_DEPTH);
 };
 
 /// One area per possible CPU.
@@ -135,6 +145,7 @@ static loongtrace_percpu: [PerCpu; MAX_CPUS] = [const {
         tracing_depth: core::sync::atomic::AtomicU64::new(0),
         tracing_exits: core::sync::atomic::AtomicU64::new(0),
         kprobe_current: core::sync::atomic::AtomicU64::new(0),
+        trap_depth: core::sync::atomic::AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -152,6 +163,26 @@ pub fn this_cpu() -> &'static PerCpu {
     unsafe { core::arch::asm!("move {0}, $r21", out(reg) p, options(nomem, nostack, preserves_flags)) };
     // SAFETY: as above: a valid, 'static element of `loongtrace_percpu`.
     unsafe { &*(p as *const PerCpu) }
+}
+
+/// The word at offset `OFF` of this CPU's area (a relaxed atomic load of that field), with one
+/// instruction (`ld.d` off `r21`). `OFF` is one of the `PERCPU_*` offsets.
+#[inline(always)]
+pub fn this_cpu_load<const OFF: usize>() -> u64 {
+    const { assert!(OFF % 8 == 0 && OFF < core::mem::size_of::<PerCpu>()) };
+    let v: u64;
+    // SAFETY: r21 points at this CPU's `PerCpu` (see `this_cpu`); an aligned 64-bit load of one of
+    // its atomic fields (checked above) is a relaxed atomic load.
+    unsafe { core::arch::asm!("ld.d {0}, $r21, {off}", out(reg) v, off = const OFF, options(readonly, nostack, preserves_flags)) };
+    v
+}
+
+/// Stores `v` at offset `OFF` of this CPU's area (a relaxed atomic store), with one instruction.
+#[inline(always)]
+pub fn this_cpu_store<const OFF: usize>(v: u64) {
+    const { assert!(OFF % 8 == 0 && OFF < core::mem::size_of::<PerCpu>()) };
+    // SAFETY: as in `this_cpu_load`: an aligned 64-bit store to one of this CPU's atomic fields.
+    unsafe { core::arch::asm!("st.d {0}, $r21, {off}", in(reg) v, off = const OFF, options(nostack, preserves_flags)) };
 }
 
 unsafe extern "C" {

@@ -408,6 +408,30 @@ pub fn set_graph_hooks(entry: GraphEntryHook, ret: GraphReturnHook) {
     LOONGTRACE_GRAPH_ENTRY_HOOK.store(entry as *mut (), Ordering::Release);
 }
 
+/// The frame pointer a traced function was entered with, for a callback running on `frame`,
+/// the live frame of the trampoline that started the callback chain.
+///
+/// The function a trampoline calls (the ops callback, or a list function calling it) keeps a
+/// frame record like every function built with frame pointers: the caller's fp at its entry
+/// sp minus 16, and its entry sp is `frame`. `ftrace_caller` calls with fp untouched, the traced
+/// function's; `ftrace_common` calls with fp at its frame's fake record (`PT_ERA + 8`) and keeps
+/// the real one in the `PT_FP` slot.
+///
+/// # Safety
+/// The caller runs in the callback chain of the trampoline that pushed `frame` (so the word at
+/// `frame - 16` is the record of a function that has not returned).
+#[inline(always)]
+pub unsafe fn traced_entry_fp(frame: &PtRegs) -> u64 {
+    let at = frame as *const PtRegs as u64;
+    // SAFETY: the record sits on this stack right below the frame, written by the prologue of
+    // a function still running (the caller's contract).
+    let saved = unsafe { core::ptr::read_volatile((at - 16) as *const u64) };
+    if saved != at + crate::frame::PT_ERA as u64 + 8 {
+        return saved;
+    }
+    frame.regs[22]
+}
+
 /// Whether `addr` lies inside the assembly above (any of the trampolines).
 #[inline]
 pub fn in_trampolines(addr: u64) -> bool {

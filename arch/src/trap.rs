@@ -2,7 +2,7 @@
 
 use crate::csr;
 use crate::frame::*;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 // `loongtrace_trap_entry`: every exception and interrupt (ECFG.VS = 0, one entry), PLV0 only.
 //   in:   any register state; CSR ERA/PRMD/ESTAT/BADV describe the event.
@@ -258,18 +258,16 @@ fn exception_handler() -> Option<fn(&mut PtRegs)> {
     (p != 0).then(|| unsafe { core::mem::transmute::<usize, fn(&mut PtRegs)>(p) })
 }
 
-/// Per CPU: how many trap handlers are running (0 = normal context).
-static DEPTH: [AtomicU32; crate::boot::MAX_CPUS] = [const { AtomicU32::new(0) }; crate::boot::MAX_CPUS];
-
-/// How many exception or interrupt handlers are running on this CPU (0 in normal context).
+/// How many exception or interrupt handlers are running on this CPU (0 in normal context): one
+/// load through the per-CPU area.
 #[inline(always)]
 pub fn depth() -> u32 {
-    DEPTH[crate::cpu::id() % crate::boot::MAX_CPUS].load(Ordering::Relaxed)
+    crate::boot::this_cpu_load::<{ crate::boot::PERCPU_TRAP_DEPTH }>() as u32
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn loongtrace_trap_dispatch(frame: &mut PtRegs) {
-    let d = &DEPTH[crate::cpu::id() % crate::boot::MAX_CPUS];
+    let d = &crate::boot::this_cpu().trap_depth;
     d.fetch_add(1, Ordering::Relaxed);
     dispatch(frame);
     d.fetch_sub(1, Ordering::Relaxed);
@@ -296,7 +294,7 @@ fn dispatch(frame: &mut PtRegs) {
 
 #[unsafe(no_mangle)]
 extern "C" fn loongtrace_trap_refill(frame: &mut PtRegs) {
-    let d = &DEPTH[crate::cpu::id() % crate::boot::MAX_CPUS];
+    let d = &crate::boot::this_cpu().trap_depth;
     d.fetch_add(1, Ordering::Relaxed);
     match exception_handler() {
         Some(f) => f(frame),

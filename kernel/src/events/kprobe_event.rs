@@ -44,27 +44,24 @@ struct Common {
 /// call and written as a one-slot record ([`registry::emit_inline`]). `%a0` and `+8(%a1):u32`,
 /// the `kprobe_event` bench row's, is one.
 struct Tiny {
+    /// The arguments in order, then unused ones (`kind` 0).
     args: [TinyArg; 4],
-    /// Arguments used (the first `n` of `args`).
-    n: u8,
-    /// The record's length.
-    len: u8,
 }
 
 #[derive(Clone, Copy, Default)]
 struct TinyArg {
     /// The value's mask (its size).
     mask: u64,
+    /// The highest address a dereferenced field may start at (its last byte in kernel RAM).
+    limit: u64,
     /// `+OFF(...)`'s offset.
     disp: i32,
-    /// The register (`regs.regs` index).
+    /// Unused (0), `%REG` (1) or `+OFF(%REG)` (2).
+    kind: u8,
+    /// The register (`regs.regs` index, below 32).
     reg: u8,
-    /// Read memory at the register plus `disp`.
-    deref: bool,
-    /// Size in bytes (1, 2, 4 or 8).
-    size: u8,
-    /// The highest address the field may start at (its last byte in kernel RAM).
-    limit: u64,
+    /// The field's size minus one: the low address bits of a naturally aligned field are 0.
+    align: u8,
     /// Word 3 (else 2) of the record, and the bit shift in it.
     high: bool,
     shift: u8,
@@ -82,44 +79,56 @@ impl Tiny {
             if !(16..32).contains(&off) || !matches!(size, 1 | 2 | 4 | 8) || off % 8 + size > 8 {
                 return None;
             }
-            let (reg, deref, disp) = match q {
-                Quick::Reg(r) => (r, false, 0),
-                Quick::RegDeref(r, d) => (r, true, d),
+            let (kind, reg, disp) = match q {
+                Quick::Reg(r) => (1, r, 0),
+                Quick::RegDeref(r, d) => (2, r, d),
                 Quick::Other => return None,
             };
             let limit = crate::bpfrt::env::KERNEL_RAM.end - size as u64;
-            *a = TinyArg { mask: u64::MAX >> (64 - 8 * size), disp, reg: reg & 31, deref, size: size as u8, limit, high: off >= 24, shift: (8 * (off % 8)) as u8 };
+            let (mask, align, shift) = (u64::MAX >> (64 - 8 * size), (size - 1) as u8, (8 * (off % 8)) as u8);
+            *a = TinyArg { mask, limit, disp, kind, reg: reg & 31, align, high: off >= 24, shift };
         }
-        Some(Tiny { args, n: plan.len() as u8, len: len as u8 })
+        Some(Tiny { args })
     }
 
-    /// Words 2 and 3 of the record.
+    /// Words 2 and 3 of the record, or `None` if a field to read is not naturally aligned in
+    /// kernel RAM (the general path then fetches every argument). Unrolled and without calls:
+    /// an argument costs about a dozen instructions.
     #[inline(always)]
-    fn fetch(&self, regs: &PtRegs) -> (u64, u64) {
-        let (mut w2, mut w3) = (0u64, 0u64);
-        for a in self.args.iter().take(self.n as usize) {
-            let r = regs.regs[a.reg as usize & 31];
-            let v = if !a.deref {
-                r
-            } else {
-                let addr = r.wrapping_add(a.disp as i64 as u64);
-                let align = u64::from(a.size).wrapping_sub(1);
-                if addr >= crate::bpfrt::env::KERNEL_RAM.start && addr <= a.limit && addr & align == 0 {
-                    // SAFETY: a naturally aligned field in kernel RAM (checked just above), whose
-                    // bounds are 8-byte aligned: the aligned word holding it is kernel RAM too.
-                    unsafe { core::ptr::read_volatile((addr & !7) as *const u64) >> (8 * (addr & 7)) }
-                } else {
-                    read_number(addr, a.size)
-                }
-            };
-            let v = (v & a.mask) << (a.shift & 63);
-            if a.high {
-                w3 |= v;
-            } else {
-                w2 |= v;
-            }
+    fn fetch(&self, regs: &PtRegs) -> Option<(u64, u64)> {
+        let mut w = (0u64, 0u64);
+        let [a0, a1, a2, a3] = &self.args;
+        let _ = a0.put(regs, &mut w)? && a1.put(regs, &mut w)? && a2.put(regs, &mut w)? && a3.put(regs, &mut w)?;
+        Some(w)
+    }
+}
+
+impl TinyArg {
+    /// Adds the argument to words `w`: `Some(false)` if it is unused (so are those after it),
+    /// `None` if its field is not naturally aligned in kernel RAM.
+    #[inline(always)]
+    fn put(&self, regs: &PtRegs, w: &mut (u64, u64)) -> Option<bool> {
+        if self.kind == 0 {
+            return Some(false);
         }
-        (w2, w3)
+        // SAFETY: `reg` < 32 (`Tiny::new` masks it), so this is an element of `regs.regs` (read
+        // without the mask and bounds check the indexing would cost).
+        let mut v = unsafe { *regs.regs.as_ptr().add(usize::from(self.reg)) };
+        if self.kind == 2 {
+            let addr = v.wrapping_add(self.disp as i64 as u64);
+            if addr < crate::bpfrt::env::KERNEL_RAM.start || addr > self.limit || addr & u64::from(self.align) != 0 {
+                return None;
+            }
+            // SAFETY: a naturally aligned field in kernel RAM (checked just above).
+            v = unsafe { load_aligned(addr) };
+        }
+        let v = (v & self.mask) << (self.shift & 63);
+        if self.high {
+            w.1 |= v;
+        } else {
+            w.0 |= v;
+        }
+        Some(true)
     }
 }
 
@@ -203,6 +212,18 @@ fn reg_args(f: &Fx, out: &mut Vec<u32>) {
         Fx::Arg(n @ 1..=8) if !out.contains(n) => out.push(*n),
         Fx::Deref(_, inner) => reg_args(inner, out),
         _ => {}
+    }
+}
+
+/// Whether a kprobe's handler can fetch `f` from the argument frame (see
+/// [`Kprobe::on_argument_frame`]): `a0`-`a7`, `ra`, `sp`, `fp`, the probed address, memory
+/// and constants.
+fn on_argument_frame(f: &Fx) -> bool {
+    match f {
+        Fx::Reg(i) => matches!(i, 1 | 3..=11 | 22 | 33),
+        Fx::Deref(_, inner) => on_argument_frame(inner),
+        Fx::Stack(_) | Fx::StackAddr | Fx::Arg(_) | Fx::Imm(_) | Fx::ImmStr(_) | Fx::Mem(_) | Fx::Comm => true,
+        Fx::Retval => false,
     }
 }
 
@@ -412,8 +433,7 @@ fn number_other(fx: &Fx, size: u8, c: &Ctx) -> u64 {
 }
 
 /// [`read_mem`] of a number field (`size` 1, 2, 4 or 8 bytes; 0 outside kernel RAM), without a
-/// call: a naturally aligned field is read from the aligned word holding it and shifted down
-/// (one load for every size), another byte by byte.
+/// call: a naturally aligned field is read with [`load_aligned`], another byte by byte.
 #[inline(always)]
 fn read_number(addr: u64, size: u8) -> u64 {
     let ram = crate::bpfrt::env::KERNEL_RAM;
@@ -421,19 +441,26 @@ fn read_number(addr: u64, size: u8) -> u64 {
     if addr < ram.start || addr > ram.end - n {
         return 0;
     }
-    // SAFETY: `addr..addr + n` is kernel RAM (checked above), whose bounds are 8-byte aligned,
-    // so the aligned word holding a naturally aligned field is kernel RAM too.
-    unsafe {
-        if addr & (n - 1) == 0 {
-            core::ptr::read_volatile((addr & !7) as *const u64) >> (8 * (addr & 7))
-        } else {
-            let mut v = 0u64;
-            for i in 0..n {
-                v |= (core::ptr::read_volatile((addr + i) as *const u8) as u64) << (8 * i);
-            }
-            v
-        }
+    if addr & (n - 1) == 0 {
+        // SAFETY: a naturally aligned field in kernel RAM (checked above).
+        return unsafe { load_aligned(addr) };
     }
+    (0..n).fold(0, |v, i| {
+        // SAFETY: `addr..addr + n` is kernel RAM (checked above).
+        v | (unsafe { core::ptr::read_volatile((addr + i) as *const u8) } as u64) << (8 * i)
+    })
+}
+
+/// The naturally aligned field at `addr` and the bytes above it in its aligned word, with one
+/// load of that word (whatever the field's size; the caller masks).
+///
+/// # Safety
+/// The field is in kernel RAM, whose bounds are 8-byte aligned (asserted below), so the aligned
+/// word holding it is kernel RAM too.
+#[inline(always)]
+unsafe fn load_aligned(addr: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::read_volatile((addr & !7) as *const u64) >> (8 * (addr & 7)) }
 }
 const _: () = assert!(crate::bpfrt::env::KERNEL_RAM.start % 8 == 0 && crate::bpfrt::env::KERNEL_RAM.end % 8 == 0);
 
@@ -462,26 +489,24 @@ fn ret_stack(ri: &KretprobeInstance, c: &Ctx) -> registry::StackStart {
     registry::StackStart { fp: c.regs.regs[22], ra: ri.ret_addr, entry_only: false }
 }
 
+// Not traceable, as Linux builds kernel/trace without -pg: the handler runs inside a probe hit.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 fn kprobe_handler(kp: &Kprobe, regs: &mut PtRegs) -> bool {
     // SAFETY: every kprobe with this handler is the first field of a repr(C) `KInst` (`define`).
     let p = unsafe { &*(kp as *const Kprobe as *const KInst) };
     let ip = regs.era;
-    let c = Ctx { regs, entry: None };
-    match &p.c.tiny {
-        Some(t) => {
-            let (w2, w3) = t.fetch(c.regs);
-            if !registry::emit_inline(&p.c.event, ip, w2, w3) {
-                // A filter or a trigger: the general path.
-                let mut rec = [0, ip, w2, w3, 0, 0, 0, 0];
-                registry::emit_fixed(&p.c.event, ip, entry_stack(&c), &mut rec, t.len as usize);
-            }
-        }
-        None => kprobe_record(p, ip, &c),
+    if let Some(t) = &p.c.tiny
+        && let Some((w2, w3)) = t.fetch(regs)
+        && registry::emit_inline(&p.c.event, ip, w2, w3)
+    {
+        return false;
     }
+    kprobe_record(p, ip, &Ctx { regs, entry: None });
     false
 }
 
-/// [`kprobe_handler`] of an event with arguments of other forms, or strings.
+/// [`kprobe_handler`]'s general path: an event with arguments of other forms or strings, with
+/// a filter or a trigger, or a [`Tiny`] one whose fields are not all naturally aligned in RAM.
 #[inline(never)]
 fn kprobe_record(p: &KInst, ip: u64, c: &Ctx) {
     if let Some(plan) = &p.c.plan {
@@ -678,7 +703,11 @@ fn define(line: &str, def: ProbeDef) -> Result<(), ShErrno> {
     let tiny = plan.as_deref().and_then(|p| Tiny::new(p, layout.fixed_len(), own));
     let c = Common { event: event.clone(), def, args, sym, entry_args, plan, tiny };
     let inst = match kind {
-        ProbeKind::Kprobe => Inst::K(Box::new(KInst { kp: Kprobe::with(Where::Symbol(name, off), Some(kprobe_handler), None), c })),
+        ProbeKind::Kprobe => {
+            let at = Where::Symbol(name, off);
+            let kp = if c.args.iter().all(on_argument_frame) { Kprobe::on_argument_frame(at, Some(kprobe_handler), None) } else { Kprobe::with(at, Some(kprobe_handler), None) };
+            Inst::K(Box::new(KInst { kp, c }))
+        }
         ProbeKind::Kretprobe { maxactive } => {
             Inst::R(Box::new(RInst { rp: Kretprobe::new(name, Some(kretprobe_entry), Some(kretprobe_handler), maxactive as usize), c }))
         }

@@ -256,6 +256,24 @@ impl FtraceRegs {
     pub fn full_mut(&mut self) -> Option<&mut PtRegs> {
         self.has_full_regs().then_some(&mut self.regs)
     }
+    /// The frame as [`PtRegs`] for a callback that reads and writes no registers but `a0`-`a7`,
+    /// `ra` (the parent), `sp`, `fp` and `era` (the resume address), whichever trampoline pushed
+    /// it: `sp` and `fp` are filled in (`ftrace_caller` saves neither), the other registers'
+    /// slots of an argument frame hold unspecified values. What `ftrace_common_return` or
+    /// `ftrace_caller` restores from it is as for [`full_mut`](Self::full_mut).
+    ///
+    /// # Safety
+    /// Called by an ops callback while it runs on this frame (see
+    /// [`arch::ftrace::traced_entry_fp`]).
+    #[inline(always)]
+    pub unsafe fn argument_regs_mut(&mut self) -> &mut PtRegs {
+        let sp = self.stack_pointer();
+        // SAFETY: the caller runs in the callback chain of the trampoline that pushed this frame.
+        let fp = unsafe { arch::ftrace::traced_entry_fp(&self.regs) };
+        self.regs.regs[3] = sp;
+        self.regs.regs[22] = fp;
+        &mut self.regs
+    }
     /// The slot holding the return address the traced function will return to (its parent);
     /// the graph tracer replaces it with `return_to_handler`.
     #[inline(always)]

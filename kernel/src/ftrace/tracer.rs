@@ -31,14 +31,10 @@ pub const FLAG_IN_TRAP: u16 = 1 << 1;
 /// Flags describing the context of the current CPU.
 #[inline(always)]
 pub fn context_flags() -> u16 {
-    let mut f = 0;
-    if !arch::cpu::irq_enabled() {
-        f |= FLAG_IRQS_OFF;
-    }
-    if arch::trap::depth() > 0 {
-        f |= FLAG_IN_TRAP;
-    }
-    f
+    // Without branches: a handful of instructions on every traced call.
+    let irqs_off = u16::from(!arch::cpu::irq_enabled());
+    let in_trap = u16::from(arch::trap::depth() != 0);
+    irqs_off * FLAG_IRQS_OFF | in_trap * FLAG_IN_TRAP
 }
 
 /// Appends an event to this CPU's buffer.

@@ -84,6 +84,8 @@ pub struct Kprobe {
     sim: UnsafeCell<Option<Simulated>>,
     /// The slot jumps back by itself (no post handler): no second trap.
     boosted: AtomicBool,
+    /// The handlers need only the argument frame (see [`Kprobe::on_argument_frame`]).
+    args_frame: bool,
 }
 
 // SAFETY: every field but `sim` is Sync by itself. `sim` is written only by `register_kprobe`
@@ -98,8 +100,22 @@ impl Kprobe {
         Kprobe::with(Where::Symbol(symbol, offset), pre_handler, post_handler)
     }
 
+    /// A probe at `at` whose handlers read and write no registers but `a0`-`a7`, `ra`,
+    /// `sp`, `fp` and `era`. On an ftrace site such a probe rides `ftrace_caller`'s argument
+    /// frame instead of `ftrace_regs_caller`'s full one (about 40 instructions less a hit; Linux's
+    /// fprobes make the same trade with `ftrace_regs`), and its handlers find the other
+    /// registers' slots with unspecified values. A probe on a `break` saves every register
+    /// whatever this says.
+    pub const fn on_argument_frame(at: Where, pre_handler: Option<PreHandler>, post_handler: Option<PostHandler>) -> Kprobe {
+        Kprobe::build(at, pre_handler, post_handler, true)
+    }
+
     /// A probe at `at`.
     pub const fn with(at: Where, pre_handler: Option<PreHandler>, post_handler: Option<PostHandler>) -> Kprobe {
+        Kprobe::build(at, pre_handler, post_handler, false)
+    }
+
+    const fn build(at: Where, pre_handler: Option<PreHandler>, post_handler: Option<PostHandler>, args_frame: bool) -> Kprobe {
         Kprobe {
             at,
             pre_handler,
@@ -115,8 +131,10 @@ impl Kprobe {
             hold: spin::Mutex::new(None),
             sim: UnsafeCell::new(None),
             boosted: AtomicBool::new(false),
+            args_frame,
         }
     }
+
 
     /// The probed address (0 while unregistered).
     pub fn addr(&self) -> u64 {
@@ -236,12 +254,12 @@ static REG: spin::Mutex<()> = spin::Mutex::new(());
 /// The probe this CPU is handling (null: none), kept in the per-CPU area (`r21`).
 #[inline(always)]
 fn cur_get() -> *mut Kprobe {
-    arch::boot::this_cpu().kprobe_current.load(Ordering::Relaxed) as *mut Kprobe
+    arch::boot::this_cpu_load::<{ arch::boot::PERCPU_KPROBE_CURRENT }>() as *mut Kprobe
 }
 
 #[inline(always)]
 fn cur_set(p: *mut Kprobe) {
-    arch::boot::this_cpu().kprobe_current.store(p as u64, Ordering::Relaxed)
+    arch::boot::this_cpu_store::<{ arch::boot::PERCPU_KPROBE_CURRENT }>(p as u64)
 }
 
 #[inline(always)]
@@ -426,6 +444,7 @@ fn arm_on_ftrace(p: &'static Kprobe, entry: u64) -> Result<&'static FtraceOps, K
     // frame holds the return address and the stack pointer (ftrace_caller, not the full path).
     let ops = match kretprobe::entry_without_regs(p) {
         Some(func) => FtraceOps::new_boxed(func, OpsFlags::empty()),
+        None if p.args_frame => FtraceOps::new_boxed(kprobe_ftrace_args_handler, OpsFlags::empty()),
         None => FtraceOps::new_boxed(kprobe_ftrace_handler, OpsFlags::SAVE_REGS),
     };
     ops.private.store(p as *const Kprobe as usize, Ordering::Release);
@@ -605,10 +624,27 @@ fn ftrace_ops(p: &Kprobe) -> Option<&'static FtraceOps> {
 /// redirected the PC (returned `true`), the post handler sees the body, where execution goes on.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn kprobe_ftrace_handler(ip: u64, _parent: u64, ops: &FtraceOps, fregs: &mut FtraceRegs) {
+    let Some(regs) = fregs.full_mut() else { return };
+    on_ftrace_hit(ops, ip, regs);
+}
+
+/// The callback of a probe [on the argument frame](Kprobe::on_argument_frame), through
+/// `ftrace_caller`: fills in the frame's `sp` and `fp` and runs the handlers as
+/// [`kprobe_ftrace_handler`] does.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+extern "C" fn kprobe_ftrace_args_handler(ip: u64, _parent: u64, ops: &FtraceOps, fregs: &mut FtraceRegs) {
+    // SAFETY: an ops callback, running on the frame it was given.
+    let regs = unsafe { fregs.argument_regs_mut() };
+    on_ftrace_hit(ops, ip, regs);
+}
+
+/// A hit of the probe owning `ops` at the ftrace site `ip`: the handlers run with `era` = `ip`
+/// (as if a `break` there had trapped), then the traced function resumes where `era` says.
+#[inline(always)]
+fn on_ftrace_hit(ops: &FtraceOps, ip: u64, regs: &mut PtRegs) {
     // SAFETY: `arm_on_ftrace` set `private` to the `&'static Kprobe` owning this ops before
     // registering it, and the ops is freed only after it is unregistered.
     let p: &'static Kprobe = unsafe { &*(ops.private.load(Ordering::Relaxed) as *const Kprobe) };
-    let Some(regs) = fregs.full_mut() else { return };
     if !cur_get().is_null() {
         p.nmissed.fetch_add(1, Ordering::Relaxed);
         return;

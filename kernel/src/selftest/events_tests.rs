@@ -348,37 +348,52 @@ ktest! {
 ktest! {
     /// One-slot records (`events::inline`): an event whose record fits one ring slot takes the
     /// fast path; the same definition with a filter that keeps everything takes the general
-    /// one. Both print the same fields: sizes 8, 4, 2 and 1, an unaligned read and a read outside
-    /// kernel RAM (0).
+    /// one. Both print the same fields and store the same record bytes (common fields included):
+    /// sizes 8, 4, 2 and 1, a read outside kernel RAM (0), and, in a second definition, an
+    /// unaligned read (which leaves the call-free fetch for the general one's).
     fn events::one_slot_records_match_the_general_path() {
-        clean(|| {
-            let def = "event_target a=%a0 b=+8(%a1):u32 d=+9(%a1):u16 e=+0(%a0):u8";
-            ok(&alloc::format!("echo 'p:fast {def}' > kprobe_events"))?;
-            ok(&alloc::format!("echo 'p:slow {def}' >> kprobe_events"))?;
-            ok("echo 'a != 12345' > events/kprobes/slow/filter")?;
-            ok("echo 1 > events/kprobes/fast/enable")?;
-            ok("echo 1 > events/kprobes/slow/enable")?;
-            // `+0(%a0)` reads address x: 0 outside kernel RAM, a byte of the argument inside.
-            let a = arg(7, 0x0403_0201, "");
-            let inside = &a.small as *const u32 as u64 + 1;
-            let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
-            let start = crate::ftrace::tracer::BUFFERS[cpu].written();
-            for x in [0u64, 1, 0xffff_ffff_ffff_ffff, inside] {
-                black_box(event_target(black_box(x), &a));
-            }
-            let (fast, slow) = (events("fast"), events("slow"));
-            kassert_eq!(fast.len(), 4, "{fast:?}");
-            let strip = |l: &String| String::from(l.split_once(") ").map_or("", |(_, f)| f));
-            let f: Vec<String> = fast.iter().map(strip).collect();
-            let s: Vec<String> = slow.iter().map(strip).collect();
-            kassert_eq!(f, s, "the one-slot path prints what the general path does");
-            kassert_eq!(f[0], "a=0x0 b=67305985 d=770 e=0");
-            kassert_eq!(f[3], alloc::format!("a={inside:#x} b=67305985 d=770 e=2"));
-            let mut kinds = Vec::new();
-            crate::ftrace::tracer::BUFFERS[cpu].read_from(start, |_, e| kinds.push(e.kind));
-            let (ev, inline, cont) = (crate::events::inline::KIND_EVENT, crate::events::inline::KIND_EVENT_INLINE, crate::ringbuf::KIND_CONT);
-            kassert_eq!(kinds, [inline, ev, cont].repeat(4), "one slot for the fast event's records, two for the filtered one's");
-            Ok(())
-        })
+        for (def, d) in [("event_target a=%a0 b=+8(%a1):u32 e=+0(%a0):u8", ""), ("event_target a=%a0 b=+8(%a1):u32 d=+9(%a1):u16 e=+0(%a0):u8", " d=770")] {
+            clean(|| {
+                ok(&alloc::format!("echo 'p:fast {def}' > kprobe_events"))?;
+                ok(&alloc::format!("echo 'p:slow {def}' >> kprobe_events"))?;
+                ok("echo 'a != 12345' > events/kprobes/slow/filter")?;
+                ok("echo 1 > events/kprobes/fast/enable")?;
+                ok("echo 1 > events/kprobes/slow/enable")?;
+                // `+0(%a0)` reads address x: 0 outside kernel RAM, a byte of the argument inside.
+                let a = arg(7, 0x0403_0201, "");
+                let inside = &a.small as *const u32 as u64 + 1;
+                let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
+                let start = crate::ftrace::tracer::BUFFERS[cpu].written();
+                for x in [0u64, 1, 0xffff_ffff_ffff_ffff, inside] {
+                    black_box(event_target(black_box(x), &a));
+                }
+                let (fast, slow) = (events("fast"), events("slow"));
+                kassert_eq!(fast.len(), 4, "{fast:?}");
+                let strip = |l: &String| String::from(l.split_once(") ").map_or("", |(_, f)| f));
+                let f: Vec<String> = fast.iter().map(strip).collect();
+                let s: Vec<String> = slow.iter().map(strip).collect();
+                kassert_eq!(f, s, "the one-slot path prints what the general path does");
+                kassert_eq!(f[0], alloc::format!("a=0x0 b=67305985{d} e=0"));
+                kassert_eq!(f[3], alloc::format!("a={inside:#x} b=67305985{d} e=2"));
+                let mut kinds = Vec::new();
+                crate::ftrace::tracer::BUFFERS[cpu].read_from(start, |_, e| kinds.push(e.kind));
+                let (ev, inline, cont) = (crate::events::inline::KIND_EVENT, crate::events::inline::KIND_EVENT_INLINE, crate::ringbuf::KIND_CONT);
+                kassert_eq!(kinds, [inline, ev, cont].repeat(4), "one slot for the fast event's records, two for the filtered one's");
+                // As the readers see them: the same bytes but for the event id (bytes 0..2).
+                let mut slots = Vec::new();
+                crate::ftrace::tracer::BUFFERS[cpu].read_from(start, |_, e| crate::events::registry::push_expanded(&mut slots, e));
+                let ids = [crate::events::registry::find("kprobes", "fast"), crate::events::registry::find("kprobes", "slow")].map(|e| e.map_or(0, |e| u64::from(e.id)));
+                for (i, pair) in slots.chunks(4).enumerate() {
+                    kassert_eq!(pair.iter().map(|e| e.kind).collect::<Vec<_>>(), [ev, cont, ev, cont]);
+                    kassert_eq!([pair[0].parent, pair[2].parent], ids);
+                    let (fb, sb) = (pair[1].payload(), pair[3].payload());
+                    kassert_eq!(u16::from_le_bytes([fb[0], fb[1]]) as u64, ids[0]);
+                    kassert_eq!(fb[2..], sb[2..], "call {i}: common fields (flags, pid), ip and arguments");
+                    kassert_eq!((pair[0].extra, pair[0].depth, pair[0].cpu), (pair[2].extra, pair[2].depth, pair[2].cpu), "call {i}: length, flags, CPU");
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 }

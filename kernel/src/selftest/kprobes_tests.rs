@@ -659,6 +659,111 @@ ktest! {
     }
 }
 
+/// What a probe saw: a0, a1, ra, sp, fp, era.
+type Seen = [AtomicU64; 6];
+static SEEN_ARGS: Seen = [const { AtomicU64::new(0) }; 6];
+static SEEN_ARGS2: Seen = [const { AtomicU64::new(0) }; 6];
+static SEEN_FULL: Seen = [const { AtomicU64::new(0) }; 6];
+
+fn see(into: &Seen, r: &PtRegs) {
+    for (slot, v) in into.iter().zip([r.regs[4], r.regs[5], r.regs[1], r.regs[3], r.regs[22], r.era]) {
+        slot.store(v, Relaxed);
+    }
+}
+
+fn seen(from: &Seen) -> [u64; 6] {
+    core::array::from_fn(|i| from[i].load(Relaxed))
+}
+
+/// The sp and fp `kpf_target` was last entered with by [`call_kpf_target`].
+static CALL_SP_FP: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Calls `kpf_target(7, 2)` from one place (so every call has the same ra), noting the sp and
+/// fp the callee is entered with: this function's own, fixed once its prologue ran.
+#[inline(never)]
+fn call_kpf_target() -> u64 {
+    CALL_SP_FP[0].store(arch::cpu::stack_pointer(), Relaxed);
+    CALL_SP_FP[1].store(arch::cpu::frame_pointer(), Relaxed);
+    black_box(kpf_target(black_box(7), black_box(2)))
+}
+
+/// What a probe at `kpf_target` should have seen in the last [`call_kpf_target`], given the ra.
+fn expected(ra: u64) -> [u64; 6] {
+    [7, 2, ra, CALL_SP_FP[0].load(Relaxed), CALL_SP_FP[1].load(Relaxed), addr_of(kpf_target as *const ())]
+}
+
+ktest! {
+    /// A probe on the argument frame (`Kprobe::on_argument_frame`, what kprobe events whose
+    /// fetches read only argument registers use) sees a0, a1, ra, sp, fp and era as a probe on
+    /// the full frame does, whichever way its site reaches it: alone (`ftrace_caller` calls it),
+    /// beside another argument-frame probe (through the site's list) and beside a full-frame
+    /// probe (through `ftrace_regs_caller`); and a0 it changes reaches the function.
+    fn kprobes::kprobe_on_argument_frame() {
+        fn pre_args(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            see(&SEEN_ARGS, r);
+            false
+        }
+        fn pre_args2(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            see(&SEEN_ARGS2, r);
+            false
+        }
+        fn pre_full(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            see(&SEEN_FULL, r);
+            false
+        }
+        fn pre_set_a0(_p: &Kprobe, r: &mut PtRegs) -> bool {
+            r.regs[4] = 10;
+            false
+        }
+        static ARGS: Kprobe = Kprobe::on_argument_frame(Where::Symbol("kprobes_tests::kpf_target", 0), Some(pre_args), None);
+        static ARGS2: Kprobe = Kprobe::on_argument_frame(Where::Symbol("kprobes_tests::kpf_target", 0), Some(pre_args2), None);
+        static FULL: Kprobe = Kprobe::new("kprobes_tests::kpf_target", 0, Some(pre_full), None);
+        static SET_A0: Kprobe = Kprobe::on_argument_frame(Where::Symbol("kprobes_tests::kpf_target", 0), Some(pre_set_a0), None);
+        let entry = addr_of(kpf_target as *const ());
+        let callers = [arch::ftrace::addr::caller(), arch::ftrace::addr::caller_smp()];
+        // The reference: a full-frame probe alone.
+        with_probe(&FULL, || {
+            kassert_eq!(call_kpf_target(), 23);
+            Ok(())
+        })?;
+        let ra = SEEN_FULL[2].load(Relaxed);
+        kassert_eq!(crate::ksyms::lookup(ra).map(|(s, _)| s.name), Some("loongtrace_kernel::selftest::kprobes_tests::call_kpf_target"));
+        kassert_eq!(seen(&SEEN_FULL), expected(ra), "the full frame");
+        // Alone: the site calls ftrace_caller, which calls the probe's callback.
+        with_probe(&ARGS, || {
+            let target = crate::ftrace::core::site_info(entry).map_or(0, |s| s.state.target);
+            kassert!(callers.contains(&target), "the site calls ftrace_caller, not {}", crate::ksyms::sym(target));
+            kassert_eq!(call_kpf_target(), 23);
+            Ok(())
+        })?;
+        kassert_eq!(seen(&SEEN_ARGS), expected(ra), "alone");
+        // Two argument-frame probes: the site's list calls both.
+        SEEN_ARGS.iter().for_each(|a| a.store(0, Relaxed));
+        with_probe(&ARGS, || {
+            with_probe(&ARGS2, || {
+                kassert_eq!(call_kpf_target(), 23);
+                Ok(())
+            })
+        })?;
+        kassert_eq!((seen(&SEEN_ARGS), seen(&SEEN_ARGS2)), (expected(ra), expected(ra)), "through the list");
+        // Beside a full-frame probe: ftrace_regs_caller's frame.
+        SEEN_ARGS.iter().for_each(|a| a.store(0, Relaxed));
+        SEEN_FULL.iter().for_each(|a| a.store(0, Relaxed));
+        with_probe(&ARGS, || {
+            with_probe(&FULL, || {
+                kassert_eq!(call_kpf_target(), 23);
+                Ok(())
+            })
+        })?;
+        kassert_eq!((seen(&SEEN_ARGS), seen(&SEEN_FULL)), (expected(ra), expected(ra)), "beside a full-frame probe");
+        with_probe(&SET_A0, || {
+            kassert_eq!(kpf_target(black_box(5), black_box(1)), 31, "a0 = 10 from the handler");
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
 ktest! {
     /// On ftrace too, a pre handler may change an argument or send the call elsewhere (the
     /// replacement returns to the parent; no post handler).
