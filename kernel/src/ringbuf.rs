@@ -231,6 +231,9 @@ pub struct RingBuffer<const N: usize> {
     lost: AtomicU64,
     /// Pushes that gave up because a nested writer collided with an unfinished one.
     dropped: AtomicU64,
+    /// Continuation slots pushed (by [`push_record`](Self::push_record)): `written - continued`
+    /// is the number of records.
+    continued: AtomicU64,
     /// Value of `head` for an empty buffer (0 except in tests).
     origin: u64,
     slots: [Slot; N],
@@ -256,6 +259,7 @@ impl<const N: usize> RingBuffer<N> {
             cursor: AtomicU64::new(origin),
             lost: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            continued: AtomicU64::new(0),
             origin,
             slots: [const { Slot::new() }; N],
         }
@@ -334,6 +338,7 @@ impl<const N: usize> RingBuffer<N> {
             return;
         }
         let s0 = self.head.fetch_add(n, Ordering::Relaxed);
+        self.continued.fetch_add(n - 1, Ordering::Relaxed);
         // Claim every slot before writing any, remembering each slot's previous stamp so a
         // failed claim can give the others back untouched.
         let mut prev = [core::mem::MaybeUninit::<u64>::uninit(); MAX_CONT + 1];
@@ -400,6 +405,13 @@ impl<const N: usize> RingBuffer<N> {
     #[inline]
     pub fn written(&self) -> u64 {
         self.head.load(Ordering::Relaxed).wrapping_sub(self.origin)
+    }
+
+    /// Records pushed ever (since creation or the last [`reset`](Self::reset)): [`written`](Self::written)
+    /// without the continuation slots of multi-slot records, as Linux's `entries-written` counts.
+    #[inline]
+    pub fn records_written(&self) -> u64 {
+        self.written().wrapping_sub(self.continued.load(Ordering::Relaxed))
     }
 
     /// Entries that a consumer could not / cannot get: those found lost by earlier
@@ -574,6 +586,7 @@ impl<const N: usize> RingBuffer<N> {
         }
         self.lost.store(0, Ordering::Relaxed);
         self.dropped.store(0, Ordering::Relaxed);
+        self.continued.store(0, Ordering::Relaxed);
         self.cursor.store(self.origin, Ordering::Relaxed);
         self.head.store(self.origin, Ordering::Release);
     }
@@ -786,8 +799,9 @@ mod tests {
         }
         let _ = rb.discard();
         rb.push(&entry(10));
+        rb.push_record(&entry(11), &[TraceEntry::continuation(&[1, 2])]);
         rb.reset();
-        assert_eq!(rb.written(), 0);
+        assert_eq!((rb.written(), rb.records_written()), (0, 0));
         assert_eq!(rb.lost(), 0);
         assert_eq!(rb.unread(), 0);
         assert_eq!(collect(&rb).1, ReadStats::default());
@@ -1168,6 +1182,9 @@ mod tests {
         let (recs, orphans) = records(&v);
         assert_eq!(orphans, 0);
         assert_eq!(recs.len(), 5);
+        assert_eq!((rb.written(), rb.records_written()), (9, 5), "slots, records");
+        rb.push(&entry(1));
+        assert_eq!((rb.written(), rb.records_written()), (10, 6));
         for (i, (e, bytes)) in recs.iter().enumerate() {
             let (f, r, payload) = record(i as u64, i % 3);
             assert_eq!((e.ts, e.ip, e.cont), (f.ts, f.ip, r.len() as u16));

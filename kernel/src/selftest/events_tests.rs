@@ -379,6 +379,9 @@ ktest! {
                 crate::ftrace::tracer::BUFFERS[cpu].read_from(start, |_, e| kinds.push(e.kind));
                 let (ev, inline, cont) = (crate::events::inline::KIND_EVENT, crate::events::inline::KIND_EVENT_INLINE, crate::ringbuf::KIND_CONT);
                 kassert_eq!(kinds, [inline, ev, cont].repeat(4), "one slot for the fast event's records, two for the filtered one's");
+                // `trace` counts records, not slots (12 slots here).
+                let t = sh("cat trace");
+                kassert!(t.contains("# entries-in-buffer/entries-written: 8/8 "), "{t}");
                 // As the readers see them: the same bytes but for the event id (bytes 0..2).
                 let mut slots = Vec::new();
                 crate::ftrace::tracer::BUFFERS[cpu].read_from(start, |_, e| crate::events::registry::push_expanded(&mut slots, e));

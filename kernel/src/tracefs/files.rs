@@ -385,7 +385,7 @@ fn collect(s: &State, cpu: Option<usize>) -> (Vec<TraceEntry>, u64) {
     let mut written = 0;
     for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
         let b = &tracer::BUFFERS[c];
-        written += b.written().saturating_sub(s.written_base[c]);
+        written += b.records_written().saturating_sub(s.written_base[c]);
         let mut mine = Vec::new();
         b.read_from(b.cursor(), |_, e| crate::events::registry::push_expanded(&mut mine, e));
         let keep = (s.buffer_kb[c] as usize * 1024 / super::ENTRY_BYTES).max(1);
@@ -411,7 +411,11 @@ fn read_trace(s: &State, cpu: Option<usize>, w: &mut dyn Write) -> core::fmt::Re
     let lay = layout(s);
     match lay {
         Layout::Graph => output::write_graph_header(w, s.options)?,
-        Layout::Function => output::write_function_header(w, s.tracer.name(), events.len() as u64, written, cpus())?,
+        Layout::Function => {
+            // Records, not slots: a trace event's continuation slots are part of its record.
+            let records = events.iter().filter(|e| e.kind != crate::ringbuf::KIND_CONT).count();
+            output::write_function_header(w, s.tracer.name(), records as u64, written, cpus())?
+        }
     }
     output::write_events(w, &events, lay, s.options, &|id| marker_text(s, id))
 }
@@ -465,7 +469,7 @@ fn start_tracer(s: &State, t: Tracer) -> Result<(), Errno> {
 fn clear_buffers(s: &mut State, cpu: Option<usize>) {
     for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
         tracer::BUFFERS[c].discard();
-        s.written_base[c] = tracer::BUFFERS[c].written();
+        s.written_base[c] = tracer::BUFFERS[c].records_written();
     }
 }
 

@@ -110,7 +110,7 @@ pub struct State {
     pub stack_enabled: bool,
     pub buffer_kb: [u64; MAX_CPUS],
     pub options: Options,
-    /// `entries-written` counts from these values of each buffer's `written()` (moved by clears).
+    /// `entries-written` counts from these values of each buffer's `records_written()` (moved by clears).
     pub written_base: [u64; MAX_CPUS],
     pub markers: Vec<(u64, String)>,
     pub next_marker: u64,
