@@ -30,7 +30,7 @@ QEMU_ARGS    = -M virt -m 1G -smp $(SMP) -nographic -net none -no-reboot -kernel
 
 export QEMU
 
-.PHONY: help setup build tools modules modules-testdata bpf-progs bpf-fuzz qemu test test-host test-kernel bench scale-image mutants gdb clean FORCE
+.PHONY: help setup build tools modules modules-testdata bpf-progs bpf-fuzz qemu test test-host test-kernel bench bench-linux scale-image mutants gdb clean FORCE
 
 help:
 	@echo "make setup   install QEMU, the Rust components and GDB 18 in .venv-gdb/ (Debian)"
@@ -38,6 +38,7 @@ help:
 	@echo "make qemu    build and boot the kernel: boot log, self-tests, demos"
 	@echo "make test    host unit tests + the in-kernel self-tests under QEMU"
 	@echo "make bench   instruction counts per traced call under qemu -icount (SITES=n: scale image)"
+	@echo "make bench-linux  the same costs for Debian's loong64 Linux under QEMU 10 (network; bench/linux.json)"
 	@echo "make bpf-progs  the BPF programs of bpf/progs (clang -target bpf) into target/bpf-progs/"
 	@echo "make mutants mutation testing (cargo-mutants) of the host-testable code"
 	@echo "make gdb     boot halted and attach GDB with the loongtrace helpers (GDB=/path)"
@@ -136,6 +137,13 @@ scale-image:
 bench: scale-image build
 	cargo run -q --release -p loongtrace-tools --bin ltbench -- --runs 2 --json bench/results.json --readme README.md --doc docs/performance.md \
 		--scale $(SCALE_KERNEL) --scale-json bench/scale.json $(KERNEL)
+	@# The side-by-side table with Linux, from the new results and the last `make bench-linux`.
+	if [ -f bench/linux.json ]; then cargo run -q --release -p loongtrace-tools --bin ltlinux -- table README.md docs/performance.md > /dev/null; fi
+
+# Real Linux on the same QEMU (fetches Debian's loong64 kernel and, if needed, QEMU 10): not part
+# of `make test`. See tools/bench-linux/bench-linux.sh and docs/performance.md.
+bench-linux:
+	tools/bench-linux/bench-linux.sh
 
 gdb: build
 	GDB=$(GDB) ./tools/gdb.sh $(KERNEL) $(QEMU_ARGS) -fw_cfg name=opt/loongtrace/cmdline,string="$(CMDLINE)"

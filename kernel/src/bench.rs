@@ -217,9 +217,19 @@ pub fn bench_event_target_notrace(x: u64, p: &[u32; 4]) -> u64 {
     x.wrapping_mul(0x9e37_79b9).rotate_left(5) ^ p[2] as u64
 }
 
-/// `kprobe_event`: a kprobe event on `bench_event_target`'s entry (on ftrace) recording `%a0`
-/// and `+8(%a1):u32` into the ring buffer, per call, over the untraced function.
+/// The probe event rows, per call over the untraced function: `kprobe_event`, a kprobe event on
+/// `bench_event_target`'s entry (on ftrace) recording `%a0` and `+8(%a1):u32`; and, with the
+/// content of Linux's events in `make bench-linux` (no fetch arguments), `kprobe_break_event`
+/// (a kprobe event at `+8`, the body's first instruction: a `break`) and `kretprobe_event`.
 fn kprobe_event_row() {
+    event_row("kprobe_event", "p:bench/kprobe_event bench_event_target a=%a0 b=+8(%a1):u32");
+    event_row("kprobe_break_event", "p:bench/kprobe_break_event bench_event_target+8");
+    event_row("kretprobe_event", "r:bench/kretprobe_event bench_event_target");
+}
+
+/// Defines the event `def` (system `bench`, named `row`), enables it and reports the row; every
+/// call must write exactly one ring slot (no drop, no two-slot record).
+fn event_row(row: &str, def: &str) {
     static ARG: [u32; 4] = [1, 2, 3, 4];
     let run = |f: fn(u64, &[u32; 4]) -> u64| {
         instructions(|| {
@@ -231,13 +241,13 @@ fn kprobe_event_row() {
         })
         .map(|(n, _)| n as i64)
     };
-    let def = "p:bench/kprobe_event bench_event_target a=%a0 b=+8(%a1):u32";
-    if let Err(e) = crate::events::kprobe_event::write(def, true, crate::events::probe_def::Interface::KprobeEvents) {
-        println!("BENCH-ERROR kprobe_event defining it: {e}");
+    let iface = crate::events::probe_def::Interface::KprobeEvents;
+    if let Err(e) = crate::events::kprobe_event::write(def, true, iface) {
+        println!("BENCH-ERROR {row} defining it: {e}");
         return;
     }
     let measure = || -> Option<i64> {
-        let ev = crate::events::registry::find("bench", "kprobe_event")?;
+        let ev = crate::events::registry::find("bench", row)?;
         crate::events::registry::set_enabled(&ev, true).ok()?;
         let ring = &tracer::BUFFERS[arch::cpu::id() % arch::boot::MAX_CPUS];
         let before = (ring.written(), ring.dropped());
@@ -247,14 +257,13 @@ fn kprobe_event_row() {
         let without = run(bench_event_target_notrace)?;
         let after = (ring.written(), ring.dropped());
         let _ = crate::events::registry::set_enabled(&ev, false);
-        // Every call wrote its event as one slot (none dropped, none on the two-slot path).
         (after.0 - before.0 == 2 * CALLS && after.1 == before.1).then(|| tenths_per(with - without, CALLS as i64))
     };
     match measure() {
-        Some(t) => report("kprobe_event", t),
-        None => println!("BENCH-ERROR kprobe_event not measured (no event, or not every call recorded)"),
+        Some(t) => report(row, t),
+        None => println!("BENCH-ERROR {row} not measured (no event, or not every call wrote one ring slot)"),
     }
-    let _ = crate::events::kprobe_event::write("-:bench/kprobe_event", true, crate::events::probe_def::Interface::KprobeEvents);
+    let _ = crate::events::kprobe_event::write(&alloc::format!("-:bench/{row}"), true, iface);
     tracer::reset_buffers();
 }
 
@@ -417,6 +426,8 @@ fn patch_all() {
 
 /// The glob of `filter_glob_per_site`.
 const FILTER_GLOB: &str = "*chain_?*";
+/// The name of `filter_exact_per_site` (a function of every image, the scale one's too).
+const FILTER_EXACT: &str = "bench_target";
 
 /// The per-site rows: boot-time init (`ftrace::init`, measured exactly at boot), a
 /// `set_ftrace_filter` glob over every name ([`FILTER_GLOB`]), and the heap bytes init allocated
@@ -445,6 +456,11 @@ fn per_site() {
     match instructions(|| ftrace::ftrace_set_filter(probe, FILTER_GLOB, true)) {
         Some((n, Ok(()))) if sites > 0 => report("filter_glob_per_site", tenths_per(n as i64, sites)),
         other => println!("BENCH-ERROR filter_glob_per_site {:?}", other.map(|x| x.1)),
+    }
+    // One exact name, as Linux's `echo sys_getppid > set_ftrace_filter` (make bench-linux).
+    match instructions(|| ftrace::ftrace_set_filter(probe, FILTER_EXACT, true)) {
+        Some((n, Ok(()))) if sites > 0 => report("filter_exact_per_site", tenths_per(n as i64, sites)),
+        other => println!("BENCH-ERROR filter_exact_per_site {:?}", other.map(|x| x.1)),
     }
     // SAFETY: made by new_boxed, never registered.
     let _ = unsafe { FtraceOps::free(probe) };

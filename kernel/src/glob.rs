@@ -31,7 +31,61 @@ fn utf8_len(b: u8) -> usize {
 ///
 /// `*` matches any (possibly empty) sequence of characters, `?` exactly one character, everything
 /// else only itself. An empty pattern matches only the empty text.
+///
+/// Decided by [`glob_segments`] (the pattern's literal runs found in the text, a byte compare or
+/// a search each) unless the pattern has a `?` and the text a non-ASCII character, which
+/// [`glob_walk`] then decides.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob_segments(pattern.as_bytes(), text.as_bytes()).unwrap_or_else(|| glob_walk(pattern, text))
+}
+
+/// Whether `seg` (literal bytes and `?`, each `?` one byte) matches `text` of the same length.
+#[inline]
+fn seg_eq(seg: &[u8], text: &[u8]) -> bool {
+    seg.iter().zip(text).all(|(&s, &c)| s == b'?' || s == c)
+}
+
+/// [`glob_match`] by segments: the pattern is `head*mid*...*tail`; the text must start with
+/// `head`, end with `tail`, and hold each `mid` in order between them, where taking each `mid`'s
+/// leftmost place is always right (it leaves the most room to the rest). Bytes stand for
+/// characters: literal characters match as their bytes, and `?` as one byte, which is one
+/// character in ASCII text. `None` (undecided) for a pattern with `?` on non-ASCII text.
+fn glob_segments(p: &[u8], t: &[u8]) -> Option<bool> {
+    if p.contains(&b'?') && !t.is_ascii() {
+        return None;
+    }
+    let Some(first_star) = p.iter().position(|&c| c == b'*') else {
+        return Some(p.len() == t.len() && seg_eq(p, t));
+    };
+    let last_star = p.iter().rposition(|&c| c == b'*').unwrap_or(first_star);
+    let (head, tail) = (&p[..first_star], &p[last_star + 1..]);
+    if head.len() + tail.len() > t.len() {
+        return Some(false);
+    }
+    let end = t.len() - tail.len();
+    if !seg_eq(head, &t[..head.len()]) || !seg_eq(tail, &t[end..]) {
+        return Some(false);
+    }
+    let mut pos = head.len();
+    for mid in p[first_star + 1..last_star.max(first_star + 1)].split(|&c| c == b'*').filter(|m| !m.is_empty()) {
+        let first = mid[0];
+        let mut i = pos;
+        loop {
+            if i + mid.len() > end {
+                return Some(false);
+            }
+            if (first == b'?' || t[i] == first) && seg_eq(mid, &t[i..i + mid.len()]) {
+                break;
+            }
+            i += 1;
+        }
+        pos = i + mid.len();
+    }
+    Some(true)
+}
+
+/// [`glob_match`] by walking pattern and text a character at a time with one backtrack point.
+fn glob_walk(pattern: &str, text: &str) -> bool {
     let p = pattern.as_bytes();
     let t = text.as_bytes();
     let (mut pi, mut ti) = (0usize, 0usize);
@@ -102,8 +156,20 @@ pub fn last_segment(path: &str) -> &str {
 /// True if it matches the full path or the last `::` segment, so `func1`, `func*`,
 /// `*::tests::*` and `loongtrace_kernel::*` all select that function.
 pub fn name_matches(pattern: &str, full_name: &str) -> bool {
+    let (p, f) = (pattern.as_bytes(), full_name.as_bytes());
+    if !has_wildcards(pattern) && !p.starts_with(b":") && !p.windows(2).any(|w| w == b"::") {
+        // An exact name: the whole path, or its last segment (the text after the path's last
+        // `::`, which the pattern, holding no `::` and not starting with `:`, can only be if the
+        // path ends with it right after a `::`). A length compare rejects most names.
+        return f == p || (f.len() >= p.len() + 2 && f.ends_with(p) && f[..f.len() - p.len()].ends_with(b"::"));
+    }
     if glob_match(pattern, full_name) {
         return true;
+    }
+    // A leading `*` that matches the last segment matches the whole path too (it takes the
+    // path's head as well), so only an anchored pattern needs the second try.
+    if p.first() == Some(&b'*') {
+        return false;
     }
     let last = last_segment(full_name);
     last.len() != full_name.len() && glob_match(pattern, last)
@@ -242,6 +308,40 @@ impl<'a> PrefixSet<'a> {
 mod tests {
     extern crate std;
     use super::*;
+
+    /// The slow reference: `name_matches` as it was, with the walking matcher only.
+    fn name_matches_walk(pattern: &str, full: &str) -> bool {
+        let last = last_segment(full);
+        glob_walk(pattern, full) || (last.len() != full.len() && glob_walk(pattern, last))
+    }
+
+    #[test]
+    fn segments_agree_with_the_walk() {
+        // Random patterns and names over a small alphabet with the characters that matter:
+        // stars, `?`, `:` (path separators) and a two-byte and a three-byte character.
+        let alphabet = ["a", "b", "c", ":", "::", "_", "é", "€"];
+        let pat_alphabet = ["a", "b", ":", "::", "*", "?", "é", "€", "**"];
+        let mut rng = bpf::rng::Rng(0x5eed_0f91_0b00_d1ce);
+        let mut pick = |n: usize| rng.index(n);
+        for _ in 0..200_000 {
+            let t: std::string::String = (0..pick(9)).map(|_| alphabet[pick(alphabet.len())]).collect();
+            let p: std::string::String = (0..1 + pick(6)).map(|_| pat_alphabet[pick(pat_alphabet.len())]).collect();
+            assert_eq!(glob_match(&p, &t), glob_walk(&p, &t), "glob {p:?} on {t:?}");
+            assert_eq!(name_matches(&p, &t), name_matches_walk(&p, &t), "name {p:?} on {t:?}");
+        }
+        for (p, t, want) in [
+            ("bench_target", "loongtrace_kernel::bench::bench_target", true),
+            ("bench_target", "loongtrace_kernel::bench::bench_target_notrace", false),
+            ("bench_target", "loongtrace_kernel::bench::xbench_target", false),
+            ("bench::bench_target", "loongtrace_kernel::bench::bench_target", false),
+            ("*chain_?*", "loongtrace_kernel::selftest::targets::chain_a", true),
+            ("*chain_?*", "loongtrace_kernel::selftest::targets::chain_", false),
+            ("?€", "é€", true),
+            ("a*?", "aé", true),
+        ] {
+            assert_eq!(name_matches(p, t), want, "{p:?} on {t:?}");
+        }
+    }
 
     #[test]
     fn prefix_set_matches_like_glob_match() {

@@ -35,16 +35,19 @@ pub const ROWS: &[(&str, &str)] = &[
     ("kprobe_on_ftrace", "kprobe at the entry, empty pre handler, through ftrace_regs_caller"),
     ("kretprobe", "kretprobe, empty return handler (entry on ftrace, return through the trampoline)"),
     ("kprobe_event", "kprobe event at the entry recording %a0 and +8(%a1):u32 into the ring buffer"),
+    ("kprobe_break_event", "kprobe event on a break at +8 (the body's first instruction), no fetch args"),
+    ("kretprobe_event", "kretprobe event, no fetch args"),
     ("tracepoint_off", "a tracepoint with no probe (its jump-label nop), per call"),
     ("enable_all", "patching every site (per site)"),
     ("disable_all", "unpatching every site (per site)"),
     ("init_per_site", "boot-time init of the site table (per site)"),
     ("filter_glob_per_site", "set_ftrace_filter(\"*chain_?*\") over every name (per site)"),
+    ("filter_exact_per_site", "set_ftrace_filter(\"bench_target\"), one exact name (per site)"),
     ("bytes_per_site", "heap bytes per site (site table + core state) besides the name (bytes)"),
 ];
 
 /// The rows measured per site, which the scale build (`make bench SITES=n`) measures too: each
-/// must stay within [`SCALE_TOLERANCE`] of the normal image's figure.
+/// may exceed the normal image's figure by at most [`SCALE_TOLERANCE`].
 pub const PER_SITE: &[&str] = &["init_per_site", "enable_all", "disable_all", "filter_glob_per_site", "bytes_per_site"];
 
 /// How far (relative) a per-site figure of the scale build may be from the normal image's.
@@ -169,8 +172,12 @@ pub const BEFORE: &[(&str, f64)] = &[
     ("bytes_per_site", 24.6),
 ];
 
-/// Upper limits of issues 15 (the heavy paths), 22 (kprobes) and 23 (trace events).
+/// Upper limits of issues 15 (the heavy paths), 22 (kprobes), 23 (trace events) and 27 (filters
+/// at least as fast as Linux's: its exact-name write costs 1889 per function on the same QEMU,
+/// docs/performance.md).
 pub const LIMITS: &[(&str, f64)] = &[
+    ("filter_exact_per_site", 600.0),
+    ("filter_glob_per_site", 1889.0),
     ("kprobe", 400.0),
     ("kprobe_simulated", 400.0),
     ("kprobe_on_ftrace", 120.0),
@@ -238,7 +245,7 @@ pub const SCALE_BEFORE: &[(&str, f64)] = &[
 ];
 
 /// The targets of a scale run (`scale`, the image with generated functions) against the normal
-/// image's run: more sites, and every per-site figure within [`SCALE_TOLERANCE`] of the normal
+/// image's run: more sites, and every per-site figure at most [`SCALE_TOLERANCE`] above the normal
 /// one (no work that grows faster than the number of sites).
 pub fn scale_targets(normal: &BenchRun, scale: &BenchRun) -> Vec<Target> {
     let (n, s) = (normal.sites.unwrap_or(0), scale.sites.unwrap_or(0));
@@ -248,11 +255,14 @@ pub fn scale_targets(normal: &BenchRun, scale: &BenchRun) -> Vec<Target> {
         let dev = (b - a) / a;
         t.push(Target {
             text: format!(
-                "{row} at {s} sites {b:.1} within {:.0}% of {a:.1} at {n} sites ({:+.1}%)",
+                "{row} at {s} sites {b:.1} at most {:.0}% above {a:.1} at {n} sites ({:+.1}%)",
                 100.0 * SCALE_TOLERANCE,
                 100.0 * dev
             ),
-            ok: dev.abs() <= SCALE_TOLERANCE,
+            // Growth is what the scale image looks for. A lower figure comes from its names
+            // (the generated ones are shorter than the kernel's average, and the filter rows
+            // read names a few instructions a byte), not from the number of sites.
+            ok: dev <= SCALE_TOLERANCE,
         });
     }
     let bytes = scale.rows.get("bytes_per_site").copied().unwrap_or(f64::NAN);
@@ -787,6 +797,7 @@ mod tests {
         };
         assert!(scale_targets(&run(1000, 100.0), &run(20000, 109.0)).iter().all(|t| t.ok));
         assert!(scale_targets(&run(1000, 100.0), &run(20000, 91.0)).iter().all(|t| t.ok));
+        assert!(scale_targets(&run(1000, 100.0), &run(20000, 80.0)).iter().all(|t| t.ok), "lower at scale is no growth");
         let t = scale_targets(&run(1000, 100.0), &run(20000, 111.0));
         assert!(t.iter().any(|t| !t.ok && t.text.starts_with("enable_all")), "{t:?}");
         assert!(!scale_targets(&run(1000, 100.0), &run(900, 100.0))[0].ok);

@@ -20,6 +20,7 @@ pub mod events;
 pub mod flame;
 pub mod ktap;
 pub mod layers;
+pub mod linux;
 pub mod record;
 pub mod runner;
 pub mod srchash;

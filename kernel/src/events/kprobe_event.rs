@@ -709,7 +709,10 @@ fn define(line: &str, def: ProbeDef) -> Result<(), ShErrno> {
             Inst::K(Box::new(KInst { kp, c }))
         }
         ProbeKind::Kretprobe { maxactive } => {
-            Inst::R(Box::new(RInst { rp: Kretprobe::new(name, Some(kretprobe_entry), Some(kretprobe_handler), maxactive as usize), c }))
+            // Without `$argN` to keep nothing runs at the entry, which then needs no register
+            // frame (the kretprobe rides `ftrace_caller`'s argument frame).
+            let entry = (!c.entry_args.is_empty()).then_some(kretprobe_entry as crate::kprobes::kretprobe::EntryHandler);
+            Inst::R(Box::new(RInst { rp: Kretprobe::new(name, entry, Some(kretprobe_handler), maxactive as usize), c }))
         }
     };
     if let Err(e) = register(&inst) {
