@@ -118,12 +118,16 @@ pub struct PerCpu {
     /// How many exception or interrupt handlers this CPU is running (0: normal context); see
     /// [`crate::trap::depth`].
     pub trap_depth: core::sync::atomic::AtomicU64,
+    /// The kernel's recursion bits for tracing callbacks (`ftrace::recursion`), one per context.
+    pub recursion: core::sync::atomic::AtomicU64,
 }
 
 /// Offset of [`PerCpu::kprobe_current`] (for [`this_cpu_load`] / [`this_cpu_store`]).
 pub const PERCPU_KPROBE_CURRENT: usize = 24;
 /// Offset of [`PerCpu::trap_depth`].
 pub const PERCPU_TRAP_DEPTH: usize = 32;
+/// Offset of [`PerCpu::recursion`].
+pub const PERCPU_RECURSION: usize = 40;
 
 /// Offset of [`PerCpu::tracing_depth`] (used by the assembly).
 pub const PERCPU_TRACING_DEPTH: usize = 8;
@@ -135,6 +139,7 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, tracing_exits) == PERCPU_TRACING_EXITS);
     assert!(core::mem::offset_of!(PerCpu, kprobe_current) == PERCPU_KPROBE_CURRENT);
     assert!(core::mem::offset_of!(PerCpu, trap_depth) == PERCPU_TRAP_DEPTH);
+    assert!(core::mem::offset_of!(PerCpu, recursion) == PERCPU_RECURSION);
 };
 
 /// One area per possible CPU.
@@ -146,6 +151,7 @@ static loongtrace_percpu: [PerCpu; MAX_CPUS] = [const {
         tracing_exits: core::sync::atomic::AtomicU64::new(0),
         kprobe_current: core::sync::atomic::AtomicU64::new(0),
         trap_depth: core::sync::atomic::AtomicU64::new(0),
+        recursion: core::sync::atomic::AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -167,13 +173,18 @@ pub fn this_cpu() -> &'static PerCpu {
 
 /// The word at offset `OFF` of this CPU's area (a relaxed atomic load of that field), with one
 /// instruction (`ld.d` off `r21`). `OFF` is one of the `PERCPU_*` offsets.
+///
+/// The compiler may reuse one load for two reads with no write to memory between (`pure`): the
+/// fields read this way are changed only by this CPU, by [`this_cpu_store`] (a write to memory
+/// as the compiler sees it) or by an interrupt handler, which gives back the value it found
+/// before the interrupted code resumes.
 #[inline(always)]
 pub fn this_cpu_load<const OFF: usize>() -> u64 {
     const { assert!(OFF % 8 == 0 && OFF < core::mem::size_of::<PerCpu>()) };
     let v: u64;
     // SAFETY: r21 points at this CPU's `PerCpu` (see `this_cpu`); an aligned 64-bit load of one of
     // its atomic fields (checked above) is a relaxed atomic load.
-    unsafe { core::arch::asm!("ld.d {0}, $r21, {off}", out(reg) v, off = const OFF, options(readonly, nostack, preserves_flags)) };
+    unsafe { core::arch::asm!("ld.d {0}, $r21, {off}", out(reg) v, off = const OFF, options(pure, readonly, nostack, preserves_flags)) };
     v
 }
 

@@ -23,10 +23,12 @@
 //! * `head` is a reservation counter: a writer takes sequence number `s = head.fetch_add(1)` and
 //!   owns slot `s & (N - 1)`.
 //! * Each slot has a `stamp` recording its state: `EMPTY`, `busy(s)` (writer of `s` is filling it)
-//!   or `committed(s)`. A writer claims its slot with a CAS to `busy(s)` only if the slot is not busy
-//!   and holds an *older* sequence number; otherwise (a nested writer lapped the buffer while an
-//!   outer writer was mid-write, or a newer writer already took the slot) it drops its record and
-//!   notes that in the slot's `dropped` tag, so records are never mixed. After the claim it issues
+//!   or `committed(s)`. A writer claims its slot by swapping in `busy(s)`; if the stamp it took out
+//!   was busy or held a *newer* sequence number (a nested writer lapped the buffer while an outer
+//!   writer was mid-write, or a newer writer already took the slot) it puts that stamp back, drops
+//!   its record and notes that in the slot's `dropped` tag, so records are never mixed. (A swap,
+//!   not a compare-and-swap loop: under the writers' contract nothing else writes the stamp in
+//!   between; see `claim_slot`.) After the claim it issues
 //!   a release fence, stores the five payload words (relaxed), then stores `committed(s)` with
 //!   release ordering.
 //! * A reader expecting sequence `s` loads the stamp (acquire), the payload words (relaxed), issues
@@ -290,24 +292,12 @@ impl<const N: usize> RingBuffer<N> {
         let Some(slot) = self.slots.get((s & Self::MASK) as usize) else {
             return;
         };
-        let mut cur = slot.stamp.load(Ordering::Relaxed);
-        loop {
-            if cur & BUSY != 0 || (cur != EMPTY && !stamp_older(cur, s)) {
-                // Either an interrupted writer on this CPU is still filling this slot (we cannot
-                // wait for it), or a newer writer already reused it. Give up on this record.
-                slot.dropped.store(committed(s), Ordering::Release);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            match slot.stamp.compare_exchange_weak(
-                cur,
-                busy(s),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+        if self.claim_slot(slot, s).is_none() {
+            // Either an interrupted writer on this CPU is still filling this slot (we cannot
+            // wait for it), or a newer writer already reused it. Give up on this record.
+            slot.dropped.store(committed(s), Ordering::Release);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         // Order the `busy` stamp before the payload stores (seqlock writer side).
         fence(Ordering::Release);
@@ -387,17 +377,23 @@ impl<const N: usize> RingBuffer<N> {
     /// `None` when it is busy (an interrupted writer on this CPU) or already holds a newer record.
     #[inline(always)]
     fn claim(&self, s: u64) -> Option<u64> {
-        let slot = &self.slots[(s & Self::MASK) as usize];
-        let mut cur = slot.stamp.load(Ordering::Relaxed);
-        loop {
-            if cur & BUSY != 0 || (cur != EMPTY && !stamp_older(cur, s)) {
-                return None;
-            }
-            match slot.stamp.compare_exchange_weak(cur, busy(s), Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Some(cur),
-                Err(now) => cur = now,
-            }
+        self.claim_slot(&self.slots[(s & Self::MASK) as usize], s)
+    }
+
+    /// [`claim`](Self::claim) of `slot`: one atomic swap. Under the writers' contract (one writer
+    /// context per buffer, and writers that interrupt it finish before it resumes) nothing else
+    /// writes the stamp between the swap and the putting back of a refused claim, except a
+    /// nested writer, which finds our `busy` stamp, puts it back and gives up in turn. A reader
+    /// meanwhile sees a `busy` stamp: the record it wants is not there yet, or lost.
+    #[inline(always)]
+    fn claim_slot(&self, slot: &Slot, s: u64) -> Option<u64> {
+        let old = slot.stamp.swap(busy(s), Ordering::Relaxed);
+        if old & BUSY != 0 || (old != EMPTY && !stamp_older(old, s)) {
+            // Refused: what was there stays, unchanged.
+            slot.stamp.store(old, Ordering::Release);
+            return None;
         }
+        Some(old)
     }
 
     /// Total pushes ever (since creation or the last [`reset`](Self::reset)), including those later

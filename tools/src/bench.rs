@@ -452,7 +452,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ),
     (
         "function_tracer",
-        &["ftrace_caller", "loongtrace_kernel::ftrace::core::ftrace_ops_assist_site", "loongtrace_kernel::ftrace::tracer::function_trace_call"],
+        &["ftrace_caller", "loongtrace_kernel::ftrace::tracer::function_trace_call"],
     ),
     (
         "graph",

@@ -80,13 +80,18 @@ pub fn record_stack(ip: u64, first: Option<(u64, u64)>, fp: Option<u64>, max: us
     }
 }
 
+/// The function tracer's callback. It guards itself against recursion (as Linux's does), so its
+/// ops asks the core for none and `ftrace_caller` calls it straight, with no assist function
+/// between.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn function_trace_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
+    let Some(held) = super::recursion::trylock_callback() else { return };
     record(KIND_FUNC, ip, parent_ip, context_flags(), 0);
+    super::recursion::unlock(held);
 }
 
 /// The function tracer's ops.
-pub static FUNCTION_OPS: FtraceOps = FtraceOps::new(function_trace_call, OpsFlags::RECURSION);
+pub static FUNCTION_OPS: FtraceOps = FtraceOps::new(function_trace_call, OpsFlags::empty());
 
 /// Clears every buffer (only while no tracer writes to them).
 pub fn reset_buffers() {
