@@ -458,7 +458,6 @@ pub const PATHS: &[(&str, &[&str])] = &[
         "graph",
         &[
             "ftrace_caller",
-            "loongtrace_kernel::ftrace::core::ftrace_ops_assist_site",
             "ftrace_graph_func",
             "loongtrace_kernel::ftrace::fgraph::graph_entry",
             "loongtrace_kernel::ftrace::graph_tracer::entry",

@@ -150,9 +150,10 @@ pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
 
 /// The ordinary ops that enables the sites the graph tracer hooks (all traceable functions
 /// unless its filter is set with `ftrace_set_filter`); its callback is the graph entry. It needs
-/// no full registers: the argument frame holds the return address it replaces. The core's
-/// recursion guard protects it (the list function holds the guard for all of a site's ops).
-pub static GRAPH_SITE_OPS: FtraceOps = FtraceOps::new(ftrace_graph_func, OpsFlags::RECURSION);
+/// no full registers: the argument frame holds the return address it replaces. Its callback
+/// guards itself against recursion (as the function tracer's does), so no assist function runs
+/// before it.
+pub static GRAPH_SITE_OPS: FtraceOps = FtraceOps::new(ftrace_graph_func, OpsFlags::empty());
 
 // SAFETY: `ftrace_graph_func` (arch/src/ftrace.rs) tail-calls the installed entry hook, a
 // `GraphEntryHook` whose arguments are those of any ops callback. (It never looks behind the
@@ -267,8 +268,8 @@ pub fn real_return_address(ret: u64, fp: u64) -> u64 {
     with_shadow(|s| s.entries[..s.depth].iter().rev().find(|e| e.sp == fp).map_or(ret, |e| e.ret))
 }
 
-/// The graph entry hook: the callback of [`GRAPH_SITE_OPS`] through `ftrace_graph_func` (called
-/// under the core's recursion guard, with the arguments of any ops callback): asks the graph
+/// The graph entry hook: the callback of [`GRAPH_SITE_OPS`] through `ftrace_graph_func` (with the
+/// arguments of any ops callback; it takes the callbacks' recursion guard itself): asks the graph
 /// ops that take new calls whether they want this one, and if one does, hooks its return (the
 /// frame's return-address slot, restored into `ra` by either caller, becomes
 /// `return_to_handler`).
@@ -277,6 +278,7 @@ extern "C" fn graph_entry(ip: u64, parent: u64, _ops: *const (), frame: *mut arc
     if STOPPED.load(Ordering::Relaxed) {
         return;
     }
+    let Some(held) = recursion::trylock_callback() else { return };
     // SAFETY: the caller passes its live frame (`FtraceRegs` is a transparent `PtRegs`), which
     // nothing else uses while the callbacks run.
     let regs = unsafe { &mut *(frame as *mut FtraceRegs) };
@@ -319,6 +321,7 @@ extern "C" fn graph_entry(ip: u64, parent: u64, _ops: *const (), frame: *mut arc
         s.depth = depth + 1;
         *regs.parent_slot() = arch::ftrace::addr::return_to_handler();
     });
+    recursion::unlock(held);
 }
 
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
