@@ -295,7 +295,7 @@ impl<const N: usize> RingBuffer<N> {
         if self.claim_slot(slot, s).is_none() {
             // Either an interrupted writer on this CPU is still filling this slot (we cannot
             // wait for it), or a newer writer already reused it. Give up on this record.
-            slot.dropped.store(committed(s), Ordering::Release);
+            self.tag_dropped(slot, s);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -328,7 +328,7 @@ impl<const N: usize> RingBuffer<N> {
             return;
         }
         let s0 = self.head.fetch_add(n, Ordering::Relaxed);
-        self.continued.fetch_add(n - 1, Ordering::Relaxed);
+        self.continued.fetch_add(n - 1, Ordering::Release);
         // Claim every slot before writing any, remembering each slot's previous stamp so a
         // failed claim can give the others back untouched.
         let mut prev = [core::mem::MaybeUninit::<u64>::uninit(); MAX_CONT + 1];
@@ -346,11 +346,7 @@ impl<const N: usize> RingBuffer<N> {
             for k in 0..n {
                 let s = s0.wrapping_add(k);
                 let slot = &self.slots[(s & Self::MASK) as usize];
-                // Never over a newer drop tag (a nested writer's, which a reader may wait on).
-                let tag = slot.dropped.load(Ordering::Relaxed);
-                if tag == EMPTY || stamp_older(tag, s) {
-                    slot.dropped.store(committed(s), Ordering::Release);
-                }
+                self.tag_dropped(slot, s);
                 if k < claimed {
                     // Nothing was written: the slot's older record is still whole.
                     // SAFETY: entries below `claimed` were written by the loop above.
@@ -380,11 +376,25 @@ impl<const N: usize> RingBuffer<N> {
         self.claim_slot(&self.slots[(s & Self::MASK) as usize], s)
     }
 
+    /// Notes in `slot` that the record of sequence number `s` was dropped, unless the slot already
+    /// notes a newer one (a nested writer's, which a reader may be waiting on).
+    #[inline(always)]
+    fn tag_dropped(&self, slot: &Slot, s: u64) {
+        let tag = slot.dropped.load(Ordering::Relaxed);
+        if tag == EMPTY || stamp_older(tag, s) {
+            slot.dropped.store(committed(s), Ordering::Release);
+        }
+    }
+
     /// [`claim`](Self::claim) of `slot`: one atomic swap. Under the writers' contract (one writer
     /// context per buffer, and writers that interrupt it finish before it resumes) nothing else
     /// writes the stamp between the swap and the putting back of a refused claim, except a
     /// nested writer, which finds our `busy` stamp, puts it back and gives up in turn. A reader
-    /// meanwhile sees a `busy` stamp: the record it wants is not there yet, or lost.
+    /// meanwhile sees a `busy` stamp: the record it wants is not there yet, or lost. One case
+    /// differs from a compare-and-swap: a writer whose slot a nested writer lapped before the
+    /// claim (a whole buffer written inside one interrupt) shows its older `busy` stamp for a
+    /// moment over the newer record, and a reader checking that record just then counts it lost
+    /// though it stays whole. Loss may be over-counted then, never hidden.
     #[inline(always)]
     fn claim_slot(&self, slot: &Slot, s: u64) -> Option<u64> {
         let old = slot.stamp.swap(busy(s), Ordering::Relaxed);
@@ -407,7 +417,10 @@ impl<const N: usize> RingBuffer<N> {
     /// without the continuation slots of multi-slot records, as Linux's `entries-written` counts.
     #[inline]
     pub fn records_written(&self) -> u64 {
-        self.written().wrapping_sub(self.continued.load(Ordering::Relaxed))
+        // `continued` first (acquire, paired with `push_record`'s release): the head read after
+        // it includes every reservation those continuation slots belong to.
+        let continued = self.continued.load(Ordering::Acquire);
+        self.written().saturating_sub(continued)
     }
 
     /// Entries that a consumer could not / cannot get: those found lost by earlier

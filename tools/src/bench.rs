@@ -48,7 +48,7 @@ pub const ROWS: &[(&str, &str)] = &[
 
 /// The rows measured per site, which the scale build (`make bench SITES=n`) measures too: each
 /// may exceed the normal image's figure by at most [`SCALE_TOLERANCE`].
-pub const PER_SITE: &[&str] = &["init_per_site", "enable_all", "disable_all", "filter_glob_per_site", "bytes_per_site"];
+pub const PER_SITE: &[&str] = &["init_per_site", "enable_all", "disable_all", "filter_glob_per_site", "filter_exact_per_site", "bytes_per_site"];
 
 /// How far (relative) a per-site figure of the scale build may be from the normal image's.
 pub const SCALE_TOLERANCE: f64 = 0.10;

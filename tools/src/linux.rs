@@ -196,7 +196,7 @@ pub fn parse_console(text: &str) -> Result<LinuxRun, String> {
         return Err("no untraced run (`base`) in the console".into());
     }
     let base = mean(&base);
-    for label in order.iter().filter(|l| !l.starts_with("base")) {
+    for label in order.iter().filter(|l| !matches!(l.as_str(), "base" | "base_again")) {
         let v: Vec<f64> = chunks[label].iter().map(|x| x - base).collect();
         run.rows.insert(label.clone(), LinuxRow::of(&v));
     }

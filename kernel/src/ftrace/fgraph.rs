@@ -424,7 +424,9 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
         );
         return entry.ret;
     }
-    if let Some(held) = recursion::trylock() {
+    // The same guard as the entry's: a call the entry hooked has its return callbacks run even
+    // while the core's guard is held (a traced function returning inside another ops' callback).
+    if let Some(held) = recursion::trylock_callback() {
         // SAFETY: `return_to_handler` passes its frame holding a0 and a1.
         let [retval, retval_hi] = unsafe { *saved };
         let ret = FgraphRet {

@@ -93,6 +93,39 @@ fn check_pairs(recs: &[Rec]) -> crate::selftest::TestResult {
     Ok(())
 }
 
+/// An ops the core guards (`RECURSION`) whose callback calls a function the graph hooks.
+static CALLS_CHAIN_C: FtraceOps = FtraceOps::new(call_chain_c, OpsFlags::RECURSION);
+
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+extern "C" fn call_chain_c(_ip: u64, _parent: u64, _op: &FtraceOps, _regs: &mut crate::ftrace::FtraceRegs) {
+    core::hint::black_box(chain_c(core::hint::black_box(5)));
+}
+
+ktest! {
+    /// A function the graph hooks, called from inside another ops' callback (which the core's
+    /// recursion guard covers, through the site's list): its entry and its return are both
+    /// reported, as the graph entry and return take the same guard of their own.
+    fn fgraph::hooked_call_inside_another_callback() {
+        let fs = [chain_a as *const (), chain_c as *const ()];
+        let mut v = 0;
+        let recs = record(&fs, "chain_a chain_c", || {
+            let r = ftrace::ftrace_set_filter(&CALLS_CHAIN_C, "chain_a", true).and_then(|_| ftrace::register_ftrace_function(&CALLS_CHAIN_C));
+            v = chain_a(1);
+            if r.is_ok() {
+                let _ = ftrace::unregister_ftrace_function(&CALLS_CHAIN_C);
+            }
+            let _ = ftrace::ftrace_reset_filters(&CALLS_CHAIN_C);
+        })?;
+        kassert_eq!(v, 8);
+        let c = addr(chain_c as *const ());
+        let count = |entry: bool| recs.iter().filter(|r| r.func == c && r.entry == entry).count();
+        kassert_eq!((count(true), count(false)), (2, 2), "chain_c from the callback and from chain_b: {recs:?}");
+        check_pairs(&recs)?;
+        kassert_eq!(fgraph::shadow_depth(), 0);
+        Ok(())
+    }
+}
+
 ktest! {
     /// Entry and return pairs of a known call chain: depths, return values, durations.
     fn fgraph::entry_return_pairs() {
