@@ -413,10 +413,10 @@ pub fn set_graph_hooks(entry: GraphEntryHook, ret: GraphReturnHook) {
 ///
 /// The function a trampoline calls (the ops callback, or a list function calling it) keeps a
 /// frame record like every function built with frame pointers: the caller's fp at its entry
-/// sp minus 16, and its entry sp is `frame`. (This needs that record written before the read,
-/// which holds as LLVM's LoongArch backend stores it in the prologue, not shrink-wrapped later.) `ftrace_caller` calls with fp untouched, the traced
+/// sp minus 16, and its entry sp is `frame`. `ftrace_caller` calls with fp untouched, the traced
 /// function's; `ftrace_common` calls with fp at its frame's fake record (`PT_ERA + 8`) and keeps
-/// the real one in the `PT_FP` slot.
+/// the real one in the `PT_FP` slot. (The record must be written before the read: LLVM's
+/// LoongArch backend stores it in the prologue, it does not shrink-wrap it.)
 ///
 /// # Safety
 /// The caller runs in the callback chain of the trampoline that pushed `frame` (so the word at

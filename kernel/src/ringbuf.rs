@@ -28,9 +28,8 @@
 //!   writer was mid-write, or a newer writer already took the slot) it puts that stamp back, drops
 //!   its record and notes that in the slot's `dropped` tag, so records are never mixed. (A swap,
 //!   not a compare-and-swap loop: under the writers' contract nothing else writes the stamp in
-//!   between; see `claim_slot`.) After the claim it issues
-//!   a release fence, stores the five payload words (relaxed), then stores `committed(s)` with
-//!   release ordering.
+//!   between; see `claim_slot`.) After the claim it issues a release fence, stores the five
+//!   payload words (relaxed), then stores `committed(s)` with release ordering.
 //! * A reader expecting sequence `s` loads the stamp (acquire), the payload words (relaxed), issues
 //!   an acquire fence and loads the stamp again (seqlock). Only if both loads are `committed(s)` is
 //!   the entry accepted; a newer stamp, or a change between the loads, means the record was

@@ -844,9 +844,14 @@ pub struct CommonHeader {
 }
 
 impl CommonHeader {
+    /// The fields as the record's first little-endian word.
+    #[inline]
+    pub fn word(&self) -> u64 {
+        u64::from(self.common_type) | u64::from(self.flags) << 16 | u64::from(self.preempt_count) << 24 | u64::from(self.pid as u32) << 32
+    }
+
     fn write(&self, out: &mut [u8]) {
-        let w = u64::from(self.common_type) | u64::from(self.flags) << 16 | u64::from(self.preempt_count) << 24 | u64::from(self.pid as u32) << 32;
-        put_num(out, 0, 8, w);
+        put_num(out, 0, 8, self.word());
     }
 
     fn read(b: &[u8]) -> CommonHeader {

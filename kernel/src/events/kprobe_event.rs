@@ -268,30 +268,24 @@ fn reg_word(regs: &PtRegs, i: usize) -> u64 {
     }
 }
 
-/// Reads `len <= 8` bytes at `addr` (little-endian, zero-extended) if they are kernel RAM.
+/// Reads `len <= 8` bytes at `addr` (little-endian, zero-extended) if they are kernel RAM: a
+/// naturally aligned field with one load of the word holding it ([`load_aligned`]), any other
+/// byte by byte.
 #[inline(always)]
 fn read_mem(addr: u64, len: usize) -> Option<u64> {
     let ram = crate::bpfrt::env::KERNEL_RAM;
-    if addr < ram.start || addr > ram.end - len as u64 {
+    let n = (len as u64).min(8);
+    if addr < ram.start || addr > ram.end - n {
         return None;
     }
-    // SAFETY: `addr..addr + len` is mapped kernel RAM (checked above); an aligned access of the
-    // width read, or bytes one by one.
-    unsafe {
-        Some(match len {
-            8 if addr % 8 == 0 => core::ptr::read_volatile(addr as *const u64),
-            4 if addr % 4 == 0 => core::ptr::read_volatile(addr as *const u32) as u64,
-            2 if addr % 2 == 0 => core::ptr::read_volatile(addr as *const u16) as u64,
-            1 => core::ptr::read_volatile(addr as *const u8) as u64,
-            _ => {
-                let mut b = [0u8; 8];
-                for (i, x) in b.iter_mut().enumerate().take(len) {
-                    *x = core::ptr::read_volatile((addr + i as u64) as *const u8);
-                }
-                u64::from_le_bytes(b)
-            }
-        })
+    if n.is_power_of_two() && addr & (n - 1) == 0 {
+        // SAFETY: a naturally aligned field in kernel RAM (checked above).
+        return Some(unsafe { load_aligned(addr) } & (u64::MAX >> (64 - 8 * n)));
     }
+    Some((0..n).fold(0, |v, i| {
+        // SAFETY: `addr..addr + n` is kernel RAM (checked above).
+        v | (unsafe { core::ptr::read_volatile((addr + i) as *const u8) } as u64) << (8 * i)
+    }))
 }
 
 /// The value of `f` (a full word).
@@ -418,7 +412,7 @@ fn put(rec: &mut [u64; registry::FIXED_WORDS], off: usize, size: u8, v: u64) {
 fn number(q: Quick, fx: &Fx, size: u8, c: &Ctx) -> u64 {
     match q {
         Quick::Reg(i) => c.regs.regs[i as usize & 31],
-        Quick::RegDeref(i, off) => read_number(c.regs.regs[i as usize & 31].wrapping_add(off as i64 as u64), size),
+        Quick::RegDeref(i, off) => read_mem(c.regs.regs[i as usize & 31].wrapping_add(off as i64 as u64), size as usize).unwrap_or(0),
         Quick::Other => number_other(fx, size, c),
     }
 }
@@ -430,25 +424,6 @@ fn number_other(fx: &Fx, size: u8, c: &Ctx) -> u64 {
         Fx::Deref(..) | Fx::Mem(_) | Fx::Stack(_) => last_addr(fx, c).and_then(|a| read_mem(a, size as usize)).unwrap_or(0),
         _ => eval(fx, c).unwrap_or(0),
     }
-}
-
-/// [`read_mem`] of a number field (`size` 1, 2, 4 or 8 bytes; 0 outside kernel RAM), without a
-/// call: a naturally aligned field is read with [`load_aligned`], another byte by byte.
-#[inline(always)]
-fn read_number(addr: u64, size: u8) -> u64 {
-    let ram = crate::bpfrt::env::KERNEL_RAM;
-    let n = u64::from(size).clamp(1, 8);
-    if addr < ram.start || addr > ram.end - n {
-        return 0;
-    }
-    if addr & (n - 1) == 0 {
-        // SAFETY: a naturally aligned field in kernel RAM (checked above).
-        return unsafe { load_aligned(addr) };
-    }
-    (0..n).fold(0, |v, i| {
-        // SAFETY: `addr..addr + n` is kernel RAM (checked above).
-        v | (unsafe { core::ptr::read_volatile((addr + i) as *const u8) } as u64) << (8 * i)
-    })
 }
 
 /// The naturally aligned field at `addr` and the bytes above it in its aligned word, with one

@@ -474,7 +474,7 @@ fn emit_fixed_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, rec: &mut 
 /// the record's first word.
 #[inline(always)]
 fn common_word(id: u16, flags: u16, cpu: usize) -> u64 {
-    u64::from(id) | u64::from(linux_flags(flags)) << 16 | u64::from(formats::task::pid(cpu as u32)) << 32
+    common_header(id, flags, cpu).word()
 }
 
 /// Appends `e` to `out` as readers take it: a one-slot event record ([`super::inline`]) in its
@@ -489,7 +489,13 @@ pub fn push_expanded(out: &mut Vec<TraceEntry>, e: TraceEntry) {
 }
 
 fn header(ev: &Event, cpu: usize, flags: u16) -> CommonHeader {
-    CommonHeader { common_type: ev.id, flags: linux_flags(flags), preempt_count: 0, pid: formats::task::pid(cpu as u32) as i32 }
+    common_header(ev.id, flags, cpu)
+}
+
+/// The common fields of a record of event `id` written on `cpu` with context `flags`.
+#[inline(always)]
+fn common_header(id: u16, flags: u16, cpu: usize) -> CommonHeader {
+    CommonHeader { common_type: id, flags: linux_flags(flags), preempt_count: 0, pid: formats::task::pid(cpu as u32) as i32 }
 }
 
 /// The common end of [`emit`] and [`emit_fixed`]: the filter, the ring buffer, the triggers.

@@ -3,11 +3,12 @@
 //! Each CPU has one bit per context (normal code, an exception or interrupt handler, a handler
 //! nested in another, ...), in two ranges: the core's (the list and assist functions) and the
 //! tracer callbacks' that guard themselves (the function tracer, the graph entry and return), in
-//! one word of the per-CPU area. The ranges are independent: a function called from inside an
-//! ops callback that the core guards (a kprobe handler, say) is still traced by the function
-//! tracer, as in Linux, and a function called from inside the function or graph tracer is not. A callback that (directly or not) calls a traced function finds its
-//! bit taken and that nested call is not traced; an interrupt that arrives while a callback runs
-//! is a different context and is traced normally.
+//! one word of the per-CPU area. A callback that (directly or not) calls a traced function finds
+//! its bit taken and that nested call is not traced; an interrupt that arrives while a callback
+//! runs is a different context and is traced normally. The ranges are independent: a function
+//! called from inside an ops callback that the core guards (a kprobe handler, say) is still
+//! traced by the function tracer, as in Linux, and one called from inside the function or graph
+//! tracer is not.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

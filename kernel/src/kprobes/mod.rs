@@ -135,7 +135,6 @@ impl Kprobe {
         }
     }
 
-
     /// The probed address (0 while unregistered).
     pub fn addr(&self) -> u64 {
         self.addr.load(Ordering::Acquire)
