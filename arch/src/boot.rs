@@ -120,6 +120,12 @@ pub struct PerCpu {
     pub trap_depth: core::sync::atomic::AtomicU64,
     /// The kernel's recursion bits for tracing callbacks (`ftrace::recursion`), one per context.
     pub recursion: core::sync::atomic::AtomicU64,
+    /// Eight more recursion flags, one byte per context (`ftrace::recursion`'s guard of the
+    /// tracers' own callbacks: a byte load and store through `r21`).
+    pub callback_guard: core::sync::atomic::AtomicU64,
+    /// A pointer the kernel keeps per CPU for its hottest path (its trace ring buffer): one load
+    /// through `r21` instead of an index computation. Set before any tracing starts.
+    pub trace_ring: core::sync::atomic::AtomicU64,
 }
 
 /// Offset of [`PerCpu::kprobe_current`] (for [`this_cpu_load`] / [`this_cpu_store`]).
@@ -128,6 +134,10 @@ pub const PERCPU_KPROBE_CURRENT: usize = 24;
 pub const PERCPU_TRAP_DEPTH: usize = 32;
 /// Offset of [`PerCpu::recursion`].
 pub const PERCPU_RECURSION: usize = 40;
+/// Offset of [`PerCpu::callback_guard`].
+pub const PERCPU_CALLBACK_GUARD: usize = 48;
+/// Offset of [`PerCpu::trace_ring`].
+pub const PERCPU_TRACE_RING: usize = 56;
 
 /// Offset of [`PerCpu::tracing_depth`] (used by the assembly).
 pub const PERCPU_TRACING_DEPTH: usize = 8;
@@ -140,6 +150,8 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, kprobe_current) == PERCPU_KPROBE_CURRENT);
     assert!(core::mem::offset_of!(PerCpu, trap_depth) == PERCPU_TRAP_DEPTH);
     assert!(core::mem::offset_of!(PerCpu, recursion) == PERCPU_RECURSION);
+    assert!(core::mem::offset_of!(PerCpu, callback_guard) == PERCPU_CALLBACK_GUARD);
+    assert!(core::mem::offset_of!(PerCpu, trace_ring) == PERCPU_TRACE_RING);
 };
 
 /// One area per possible CPU.
@@ -152,6 +164,8 @@ static loongtrace_percpu: [PerCpu; MAX_CPUS] = [const {
         kprobe_current: core::sync::atomic::AtomicU64::new(0),
         trap_depth: core::sync::atomic::AtomicU64::new(0),
         recursion: core::sync::atomic::AtomicU64::new(0),
+        callback_guard: core::sync::atomic::AtomicU64::new(0),
+        trace_ring: core::sync::atomic::AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -194,6 +208,19 @@ pub fn this_cpu_store<const OFF: usize>(v: u64) {
     const { assert!(OFF % 8 == 0 && OFF < core::mem::size_of::<PerCpu>()) };
     // SAFETY: as in `this_cpu_load`: an aligned 64-bit store to one of this CPU's atomic fields.
     unsafe { core::arch::asm!("st.d {0}, $r21, {off}", in(reg) v, off = const OFF, options(nostack, preserves_flags)) };
+}
+
+/// Byte `i` of the field at offset `OFF` of this CPU's area, as an atomic (`i` < 8; one
+/// `add.d` off `r21`, which the compiler keeps for the byte's later loads and stores).
+#[inline(always)]
+pub fn this_cpu_byte<const OFF: usize>(i: usize) -> &'static core::sync::atomic::AtomicU8 {
+    const { assert!(OFF % 8 == 0 && OFF < core::mem::size_of::<PerCpu>()) };
+    let p: u64;
+    // SAFETY: computing an address has no effect; `r21` points at this CPU's `PerCpu`.
+    unsafe { core::arch::asm!("add.d {0}, $r21, {1}", out(reg) p, in(reg) i & 7, options(pure, nomem, nostack, preserves_flags)) };
+    // SAFETY: `r21 + (i & 7) + OFF` is a byte of the 8-byte atomic field at `OFF` of this CPU's
+    // 'static area (checked above); bytes of atomics are only accessed atomically.
+    unsafe { &*((p as usize + OFF) as *const core::sync::atomic::AtomicU8) }
 }
 
 unsafe extern "C" {

@@ -261,8 +261,8 @@ fn exception_handler() -> Option<fn(&mut PtRegs)> {
 /// How many exception or interrupt handlers are running on this CPU (0 in normal context): one
 /// load through the per-CPU area.
 #[inline(always)]
-pub fn depth() -> u32 {
-    crate::boot::this_cpu_load::<{ crate::boot::PERCPU_TRAP_DEPTH }>() as u32
+pub fn depth() -> usize {
+    crate::boot::this_cpu_load::<{ crate::boot::PERCPU_TRAP_DEPTH }>() as usize
 }
 
 #[unsafe(no_mangle)]

@@ -80,7 +80,10 @@ pub struct TraceEntry {
     pub parent: u64,
     /// [`KIND_FUNC`], [`KIND_GRAPH_ENTRY`] or [`KIND_GRAPH_RETURN`].
     pub kind: u8,
-    /// CPU that recorded the entry.
+    /// CPU that recorded the entry: the ring's CPU, filled in by the reader ([`push`] does not
+    /// store it: a per-CPU ring knows its CPU).
+    ///
+    /// [`push`]: RingBuffer::push
     pub cpu: u8,
     /// Call depth (function graph).
     pub depth: u16,
@@ -133,7 +136,6 @@ impl TraceEntry {
     #[inline(always)]
     fn to_words(self) -> [u64; WORDS] {
         let packed = self.kind as u64
-            | (self.cpu as u64) << 8
             | (self.depth as u64) << 16
             | (self.cont as u64) << 32
             | (self.aux as u64) << 48;
@@ -141,13 +143,13 @@ impl TraceEntry {
     }
 
     #[inline(always)]
-    fn from_words(w: [u64; WORDS]) -> Self {
+    fn from_words(w: [u64; WORDS], cpu: u8) -> Self {
         TraceEntry {
             ts: w[0],
             ip: w[1],
             parent: w[2],
             kind: w[3] as u8,
-            cpu: (w[3] >> 8) as u8,
+            cpu,
             depth: (w[3] >> 16) as u16,
             cont: (w[3] >> 32) as u16,
             aux: (w[3] >> 48) as u16,
@@ -197,6 +199,8 @@ const fn stamp_older(stamp: u64, s: u64) -> bool {
     d != 0 && d < (1 << 61)
 }
 
+/// One slot: a cache line (64 bytes), so finding it is a shift.
+#[repr(C, align(64))]
 struct Slot {
     stamp: AtomicU64,
     words: [AtomicU64; WORDS],
@@ -223,6 +227,7 @@ enum SlotRead {
 /// A fixed-capacity, overwrite-oldest trace ring buffer with `N` slots (`N` a power of two).
 ///
 /// See the [module documentation](self) for the concurrency contract.
+#[repr(C)]
 pub struct RingBuffer<const N: usize> {
     /// Next sequence number to reserve.
     head: AtomicU64,
@@ -237,6 +242,8 @@ pub struct RingBuffer<const N: usize> {
     continued: AtomicU64,
     /// Value of `head` for an empty buffer (0 except in tests).
     origin: u64,
+    /// The CPU whose records this ring holds (the [`TraceEntry::cpu`] of what it delivers).
+    cpu: u8,
     slots: [Slot; N],
 }
 
@@ -249,10 +256,15 @@ impl<const N: usize> RingBuffer<N> {
 
     /// An empty buffer; usable in a `static`.
     pub const fn new() -> Self {
-        Self::with_origin(0)
+        Self::with_origin(0, 0)
     }
 
-    const fn with_origin(origin: u64) -> Self {
+    /// An empty buffer for the records of `cpu`.
+    pub const fn for_cpu(cpu: u8) -> Self {
+        Self::with_origin(0, cpu)
+    }
+
+    const fn with_origin(origin: u64, cpu: u8) -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK;
         RingBuffer {
@@ -262,6 +274,7 @@ impl<const N: usize> RingBuffer<N> {
             dropped: AtomicU64::new(0),
             continued: AtomicU64::new(0),
             origin,
+            cpu,
             slots: [const { Slot::new() }; N],
         }
     }
@@ -396,7 +409,23 @@ impl<const N: usize> RingBuffer<N> {
     /// though it stays whole. Loss may be over-counted then, never hidden.
     #[inline(always)]
     fn claim_slot(&self, slot: &Slot, s: u64) -> Option<u64> {
-        let old = slot.stamp.swap(busy(s), Ordering::Relaxed);
+        let new = busy(s);
+        let old = slot.stamp.swap(new, Ordering::Relaxed);
+        // The common case in a few instructions: `old` is a committed stamp older than `s`
+        // (`stamp_older`), i.e. `new - old` (the sequence difference shifted left by 2, plus the
+        // busy bit) is odd and, read as a signed number, above 1. Anything else takes the exact
+        // test (an empty slot, whose 0 reads as older unless `s` has bit 61 set, also passes).
+        let d = new.wrapping_sub(old);
+        if d & 1 != 0 && d as i64 > 1 {
+            return Some(old);
+        }
+        self.claim_slow(slot, s, old)
+    }
+
+    /// The exact test of [`claim_slot`](Self::claim_slot) for the stamps its fast test leaves (in
+    /// line: a call would make every writer save registers).
+    #[inline(always)]
+    fn claim_slow(&self, slot: &Slot, s: u64, old: u64) -> Option<u64> {
         if old & BUSY != 0 || (old != EMPTY && !stamp_older(old, s)) {
             // Refused: what was there stays, unchanged.
             slot.stamp.store(old, Ordering::Release);
@@ -571,7 +600,7 @@ impl<const N: usize> RingBuffer<N> {
         if slot.stamp.load(Ordering::Relaxed) != want {
             return SlotRead::Lost;
         }
-        SlotRead::Entry(TraceEntry::from_words(w))
+        SlotRead::Entry(TraceEntry::from_words(w, self.cpu))
     }
 
     /// Consume everything currently readable, discarding it; returns the stats.
@@ -639,7 +668,8 @@ mod tests {
             ip: 0x9000_0000_0020_0000 ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             parent: !i,
             kind: (i % 3) as u8,
-            cpu: (i >> 3) as u8,
+            // What the test rings (CPU 0) deliver.
+            cpu: 0,
             depth: (i >> 5) as u16,
             cont: 0,
             aux: 0,
@@ -669,11 +699,22 @@ mod tests {
             aux: 0xBEEF,
             extra: u64::MAX,
         };
-        assert_eq!(TraceEntry::from_words(e.to_words()), e);
+        assert_eq!(TraceEntry::from_words(e.to_words(), e.cpu), e);
         assert_eq!(
-            TraceEntry::from_words(TraceEntry::default().to_words()),
+            TraceEntry::from_words(TraceEntry::default().to_words(), 0),
             TraceEntry::default()
         );
+    }
+
+    #[test]
+    fn the_ring_names_its_cpu() {
+        let rb = RingBuffer::<8>::for_cpu(5);
+        rb.push(&TraceEntry { cpu: 2, ..entry(1) });
+        rb.push_record(&entry(2), &[TraceEntry::continuation(&[1])]);
+        let (v, _) = collect(&rb);
+        assert_eq!(v.len(), 3);
+        assert!(v.iter().all(|(_, e)| e.cpu == 5));
+        assert_eq!(v[0].1, TraceEntry { cpu: 5, ..entry(1) });
     }
 
     #[test]
@@ -822,7 +863,7 @@ mod tests {
     #[test]
     fn counters_near_u64_wrap() {
         let start = u64::MAX - 5;
-        let rb = RingBuffer::<8>::with_origin(start);
+        let rb = RingBuffer::<8>::with_origin(start, 0);
         for i in 0..20u64 {
             rb.push(&entry(i));
         }
@@ -838,7 +879,7 @@ mod tests {
             assert_eq!(*e, entry(i));
         }
         // Straddle the wrap without overflow in a small, non-overflowing buffer too.
-        let rb = RingBuffer::<4>::with_origin(u64::MAX - 1);
+        let rb = RingBuffer::<4>::with_origin(u64::MAX - 1, 0);
         for i in 0..4 {
             rb.push(&entry(i));
         }

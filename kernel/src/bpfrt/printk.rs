@@ -42,7 +42,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 #[inline(never)]
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn bpf_trace_printk(text: &str) {
-    if !crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed) {
+    if !crate::ftrace::tracer::tracing_on() {
         return;
     }
     let text = text.strip_suffix('\n').unwrap_or(text);

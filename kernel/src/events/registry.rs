@@ -368,7 +368,7 @@ pub fn emit(ev: &Event, ip: u64, fp: StackStart, fill: impl FnOnce(&mut RecordWr
 #[inline(always)]
 fn emit_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, fill: impl FnOnce(&mut RecordWriter)) {
     let triggers = ev.triggers.load(Ordering::Acquire);
-    let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
+    let keep = ev.is_enabled() && crate::ftrace::tracer::tracing_on();
     if !keep && triggers.is_null() {
         return;
     }
@@ -429,7 +429,7 @@ pub fn emit_inline(ev: &Event, ip: u64, w2: u64, w3: u64) -> bool {
     if !ev.fast.load(Ordering::Relaxed) {
         return false;
     }
-    if crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed) {
+    if crate::ftrace::tracer::tracing_on() {
         let flags = crate::ftrace::tracer::context_flags();
         let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
         crate::ftrace::tracer::BUFFERS[cpu].push(&super::inline::pack(arch::time::ticks(), cpu as u8, flags, ev.id, &[0, ip, w2, w3]));
@@ -447,7 +447,7 @@ fn emit_fixed_slow(ev: &Event, ip: u64, fp: StackStart, rec: &mut [u64; FIXED_WO
 #[inline(always)]
 fn emit_fixed_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, rec: &mut [u64; FIXED_WORDS], len: usize) {
     let triggers = ev.triggers.load(Ordering::Acquire);
-    let keep = ev.is_enabled() && crate::ftrace::tracer::TRACING_ON.load(Ordering::Relaxed);
+    let keep = ev.is_enabled() && crate::ftrace::tracer::tracing_on();
     if !keep && triggers.is_null() {
         return;
     }

@@ -257,7 +257,7 @@ pub fn run(t: &Triggers, ev: &Event, rec: &[u8], cpu: u32, ip: u64, fp: super::r
     let mut comm = [0u8; 16];
     let Ok(view) = ev.layout.view(rec) else { return };
     let view = view.with_context(cpu, super::registry::comm_of(cpu, &mut comm));
-    let on = &crate::ftrace::tracer::TRACING_ON;
+    use crate::ftrace::tracer::{set_tracing_on, tracing_on};
     for tr in &t.list {
         if tr.filter.as_ref().is_some_and(|f| !f.matches(&view)) {
             continue;
@@ -265,17 +265,17 @@ pub fn run(t: &Triggers, ev: &Event, rec: &[u8], cpu: u32, ip: u64, fp: super::r
         match &tr.cmd {
             // Linux's traceon/traceoff triggers count only runs that change the state.
             Cmd::TraceOn => {
-                if !on.load(Ordering::Relaxed) && tr.take_run() {
-                    on.store(true, Ordering::Relaxed);
+                if !tracing_on() && tr.take_run() {
+                    set_tracing_on(true);
                 }
             }
             Cmd::TraceOff => {
-                if on.load(Ordering::Relaxed) && tr.take_run() {
-                    on.store(false, Ordering::Relaxed);
+                if tracing_on() && tr.take_run() {
+                    set_tracing_on(false);
                 }
             }
             Cmd::StackTrace => {
-                if on.load(Ordering::Relaxed) && tr.take_run() {
+                if tracing_on() && tr.take_run() {
                     write_stack(ip, fp);
                 }
             }

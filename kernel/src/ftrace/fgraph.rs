@@ -321,7 +321,7 @@ extern "C" fn graph_entry(ip: u64, parent: u64, _ops: *const (), frame: *mut arc
         s.depth = depth + 1;
         *regs.parent_slot() = arch::ftrace::addr::return_to_handler();
     });
-    recursion::unlock(held);
+    recursion::unlock_callback(held);
 }
 
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
@@ -453,7 +453,7 @@ extern "C" fn graph_return(saved: *mut [u64; 2], sp: u64) -> u64 {
             let data = FgraphData { size, bytes };
             (ops.ret)(&ret, ops, &data);
         }
-        recursion::unlock(held);
+        recursion::unlock_callback(held);
     }
     // Only now may an unregistering ops' slot be cleared (see unregister_ftrace_graph).
     returned(entry.mask);

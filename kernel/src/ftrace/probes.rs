@@ -3,7 +3,7 @@
 //! the stack into the trace, at most N times (or always).
 
 use super::ops::{FtraceOps, FtraceRegs, OpsFlags};
-use super::tracer::{self, TRACING_ON};
+use super::tracer::{self, set_tracing_on, tracing_on};
 use core::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 
 /// Probes that can exist at once.
@@ -116,13 +116,13 @@ extern "C" fn probe_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, regs: &mut F
         let Some(kind) = ProbeKind::from_u8(slot.kind.load(Ordering::Relaxed)) else { continue };
         match kind {
             // Linux's traceoff/traceon probes only count runs that change the state.
-            ProbeKind::TraceOff if TRACING_ON.load(Ordering::Relaxed) && take_run(&slot.left) => {
-                TRACING_ON.store(false, Ordering::Relaxed)
+            ProbeKind::TraceOff if tracing_on() && take_run(&slot.left) => {
+                set_tracing_on(false)
             }
-            ProbeKind::TraceOn if !TRACING_ON.load(Ordering::Relaxed) && take_run(&slot.left) => {
-                TRACING_ON.store(true, Ordering::Relaxed)
+            ProbeKind::TraceOn if !tracing_on() && take_run(&slot.left) => {
+                set_tracing_on(true)
             }
-            ProbeKind::StackTrace if TRACING_ON.load(Ordering::Relaxed) && take_run(&slot.left) => write_stack(ip, parent_ip, regs),
+            ProbeKind::StackTrace if tracing_on() && take_run(&slot.left) => write_stack(ip, parent_ip, regs),
             _ => {}
         }
     }

@@ -4,6 +4,7 @@ use super::ops::{FtraceError, FtraceOps, FtraceRegs, OpsFlags};
 use crate::ringbuf::{KIND_FUNC, RingBuffer, TraceEntry};
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
 use formats::task;
 
 /// Events each CPU's buffer holds before it overwrites the oldest.
@@ -11,7 +12,15 @@ pub const BUFFER_ENTRIES: usize = 4096;
 const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 
 /// Per-CPU buffers shared by the function and function-graph tracers.
-pub static BUFFERS: [RingBuffer<BUFFER_ENTRIES>; MAX_CPUS] = [const { RingBuffer::new() }; MAX_CPUS];
+pub static BUFFERS: [RingBuffer<BUFFER_ENTRIES>; MAX_CPUS] = {
+    let mut b = [const { RingBuffer::new() }; MAX_CPUS];
+    let mut cpu = 0;
+    while cpu < MAX_CPUS {
+        b[cpu] = RingBuffer::for_cpu(cpu as u8);
+        cpu += 1;
+    }
+    b
+};
 
 /// [`TraceEntry::kind`] of a `trace_marker` write: `extra` is the marker's number (see
 /// `tracefs`), `ip`/`parent` unused.
@@ -21,7 +30,40 @@ pub const KIND_MARKER: u8 = 3;
 pub const KIND_STACK: u8 = 4;
 
 /// `tracing_on`: whether events are written to the buffers at all (the tracers keep running).
-pub static TRACING_ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+/// Each CPU's per-CPU area mirrors it: the pointer to the CPU's buffer that [`record`] loads is
+/// null while tracing is off ([`set_tracing_on`] keeps them in step).
+static TRACING_ON: AtomicBool = AtomicBool::new(true);
+/// Held while one caller of [`set_tracing_on`] writes the per-CPU pointers.
+static MIRROR_BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Whether `tracing_on` is set.
+#[inline(always)]
+pub fn tracing_on() -> bool {
+    TRACING_ON.load(Ordering::Relaxed)
+}
+
+/// Sets `tracing_on` and its per-CPU mirror. Callable from any context, triggers included: it
+/// never waits. Two callers at once cannot leave the mirror stale: one that finds the mirror
+/// being written leaves it to the writer, which checks the flag again after it let go.
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+pub fn set_tracing_on(on: bool) {
+    TRACING_ON.store(on, Ordering::SeqCst);
+    loop {
+        if MIRROR_BUSY.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            // The writer checks TRACING_ON after it lets go, so it sees our store.
+            return;
+        }
+        let on = TRACING_ON.load(Ordering::SeqCst);
+        for (cpu, b) in BUFFERS.iter().enumerate() {
+            let p = if on { b as *const _ as u64 } else { 0 };
+            arch::boot::percpu(cpu).trace_ring.store(p, Ordering::SeqCst);
+        }
+        MIRROR_BUSY.store(false, Ordering::SeqCst);
+        if TRACING_ON.load(Ordering::SeqCst) == on {
+            return;
+        }
+    }
+}
 
 /// Entry flag (in `depth` of a function event): recorded with interrupts disabled.
 pub const FLAG_IRQS_OFF: u16 = 1 << 0;
@@ -31,25 +73,44 @@ pub const FLAG_IN_TRAP: u16 = 1 << 1;
 /// Flags describing the context of the current CPU.
 #[inline(always)]
 pub fn context_flags() -> u16 {
+    context_flags_at(arch::trap::depth())
+}
+
+/// [`context_flags`] for a caller that has read the trap depth already (`trap_depth`).
+#[inline(always)]
+pub fn context_flags_at(trap_depth: usize) -> u16 {
     // Without branches: a handful of instructions on every traced call.
     let irqs_off = u16::from(!arch::cpu::irq_enabled());
-    let in_trap = u16::from(arch::trap::depth() != 0);
+    let in_trap = u16::from(trap_depth != 0);
     irqs_off * FLAG_IRQS_OFF | in_trap * FLAG_IN_TRAP
+}
+
+/// Points every CPU's per-CPU area at its buffer (boot, before any tracing starts).
+pub fn init_buffers() {
+    set_tracing_on(tracing_on());
+}
+
+/// This CPU's buffer while tracing is on (`None` while it is off): one load through the
+/// per-CPU area, where indexing [`BUFFERS`] by the CPU number takes seven instructions and
+/// reading `tracing_on` three more.
+#[inline(always)]
+pub fn this_cpu_buffer_if_on() -> Option<&'static RingBuffer<BUFFER_ENTRIES>> {
+    let p = arch::boot::this_cpu_load::<{ arch::boot::PERCPU_TRACE_RING }>();
+    // SAFETY: a non-zero pointer was stored by `set_tracing_on`: this CPU's element of the
+    // 'static `BUFFERS`.
+    (p != 0).then(|| unsafe { &*(p as *const RingBuffer<BUFFER_ENTRIES>) })
 }
 
 /// Appends an event to this CPU's buffer.
 #[inline(always)]
 pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
-    if !TRACING_ON.load(core::sync::atomic::Ordering::Relaxed) {
-        return;
-    }
-    let cpu = arch::cpu::id() % MAX_CPUS;
-    BUFFERS[cpu].push(&TraceEntry {
+    let Some(buffer) = this_cpu_buffer_if_on() else { return };
+    buffer.push(&TraceEntry {
         ts: arch::time::ticks(),
         ip,
         parent,
         kind,
-        cpu: cpu as u8,
+        cpu: 0,
         depth,
         cont: 0,
         aux: 0,
@@ -85,9 +146,10 @@ pub fn record_stack(ip: u64, first: Option<(u64, u64)>, fp: Option<u64>, max: us
 /// between.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 extern "C" fn function_trace_call(ip: u64, parent_ip: u64, _ops: &FtraceOps, _regs: &mut FtraceRegs) {
-    let Some(held) = super::recursion::trylock_callback() else { return };
-    record(KIND_FUNC, ip, parent_ip, context_flags(), 0);
-    super::recursion::unlock(held);
+    let trap_depth = arch::trap::depth();
+    let Some(held) = super::recursion::trylock_callback_at(trap_depth) else { return };
+    record(KIND_FUNC, ip, parent_ip, context_flags_at(trap_depth), 0);
+    super::recursion::unlock_callback(held);
 }
 
 /// The function tracer's ops.

@@ -311,7 +311,7 @@ pub fn run(sel: &Selection) -> Summary {
 /// `depth` (0 for a panic in normal context, 1 inside the handler of an exception taken there).
 fn recovery_for_this_cpu(depth: u32) -> Option<*mut JumpContext> {
     let ctx = RECOVERY.load(Ordering::Acquire);
-    let here = RUNNER_CPU.load(Ordering::Relaxed) == arch::cpu::id() && arch::trap::depth() == depth;
+    let here = RUNNER_CPU.load(Ordering::Relaxed) == arch::cpu::id() && arch::trap::depth() == depth as usize;
     (!ctx.is_null() && here).then_some(ctx)
 }
 

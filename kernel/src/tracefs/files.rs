@@ -11,7 +11,6 @@ use crate::shell::parse::{self, Errno};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::Ordering;
 
 /// One tracefs file (`Option<usize>`: a `per_cpu/cpuN` copy, `None` = all CPUs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +236,7 @@ fn read_locked(s: &State, f: File, w: &mut dyn Write) -> core::fmt::Result {
             writeln!(w, "{}", names.join(" "))
         }
         File::CurrentTracer => writeln!(w, "{}", s.tracer.name()),
-        File::TracingOn => writeln!(w, "{}", tracer::TRACING_ON.load(Ordering::Relaxed) as u8),
+        File::TracingOn => writeln!(w, "{}", tracer::tracing_on() as u8),
         File::Trace(cpu) => read_trace(s, cpu, w),
         File::TracePipe(_) => Ok(()),
         File::BufferSizeKb(Some(cpu)) => writeln!(w, "{}", s.buffer_kb[cpu]),
@@ -510,7 +509,7 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
         }
         File::TracingOn => {
             let v = number(text)?;
-            tracer::TRACING_ON.store(v != 0, Ordering::Relaxed);
+            tracer::set_tracing_on(v != 0);
             Ok(())
         }
         File::Trace(cpu) => {

@@ -156,7 +156,7 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn tracing_mark_write(s: &mut State, text: &str) {
     let t = formats::wire::cut_text(text.strip_suffix('\n').unwrap_or(text), MARKER_MAX);
-    if ftrace::tracer::TRACING_ON.load(core::sync::atomic::Ordering::Relaxed) {
+    if ftrace::tracer::tracing_on() {
         let id = s.next_marker;
         s.next_marker += 1;
         if s.markers.len() >= MARKERS_KEPT {
@@ -380,7 +380,7 @@ pub fn reset() {
     }
     let _ = crate::events::kprobe_event::clear();
     crate::events::clear_error_log();
-    ftrace::tracer::TRACING_ON.store(true, core::sync::atomic::Ordering::Relaxed);
+    ftrace::tracer::set_tracing_on(true);
     with_state(|s| {
         let loaded = core::mem::take(&mut s.loaded);
         *s = State::new();
