@@ -126,6 +126,8 @@ pub struct PerCpu {
     /// A pointer the kernel keeps per CPU for its hottest path (its trace ring buffer): one load
     /// through `r21` instead of an index computation. Set before any tracing starts.
     pub trace_ring: core::sync::atomic::AtomicU64,
+    /// Another such pointer: the kernel's per-CPU function-graph state (its shadow stack).
+    pub graph: core::sync::atomic::AtomicU64,
 }
 
 /// Offset of [`PerCpu::kprobe_current`] (for [`this_cpu_load`] / [`this_cpu_store`]).
@@ -138,6 +140,8 @@ pub const PERCPU_RECURSION: usize = 40;
 pub const PERCPU_CALLBACK_GUARD: usize = 48;
 /// Offset of [`PerCpu::trace_ring`].
 pub const PERCPU_TRACE_RING: usize = 56;
+/// Offset of [`PerCpu::graph`].
+pub const PERCPU_GRAPH: usize = 64;
 
 /// Offset of [`PerCpu::tracing_depth`] (used by the assembly).
 pub const PERCPU_TRACING_DEPTH: usize = 8;
@@ -152,6 +156,7 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, recursion) == PERCPU_RECURSION);
     assert!(core::mem::offset_of!(PerCpu, callback_guard) == PERCPU_CALLBACK_GUARD);
     assert!(core::mem::offset_of!(PerCpu, trace_ring) == PERCPU_TRACE_RING);
+    assert!(core::mem::offset_of!(PerCpu, graph) == PERCPU_GRAPH);
 };
 
 /// One area per possible CPU.
@@ -166,6 +171,7 @@ static loongtrace_percpu: [PerCpu; MAX_CPUS] = [const {
         recursion: core::sync::atomic::AtomicU64::new(0),
         callback_guard: core::sync::atomic::AtomicU64::new(0),
         trace_ring: core::sync::atomic::AtomicU64::new(0),
+        graph: core::sync::atomic::AtomicU64::new(0),
     }
 }; MAX_CPUS];
 

@@ -74,8 +74,8 @@ static LOONGTRACE_FUNCTION_TRACE_OP: AtomicPtr<()> = AtomicPtr::new(core::ptr::n
 //         saved here. 29 instructions besides the callback.
 //
 // ftrace_caller_smp: ftrace_caller plus TRACING_ENTER/TRACING_EXIT around it (used when more
-//   than one CPU runs; also clobbers t2). The full path counts once `enable_regs_counting`
-//   ran (at boot, when other CPUs start); return_to_handler always counts.
+//   than one CPU runs; also clobbers t2). The full path and return_to_handler count once
+//   `enable_regs_counting` ran (at boot, when other CPUs start).
 //
 // ftrace_regs_caller (the full path)
 //   in:   as ftrace_caller.
@@ -332,7 +332,11 @@ ftrace_graph_func:
 return_to_handler:
     .cfi_startproc
     .cfi_undefined 1
+    .global loongtrace_rth_count_enter
+loongtrace_rth_count_enter:
+    b       75f
     TRACING_ENTER
+75:
     addi.d  $sp, $sp, -32
     .cfi_adjust_cfa_offset 32
     st.d    $a0, $sp, 0
@@ -351,7 +355,11 @@ return_to_handler:
     .cfi_restore 22
     addi.d  $sp, $sp, 32
     .cfi_adjust_cfa_offset -32
+    .global loongtrace_rth_count_exit
+loongtrace_rth_count_exit:
+    b       76f
     TRACING_EXIT $t1, $t2
+76:
     jr      $ra
     .cfi_endproc
     .size return_to_handler, . - return_to_handler
@@ -408,6 +416,18 @@ pub fn set_graph_hooks(entry: GraphEntryHook, ret: GraphReturnHook) {
     LOONGTRACE_GRAPH_ENTRY_HOOK.store(entry as *mut (), Ordering::Release);
 }
 
+/// Replaces the graph hooks `old` by `new`, unless other hooks are installed (a test's wrappers,
+/// which keep calling the pair they wrapped). Returns whether it did. The entry and return hook
+/// change one after the other: every pair the kernel installs works with any other.
+pub fn replace_graph_hooks(old: (GraphEntryHook, GraphReturnHook), new: (GraphEntryHook, GraphReturnHook)) -> bool {
+    let swap = |hook: &AtomicPtr<()>, old: *mut (), new: *mut ()| hook.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok();
+    if !swap(&LOONGTRACE_GRAPH_ENTRY_HOOK, old.0 as *mut (), new.0 as *mut ()) {
+        return false;
+    }
+    swap(&LOONGTRACE_GRAPH_RETURN_HOOK, old.1 as *mut (), new.1 as *mut ());
+    true
+}
+
 /// The frame pointer a traced function was entered with, for a callback running on `frame`,
 /// the live frame of the trampoline that started the callback chain.
 ///
@@ -445,6 +465,8 @@ unsafe extern "C" {
     static loongtrace_regs_count_enter: u32;
     static loongtrace_regs_count_exit: u32;
     static loongtrace_regs_count_exit_direct: u32;
+    static loongtrace_rth_count_enter: u32;
+    static loongtrace_rth_count_exit: u32;
     fn ftrace_caller_smp();
     static loongtrace_ftrace_text_start: u8;
     static loongtrace_ftrace_text_end: u8;
@@ -500,15 +522,18 @@ pub mod addr {
     }
 }
 
-/// Makes `ftrace_regs_caller`/`ftrace_common_return` count the calls in flight
-/// (`tracing_depth`, `tracing_exits`) for other CPUs to wait on: the three `b` words that skip
-/// the counting become `nop`s. Called once, when other CPUs start and before anything is traced
-/// (the caller then makes every CPU see the words it returns). Idempotent.
-pub fn enable_regs_counting() -> Result<[u64; 3], FtraceArchError> {
+/// Makes `ftrace_regs_caller`/`ftrace_common_return` and `return_to_handler` count the calls in
+/// flight (`tracing_depth`, `tracing_exits`) for other CPUs to wait on: the five `b` words that
+/// skip the counting become `nop`s. Called once, when other CPUs start and before anything is
+/// traced (so no call is between a counted and an uncounted half; the caller then makes every
+/// CPU see the words it returns). Idempotent.
+pub fn enable_regs_counting() -> Result<[u64; 5], FtraceArchError> {
     let words = [
         core::ptr::addr_of!(loongtrace_regs_count_enter) as u64,
         core::ptr::addr_of!(loongtrace_regs_count_exit) as u64,
         core::ptr::addr_of!(loongtrace_regs_count_exit_direct) as u64,
+        core::ptr::addr_of!(loongtrace_rth_count_enter) as u64,
+        core::ptr::addr_of!(loongtrace_rth_count_exit) as u64,
     ];
     for at in words {
         let w = patch::read_insn(at)?;

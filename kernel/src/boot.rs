@@ -93,6 +93,7 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     let cmdline_ok = complaints.iter().all(|c| c.severity != Severity::Error);
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
+    crate::ftrace::tracer::init_buffers();
     crate::ftrace::init();
     crate::ftrace::graph_tracer::init();
     crate::ftrace::bpf::init();

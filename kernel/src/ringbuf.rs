@@ -133,6 +133,13 @@ impl TraceEntry {
         len.div_ceil(CONT_BYTES)
     }
 
+    /// The word that holds `kind` and `depth` of a one-slot record (no continuation, no `aux`),
+    /// as [`RingBuffer::push_raw`] takes it. `depth` must be below 2^16.
+    #[inline(always)]
+    pub const fn kind_depth_word(kind: u8, depth: u64) -> u64 {
+        kind as u64 | depth << 16
+    }
+
     #[inline(always)]
     fn to_words(self) -> [u64; WORDS] {
         let packed = self.kind as u64
@@ -292,13 +299,21 @@ impl<const N: usize> RingBuffer<N> {
     /// [`dropped`](Self::dropped) and, once a reader reaches it, in [`lost`](Self::lost)).
     #[inline]
     pub fn push(&self, e: &TraceEntry) {
-        self.push_inner(e, || {}, || {});
+        self.push_inner(e.to_words(), || {}, || {});
+    }
+
+    /// [`push`](Self::push) of the one-slot record `ts`, `ip`, `parent`, `extra` whose kind and
+    /// depth are `kind_depth` ([`TraceEntry::kind_depth_word`]): for writers that build that word
+    /// from values they know to fit.
+    #[inline(always)]
+    pub fn push_raw(&self, ts: u64, ip: u64, parent: u64, kind_depth: u64, extra: u64) {
+        self.push_inner([ts, ip, parent, kind_depth, extra], || {}, || {});
     }
 
     /// `push` with hooks at the two points where a nested writer can interrupt (tests only pass
     /// non-empty closures; in `push` they compile to nothing).
     #[inline(always)]
-    fn push_inner(&self, e: &TraceEntry, after_reserve: impl FnOnce(), mid_write: impl FnOnce()) {
+    fn push_inner(&self, w: [u64; WORDS], after_reserve: impl FnOnce(), mid_write: impl FnOnce()) {
         let s = self.head.fetch_add(1, Ordering::Relaxed);
         after_reserve();
         let Some(slot) = self.slots.get((s & Self::MASK) as usize) else {
@@ -313,7 +328,6 @@ impl<const N: usize> RingBuffer<N> {
         }
         // Order the `busy` stamp before the payload stores (seqlock writer side).
         fence(Ordering::Release);
-        let w = e.to_words();
         slot.words[0].store(w[0], Ordering::Relaxed);
         slot.words[1].store(w[1], Ordering::Relaxed);
         mid_write();
@@ -952,7 +966,7 @@ mod tests {
         // Seq 0 half written: a reader must wait for it, not count it lost.
         let rb = RingBuffer::<8>::new();
         rb.push_inner(
-            &entry(0),
+            entry(0).to_words(),
             || {},
             || {
                 let (v, st) = collect(&rb);
@@ -970,8 +984,8 @@ mod tests {
         // An interrupt pushes one record while the outer push is half-way through its stores.
         let rb = RingBuffer::<8>::new();
         rb.push(&entry(100));
-        rb.push_inner(&entry(101), || {}, || rb.push(&entry(102)));
-        rb.push_inner(&entry(103), || rb.push(&entry(104)), || {});
+        rb.push_inner(entry(101).to_words(), || {}, || rb.push(&entry(102)));
+        rb.push_inner(entry(103).to_words(), || rb.push(&entry(104)), || {});
         let (v, st) = collect(&rb);
         assert_eq!(st, ReadStats { read: 5, lost: 0 });
         assert_eq!(
@@ -994,7 +1008,7 @@ mod tests {
         const N: usize = 8;
         let rb = RingBuffer::<N>::new();
         rb.push_inner(
-            &entry(0),
+            entry(0).to_words(),
             || {},
             || {
                 for i in 1..=N as u64 {
@@ -1035,7 +1049,7 @@ mod tests {
         const N: usize = 8;
         let rb = RingBuffer::<N>::new();
         rb.push_inner(
-            &entry(0),
+            entry(0).to_words(),
             || {
                 for i in 1..=N as u64 {
                     rb.push(&entry(i));
@@ -1064,7 +1078,7 @@ mod tests {
         rb.push(&entry(0));
         let mut inner = None;
         rb.push_inner(
-            &entry(1),
+            entry(1).to_words(),
             || inner = Some(collect(&rb)),
             || {
                 // Reader (e.g. on another CPU) looks while seq 1 is half written.

@@ -303,7 +303,9 @@ STAMP_VALID, STAMP_BUSY = 2, 1
 
 def buffer_events(buf):
     """Unread events of one RingBuffer (from its consumer cursor to its head), decoded like
-    `TraceEntry::from_words`; slots a writer is filling or that were overwritten are skipped."""
+    `TraceEntry::from_words` (the CPU is the ring's); slots a writer is filling or that were
+    overwritten are skipped."""
+    cpu = scalar(buf["cpu"])
     head = scalar(buf["head"])
     cursor = scalar(buf["cursor"])
     slots = buf["slots"]
@@ -315,7 +317,7 @@ def buffer_events(buf):
         if scalar(slot["stamp"]) == ((s << 2) | STAMP_VALID) & U64:
             w = [scalar(slot["words"][i]) for i in range(5)]
             out.append({"ts": w[0], "ip": w[1], "parent": w[2], "kind": w[3] & 0xFF,
-                        "cpu": (w[3] >> 8) & 0xFF, "depth": (w[3] >> 16) & 0xFFFF, "extra": w[4]})
+                        "cpu": cpu, "depth": (w[3] >> 16) & 0xFFFF, "extra": w[4]})
         s += 1
     return out
 
@@ -475,17 +477,17 @@ def is_site_body(pc):
 
 def shadow_return(entry_sp):
     """The real return address the graph tracer saved for a call entered with `entry_sp`."""
-    shadow = ksym_value(KERNEL + "::ftrace::fgraph::SHADOW")
-    per_cpu = find_field(shadow, "__0")
+    per_cpu = ksym_value(KERNEL + "::ftrace::fgraph::GRAPH_CPUS")
     for c in range(per_cpu.type.strip_typedefs().range()[1] + 1):
-        st = per_cpu[c]["value"]
+        st = per_cpu[c]
         depth = scalar(st["depth"])
-        entries = st["entries"]
-        top = min(depth, entries.type.strip_typedefs().range()[1])
-        for i in range(top, -1, -1):
+        entries = find_field(st["entries"], "value")
+        top = min(depth, entries.type.strip_typedefs().range()[1] + 1)
+        # Entries below the depth; one whose mask is 0 is reserved but not filled yet.
+        for i in range(top - 1, -1, -1):
             e = entries[i]
-            if scalar(e["sp"]) == entry_sp and scalar(e["ret"]) != 0:
-                return scalar(e["ret"])
+            if scalar(e["sp"]) == entry_sp and scalar(e["mask"]) != 0:
+                return scalar(e["call"]["parent"])
     return None
 
 

@@ -23,13 +23,77 @@ static GRAPH_FUNCTIONS: AtomicPtr<SiteSet> = AtomicPtr::new(core::ptr::null_mut(
 static GRAPH_NOTRACE: AtomicPtr<SiteSet> = AtomicPtr::new(core::ptr::null_mut());
 /// Per CPU: hooked `set_graph_notrace` calls outstanding (nothing is recorded below them).
 static NOTRACE_ACTIVE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// `max_graph_depth` (`u32::MAX`: none). Changes only while the tracer is unregistered.
 static MAX_DEPTH: AtomicU32 = AtomicU32::new(u32::MAX);
 /// Per-call mark (in the fgraph data) of a call hooked only to silence its callees.
 const NOTRACE_MARK: u8 = 0x4e;
 
-fn entry(ent: &FgraphEnt, _ops: &FgraphOps, data: &mut FgraphData) -> bool {
+// The callbacks are notrace, as Linux builds kernel/trace without -pg. Two graph ops: the usual
+// one records every call, and has direct hooks (the fgraph core inlines its callbacks while it
+// is the only graph ops); the filtered one, used while `set_graph_function` or
+// `set_graph_notrace` is set, keeps the per-CPU counts those need.
+
+/// The usual callbacks.
+struct Graph;
+
+impl fgraph::FgraphCallbacks for Graph {
+    const USES_DATA: bool = false;
+
+    fn ops() -> &'static FgraphOps {
+        &FUNCTION_GRAPH
+    }
+
+    #[inline(always)]
+    fn entry(ent: &FgraphEnt, ops: &FgraphOps, data: &mut FgraphData) -> bool {
+        entry(ent, ops, data)
+    }
+
+    #[inline(always)]
+    fn ret(r: &FgraphRet, ops: &FgraphOps, data: &FgraphData) {
+        ret(r, ops, data)
+    }
+}
+
+#[inline(always)]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn entry(ent: &FgraphEnt, _ops: &FgraphOps, _data: &mut FgraphData) -> bool {
+    if ent.depth >= MAX_DEPTH.load(Ordering::Relaxed) {
+        return false;
+    }
+    let Some(word) = event_word(KIND_GRAPH_ENTRY, ent.depth) else { return false };
+    tracer::record_raw(ent.calltime, word, ent.func, ent.parent, 0);
+    true
+}
+
+#[inline(always)]
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn ret(r: &FgraphRet, _ops: &FgraphOps, _data: &FgraphData) {
+    let Some(word) = event_word(KIND_GRAPH_RETURN, r.depth) else { return };
+    let duration = r.rettime.saturating_sub(r.calltime);
+    tracer::record_raw(r.rettime, word, r.func, r.retval, duration);
+}
+
+/// The kind-and-depth word of a graph event ([`TraceEntry::kind_depth_word`]) at call depth
+/// `depth`: `None` (the call is not recorded, and counted in [`TOO_DEEP`]) beyond the event's
+/// 16-bit depth field. (The word is tested rather than the depth, which keeps the compiler
+/// from masking the depth it already tested.)
+#[inline(always)]
+fn event_word(kind: u8, depth: u32) -> Option<u64> {
+    let word = TraceEntry::kind_depth_word(kind, depth as u64);
+    if word >> 32 != 0 {
+        TOO_DEEP.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(word)
+}
+
+/// Calls too deep for an event's depth field, not recorded.
+pub static TOO_DEEP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn entry_filtered(ent: &FgraphEnt, ops: &FgraphOps, data: &mut FgraphData) -> bool {
     let cpu = arch::cpu::id() % MAX_CPUS;
-    if ent.depth >= MAX_DEPTH.load(Ordering::Relaxed) || NOTRACE_ACTIVE[cpu].load(Ordering::Relaxed) != 0 {
+    if NOTRACE_ACTIVE[cpu].load(Ordering::Relaxed) != 0 {
         return false;
     }
     let notrace = GRAPH_NOTRACE.load(Ordering::Acquire);
@@ -48,23 +112,33 @@ fn entry(ent: &FgraphEnt, _ops: &FgraphOps, data: &mut FgraphData) -> bool {
             return false;
         }
     }
+    if !entry(ent, ops, data) {
+        return false;
+    }
     ACTIVE[cpu].fetch_add(1, Ordering::Relaxed);
-    tracer::record(KIND_GRAPH_ENTRY, ent.func, ent.parent, ent.depth as u16, 0);
     true
 }
 
-fn ret(r: &FgraphRet, _ops: &FgraphOps, data: &FgraphData) {
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn ret_filtered(r: &FgraphRet, ops: &FgraphOps, data: &FgraphData) {
     let cpu = arch::cpu::id() % MAX_CPUS;
     if data.retrieve() == Some(&[NOTRACE_MARK]) {
         NOTRACE_ACTIVE[cpu].fetch_sub(1, Ordering::Relaxed);
         return;
     }
     ACTIVE[cpu].fetch_sub(1, Ordering::Relaxed);
-    tracer::record(KIND_GRAPH_RETURN, r.func, r.retval, r.depth as u16, r.rettime.saturating_sub(r.calltime));
+    ret(r, ops, data);
 }
 
-/// The tracer's graph ops.
-pub static FUNCTION_GRAPH: FgraphOps = FgraphOps::new(entry, ret);
+/// The tracer's graph ops (no `set_graph_function` / `set_graph_notrace`).
+pub static FUNCTION_GRAPH: FgraphOps = FgraphOps::with_direct_hooks::<Graph>(entry, ret);
+/// The tracer's graph ops while `set_graph_function` or `set_graph_notrace` is set.
+pub static FUNCTION_GRAPH_FILTERED: FgraphOps = FgraphOps::new(entry_filtered, ret_filtered);
+
+/// The tracer's registered graph ops, if it runs.
+fn registered() -> Option<&'static FgraphOps> {
+    [&FUNCTION_GRAPH, &FUNCTION_GRAPH_FILTERED].into_iter().find(|o| fgraph::is_registered(o))
+}
 
 /// What to trace.
 #[derive(Clone, Copy, Debug, Default)]
@@ -108,12 +182,13 @@ pub fn start_sets(graph: Option<SiteSet>, notrace: Option<SiteSet>, max_depth: u
             drop(unsafe { Box::from_raw(old) });
         }
     };
+    let ops = if graph.is_some() || notrace.is_some() { &FUNCTION_GRAPH_FILTERED } else { &FUNCTION_GRAPH };
     publish(&GRAPH_FUNCTIONS, graph);
     publish(&GRAPH_NOTRACE, notrace);
     MAX_DEPTH.store(if max_depth == 0 { u32::MAX } else { max_depth }, Ordering::Relaxed);
     ACTIVE.iter().for_each(|a| a.store(0, Ordering::Relaxed));
     NOTRACE_ACTIVE.iter().for_each(|a| a.store(0, Ordering::Relaxed));
-    fgraph::register_ftrace_graph(&FUNCTION_GRAPH)
+    fgraph::register_ftrace_graph(ops)
 }
 
 /// Stops the tracer (the buffers keep their events) and drops the graph sites' filter.
@@ -124,12 +199,12 @@ pub fn stop() -> Result<(), FtraceError> {
 
 /// Stops the tracer, leaving `fgraph::GRAPH_SITE_OPS`' filter to its owner (tracefs).
 pub fn stop_keep_filter() -> Result<(), FtraceError> {
-    fgraph::unregister_ftrace_graph(&FUNCTION_GRAPH)
+    fgraph::unregister_ftrace_graph(registered().ok_or(FtraceError::NotRegistered)?)
 }
 
 /// Whether the tracer is registered.
 pub fn is_running() -> bool {
-    fgraph::is_registered(&FUNCTION_GRAPH)
+    registered().is_some()
 }
 
 /// `   12.345 us` style duration of `ticks` counter ticks (13 columns, as Linux aligns it).
@@ -206,5 +281,5 @@ pub fn graph_function_filter_uses(range: core::ops::Range<usize>) -> bool {
     let filter = GRAPH_FUNCTIONS.load(Ordering::Acquire);
     // SAFETY: the filter is replaced only by `start`, which runs under the same callers' lock
     // discipline as this check (self-test or shell CPU).
-    fgraph::is_registered(&FUNCTION_GRAPH) && !filter.is_null() && unsafe { (*filter).intersects(range) }
+    registered().is_some() && !filter.is_null() && unsafe { (*filter).intersects(range) }
 }

@@ -31,7 +31,6 @@ pub use ops::{FtraceError, FtraceFunc, FtraceOps, FtraceRegs, OpsFlags};
 /// Boot-time init of the core: builds the site table and writes `move t0, ra` into every site.
 /// (The users on floor 4 that need starting, e.g. `bpf::init`, are started by `boot`.)
 pub fn init() {
-    tracer::init_buffers();
     let (n, notrace, failed) = self::core::init(sites::function_entries());
     let us = crate::time::ticks_to_us(self::core::init_ticks());
     log::info!("ftrace: {n} patch sites initialised in {us} us ({notrace} notrace by policy, {failed} failed)");

@@ -118,6 +118,14 @@ pub fn record(kind: u8, ip: u64, parent: u64, depth: u16, extra: u64) {
     });
 }
 
+/// [`record`] of an event taken at `ts` whose kind and depth are `kind_depth`
+/// ([`TraceEntry::kind_depth_word`]).
+#[inline(always)]
+pub fn record_raw(ts: u64, kind_depth: u64, ip: u64, parent: u64, extra: u64) {
+    let Some(buffer) = this_cpu_buffer_if_on() else { return };
+    buffer.push_raw(ts, ip, parent, kind_depth, extra);
+}
+
 /// Writes a stack trace into this CPU's buffer as [`KIND_STACK`] records (Linux's `<stack
 /// trace>`): `ip`, then `first` (a caller not on the stack yet: its return address and the
 /// frame value `fixup` takes with it), then up to `max` frames walked from `fp`. `fixup` gives

@@ -467,3 +467,122 @@ ktest! {
         Ok(())
     }
 }
+
+/// Returns 5 after registering the recorder (hooking nothing), so that the graph hooks change
+/// from the graph tracer's direct ones to the general ones while its caller is hooked.
+#[inline(never)]
+fn switch_to_general() -> u64 {
+    WANTED.iter().for_each(|w| w.store(0, Relaxed));
+    let ok = fgraph::register_ftrace_graph(&RECORDER).is_ok();
+    core::hint::black_box(if ok { 5 } else { 0 })
+}
+
+/// Returns 5 after unregistering the recorder: the graph tracer's direct hooks come back while
+/// its caller is hooked.
+#[inline(never)]
+fn switch_to_direct() -> u64 {
+    let ok = fgraph::unregister_ftrace_graph(&RECORDER).is_ok();
+    core::hint::black_box(if ok { 5 } else { 0 })
+}
+
+ktest! {
+    /// The function_graph tracer alone runs on its direct hooks (its callbacks inlined into
+    /// copies of the graph hooks); a second graph ops brings back the general ones, and its
+    /// leaving the direct ones, even while a hooked call is in flight: a call hooked by one
+    /// pair returns through the other, and is recorded whole.
+    fn fgraph::direct_hooks_switch_while_hooked() {
+        tracer::reset_buffers();
+        graph_tracer::start(&graph_tracer::GraphConfig { ftrace_filter: Some("fgraph_bt_mid"), ..Default::default() }).map_err(fail)?;
+        let direct_first = fgraph::direct_hooks_in_use();
+        let v1 = fgraph_bt_mid(switch_to_general);
+        let general_between = !fgraph::direct_hooks_in_use();
+        let v2 = fgraph_bt_mid(switch_to_direct);
+        let direct_after = fgraph::direct_hooks_in_use();
+        let stopped = graph_tracer::stop();
+        if fgraph::is_registered(&RECORDER) {
+            let _ = fgraph::unregister_ftrace_graph(&RECORDER);
+        }
+        stopped.map_err(fail)?;
+        kassert!(direct_first, "the graph tracer alone does not use its direct hooks");
+        kassert!(general_between, "a second graph ops left the direct hooks in place");
+        kassert!(direct_after, "the direct hooks did not come back");
+        kassert_eq!((v1, v2), (6, 6));
+        let c = tracer::collect();
+        let mid = addr(fgraph_bt_mid as *const ());
+        let ev: Vec<_> = c.events.iter().filter(|e| e.ip == mid).collect();
+        kassert_eq!(ev.len(), 4, "two calls, entry and return each: {ev:?}");
+        for pair in ev.chunks(2) {
+            kassert_eq!((pair[0].kind, pair[1].kind), (crate::ringbuf::KIND_GRAPH_ENTRY, crate::ringbuf::KIND_GRAPH_RETURN));
+            kassert_eq!(pair[1].parent, 6, "the return event carries the return value");
+            // The return event is taken at return time and carries the duration.
+            kassert_eq!(pair[0].ts + pair[1].extra, pair[1].ts, "entry time + duration = return time");
+        }
+        kassert_eq!(fgraph::shadow_depth(), 0);
+        Ok(())
+    }
+}
+
+/// Records of the nesting test's graph ops.
+static NEST_RECS: spin::Mutex<Vec<(bool, u64, u32)>> = spin::Mutex::new(Vec::new());
+/// What the nesting test's entry callback of `dyn_func1` saw of its data at return.
+static NEST_DATA: AtomicU64 = AtomicU64::new(0);
+
+fn nest_entry(ent: &FgraphEnt, _ops: &FgraphOps, data: &mut FgraphData) -> bool {
+    let (f1, c) = (addr(dyn_func1 as *const ()), addr(chain_c as *const ()));
+    if ent.func != f1 && ent.func != c {
+        return false;
+    }
+    NEST_RECS.lock().push((true, ent.func, ent.depth));
+    if ent.func == f1 {
+        // chain_b takes a kprobe's `break` whose handler calls chain_c: a call hooked in an
+        // exception while this entry is being filled.
+        core::hint::black_box(chain_b(core::hint::black_box(1)));
+        if let Some(d) = data.reserve(2) {
+            d.copy_from_slice(&[0xab, 0xcd]);
+        }
+    }
+    true
+}
+
+fn nest_return(r: &FgraphRet, _ops: &FgraphOps, data: &FgraphData) {
+    NEST_RECS.lock().push((false, r.func, r.depth));
+    if r.func == addr(dyn_func1 as *const ()) {
+        let v = data.retrieve().map_or(0, |d| d.iter().fold(0u64, |a, &b| a << 8 | b as u64));
+        NEST_DATA.store(v, Relaxed);
+    }
+}
+
+static NESTER: FgraphOps = FgraphOps::new(nest_entry, nest_return);
+
+fn nest_kprobe_pre(_p: &crate::kprobes::Kprobe, _regs: &mut arch::frame::PtRegs) -> bool {
+    core::hint::black_box(chain_c(core::hint::black_box(2)));
+    false
+}
+
+static NEST_KPROBE: crate::kprobes::Kprobe = crate::kprobes::Kprobe::new("targets::chain_b", 8, Some(nest_kprobe_pre), None);
+
+ktest! {
+    /// The shadow stack is used with interrupts on: an entry is reserved before the entry
+    /// callbacks run, so a call hooked in an exception taken meanwhile (a kprobe's `break`,
+    /// whose handler calls a hooked function) takes the entry above, and the interrupted entry's
+    /// data survives.
+    fn fgraph::hooking_inside_an_entry_callback() {
+        NEST_RECS.lock().clear();
+        NEST_DATA.store(0, Relaxed);
+        crate::kprobes::register_kprobe(&NEST_KPROBE).map_err(|e| crate::selftest::TestError::Fail(alloc::format!("register_kprobe: {e}")))?;
+        let r = ftrace::ftrace_set_filter(&fgraph::GRAPH_SITE_OPS, "dyn_func1 chain_c", true)
+            .and_then(|_| fgraph::register_ftrace_graph(&NESTER));
+        let v = if r.is_ok() { dyn_func1() } else { 0 };
+        let u = if r.is_ok() { fgraph::unregister_ftrace_graph(&NESTER) } else { Ok(()) };
+        let _ = ftrace::ftrace_reset_filters(&fgraph::GRAPH_SITE_OPS);
+        let _ = crate::kprobes::unregister_kprobe(&NEST_KPROBE);
+        r.and(u).map_err(fail)?;
+        kassert_eq!(v, 1);
+        let (f1, c) = (addr(dyn_func1 as *const ()), addr(chain_c as *const ()));
+        let recs = core::mem::take(&mut *NEST_RECS.lock());
+        kassert_eq!(recs, [(true, f1, 0), (true, c, 1), (false, c, 1), (false, f1, 0)], "the nested call nests");
+        kassert_eq!(NEST_DATA.load(Relaxed), 0xabcd, "the interrupted entry's data");
+        kassert_eq!(fgraph::shadow_depth(), 0);
+        Ok(())
+    }
+}

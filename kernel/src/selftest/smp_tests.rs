@@ -553,3 +553,39 @@ ktest! {
         Ok(())
     }
 }
+
+/// Toggles `tracing_on` 20,000 times with a per-CPU pseudo-random sequence.
+fn toggle_tracing_on(cpu: usize) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ cpu as u64;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        crate::ftrace::tracer::set_tracing_on(x & 1 != 0);
+    }
+}
+
+ktest! {
+    /// `set_tracing_on` from every CPU at once (as triggers may do) leaves each CPU's per-CPU
+    /// mirror (the buffer pointer the writers load) in step with the flag, without waiting.
+    fn smp::tracing_on_mirror_in_step() {
+        if crate::smp::online() < 2 {
+            kskip!("needs at least 2 CPUs");
+        }
+        let n = crate::smp::online();
+        let started = (1..n).filter(|&cpu| crate::smp::run_on(cpu, toggle_tracing_on)).count();
+        toggle_tracing_on(0);
+        for cpu in 1..arch::boot::MAX_CPUS {
+            while crate::smp::work_running(cpu) {
+                core::hint::spin_loop();
+            }
+        }
+        let on = crate::ftrace::tracer::tracing_on();
+        let mirrored: alloc::vec::Vec<bool> = (0..arch::boot::MAX_CPUS).map(|c| arch::boot::percpu(c).trace_ring.load(Acquire) != 0).collect();
+        crate::ftrace::tracer::set_tracing_on(true);
+        kdiag!("{} CPUs toggled 20,000 times each; tracing_on ended {on}", started + 1);
+        kassert!(started > 0, "no other CPU ran: nothing was tested");
+        kassert!(mirrored.iter().all(|&m| m == on), "mirror {mirrored:?} vs tracing_on {on}");
+        Ok(())
+    }
+}
