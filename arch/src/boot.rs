@@ -123,8 +123,10 @@ pub struct PerCpu {
     /// Eight more recursion flags, one byte per context (`ftrace::recursion`'s guard of the
     /// tracers' own callbacks: a byte load and store through `r21`).
     pub callback_guard: core::sync::atomic::AtomicU64,
-    /// A pointer the kernel keeps per CPU for its hottest path (its trace ring buffer): one load
-    /// through `r21` instead of an index computation. Set before any tracing starts.
+    /// A pointer the kernel keeps per CPU for its hottest path (its trace ring buffer while
+    /// tracing writes, else 0): one load through `r21` instead of an index computation. Unlike
+    /// the fields above, any CPU may change it; a reader that loads it once per use (as the
+    /// tracer does) sees the change at its next load.
     pub trace_ring: core::sync::atomic::AtomicU64,
     /// Another such pointer: the kernel's per-CPU function-graph state (its shadow stack).
     pub graph: core::sync::atomic::AtomicU64,
@@ -194,10 +196,11 @@ pub fn this_cpu() -> &'static PerCpu {
 /// The word at offset `OFF` of this CPU's area (a relaxed atomic load of that field), with one
 /// instruction (`ld.d` off `r21`). `OFF` is one of the `PERCPU_*` offsets.
 ///
-/// The compiler may reuse one load for two reads with no write to memory between (`pure`): the
+/// The compiler may reuse one load for two reads with no write to memory between (`pure`): most
 /// fields read this way are changed only by this CPU, by [`this_cpu_store`] (a write to memory
 /// as the compiler sees it) or by an interrupt handler, which gives back the value it found
-/// before the interrupted code resumes.
+/// before the interrupted code resumes. (`trace_ring` is written by other CPUs too: a reused
+/// load only sees their change a little later.)
 #[inline(always)]
 pub fn this_cpu_load<const OFF: usize>() -> u64 {
     const { assert!(OFF % 8 == 0 && OFF < core::mem::size_of::<PerCpu>()) };

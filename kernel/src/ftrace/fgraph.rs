@@ -383,7 +383,9 @@ pub fn unregister_ftrace_graph(ops: &'static FgraphOps) -> Result<(), FtraceErro
     select_hooks();
     // Entries in flight on other CPUs read LIVE before we cleared the bit and may still hook a
     // call for the ops (their count goes up after): wait until each has finished.
-    super::quiesce::synchronize_tracing();
+    if !super::quiesce::synchronize_tracing() {
+        log::warn!("fgraph: a CPU stayed inside a tracing call; a call it hooks meanwhile may outlive the unregistration");
+    }
     super::core::sync_all_cpus();
     let here = this_cpu_graph().hooked_here(i);
     let t0 = arch::time::ticks();
@@ -449,8 +451,12 @@ pub fn real_return_address(ret: u64, fp: u64) -> u64 {
     let g = this_cpu_graph();
     let d = g.depth.load(Ordering::Relaxed).min(SHADOW_ENTRIES);
     // SAFETY: this CPU's entries below `depth`, read in place (an entry reserved but not filled
-    // yet belongs to a call whose return address is not replaced yet, so `ret` never asks).
-    (0..d).rev().map(|k| unsafe { ((*g.entry(k)).sp, (*g.entry(k)).call.parent) }).find(|&(sp, _)| sp == fp).map_or(ret, |(_, r)| r)
+    // yet has no mask: it is skipped).
+    (0..d)
+        .rev()
+        .map(|k| unsafe { ((*g.entry(k)).sp, (*g.entry(k)).mask, (*g.entry(k)).call.parent) })
+        .find(|&(sp, mask, _)| sp == fp && mask != 0)
+        .map_or(ret, |(_, _, r)| r)
 }
 
 /// The graph entry hook: the callback of [`GRAPH_SITE_OPS`] through `ftrace_graph_func` (with the
@@ -531,9 +537,8 @@ fn hook_entry(ip: u64, parent: u64, frame: *mut arch::frame::PtRegs, call: impl 
         (*e).call.depth = d as u32;
         (*e).call.calltime = arch::time::ticks();
         (*e).sp = (*(frame as *const FtraceRegs)).stack_pointer();
-        // Until the callbacks said yes, no ops hooked it (for code that looks at the shadow
-        // stack meanwhile: `find_returning`, `drop_shadow_entries`).
-        (*e).mask = 0;
+        // (`mask` is 0 here: every entry is given back with a mask of 0, so code that looks at
+        // the shadow stack meanwhile sees this one as not filled.)
     }
     let mask = call(g, e);
     if mask != 0 {
@@ -641,7 +646,11 @@ fn find_returning(g: &CpuGraph, d: usize, sp: u64) -> Result<usize, u64> {
     // (An entry with no mask is reserved by an entry hook this code interrupted, not filled.)
     if let Some(i) = (0..d).rev().find(|&k| sp_at(k) == sp && mask_at(k) != 0) {
         ABANDONED.fetch_add((d - 1 - i) as u64, Ordering::Relaxed);
-        (i + 1..d).for_each(|k| g.returned(mask_at(k)));
+        (i + 1..d).for_each(|k| {
+            g.returned(mask_at(k));
+            // SAFETY: as above; given back with no mask.
+            unsafe { (*g.entry(k)).mask = 0 };
+        });
         compiler_fence(Ordering::SeqCst);
         g.depth.store(i + 1, Ordering::Relaxed);
         return Ok(i);
@@ -653,6 +662,8 @@ fn find_returning(g: &CpuGraph, d: usize, sp: u64) -> Result<usize, u64> {
     // SAFETY: as above.
     let (ret, func, entry_sp) = unsafe { ((*g.entry(top)).call.parent, (*g.entry(top)).call.func, (*g.entry(top)).sp) };
     g.returned(mask_at(top));
+    // SAFETY: as above; given back with no mask.
+    unsafe { (*g.entry(top)).mask = 0 };
     compiler_fence(Ordering::SeqCst);
     g.depth.store(top, Ordering::Relaxed);
     LIVE.fetch_or(STOPPED, Ordering::AcqRel);
@@ -762,8 +773,11 @@ unsafe fn hook_return(
         Some(k) => g.returned_one(k),
         None => g.returned(mask),
     }
-    // SAFETY: as above (read before the release).
-    let parent = unsafe { (*e).call.parent };
+    // SAFETY: as above (read before the release; an entry given back has no mask).
+    let parent = unsafe {
+        (*e).mask = 0;
+        (*e).call.parent
+    };
     compiler_fence(Ordering::SeqCst);
     g.depth.store(i, Ordering::Relaxed);
     parent
@@ -793,8 +807,11 @@ pub fn check_idle() -> Result<(), alloc::string::String> {
 fn drop_shadow_entries() {
     let g = this_cpu_graph();
     let d = g.depth.load(Ordering::Relaxed).min(SHADOW_ENTRIES);
-    // SAFETY: this CPU's entries below `depth`, read in place.
-    (0..d).for_each(|k| g.returned(unsafe { (*g.entry(k)).mask }));
+    // SAFETY: this CPU's entries below `depth`, read in place and given back with no mask.
+    (0..d).for_each(|k| unsafe {
+        g.returned((*g.entry(k)).mask);
+        (*g.entry(k)).mask = 0;
+    });
     g.depth.store(0, Ordering::Relaxed);
 }
 

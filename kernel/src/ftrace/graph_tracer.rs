@@ -153,7 +153,7 @@ pub struct GraphConfig<'a> {
 
 /// Starts the function_graph tracer.
 pub fn start(cfg: &GraphConfig) -> Result<(), FtraceError> {
-    if fgraph::is_registered(&FUNCTION_GRAPH) {
+    if registered().is_some() {
         return Err(FtraceError::AlreadyRegistered);
     }
     let graph = match cfg.graph_function {
@@ -171,7 +171,7 @@ pub fn start(cfg: &GraphConfig) -> Result<(), FtraceError> {
 /// `set_graph_notrace` given as site sets; the sites enabled are whatever
 /// `fgraph::GRAPH_SITE_OPS`' filter says (left as it is).
 pub fn start_sets(graph: Option<SiteSet>, notrace: Option<SiteSet>, max_depth: u32) -> Result<(), FtraceError> {
-    if fgraph::is_registered(&FUNCTION_GRAPH) {
+    if registered().is_some() {
         return Err(FtraceError::AlreadyRegistered);
     }
     let publish = |slot: &AtomicPtr<SiteSet>, set: Option<SiteSet>| {
