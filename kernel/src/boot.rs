@@ -93,7 +93,17 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
     let cmdline_ok = complaints.iter().all(|c| c.severity != Severity::Error);
     let scan = early_scan();
     log::info!("{} patchable function entries", scan.sites);
-    crate::ftrace::tracer::init_buffers();
+    let ring_entries = match opts.trace_buf_size {
+        None => crate::ftrace::tracer::DEFAULT_ENTRIES,
+        Some(bytes) => crate::ftrace::tracer::entries_for_kb(bytes.div_ceil(1024)).unwrap_or_else(|| {
+            log::warn!(
+                "trace_buf_size={bytes}: more than a ring holds ({} KiB per CPU); using the default",
+                crate::ftrace::tracer::RING_ROOM * crate::ftrace::tracer::SLOT_BYTES / 1024
+            );
+            crate::ftrace::tracer::DEFAULT_ENTRIES
+        }),
+    };
+    crate::ftrace::tracer::init_buffers(ring_entries);
     crate::ftrace::init();
     crate::ftrace::graph_tracer::init();
     crate::ftrace::bpf::init();

@@ -153,6 +153,9 @@ pub struct Options<'a> {
     pub script: Option<&'a str>,
     /// Removals per path in suite `removal` (default 1,000; 10,000 with `stress=long`).
     pub removal_rounds: Option<usize>,
+    /// `trace_buf_size=`: bytes of trace ring per CPU at boot (Linux's word; `k`, `m`, `g`
+    /// suffixes), rounded up to a ring size by the tracer.
+    pub trace_buf_size: Option<u64>,
 }
 
 impl Default for Options<'_> {
@@ -172,6 +175,7 @@ impl Default for Options<'_> {
             shell: false,
             script: None,
             removal_rounds: None,
+            trace_buf_size: None,
         }
     }
 }
@@ -294,6 +298,9 @@ const KEYS: &[Key] = &[
         parse_number(v).filter(|&n| n > 0).map(|n| o.removal_rounds = Some(n as usize)).ok_or_else(|| format!("`{v}` is not a positive number"))
     }),
     Key::flag("shell", Severity::Warning, |o, v| o.shell = v),
+    Key::new("trace_buf_size", Severity::Error, "bytes of trace ring per CPU, a number with an optional k, m or g suffix (at least 1)", |o, v| {
+        parse_size(v).filter(|&n| n > 0).map(|n| o.trace_buf_size = Some(n)).ok_or_else(|| format!("`{v}` is not a size"))
+    }),
     Key::new("script", Severity::Error, "a fw_cfg file name, or the bare key for opt/loongtrace/script", |o, v| {
         if v.contains(char::is_whitespace) { Err(format!("`{v}` is not a file name")) } else { o.script = Some(v); Ok(()) }
     }),
@@ -348,6 +355,19 @@ fn parse_stress(v: &str) -> Result<u64, String> {
 fn parse_stress_mask(v: &str) -> Result<u8, String> {
     let mask = parse_number(v).filter(|n| (1..=0xff).contains(n));
     mask.map(|m| m as u8).ok_or_else(|| format!("`{v}` is not a mask from 1 to 255"))
+}
+
+/// A number of bytes with an optional `k`, `m` or `g` suffix (either case), as Linux's
+/// `memparse` reads them.
+fn parse_size(v: &str) -> Option<u64> {
+    let (digits, shift) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 10),
+        b'm' | b'M' => (&v[..v.len() - 1], 20),
+        b'g' | b'G' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n = parse_number(digits)?;
+    n.checked_mul(1 << shift)
 }
 
 fn parse_flag(v: &str) -> Result<bool, String> {
@@ -460,6 +480,13 @@ mod tests {
         assert!(bad("record_ms=+250").contains("`+250` is not a number"));
         let r = good("record_fault=die record_ms=250").record;
         assert_eq!((r.fault, r.ms), (Some("die"), 250));
+        assert_eq!(good("trace_buf_size=1441792").trace_buf_size, Some(1441792));
+        assert_eq!(good("trace_buf_size=2m").trace_buf_size, Some(2 << 20));
+        assert_eq!(good("trace_buf_size=64K").trace_buf_size, Some(64 << 10));
+        assert!(bad("trace_buf_size=0").contains("`0` is not a size"));
+        assert!(bad("trace_buf_size=2q").contains("`2q` is not a size"));
+        assert!(bad("trace_buf_size=k").contains("`k` is not a size"));
+        assert!(bad("trace_buf_size=99999999999g").contains("is not a size"));
     }
 
     #[test]

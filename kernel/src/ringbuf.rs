@@ -1,7 +1,8 @@
 //! Lock-free, fixed-capacity, overwrite-oldest per-CPU trace ring buffer.
 //!
-//! One [`RingBuffer`] exists per CPU. It stores [`TraceEntry`] records in `N` slots (`N` a power of
-//! two) and, when full, overwrites the oldest records, counting what a reader could not get as
+//! One [`RingBuffer`] exists per CPU. It stores [`TraceEntry`] records in its capacity's worth of
+//! slots (a power of two, at most the `N` slots of room it reserves; [`RingBuffer::resize`]
+//! changes it) and, when full, overwrites the oldest records, counting what a reader could not get as
 //! *lost*. It never allocates, never blocks and never panics, so it can be written from the
 //! function tracer's hot path, including from interrupt or exception context.
 //!
@@ -21,7 +22,7 @@
 //! possible, torn *reads* are detected and discarded.
 //!
 //! * `head` is a reservation counter: a writer takes sequence number `s = head.fetch_add(1)` and
-//!   owns slot `s & (N - 1)`.
+//!   owns slot `s & (capacity - 1)`.
 //! * Each slot has a `stamp` recording its state: `EMPTY`, `busy(s)` (writer of `s` is filling it)
 //!   or `committed(s)`. A writer claims its slot by swapping in `busy(s)`; if the stamp it took out
 //!   was busy or held a *newer* sequence number (a nested writer lapped the buffer while an outer
@@ -165,6 +166,20 @@ impl TraceEntry {
     }
 }
 
+/// [`RingBuffer::resize`] was asked for a capacity that is not a power of two from 1 to the room
+/// reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResizeError {
+    pub asked: usize,
+    pub max: usize,
+}
+
+impl core::fmt::Display for ResizeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} slots: a ring holds a power of two from 1 to {} slots", self.asked, self.max)
+    }
+}
+
 /// Result of a read pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadStats {
@@ -231,7 +246,10 @@ enum SlotRead {
     Pending,
 }
 
-/// A fixed-capacity, overwrite-oldest trace ring buffer with `N` slots (`N` a power of two).
+/// An overwrite-oldest trace ring buffer with room for `N` slots (`N` a power of two), of which
+/// it uses [`capacity`](Self::capacity) (a power of two, `N` at first; [`resize`](Self::resize)
+/// changes it). The room is reserved whatever the capacity, so no slot a writer can compute is
+/// ever outside it.
 ///
 /// See the [module documentation](self) for the concurrency contract.
 #[repr(C)]
@@ -244,11 +262,19 @@ pub struct RingBuffer<const N: usize> {
     lost: AtomicU64,
     /// Pushes that gave up because a nested writer collided with an unfinished one.
     dropped: AtomicU64,
+    /// Records (not continuation slots) consuming reads delivered.
+    consumed: AtomicU64,
     /// Continuation slots pushed (by [`push_record`](Self::push_record)): `written - continued`
     /// is the number of records.
     continued: AtomicU64,
+    /// The capacity minus one: slot `s & mask` holds sequence number `s`. Always below `N`
+    /// (`resize` checks it), which `slot` relies on.
+    mask: AtomicU64,
     /// Value of `head` for an empty buffer (0 except in tests).
     origin: u64,
+    /// Value of `head` when the ring was last emptied ([`reset`](Self::reset) or
+    /// [`resize`](Self::resize)): [`written`](Self::written) counts from there.
+    base: AtomicU64,
     /// The CPU whose records this ring holds (the [`TraceEntry::cpu`] of what it delivers).
     cpu: u8,
     slots: [Slot; N],
@@ -259,7 +285,6 @@ impl<const N: usize> RingBuffer<N> {
         N.is_power_of_two(),
         "RingBuffer size must be a power of two"
     );
-    const MASK: u64 = (N as u64).wrapping_sub(1);
 
     /// An empty buffer; usable in a `static`.
     pub const fn new() -> Self {
@@ -279,17 +304,59 @@ impl<const N: usize> RingBuffer<N> {
             cursor: AtomicU64::new(origin),
             lost: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
             continued: AtomicU64::new(0),
+            mask: AtomicU64::new((N as u64).wrapping_sub(1)),
             origin,
+            base: AtomicU64::new(origin),
             cpu,
             slots: [const { Slot::new() }; N],
         }
     }
 
-    /// Number of slots.
+    /// Number of slots in use.
     #[inline]
-    pub const fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
+        self.mask.load(Ordering::Relaxed) as usize + 1
+    }
+
+    /// The most slots [`resize`](Self::resize) accepts: the room reserved.
+    pub const fn max_capacity(&self) -> usize {
         N
+    }
+
+    /// The slot of sequence number `s`.
+    #[inline(always)]
+    fn slot(&self, s: u64) -> &Slot {
+        let i = (s & self.mask.load(Ordering::Relaxed)) as usize;
+        debug_assert!(i < N);
+        // SAFETY: `mask` is always below `N` (its initial value, and `resize` stores only
+        // capacities up to `N` minus one), so `i < N`.
+        unsafe { self.slots.get_unchecked(i) }
+    }
+
+    /// Uses `capacity` slots from now on (a power of two, 1 to `N`), emptying the ring: what it
+    /// held is discarded (counted neither lost nor read) and its counters start again; the
+    /// sequence numbers go on. Call it while no writer runs (tracing paused). A writer that
+    /// still runs meanwhile cannot touch memory outside the ring; at worst its one record
+    /// makes a reader wait at its slot until a later record replaces it.
+    pub fn resize(&self, capacity: usize) -> Result<(), ResizeError> {
+        if !capacity.is_power_of_two() || capacity > N {
+            return Err(ResizeError { asked: capacity, max: N });
+        }
+        self.mask.store(capacity as u64 - 1, Ordering::Release);
+        let head = self.head.load(Ordering::Acquire);
+        for slot in &self.slots[..capacity] {
+            slot.stamp.store(EMPTY, Ordering::Relaxed);
+            slot.dropped.store(EMPTY, Ordering::Relaxed);
+        }
+        self.lost.store(0, Ordering::Relaxed);
+        self.dropped.store(0, Ordering::Relaxed);
+        self.consumed.store(0, Ordering::Relaxed);
+        self.continued.store(0, Ordering::Relaxed);
+        self.cursor.store(head, Ordering::Release);
+        self.base.store(head, Ordering::Release);
+        Ok(())
     }
 
     /// Append `e`, overwriting the oldest entry if the buffer is full.
@@ -316,9 +383,7 @@ impl<const N: usize> RingBuffer<N> {
     fn push_inner(&self, w: [u64; WORDS], after_reserve: impl FnOnce(), mid_write: impl FnOnce()) {
         let s = self.head.fetch_add(1, Ordering::Relaxed);
         after_reserve();
-        let Some(slot) = self.slots.get((s & Self::MASK) as usize) else {
-            return;
-        };
+        let slot = self.slot(s);
         if self.claim_slot(slot, s).is_none() {
             // Either an interrupted writer on this CPU is still filling this slot (we cannot
             // wait for it), or a newer writer already reused it. Give up on this record.
@@ -349,7 +414,7 @@ impl<const N: usize> RingBuffer<N> {
             return self.push(first);
         }
         let n = rest.len() as u64 + 1;
-        if rest.len() > MAX_CONT || n > N as u64 {
+        if rest.len() > MAX_CONT || n > self.capacity() as u64 {
             self.dropped.fetch_add(n, Ordering::Relaxed);
             return;
         }
@@ -371,7 +436,7 @@ impl<const N: usize> RingBuffer<N> {
         if claimed < n {
             for k in 0..n {
                 let s = s0.wrapping_add(k);
-                let slot = &self.slots[(s & Self::MASK) as usize];
+                let slot = self.slot(s);
                 self.tag_dropped(slot, s);
                 if k < claimed {
                     // Nothing was written: the slot's older record is still whole.
@@ -387,7 +452,7 @@ impl<const N: usize> RingBuffer<N> {
         let head = TraceEntry { cont: rest.len() as u16, ..*first };
         for (k, e) in core::iter::once(&head).chain(rest).enumerate() {
             let s = s0.wrapping_add(k as u64);
-            let slot = &self.slots[(s & Self::MASK) as usize];
+            let slot = self.slot(s);
             for (w, v) in slot.words.iter().zip(e.to_words()) {
                 w.store(v, Ordering::Relaxed);
             }
@@ -399,7 +464,7 @@ impl<const N: usize> RingBuffer<N> {
     /// `None` when it is busy (an interrupted writer on this CPU) or already holds a newer record.
     #[inline(always)]
     fn claim(&self, s: u64) -> Option<u64> {
-        self.claim_slot(&self.slots[(s & Self::MASK) as usize], s)
+        self.claim_slot(self.slot(s), s)
     }
 
     /// Notes in `slot` that the record of sequence number `s` was dropped, unless the slot already
@@ -440,6 +505,8 @@ impl<const N: usize> RingBuffer<N> {
     /// line: a call would make every writer save registers).
     #[inline(always)]
     fn claim_slow(&self, slot: &Slot, s: u64, old: u64) -> Option<u64> {
+        // Rare (an empty slot or a nested writer): laid out after the common path.
+        core::hint::cold_path();
         if old & BUSY != 0 || (old != EMPTY && !stamp_older(old, s)) {
             // Refused: what was there stays, unchanged.
             slot.stamp.store(old, Ordering::Release);
@@ -452,7 +519,7 @@ impl<const N: usize> RingBuffer<N> {
     /// overwritten or dropped.
     #[inline]
     pub fn written(&self) -> u64 {
-        self.head.load(Ordering::Relaxed).wrapping_sub(self.origin)
+        self.head.load(Ordering::Relaxed).wrapping_sub(self.base.load(Ordering::Relaxed))
     }
 
     /// Records pushed ever (since creation or the last [`reset`](Self::reset)): [`written`](Self::written)
@@ -474,7 +541,7 @@ impl<const N: usize> RingBuffer<N> {
         let pending = Self::distance(cursor, head);
         self.lost
             .load(Ordering::Relaxed)
-            .wrapping_add(pending.saturating_sub(N as u64))
+            .wrapping_add(pending.saturating_sub(self.capacity() as u64))
     }
 
     /// Pushes abandoned because a nested writer collided with the writer it interrupted.
@@ -487,7 +554,7 @@ impl<const N: usize> RingBuffer<N> {
     pub fn unread(&self) -> u64 {
         let head = self.head.load(Ordering::Relaxed);
         let cursor = self.cursor.load(Ordering::Relaxed);
-        Self::distance(cursor, head).min(N as u64)
+        Self::distance(cursor, head).min(self.capacity() as u64)
     }
 
     /// The consumer cursor: first sequence number not yet consumed.
@@ -515,12 +582,23 @@ impl<const N: usize> RingBuffer<N> {
     ///
     /// Stops early at an entry whose writer has not finished yet (it will be returned by the next
     /// call). Consuming reads must be serialized by the caller.
-    pub fn snapshot(&self, out: impl FnMut(u64, TraceEntry)) -> ReadStats {
+    pub fn snapshot(&self, mut out: impl FnMut(u64, TraceEntry)) -> ReadStats {
         let from = self.cursor.load(Ordering::Relaxed);
-        let r = self.read_from(from, out);
+        let mut records = 0;
+        let r = self.read_from(from, |s, e| {
+            records += u64::from(e.kind != KIND_CONT);
+            out(s, e)
+        });
         self.cursor.store(r.next, Ordering::Relaxed);
         self.lost.fetch_add(r.stats.lost, Ordering::Relaxed);
+        self.consumed.fetch_add(records, Ordering::Relaxed);
         r.stats
+    }
+
+    /// Records consuming reads ([`snapshot`](Self::snapshot)) delivered since the ring was last
+    /// emptied (Linux's `read events`).
+    pub fn read_events(&self) -> u64 {
+        self.consumed.load(Ordering::Relaxed)
     }
 
     /// Non-consuming read starting at sequence number `from`: like [`snapshot`](Self::snapshot)
@@ -534,9 +612,10 @@ impl<const N: usize> RingBuffer<N> {
             return ReadOutcome { next: from, stats };
         }
         let mut s = from;
-        if avail > N as u64 {
-            stats.lost = avail - N as u64;
-            s = head.wrapping_sub(N as u64);
+        let cap = self.capacity() as u64;
+        if avail > cap {
+            stats.lost = avail - cap;
+            s = head.wrapping_sub(cap);
         }
         while s != head {
             match self.read_slot(s) {
@@ -590,9 +669,7 @@ impl<const N: usize> RingBuffer<N> {
     /// Seqlock read of the record with sequence number `s`.
     #[inline]
     fn read_slot(&self, s: u64) -> SlotRead {
-        let Some(slot) = self.slots.get((s & Self::MASK) as usize) else {
-            return SlotRead::Lost;
-        };
+        let slot = self.slot(s);
         let want = committed(s);
         let st1 = slot.stamp.load(Ordering::Acquire);
         if st1 != want {
@@ -617,9 +694,13 @@ impl<const N: usize> RingBuffer<N> {
         SlotRead::Entry(TraceEntry::from_words(w, self.cpu))
     }
 
-    /// Consume everything currently readable, discarding it; returns the stats.
+    /// Consume everything currently readable, discarding it (not counted in
+    /// [`read_events`](Self::read_events)); returns the stats.
     pub fn discard(&self) -> ReadStats {
-        self.snapshot(|_, _| {})
+        let r = self.read_from(self.cursor.load(Ordering::Relaxed), |_, _| {});
+        self.cursor.store(r.next, Ordering::Relaxed);
+        self.lost.fetch_add(r.stats.lost, Ordering::Relaxed);
+        r.stats
     }
 
     /// Empty the buffer and zero all counters.
@@ -628,7 +709,7 @@ impl<const N: usize> RingBuffer<N> {
     /// no reader is running; otherwise the result is still memory-safe but counts and contents may
     /// be inconsistent.
     pub fn reset(&self) {
-        for slot in &self.slots {
+        for slot in &self.slots[..self.capacity()] {
             slot.stamp.store(EMPTY, Ordering::Relaxed);
             slot.dropped.store(EMPTY, Ordering::Relaxed);
             for w in &slot.words {
@@ -637,8 +718,10 @@ impl<const N: usize> RingBuffer<N> {
         }
         self.lost.store(0, Ordering::Relaxed);
         self.dropped.store(0, Ordering::Relaxed);
+        self.consumed.store(0, Ordering::Relaxed);
         self.continued.store(0, Ordering::Relaxed);
         self.cursor.store(self.origin, Ordering::Relaxed);
+        self.base.store(self.origin, Ordering::Relaxed);
         self.head.store(self.origin, Ordering::Release);
     }
 }
@@ -718,6 +801,35 @@ mod tests {
             TraceEntry::from_words(TraceEntry::default().to_words(), 0),
             TraceEntry::default()
         );
+    }
+
+    #[test]
+    fn resize_changes_the_capacity_and_empties_the_ring() {
+        let rb = RingBuffer::<16>::new();
+        assert_eq!((rb.capacity(), rb.max_capacity()), (16, 16));
+        for i in 0..20 {
+            rb.push(&entry(i));
+        }
+        assert_eq!(rb.resize(12), Err(ResizeError { asked: 12, max: 16 }));
+        assert_eq!(rb.resize(32), Err(ResizeError { asked: 32, max: 16 }));
+        assert_eq!(rb.capacity(), 16, "a refused resize changes nothing");
+        rb.resize(4).unwrap();
+        assert_eq!((rb.capacity(), rb.written(), rb.lost(), rb.unread()), (4, 0, 0, 0));
+        for i in 100..110 {
+            rb.push(&entry(i));
+        }
+        // Four slots: the newest four records, six lost.
+        let (v, st) = collect(&rb);
+        assert_eq!(v.iter().map(|(_, e)| e.ts).collect::<Vec<_>>(), [106, 107, 108, 109]);
+        assert_eq!((st.read, st.lost, rb.written()), (4, 6, 10));
+        rb.resize(16).unwrap();
+        for i in 200..216 {
+            rb.push(&entry(i));
+        }
+        let (v, st) = collect(&rb);
+        assert_eq!(v.len(), 16, "the grown ring holds sixteen again");
+        assert_eq!(st.lost, 0);
+        assert!(v.iter().all(|(_, e)| e.ts >= 200), "nothing from before the resize");
     }
 
     #[test]

@@ -429,10 +429,9 @@ pub fn emit_inline(ev: &Event, ip: u64, w2: u64, w3: u64) -> bool {
     if !ev.fast.load(Ordering::Relaxed) {
         return false;
     }
-    if crate::ftrace::tracer::tracing_on() {
+    if let Some(buffer) = crate::ftrace::tracer::this_cpu_buffer_if_on() {
         let flags = crate::ftrace::tracer::context_flags();
-        let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
-        crate::ftrace::tracer::BUFFERS[cpu].push(&super::inline::pack(arch::time::ticks(), cpu as u8, flags, ev.id, &[0, ip, w2, w3]));
+        buffer.push(&super::inline::pack(arch::time::ticks(), 0, flags, ev.id, &[0, ip, w2, w3]));
     }
     true
 }
@@ -460,7 +459,9 @@ fn emit_fixed_locked(ev: &Event, ip: u64, fp: StackStart, flags: u16, rec: &mut 
         let slot = |i: usize| TraceEntry { ts: rec[4 * i], ip: rec[4 * i + 1], parent: rec[4 * i + 2], kind: KIND_CONT, cpu: 0, depth: 0, cont: 0, aux: 0, extra: rec[4 * i + 3] };
         let rest = [slot(0), slot(1)];
         let first = TraceEntry { ts: arch::time::ticks(), ip, parent: ev.id as u64, kind: KIND_EVENT, cpu: cpu as u8, depth: flags, cont: 0, aux: 0, extra: len as u64 };
-        crate::ftrace::tracer::BUFFERS[cpu].push_record(&first, &rest[..n]);
+        if let Some(buffer) = crate::ftrace::tracer::this_cpu_buffer_if_on() {
+            buffer.push_record(&first, &rest[..n]);
+        }
         return;
     }
     let mut bytes = [0u8; FIXED_WORDS * 8];
@@ -529,7 +530,9 @@ fn commit(ev: &Event, ip: u64, fp: StackStart, buf: &[u8], len: usize, cpu: usiz
         }
         // SAFETY: the first `n` entries (one per chunk of `rec`) were written just above.
         let rest = unsafe { core::slice::from_raw_parts(rest.as_ptr() as *const TraceEntry, n) };
-        crate::ftrace::tracer::BUFFERS[cpu].push_record(&first, rest);
+        if let Some(buffer) = crate::ftrace::tracer::this_cpu_buffer_if_on() {
+            buffer.push_record(&first, rest);
+        }
     }
     if !triggers.is_null() {
         // SAFETY: as for the filter.

@@ -7,12 +7,19 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 use formats::task;
 
-/// Events each CPU's buffer holds before it overwrites the oldest.
-pub const BUFFER_ENTRIES: usize = 4096;
+/// Slots of room each CPU's ring reserves: the largest size it can be given (4 MiB).
+pub const RING_ROOM: usize = 65536;
+/// Bytes one slot takes in a ring (what `buffer_size_kb` counts).
+pub const SLOT_BYTES: usize = core::mem::size_of::<crate::ringbuf::TraceEntry>().next_power_of_two();
+/// Slots per CPU at boot, unless the command line's `trace_buf_size=` says otherwise: Linux's
+/// default (1408 KiB) rounded up to a power of two of slots (2 MiB).
+pub const DEFAULT_ENTRIES: usize = 32768;
+/// The smallest ring: 16 slots (1 KiB).
+pub const MIN_ENTRIES: usize = 16;
 const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 
-/// Per-CPU buffers shared by the function and function-graph tracers.
-pub static BUFFERS: [RingBuffer<BUFFER_ENTRIES>; MAX_CPUS] = {
+/// Per-CPU buffers shared by the function and function-graph tracers and the trace events.
+pub static BUFFERS: [RingBuffer<RING_ROOM>; MAX_CPUS] = {
     let mut b = [const { RingBuffer::new() }; MAX_CPUS];
     let mut cpu = 0;
     while cpu < MAX_CPUS {
@@ -35,6 +42,10 @@ pub const KIND_STACK: u8 = 4;
 static TRACING_ON: AtomicBool = AtomicBool::new(true);
 /// Held while one caller of [`set_tracing_on`] writes the per-CPU pointers.
 static MIRROR_BUSY: AtomicBool = AtomicBool::new(false);
+/// Writing is paused (the mirror is null whatever `tracing_on` says) while rings are resized.
+static PAUSED: AtomicBool = AtomicBool::new(false);
+/// Serialises resizes.
+static RESIZE: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Whether `tracing_on` is set.
 #[inline(always)]
@@ -48,21 +59,79 @@ pub fn tracing_on() -> bool {
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
 pub fn set_tracing_on(on: bool) {
     TRACING_ON.store(on, Ordering::SeqCst);
+    publish_mirror();
+}
+
+/// Whether writers may write: `tracing_on` and no resize under way.
+#[inline(always)]
+fn writing() -> bool {
+    TRACING_ON.load(Ordering::SeqCst) && !PAUSED.load(Ordering::SeqCst)
+}
+
+/// Brings the per-CPU mirror in step with [`writing`] (see [`set_tracing_on`]).
+#[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
+fn publish_mirror() {
     loop {
         if MIRROR_BUSY.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-            // The writer checks TRACING_ON after it lets go, so it sees our store.
+            // The writer checks the flags after it lets go, so it sees our store.
             return;
         }
-        let on = TRACING_ON.load(Ordering::SeqCst);
+        let on = writing();
         for (cpu, b) in BUFFERS.iter().enumerate() {
             let p = if on { b as *const _ as u64 } else { 0 };
             arch::boot::percpu(cpu).trace_ring.store(p, Ordering::SeqCst);
         }
         MIRROR_BUSY.store(false, Ordering::SeqCst);
-        if TRACING_ON.load(Ordering::SeqCst) == on {
+        if writing() == on {
             return;
         }
     }
+}
+
+/// Why a resize was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeError {
+    /// Not a size a ring can have (0, or more than [`RING_ROOM`] slots).
+    Size,
+    /// No such CPU.
+    Cpu,
+}
+
+/// The slots a ring of `kb` KiB has: `kb` rounded up to a power of two of [`SLOT_BYTES`] slots,
+/// at least [`MIN_ENTRIES`]; `None` for 0 or above the room reserved.
+pub fn entries_for_kb(kb: u64) -> Option<usize> {
+    let slots = kb.checked_mul(1024)?.div_ceil(SLOT_BYTES as u64);
+    let slots = usize::try_from(slots).ok()?.checked_next_power_of_two()?.max(MIN_ENTRIES);
+    (kb != 0 && slots <= RING_ROOM).then_some(slots)
+}
+
+/// Gives the ring of `cpu` (every CPU's when `None`) `entries` slots (a power of two from
+/// [`MIN_ENTRIES`] to [`RING_ROOM`]), emptying it, while tracing may go on: writing pauses
+/// (every CPU's mirror is null, and writers that had it are waited for), the rings change, and
+/// writing resumes. Events written meanwhile are not recorded, as with `tracing_on` off.
+pub fn resize_buffers(cpu: Option<usize>, entries: usize) -> Result<(), ResizeError> {
+    if !entries.is_power_of_two() || !(MIN_ENTRIES..=RING_ROOM).contains(&entries) {
+        return Err(ResizeError::Size);
+    }
+    if cpu.is_some_and(|c| c >= MAX_CPUS) {
+        return Err(ResizeError::Cpu);
+    }
+    let _g = RESIZE.lock();
+    PAUSED.store(true, Ordering::SeqCst);
+    publish_mirror();
+    // Writers inside ftrace's trampolines (counted once other CPUs run) have finished after
+    // this; any other that loaded the pointer just before is a few instructions from done, and
+    // the cross-call makes every CPU see the null mirror. (A straggler writes inside the ring's
+    // reserved room: see `RingBuffer::resize`.)
+    super::quiesce::synchronize_tracing();
+    crate::smp::sync_all_cpus();
+    for (_, b) in BUFFERS.iter().enumerate().filter(|(c, _)| cpu.is_none_or(|x| x == *c)) {
+        // Cannot fail: the size was checked above.
+        let _ = b.resize(entries);
+    }
+    PAUSED.store(false, Ordering::SeqCst);
+    publish_mirror();
+    Ok(())
 }
 
 /// Entry flag (in `depth` of a function event): recorded with interrupts disabled.
@@ -85,20 +154,34 @@ pub fn context_flags_at(trap_depth: usize) -> u16 {
     irqs_off * FLAG_IRQS_OFF | in_trap * FLAG_IN_TRAP
 }
 
-/// Points every CPU's per-CPU area at its buffer (boot, before any tracing starts).
-pub fn init_buffers() {
+/// Gives every CPU's ring `entries` slots (the command line's `trace_buf_size=`, else
+/// [`DEFAULT_ENTRIES`]) and points every CPU's per-CPU area at it (boot, before any tracing
+/// starts).
+pub fn init_buffers(entries: usize) {
+    BOOT_ENTRIES.store(entries, Ordering::Relaxed);
+    for b in BUFFERS.iter() {
+        let _ = b.resize(entries);
+    }
     set_tracing_on(tracing_on());
+}
+
+/// Slots per CPU given at boot.
+static BOOT_ENTRIES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(DEFAULT_ENTRIES);
+
+/// The slots each CPU's ring got at boot (`trace_buf_size=`, else [`DEFAULT_ENTRIES`]).
+pub fn boot_entries() -> usize {
+    BOOT_ENTRIES.load(Ordering::Relaxed)
 }
 
 /// This CPU's buffer while tracing is on (`None` while it is off): one load through the
 /// per-CPU area, where indexing [`BUFFERS`] by the CPU number takes seven instructions and
 /// reading `tracing_on` three more.
 #[inline(always)]
-pub fn this_cpu_buffer_if_on() -> Option<&'static RingBuffer<BUFFER_ENTRIES>> {
+pub fn this_cpu_buffer_if_on() -> Option<&'static RingBuffer<RING_ROOM>> {
     let p = arch::boot::this_cpu_load::<{ arch::boot::PERCPU_TRACE_RING }>();
-    // SAFETY: a non-zero pointer was stored by `set_tracing_on`: this CPU's element of the
+    // SAFETY: a non-zero pointer was stored by `publish_mirror`: this CPU's element of the
     // 'static `BUFFERS`.
-    (p != 0).then(|| unsafe { &*(p as *const RingBuffer<BUFFER_ENTRIES>) })
+    (p != 0).then(|| unsafe { &*(p as *const RingBuffer<RING_ROOM>) })
 }
 
 /// Appends an event to this CPU's buffer.

@@ -450,14 +450,15 @@ ktest! {
     fn function_tracer::lost_events_on_wrap() {
         tracer::reset_buffers();
         tracer::start(Some("dyn_func1")).map_err(fail)?;
-        let n = tracer::BUFFER_ENTRIES as u64 + 100;
+        let cap = tracer::BUFFERS[arch::cpu::id()].capacity();
+        let n = cap as u64 + 100;
         for _ in 0..n {
             dyn_func1();
         }
         tracer::stop().map_err(fail)?;
         let c = tracer::collect();
         kassert_eq!(c.written, n);
-        kassert_eq!(c.events.len(), tracer::BUFFER_ENTRIES);
+        kassert_eq!(c.events.len(), cap);
         kassert_eq!(c.lost, 100);
         Ok(())
     }

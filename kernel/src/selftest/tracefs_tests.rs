@@ -2,9 +2,10 @@
 //! against Linux's text, and every error Linux gives.
 
 use crate::selftest::{TestError, TestResult};
+use crate::ftrace::tracer;
 use crate::tracefs;
 use crate::{kassert, kassert_eq, kdiag, ktest};
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 /// Runs one shell line; returns what it printed.
@@ -244,7 +245,7 @@ ktest! {
             kassert_eq!(body(&sh("cat trace")).len(), 0, "trace_pipe consumed the events");
             kassert_eq!(sh("echo x > trace_pipe"), "sh: can't create trace_pipe: Permission denied\n");
             let kb = sh("cat buffer_size_kb");
-            kassert_eq!(kb, alloc::format!("{}\n", tracefs::MAX_BUFFER_KB));
+            kassert_eq!(kb, alloc::format!("{}\n", tracer::boot_entries() * tracer::SLOT_BYTES / 1024));
             kassert_eq!(sh("echo 0 > buffer_size_kb"), "sh: write error: buffer_size_kb: Invalid argument\n");
             kassert_eq!(sh("echo 12x > buffer_size_kb"), "sh: write error: buffer_size_kb: Invalid argument\n");
             kassert_eq!(sh("echo 999999 > buffer_size_kb"), "sh: write error: buffer_size_kb: Cannot allocate memory\n");
@@ -255,7 +256,7 @@ ktest! {
             }
             sh("run chain 100");
             let n = body(&sh("cat trace")).len();
-            kassert_eq!(n, 1024 / tracefs::ENTRY_BYTES, "a 1 KiB buffer keeps {} events", 1024 / tracefs::ENTRY_BYTES);
+            kassert_eq!(n, 1024 / tracer::SLOT_BYTES, "a 1 KiB buffer keeps {} events", 1024 / tracer::SLOT_BYTES);
             kassert!(sh("cat buffer_total_size_kb").trim().parse::<u64>().is_ok());
             kassert_eq!(sh("cat per_cpu/cpu99/trace"), "cat: per_cpu/cpu99/trace: No such file or directory\n");
             Ok(())
@@ -414,7 +415,7 @@ ktest! {
             kassert!(sh("ls").contains("available_tracers"));
             let want: Vec<String> = (0..tracefs::cpus()).map(|c| alloc::format!("cpu{c}")).collect();
             kassert_eq!(sh("ls per_cpu"), alloc::format!("{}\n", want.join("  ")));
-            kassert_eq!(sh("ls per_cpu/cpu0"), "buffer_size_kb  trace  trace_pipe\n");
+            kassert_eq!(sh("ls per_cpu/cpu0"), "buffer_size_kb  stats  trace  trace_pipe\n");
             kassert_eq!(sh("ls nosuchdir"), "ls: cannot access 'nosuchdir': No such file or directory\n");
             kassert_eq!(sh("ls trace"), "trace\n");
             kassert_eq!(sh("cat /etc/passwd"), "cat: /etc/passwd: No such file or directory\n");
@@ -473,6 +474,99 @@ ktest! {
             kassert!(!sh("lsmod").contains("sample_mod"));
             kassert_eq!(sh("cat set_ftrace_filter"), "#### all functions enabled ####\n", "the module's functions left the filter");
             kassert_eq!(sh("rmmod sample_mod"), "rmmod: ERROR: Module sample_mod is not currently loaded\n");
+            Ok(())
+        })
+    }
+}
+
+/// Calls of `dyn_func2` CPU `cpu` makes in `tracefs::per_cpu_accounting`.
+fn calls_on(cpu: usize) -> u64 {
+    300 + 170 * cpu as u64
+}
+
+fn call_dyn_func2(cpu: usize) {
+    for _ in 0..calls_on(cpu) {
+        core::hint::black_box(crate::selftest::targets::dyn_func2());
+    }
+}
+
+/// One `per_cpu/cpuN/stats` field as a number.
+fn stat(cpu: usize, field: &str) -> Option<u64> {
+    let text = sh(&alloc::format!("cat per_cpu/cpu{cpu}/stats"));
+    let line = text.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line[field.len() + 1..].trim().parse().ok()
+}
+
+ktest! {
+    /// Each CPU makes a different number of traced calls; its `per_cpu/cpuN/stats` and its
+    /// profiler file `trace_stat/functionN` show exactly that CPU's work, and `trace_pipe`
+    /// moves the entries to `read events`.
+    fn tracefs::per_cpu_accounting() {
+        clean(|| {
+            let n = tracefs::cpus();
+            ok("echo dyn_func2 > set_ftrace_filter")?;
+            ok("echo 1 > function_profile_enabled")?;
+            ok("echo function > current_tracer")?;
+            let others: Vec<usize> = (1..n).filter(|&c| crate::smp::run_on(c, call_dyn_func2)).collect();
+            call_dyn_func2(0);
+            for c in 1..arch::boot::MAX_CPUS {
+                while crate::smp::work_running(c) {
+                    core::hint::spin_loop();
+                }
+            }
+            ok("echo 0 > tracing_on")?;
+            ok("echo 0 > function_profile_enabled")?;
+            kdiag!("{} CPUs worked", others.len() + 1);
+            for c in core::iter::once(0).chain(others.iter().copied()) {
+                let want = calls_on(c);
+                kassert_eq!(stat(c, "entries"), Some(want), "cpu{c} entries");
+                kassert_eq!(stat(c, "bytes"), Some(want * tracer::SLOT_BYTES as u64), "cpu{c} bytes");
+                kassert_eq!(stat(c, "overrun"), Some(0), "cpu{c} overrun");
+                kassert_eq!(stat(c, "dropped events"), Some(0), "cpu{c} dropped");
+                let prof = sh(&alloc::format!("cat trace_stat/function{c}"));
+                let row = prof.lines().find(|l| l.contains("targets::dyn_func2"));
+                let hits = row.and_then(|r| r.split_whitespace().nth(1)).and_then(|h| h.parse::<u64>().ok());
+                kassert_eq!(hits, Some(want), "cpu{c} profile: {prof}");
+            }
+            let piped = sh("cat per_cpu/cpu0/trace_pipe").lines().count() as u64;
+            kassert_eq!(piped, calls_on(0));
+            kassert_eq!((stat(0, "entries"), stat(0, "read events")), (Some(0), Some(calls_on(0))), "after trace_pipe");
+            Ok(())
+        })
+    }
+}
+
+ktest! {
+    /// `buffer_size_kb` really resizes the rings, also while tracing: the ring holds what its
+    /// size says, `buffer_total_size_kb` adds them up, and bad sizes change nothing.
+    fn tracefs::resize_rings() {
+        clean(|| {
+            let n = tracefs::cpus() as u64;
+            let boot_kb = (tracer::boot_entries() * tracer::SLOT_BYTES / 1024) as u64;
+            kassert_eq!(sh("cat buffer_total_size_kb"), alloc::format!("{}\n", boot_kb * n));
+            ok("echo dyn_func2 > set_ftrace_filter")?;
+            ok("echo function > current_tracer")?;
+            // While tracing: 64 KiB (1024 slots), then 8 KiB; each size holds that many events.
+            for (kb, slots) in [(64u64, 1024u64), (5, 128)] {
+                ok(&alloc::format!("echo {kb} > buffer_size_kb"))?;
+                let shown = (slots * tracer::SLOT_BYTES as u64 / 1024).to_string();
+                kassert_eq!(sh("cat buffer_size_kb").trim(), shown, "{kb} KiB rounds up to {slots} slots");
+                kassert_eq!(sh("cat buffer_total_size_kb").trim(), (slots * tracer::SLOT_BYTES as u64 / 1024 * n).to_string());
+                kassert_eq!(stat(0, "entries"), Some(0), "a resize empties the ring");
+                for _ in 0..slots + 50 {
+                    core::hint::black_box(crate::selftest::targets::dyn_func2());
+                }
+                kassert_eq!(stat(0, "entries"), Some(slots));
+                kassert_eq!(stat(0, "overrun"), Some(50));
+                kassert_eq!(body(&sh("cat per_cpu/cpu0/trace")).len() as u64, slots);
+            }
+            let before = sh("cat buffer_size_kb");
+            kassert_eq!(sh("echo 0 > buffer_size_kb"), "sh: write error: buffer_size_kb: Invalid argument\n");
+            kassert_eq!(sh(&alloc::format!("echo {} > buffer_size_kb", tracefs::MAX_BUFFER_KB + 1)), "sh: write error: buffer_size_kb: Cannot allocate memory\n");
+            kassert_eq!(sh("cat buffer_size_kb"), before, "refused sizes change nothing");
+            ok(&alloc::format!("echo {} > buffer_size_kb", tracefs::MAX_BUFFER_KB))?;
+            kassert_eq!(sh("cat per_cpu/cpu0/buffer_size_kb").trim(), tracefs::MAX_BUFFER_KB.to_string(), "the largest size");
+            ok("echo nop > current_tracer")?;
             Ok(())
         })
     }

@@ -22,6 +22,8 @@ pub enum File {
     TracePipe(Option<usize>),
     BufferSizeKb(Option<usize>),
     BufferTotalSizeKb,
+    /// `per_cpu/cpuN/stats`.
+    Stats(usize),
     SetFtraceFilter,
     SetFtraceNotrace,
     SetGraphFunction,
@@ -133,7 +135,7 @@ pub fn list_dir(path: &str) -> Result<Vec<String>, Errno> {
         "per_cpu" => (0..cpus()).map(|c| alloc::format!("cpu{c}")).collect(),
         "trace_stat" => (0..cpus()).map(|c| alloc::format!("function{c}")).collect(),
         p if p.strip_prefix("per_cpu/").and_then(cpu_dir).is_some() => {
-            ["buffer_size_kb", "trace", "trace_pipe"].iter().map(|s| String::from(*s)).collect()
+            ["buffer_size_kb", "stats", "trace", "trace_pipe"].iter().map(|s| String::from(*s)).collect()
         }
         p => {
             File::lookup(p)?;
@@ -181,6 +183,7 @@ impl File {
                 "trace" => Ok(File::Trace(Some(cpu))),
                 "trace_pipe" => Ok(File::TracePipe(Some(cpu))),
                 "buffer_size_kb" => Ok(File::BufferSizeKb(Some(cpu))),
+                "stats" => Ok(File::Stats(cpu)),
                 _ => Err(Errno::ENOENT),
             };
         }
@@ -239,12 +242,13 @@ fn read_locked(s: &State, f: File, w: &mut dyn Write) -> core::fmt::Result {
         File::TracingOn => writeln!(w, "{}", tracer::tracing_on() as u8),
         File::Trace(cpu) => read_trace(s, cpu, w),
         File::TracePipe(_) => Ok(()),
-        File::BufferSizeKb(Some(cpu)) => writeln!(w, "{}", s.buffer_kb[cpu]),
+        File::BufferSizeKb(Some(cpu)) => writeln!(w, "{}", buffer_kb(cpu)),
         File::BufferSizeKb(None) => {
-            let first = s.buffer_kb[0];
-            if (0..cpus()).all(|c| s.buffer_kb[c] == first) { writeln!(w, "{first}") } else { writeln!(w, "X") }
+            let first = buffer_kb(0);
+            if (0..cpus()).all(|c| buffer_kb(c) == first) { writeln!(w, "{first}") } else { writeln!(w, "X") }
         }
-        File::BufferTotalSizeKb => writeln!(w, "{}", (0..cpus()).map(|c| s.buffer_kb[c]).sum::<u64>()),
+        File::BufferTotalSizeKb => writeln!(w, "{}", (0..cpus()).map(buffer_kb).sum::<u64>()),
+        File::Stats(cpu) => write_stats(w, cpu),
         File::SetFtraceFilter => {
             write_set(w, &s.filter, "#### all functions enabled ####")?;
             for p in probes::list() {
@@ -377,21 +381,15 @@ fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
     Ok(())
 }
 
-/// Events of the selected CPUs, oldest first, without consuming them, at most `buffer_size_kb`
-/// worth per CPU. Returns (events, entries written since the last clear).
+/// Events of the selected CPUs, oldest first, without consuming them. Returns (events, entries
+/// written since the last clear).
 fn collect(s: &State, cpu: Option<usize>) -> (Vec<TraceEntry>, u64) {
     let mut events = Vec::new();
     let mut written = 0;
     for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
         let b = &tracer::BUFFERS[c];
         written += b.records_written().saturating_sub(s.written_base[c]);
-        let mut mine = Vec::new();
-        b.read_from(b.cursor(), |_, e| crate::events::registry::push_expanded(&mut mine, e));
-        let keep = (s.buffer_kb[c] as usize * 1024 / super::ENTRY_BYTES).max(1);
-        if mine.len() > keep {
-            mine.drain(..mine.len() - keep);
-        }
-        events.extend(mine);
+        b.read_from(b.cursor(), |_, e| crate::events::registry::push_expanded(&mut events, e));
     }
     output::sort_events(&mut events);
     (events, written)
@@ -472,6 +470,38 @@ fn clear_buffers(s: &mut State, cpu: Option<usize>) {
     }
 }
 
+/// `buffer_size_kb` of `cpu`: its ring's slots in KiB.
+fn buffer_kb(cpu: usize) -> u64 {
+    (tracer::BUFFERS[cpu].capacity() * tracer::SLOT_BYTES / 1024) as u64
+}
+
+/// `per_cpu/cpuN/stats`, Linux's fields: what the ring holds now (records, their slots' bytes,
+/// the oldest one's time), what it lost by wrapping (`overrun`) or by a nested writer colliding
+/// with the one it interrupted (`dropped events`), and what `trace_pipe` consumed.
+fn write_stats(w: &mut dyn Write, cpu: usize) -> core::fmt::Result {
+    let b = &tracer::BUFFERS[cpu];
+    let (mut entries, mut slots, mut oldest) = (0u64, 0u64, None);
+    b.read_from(b.cursor(), |_, e| {
+        slots += 1;
+        if e.kind != crate::ringbuf::KIND_CONT {
+            entries += 1;
+            oldest.get_or_insert(e.ts);
+        }
+    });
+    let secs = |ticks: u64| {
+        let us = crate::time::ticks_to_ns(ticks) / 1000;
+        alloc::format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+    };
+    writeln!(w, "entries: {entries}")?;
+    writeln!(w, "overrun: {}", b.lost())?;
+    writeln!(w, "commit overrun: 0")?;
+    writeln!(w, "bytes: {}", slots * tracer::SLOT_BYTES as u64)?;
+    writeln!(w, "oldest event ts: {:>12}", secs(oldest.unwrap_or(0)))?;
+    writeln!(w, "now ts: {:>12}", secs(arch::time::ticks()))?;
+    writeln!(w, "dropped events: {}", b.dropped())?;
+    writeln!(w, "read events: {}", b.read_events())
+}
+
 fn number(text: &str) -> Result<u64, Errno> {
     parse::parse_ulong(text.trim_end_matches([' ', '\t', '\n']))
 }
@@ -526,8 +556,11 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
             if v > MAX_BUFFER_KB {
                 return Err(Errno::ENOMEM);
             }
+            let entries = tracer::entries_for_kb(v).ok_or(Errno::EINVAL)?;
+            tracer::resize_buffers(cpu, entries).map_err(|_| Errno::EINVAL)?;
+            // The rings start empty: so do their `entries-written`.
             for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
-                s.buffer_kb[c] = v;
+                s.written_base[c] = tracer::BUFFERS[c].records_written();
             }
             Ok(())
         }

@@ -87,10 +87,8 @@ impl Tracer {
     }
 }
 
-/// Bytes one event takes in the buffer (what `buffer_size_kb` is counted in).
-pub const ENTRY_BYTES: usize = core::mem::size_of::<crate::ringbuf::TraceEntry>();
-/// The largest `buffer_size_kb`: the whole per-CPU ring.
-pub const MAX_BUFFER_KB: u64 = (ftrace::tracer::BUFFER_ENTRIES * ENTRY_BYTES / 1024) as u64;
+/// The largest `buffer_size_kb`: the room each CPU's ring reserves.
+pub const MAX_BUFFER_KB: u64 = (ftrace::tracer::RING_ROOM * ftrace::tracer::SLOT_BYTES / 1024) as u64;
 const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 /// `trace_marker` texts kept (older markers print as overwritten).
 const MARKERS_KEPT: usize = 256;
@@ -108,7 +106,6 @@ pub struct State {
     pub max_graph_depth: u32,
     pub stack_filter: SiteSet,
     pub stack_enabled: bool,
-    pub buffer_kb: [u64; MAX_CPUS],
     pub options: Options,
     /// `entries-written` counts from these values of each buffer's `records_written()` (moved by clears).
     pub written_base: [u64; MAX_CPUS],
@@ -129,7 +126,6 @@ impl State {
             max_graph_depth: 0,
             stack_filter: SiteSet::default(),
             stack_enabled: false,
-            buffer_kb: [MAX_BUFFER_KB; MAX_CPUS],
             options: DEFAULT_OPTIONS,
             written_base: [0; MAX_CPUS],
             markers: Vec::new(),
@@ -381,6 +377,9 @@ pub fn reset() {
     let _ = crate::events::kprobe_event::clear();
     crate::events::clear_error_log();
     ftrace::tracer::set_tracing_on(true);
+    if (0..cpus()).any(|c| ftrace::tracer::BUFFERS[c].capacity() != ftrace::tracer::boot_entries()) {
+        let _ = ftrace::tracer::resize_buffers(None, ftrace::tracer::boot_entries());
+    }
     with_state(|s| {
         let loaded = core::mem::take(&mut s.loaded);
         *s = State::new();
