@@ -38,7 +38,8 @@
 //!   means the writer of `s` has not finished yet: the reader stops there and picks up from that
 //!   point next time, unless the slot's `dropped` tag says `s` was dropped (then it is lost).
 //!
-//! Stamps keep 62 bits of the sequence number and compare them modulo 2^62, so the 64-bit counters
+//! Stamps keep 58 bits of the sequence number (shifted left by 6, as the slot's byte offset is:
+//! one shift serves both) and compare them modulo 2^58, so the 64-bit counters
 //! may wrap freely.
 //!
 //! # Records of several slots
@@ -198,30 +199,33 @@ pub struct ReadOutcome {
     pub stats: ReadStats,
 }
 
-// Stamp encoding: bit 1 = "not empty", bit 0 = "busy", bits 63..2 = sequence number mod 2^62.
+// Stamp encoding: bit 1 = "not empty", bit 0 = "busy", bits 63..6 = sequence number mod 2^58
+// (bits 5..2 are 0). The shift is the slot size's: `s << SEQ_SHIFT` is also the byte offset of
+// the slot of `s` before masking, so a writer computes it once.
 const EMPTY: u64 = 0;
 const VALID: u64 = 0b10;
 const BUSY: u64 = 0b01;
-const SEQ_MASK: u64 = u64::MAX >> 2;
+const SEQ_SHIFT: u32 = 6;
+const SEQ_MASK: u64 = u64::MAX >> SEQ_SHIFT;
 
 #[inline(always)]
 const fn committed(s: u64) -> u64 {
-    (s << 2) | VALID
+    (s << SEQ_SHIFT) | VALID
 }
 
 #[inline(always)]
 const fn busy(s: u64) -> u64 {
-    (s << 2) | VALID | BUSY
+    (s << SEQ_SHIFT) | VALID | BUSY
 }
 
-/// Is the (62-bit) sequence number stored in `stamp` strictly older than `s`?
+/// Is the (58-bit) sequence number stored in `stamp` strictly older than `s`?
 #[inline(always)]
 const fn stamp_older(stamp: u64, s: u64) -> bool {
-    let d = (s & SEQ_MASK).wrapping_sub(stamp >> 2) & SEQ_MASK;
-    d != 0 && d < (1 << 61)
+    let d = (s & SEQ_MASK).wrapping_sub(stamp >> SEQ_SHIFT) & SEQ_MASK;
+    d != 0 && d < (1 << 57)
 }
 
-/// One slot: a cache line (64 bytes), so finding it is a shift.
+/// One slot: a cache line (64 bytes, `1 << SEQ_SHIFT`), so finding it is a shift.
 #[repr(C, align(64))]
 struct Slot {
     stamp: AtomicU64,
@@ -229,6 +233,8 @@ struct Slot {
     /// `committed(s)` of the last sequence number `s` whose writer gave up on this slot.
     dropped: AtomicU64,
 }
+
+const _: () = assert!(core::mem::size_of::<Slot>() == 1 << SEQ_SHIFT);
 
 impl Slot {
     const fn new() -> Self {
@@ -267,8 +273,9 @@ pub struct RingBuffer<const N: usize> {
     /// Continuation slots pushed (by [`push_record`](Self::push_record)): `written - continued`
     /// is the number of records.
     continued: AtomicU64,
-    /// The capacity minus one: slot `s & mask` holds sequence number `s`. Always below `N`
-    /// (`resize` checks it), which `slot` relies on.
+    /// The capacity minus one, shifted left by `SEQ_SHIFT`: slot `s` sits at byte
+    /// `(s << SEQ_SHIFT) & mask` of the slots. Always below `N << SEQ_SHIFT` (`resize` checks the
+    /// capacity), which `slot` relies on.
     mask: AtomicU64,
     /// Value of `head` for an empty buffer (0 except in tests).
     origin: u64,
@@ -306,7 +313,7 @@ impl<const N: usize> RingBuffer<N> {
             dropped: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
             continued: AtomicU64::new(0),
-            mask: AtomicU64::new((N as u64).wrapping_sub(1)),
+            mask: AtomicU64::new((N as u64).wrapping_sub(1) << SEQ_SHIFT),
             origin,
             base: AtomicU64::new(origin),
             cpu,
@@ -317,7 +324,7 @@ impl<const N: usize> RingBuffer<N> {
     /// Number of slots in use.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.mask.load(Ordering::Relaxed) as usize + 1
+        (self.mask.load(Ordering::Relaxed) >> SEQ_SHIFT) as usize + 1
     }
 
     /// The most slots [`resize`](Self::resize) accepts: the room reserved.
@@ -328,11 +335,12 @@ impl<const N: usize> RingBuffer<N> {
     /// The slot of sequence number `s`.
     #[inline(always)]
     fn slot(&self, s: u64) -> &Slot {
-        let i = (s & self.mask.load(Ordering::Relaxed)) as usize;
-        debug_assert!(i < N);
-        // SAFETY: `mask` is always below `N` (its initial value, and `resize` stores only
-        // capacities up to `N` minus one), so `i < N`.
-        unsafe { self.slots.get_unchecked(i) }
+        let offset = ((s << SEQ_SHIFT) & self.mask.load(Ordering::Relaxed)) as usize;
+        debug_assert!(offset < N * core::mem::size_of::<Slot>());
+        // SAFETY: `mask` is always below `N << SEQ_SHIFT` (its initial value, and `resize`
+        // stores only capacities up to `N`), and a multiple of the slot size (64 bytes, 1 <<
+        // SEQ_SHIFT), so `offset` is the start of one of the `N` slots.
+        unsafe { &*(self.slots.as_ptr() as *const u8).add(offset).cast::<Slot>() }
     }
 
     /// Uses `capacity` slots from now on (a power of two, 1 to `N`), emptying the ring: what it
@@ -344,7 +352,7 @@ impl<const N: usize> RingBuffer<N> {
         if !capacity.is_power_of_two() || capacity > N {
             return Err(ResizeError { asked: capacity, max: N });
         }
-        self.mask.store(capacity as u64 - 1, Ordering::Release);
+        self.mask.store((capacity as u64 - 1) << SEQ_SHIFT, Ordering::Release);
         let head = self.head.load(Ordering::Acquire);
         for slot in &self.slots[..capacity] {
             slot.stamp.store(EMPTY, Ordering::Relaxed);
@@ -493,7 +501,7 @@ impl<const N: usize> RingBuffer<N> {
         // The common case in a few instructions: `old` is a committed stamp older than `s`
         // (`stamp_older`), i.e. `new - old` (the sequence difference shifted left by 2, plus the
         // busy bit) is odd and, read as a signed number, above 1. Anything else takes the exact
-        // test (an empty slot, whose 0 reads as older unless `s` has bit 61 set, also passes).
+        // test (an empty slot, whose 0 reads as older unless `s` has bit 57 set, also passes).
         let d = new.wrapping_sub(old);
         if d & 1 != 0 && d as i64 > 1 {
             return Some(old);
@@ -1030,9 +1038,9 @@ mod tests {
         assert_ne!(committed(0), EMPTY);
         assert_ne!(committed(u64::MAX), EMPTY);
         assert_ne!(busy(0), committed(0));
-        // The window is half the 62-bit sequence space: exactly 2^61 behind is no longer older.
-        assert!(stamp_older(committed(0), (1 << 61) - 1));
-        assert!(!stamp_older(committed(0), 1 << 61));
+        // The window is half the 58-bit sequence space: exactly 2^57 behind is no longer older.
+        assert!(stamp_older(committed(0), (1 << 57) - 1));
+        assert!(!stamp_older(committed(0), 1 << 57));
     }
 
     #[test]

@@ -309,12 +309,13 @@ def buffer_events(buf):
     head = scalar(buf["head"])
     cursor = scalar(buf["cursor"])
     slots = buf["slots"]
-    n = slots.type.strip_typedefs().range()[1] + 1
+    # The capacity in use: the mask holds it minus one, shifted by the slot size's log.
+    n = (scalar(buf["mask"]) >> 6) + 1
     s = cursor if head - cursor <= n else head - n
     out = []
     while s < head:
         slot = slots[s % n]
-        if scalar(slot["stamp"]) == ((s << 2) | STAMP_VALID) & U64:
+        if scalar(slot["stamp"]) == ((s << 6) | STAMP_VALID) & U64:
             w = [scalar(slot["words"][i]) for i in range(5)]
             out.append({"ts": w[0], "ip": w[1], "parent": w[2], "kind": w[3] & 0xFF,
                         "cpu": cpu, "depth": (w[3] >> 16) & 0xFFFF, "extra": w[4]})
