@@ -97,10 +97,10 @@ pub extern "C" fn loongtrace_kernel_main(cpu: usize) -> ! {
         None => crate::ftrace::tracer::DEFAULT_ENTRIES,
         Some(bytes) => crate::ftrace::tracer::entries_for_kb(bytes.div_ceil(1024)).unwrap_or_else(|| {
             log::warn!(
-                "trace_buf_size={bytes}: more than a ring holds ({} KiB per CPU); using the default",
+                "trace_buf_size={bytes}: more than a ring holds; using the largest ring ({} KiB per CPU)",
                 crate::ftrace::tracer::RING_ROOM * crate::ftrace::tracer::SLOT_BYTES / 1024
             );
-            crate::ftrace::tracer::DEFAULT_ENTRIES
+            crate::ftrace::tracer::RING_ROOM
         }),
     };
     crate::ftrace::tracer::init_buffers(ring_entries);

@@ -225,6 +225,9 @@ const fn stamp_older(stamp: u64, s: u64) -> bool {
     d != 0 && d < (1 << 57)
 }
 
+/// Bytes one slot takes (a cache line, `1 << SEQ_SHIFT`).
+pub const SLOT_BYTES: usize = core::mem::size_of::<Slot>();
+
 /// One slot: a cache line (64 bytes, `1 << SEQ_SHIFT`), so finding it is a shift.
 #[repr(C, align(64))]
 struct Slot {
@@ -353,18 +356,28 @@ impl<const N: usize> RingBuffer<N> {
             return Err(ResizeError { asked: capacity, max: N });
         }
         self.mask.store((capacity as u64 - 1) << SEQ_SHIFT, Ordering::Release);
-        let head = self.head.load(Ordering::Acquire);
         for slot in &self.slots[..capacity] {
             slot.stamp.store(EMPTY, Ordering::Relaxed);
             slot.dropped.store(EMPTY, Ordering::Relaxed);
         }
+        // The head is read after the stamps are cleared: a straggling writer's record is either
+        // before it (and not read) or after it with its stamp intact.
+        fence(Ordering::SeqCst);
+        self.clear();
+        Ok(())
+    }
+
+    /// Empties the ring for its readers and starts its counts again (Linux's
+    /// `ring_buffer_reset_cpu`: `> trace`, a tracer change): what it holds is skipped, not
+    /// counted lost or read; `written`, `lost`, `dropped` and `read_events` count from here.
+    pub fn clear(&self) {
+        let head = self.head.load(Ordering::Acquire);
         self.lost.store(0, Ordering::Relaxed);
         self.dropped.store(0, Ordering::Relaxed);
         self.consumed.store(0, Ordering::Relaxed);
         self.continued.store(0, Ordering::Relaxed);
         self.cursor.store(head, Ordering::Release);
         self.base.store(head, Ordering::Release);
-        Ok(())
     }
 
     /// Append `e`, overwriting the oldest entry if the buffer is full.
@@ -499,7 +512,7 @@ impl<const N: usize> RingBuffer<N> {
         let new = busy(s);
         let old = slot.stamp.swap(new, Ordering::Relaxed);
         // The common case in a few instructions: `old` is a committed stamp older than `s`
-        // (`stamp_older`), i.e. `new - old` (the sequence difference shifted left by 2, plus the
+        // (`stamp_older`), i.e. `new - old` (the sequence difference shifted left by 6, plus the
         // busy bit) is odd and, read as a signed number, above 1. Anything else takes the exact
         // test (an empty slot, whose 0 reads as older unless `s` has bit 57 set, also passes).
         let d = new.wrapping_sub(old);
@@ -542,7 +555,7 @@ impl<const N: usize> RingBuffer<N> {
 
     /// Entries that a consumer could not / cannot get: those found lost by earlier
     /// [`snapshot`](Self::snapshot)s, plus those already overwritten beyond the consumer cursor
-    /// (`unconsumed - N` when more than `N` are unconsumed).
+    /// (`unconsumed - capacity` when more than the capacity are unconsumed).
     pub fn lost(&self) -> u64 {
         let head = self.head.load(Ordering::Relaxed);
         let cursor = self.cursor.load(Ordering::Relaxed);
@@ -558,7 +571,7 @@ impl<const N: usize> RingBuffer<N> {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Number of entries a consumer could still read right now (at most `N`).
+    /// Number of entries a consumer could still read right now (at most the capacity).
     pub fn unread(&self) -> u64 {
         let head = self.head.load(Ordering::Relaxed);
         let cursor = self.cursor.load(Ordering::Relaxed);
@@ -611,7 +624,7 @@ impl<const N: usize> RingBuffer<N> {
 
     /// Non-consuming read starting at sequence number `from`: like [`snapshot`](Self::snapshot)
     /// but leaves the cursor and lost counter alone and returns where to continue. Entries older
-    /// than `head - N` count as lost. If `from` is ahead of the head nothing is read.
+    /// than `head - capacity` count as lost. If `from` is ahead of the head nothing is read.
     pub fn read_from(&self, from: u64, mut out: impl FnMut(u64, TraceEntry)) -> ReadOutcome {
         let head = self.head.load(Ordering::Acquire);
         let avail = head.wrapping_sub(from);
@@ -838,6 +851,54 @@ mod tests {
         assert_eq!(v.len(), 16, "the grown ring holds sixteen again");
         assert_eq!(st.lost, 0);
         assert!(v.iter().all(|(_, e)| e.ts >= 200), "nothing from before the resize");
+    }
+
+    #[test]
+    fn resize_while_a_writer_runs_stays_in_the_ring_and_whole() {
+        // `resize` asks for no writer; one that runs anyway must not write outside the ring or
+        // mix records: every record read afterwards is whole (its checksum holds).
+        let rb = Arc::new(RingBuffer::<64>::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (rb, stop) = (rb.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    rb.push(&entry(i));
+                    i += 1;
+                }
+                i
+            })
+        };
+        for round in 0..2000usize {
+            rb.resize([4, 64, 16, 1, 32][round % 5]).unwrap();
+            let _ = collect(&rb);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let pushed = writer.join().unwrap();
+        rb.clear();
+        for i in 0..100 {
+            rb.push(&entry(pushed + i));
+        }
+        let (v, st) = collect(&rb);
+        assert!(v.iter().all(|(_, e)| e.extra == checksum(e)), "a torn record");
+        assert_eq!((v.len(), st.lost), (32, 68), "after the writer stopped, the ring works as before");
+    }
+
+    #[test]
+    fn clear_starts_the_counts_again() {
+        let rb = RingBuffer::<8>::new();
+        for i in 0..20 {
+            rb.push(&entry(i));
+        }
+        let _ = rb.snapshot(|_, _| {});
+        assert_eq!((rb.lost(), rb.read_events()), (12, 8));
+        rb.push(&entry(20));
+        rb.clear();
+        assert_eq!((rb.written(), rb.lost(), rb.read_events(), rb.unread()), (0, 0, 0, 0));
+        rb.push(&entry(21));
+        let (v, _) = collect(&rb);
+        assert_eq!(v.iter().map(|(_, e)| e.ts).collect::<Vec<_>>(), [21]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use formats::task;
 /// Slots of room each CPU's ring reserves: the largest size it can be given (4 MiB).
 pub const RING_ROOM: usize = 65536;
 /// Bytes one slot takes in a ring (what `buffer_size_kb` counts).
-pub const SLOT_BYTES: usize = core::mem::size_of::<crate::ringbuf::TraceEntry>().next_power_of_two();
+pub const SLOT_BYTES: usize = crate::ringbuf::SLOT_BYTES;
 /// Slots per CPU at boot, unless the command line's `trace_buf_size=` says otherwise: Linux's
 /// default (1408 KiB) rounded up to a power of two of slots (2 MiB).
 pub const DEFAULT_ENTRIES: usize = 32768;
@@ -108,7 +108,8 @@ pub fn entries_for_kb(kb: u64) -> Option<usize> {
 /// Gives the ring of `cpu` (every CPU's when `None`) `entries` slots (a power of two from
 /// [`MIN_ENTRIES`] to [`RING_ROOM`]), emptying it, while tracing may go on: writing pauses
 /// (every CPU's mirror is null, and writers that had it are waited for), the rings change, and
-/// writing resumes. Events written meanwhile are not recorded, as with `tracing_on` off.
+/// writing resumes. Events written meanwhile are not recorded, as with `tracing_on` off. A ring
+/// that has that size already is left as it is (as Linux does).
 pub fn resize_buffers(cpu: Option<usize>, entries: usize) -> Result<(), ResizeError> {
     if !entries.is_power_of_two() || !(MIN_ENTRIES..=RING_ROOM).contains(&entries) {
         return Err(ResizeError::Size);
@@ -116,16 +117,31 @@ pub fn resize_buffers(cpu: Option<usize>, entries: usize) -> Result<(), ResizeEr
     if cpu.is_some_and(|c| c >= MAX_CPUS) {
         return Err(ResizeError::Cpu);
     }
+    let selected = |c: &usize| cpu.is_none_or(|x| x == *c);
+    if BUFFERS.iter().enumerate().filter(|(c, _)| selected(c)).all(|(_, b)| b.capacity() == entries) {
+        return Ok(());
+    }
     let _g = RESIZE.lock();
     PAUSED.store(true, Ordering::SeqCst);
     publish_mirror();
+    // A caller of `set_tracing_on` that held the mirror's lock just then rewrites it after it
+    // lets go (it rechecks the flags, PAUSED included): wait until every pointer is null.
+    let t0 = arch::time::ticks();
+    while MIRROR_BUSY.load(Ordering::SeqCst) || (0..MAX_CPUS).any(|c| arch::boot::percpu(c).trace_ring.load(Ordering::SeqCst) != 0) {
+        if arch::time::ticks() - t0 > crate::time::counter_hz() {
+            publish_mirror();
+        }
+        core::hint::spin_loop();
+    }
     // Writers inside ftrace's trampolines (counted once other CPUs run) have finished after
     // this; any other that loaded the pointer just before is a few instructions from done, and
     // the cross-call makes every CPU see the null mirror. (A straggler writes inside the ring's
     // reserved room: see `RingBuffer::resize`.)
-    super::quiesce::synchronize_tracing();
+    if !super::quiesce::synchronize_tracing() {
+        log::warn!("tracer: a CPU stayed inside a tracing call during a ring resize; it may leave one record late");
+    }
     crate::smp::sync_all_cpus();
-    for (_, b) in BUFFERS.iter().enumerate().filter(|(c, _)| cpu.is_none_or(|x| x == *c)) {
+    for (_, b) in BUFFERS.iter().enumerate().filter(|(c, _)| selected(c)) {
         // Cannot fail: the size was checked above.
         let _ = b.resize(entries);
     }
@@ -249,6 +265,12 @@ pub static FUNCTION_OPS: FtraceOps = FtraceOps::new(function_trace_call, OpsFlag
 /// Clears every buffer (only while no tracer writes to them).
 pub fn reset_buffers() {
     BUFFERS.iter().for_each(|b| b.reset());
+}
+
+/// Empties `cpu`'s ring (every CPU's when `None`) for its readers and starts its counts again
+/// (`> trace`, a tracer change); writers may go on.
+pub fn clear_buffers(cpu: Option<usize>) {
+    BUFFERS.iter().enumerate().filter(|(c, _)| cpu.is_none_or(|x| x == *c)).for_each(|(_, b)| b.clear());
 }
 
 /// Starts the function tracer on the functions named by `filter` (all when `None`).

@@ -363,7 +363,7 @@ ktest! {
                 let a = arg(7, 0x0403_0201, "");
                 let inside = &a.small as *const u32 as u64 + 1;
                 let cpu = arch::cpu::id() % arch::boot::MAX_CPUS;
-                let start = crate::ftrace::tracer::BUFFERS[cpu].written();
+                let start = crate::ftrace::tracer::BUFFERS[cpu].head();
                 for x in [0u64, 1, 0xffff_ffff_ffff_ffff, inside] {
                     black_box(event_target(black_box(x), &a));
                 }

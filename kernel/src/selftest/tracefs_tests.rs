@@ -536,9 +536,19 @@ ktest! {
     }
 }
 
+/// Whether `keep_calling_dyn_func2` goes on.
+static KEEP_CALLING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn keep_calling_dyn_func2(_cpu: usize) {
+    while KEEP_CALLING.load(core::sync::atomic::Ordering::Acquire) {
+        core::hint::black_box(crate::selftest::targets::dyn_func2());
+    }
+}
+
 ktest! {
-    /// `buffer_size_kb` really resizes the rings, also while tracing: the ring holds what its
-    /// size says, `buffer_total_size_kb` adds them up, and bad sizes change nothing.
+    /// `buffer_size_kb` really resizes the rings, also while other CPUs write into them: the
+    /// rings stay whole, each holds what its size says, `buffer_total_size_kb` adds them up, and
+    /// bad sizes change nothing.
     fn tracefs::resize_rings() {
         clean(|| {
             let n = tracefs::cpus() as u64;
@@ -546,7 +556,28 @@ ktest! {
             kassert_eq!(sh("cat buffer_total_size_kb"), alloc::format!("{}\n", boot_kb * n));
             ok("echo dyn_func2 > set_ftrace_filter")?;
             ok("echo function > current_tracer")?;
-            // While tracing: 64 KiB (1024 slots), then 8 KiB; each size holds that many events.
+            // Resizes while the other CPUs write: the rings stay whole and hold at most their size.
+            KEEP_CALLING.store(true, core::sync::atomic::Ordering::Release);
+            let others: Vec<usize> = (1..tracefs::cpus()).filter(|&c| crate::smp::run_on(c, keep_calling_dyn_func2)).collect();
+            for kb in [64u64, 8, 4096, 1, 256, 2, 2048, 16].iter().cycle().take(24) {
+                ok(&alloc::format!("echo {kb} > buffer_size_kb"))?;
+                for _ in 0..2000 {
+                    core::hint::spin_loop();
+                }
+            }
+            KEEP_CALLING.store(false, core::sync::atomic::Ordering::Release);
+            for c in 1..arch::boot::MAX_CPUS {
+                while crate::smp::work_running(c) {
+                    core::hint::spin_loop();
+                }
+            }
+            for &c in &others {
+                let entries = stat(c, "entries").unwrap_or(u64::MAX);
+                kassert!(entries <= 16 * 1024 / tracer::SLOT_BYTES as u64, "cpu{c}: {entries} entries in a 16 KiB ring");
+                kassert_eq!(body(&sh(&alloc::format!("cat per_cpu/cpu{c}/trace"))).len() as u64, entries, "cpu{c}'s trace shows its entries");
+            }
+            kdiag!("24 resizes while {} other CPUs wrote", others.len());
+            // While tracing on CPU 0: 64 KiB (1024 slots), then 8 KiB; each size holds that many.
             for (kb, slots) in [(64u64, 1024u64), (5, 128)] {
                 ok(&alloc::format!("echo {kb} > buffer_size_kb"))?;
                 let shown = (slots * tracer::SLOT_BYTES as u64 / 1024).to_string();

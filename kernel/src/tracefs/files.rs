@@ -383,12 +383,12 @@ fn write_functions(w: &mut dyn Write, which: SiteFlags) -> core::fmt::Result {
 
 /// Events of the selected CPUs, oldest first, without consuming them. Returns (events, entries
 /// written since the last clear).
-fn collect(s: &State, cpu: Option<usize>) -> (Vec<TraceEntry>, u64) {
+fn collect(cpu: Option<usize>) -> (Vec<TraceEntry>, u64) {
     let mut events = Vec::new();
     let mut written = 0;
     for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
         let b = &tracer::BUFFERS[c];
-        written += b.records_written().saturating_sub(s.written_base[c]);
+        written += b.records_written();
         b.read_from(b.cursor(), |_, e| crate::events::registry::push_expanded(&mut events, e));
     }
     output::sort_events(&mut events);
@@ -404,7 +404,7 @@ fn marker_text(s: &State, id: u64) -> Option<String> {
 }
 
 fn read_trace(s: &State, cpu: Option<usize>, w: &mut dyn Write) -> core::fmt::Result {
-    let (events, written) = collect(s, cpu);
+    let (events, written) = collect(cpu);
     let lay = layout(s);
     match lay {
         Layout::Graph => output::write_graph_header(w, s.options)?,
@@ -463,13 +463,6 @@ fn start_tracer(s: &State, t: Tracer) -> Result<(), Errno> {
     r.map_err(|e| errno_of(&e))
 }
 
-fn clear_buffers(s: &mut State, cpu: Option<usize>) {
-    for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
-        tracer::BUFFERS[c].discard();
-        s.written_base[c] = tracer::BUFFERS[c].records_written();
-    }
-}
-
 /// `buffer_size_kb` of `cpu`: its ring's slots in KiB.
 fn buffer_kb(cpu: usize) -> u64 {
     (tracer::BUFFERS[cpu].capacity() * tracer::SLOT_BYTES / 1024) as u64
@@ -526,7 +519,7 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
             let old = s.tracer;
             stop_tracer(old);
             s.tracer = Tracer::Nop;
-            clear_buffers(s, None);
+            tracer::clear_buffers(None);
             if let Err(e) = start_tracer(s, t) {
                 // Put the old tracer back, so a refused switch changes nothing.
                 if start_tracer(s, old).is_ok() {
@@ -544,7 +537,7 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
         }
         File::Trace(cpu) => {
             if !append {
-                clear_buffers(s, cpu);
+                tracer::clear_buffers(cpu);
             }
             Ok(())
         }
@@ -557,12 +550,8 @@ fn write_locked(s: &mut State, f: File, text: &str, append: bool) -> Result<(), 
                 return Err(Errno::ENOMEM);
             }
             let entries = tracer::entries_for_kb(v).ok_or(Errno::EINVAL)?;
-            tracer::resize_buffers(cpu, entries).map_err(|_| Errno::EINVAL)?;
-            // The rings start empty: so do their `entries-written`.
-            for c in (0..cpus()).filter(|c| cpu.is_none_or(|x| x == *c)) {
-                s.written_base[c] = tracer::BUFFERS[c].records_written();
-            }
-            Ok(())
+            // The rings start empty, and so do their `entries-written`.
+            tracer::resize_buffers(cpu, entries).map_err(|_| Errno::EINVAL)
         }
         File::SetFtraceFilter => write_ftrace_filter(s, text, append),
         File::SetFtraceNotrace => {

@@ -89,7 +89,6 @@ impl Tracer {
 
 /// The largest `buffer_size_kb`: the room each CPU's ring reserves.
 pub const MAX_BUFFER_KB: u64 = (ftrace::tracer::RING_ROOM * ftrace::tracer::SLOT_BYTES / 1024) as u64;
-const MAX_CPUS: usize = arch::boot::MAX_CPUS;
 /// `trace_marker` texts kept (older markers print as overwritten).
 const MARKERS_KEPT: usize = 256;
 /// Longest `trace_marker` write kept, in bytes (Linux cuts at a page minus the event header).
@@ -107,8 +106,6 @@ pub struct State {
     pub stack_filter: SiteSet,
     pub stack_enabled: bool,
     pub options: Options,
-    /// `entries-written` counts from these values of each buffer's `records_written()` (moved by clears).
-    pub written_base: [u64; MAX_CPUS],
     pub markers: Vec<(u64, String)>,
     pub next_marker: u64,
     /// Sample modules loaded (indices into `samples::ALL`).
@@ -127,7 +124,6 @@ impl State {
             stack_filter: SiteSet::default(),
             stack_enabled: false,
             options: DEFAULT_OPTIONS,
-            written_base: [0; MAX_CPUS],
             markers: Vec::new(),
             next_marker: 0,
             loaded: Vec::new(),
