@@ -859,23 +859,38 @@ mod tests {
         // mix records: every record read afterwards is whole (its checksum holds).
         let rb = Arc::new(RingBuffer::<64>::new());
         let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
         let writer = {
-            let (rb, stop) = (rb.clone(), stop.clone());
+            let (rb, stop, count) = (rb.clone(), stop.clone(), count.clone());
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     rb.push(&entry(i));
                     i += 1;
+                    count.store(i, Ordering::Relaxed);
                 }
                 i
             })
         };
-        for round in 0..2000usize {
+        while count.load(Ordering::Relaxed) < 1000 {
+            std::hint::spin_loop();
+        }
+        // At least 2,000 resizes, and on until the writer pushed 20,000 records meanwhile (the
+        // threads may not run at the same time on a loaded host; bounded by 10 s).
+        let before = count.load(Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
+        let mut round = 0usize;
+        while (round < 2000 || count.load(Ordering::Relaxed) - before < 20_000) && t0.elapsed().as_secs() < 10 {
             rb.resize([4, 64, 16, 1, 32][round % 5]).unwrap();
             let _ = collect(&rb);
+            round += 1;
         }
+        // End on the size the checks below expect.
+        rb.resize(32).unwrap();
+        let during = count.load(Ordering::Relaxed) - before;
         stop.store(true, Ordering::Relaxed);
         let pushed = writer.join().unwrap();
+        assert!(during > 0, "the writer did not run during the resizes: nothing was tested");
         rb.clear();
         for i in 0..100 {
             rb.push(&entry(pushed + i));
