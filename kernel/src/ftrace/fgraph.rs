@@ -203,6 +203,16 @@ impl CpuGraph {
         unsafe { self.entries.get().cast::<ShadowEntry>().add(i % SHADOW_ENTRIES) }
     }
 
+    /// `(sp, mask, real return address)` of entry `k`, read in place (this CPU only; a mask of 0
+    /// means reserved but not filled).
+    #[inline(always)]
+    fn fields(&self, k: usize) -> (u64, u16, u64) {
+        let e = self.entry(k);
+        // SAFETY: `entry` is in bounds; this CPU's entries are only written by this CPU, and a
+        // context that interrupts the reader gives back what it changed before the reader resumes.
+        unsafe { ((*e).sp, (*e).mask, (*e).call.parent) }
+    }
+
     /// Counts one more outstanding call of ops slot `i` (this CPU only).
     #[inline(always)]
     fn hooked(&self, i: usize) {
@@ -450,11 +460,10 @@ pub fn real_return_address(ret: u64, fp: u64) -> u64 {
     }
     let g = this_cpu_graph();
     let d = g.depth.load(Ordering::Relaxed).min(SHADOW_ENTRIES);
-    // SAFETY: this CPU's entries below `depth`, read in place (an entry reserved but not filled
-    // yet has no mask: it is skipped).
+    // An entry reserved but not filled yet has no mask: it is skipped.
     (0..d)
         .rev()
-        .map(|k| unsafe { ((*g.entry(k)).sp, (*g.entry(k)).mask, (*g.entry(k)).call.parent) })
+        .map(|k| g.fields(k))
         .find(|&(sp, mask, _)| sp == fp && mask != 0)
         .map_or(ret, |(_, _, r)| r)
 }
@@ -639,16 +648,15 @@ unsafe fn call_returns(e: *mut ShadowEntry, mask: u16) {
 #[cold]
 #[inline(never)]
 fn find_returning(g: &CpuGraph, d: usize, sp: u64) -> Result<usize, u64> {
-    // SAFETY: this CPU's entries below `depth`, read in place.
-    let sp_at = |k: usize| unsafe { (*g.entry(k)).sp };
-    let mask_at = |k: usize| unsafe { (*g.entry(k)).mask };
+    let sp_at = |k: usize| g.fields(k).0;
+    let mask_at = |k: usize| g.fields(k).1;
     let d = d.min(SHADOW_ENTRIES);
     // (An entry with no mask is reserved by an entry hook this code interrupted, not filled.)
     if let Some(i) = (0..d).rev().find(|&k| sp_at(k) == sp && mask_at(k) != 0) {
         ABANDONED.fetch_add((d - 1 - i) as u64, Ordering::Relaxed);
         (i + 1..d).for_each(|k| {
             g.returned(mask_at(k));
-            // SAFETY: as above; given back with no mask.
+            // SAFETY: this CPU's entry below `depth`, given back with no mask.
             unsafe { (*g.entry(k)).mask = 0 };
         });
         compiler_fence(Ordering::SeqCst);
@@ -659,10 +667,10 @@ fn find_returning(g: &CpuGraph, d: usize, sp: u64) -> Result<usize, u64> {
         panic!("return_to_handler reached with an empty shadow stack (sp {sp:#x})");
     }
     let top = d - 1;
-    // SAFETY: as above.
+    // SAFETY: this CPU's filled top entry, read in place.
     let (ret, func, entry_sp) = unsafe { ((*g.entry(top)).call.parent, (*g.entry(top)).call.func, (*g.entry(top)).sp) };
     g.returned(mask_at(top));
-    // SAFETY: as above; given back with no mask.
+    // SAFETY: this CPU's entry below `depth`, given back with no mask.
     unsafe { (*g.entry(top)).mask = 0 };
     compiler_fence(Ordering::SeqCst);
     g.depth.store(top, Ordering::Relaxed);
