@@ -98,13 +98,34 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
+/// Index of the first NUL byte of `b`, eight bytes per step (a word has a zero byte when
+/// `(w - 0x01..01) & !w & 0x80..80` is not zero): a lookup's cost grows with the name's length
+/// an eighth as fast as with a byte loop, and does not depend on the name's alignment.
+#[inline]
+fn find_nul(b: &[u8]) -> Option<usize> {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        let z = w.wrapping_sub(LOW) & !w & HIGH;
+        if z != 0 {
+            // The lowest flagged byte is the first zero (a borrow only runs upwards).
+            return Some(i + (z.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == 0).map(|k| i + k)
+}
+
 /// A validated, borrowed symbol table.
 #[derive(Clone, Copy, Debug)]
 pub struct SymbolTable<'a> {
     /// Exactly `count * ENTRY_LEN` bytes.
     entries: &'a [u8],
-    /// Exactly `names_len` bytes.
-    names: &'a [u8],
+    /// Exactly `names_len` bytes, checked to be UTF-8 as a whole once by `parse`, so that a
+    /// lookup only finds the name's end (and its cost does not depend on where it lies).
+    names: &'a str,
     count: usize,
 }
 
@@ -119,7 +140,7 @@ impl<'a> SymbolTable<'a> {
     pub const fn empty() -> Self {
         SymbolTable {
             entries: &[],
-            names: &[],
+            names: "",
             count: 0,
         }
     }
@@ -147,6 +168,7 @@ impl<'a> SymbolTable<'a> {
         let names = blob
             .get(entries_end..names_end)
             .ok_or(SymtabError::Truncated)?;
+        let names = core::str::from_utf8(names).map_err(|_| SymtabError::BadUtf8)?;
         let table = SymbolTable {
             entries,
             names,
@@ -214,10 +236,13 @@ impl<'a> SymbolTable<'a> {
     }
 
     fn name_at(&self, off: u32) -> Result<&'a str, NameErr> {
-        let names: &'a [u8] = self.names;
-        let tail = names.get(off as usize..).ok_or(NameErr::Offset)?;
-        let nul = tail.iter().position(|&b| b == 0).ok_or(NameErr::Offset)?;
-        core::str::from_utf8(&tail[..nul]).map_err(|_| NameErr::Utf8)
+        let names: &'a str = self.names;
+        let start = off as usize;
+        let tail = names.as_bytes().get(start..).ok_or(NameErr::Offset)?;
+        let nul = find_nul(tail).ok_or(NameErr::Offset)?;
+        // The pool is UTF-8 (checked by `parse`) and the NUL is ASCII, so only a start inside a
+        // multi-byte character can make this slice fail.
+        names.get(start..start + nul).ok_or(NameErr::Utf8)
     }
 
     /// Symbol number `i` (in address order).
@@ -373,6 +398,26 @@ pub fn encode<'n>(symbols: impl IntoIterator<Item = (u64, u32, &'n str)>) -> Vec
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn find_nul_agrees_with_a_byte_loop() {
+        // Every length up to 40 and every position of the first NUL (or none), with bytes that
+        // provoke the borrow of the word test: 0x01 and 0x80..0xff around the zero.
+        for len in 0..40usize {
+            for first in 0..=len {
+                for fill in [b'a', 0x01, 0x80, 0xff] {
+                    let mut b = std::vec![fill; len];
+                    if first < len {
+                        b[first] = 0;
+                        for x in b.iter_mut().skip(first + 1).step_by(3) {
+                            *x = 0;
+                        }
+                    }
+                    assert_eq!(super::find_nul(&b), b.iter().position(|&c| c == 0), "len {len} first {first} fill {fill:#x}");
+                }
+            }
+        }
+    }
+
     extern crate std;
     use super::*;
     use std::string::ToString;
@@ -693,6 +738,13 @@ mod tests {
         // Bad UTF-8.
         let b = raw(1, &entry(0x10, 4, 0), b"a\xFF\0");
         assert_eq!(SymbolTable::parse(&b).unwrap_err(), SymtabError::BadUtf8);
+        // A valid pool, but a name starting inside a two-byte character.
+        let b = raw(1, &entry(0x10, 4, 1), "\u{e9}x\0".as_bytes());
+        assert_eq!(SymbolTable::parse(&b).unwrap_err(), SymtabError::BadUtf8);
+        // Bytes after the pool (the zero-filled rest of the region) are not checked.
+        let mut b = raw(1, &entry(0x10, 4, 0), b"a\0");
+        b.push(0xFF);
+        assert!(SymbolTable::parse(&b).is_ok());
 
         // Names may share bytes (suffix sharing) and be empty.
         let mut es = entry(0x10, 4, 0);
