@@ -254,3 +254,10 @@ pub fn stack_bounds(cpu: usize) -> (u64, u64) {
     let low = base + (cpu * STACK_SIZE) as u64;
     (low, low + STACK_SIZE as u64)
 }
+
+/// The physical address of kernel address `va`: the image, its statics and the heap are reached
+/// through the direct-mapped windows set up at entry (`0x8000_...` uncached, `0x9000_...`
+/// cached), which drop the top bits and keep the low 48 (the `virt` CPU's `PALEN`).
+pub const fn phys_addr(va: u64) -> u64 {
+    va & ((1 << 48) - 1)
+}

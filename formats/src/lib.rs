@@ -8,6 +8,8 @@
 
 extern crate alloc;
 
+pub mod ring;
+pub mod stream;
 pub mod symtab;
 pub mod task;
 pub mod wire;

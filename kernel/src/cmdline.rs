@@ -197,12 +197,15 @@ pub struct RecordOptions<'a> {
     pub filter: Option<&'a str>,
     /// `record_graph=`: `|`-separated `set_graph_function` words, each checked as one.
     pub graph: Option<&'a str>,
+    /// `record_stream`: the host reads the rings while tracing (shared memory, see
+    /// `crate::ftrace::stream`) instead of taking them over the serial line at the end.
+    pub stream: bool,
 }
 
 /// The tracers `record=` accepts.
 pub const RECORD_TRACERS: &[&str] = &["nop", "function", "function_graph"];
 /// The workloads `record_workload=` accepts.
-pub const RECORD_WORKLOADS: &[&str] = &["chain", "smp_chain", "filter", "script", "idle"];
+pub const RECORD_WORKLOADS: &[&str] = &["chain", "smp_chain", "filter", "script", "idle", "busy"];
 /// The faults `record_fault=` accepts.
 pub const RECORD_FAULTS: &[&str] = &["corrupt", "die"];
 
@@ -298,6 +301,7 @@ const KEYS: &[Key] = &[
         parse_number(v).filter(|&n| n > 0).map(|n| o.removal_rounds = Some(n as usize)).ok_or_else(|| format!("`{v}` is not a positive number"))
     }),
     Key::flag("shell", Severity::Warning, |o, v| o.shell = v),
+    Key::flag("record_stream", Severity::Error, |o, v| o.record.stream = v),
     Key::new("trace_buf_size", Severity::Error, "bytes of trace ring per CPU, a number with an optional k, m or g suffix (at least 1)", |o, v| {
         parse_size(v).filter(|&n| n > 0).map(|n| o.trace_buf_size = Some(n)).ok_or_else(|| format!("`{v}` is not a size"))
     }),
@@ -305,7 +309,7 @@ const KEYS: &[Key] = &[
         if v.contains(char::is_whitespace) { Err(format!("`{v}` is not a file name")) } else { o.script = Some(v); Ok(()) }
     }),
     Key::new("record", Severity::Error, "nop, function, function_graph", |o, v| one_of(v, RECORD_TRACERS).map(|v| o.record.tracer = Some(v))),
-    Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, script, idle", |o, v| {
+    Key::new("record_workload", Severity::Error, "chain, smp_chain, filter, script, idle, busy", |o, v| {
         one_of(v, RECORD_WORKLOADS).map(|v| o.record.workload = Some(v))
     }),
     Key::new("record_ms", Severity::Error, "a number of milliseconds", |o, v| number(v).map(|n| o.record.ms = n)),

@@ -8,8 +8,9 @@
 //! | `record_filter=<globs>` | `set_ftrace_filter` (functions whose sites are enabled; `\|`-separated) |
 //! | `record_graph=<globs>` | `set_graph_function` (function_graph only; `\|`-separated) |
 //! | `record_depth=<n>` | `max_graph_depth` (function_graph only, 0 = unlimited) |
-//! | `record_workload=chain\|smp_chain\|filter\|script\|idle` | what runs while tracing (default `chain`; `filter` resolves a filter line against every site, as writing `set_ftrace_filter` does; `script` runs the shell lines of the boot script, see below) |
-//! | `record_ms=<n>` | keep tracing this long after the workload (timer ticks, idle loops) |
+//! | `record_workload=chain\|smp_chain\|filter\|script\|idle\|busy` | what runs while tracing (default `chain`; `filter` resolves a filter line against every site, as writing `set_ftrace_filter` does; `script` runs the shell lines of the boot script, see below; `busy` runs the chain over and over on every CPU for `record_ms`) |
+//! | `record_ms=<n>` | keep tracing this long after the workload (timer ticks, idle loops); the `busy` workload's length |
+//! | `record_stream` | publish the rings for the host to read while tracing (`ftrace::stream`) instead of sending them at the end |
 //! | `record_fault=corrupt\|die` | test hook: damage one frame, or power off mid-transfer |
 //!
 //! With `record_workload=script` the workload is the tracefs shell running the lines of the
@@ -30,6 +31,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 use formats::wire::{self, Kind, Record};
 
 const MAX_CPUS: usize = arch::boot::MAX_CPUS;
@@ -106,7 +108,19 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
         return Err("record_graph and record_depth need record=function_graph".into());
     }
 
+    if rec.stream && (workload == "script" || crate::shell::console::read_script(EVENTS_SETUP).is_some()) {
+        return Err("record_stream takes function and graph records; trace events and trace_marker texts are sent at the end (drop record_stream)".into());
+    }
     tracer::reset_buffers();
+    if rec.stream {
+        // The host learns where the rings are, then the CPUs, the clock and the symbols (an
+        // export without events).
+        let cpus = crate::smp::online().clamp(1, MAX_CPUS);
+        let pa = crate::ftrace::stream::publish(cpus);
+        println!("{}{pa:#x}", formats::stream::CONTROL_LINE);
+        let empty: Vec<CpuEvents> = (0..cpus).map(|_| CpuEvents { events: Vec::new(), lost: 0, written: 0 }).collect();
+        send(tracer, &empty, &[], None);
+    }
     let started = match tracer {
         Tracer::Nop => Ok(()),
         Tracer::Function => tracer::start(filter),
@@ -126,12 +140,27 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
     stopped.map_err(|e| format!("cannot stop the tracer: {e}"))?;
     // Events stop with the tracer.
     let _ = crate::tracefs::File::SetEvent.write("", false);
+    if rec.stream {
+        crate::ftrace::stream::stop();
+        println!("{}", formats::stream::STOPPED_LINE);
+        return Ok(());
+    }
 
     let per_cpu = take_buffers();
     let markers = marker_texts(&per_cpu);
     print_text(tracer, &per_cpu, &markers);
     send(tracer, &per_cpu, &markers, fault);
     Ok(())
+}
+
+/// Counter value at which the `busy` workload stops.
+static BUSY_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// The `busy` workload on one CPU: the chain, again and again, until [`BUSY_UNTIL`].
+fn busy_on_cpu(cpu: usize) {
+    while arch::time::ticks() < BUSY_UNTIL.load(Ordering::Acquire) {
+        chain_on_cpu(cpu);
+    }
 }
 
 #[inline(never)]
@@ -162,6 +191,15 @@ fn run_workload(workload: &str, script: Option<&str>, ms: u64) {
         "filter" => {
             let set = crate::ftrace::core::resolve_filter("*::record::*");
             core::hint::black_box(set.is_ok());
+        }
+        "busy" => {
+            BUSY_UNTIL.store(arch::time::ticks() + ms * crate::time::counter_hz() / 1000, Ordering::Release);
+            let cpus: Vec<usize> = (1..MAX_CPUS).filter(|&c| crate::smp::run_on(c, busy_on_cpu)).collect();
+            busy_on_cpu(arch::cpu::id());
+            while cpus.iter().any(|&c| crate::smp::work_running(c)) {
+                arch::cpu::idle();
+            }
+            return;
         }
         _ => {}
     }

@@ -64,11 +64,11 @@ pub const KIND_GRAPH_ENTRY: u8 = 1;
 pub const KIND_GRAPH_RETURN: u8 = 2;
 /// [`TraceEntry::kind`] of a continuation slot of a longer record (see [`RingBuffer::push_record`]):
 /// `ts`, `ip`, `parent` and `extra` carry 32 bytes of the record's payload ([`CONT_BYTES`]).
-pub const KIND_CONT: u8 = 0xff;
+pub use formats::ring::KIND_CONT;
 /// Payload bytes one continuation slot carries.
 pub const CONT_BYTES: usize = 32;
 /// Most continuation slots one record may have.
-pub const MAX_CONT: usize = 16;
+pub use formats::ring::MAX_CONT;
 
 /// One trace record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,7 +98,8 @@ pub struct TraceEntry {
     pub extra: u64,
 }
 
-const WORDS: usize = 5;
+use formats::ring::{BUSY, EMPTY, SEQ_SHIFT, Slots, WORDS, busy, committed, stamp_older};
+pub use formats::ring::{ReadOutcome, ReadStats};
 
 impl TraceEntry {
     /// A continuation slot carrying `chunk` (at most [`CONT_BYTES`], zero-padded); the kernel
@@ -181,49 +182,8 @@ impl core::fmt::Display for ResizeError {
     }
 }
 
-/// Result of a read pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReadStats {
-    /// Entries delivered to the callback.
-    pub read: u64,
-    /// Entries in the read range that were overwritten (or dropped) before they could be read.
-    pub lost: u64,
-}
-
-/// Result of a non-consuming [`RingBuffer::read_from`] pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReadOutcome {
-    /// Sequence number to continue from next time.
-    pub next: u64,
-    /// Entries delivered / lost in this pass.
-    pub stats: ReadStats,
-}
-
-// Stamp encoding: bit 1 = "not empty", bit 0 = "busy", bits 63..6 = sequence number mod 2^58
-// (bits 5..2 are 0). The shift is the slot size's: `s << SEQ_SHIFT` is also the byte offset of
-// the slot of `s` before masking, so a writer computes it once.
-const EMPTY: u64 = 0;
-const VALID: u64 = 0b10;
-const BUSY: u64 = 0b01;
-const SEQ_SHIFT: u32 = 6;
-const SEQ_MASK: u64 = u64::MAX >> SEQ_SHIFT;
-
-#[inline(always)]
-const fn committed(s: u64) -> u64 {
-    (s << SEQ_SHIFT) | VALID
-}
-
-#[inline(always)]
-const fn busy(s: u64) -> u64 {
-    (s << SEQ_SHIFT) | VALID | BUSY
-}
-
-/// Is the (58-bit) sequence number stored in `stamp` strictly older than `s`?
-#[inline(always)]
-const fn stamp_older(stamp: u64, s: u64) -> bool {
-    let d = (s & SEQ_MASK).wrapping_sub(stamp >> SEQ_SHIFT) & SEQ_MASK;
-    d != 0 && d < (1 << 57)
-}
+// The stamp encoding and the read side of the slot protocol are `formats::ring`'s (the host's
+// streaming reader uses the same code).
 
 /// Bytes one slot takes (a cache line, `1 << SEQ_SHIFT`).
 pub const SLOT_BYTES: usize = core::mem::size_of::<Slot>();
@@ -247,12 +207,6 @@ impl Slot {
             dropped: AtomicU64::new(EMPTY),
         }
     }
-}
-
-enum SlotRead {
-    Entry(TraceEntry),
-    Lost,
-    Pending,
 }
 
 /// An overwrite-oldest trace ring buffer with room for `N` slots (`N` a power of two), of which
@@ -322,6 +276,14 @@ impl<const N: usize> RingBuffer<N> {
             cpu,
             slots: [const { Slot::new() }; N],
         }
+    }
+
+    /// Where a reader outside the kernel finds this ring: the addresses of the reservation
+    /// counter `head`, of the mask word (the capacity minus one, shifted left by
+    /// [`SEQ_SHIFT`]: slot `s` is at byte `(s << SEQ_SHIFT) & mask` of the slots) and of the
+    /// first slot (layout in `formats::ring`).
+    pub fn raw_parts(&self) -> (u64, u64, u64) {
+        (self.head.as_ptr() as u64, self.mask.as_ptr() as u64, self.slots.as_ptr() as u64)
     }
 
     /// Number of slots in use.
@@ -559,7 +521,7 @@ impl<const N: usize> RingBuffer<N> {
     pub fn lost(&self) -> u64 {
         let head = self.head.load(Ordering::Relaxed);
         let cursor = self.cursor.load(Ordering::Relaxed);
-        let pending = Self::distance(cursor, head);
+        let pending = formats::ring::distance(cursor, head);
         self.lost
             .load(Ordering::Relaxed)
             .wrapping_add(pending.saturating_sub(self.capacity() as u64))
@@ -575,7 +537,7 @@ impl<const N: usize> RingBuffer<N> {
     pub fn unread(&self) -> u64 {
         let head = self.head.load(Ordering::Relaxed);
         let cursor = self.cursor.load(Ordering::Relaxed);
-        Self::distance(cursor, head).min(self.capacity() as u64)
+        formats::ring::distance(cursor, head).min(self.capacity() as u64)
     }
 
     /// The consumer cursor: first sequence number not yet consumed.
@@ -588,13 +550,6 @@ impl<const N: usize> RingBuffer<N> {
     #[inline]
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Relaxed)
-    }
-
-    /// `to - from` if `from` is not ahead of `to`, else 0 (wrapping-safe).
-    #[inline]
-    fn distance(from: u64, to: u64) -> u64 {
-        let d = to.wrapping_sub(from);
-        if d > u64::MAX / 2 { 0 } else { d }
     }
 
     /// Consuming read: visit, in order, every surviving entry from the consumer cursor up to the
@@ -627,92 +582,8 @@ impl<const N: usize> RingBuffer<N> {
     /// than `head - capacity` count as lost. If `from` is ahead of the head nothing is read.
     pub fn read_from(&self, from: u64, mut out: impl FnMut(u64, TraceEntry)) -> ReadOutcome {
         let head = self.head.load(Ordering::Acquire);
-        let avail = head.wrapping_sub(from);
-        let mut stats = ReadStats::default();
-        if avail > u64::MAX / 2 {
-            return ReadOutcome { next: from, stats };
-        }
-        let mut s = from;
-        let cap = self.capacity() as u64;
-        if avail > cap {
-            stats.lost = avail - cap;
-            s = head.wrapping_sub(cap);
-        }
-        while s != head {
-            match self.read_slot(s) {
-                SlotRead::Entry(e) if e.cont != 0 && e.kind != KIND_CONT => {
-                    // A record of several slots: whole, or lost, or wait for its writer.
-                    let n = (e.cont as usize).min(MAX_CONT);
-                    let mut rest = [TraceEntry::default(); MAX_CONT];
-                    let mut state = SlotRead::Entry(e);
-                    for (k, r) in rest.iter_mut().enumerate().take(n) {
-                        let sk = s.wrapping_add(k as u64 + 1);
-                        if Self::distance(sk, head) == 0 {
-                            state = SlotRead::Pending;
-                            break;
-                        }
-                        match self.read_slot(sk) {
-                            SlotRead::Entry(c) => *r = c,
-                            other => {
-                                state = other;
-                                if matches!(state, SlotRead::Lost) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    match state {
-                        SlotRead::Pending => break,
-                        SlotRead::Lost => stats.lost += n as u64 + 1,
-                        SlotRead::Entry(_) => {
-                            out(s, e);
-                            for (k, r) in rest.iter().take(n).enumerate() {
-                                out(s.wrapping_add(k as u64 + 1), *r);
-                            }
-                            stats.read += n as u64 + 1;
-                        }
-                    }
-                    s = s.wrapping_add(n as u64 + 1);
-                    continue;
-                }
-                SlotRead::Entry(e) => {
-                    out(s, e);
-                    stats.read += 1;
-                }
-                SlotRead::Lost => stats.lost += 1,
-                SlotRead::Pending => break,
-            }
-            s = s.wrapping_add(1);
-        }
-        ReadOutcome { next: s, stats }
-    }
-
-    /// Seqlock read of the record with sequence number `s`.
-    #[inline]
-    fn read_slot(&self, s: u64) -> SlotRead {
-        let slot = self.slot(s);
-        let want = committed(s);
-        let st1 = slot.stamp.load(Ordering::Acquire);
-        if st1 != want {
-            let newer = st1 != EMPTY && st1 & !BUSY != want && !stamp_older(st1, s);
-            if newer || slot.dropped.load(Ordering::Acquire) == want {
-                return SlotRead::Lost;
-            }
-            return SlotRead::Pending;
-        }
-        let w = [
-            slot.words[0].load(Ordering::Relaxed),
-            slot.words[1].load(Ordering::Relaxed),
-            slot.words[2].load(Ordering::Relaxed),
-            slot.words[3].load(Ordering::Relaxed),
-            slot.words[4].load(Ordering::Relaxed),
-        ];
-        // Order the payload loads before the re-check (seqlock reader side).
-        fence(Ordering::Acquire);
-        if slot.stamp.load(Ordering::Relaxed) != want {
-            return SlotRead::Lost;
-        }
-        SlotRead::Entry(TraceEntry::from_words(w, self.cpu))
+        let cpu = self.cpu;
+        formats::ring::read_from(self, head, self.capacity() as u64, from, |s, w| out(s, TraceEntry::from_words(w, cpu)))
     }
 
     /// Consume everything currently readable, discarding it (not counted in
@@ -744,6 +615,28 @@ impl<const N: usize> RingBuffer<N> {
         self.cursor.store(self.origin, Ordering::Relaxed);
         self.base.store(self.origin, Ordering::Relaxed);
         self.head.store(self.origin, Ordering::Release);
+    }
+}
+
+/// The kernel's reader of its own slots (the protocol is `formats::ring`'s).
+impl<const N: usize> Slots for RingBuffer<N> {
+    #[inline]
+    fn stamp(&self, s: u64) -> u64 {
+        self.slot(s).stamp.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn words_then_stamp(&self, s: u64) -> ([u64; WORDS], u64) {
+        let slot = self.slot(s);
+        let w = core::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
+        // Order the payload loads before the re-check (seqlock reader side).
+        fence(Ordering::Acquire);
+        (w, slot.stamp.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn dropped(&self, s: u64) -> u64 {
+        self.slot(s).dropped.load(Ordering::Acquire)
     }
 }
 
@@ -1121,10 +1014,10 @@ mod tests {
 
     #[test]
     fn distance_is_zero_when_ahead() {
-        assert_eq!(RingBuffer::<8>::distance(3, 10), 7);
-        assert_eq!(RingBuffer::<8>::distance(10, 3), 0);
-        assert_eq!(RingBuffer::<8>::distance(0, u64::MAX / 2), u64::MAX / 2);
-        assert_eq!(RingBuffer::<8>::distance(0, u64::MAX / 2 + 1), 0);
+        assert_eq!(formats::ring::distance(3, 10), 7);
+        assert_eq!(formats::ring::distance(10, 3), 0);
+        assert_eq!(formats::ring::distance(0, u64::MAX / 2), u64::MAX / 2);
+        assert_eq!(formats::ring::distance(0, u64::MAX / 2 + 1), 0);
     }
 
     #[test]
@@ -1145,16 +1038,16 @@ mod tests {
     fn slot_states() {
         let rb = RingBuffer::<8>::new();
         // Never written: pending (a writer may be about to claim it).
-        assert!(matches!(rb.read_slot(5), SlotRead::Pending));
+        assert!(matches!(formats::ring::read_slot(&rb, 5), formats::ring::SlotRead::Pending));
         for i in 0..9 {
             rb.push(&entry(i));
         }
         // Slot 0 now holds seq 8: seq 0 was overwritten by a newer record.
-        assert!(matches!(rb.read_slot(0), SlotRead::Lost));
-        assert!(matches!(rb.read_slot(8), SlotRead::Entry(e) if e == entry(8)));
-        assert!(matches!(rb.read_slot(1), SlotRead::Entry(e) if e == entry(1)));
+        assert!(matches!(formats::ring::read_slot(&rb, 0), formats::ring::SlotRead::Lost));
+        assert!(matches!(formats::ring::read_slot(&rb, 8), formats::ring::SlotRead::Entry(w) if TraceEntry::from_words(w, 0) == entry(8)));
+        assert!(matches!(formats::ring::read_slot(&rb, 1), formats::ring::SlotRead::Entry(w) if TraceEntry::from_words(w, 0) == entry(1)));
         // Slot 1 holds seq 1, older than seq 9 that will go there: pending.
-        assert!(matches!(rb.read_slot(9), SlotRead::Pending));
+        assert!(matches!(formats::ring::read_slot(&rb, 9), formats::ring::SlotRead::Pending));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod linux;
 pub mod record;
 pub mod runner;
 pub mod srchash;
+pub mod stream;
 pub mod session;
 pub mod symtab;
 pub mod tracedat;

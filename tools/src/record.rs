@@ -3,7 +3,7 @@
 use crate::capture::{self, CaptureError, Progress, Recording};
 use crate::runner::RunConfig;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -200,41 +200,188 @@ pub fn record(cfg: &RecordConfig, progress: impl FnMut(Progress)) -> Result<(Vec
         run.extra_args.extend(["-fw_cfg".into(), format!("name=opt/loongtrace/record_events,file={}", path.display().to_string().replace(',', ",,"))]);
         _setup_file = Some(TempFile(path));
     }
-    if !run.kernel.is_file() {
-        return Err(RecordError::Config(format!("kernel image {} not found (build it with `make build`)", run.kernel.display())));
-    }
-    let mut cmd = run.command().map_err(|e| RecordError::Config(e.to_string()))?;
-    cmd.stdin(Stdio::null());
-    let mut child = cmd.spawn().map_err(|e| RecordError::Spawn(format!("cannot start QEMU `{}`: {e}", run.qemu.display())))?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let stderr_thread = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let timeout = run.timeout;
-    let watchdog = thread::spawn(move || {
-        let timed_out = matches!(done_rx.recv_timeout(timeout), Err(mpsc::RecvTimeoutError::Timeout));
-        let _ = child.kill();
-        let _ = child.wait();
-        timed_out
-    });
-    let copy = match &cfg.save_serial {
-        Some(p) => Some(File::create(p).map_err(RecordError::Io)?),
-        None => None,
-    };
-    let mut reader = BufReader::with_capacity(1 << 16, Tee { inner: stdout, copy });
-    let result = capture::read_capture(&mut reader, progress);
+    let mut qemu = Qemu::start(&run, cfg.save_serial.as_deref())?;
+    let result = capture::read_capture(&mut qemu.reader, progress);
     if result.is_ok() {
         // Let the guest print its last lines and power off; keep them in the saved stream.
-        let _ = io::copy(&mut reader, &mut io::sink());
+        let _ = io::copy(&mut qemu.reader, &mut io::sink());
     }
+    let (timed_out, stderr) = qemu.finish();
+    result.map_err(|error| RecordError::Capture { error, timed_out, stderr })
+}
+
+/// QEMU running a recording: its serial output (copied to a file if asked), and a watchdog that
+/// kills it after the run's time limit or when [`Qemu::finish`] is called.
+struct Qemu {
+    reader: BufReader<Tee<std::process::ChildStdout>>,
+    done_tx: mpsc::Sender<()>,
+    watchdog: thread::JoinHandle<bool>,
+    stderr_thread: thread::JoinHandle<String>,
+}
+
+impl Qemu {
+    fn start(run: &RunConfig, save_serial: Option<&std::path::Path>) -> Result<Qemu, RecordError> {
+        if !run.kernel.is_file() {
+            return Err(RecordError::Config(format!("kernel image {} not found (build it with `make build`)", run.kernel.display())));
+        }
+        let mut cmd = run.command().map_err(|e| RecordError::Config(e.to_string()))?;
+        cmd.stdin(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| RecordError::Spawn(format!("cannot start QEMU `{}`: {e}", run.qemu.display())))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr_thread = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let timeout = run.timeout;
+        let watchdog = thread::spawn(move || {
+            let timed_out = matches!(done_rx.recv_timeout(timeout), Err(mpsc::RecvTimeoutError::Timeout));
+            let _ = child.kill();
+            let _ = child.wait();
+            timed_out
+        });
+        let copy = match save_serial {
+            Some(p) => Some(File::create(p).map_err(RecordError::Io)?),
+            None => None,
+        };
+        let reader = BufReader::with_capacity(1 << 16, Tee { inner: stdout, copy });
+        Ok(Qemu { reader, done_tx, watchdog, stderr_thread })
+    }
+
+    /// Stops QEMU (if still running); returns whether the time limit killed it, and its stderr.
+    fn finish(self) -> (bool, String) {
+        let _ = self.done_tx.send(());
+        let timed_out = self.watchdog.join().unwrap_or(false);
+        let stderr = self.stderr_thread.join().unwrap_or_default();
+        (timed_out, stderr)
+    }
+}
+
+/// Bytes of guest RAM (`-m 1G`, as the runner gives every boot).
+pub const GUEST_RAM: u64 = 1 << 30;
+
+/// What a streamed recording took out.
+#[derive(Clone, Debug, Default)]
+pub struct StreamSummary {
+    /// Per CPU: events in the file, slots lost, slots skipped, slots written.
+    pub cpus: Vec<crate::stream::CpuCounts>,
+    /// Size of the finished file.
+    pub file_bytes: u64,
+    /// Slot bytes read out of the guest (64 per record read).
+    pub ring_bytes: u64,
+    /// Host time from the start of tracing to the last read.
+    pub seconds: f64,
+    /// Whether the guest stopped the stream (false: it died or was killed first).
+    pub stopped: bool,
+}
+
+/// Progress of a streamed recording.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamProgress {
+    pub seconds: f64,
+    pub events: u64,
+    pub lost: u64,
+    pub file_bytes: u64,
+}
+
+/// Boots the kernel with the recording streamed: the host reads the trace rings out of the
+/// guest's RAM (a shared memory file) while it traces, and writes `output` as it goes.
+pub fn record_streamed(cfg: &RecordConfig, output: &std::path::Path, mut progress: impl FnMut(StreamProgress)) -> Result<(Vec<String>, StreamSummary), RecordError> {
+    if !cfg.events.is_empty() || !cfg.kprobes.is_empty() || cfg.script.is_some() {
+        return Err(RecordError::Config("a streamed recording takes function and function_graph events; trace events (-e, --kprobe) and a script's trace_marker texts need the recording sent at the end (--no-stream)".into()));
+    }
+    let mut run = cfg.run.clone();
+    run.cmdline = format!("{} record_stream", cfg.cmdline().map_err(RecordError::Config)?);
+    let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let ram_path = dir.join(format!("ltrace-ram-{}-{nanos}", std::process::id()));
+    let ram_file = crate::stream::create_ram_file(&ram_path, GUEST_RAM).map_err(|e| RecordError::Config(format!("{}: {e}", ram_path.display())))?;
+    let _ram_guard = TempFile(ram_path.clone());
+    let ram = crate::stream::GuestRam::map(&ram_file, GUEST_RAM).map_err(RecordError::Io)?;
+    run.extra_args.extend(crate::stream::qemu_ram_args(&ram_path, GUEST_RAM));
+
+    let mut qemu = Qemu::start(&run, cfg.save_serial.as_deref())?;
+    let fail = |qemu: Qemu, error: CaptureError| {
+        let (timed_out, stderr) = qemu.finish();
+        RecordError::Capture { error, timed_out, stderr }
+    };
+    let (console, meta) = match capture::read_capture(&mut qemu.reader, |_| {}) {
+        Ok(x) => x,
+        Err(e) => return Err(fail(qemu, e)),
+    };
+    let control = console
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(formats::stream::CONTROL_LINE))
+        .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok());
+    let Some(control) = control else {
+        return Err(fail(qemu, CaptureError::Inconsistent("the kernel printed no stream control line".into())));
+    };
+    let mut streamer = match crate::stream::open(&ram, control, meta.cpus.len()) {
+        Ok(s) => s,
+        Err(e) => return Err(fail(qemu, CaptureError::Inconsistent(e))),
+    };
+    let mut file = crate::tracedat::StreamFile::create(output, &meta).map_err(RecordError::Config)?;
+    // The rest of the serial output (the guest's last lines) is drained beside the reader.
+    let serial_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let Qemu { mut reader, done_tx, watchdog, stderr_thread } = qemu;
+    let flag = serial_done.clone();
+    let drain = thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            lines.push(std::mem::take(&mut line));
+        }
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        lines
+    });
+    let t0 = std::time::Instant::now();
+    let mut last_shown = t0;
+    let stopped;
+    loop {
+        // Seen stopped before the poll: that poll reads up to the final heads.
+        let done = streamer.stopped() || serial_done.load(std::sync::atomic::Ordering::Acquire);
+        let before: u64 = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum();
+        let r = streamer.poll(&meta, &mut file);
+        let busy = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum::<u64>() != before;
+        if let Err(e) = r {
+            let _ = done_tx.send(());
+            let _ = watchdog.join();
+            return Err(RecordError::Config(e));
+        }
+        if last_shown.elapsed() >= Duration::from_millis(500) || done {
+            last_shown = std::time::Instant::now();
+            progress(StreamProgress {
+                seconds: t0.elapsed().as_secs_f64(),
+                events: streamer.counts.iter().map(|c| c.events).sum(),
+                lost: streamer.counts.iter().map(|c| c.lost).sum(),
+                file_bytes: file.data_bytes(),
+            });
+        }
+        if done {
+            stopped = streamer.stopped();
+            break;
+        }
+        // Back to the rings at once while they fill; a short nap when they are quiet.
+        if !busy {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let counts = streamer.counts.clone();
+    let file_bytes = file.finish().map_err(RecordError::Io)?;
     let _ = done_tx.send(());
     let timed_out = watchdog.join().unwrap_or(false);
     let stderr = stderr_thread.join().unwrap_or_default();
-    result.map_err(|error| RecordError::Capture { error, timed_out, stderr })
+    let mut console = console;
+    console.extend(drain.join().unwrap_or_default().into_iter().map(|l| l.trim_end().to_string()));
+    if !stopped {
+        let error = CaptureError::Inconsistent(format!("the guest did not stop the stream; {} kept what was read", output.display()));
+        return Err(RecordError::Capture { error, timed_out, stderr });
+    }
+    let ring_bytes = counts.iter().map(|c| (c.events + c.skipped) * formats::ring::SLOT_BYTES as u64).sum();
+    Ok((console, StreamSummary { cpus: counts, file_bytes, ring_bytes, seconds, stopped }))
 }
 
 /// A file removed when dropped.

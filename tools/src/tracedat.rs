@@ -221,20 +221,32 @@ pub struct PageWriter {
     data: Vec<u8>,
     page_ts: u64,
     last_ts: u64,
-    /// Lost events to note in the first page (0 = none).
+    /// Events lost before the next page's first event, noted in that page (0 = none).
     lost: u64,
-    first: bool,
 }
 
 impl PageWriter {
     /// A writer whose first page records `lost` events lost before it.
     pub fn new(lost: u64) -> Self {
-        PageWriter { lost, first: true, ..Default::default() }
+        PageWriter { lost, ..Default::default() }
     }
 
     fn capacity(&self) -> usize {
-        // The first page keeps room for the stored lost count.
-        if self.first && self.lost > 0 { PAGE_DATA - 8 } else { PAGE_DATA }
+        // A page that notes lost events keeps room for the stored count.
+        if self.lost > 0 { PAGE_DATA - 8 } else { PAGE_DATA }
+    }
+
+    /// Notes `n` events lost here, after the events pushed so far: the page being filled ends,
+    /// and the next one carries Linux's `missed events` flag and the count, which `trace-cmd
+    /// report` prints as `CPU:n [n EVENTS DROPPED]` right before that page's first event.
+    pub fn note_lost(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if !self.data.is_empty() {
+            self.flush();
+        }
+        self.lost += n;
     }
 
     /// Appends an event with timestamp `ts` (ns, not older than the previous one; an older one is
@@ -271,20 +283,29 @@ impl PageWriter {
     fn flush(&mut self) {
         let mut commit = self.data.len() as u64;
         let mut data = std::mem::take(&mut self.data);
-        if self.first && self.lost > 0 {
+        if self.lost > 0 {
             commit |= MISSED_EVENTS | MISSED_STORED;
             data.extend_from_slice(&self.lost.to_le_bytes());
+            self.lost = 0;
         }
-        self.first = false;
         self.pages.extend_from_slice(&self.page_ts.to_le_bytes());
         self.pages.extend_from_slice(&commit.to_le_bytes());
         data.resize(PAGE_DATA, 0);
         self.pages.extend_from_slice(&data);
     }
 
-    /// The pages (empty if no event was pushed).
+    /// The pages completed so far (taken out: a streaming writer stores them as they fill).
+    pub fn take_pages(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pages)
+    }
+
+    /// The pages (empty if no event was pushed and none was lost). Events lost after the last
+    /// one get a page of their own without events, so the count is never dropped.
     pub fn finish(mut self) -> Vec<u8> {
-        if !self.data.is_empty() {
+        if !self.data.is_empty() || self.lost > 0 {
+            if self.data.is_empty() {
+                self.page_ts = self.last_ts;
+            }
             self.flush();
         }
         self.pages
@@ -335,8 +356,9 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// The whole `trace.dat` file.
-pub fn write(rec: &Recording) -> Result<Vec<u8>, String> {
+/// The file up to the CPU data table: header, formats, kallsyms, cmdlines, the CPU count and
+/// `flyrecord` (the events of `rec` are not looked at).
+pub fn header(rec: &Recording) -> Result<Vec<u8>, String> {
     let table = SymbolTable::parse(&rec.symtab).map_err(|e| format!("the recording's symbol table: {e}"))?;
     let mut out = Vec::new();
     out.extend_from_slice(&[0x17, 0x08, 0x44]);
@@ -389,6 +411,12 @@ pub fn write(rec: &Recording) -> Result<Vec<u8>, String> {
 
     put_u32(&mut out, rec.cpus.len() as u32);
     out.extend_from_slice(b"flyrecord\0");
+    Ok(out)
+}
+
+/// The whole `trace.dat` file.
+pub fn write(rec: &Recording) -> Result<Vec<u8>, String> {
+    let mut out = header(rec)?;
     let data: Vec<Vec<u8>> = (0..rec.cpus.len()).map(|c| cpu_pages(rec, c)).collect();
     let table_at = out.len();
     let header_end = table_at + 16 * data.len();
@@ -403,6 +431,102 @@ pub fn write(rec: &Recording) -> Result<Vec<u8>, String> {
         out.extend_from_slice(d);
     }
     Ok(out)
+}
+
+/// Bytes of file reserved for each CPU's pages while a streamed recording goes on (the file is
+/// sparse: only what is written takes space).
+pub const STREAM_REGION: u64 = 1 << 36;
+
+/// A `trace.dat` written while the recording goes on: the header first, then each CPU's pages
+/// as they fill, into a region of the file of its own ([`STREAM_REGION`] apart), with the CPU's
+/// size in the header's table rewritten after every page. Killed at any moment, the file is a
+/// valid `trace.dat` up to the last page whose size was written. [`StreamFile::finish`] moves
+/// the regions together.
+pub struct StreamFile {
+    file: std::fs::File,
+    table_at: u64,
+    data_at: u64,
+    sizes: Vec<u64>,
+    pub writers: Vec<PageWriter>,
+}
+
+impl StreamFile {
+    /// Creates `path` with `rec`'s header (its events are not used) and empty CPU data.
+    pub fn create(path: &std::path::Path, rec: &Recording) -> Result<StreamFile, String> {
+        use std::io::Write;
+        let mut out = header(rec)?;
+        let cpus = rec.cpus.len();
+        let table_at = out.len() as u64;
+        let data_at = (table_at + 16 * cpus as u64).next_multiple_of(PAGE_SIZE as u64);
+        for c in 0..cpus as u64 {
+            put_u64(&mut out, data_at + c * STREAM_REGION);
+            put_u64(&mut out, 0);
+        }
+        out.resize(data_at as usize, 0);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all(&out).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(StreamFile { file, table_at, data_at, sizes: vec![0; cpus], writers: (0..cpus).map(|_| PageWriter::new(0)).collect() })
+    }
+
+    /// Stores the pages CPU `cpu`'s writer completed, then their size in the table.
+    pub fn store(&mut self, cpu: usize) -> std::io::Result<u64> {
+        let pages = self.writers[cpu].take_pages();
+        self.append(cpu, &pages)
+    }
+
+    fn append(&mut self, cpu: usize, pages: &[u8]) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        if pages.is_empty() {
+            return Ok(0);
+        }
+        let at = self.data_at + cpu as u64 * STREAM_REGION + self.sizes[cpu];
+        self.file.write_all_at(pages, at)?;
+        self.sizes[cpu] += pages.len() as u64;
+        self.file.write_all_at(&self.sizes[cpu].to_le_bytes(), self.table_at + 16 * cpu as u64 + 8)?;
+        Ok(pages.len() as u64)
+    }
+
+    /// Bytes of CPU data stored so far.
+    pub fn data_bytes(&self) -> u64 {
+        self.sizes.iter().sum()
+    }
+
+    /// Stores the last, partly filled pages and moves every CPU's pages right after the
+    /// previous CPU's (each CPU's table entry is rewritten once its pages are in place, so the
+    /// file stays valid throughout). Returns the file's size.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let writers = std::mem::take(&mut self.writers);
+        for (cpu, w) in writers.into_iter().enumerate() {
+            let pages = w.finish();
+            self.append(cpu, &pages)?;
+        }
+        let mut to = self.data_at;
+        let mut buf = vec![0u8; 1 << 20];
+        for cpu in 0..self.sizes.len() {
+            let from = self.data_at + cpu as u64 * STREAM_REGION;
+            let len = self.sizes[cpu];
+            if from != to {
+                let mut done = 0;
+                while done < len {
+                    let n = buf.len().min((len - done) as usize);
+                    self.file.read_exact_at(&mut buf[..n], from + done)?;
+                    self.file.write_all_at(&buf[..n], to + done)?;
+                    done += n as u64;
+                }
+                self.file.write_all_at(&to.to_le_bytes(), self.table_at + 16 * cpu as u64)?;
+            }
+            to += len;
+        }
+        self.file.set_len(to)?;
+        Ok(to)
+    }
 }
 
 #[cfg(test)]

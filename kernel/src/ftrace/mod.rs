@@ -18,6 +18,7 @@ pub mod quiesce;
 pub mod recursion;
 pub mod sites;
 pub mod stack_tracer;
+pub mod stream;
 pub mod stubs;
 pub mod tracer;
 

@@ -71,7 +71,7 @@ struct RecordArgs {
     max_depth: u32,
     /// Workload run while tracing: chain (boot CPU), smp_chain (every CPU), filter, idle, or
     /// script (the --script file's shell lines) [default: chain, script with --script].
-    #[arg(short, long, value_parser = ["chain", "smp_chain", "filter", "script", "idle"])]
+    #[arg(short, long, value_parser = ["chain", "smp_chain", "filter", "script", "idle", "busy"])]
     workload: Option<String>,
     /// Shell lines (tracefs shell, as a boot script) to run as the workload while tracing,
     /// e.g. `run chain` and `echo text > trace_marker`.
@@ -95,6 +95,13 @@ struct RecordArgs {
     /// Where to save the raw serial stream (default: the output's name with `.serial`).
     #[arg(long)]
     serial: Option<PathBuf>,
+    /// Read the rings while tracing (the default when only `-o` is asked for and no trace
+    /// events or script are recorded).
+    #[arg(long, conflicts_with = "no_stream")]
+    stream: bool,
+    /// Take the rings over the serial line at the end instead.
+    #[arg(long)]
+    no_stream: bool,
     #[command(flatten)]
     out: Outputs,
 }
@@ -175,6 +182,15 @@ fn run(cli: Cli) -> Result<(), String> {
             cfg.save_serial = Some(a.serial.unwrap_or_else(|| {
                 out.output.as_deref().unwrap_or(Path::new("trace.dat")).with_extension("serial")
             }));
+            let can_stream = cfg.events.is_empty() && cfg.kprobes.is_empty() && cfg.script.is_none();
+            let only_file = out.flamegraph.is_none() && out.chrome.is_none() && out.kernel_text.is_none();
+            if a.stream && !(can_stream && only_file) {
+                return Err("--stream records function and function_graph events into -o trace.dat: it cannot go with -e, --kprobe, --script, --flamegraph, --chrome or --kernel-text".into());
+            }
+            if (a.stream || !a.no_stream) && can_stream && only_file {
+                let path = out.output.clone().unwrap_or_else(|| PathBuf::from("trace.dat"));
+                return record_streamed(&cfg, &path);
+            }
             let timing = std::rc::Rc::new(std::cell::Cell::new(None));
             let (bar, progress) = progress_bar(timing.clone());
             let result = record::record(&cfg, progress);
@@ -202,6 +218,66 @@ fn run(cli: Cli) -> Result<(), String> {
             write_outputs(&rec, &console, &out)
         }
     }
+}
+
+/// A streamed recording: a progress line while it runs, then the counts per CPU.
+fn record_streamed(cfg: &RecordConfig, path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let show = |p: record::StreamProgress, end: bool| {
+        let line = format!(
+            "recording: {:6.1} s  {} events ({:.2} M/s)  {:.1} MB written  {} lost",
+            p.seconds,
+            p.events,
+            p.events as f64 / p.seconds.max(1e-6) / 1e6,
+            p.file_bytes as f64 / 1e6,
+            p.lost
+        );
+        if tty {
+            eprint!("\r{line}{}", if end { "\n" } else { "" });
+            let _ = std::io::stderr().flush();
+        } else if end {
+            eprintln!("{line}");
+        }
+    };
+    let mut last = None;
+    let result = record::record_streamed(cfg, path, |p| {
+        show(p, false);
+        last = Some(p);
+    });
+    if let Some(p) = last {
+        show(p, true);
+    }
+    let (_console, sum) = result.map_err(|e| e.to_string())?;
+    let mb = |b: u64| b as f64 / 1e6;
+    let events: u64 = sum.cpus.iter().map(|c| c.events).sum();
+    eprintln!(
+        "ltrace: wrote {} ({} CPUs, {events} events, {:.1} MB); took {:.1} MB of ring records out in {:.2} s ({:.1} MB/s, {:.2} M events/s)",
+        path.display(),
+        sum.cpus.len(),
+        mb(sum.file_bytes),
+        mb(sum.ring_bytes),
+        sum.seconds,
+        mb(sum.ring_bytes) / sum.seconds.max(1e-6),
+        events as f64 / sum.seconds.max(1e-6) / 1e6
+    );
+    let mut whole = true;
+    for (cpu, c) in sum.cpus.iter().enumerate() {
+        let written = c.written.unwrap_or(0);
+        let ok = c.events + c.lost + c.skipped == written;
+        whole &= ok;
+        eprintln!(
+            "ltrace: cpu{cpu}: written {written} = {} in the file + {} lost + {} other records{}",
+            c.events,
+            c.lost,
+            c.skipped,
+            if ok { "" } else { "  (DOES NOT ADD UP)" }
+        );
+    }
+    if !whole {
+        return Err("the per-CPU counts do not add up".into());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
