@@ -190,6 +190,15 @@ pub fn run() {
         tracer::start(Some(target))
     });
     let _ = tracer::stop();
+    // The same with the rings published as for a streamed recording (`ltrace record`): the
+    // reader is the host, so nothing on the tracing path may change.
+    row("function_tracer_streamed", |_| {
+        tracer::reset_buffers();
+        ftrace::stream::publish(1);
+        tracer::start(Some(target))
+    });
+    let _ = tracer::stop();
+    ftrace::stream::stop();
     row("graph", |_| {
         tracer::reset_buffers();
         graph_tracer::start(&graph_tracer::GraphConfig { ftrace_filter: Some(target), ..Default::default() })

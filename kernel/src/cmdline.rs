@@ -484,6 +484,9 @@ mod tests {
         assert!(bad("record_ms=+250").contains("`+250` is not a number"));
         let r = good("record_fault=die record_ms=250").record;
         assert_eq!((r.fault, r.ms), (Some("die"), 250));
+        let r = good("record=function record_workload=busy record_ms=10000 record_stream").record;
+        assert_eq!((r.workload, r.ms, r.stream), (Some("busy"), 10000, true));
+        assert!(!good("record=function").record.stream);
         assert_eq!(good("trace_buf_size=1441792").trace_buf_size, Some(1441792));
         assert_eq!(good("trace_buf_size=2m").trace_buf_size, Some(2 << 20));
         assert_eq!(good("trace_buf_size=64K").trace_buf_size, Some(64 << 10));
@@ -636,6 +639,7 @@ mod tests {
                 fault: Some("die"),
                 filter: Some("chain_*|!chain_b"),
                 graph: Some("chain_root"),
+                stream: false,
             }
         );
         assert_eq!(good("record=function").record.tracer, Some("function"));

@@ -28,6 +28,7 @@ pub const ROWS: &[(&str, &str)] = &[
     ("fexit", "generated trampoline, one empty fexit program, called straight"),
     ("fexit_regs_route", "the fexit trampoline reached through ftrace_regs_caller"),
     ("function_tracer", "function tracer, one ring-buffer event"),
+    ("function_tracer_streamed", "the same while the rings are published to a streaming reader (ltrace record)"),
     ("graph", "function_graph tracer, entry + return"),
     ("kprobe", "break kprobe, empty pre handler, instruction stepped out of line (boosted slot)"),
     ("kprobe_post", "the same with an empty post handler too (the slot traps back: two traps)"),
@@ -213,6 +214,14 @@ pub fn targets(run: &BenchRun) -> Vec<Target> {
         Target {
             text: format!("bytes_per_site {:.1} <= {MAX_BYTES_PER_SITE:.0}", get("bytes_per_site")),
             ok: get("bytes_per_site") <= MAX_BYTES_PER_SITE,
+        },
+        {
+            // Issue 26: what publishing the rings to the host costs each event.
+            let (streamed, plain) = (get("function_tracer_streamed"), get("function_tracer"));
+            Target {
+                text: format!("function_tracer_streamed {streamed:.1} - function_tracer {plain:.1} <= 5% of function_tracer ({:.2})", 0.05 * plain),
+                ok: streamed - plain <= 0.05 * plain,
+            }
         },
     ];
     for &(row, max) in LIMITS {

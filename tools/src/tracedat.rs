@@ -694,6 +694,66 @@ mod tests {
     }
 
     #[test]
+    fn lost_events_are_noted_where_they_happened() {
+        let mut w = PageWriter::new(0);
+        for i in 0..10u64 {
+            w.push(i, &[1; 24]);
+        }
+        w.note_lost(5);
+        w.note_lost(0);
+        for i in 10..20u64 {
+            w.push(i, &[2; 24]);
+        }
+        w.note_lost(3);
+        let p = w.finish();
+        assert_eq!(p.len(), 3 * PAGE_SIZE);
+        // The events before the loss, without a flag; then a page that starts with the loss.
+        assert_eq!(u64_at(&p, 8), 10 * 28);
+        assert_eq!(u64_at(&p, PAGE_SIZE), 10);
+        assert_eq!(u64_at(&p, PAGE_SIZE + 8), 10 * 28 | MISSED_EVENTS | MISSED_STORED);
+        assert_eq!(u64_at(&p, PAGE_SIZE + 16 + 10 * 28), 5);
+        // Lost after the last event: a page of its own with no events and the count.
+        assert_eq!(u64_at(&p, 2 * PAGE_SIZE + 8), MISSED_EVENTS | MISSED_STORED);
+        assert_eq!(u64_at(&p, 2 * PAGE_SIZE + 16), 3);
+    }
+
+    #[test]
+    fn a_streamed_file_is_the_file_written_at_once() {
+        let syms = vec![crate::symtab::Symbol { addr: 0x9000_0000_0020_0000, size: 8, name: "f".into() }];
+        let mut rec = Recording { tracer: "function".into(), counter_hz: 100_000_000, symtab: crate::symtab::encode(&syms), ..Default::default() };
+        rec.cpus = vec![Default::default(); 3];
+        // CPU 0: 400 events (3 pages), CPU 1: none, CPU 2: 150 after 7 lost.
+        for (cpu, n) in [(0usize, 400u64), (2, 150)] {
+            for i in 0..n {
+                rec.cpus[cpu].events.push(Record { ts: 100 + i * 3, ip: 0x9000_0000_0020_0000, parent: i, kind: wire::KIND_FUNC, cpu: cpu as u8, depth: 0, extra: 0 });
+            }
+        }
+        rec.cpus[2].lost = 7;
+        let at_once = write(&rec).unwrap();
+        let path = std::env::temp_dir().join(format!("ltrace-streamfile-{}.dat", std::process::id()));
+        let mut f = StreamFile::create(&path, &Recording { cpus: vec![Default::default(); 3], ..rec.clone() }).unwrap();
+        f.writers[2].note_lost(7);
+        let mut k = [0usize; 3];
+        // Interleaved as a poll loop takes them, storing pages as they fill.
+        while k[0] < 400 || k[2] < 150 {
+            for cpu in [0, 2] {
+                for _ in 0..37 {
+                    if let Some(r) = rec.cpus[cpu].events.get(k[cpu]) {
+                        f.writers[cpu].push(rec.ns(r.ts), &Event::from_record(&rec, r).unwrap().encode(formats::task::pid(cpu as u32)));
+                        k[cpu] += 1;
+                    }
+                }
+                f.store(cpu).unwrap();
+            }
+        }
+        let size = f.finish().unwrap();
+        let streamed = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(size as usize, streamed.len());
+        assert!(streamed == at_once, "the streamed file differs from the one written at once");
+    }
+
+    #[test]
     fn kallsyms_lines() {
         let syms = vec![
             crate::symtab::Symbol { addr: 0x9000_0000_0020_0000, size: 8, name: "loongtrace_kernel::boot::main".into() },
