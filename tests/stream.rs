@@ -30,7 +30,8 @@ fn scratch(name: &str) -> PathBuf {
 
 fn stream(cfg: &RecordConfig, name: &str) -> (PathBuf, StreamSummary) {
     let path = scratch(name);
-    let (_, sum) = record::record_streamed(cfg, &path, |_| {}).unwrap_or_else(|e| panic!("streamed recording failed: {e}"));
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let (_, sum) = record::record_streamed(cfg, &path, &never, |_| {}).unwrap_or_else(|e| panic!("streamed recording failed: {e}"));
     (path, sum)
 }
 

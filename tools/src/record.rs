@@ -273,7 +273,7 @@ pub struct StreamSummary {
     pub ring_bytes: u64,
     /// Host time from the start of tracing to the last read.
     pub seconds: f64,
-    /// Whether the guest stopped the stream (false: it died or was killed first).
+    /// Whether the guest stopped the stream (false: the user interrupted the recording).
     pub stopped: bool,
 }
 
@@ -287,8 +287,16 @@ pub struct StreamProgress {
 }
 
 /// Boots the kernel with the recording streamed: the host reads the trace rings out of the
-/// guest's RAM (a shared memory file) while it traces, and writes `output` as it goes.
-pub fn record_streamed(cfg: &RecordConfig, output: &std::path::Path, mut progress: impl FnMut(StreamProgress)) -> Result<(Vec<String>, StreamSummary), RecordError> {
+/// guest's RAM (a shared memory file) while it traces, and writes `output` as it goes. Setting
+/// `interrupt` (Ctrl-C) ends the recording there: what was read is finished into the file and
+/// the summary says it was not stopped by the guest (the counts of records written are then
+/// unknown).
+pub fn record_streamed(
+    cfg: &RecordConfig,
+    output: &std::path::Path,
+    interrupt: &std::sync::atomic::AtomicBool,
+    mut progress: impl FnMut(StreamProgress),
+) -> Result<(Vec<String>, StreamSummary), RecordError> {
     if !cfg.events.is_empty() || !cfg.kprobes.is_empty() || cfg.script.is_some() {
         return Err(RecordError::Config("a streamed recording takes function and function_graph events; trace events (-e, --kprobe) and a script's trace_marker texts need the recording sent at the end (--no-stream)".into()));
     }
@@ -341,7 +349,7 @@ pub fn record_streamed(cfg: &RecordConfig, output: &std::path::Path, mut progres
     let stopped;
     loop {
         // Seen stopped before the poll: that poll reads up to the final heads.
-        let done = streamer.stopped() || serial_done.load(std::sync::atomic::Ordering::Acquire);
+        let done = streamer.stopped() || serial_done.load(std::sync::atomic::Ordering::Acquire) || interrupt.load(std::sync::atomic::Ordering::Acquire);
         let before: u64 = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum();
         let r = streamer.poll(&meta, &mut file);
         let busy = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum::<u64>() != before;
@@ -376,7 +384,7 @@ pub fn record_streamed(cfg: &RecordConfig, output: &std::path::Path, mut progres
     let stderr = stderr_thread.join().unwrap_or_default();
     let mut console = console;
     console.extend(drain.join().unwrap_or_default().into_iter().map(|l| l.trim_end().to_string()));
-    if !stopped {
+    if !stopped && !interrupt.load(std::sync::atomic::Ordering::Acquire) {
         let error = CaptureError::Inconsistent(format!("the guest did not stop the stream; {} kept what was read", output.display()));
         return Err(RecordError::Capture { error, timed_out, stderr });
     }

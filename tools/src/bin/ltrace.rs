@@ -240,8 +240,11 @@ fn record_streamed(cfg: &RecordConfig, path: &Path) -> Result<(), String> {
             eprintln!("{line}");
         }
     };
+    // Ctrl-C (QEMU, in the same process group, stops too): finish the file with what was read.
+    static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let _ = ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::Release));
     let mut last = None;
-    let result = record::record_streamed(cfg, path, |p| {
+    let result = record::record_streamed(cfg, path, &INTERRUPT, |p| {
         show(p, false);
         last = Some(p);
     });
@@ -261,6 +264,12 @@ fn record_streamed(cfg: &RecordConfig, path: &Path) -> Result<(), String> {
         mb(sum.ring_bytes) / sum.seconds.max(1e-6),
         events as f64 / sum.seconds.max(1e-6) / 1e6
     );
+    if !sum.stopped {
+        for (cpu, c) in sum.cpus.iter().enumerate() {
+            eprintln!("ltrace: cpu{cpu}: {} in the file + {} lost (interrupted: the guest was still writing)", c.events, c.lost);
+        }
+        return Ok(());
+    }
     let mut whole = true;
     for (cpu, c) in sum.cpus.iter().enumerate() {
         let written = c.written.unwrap_or(0);
