@@ -74,15 +74,23 @@ pub const fn cont_of(w: &[u64; WORDS]) -> u16 {
     (w[3] >> 32) as u16
 }
 
-/// How a reader sees the slots of one ring (memory it may read while writers write it).
+/// How a reader sees the slots of one ring (memory it may read while writers write it). A read
+/// finds the slot once ([`Slots::slot`]) and makes all its loads there, so the seqlock's two
+/// stamp loads bracket the payload loads of the same slot even if the ring is resized meanwhile.
 pub trait Slots {
-    /// The stamp of the slot of `s`, loaded with acquire ordering.
-    fn stamp(&self, s: u64) -> u64;
-    /// The payload words of the slot of `s` (plain loads), then an acquire fence, then the stamp
-    /// again: `(words, stamp)` (the seqlock's second look).
-    fn words_then_stamp(&self, s: u64) -> ([u64; WORDS], u64);
-    /// The `dropped` tag of the slot of `s` (acquire).
-    fn dropped(&self, s: u64) -> u64;
+    /// Where the slot of sequence number `s` is.
+    type Slot<'a>
+    where
+        Self: 'a;
+    /// The slot of `s`.
+    fn slot(&self, s: u64) -> Self::Slot<'_>;
+    /// The slot's stamp, loaded with acquire ordering.
+    fn stamp(slot: &Self::Slot<'_>) -> u64;
+    /// The slot's payload words (plain loads), then an acquire fence, then its stamp again:
+    /// `(words, stamp)` (the seqlock's second look).
+    fn words_then_stamp(slot: &Self::Slot<'_>) -> ([u64; WORDS], u64);
+    /// The slot's `dropped` tag (acquire).
+    fn dropped(slot: &Self::Slot<'_>) -> u64;
 }
 
 /// What reading one slot gave.
@@ -95,17 +103,18 @@ pub enum SlotRead {
 
 /// Seqlock read of record `s`.
 #[inline]
-pub fn read_slot(v: &impl Slots, s: u64) -> SlotRead {
+pub fn read_slot<V: Slots>(v: &V, s: u64) -> SlotRead {
     let want = committed(s);
-    let st1 = v.stamp(s);
+    let slot = v.slot(s);
+    let st1 = V::stamp(&slot);
     if st1 != want {
         let newer = st1 != EMPTY && st1 & !BUSY != want && !stamp_older(st1, s);
-        if newer || v.dropped(s) == want {
+        if newer || V::dropped(&slot) == want {
             return SlotRead::Lost;
         }
         return SlotRead::Pending;
     }
-    let (w, st2) = v.words_then_stamp(s);
+    let (w, st2) = V::words_then_stamp(&slot);
     if st2 != want {
         return SlotRead::Lost;
     }

@@ -190,7 +190,7 @@ pub const SLOT_BYTES: usize = core::mem::size_of::<Slot>();
 
 /// One slot: a cache line (64 bytes, `1 << SEQ_SHIFT`), so finding it is a shift.
 #[repr(C, align(64))]
-struct Slot {
+pub struct Slot {
     stamp: AtomicU64,
     words: [AtomicU64; WORDS],
     /// `committed(s)` of the last sequence number `s` whose writer gave up on this slot.
@@ -620,14 +620,20 @@ impl<const N: usize> RingBuffer<N> {
 
 /// The kernel's reader of its own slots (the protocol is `formats::ring`'s).
 impl<const N: usize> Slots for RingBuffer<N> {
+    type Slot<'a> = &'a Slot;
+
     #[inline]
-    fn stamp(&self, s: u64) -> u64 {
-        self.slot(s).stamp.load(Ordering::Acquire)
+    fn slot(&self, s: u64) -> &Slot {
+        RingBuffer::slot(self, s)
     }
 
     #[inline]
-    fn words_then_stamp(&self, s: u64) -> ([u64; WORDS], u64) {
-        let slot = self.slot(s);
+    fn stamp(slot: &&Slot) -> u64 {
+        slot.stamp.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn words_then_stamp(slot: &&Slot) -> ([u64; WORDS], u64) {
         let w = core::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
         // Order the payload loads before the re-check (seqlock reader side).
         fence(Ordering::Acquire);
@@ -635,8 +641,8 @@ impl<const N: usize> Slots for RingBuffer<N> {
     }
 
     #[inline]
-    fn dropped(&self, s: u64) -> u64 {
-        self.slot(s).dropped.load(Ordering::Acquire)
+    fn dropped(slot: &&Slot) -> u64 {
+        slot.dropped.load(Ordering::Acquire)
     }
 }
 

@@ -331,34 +331,48 @@ pub fn record_streamed(
         Err(e) => return Err(fail(qemu, CaptureError::Inconsistent(e))),
     };
     let mut file = crate::tracedat::StreamFile::create(output, &meta).map_err(RecordError::Config)?;
+    // QEMU has the RAM file open and mapped by now (the guest has printed): unlink it, so that
+    // nothing is left in /dev/shm however ltrace ends; the two mappings keep the memory.
+    let _ = std::fs::remove_file(&ram_path);
     // The rest of the serial output (the guest's last lines) is drained beside the reader.
     let serial_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let Qemu { mut reader, done_tx, watchdog, stderr_thread } = qemu;
     let flag = serial_done.clone();
     let drain = thread::spawn(move || {
         let mut lines = Vec::new();
-        let mut line = String::new();
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            lines.push(std::mem::take(&mut line));
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+            lines.push(String::from_utf8_lossy(&line).trim_end().to_string());
+            line.clear();
         }
         flag.store(true, std::sync::atomic::Ordering::Release);
         lines
     });
+    let stop_qemu = move || {
+        let _ = done_tx.send(());
+        let timed_out = watchdog.join().unwrap_or(false);
+        let stderr = stderr_thread.join().unwrap_or_default();
+        (timed_out, stderr)
+    };
     let t0 = std::time::Instant::now();
     let mut last_shown = t0;
-    let stopped;
+    let mut stopped_at = None;
     loop {
         // Seen stopped before the poll: that poll reads up to the final heads.
-        let done = streamer.stopped() || serial_done.load(std::sync::atomic::Ordering::Acquire) || interrupt.load(std::sync::atomic::Ordering::Acquire);
+        let stopped = streamer.stopped();
+        let ended = serial_done.load(std::sync::atomic::Ordering::Acquire) || interrupt.load(std::sync::atomic::Ordering::Acquire);
         let before: u64 = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum();
-        let r = streamer.poll(&meta, &mut file);
-        let busy = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum::<u64>() != before;
-        if let Err(e) = r {
-            let _ = done_tx.send(());
-            let _ = watchdog.join();
+        if let Err(e) = streamer.poll(&meta, &mut file, stopped) {
+            let _ = file.finish();
+            let _ = stop_qemu();
             return Err(RecordError::Config(e));
         }
-        if last_shown.elapsed() >= Duration::from_millis(500) || done {
+        let busy = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum::<u64>() != before;
+        let finished = stopped && (streamer.pending().is_empty() || stopped_at.is_some_and(|t: std::time::Instant| t.elapsed() > Duration::from_secs(1)));
+        if stopped && stopped_at.is_none() {
+            stopped_at = Some(std::time::Instant::now());
+        }
+        if last_shown.elapsed() >= Duration::from_millis(500) || finished || ended {
             last_shown = std::time::Instant::now();
             progress(StreamProgress {
                 seconds: t0.elapsed().as_secs_f64(),
@@ -367,25 +381,35 @@ pub fn record_streamed(
                 file_bytes: file.data_bytes(),
             });
         }
-        if done {
-            stopped = streamer.stopped();
+        if finished || (ended && !stopped) {
             break;
         }
-        // Back to the rings at once while they fill; a short nap when they are quiet.
+        // Back to the rings at once while they fill; a short nap when they are quiet (or a
+        // record the final heads count is still being committed).
         if !busy {
             thread::sleep(Duration::from_millis(5));
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
     let counts = streamer.counts.clone();
-    let file_bytes = file.finish().map_err(RecordError::Io)?;
-    let _ = done_tx.send(());
-    let timed_out = watchdog.join().unwrap_or(false);
-    let stderr = stderr_thread.join().unwrap_or_default();
+    let pending = streamer.pending();
+    let stopped = counts.iter().all(|c| c.written.is_some());
+    let finished = file.finish();
+    let (timed_out, stderr) = stop_qemu();
+    let file_bytes = finished.map_err(RecordError::Io)?;
     let mut console = console;
-    console.extend(drain.join().unwrap_or_default().into_iter().map(|l| l.trim_end().to_string()));
+    console.extend(drain.join().unwrap_or_default());
     if !stopped && !interrupt.load(std::sync::atomic::Ordering::Acquire) {
-        let error = CaptureError::Inconsistent(format!("the guest did not stop the stream; {} kept what was read", output.display()));
+        let said: Vec<&str> = console.iter().map(String::as_str).filter(|l| l.starts_with("record:")).collect();
+        let error = CaptureError::Inconsistent(format!(
+            "the guest did not stop the stream{}; {} keeps what was read",
+            if said.is_empty() { String::new() } else { format!(" (it said: {})", said.join("; ")) },
+            output.display()
+        ));
+        return Err(RecordError::Capture { error, timed_out, stderr });
+    }
+    if stopped && !pending.is_empty() {
+        let error = CaptureError::Inconsistent(format!("the records of CPUs {pending:?} up to the final heads were still not committed 1 s after the stream stopped"));
         return Err(RecordError::Capture { error, timed_out, stderr });
     }
     let ring_bytes = counts.iter().map(|c| (c.events + c.skipped) * formats::ring::SLOT_BYTES as u64).sum();

@@ -54,31 +54,37 @@ struct Ring<'a> {
 }
 
 impl Ring<'_> {
-    fn slot_pa(&self, s: u64) -> u64 {
-        self.slots_pa + ((s << ring::SEQ_SHIFT) & self.mask)
-    }
-
-    fn at(&self, s: u64, byte: usize) -> u64 {
+    fn at(&self, slot_pa: u64, byte: usize) -> u64 {
         // Every slot of the ring was checked to be RAM when the ring was opened.
-        self.ram.word(self.slot_pa(s) + byte as u64).map_or(0, |w| w.load(Ordering::Relaxed))
+        self.ram.word(slot_pa + byte as u64).map_or(0, |w| w.load(Ordering::Relaxed))
     }
 }
 
+/// The guest's slots as the host reads them; a slot is its physical address.
 impl Slots for Ring<'_> {
-    fn stamp(&self, s: u64) -> u64 {
-        let v = self.at(s, 0);
+    type Slot<'a>
+        = (&'a Self, u64)
+    where
+        Self: 'a;
+
+    fn slot(&self, s: u64) -> (&Self, u64) {
+        (self, self.slots_pa + ((s << ring::SEQ_SHIFT) & self.mask))
+    }
+
+    fn stamp(&(ring, pa): &(&Self, u64)) -> u64 {
+        let v = ring.at(pa, 0);
         fence(Ordering::Acquire);
         v
     }
 
-    fn words_then_stamp(&self, s: u64) -> ([u64; WORDS], u64) {
-        let w = core::array::from_fn(|i| self.at(s, ring::WORDS_AT + 8 * i));
+    fn words_then_stamp(&(ring, pa): &(&Self, u64)) -> ([u64; WORDS], u64) {
+        let w = core::array::from_fn(|i| ring.at(pa, ring::WORDS_AT + 8 * i));
         fence(Ordering::Acquire);
-        (w, self.at(s, 0))
+        (w, ring.at(pa, 0))
     }
 
-    fn dropped(&self, s: u64) -> u64 {
-        let v = self.at(s, ring::DROPPED_AT);
+    fn dropped(&(ring, pa): &(&Self, u64)) -> u64 {
+        let v = ring.at(pa, ring::DROPPED_AT);
         fence(Ordering::Acquire);
         v
     }
@@ -102,6 +108,8 @@ pub struct Streamer<'a> {
     rings: Vec<Ring<'a>>,
     next: Vec<u64>,
     start: Vec<u64>,
+    /// Each CPU's final head, once the guest stopped the stream.
+    last: Vec<Option<u64>>,
     pub counts: Vec<CpuCounts>,
     control: u64,
 }
@@ -110,6 +118,10 @@ pub struct Streamer<'a> {
 /// CPUs, starting at each ring's current head.
 pub fn open<'a>(ram: &'a GuestRam, control: u64, cpus: usize) -> Result<Streamer<'a>, String> {
     let word = |i: usize| ram.load(control + 8 * i as u64).ok_or_else(|| format!("the control block at {control:#x} is not in guest RAM"));
+    let state = word(layout::STATE)?;
+    if state != layout::STATE_STREAMING && state != layout::STATE_STOPPED {
+        return Err(format!("the control block at {control:#x} is in state {state}, not streaming"));
+    }
     if word(0)? != u64::from_le_bytes(layout::MAGIC) {
         return Err(format!("no control block at {control:#x} (magic {:#x})", word(0)?));
     }
@@ -132,7 +144,7 @@ pub fn open<'a>(ram: &'a GuestRam, control: u64, cpus: usize) -> Result<Streamer
     }
     let next: Vec<u64> = (0..cpus).map(|cpu| word(layout::cpu_word(cpu, 3))).collect::<Result<_, _>>()?;
     let start: Vec<u64> = next;
-    Ok(Streamer { rings, next: start.clone(), start, counts: vec![CpuCounts::default(); cpus], control })
+    Ok(Streamer { rings, next: start.clone(), start, last: vec![None; cpus], counts: vec![CpuCounts::default(); cpus], control })
 }
 
 impl Streamer<'_> {
@@ -141,16 +153,23 @@ impl Streamer<'_> {
         self.rings[0].ram.load(self.control + 8 * layout::STATE as u64) == Some(layout::STATE_STOPPED)
     }
 
+    /// The CPUs whose records up to the final head are not all read yet (after
+    /// [`Self::stopped`] and a poll that saw it).
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.rings.len()).filter(|&c| self.last[c] != Some(self.next[c])).collect()
+    }
+
     /// Reads every CPU's new records into `out`'s page writers, stores the pages they
-    /// completed, and returns the bytes stored. After [`Self::stopped`], reads up to the final
-    /// heads and records the counts of slots written.
-    pub fn poll(&mut self, rec: &Recording, out: &mut StreamFile) -> Result<u64, String> {
-        let stopped = self.stopped();
+    /// completed, and returns the bytes stored. With `stopped` (what [`Self::stopped`] said
+    /// before this call), reads up to the final heads and records the counts of slots written.
+    pub fn poll(&mut self, rec: &Recording, out: &mut StreamFile, stopped: bool) -> Result<u64, String> {
         let mut stored = 0;
         for cpu in 0..self.rings.len() {
             let ring = &self.rings[cpu];
             let head = if stopped {
-                ring.ram.load(self.control + 8 * layout::cpu_word(cpu, 4) as u64).unwrap_or(0)
+                let last = ring.ram.load(self.control + 8 * layout::cpu_word(cpu, 4) as u64).unwrap_or(0);
+                self.last[cpu] = Some(last);
+                last
             } else {
                 ring.ram.load(ring.head_pa).unwrap_or(0)
             };

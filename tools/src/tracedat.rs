@@ -485,8 +485,16 @@ impl StreamFile {
         if pages.is_empty() {
             return Ok(0);
         }
+        if self.sizes[cpu] + pages.len() as u64 > STREAM_REGION {
+            return Err(std::io::Error::other(format!(
+                "CPU {cpu}'s pages reached {} GiB, the most a streamed recording keeps per CPU",
+                STREAM_REGION >> 30
+            )));
+        }
         let at = self.data_at + cpu as u64 * STREAM_REGION + self.sizes[cpu];
-        self.file.write_all_at(pages, at)?;
+        self.file
+            .write_all_at(pages, at)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("writing CPU {cpu}'s pages at offset {at} (the file is sparse; its file system must allow files this large): {e}")))?;
         self.sizes[cpu] += pages.len() as u64;
         self.file.write_all_at(&self.sizes[cpu].to_le_bytes(), self.table_at + 16 * cpu as u64 + 8)?;
         Ok(pages.len() as u64)
