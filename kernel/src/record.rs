@@ -78,6 +78,12 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
         Some("function_graph") => Tracer::Graph,
         other => return Err(format!("unknown tracer {:?} (use nop, function or function_graph)", other.unwrap_or(""))),
     };
+    if rec.stream && rec.workload == Some("script") {
+        return Err("record_stream takes the records the rings hold; a script's trace_marker texts are kept outside them (drop record_stream)".into());
+    }
+    // A streamed recording's reader takes event records as Linux lays them out, never in the
+    // kernel's one-slot form.
+    crate::events::registry::set_whole_records(rec.stream);
     // Trace events: definitions and `set_event` lines, each of which must print nothing.
     if let Some(setup) = crate::shell::console::read_script(EVENTS_SETUP) {
         for line in setup.lines().filter(|l| !l.trim().is_empty()) {
@@ -108,9 +114,6 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
         return Err("record_graph and record_depth need record=function_graph".into());
     }
 
-    if rec.stream && (workload == "script" || crate::shell::console::read_script(EVENTS_SETUP).is_some()) {
-        return Err("record_stream takes function and graph records; trace events and trace_marker texts are sent at the end (drop record_stream)".into());
-    }
     tracer::reset_buffers();
     if rec.stream {
         // The host learns where the rings are, then the CPUs, the clock and the symbols (an
@@ -119,7 +122,9 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
         let pa = crate::ftrace::stream::publish(cpus);
         println!("{}{pa:#x}", formats::stream::CONTROL_LINE);
         let empty: Vec<CpuEvents> = (0..cpus).map(|_| CpuEvents { events: Vec::new(), lost: 0, written: 0 }).collect();
-        send(tracer, &empty, &[], None);
+        // The formats of every enabled event (the records are not known yet).
+        let enabled: Vec<u16> = crate::events::registry::all().iter().filter(|e| e.is_enabled()).map(|e| e.id).collect();
+        send(tracer, &empty, &[], &enabled, None);
     }
     let started = match tracer {
         Tracer::Nop => Ok(()),
@@ -142,6 +147,7 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
     let _ = crate::tracefs::File::SetEvent.write("", false);
     if rec.stream {
         crate::ftrace::stream::stop();
+        crate::events::registry::set_whole_records(false);
         println!("{}", formats::stream::STOPPED_LINE);
         return Ok(());
     }
@@ -149,7 +155,7 @@ fn run_inner(rec: &RecordOptions<'_>, script_key: Option<&str>) -> Result<(), St
     let per_cpu = take_buffers();
     let markers = marker_texts(&per_cpu);
     print_text(tracer, &per_cpu, &markers);
-    send(tracer, &per_cpu, &markers, fault);
+    send(tracer, &per_cpu, &markers, &[], fault);
     Ok(())
 }
 
@@ -320,8 +326,10 @@ fn marker_payloads(markers: &[(u64, String)]) -> Vec<Vec<u8>> {
 }
 
 /// The `Format` frames: each trace event the records name, as `system\nformat text`.
-fn format_payloads(per_cpu: &[CpuEvents]) -> Vec<Vec<u8>> {
+/// The `Format` frames of the events the records name, and of `more`.
+fn format_payloads(per_cpu: &[CpuEvents], more: &[u16]) -> Vec<Vec<u8>> {
     let mut ids: Vec<u16> = per_cpu.iter().flat_map(|c| &c.events).filter(|e| e.kind == crate::events::registry::KIND_EVENT).map(|e| e.parent as u16).collect();
+    ids.extend_from_slice(more);
     ids.sort_unstable();
     ids.dedup();
     ids.into_iter()
@@ -331,9 +339,9 @@ fn format_payloads(per_cpu: &[CpuEvents]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], fault: Option<&str>) {
+fn send(tracer: Tracer, per_cpu: &[CpuEvents], markers: &[(u64, String)], formats_of: &[u16], fault: Option<&str>) {
     let marker_frames = marker_payloads(markers);
-    let format_frames = format_payloads(per_cpu);
+    let format_frames = format_payloads(per_cpu, formats_of);
     let symtab = crate::ksyms::raw_table();
     // Everything after the metadata frame, so the host can show progress.
     let mut rest = 0u64;

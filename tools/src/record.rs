@@ -195,10 +195,7 @@ pub fn record(cfg: &RecordConfig, progress: impl FnMut(Progress)) -> Result<(Vec
     // Kept until QEMU has read it (the end of this function).
     let mut _setup_file = None;
     if let Some(lines) = cfg.events_setup().map_err(RecordError::Config)? {
-        let path = std::env::temp_dir().join(format!("ltrace-events-{}-{:?}.sh", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
-        std::fs::write(&path, lines).map_err(RecordError::Io)?;
-        run.extra_args.extend(["-fw_cfg".into(), format!("name=opt/loongtrace/record_events,file={}", path.display().to_string().replace(',', ",,"))]);
-        _setup_file = Some(TempFile(path));
+        _setup_file = Some(events_setup_file(&lines, &mut run).map_err(RecordError::Io)?);
     }
     let mut qemu = Qemu::start(&run, cfg.save_serial.as_deref())?;
     let result = capture::read_capture(&mut qemu.reader, progress);
@@ -297,11 +294,16 @@ pub fn record_streamed(
     interrupt: &std::sync::atomic::AtomicBool,
     mut progress: impl FnMut(StreamProgress),
 ) -> Result<(Vec<String>, StreamSummary), RecordError> {
-    if !cfg.events.is_empty() || !cfg.kprobes.is_empty() || cfg.script.is_some() {
-        return Err(RecordError::Config("a streamed recording takes function and function_graph events; trace events (-e, --kprobe) and a script's trace_marker texts need the recording sent at the end (--no-stream)".into()));
+    if cfg.script.is_some() {
+        return Err(RecordError::Config("a script's trace_marker texts are kept outside the rings: a recording with a script is sent at the end (--no-stream)".into()));
     }
     let mut run = cfg.run.clone();
     run.cmdline = format!("{} record_stream", cfg.cmdline().map_err(RecordError::Config)?);
+    // Kept until QEMU has read it (the end of this function).
+    let mut _setup_file = None;
+    if let Some(lines) = cfg.events_setup().map_err(RecordError::Config)? {
+        _setup_file = Some(events_setup_file(&lines, &mut run).map_err(RecordError::Io)?);
+    }
     let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let ram_path = dir.join(format!("ltrace-ram-{}-{nanos}", std::process::id()));
@@ -361,13 +363,13 @@ pub fn record_streamed(
         // Seen stopped before the poll: that poll reads up to the final heads.
         let stopped = streamer.stopped();
         let ended = serial_done.load(std::sync::atomic::Ordering::Acquire) || interrupt.load(std::sync::atomic::Ordering::Acquire);
-        let before: u64 = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum();
+        let before: u64 = streamer.counts.iter().map(|c| c.slots + c.skipped + c.lost).sum();
         if let Err(e) = streamer.poll(&meta, &mut file, stopped) {
             let _ = file.finish();
             let _ = stop_qemu();
             return Err(RecordError::Config(e));
         }
-        let busy = streamer.counts.iter().map(|c| c.events + c.skipped + c.lost).sum::<u64>() != before;
+        let busy = streamer.counts.iter().map(|c| c.slots + c.skipped + c.lost).sum::<u64>() != before;
         let finished = stopped && (streamer.pending().is_empty() || stopped_at.is_some_and(|t: std::time::Instant| t.elapsed() > Duration::from_secs(1)));
         if stopped && stopped_at.is_none() {
             stopped_at = Some(std::time::Instant::now());
@@ -412,8 +414,17 @@ pub fn record_streamed(
         let error = CaptureError::Inconsistent(format!("the records of CPUs {pending:?} up to the final heads were still not committed 1 s after the stream stopped"));
         return Err(RecordError::Capture { error, timed_out, stderr });
     }
-    let ring_bytes = counts.iter().map(|c| (c.events + c.skipped) * formats::ring::SLOT_BYTES as u64).sum();
+    let ring_bytes = counts.iter().map(|c| (c.slots + c.skipped) * formats::ring::SLOT_BYTES as u64).sum();
     Ok((console, StreamSummary { cpus: counts, file_bytes, ring_bytes, seconds, stopped }))
+}
+
+/// Writes the trace events' setup lines to a temporary file that `run` hands to the kernel as
+/// fw_cfg file `opt/loongtrace/record_events`; the file goes when the result is dropped.
+fn events_setup_file(lines: &str, run: &mut RunConfig) -> io::Result<TempFile> {
+    let path = std::env::temp_dir().join(format!("ltrace-events-{}-{:?}.sh", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::write(&path, lines)?;
+    run.extra_args.extend(["-fw_cfg".into(), format!("name=opt/loongtrace/record_events,file={}", path.display().to_string().replace(',', ",,"))]);
+    Ok(TempFile(path))
 }
 
 /// A file removed when dropped.

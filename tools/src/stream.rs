@@ -8,7 +8,7 @@ use crate::capture::Recording;
 use crate::tracedat::{Event, StreamFile};
 use formats::ring::{self, KIND_CONT, Slots, WORDS};
 use formats::stream as layout;
-use formats::wire::Record;
+use formats::wire::{self, Record};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -93,8 +93,10 @@ impl Slots for Ring<'_> {
 /// Counts of one CPU's stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuCounts {
-    /// Slots read and turned into events.
+    /// Events in the file.
     pub events: u64,
+    /// The ring slots those events took (a trace event's record takes several).
+    pub slots: u64,
     /// Slots overwritten before the host read them (or dropped by a colliding writer).
     pub lost: u64,
     /// Slots read that are no event of the function or graph tracer (not written to the file).
@@ -180,18 +182,47 @@ impl Streamer<'_> {
             // Every sequence number from `next` on is read or lost: a gap before a record read
             // is where records were lost, so the file notes them right there.
             let mut expected = self.next[cpu];
+            // A trace event's record: its first slot and the continuation slots it announces,
+            // which one pass delivers together (`read_from` takes such a record whole or not).
+            let mut event: Vec<Record> = Vec::new();
             let r = ring::read_from(ring, head, capacity, expected, |s, w| {
                 writer.note_lost(ring::distance(expected, s));
                 expected = s.wrapping_add(1);
                 let record = to_record(&w, cpu);
+                if !event.is_empty() && record.kind == KIND_CONT {
+                    event.push(record);
+                    let first = &event[0];
+                    if event.len() == 1 + (first.extra as usize).div_ceil(wire::CONT_BYTES) {
+                        if let Some(mut b) = wire::event_bytes(&event) {
+                            // Linux's bytes, common fields included, padded as its ring pads them.
+                            b.resize(b.len().next_multiple_of(4), 0);
+                            writer.push(rec.ns(first.ts), &b);
+                            counts.events += 1;
+                            counts.slots += event.len() as u64;
+                        } else {
+                            counts.skipped += event.len() as u64;
+                        }
+                        event.clear();
+                    }
+                    return;
+                }
+                counts.skipped += event.len() as u64;
+                event.clear();
+                if record.kind == wire::KIND_EVENT && record.extra != 0 && (record.extra as usize) <= wire::CONT_BYTES * ring::MAX_CONT {
+                    event.push(record);
+                    return;
+                }
                 match Event::from_record(rec, &record) {
                     Some(e) if record.kind != KIND_CONT => {
                         writer.push(rec.ns(record.ts), &e.encode(pid));
                         counts.events += 1;
+                        counts.slots += 1;
                     }
                     _ => counts.skipped += 1,
                 }
             });
+            // A record is delivered whole, so none is left half-read at the end of a pass.
+            counts.skipped += event.len() as u64;
             writer.note_lost(ring::distance(expected, r.next));
             counts.lost += r.stats.lost;
             self.next[cpu] = r.next;

@@ -74,7 +74,10 @@ impl Event {
 
     /// Recomputes `fast` after `enabled`, `filter` or `triggers` changed (under `CONFIG`).
     fn refresh_fast(&self) {
-        let fast = self.is_enabled() && self.filter.load(Ordering::Acquire).is_null() && self.triggers.load(Ordering::Acquire).is_null();
+        let fast = self.is_enabled()
+            && self.filter.load(Ordering::Acquire).is_null()
+            && self.triggers.load(Ordering::Acquire).is_null()
+            && !WHOLE_RECORDS.load(Ordering::Acquire);
         self.fast.store(fast, Ordering::Release);
     }
 
@@ -125,6 +128,21 @@ static EVENTS: spin::Mutex<Vec<Arc<Event>>> = spin::Mutex::new(Vec::new());
 static TP_EVENTS: [AtomicPtr<Event>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
 /// Serialises configuration changes (enable, filter, triggers, definitions).
 pub static CONFIG: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Every record is written in its whole form (`KIND_EVENT` and its continuation slots, Linux's
+/// bytes), never as a one-slot record: set while a streamed recording's reader, outside the
+/// kernel, takes the records straight from the rings (`crate::record`).
+static WHOLE_RECORDS: AtomicBool = AtomicBool::new(false);
+
+/// Turns [`WHOLE_RECORDS`] on or off for every event.
+pub fn set_whole_records(on: bool) {
+    let evs = all();
+    let _g = CONFIG.lock();
+    WHOLE_RECORDS.store(on, Ordering::Release);
+    for ev in evs {
+        ev.refresh_fast();
+    }
+}
 /// The next dynamic event id.
 static NEXT_ID: spin::Mutex<u16> = spin::Mutex::new(FIRST_DYNAMIC_ID);
 

@@ -182,10 +182,10 @@ fn run(cli: Cli) -> Result<(), String> {
             cfg.save_serial = Some(a.serial.unwrap_or_else(|| {
                 out.output.as_deref().unwrap_or(Path::new("trace.dat")).with_extension("serial")
             }));
-            let can_stream = cfg.events.is_empty() && cfg.kprobes.is_empty() && cfg.script.is_none();
+            let can_stream = cfg.script.is_none();
             let only_file = out.flamegraph.is_none() && out.chrome.is_none() && out.kernel_text.is_none();
             if a.stream && !(can_stream && only_file) {
-                return Err("--stream records function and function_graph events into -o trace.dat: it cannot go with -e, --kprobe, --script, --flamegraph, --chrome or --kernel-text".into());
+                return Err("--stream writes -o trace.dat as it records: it cannot go with --script (trace_marker texts), --flamegraph, --chrome or --kernel-text".into());
             }
             if (a.stream || !a.no_stream) && can_stream && only_file {
                 let path = out.output.clone().unwrap_or_else(|| PathBuf::from("trace.dat"));
@@ -273,10 +273,11 @@ fn record_streamed(cfg: &RecordConfig, path: &Path) -> Result<(), String> {
     let mut whole = true;
     for (cpu, c) in sum.cpus.iter().enumerate() {
         let written = c.written.unwrap_or(0);
-        let ok = c.events + c.lost + c.skipped == written;
+        let ok = c.slots + c.lost + c.skipped == written;
         whole &= ok;
         eprintln!(
-            "ltrace: cpu{cpu}: written {written} = {} in the file + {} lost + {} other records{}",
+            "ltrace: cpu{cpu}: written {written} = {} in the file ({} events) + {} lost + {} other records{}",
+            c.slots,
             c.events,
             c.lost,
             c.skipped,
