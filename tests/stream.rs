@@ -45,7 +45,13 @@ struct Report {
 }
 
 fn report(path: &Path) -> Report {
-    let out = Command::new("trace-cmd").arg("report").arg("-i").arg(path).output().expect("trace-cmd runs (make setup installs it)");
+    report_with(path, &[])
+}
+
+/// [`report`] with more `trace-cmd report` options (`-R`: raw, one line per event, where
+/// function_graph's leaves are otherwise folded into one line).
+fn report_with(path: &Path, extra: &[&str]) -> Report {
+    let out = Command::new("trace-cmd").arg("report").args(extra).arg("-i").arg(path).output().expect("trace-cmd runs (make setup installs it)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "trace-cmd failed: {stderr}");
     let mut r = Report::default();
@@ -90,6 +96,27 @@ fn streamed_smp_chain_loses_nothing() {
         assert!(c.events >= 5, "cpu{cpu} ran the chain: {c:?}");
     }
     check_accounting(&sum, &report(&path));
+}
+
+#[test]
+fn a_streamed_graph_has_every_call_and_return() {
+    // function_graph on the chain (root, a, b, c) on two CPUs: per CPU four entries and four
+    // returns, which trace-cmd prints as the call tree.
+    let mut cfg = config("smp_chain", 2, 0, &[]);
+    cfg.tracer = "function_graph".into();
+    cfg.graph_function = vec!["chain_root".into()];
+    let (path, sum) = stream(&cfg, "graph.dat");
+    let rep = report_with(&path, &["-R"]);
+    check_accounting(&sum, &rep);
+    for cpu in 0..2u32 {
+        let mine: Vec<&String> = rep.lines.iter().filter(|l| l.contains(&format!("[{cpu:03}]"))).collect();
+        let entries = mine.iter().filter(|l| l.contains("funcgraph_entry:")).count();
+        let exits = mine.iter().filter(|l| l.contains("funcgraph_exit:")).count();
+        assert_eq!((entries, exits), (4, 4), "cpu{cpu}: {mine:#?}");
+    }
+    // The cooked report folds the leaf into one line, as for a recording sent at the end.
+    let cooked = report(&path);
+    assert_eq!(cooked.lines.iter().filter(|l| l.contains("chain_c();")).count(), 2, "{:#?}", cooked.lines);
 }
 
 #[test]
