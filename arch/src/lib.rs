@@ -1,15 +1,18 @@
 //! LoongArch64 support for loongtrace: everything that knows the instruction set or the QEMU `virt` board.
 //!
-//! The pure parts (`insn`, `pcrel`, `kprobe_insn`, `bpf_tramp`, `frame` layouts) build and test on the host; the rest only exists
+//! The pure parts (`insn`, `pcrel`, `kprobe_insn`, `bpf_tramp`, `bpf_jit`, `frame` layouts) build and test on the host; the rest only exists
 //! when compiling for `loongarch64`. Nothing here depends on the `kernel` crate: the kernel
 //! reaches in through the functions below and registers its policy hooks (trap handler,
 //! panic recovery) at boot.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod insn;
 pub mod pcrel;
 pub mod kprobe_insn;
 pub mod bpf_tramp;
+pub mod bpf_jit;
 pub mod frame;
 
 #[cfg(target_arch = "loongarch64")]
