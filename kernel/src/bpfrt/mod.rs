@@ -22,6 +22,7 @@
 
 pub mod cmd;
 pub mod env;
+pub mod jit;
 pub mod printk;
 
 use alloc::format;

@@ -884,3 +884,89 @@ ktest! {
         Ok(())
     }
 }
+
+/// A random program of numbers and the stack for the JIT's differential test: every register
+/// set first, the stack slots zeroed, then ALU operations (64 and 32 bits, every operation,
+/// register and immediate operands), negation and byte order, stores and loads of every size
+/// through `r10`, and forward conditional jumps (so it ends), then `exit`.
+fn random_numbers_program(rng: &mut bpf::rng::Rng) -> Vec<Insn> {
+    use bpf::insn::*;
+    const EDGES: [u64; 8] = [0, 1, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 63, u64::MAX, 0x1234_5678_9abc_def0];
+    let mut p = Vec::new();
+    for r in 0..10u8 {
+        let v = if rng.chance(40) { rng.pick(&EDGES) } else { rng.next() >> rng.below(64) };
+        p.push(Insn::new(BPF_LD | BPF_DW | BPF_IMM, r, 0, 0, v as u32 as i32));
+        p.push(Insn::new(0, 0, 0, 0, (v >> 32) as u32 as i32));
+    }
+    for k in 1..=8i16 {
+        p.push(Insn::new(BPF_ST | BPF_MEM | BPF_DW, 10, 0, -8 * k, 0));
+    }
+    let ops: [(u8, i16); 17] = [
+        (BPF_ADD, 0), (BPF_SUB, 0), (BPF_MUL, 0), (BPF_DIV, 0), (BPF_DIV, 1), (BPF_OR, 0), (BPF_AND, 0), (BPF_LSH, 0),
+        (BPF_RSH, 0), (BPF_MOD, 0), (BPF_MOD, 1), (BPF_XOR, 0), (BPF_MOV, 0), (BPF_ARSH, 0), (BPF_MOV, 8), (BPF_MOV, 16), (BPF_MOV, 32),
+    ];
+    let conds = [BPF_JEQ, BPF_JNE, BPF_JGT, BPF_JGE, BPF_JLT, BPF_JLE, BPF_JSGT, BPF_JSGE, BPF_JSLT, BPF_JSLE, BPF_JSET];
+    let sizes = [BPF_B, BPF_H, BPF_W, BPF_DW];
+    let body = 20 + rng.index(20);
+    for i in 0..body {
+        let (dst, src) = (rng.index(10) as u8, rng.index(10) as u8);
+        let imm = if rng.chance(30) { rng.pick(&[0i32, 1, -1, 31, 63, 2047, -2048, 4096, i32::MIN, i32::MAX]) } else { rng.next() as i32 >> rng.below(32) };
+        let insn = match rng.index(10) {
+            0..=4 => {
+                let (op, off) = rng.pick(&ops);
+                let class = if rng.chance(50) || off == 32 { BPF_ALU64 } else { BPF_ALU };
+                if off > 1 || rng.chance(50) {
+                    Insn::new(class | op | BPF_X, dst, src, off, 0)
+                } else {
+                    Insn::new(class | op | BPF_K, dst, 0, off, imm)
+                }
+            }
+            5 => {
+                let left = (body - i - 1) as i16;
+                let off = rng.index(left.min(6) as usize + 1) as i16;
+                let class = if rng.chance(50) { BPF_JMP } else { BPF_JMP32 };
+                if rng.chance(50) { Insn::new(class | rng.pick(&conds) | BPF_X, dst, src, off, 0) } else { Insn::new(class | rng.pick(&conds) | BPF_K, dst, 0, off, imm) }
+            }
+            6 => Insn::new(BPF_STX | BPF_MEM | rng.pick(&sizes), 10, src, -8 * (1 + rng.index(8) as i16), 0),
+            7 => {
+                let size = rng.pick(&sizes);
+                let mode = if size != BPF_DW && rng.chance(50) { BPF_MEMSX } else { BPF_MEM };
+                Insn::new(BPF_LDX | mode | size, dst, 10, -8 * (1 + rng.index(8) as i16), 0)
+            }
+            8 => Insn::new(if rng.chance(50) { BPF_ALU64 } else { BPF_ALU } | BPF_NEG, dst, 0, 0, 0),
+            _ => {
+                let (class, kind) = rng.pick(&[(BPF_ALU, BPF_TO_LE), (BPF_ALU, BPF_TO_BE), (BPF_ALU64, BPF_TO_LE)]);
+                Insn::new(class | BPF_END | kind, dst, 0, 0, rng.pick(&[16, 32, 64]))
+            }
+        };
+        p.push(insn);
+    }
+    p.push(Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+    p
+}
+
+ktest! {
+    /// The JIT on the real (emulated) CPU: 2,000 random programs of numbers and the stack, each
+    /// run natively from the module area and in the interpreter, give the same `r0`; and a
+    /// program the JIT does not compile is refused with the reason (it stays interpreted).
+    fn bpf_core::jit_matches_the_interpreter() {
+        let mut rng = bpf::rng::Rng(0x0b5e_55ed_0f_1a7e);
+        let mut words = 0;
+        for n in 0..2000 {
+            let p = random_numbers_program(&mut rng);
+            let jited = bpfrt::jit::JitedProg::new(&p, 64).map_err(|e| TestError::Fail(alloc::format!("program {n}: {e}")))?;
+            words += jited.words;
+            // SAFETY: the program touches only its registers and its 64 bytes of stack, calls no
+            // helper and ends (its jumps go forward).
+            let native = unsafe { jited.call(0) };
+            let mut env = bpf::interp::SimpleEnv::new();
+            let interp = bpf::interp::run(&p, &mut env, 0).map_err(|e| TestError::Fail(alloc::format!("program {n}: interpreter {e:?}")))?;
+            kassert!(native == interp, "program {n}: native {native:#x}, interpreter {interp:#x}: {p:?}");
+        }
+        kdiag!("2000 programs, {words} native words");
+        let atomic = [Insn::new(bpf::insn::BPF_STX | bpf::insn::BPF_ATOMIC | bpf::insn::BPF_DW, 10, 1, -8, BPF_ADD as i32), Insn::new(bpf::insn::BPF_JMP | bpf::insn::BPF_EXIT, 0, 0, 0, 0)];
+        let e = bpfrt::jit::JitedProg::new(&atomic, 8).err().unwrap_or_default();
+        kassert!(e.contains("atomic"), "{e}");
+        Ok(())
+    }
+}
