@@ -101,7 +101,7 @@ fn streamed_smp_chain_loses_nothing() {
 #[test]
 fn a_streamed_graph_has_every_call_and_return() {
     // function_graph on the chain (root, a, b, c) on two CPUs: per CPU four entries and four
-    // returns, which trace-cmd prints as the call tree.
+    // returns.
     let mut cfg = config("smp_chain", 2, 0, &[]);
     cfg.tracer = "function_graph".into();
     cfg.graph_function = vec!["chain_root".into()];
@@ -114,9 +114,8 @@ fn a_streamed_graph_has_every_call_and_return() {
         let exits = mine.iter().filter(|l| l.contains("funcgraph_exit:")).count();
         assert_eq!((entries, exits), (4, 4), "cpu{cpu}: {mine:#?}");
     }
-    // The cooked report folds the leaf into one line, as for a recording sent at the end.
-    let cooked = report(&path);
-    assert_eq!(cooked.lines.iter().filter(|l| l.contains("chain_c();")).count(), 2, "{:#?}", cooked.lines);
+    // (The cooked report folds a leaf only when no other CPU's event comes between its entry
+    // and its return, which depends on how the CPUs interleave: not checked here.)
 }
 
 #[test]
