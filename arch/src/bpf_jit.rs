@@ -475,19 +475,12 @@ pub fn compile(prog: &[Insn], opts: &Options) -> Result<Image, JitError> {
     if opts.stack_depth > 512 {
         return Err(JitError::Stack { depth: opts.stack_depth });
     }
-    // Two passes: the first learns where each instruction starts (every instruction takes the
-    // same words whatever its branches' distances), the second branches there.
-    let mut offsets: Vec<usize> = Vec::new();
-    let mut exit = 0;
-    for pass in 0..2 {
-        let (words, offs, ex) = emit(prog, opts, &offsets, exit, pass == 0)?;
-        if pass == 1 {
-            return Ok(Image { words, offsets: offs });
-        }
-        offsets = offs;
-        exit = ex;
-    }
-    unreachable!("two passes")
+    // Two passes: the first learns where each instruction and the epilogue start (every
+    // instruction takes the same words whatever its branches' distances), the second branches
+    // there.
+    let (_, offsets, exit) = emit(prog, opts, &[], 0, true)?;
+    let (words, offsets, _) = emit(prog, opts, &offsets, exit, false)?;
+    Ok(Image { words, offsets })
 }
 
 fn emit(prog: &[Insn], opts: &Options, offsets: &[usize], exit: usize, sizing: bool) -> Result<(Vec<u32>, Vec<usize>, usize), JitError> {

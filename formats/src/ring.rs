@@ -68,6 +68,12 @@ pub const fn kind_of(w: &[u64; WORDS]) -> u8 {
     w[3] as u8
 }
 
+/// `depth` of a record (graph depth, or a function event's flags) from its payload words.
+#[inline(always)]
+pub const fn depth_of(w: &[u64; WORDS]) -> u16 {
+    (w[3] >> 16) as u16
+}
+
 /// Continuation slots that follow a record from its payload words.
 #[inline(always)]
 pub const fn cont_of(w: &[u64; WORDS]) -> u16 {

@@ -558,7 +558,13 @@ impl<const N: usize> RingBuffer<N> {
     ///
     /// Stops early at an entry whose writer has not finished yet (it will be returned by the next
     /// call). Consuming reads must be serialized by the caller.
-    pub fn snapshot(&self, mut out: impl FnMut(u64, TraceEntry)) -> ReadStats {
+    pub fn snapshot(&self, out: impl FnMut(u64, TraceEntry)) -> ReadStats {
+        self.consume(true, out)
+    }
+
+    /// The consuming read of [`snapshot`](Self::snapshot) and [`discard`](Self::discard):
+    /// advances the cursor, counts the lost entries and, if `counted`, the records delivered.
+    fn consume(&self, counted: bool, mut out: impl FnMut(u64, TraceEntry)) -> ReadStats {
         let from = self.cursor.load(Ordering::Relaxed);
         let mut records = 0;
         let r = self.read_from(from, |s, e| {
@@ -567,7 +573,9 @@ impl<const N: usize> RingBuffer<N> {
         });
         self.cursor.store(r.next, Ordering::Relaxed);
         self.lost.fetch_add(r.stats.lost, Ordering::Relaxed);
-        self.consumed.fetch_add(records, Ordering::Relaxed);
+        if counted {
+            self.consumed.fetch_add(records, Ordering::Relaxed);
+        }
         r.stats
     }
 
@@ -589,10 +597,7 @@ impl<const N: usize> RingBuffer<N> {
     /// Consume everything currently readable, discarding it (not counted in
     /// [`read_events`](Self::read_events)); returns the stats.
     pub fn discard(&self) -> ReadStats {
-        let r = self.read_from(self.cursor.load(Ordering::Relaxed), |_, _| {});
-        self.cursor.store(r.next, Ordering::Relaxed);
-        self.lost.fetch_add(r.stats.lost, Ordering::Relaxed);
-        r.stats
+        self.consume(false, |_, _| {})
     }
 
     /// Empty the buffer and zero all counters.

@@ -237,7 +237,7 @@ impl Streamer<'_> {
 
 /// The record a slot's payload words hold, as the wire format carries it.
 fn to_record(w: &[u64; WORDS], cpu: usize) -> Record {
-    Record { ts: w[0], ip: w[1], parent: w[2], kind: ring::kind_of(w), cpu: cpu as u8, depth: (w[3] >> 16) as u16, extra: w[4] }
+    Record { ts: w[0], ip: w[1], parent: w[2], kind: ring::kind_of(w), cpu: cpu as u8, depth: ring::depth_of(w), extra: w[4] }
 }
 
 /// Creates the guest RAM's backing file (`size` bytes, sparse) at `path`.
