@@ -143,7 +143,7 @@ fn bpf_objects_load_run_dump_and_a_refusal() {
     }
     assert_eq!(run(&mut s, "bpf prog load maps_test"), "loaded maps_test: prog_ids 1  map_ids 1,2,3,4,5\n");
     let list = run(&mut s, "bpf prog list");
-    assert!(list.starts_with("1: fentry  name count_calls  target bpf_fentry_test1  gpl\n\tobject maps_test  xlated "), "{list}");
+    assert!(list.starts_with("1: fentry  name count_calls  target bpf_fentry_test1  gpl\n\tobject maps_test  tag "), "{list}");
     assert!(list.ends_with("  map_ids 1,2,3,4,5\n"), "{list}");
     let x = run(&mut s, "bpf prog dump xlated 1");
     assert!(x.starts_with("   0: (79) r7 = *(u64 *)(r1 +0)\n") && x.contains("(18) r1 = map[id:1]\n"), "{x}");

@@ -130,7 +130,16 @@ pub struct PerCpu {
     pub trace_ring: core::sync::atomic::AtomicU64,
     /// Another such pointer: the kernel's per-CPU function-graph state (its shadow stack).
     pub graph: core::sync::atomic::AtomicU64,
+    /// BPF programs' recursion guards (Linux's per-CPU `prog->active`), one word per guard slot:
+    /// non-zero while this CPU runs the program from a generated trampoline (see
+    /// `arch::bpf_tramp::Guard`; one `ld.d`/`st.d` off `r21` each).
+    pub bpf_active: [core::sync::atomic::AtomicU64; BPF_GUARD_SLOTS],
 }
+
+/// Guard slots of [`PerCpu::bpf_active`]: programs attached to trampolines at once, at most.
+pub const BPF_GUARD_SLOTS: usize = 128;
+/// Offset of [`PerCpu::bpf_active`].
+pub const PERCPU_BPF_ACTIVE: usize = 72;
 
 /// Offset of [`PerCpu::kprobe_current`] (for [`this_cpu_load`] / [`this_cpu_store`]).
 pub const PERCPU_KPROBE_CURRENT: usize = 24;
@@ -159,6 +168,9 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, callback_guard) == PERCPU_CALLBACK_GUARD);
     assert!(core::mem::offset_of!(PerCpu, trace_ring) == PERCPU_TRACE_RING);
     assert!(core::mem::offset_of!(PerCpu, graph) == PERCPU_GRAPH);
+    assert!(core::mem::offset_of!(PerCpu, bpf_active) == PERCPU_BPF_ACTIVE);
+    // Every slot within reach of one `ld.d`/`st.d` off `r21`.
+    assert!(PERCPU_BPF_ACTIVE + 8 * BPF_GUARD_SLOTS <= 2048);
 };
 
 /// One area per possible CPU.
@@ -174,6 +186,7 @@ static loongtrace_percpu: [PerCpu; MAX_CPUS] = [const {
         callback_guard: core::sync::atomic::AtomicU64::new(0),
         trace_ring: core::sync::atomic::AtomicU64::new(0),
         graph: core::sync::atomic::AtomicU64::new(0),
+        bpf_active: [const { core::sync::atomic::AtomicU64::new(0) }; BPF_GUARD_SLOTS],
     }
 }; MAX_CPUS];
 

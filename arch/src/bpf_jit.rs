@@ -26,7 +26,7 @@
 
 use crate::insn::{self, Reg};
 use alloc::vec::Vec;
-use bpf::insn::{AluOp, Cond, Endian, Insn, Op, Operand, Size};
+use bpf::insn::{AluOp, AtomicOp, Cond, Endian, Insn, Op, Operand, Size};
 
 /// Why a program was not compiled (it runs in the interpreter instead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,10 +54,36 @@ impl core::fmt::Display for JitError {
 
 /// What the JIT needs to know besides the program.
 pub struct Options<'a> {
-    /// Bytes of stack the program uses (the verifier's figure; at most 512).
+    /// Bytes of stack each function of the program that uses its frame pointer (`r10`) gets
+    /// (at most 512, BPF's limit per frame).
     pub stack_depth: u32,
     /// The address of helper `id`, or `None` if the program may not call it.
     pub helper: &'a dyn Fn(u32) -> Option<u64>,
+    /// Where the code will run, if known: helpers are then called pc-relatively (`pcaddu18i` +
+    /// `jirl`, two words) instead of through a 64-bit constant (five words). The code must then
+    /// be placed exactly there.
+    pub base: Option<u64>,
+    /// For programs run from a generated trampoline (fentry, fexit, fmod_ret): the traced
+    /// function's argument count and whether the context holds its return value after the
+    /// arguments. The `bpf_get_func_*` helpers are then compiled inline, reading the
+    /// trampoline's frame (`arch::bpf_tramp`), as Linux's JIT does.
+    pub func: Option<FuncCtx>,
+}
+
+/// The traced function as a tracing program's context describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncCtx {
+    /// Argument words before the return value (`bpf_get_func_arg_cnt`).
+    pub nargs: u32,
+    /// Whether `ctx[nargs]` is the return value (fexit, fmod_ret).
+    pub has_ret: bool,
+}
+
+impl Options<'_> {
+    /// Options for a program that calls no helper.
+    pub fn plain(stack_depth: u32) -> Options<'static> {
+        Options { stack_depth, helper: &|_| None, base: None, func: None }
+    }
 }
 
 /// A compiled program.
@@ -156,7 +182,25 @@ const STX_D: u32 = 0x381c_0000;
 const LDX_BU: u32 = 0x3820_0000;
 const LDX_HU: u32 = 0x3824_0000;
 const LDX_WU: u32 = 0x3828_0000;
+const BEQZ: u32 = 0x4000_0000;
 const BNEZ: u32 = 0x4400_0000;
+const BL: u32 = 0x5400_0000;
+const LL_W: u32 = 0x2000_0000;
+const SC_W: u32 = 0x2100_0000;
+const LL_D: u32 = 0x2200_0000;
+const SC_D: u32 = 0x2300_0000;
+const AMSWAP_DB_W: u32 = 0x3869_0000;
+const AMSWAP_DB_D: u32 = 0x3869_8000;
+const AMADD_DB_W: u32 = 0x386a_0000;
+const AMADD_DB_D: u32 = 0x386a_8000;
+const AMAND_DB_W: u32 = 0x386b_0000;
+const AMAND_DB_D: u32 = 0x386b_8000;
+const AMOR_DB_W: u32 = 0x386c_0000;
+const AMOR_DB_D: u32 = 0x386c_8000;
+const AMXOR_DB_W: u32 = 0x386d_0000;
+const AMXOR_DB_D: u32 = 0x386d_8000;
+/// `dbar 0`: a full barrier.
+const DBAR: u32 = 0x3872_0000;
 const JIRL: u32 = 0x4c00_0000;
 const B: u32 = 0x5000_0000;
 const BEQ: u32 = 0x5800_0000;
@@ -185,7 +229,7 @@ const fn fits12(v: i64) -> bool {
     v >= -2048 && v < 2048
 }
 
-/// Where a branch goes: a BPF instruction, or the epilogue.
+/// Where a branch goes: a BPF instruction, or the current function's epilogue.
 #[derive(Clone, Copy)]
 enum Target {
     Insn(usize),
@@ -194,9 +238,12 @@ enum Target {
 
 struct Emitter<'a> {
     words: Vec<u32>,
-    /// Known after the first pass (word index of each BPF instruction, and of the epilogue).
-    offsets: &'a [usize],
-    exit: usize,
+    /// Known after the first pass: the word index of each BPF instruction, of each function's
+    /// entry (its prologue) and of each function's epilogue.
+    layout: &'a Layout,
+    /// The function being emitted.
+    func: usize,
+    base: Option<u64>,
     pc: usize,
     /// The first pass: branches put a placeholder word (their targets are not known yet).
     sizing: bool,
@@ -231,8 +278,8 @@ impl Emitter<'_> {
     /// The word index a branch to `t` lands on.
     fn target(&self, t: Target) -> usize {
         match t {
-            Target::Insn(i) => self.offsets.get(i).copied().unwrap_or(0),
-            Target::Exit => self.exit,
+            Target::Insn(i) => self.layout.offsets.get(i).copied().unwrap_or(0),
+            Target::Exit => self.layout.exits.get(self.func).copied().unwrap_or(0),
         }
     }
 
@@ -465,130 +512,462 @@ impl Emitter<'_> {
     }
 }
 
-/// Bytes the prologue saves: `ra`, `fp`, `s0`–`s4`, rounded to 16.
-const SAVED: i32 = 64;
-/// Callee-saved registers the prologue saves after `ra` and `fp`.
-const SAVED_REGS: [Reg; 5] = [Reg::S0, Reg::S1, Reg::S2, Reg::S3, Reg::S4];
+/// Word indexes the second pass branches to.
+#[derive(Default)]
+struct Layout {
+    /// Of each BPF instruction (the second slot of `ld_imm64` gets the next word's).
+    offsets: Vec<usize>,
+    /// Of each function's prologue.
+    entries: Vec<usize>,
+    /// Of each function's epilogue.
+    exits: Vec<usize>,
+}
+
+/// One BPF function of the program: the main program, or a subprogram a BPF-to-BPF call enters.
+struct Func {
+    start: usize,
+    end: usize,
+    /// Callee-saved registers it uses (`s0`–`s3` for `r6`–`r9`, `s4` for `r10`).
+    saved: Vec<Reg>,
+    /// Whether it uses its stack (`r10`).
+    stack: bool,
+    /// Whether it calls anything (helpers, other functions).
+    calls: bool,
+}
+
+impl Func {
+    /// Whether it needs a frame: saved registers, a stack, or a return address to keep.
+    fn framed(&self) -> bool {
+        self.stack || self.calls || !self.saved.is_empty()
+    }
+}
+
+/// The program's functions: instruction 0 and every BPF-to-BPF call's target start one, which
+/// runs until the next one starts.
+fn functions(prog: &[Insn]) -> Result<Vec<Func>, JitError> {
+    let mut starts = alloc::vec![0usize];
+    for (pc, insn) in prog.iter().enumerate() {
+        if let Ok(Op::CallLocal { delta }) = insn.op() {
+            let t = pc as i64 + 1 + delta as i64;
+            if t <= 0 || t as usize >= prog.len() {
+                return Err(JitError::Invalid { pc });
+            }
+            starts.push(t as usize);
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    let mut funcs = Vec::with_capacity(starts.len());
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(prog.len());
+        let mut used = [false; 11];
+        let mut calls = false;
+        let mut pc = start;
+        while pc < end {
+            let insn = &prog[pc];
+            used[(insn.dst & 15).min(10) as usize] = true;
+            used[(insn.src & 15).min(10) as usize] = true;
+            match insn.op() {
+                Ok(Op::Call { .. } | Op::CallLocal { .. }) => calls = true,
+                Ok(Op::LdImm64 { .. }) => pc += 1,
+                _ => {}
+            }
+            pc += 1;
+        }
+        let saved = (6..=10).filter(|&r| used[r]).map(|r| map(r as u8)).collect();
+        funcs.push(Func { start, end, saved, stack: used[10], calls });
+    }
+    Ok(funcs)
+}
 
 /// Compiles `prog` (as the verifier accepted it).
 pub fn compile(prog: &[Insn], opts: &Options) -> Result<Image, JitError> {
     if opts.stack_depth > 512 {
         return Err(JitError::Stack { depth: opts.stack_depth });
     }
-    // Two passes: the first learns where each instruction and the epilogue start (every
+    let funcs = functions(prog)?;
+    // Two passes: the first learns where each instruction, function and epilogue starts (every
     // instruction takes the same words whatever its branches' distances), the second branches
     // there.
-    let (_, offsets, exit) = emit(prog, opts, &[], 0, true)?;
-    let (words, offsets, _) = emit(prog, opts, &offsets, exit, false)?;
-    Ok(Image { words, offsets })
+    let (_, layout) = emit(prog, opts, &funcs, &Layout::default(), true)?;
+    let (words, layout) = emit(prog, opts, &funcs, &layout, false)?;
+    Ok(Image { words, offsets: layout.offsets })
 }
 
-fn emit(prog: &[Insn], opts: &Options, offsets: &[usize], exit: usize, sizing: bool) -> Result<(Vec<u32>, Vec<usize>, usize), JitError> {
-    let depth = (opts.stack_depth as i32 + 15) & !15;
-    let frame = SAVED + depth;
-    let mut e = Emitter { words: Vec::with_capacity(prog.len() * 4 + 24), offsets, exit, pc: 0, sizing };
-    // Prologue.
-    e.put(ri12(ADDI_D, Reg::Sp, Reg::Sp, -frame));
-    e.put(ri12(ST_D, Reg::Ra, Reg::Sp, frame - 8));
-    e.put(ri12(ST_D, Reg::Fp, Reg::Sp, frame - 16));
-    for (i, r) in SAVED_REGS.iter().enumerate() {
-        e.put(ri12(ST_D, *r, Reg::Sp, frame - 24 - 8 * i as i32));
-    }
-    e.put(ri12(ADDI_D, Reg::Fp, Reg::Sp, frame));
-    e.put(ri12(ADDI_D, map(10), Reg::Sp, depth));
-    let mut offs = Vec::with_capacity(prog.len());
-    let mut pc = 0;
-    while pc < prog.len() {
-        offs.push(e.words.len());
-        e.pc = pc;
-        let insn = &prog[pc];
-        let op = insn.op().map_err(|_| JitError::Invalid { pc })?;
-        let jump_to = |delta: i64| -> Result<Target, JitError> {
-            let t = pc as i64 + 1 + delta;
-            if t < 0 || t as usize >= prog.len() {
-                return Err(JitError::Invalid { pc });
-            }
-            Ok(Target::Insn(t as usize))
-        };
-        match op {
-            Op::Alu { w64, op, dst, src } => e.alu(w64, op, dst, src),
-            Op::Neg { w64, dst } => {
-                let d = map(dst);
-                e.put(r3(if w64 { SUB_D } else { SUB_W }, d, Reg::Zero, d));
-                if !w64 {
-                    e.zext32(d, d);
-                }
-            }
-            Op::End { kind, bits, dst } => e.end(kind, bits, dst),
-            Op::LdImm64 { dst, pseudo: 0 } => {
-                let next = prog.get(pc + 1).ok_or(JitError::Invalid { pc })?;
-                // Always the four-word form, so both passes agree whatever the value.
-                for w in insn::encode_li64(map(dst), insn.imm64(next)) {
-                    e.put(w);
-                }
-                offs.push(e.words.len());
-                pc += 2;
-                continue;
-            }
-            Op::LdImm64 { .. } => return Err(JitError::Unsupported { pc, what: "ld_imm64 of a pseudo value" }),
-            Op::Load { size, signed, dst, src, off } => {
-                let (imm, idx) = match (size, signed) {
-                    (Size::B, false) => (LD_BU, LDX_BU),
-                    (Size::H, false) => (LD_HU, LDX_HU),
-                    (Size::W, false) => (LD_WU, LDX_WU),
-                    (Size::B, true) => (LD_B, LDX_B),
-                    (Size::H, true) => (LD_H, LDX_H),
-                    (Size::W, true) => (LD_W, LDX_W),
-                    (Size::DW, _) => (LD_D, LDX_D),
-                };
-                e.mem(imm, idx, map(dst), map(src), off);
-            }
-            Op::Store { size, dst, off, src } => {
-                let (imm, idx) = match size {
-                    Size::B => (ST_B, STX_B),
-                    Size::H => (ST_H, STX_H),
-                    Size::W => (ST_W, STX_W),
-                    Size::DW => (ST_D, STX_D),
-                };
-                let v = e.operand(src, T1);
-                e.mem(imm, idx, v, map(dst), off);
-            }
-            Op::Jump { w64, cond, dst, src, off } => {
-                let t = jump_to(off as i64)?;
-                e.cond_jump(w64, cond, dst, src, t)?;
-            }
-            Op::Ja { delta, .. } => {
-                let t = jump_to(delta as i64)?;
-                e.jump(t)?;
-            }
-            Op::Call { helper } => {
-                let addr = (opts.helper)(helper).ok_or(JitError::Unsupported { pc, what: "a call of an unknown helper" })?;
-                for w in insn::encode_li64(T0, addr) {
-                    e.put(w);
-                }
-                e.put(JIRL | (T0 as u32) << 5 | Reg::Ra as u32);
-                e.put(r3(OR, map(0), Reg::A0, Reg::Zero));
-            }
-            Op::Exit => e.jump(Target::Exit)?,
-            Op::Atomic { .. } => return Err(JitError::Unsupported { pc, what: "an atomic operation" }),
-            Op::LoadAcquire { .. } | Op::StoreRelease { .. } => return Err(JitError::Unsupported { pc, what: "load-acquire/store-release" }),
-            Op::CallLocal { .. } => return Err(JitError::Unsupported { pc, what: "a BPF-to-BPF call" }),
-            Op::CallKfunc { .. } => return Err(JitError::Unsupported { pc, what: "a kfunc call" }),
-        }
-        pc += 1;
-    }
-    let exit_at = e.words.len();
-    // Epilogue.
-    e.put(r3(OR, Reg::A0, map(0), Reg::Zero));
-    for (i, r) in SAVED_REGS.iter().enumerate() {
-        e.put(ri12(LD_D, *r, Reg::Sp, frame - 24 - 8 * i as i32));
-    }
-    e.put(ri12(LD_D, Reg::Fp, Reg::Sp, frame - 16));
-    e.put(ri12(LD_D, Reg::Ra, Reg::Sp, frame - 8));
-    e.put(ri12(ADDI_D, Reg::Sp, Reg::Sp, frame));
-    e.put(insn::encode_jr(Reg::Ra));
-    Ok((e.words, offs, exit_at))
+/// The frame of a function: `[ra, fp, saved registers…]` at the top, the BPF stack below.
+struct Frame {
+    size: i32,
+    depth: i32,
 }
+
+fn frame_of(f: &Func, opts: &Options) -> Frame {
+    if !f.framed() {
+        return Frame { size: 0, depth: 0 };
+    }
+    let depth = if f.stack { (opts.stack_depth as i32 + 15) & !15 } else { 0 };
+    let saves = (16 + 8 * f.saved.len() as i32 + 15) & !15;
+    Frame { size: saves + depth, depth }
+}
+
+fn emit(prog: &[Insn], opts: &Options, funcs: &[Func], layout: &Layout, sizing: bool) -> Result<(Vec<u32>, Layout), JitError> {
+    let mut e = Emitter { words: Vec::with_capacity(prog.len() * 4 + 24), layout, func: 0, base: opts.base, pc: 0, sizing };
+    let mut out = Layout { offsets: alloc::vec![0; prog.len()], entries: Vec::new(), exits: Vec::new() };
+    for (fi, f) in funcs.iter().enumerate() {
+        e.func = fi;
+        let frame = frame_of(f, opts);
+        out.entries.push(e.words.len());
+        // Prologue: a frame record (`ra`, `fp`; `fp` = the caller's `sp`) so that backtraces
+        // walk through, the callee-saved registers the function uses, and `r10` at the top of
+        // its stack.
+        if f.framed() {
+            let n = frame.size;
+            e.put(ri12(ADDI_D, Reg::Sp, Reg::Sp, -n));
+            e.put(ri12(ST_D, Reg::Ra, Reg::Sp, n - 8));
+            e.put(ri12(ST_D, Reg::Fp, Reg::Sp, n - 16));
+            for (i, r) in f.saved.iter().enumerate() {
+                e.put(ri12(ST_D, *r, Reg::Sp, n - 24 - 8 * i as i32));
+            }
+            e.put(ri12(ADDI_D, Reg::Fp, Reg::Sp, n));
+            if f.stack {
+                e.put(ri12(ADDI_D, map(10), Reg::Sp, frame.depth));
+            }
+        }
+        let mut pc = f.start;
+        while pc < f.end {
+            out.offsets[pc] = e.words.len();
+            e.pc = pc;
+            let insn = &prog[pc];
+            let op = insn.op().map_err(|_| JitError::Invalid { pc })?;
+            let jump_to = |delta: i64| -> Result<Target, JitError> {
+                let t = pc as i64 + 1 + delta;
+                if t < f.start as i64 || t as usize >= f.end {
+                    return Err(JitError::Invalid { pc });
+                }
+                Ok(Target::Insn(t as usize))
+            };
+            match op {
+                Op::Alu { w64, op, dst, src } => e.alu(w64, op, dst, src),
+                Op::Neg { w64, dst } => {
+                    let d = map(dst);
+                    e.put(r3(if w64 { SUB_D } else { SUB_W }, d, Reg::Zero, d));
+                    if !w64 {
+                        e.zext32(d, d);
+                    }
+                }
+                Op::End { kind, bits, dst } => e.end(kind, bits, dst),
+                Op::LdImm64 { dst, pseudo: 0 } => {
+                    let next = prog.get(pc + 1).filter(|_| pc + 1 < f.end).ok_or(JitError::Invalid { pc })?;
+                    // Always the four-word form, so both passes agree whatever the value.
+                    for w in insn::encode_li64(map(dst), insn.imm64(next)) {
+                        e.put(w);
+                    }
+                    out.offsets[pc + 1] = e.words.len();
+                    pc += 2;
+                    continue;
+                }
+                Op::LdImm64 { .. } => return Err(JitError::Unsupported { pc, what: "ld_imm64 of a pseudo value (the loader resolves maps first)" }),
+                Op::Load { size, signed, dst, src, off } => {
+                    let (imm, idx) = load_ops(size, signed);
+                    e.mem(imm, idx, map(dst), map(src), off);
+                }
+                Op::Store { size, dst, off, src } => {
+                    let (imm, idx) = store_ops(size);
+                    let v = e.operand(src, T1);
+                    e.mem(imm, idx, v, map(dst), off);
+                }
+                Op::Atomic { size, op, fetch, dst, src, off } => e.atomic(size, op, fetch, dst, src, off)?,
+                Op::LoadAcquire { size, dst, src, off } => {
+                    let (imm, idx) = load_ops(size, false);
+                    e.mem(imm, idx, map(dst), map(src), off);
+                    e.put(DBAR);
+                }
+                Op::StoreRelease { size, dst, src, off } => {
+                    e.put(DBAR);
+                    let (imm, idx) = store_ops(size);
+                    e.mem(imm, idx, map(src), map(dst), off);
+                }
+                Op::Jump { w64, cond, dst, src, off } => {
+                    let t = jump_to(off as i64)?;
+                    e.cond_jump(w64, cond, dst, src, t)?;
+                }
+                Op::Ja { delta, .. } => {
+                    let t = jump_to(delta as i64)?;
+                    e.jump(t)?;
+                }
+                Op::Call { helper } => match (helper, opts.func) {
+                    (173 | 183 | 184 | 185, Some(func)) => e.func_helper(helper, func),
+                    _ => {
+                        let addr = (opts.helper)(helper).ok_or(JitError::Unsupported { pc, what: "a call of an unknown helper" })?;
+                        e.call_far(addr)?;
+                        e.put(r3(OR, map(0), Reg::A0, Reg::Zero));
+                    }
+                },
+                Op::CallLocal { delta } => {
+                    let t = (pc as i64 + 1 + delta as i64) as usize;
+                    let callee = funcs.iter().position(|g| g.start == t).ok_or(JitError::Invalid { pc })?;
+                    let to = layout.entries.get(callee).copied().unwrap_or(0);
+                    let off = to as i64 - e.words.len() as i64;
+                    e.put(if sizing { 0 } else { BL | ((off as u32) & 0xffff) << 10 | ((off as u32) >> 16) & 0x3ff });
+                    e.put(r3(OR, map(0), Reg::A0, Reg::Zero));
+                }
+                // The function's last instruction: its epilogue follows.
+                Op::Exit if pc + 1 == f.end => {}
+                Op::Exit => e.jump(Target::Exit)?,
+                Op::CallKfunc { .. } => return Err(JitError::Unsupported { pc, what: "a kfunc call" }),
+            }
+            pc += 1;
+        }
+        out.exits.push(e.words.len());
+        // Epilogue.
+        e.put(r3(OR, Reg::A0, map(0), Reg::Zero));
+        if f.framed() {
+            let n = frame.size;
+            for (i, r) in f.saved.iter().enumerate() {
+                e.put(ri12(LD_D, *r, Reg::Sp, n - 24 - 8 * i as i32));
+            }
+            e.put(ri12(LD_D, Reg::Fp, Reg::Sp, n - 16));
+            e.put(ri12(LD_D, Reg::Ra, Reg::Sp, n - 8));
+            e.put(ri12(ADDI_D, Reg::Sp, Reg::Sp, n));
+        }
+        e.put(insn::encode_jr(Reg::Ra));
+    }
+    Ok((e.words, out))
+}
+
+fn load_ops(size: Size, signed: bool) -> (u32, u32) {
+    match (size, signed) {
+        (Size::B, false) => (LD_BU, LDX_BU),
+        (Size::H, false) => (LD_HU, LDX_HU),
+        (Size::W, false) => (LD_WU, LDX_WU),
+        (Size::B, true) => (LD_B, LDX_B),
+        (Size::H, true) => (LD_H, LDX_H),
+        (Size::W, true) => (LD_W, LDX_W),
+        (Size::DW, _) => (LD_D, LDX_D),
+    }
+}
+
+fn store_ops(size: Size) -> (u32, u32) {
+    match size {
+        Size::B => (ST_B, STX_B),
+        Size::H => (ST_H, STX_H),
+        Size::W => (ST_W, STX_W),
+        Size::DW => (ST_D, STX_D),
+    }
+}
+
+impl Emitter<'_> {
+    /// A call of the native function at `addr`: pc-relative when the code's address is known,
+    /// else through a 64-bit constant.
+    fn call_far(&mut self, addr: u64) -> Result<(), JitError> {
+        if let Some(base) = self.base {
+            let pc = base + 4 * self.words.len() as u64;
+            let pair = insn::encode_call36(Reg::Ra, T0, pc, addr).map_err(|_| JitError::TooFar { pc: self.pc })?;
+            pair.into_iter().for_each(|w| self.put(w));
+        } else {
+            for w in insn::encode_li64(T0, addr) {
+                self.put(w);
+            }
+            self.put(JIRL | (T0 as u32) << 5 | Reg::Ra as u32);
+        }
+        Ok(())
+    }
+
+    /// `bpf_get_func_ip` (173), `bpf_get_func_arg` (183), `bpf_get_func_ret` (184) and
+    /// `bpf_get_func_arg_cnt` (185) inline, on the trampoline's frame (`r1` is the context, as
+    /// the verifier requires). Like a helper they set `r0`; they leave `r1`–`r5` alone.
+    fn func_helper(&mut self, id: u32, func: FuncCtx) {
+        let r0 = map(0);
+        match id {
+            173 => {
+                self.put(ri12(LD_D, r0, Reg::A0, crate::bpf_tramp::CTX_BODY as i32));
+                self.put(ri12(ADDI_D, r0, r0, -8));
+            }
+            183 => {
+                // r2 < nargs ? (*r3 = ctx[r2], 0) : -EINVAL
+                self.put(ri12(ADDI_D, T0, Reg::Zero, func.nargs as i32));
+                self.put(BGEU | 6 << 10 | (Reg::A1 as u32) << 5 | T0 as u32);
+                self.put(insn::encode_alsl_d(T1, Reg::A1, Reg::A0, 3).unwrap_or(0));
+                self.put(ri12(LD_D, T1, T1, 0));
+                self.put(ri12(ST_D, T1, Reg::A2, 0));
+                self.put(ri12(ADDI_D, r0, Reg::Zero, 0));
+                self.put(B | 2 << 10);
+                self.put(ri12(ADDI_D, r0, Reg::Zero, -22));
+            }
+            184 if func.has_ret => {
+                self.put(ri12(LD_D, T1, Reg::A0, 8 * func.nargs as i32));
+                self.put(ri12(ST_D, T1, Reg::A1, 0));
+                self.put(ri12(ADDI_D, r0, Reg::Zero, 0));
+            }
+            // fentry: -EOPNOTSUPP
+            184 => self.put(ri12(ADDI_D, r0, Reg::Zero, -95)),
+            _ => self.put(ri12(ADDI_D, r0, Reg::Zero, func.nargs as i32)),
+        }
+    }
+
+    /// `BPF_ATOMIC`: the `am*_db` instructions (full barriers) for add, and, or, xor and xchg;
+    /// an `ll`/`sc` loop for cmpxchg. 32-bit forms zero-extend what they fetch.
+    fn atomic(&mut self, size: Size, op: AtomicOp, fetch: bool, dst: u8, src: u8, off: i16) -> Result<(), JitError> {
+        let w64 = match size {
+            Size::DW => true,
+            Size::W => false,
+            _ => return Err(JitError::Invalid { pc: self.pc }),
+        };
+        // The address in t0.
+        if fits12(off as i64) {
+            self.put(ri12(ADDI_D, T0, map(dst), off as i32));
+        } else {
+            self.li(T0, off as i64 as u64);
+            self.put(r3(ADD_D, T0, T0, map(dst)));
+        }
+        let s = map(src);
+        if op == AtomicOp::Cmpxchg {
+            // t3 = the expected value (r0, its low half zero-extended for 32 bits)
+            let r0 = map(0);
+            if w64 {
+                self.put(r3(OR, T3, r0, Reg::Zero));
+            } else {
+                self.zext32(T3, r0);
+            }
+            self.put(DBAR);
+            // 1: ll t1, (t0); zext; bne t1, t3, 2f; move t2, src; sc t2, (t0); beqz t2, 1b
+            self.put(if w64 { LL_D } else { LL_W } | (T0 as u32) << 5 | T1 as u32);
+            if w64 {
+                self.put(ri12(ADDI_D, T1, T1, 0));
+            } else {
+                self.zext32(T1, T1);
+            }
+            self.put(BNE | 4 << 10 | (T1 as u32) << 5 | T3 as u32);
+            self.put(r3(OR, T2, s, Reg::Zero));
+            self.put(if w64 { SC_D } else { SC_W } | (T0 as u32) << 5 | T2 as u32);
+            let back = (-5i32 as u32) & 0x1f_ffff;
+            self.put(BEQZ | (back & 0xffff) << 10 | (T2 as u32) << 5 | back >> 16);
+            // 2:
+            self.put(DBAR);
+            self.put(r3(OR, r0, T1, Reg::Zero));
+            return Ok(());
+        }
+        let code = match (op, w64) {
+            (AtomicOp::Add, true) => AMADD_DB_D,
+            (AtomicOp::Add, false) => AMADD_DB_W,
+            (AtomicOp::And, true) => AMAND_DB_D,
+            (AtomicOp::And, false) => AMAND_DB_W,
+            (AtomicOp::Or, true) => AMOR_DB_D,
+            (AtomicOp::Or, false) => AMOR_DB_W,
+            (AtomicOp::Xor, true) => AMXOR_DB_D,
+            (AtomicOp::Xor, false) => AMXOR_DB_W,
+            (_, true) => AMSWAP_DB_D,
+            (_, false) => AMSWAP_DB_W,
+        };
+        let fetch = fetch || op == AtomicOp::Xchg;
+        // am* rd, rk, rj: rd = old *rj; *rj op= rk (rd may not be rj or rk).
+        self.put(code | (s as u32) << 10 | (T0 as u32) << 5 | if fetch { T1 as u32 } else { 0 });
+        if fetch {
+            if w64 {
+                self.put(r3(OR, s, T1, Reg::Zero));
+            } else {
+                self.zext32(s, T1);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text of one word the JIT (or the trampoline generator) emits, as `llvm-objdump` prints it
+/// (`addi.d $sp, $sp, -16`; branch offsets in bytes, relative to the word); `.word 0x...` for a
+/// word of another kind. For `bpf prog dump jited`.
+pub fn disassemble(w: u32) -> alloc::string::String {
+    use alloc::format;
+    let r = |n: u32| Reg::from_u32(n & 31).map_or("?", Reg::name);
+    let (rd, rj, rk) = (r(w), r(w >> 5), r(w >> 10));
+    let si = |bits: u32, v: u32| insn::sign_extend((v & ((1 << bits) - 1)) as u64, bits);
+    let r3ops: &[(u32, &str)] = &[
+        (ADD_W, "add.w"), (ADD_D, "add.d"), (SUB_W, "sub.w"), (SUB_D, "sub.d"), (MASKEQZ, "maskeqz"), (MASKNEZ, "masknez"),
+        (AND, "and"), (OR, "or"), (XOR, "xor"), (SLL_W, "sll.w"), (SRL_W, "srl.w"), (SRA_W, "sra.w"), (SLL_D, "sll.d"),
+        (SRL_D, "srl.d"), (SRA_D, "sra.d"), (MUL_W, "mul.w"), (MUL_D, "mul.d"), (DIV_W, "div.w"), (MOD_W, "mod.w"),
+        (DIV_WU, "div.wu"), (MOD_WU, "mod.wu"), (DIV_D, "div.d"), (MOD_D, "mod.d"), (DIV_DU, "div.du"), (MOD_DU, "mod.du"),
+        (LDX_B, "ldx.b"), (LDX_H, "ldx.h"), (LDX_W, "ldx.w"), (LDX_D, "ldx.d"), (STX_B, "stx.b"), (STX_H, "stx.h"),
+        (STX_W, "stx.w"), (STX_D, "stx.d"), (LDX_BU, "ldx.bu"), (LDX_HU, "ldx.hu"), (LDX_WU, "ldx.wu"),
+    ];
+    let amops: &[(u32, &str)] = &[
+        (AMSWAP_DB_W, "amswap_db.w"), (AMSWAP_DB_D, "amswap_db.d"), (AMADD_DB_W, "amadd_db.w"), (AMADD_DB_D, "amadd_db.d"),
+        (AMAND_DB_W, "amand_db.w"), (AMAND_DB_D, "amand_db.d"), (AMOR_DB_W, "amor_db.w"), (AMOR_DB_D, "amor_db.d"),
+        (AMXOR_DB_W, "amxor_db.w"), (AMXOR_DB_D, "amxor_db.d"),
+    ];
+    if w == insn::encode_move(Reg::from_u32(w & 31).unwrap_or(Reg::Zero), Reg::from_u32(w >> 5 & 31).unwrap_or(Reg::Zero)) && w & 0xffff_fc00 == OR {
+        return format!("move ${rd}, ${rj}");
+    }
+    if let Some((_, m)) = r3ops.iter().find(|(op, _)| w & 0xffff_8000 == *op) {
+        return format!("{m} ${rd}, ${rj}, ${rk}");
+    }
+    if let Some((_, m)) = amops.iter().find(|(op, _)| w & 0xffff_8000 == *op) {
+        return format!("{m} ${rd}, ${rk}, ${rj}");
+    }
+    if w & 0xffff_8000 == DBAR {
+        return format!("dbar {}", w & 0x7fff);
+    }
+    if w & 0xfffe_0000 == 0x002c_0000 {
+        return format!("alsl.d ${rd}, ${rj}, ${rk}, {}", (w >> 15 & 3) + 1);
+    }
+    for (op, m) in [(REVB_2H, "revb.2h"), (REVB_2W, "revb.2w"), (REVB_D, "revb.d"), (EXT_W_H, "ext.w.h"), (EXT_W_B, "ext.w.b")] {
+        if w & 0xffff_fc00 == op {
+            return format!("{m} ${rd}, ${rj}");
+        }
+    }
+    for (op, m) in [(SLLI_W, "slli.w"), (SRLI_W, "srli.w"), (SRAI_W, "srai.w")] {
+        if w & 0xffff_8000 == op {
+            return format!("{m} ${rd}, ${rj}, {}", w >> 10 & 31);
+        }
+    }
+    for (op, m) in [(SLLI_D, "slli.d"), (SRLI_D, "srli.d"), (SRAI_D, "srai.d")] {
+        if w & 0xffff_0000 == op {
+            return format!("{m} ${rd}, ${rj}, {}", w >> 10 & 63);
+        }
+    }
+    if w & 0xffc0_0000 == BSTRPICK_D {
+        return format!("bstrpick.d ${rd}, ${rj}, {}, {}", w >> 16 & 63, w >> 10 & 63);
+    }
+    let i12: &[(u32, &str, bool)] = &[
+        (ADDI_W, "addi.w", true), (ADDI_D, "addi.d", true), (ANDI, "andi", false), (ORI, "ori", false), (XORI, "xori", false),
+        (LD_B, "ld.b", true), (LD_H, "ld.h", true), (LD_W, "ld.w", true), (LD_D, "ld.d", true), (ST_B, "st.b", true),
+        (ST_H, "st.h", true), (ST_W, "st.w", true), (ST_D, "st.d", true), (LD_BU, "ld.bu", true), (LD_HU, "ld.hu", true),
+        (LD_WU, "ld.wu", true), (0x0300_0000, "lu52i.d", true),
+    ];
+    if let Some((_, m, signed)) = i12.iter().find(|(op, _, _)| w & 0xffc0_0000 == *op) {
+        let imm = if *signed { si(12, w >> 10) } else { (w >> 10 & 0xfff) as i64 };
+        return format!("{m} ${rd}, ${rj}, {imm}");
+    }
+    for (op, m) in [(LL_W, "ll.w"), (SC_W, "sc.w"), (LL_D, "ll.d"), (SC_D, "sc.d")] {
+        if w & 0xff00_0000 == op {
+            return format!("{m} ${rd}, ${rj}, {}", si(14, w >> 10) * 4);
+        }
+    }
+    for (op, m) in [(0x1400_0000u32, "lu12i.w"), (0x1600_0000, "lu32i.d"), (0x1e00_0000, "pcaddu18i"), (0x1c00_0000, "pcaddu12i")] {
+        if w & 0xfe00_0000 == op {
+            return format!("{m} ${rd}, {}", si(20, w >> 5));
+        }
+    }
+    let off16 = si(16, w >> 10) * 4;
+    let off21 = si(21, (w >> 10 & 0xffff) | (w & 31) << 16) * 4;
+    let off26 = si(26, (w >> 10 & 0xffff) | (w & 0x3ff) << 16) * 4;
+    match w & 0xfc00_0000 {
+        BEQZ => format!("beqz ${rj}, {off21}"),
+        BNEZ => format!("bnez ${rj}, {off21}"),
+        B => format!("b {off26}"),
+        BL => format!("bl {off26}"),
+        JIRL if w & 31 == 0 && off16 == 0 && (w >> 5 & 31) == Reg::Ra as u32 => String::from("ret"),
+        JIRL if w & 31 == 0 && off16 == 0 => format!("jr ${rj}"),
+        JIRL => format!("jirl ${rd}, ${rj}, {off16}"),
+        BEQ => format!("beq ${rj}, ${rd}, {off16}"),
+        BNE => format!("bne ${rj}, ${rd}, {off16}"),
+        BLT => format!("blt ${rj}, ${rd}, {off16}"),
+        BGE => format!("bge ${rj}, ${rd}, {off16}"),
+        BLTU => format!("bltu ${rj}, ${rd}, {off16}"),
+        BGEU => format!("bgeu ${rj}, ${rd}, {off16}"),
+        _ => format!(".word {w:#010x}"),
+    }
+}
+
+use alloc::string::String;
 
 #[cfg(test)]
 mod tests {
@@ -685,7 +1064,41 @@ mod tests {
             let w32div = |j: u64, k: u64| {
                 assert!(is_sx32(j) && is_sx32(k), "a .w division of {j:#x}, {k:#x}: not sign-extended");
             };
+            if w & 0xfe00_0000 == 0x2000_0000 || w & 0xfe00_0000 == 0x2200_0000 {
+                // ll.w/sc.w, ll.d/sc.d with si14 = 0 (a single CPU: sc always succeeds)
+                assert_eq!(w >> 10 & 0x3fff, 0, "ll/sc offset");
+                let n = if w & 0xfe00_0000 == 0x2000_0000 { 4 } else { 8 };
+                if w & 0x0100_0000 == 0 {
+                    let v = self.load(j, n);
+                    set(self, if n == 4 { sx32(v) } else { v });
+                } else {
+                    self.store(j, n, d);
+                    set(self, 1);
+                }
+                return pc + 4;
+            }
+            if w & 0xfffe_0000 == 0x002c_0000 {
+                let sa = (w >> 15 & 3) + 1;
+                set(self, (j << sa).wrapping_add(k));
+                return pc + 4;
+            }
             match w & 0xffff_8000 {
+                DBAR => {}
+                AMSWAP_DB_W | AMSWAP_DB_D | AMADD_DB_W | AMADD_DB_D | AMAND_DB_W | AMAND_DB_D | AMOR_DB_W | AMOR_DB_D | AMXOR_DB_W | AMXOR_DB_D => {
+                    assert!(rd == 0 || (rd != rj && rd != rk), "am* with rd = rj or rk is undefined");
+                    let op = w & 0xffff_8000;
+                    let n = if op & 0x8000 != 0 { 8 } else { 4 };
+                    let old = self.load(j, n);
+                    let new = match op & !0x8000 {
+                        AMSWAP_DB_W => k,
+                        AMADD_DB_W => old.wrapping_add(k),
+                        AMAND_DB_W => old & k,
+                        AMOR_DB_W => old | k,
+                        _ => old ^ k,
+                    };
+                    self.store(j, n, new);
+                    set(self, if n == 4 { sx32(old) } else { old });
+                }
                 ADD_W => set(self, sx32(j.wrapping_add(k))),
                 ADD_D => set(self, j.wrapping_add(k)),
                 SUB_W => set(self, sx32(j.wrapping_sub(k))),
@@ -784,6 +1197,7 @@ mod tests {
                             ST_D => self.store(j.wrapping_add(si12), 8, d),
                             _ => match w & 0xfe00_0000 {
                                 0x1400_0000 => set(self, (insn::sign_extend((w >> 5 & 0xf_ffff) as u64, 20) << 12) as u64),
+                                0x1e00_0000 => set(self, pc.wrapping_add((insn::sign_extend((w >> 5 & 0xf_ffff) as u64, 20) << 18) as u64)),
                                 0x1600_0000 => set(self, (d & 0xffff_ffff) | (insn::sign_extend((w >> 5 & 0xf_ffff) as u64, 20) as u64) << 32),
                                 _ => match w & 0xfc00_0000 {
                                     BEQ => return if j == d { off16(w) } else { pc + 4 },
@@ -792,6 +1206,15 @@ mod tests {
                                     BGE => return if (j as i64) >= (d as i64) { off16(w) } else { pc + 4 },
                                     BLTU => return if j < d { off16(w) } else { pc + 4 },
                                     BGEU => return if j >= d { off16(w) } else { pc + 4 },
+                                    BEQZ => {
+                                        let o = (w >> 10 & 0xffff) | (w & 31) << 16;
+                                        return if j == 0 { pc.wrapping_add((insn::sign_extend(o as u64, 21) << 2) as u64) } else { pc + 4 };
+                                    }
+                                    BL => {
+                                        let o = (w >> 10 & 0xffff) | (w & 0x3ff) << 16;
+                                        self.r[1] = pc + 4;
+                                        return pc.wrapping_add((insn::sign_extend(o as u64, 26) << 2) as u64);
+                                    }
                                     BNEZ => {
                                         let o = (w >> 10 & 0xffff) | (w & 31) << 16;
                                         return if j != 0 { pc.wrapping_add((insn::sign_extend(o as u64, 21) << 2) as u64) } else { pc + 4 };
@@ -828,7 +1251,7 @@ mod tests {
     }
 
     fn jit(prog: &[Insn], depth: u32) -> Vec<u32> {
-        compile(prog, &Options { stack_depth: depth, helper: &helper_addr }).unwrap_or_else(|e| panic!("{e}: {prog:?}")).words
+        compile(prog, &Options { stack_depth: depth, helper: &helper_addr, base: None, func: None }).unwrap_or_else(|e| panic!("{e}: {prog:?}")).words
     }
 
     /// r0 of `prog` run by the JIT (on the machine) and by the interpreter.
@@ -1031,19 +1454,159 @@ mod tests {
         assert_eq!(r0, helper + 66 + 99);
         // A helper the program may not call: not compiled.
         let bad = [Insn::new(BPF_JMP | BPF_CALL, 0, 0, 0, 999), exit()];
-        assert_eq!(compile(&bad, &Options { stack_depth: 0, helper: &helper_addr }), Err(JitError::Unsupported { pc: 0, what: "a call of an unknown helper" }));
+        assert_eq!(compile(&bad, &Options { stack_depth: 0, helper: &helper_addr, base: None, func: None }), Err(JitError::Unsupported { pc: 0, what: "a call of an unknown helper" }));
     }
 
     #[test]
     fn what_is_not_compiled_says_so() {
-        let o = Options { stack_depth: 0, helper: &helper_addr };
-        let atomic = [Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, 10, 1, -8, BPF_ADD as i32), exit()];
-        assert!(matches!(compile(&atomic, &o), Err(JitError::Unsupported { pc: 0, .. })));
+        let o = Options { stack_depth: 0, helper: &helper_addr, base: None, func: None };
+        let kfunc = [Insn::new(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 7), exit()];
+        assert!(matches!(compile(&kfunc, &o), Err(JitError::Unsupported { pc: 0, .. })));
         let map = [Insn::new(BPF_LD | BPF_DW | BPF_IMM, 1, 1, 0, 3), Insn::new(0, 0, 0, 0, 0), exit()];
         assert!(matches!(compile(&map, &o), Err(JitError::Unsupported { pc: 0, .. })));
         let out = [Insn::new(BPF_JMP | BPF_JA, 0, 0, 5, 0), exit()];
         assert_eq!(compile(&out, &o), Err(JitError::Invalid { pc: 0 }));
-        assert_eq!(compile(&[exit()], &Options { stack_depth: 513, helper: &helper_addr }), Err(JitError::Stack { depth: 513 }));
+        assert_eq!(compile(&[exit()], &Options { stack_depth: 513, helper: &helper_addr, base: None, func: None }), Err(JitError::Stack { depth: 513 }));
+    }
+
+    #[test]
+    fn atomics_agree() {
+        let ops = [BPF_ADD as i32, BPF_OR as i32, BPF_AND as i32, BPF_XOR as i32];
+        let mut n = 0;
+        for size in [Size::W, Size::DW] {
+            let mut kinds: Vec<i32> = ops.iter().flat_map(|&o| [o, o | BPF_FETCH]).collect();
+            kinds.extend([BPF_XCHG, BPF_CMPXCHG]);
+            for kind in kinds {
+                for (old, operand) in [(0x1234_5678_9abc_def0u64, 0x0f0f_0f0f_ffff_0001u64), (0xffff_ffff_8000_0000, 0x7fff_ffff)] {
+                    for expect_equal in [false, true] {
+                        // *(r10 - 8) = old; r2 = operand; r0 = expected; atomic; r0 = r0 ^ r2*3 ^ *(r10-8)*7
+                        let expected = if expect_equal { old } else { old ^ 0x10 };
+                        let mut p = vec![];
+                        p.extend(ld64(1, old));
+                        p.push(Insn::stx_mem(Size::DW, 10, 1, -8));
+                        p.extend(ld64(2, operand));
+                        p.extend(ld64(0, expected | 0xdead_0000_0000_0000 * (size == Size::W) as u64));
+                        p.push(Insn::atomic_op(size, kind, 10, 2, -8));
+                        p.push(Insn::ldx_mem(Size::DW, 3, 10, -8));
+                        p.push(Insn::alu64_imm(BPF_MUL, 2, 3));
+                        p.push(Insn::alu64_imm(BPF_MUL, 3, 7));
+                        p.push(Insn::alu64_reg(BPF_XOR, 0, 2));
+                        p.push(Insn::alu64_reg(BPF_XOR, 0, 3));
+                        p.push(exit());
+                        let (native, interp) = both(&p, 16);
+                        assert_eq!(native, interp, "size {size:?} op {kind:#x} old {old:#x} operand {operand:#x} equal {expect_equal}");
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 2 * 10 * 2 * 2);
+    }
+
+    #[test]
+    fn bpf_to_bpf_calls_agree() {
+        // main: r6 = 5; r1 = 7; call f; r0 += r6; r0 += *(r10-8); exit
+        // f:    r6 = 100; *(r10-8) = r1; r1 += 1; call g; r0 += *(r10-8); r0 += r6; exit
+        // g:    r0 = r1; r0 *= 3; exit   (frameless: no stack, no calls, no r6-r10)
+        let p = vec![
+            Insn::mov64_imm(6, 5),
+            Insn::st_mem(Size::DW, 10, -8, 1000),
+            Insn::mov64_imm(1, 7),
+            Insn::call_rel(4),
+            Insn::alu64_reg(BPF_ADD, 0, 6),
+            Insn::ldx_mem(Size::DW, 2, 10, -8),
+            Insn::alu64_reg(BPF_ADD, 0, 2),
+            exit(),
+            // f (8)
+            Insn::mov64_imm(6, 100),
+            Insn::stx_mem(Size::DW, 10, 1, -8),
+            Insn::alu64_imm(BPF_ADD, 1, 1),
+            Insn::call_rel(4),
+            Insn::ldx_mem(Size::DW, 2, 10, -8),
+            Insn::alu64_reg(BPF_ADD, 0, 2),
+            Insn::alu64_reg(BPF_ADD, 0, 6),
+            exit(),
+            // g (16)
+            Insn::mov64_reg(0, 1),
+            Insn::alu64_imm(BPF_MUL, 0, 3),
+            exit(),
+        ];
+        let (native, interp) = both(&p, 16);
+        assert_eq!(native, interp);
+        assert_eq!(native, 8 * 3 + 7 + 100 + 5 + 1000);
+        // A call out of the program, or into the middle of ld_imm64, is refused.
+        let bad = [Insn::call_rel(5), exit()];
+        assert_eq!(compile(&bad, &Options::plain(0)), Err(JitError::Invalid { pc: 0 }));
+    }
+
+    #[test]
+    fn an_empty_leaf_program_has_no_frame() {
+        let words = jit(&[Insn::mov64_imm(0, 0), exit()], 0);
+        assert_eq!(words, vec![ri12(ADDI_D, Reg::A5, Reg::Zero, 0), r3(OR, Reg::A0, Reg::A5, Reg::Zero), insn::encode_jr(Reg::Ra)]);
+        // One that calls a helper saves ra and fp (a frame record) but no unused register.
+        let words = jit(&[Insn::call_helper(5), exit()], 0);
+        assert_eq!(words.len(), 4 + 5 + 1 + 1 + 4);
+        assert_eq!(machine().run(&words, [1, 2, 3, 4, 5]), 3 ^ 2 ^ 5u64.rotate_left(7) ^ 5);
+    }
+
+    #[test]
+    fn func_helpers_read_the_trampoline_frame() {
+        // The trampoline's frame: two arguments, the return value after them, the body address.
+        const CTX: u64 = STACK_TOP - 0x1000;
+        let func = FuncCtx { nargs: 2, has_ret: true };
+        let run = |p: &[Insn], func: FuncCtx| {
+            let words = compile(p, &Options { stack_depth: 16, helper: &helper_addr, base: None, func: Some(func) }).unwrap().words;
+            let mut m = machine();
+            m.store(CTX, 8, 0x1111);
+            m.store(CTX + 8, 8, 0x2222);
+            m.store(CTX + 16, 8, 0x3333);
+            m.store(CTX + crate::bpf_tramp::CTX_BODY as u64, 8, 0x9000_0000_0020_1008);
+            let r0 = m.run(&words, [CTX, 0, 0, 0, 0]);
+            assert!(m.calls.is_empty(), "inline, no call");
+            r0
+        };
+        let one = |id: u32, n: i32| {
+            vec![
+                Insn::mov64_reg(6, 1),
+                Insn::st_mem(Size::DW, 10, -8, 0),
+                Insn::mov64_imm(2, n),
+                Insn::mov64_reg(3, 10),
+                Insn::alu64_imm(BPF_ADD, 3, -8),
+                Insn::mov64_reg(2 + (id == 184) as u8 * 0, 2),
+                Insn::call_helper(id),
+                Insn::ldx_mem(Size::DW, 1, 10, -8),
+                Insn::alu64_imm(BPF_LSH, 0, 32),
+                Insn::alu64_reg(BPF_OR, 0, 1),
+                exit(),
+            ]
+        };
+        assert_eq!(run(&one(185, 0), func), 2 << 32);
+        assert_eq!(run(&one(183, 1), func), 0x2222, "the argument, and 0");
+        assert_eq!(run(&one(183, 2), func), (-22i64 as u64) << 32, "-EINVAL past the arguments");
+        assert_eq!(run(&one(173, 0), func), 0x9000_0000_0020_1000 << 32);
+        // bpf_get_func_ret(ctx, &value): r2 is the pointer
+        let ret = vec![
+            Insn::st_mem(Size::DW, 10, -8, 0),
+            Insn::mov64_reg(2, 10),
+            Insn::alu64_imm(BPF_ADD, 2, -8),
+            Insn::call_helper(184),
+            Insn::ldx_mem(Size::DW, 1, 10, -8),
+            Insn::alu64_imm(BPF_LSH, 0, 32),
+            Insn::alu64_reg(BPF_OR, 0, 1),
+            exit(),
+        ];
+        assert_eq!(run(&ret, func), 0x3333);
+        assert_eq!(run(&ret, FuncCtx { nargs: 2, has_ret: false }), (-95i64 as u64) << 32, "fentry: -EOPNOTSUPP");
+    }
+
+    #[test]
+    fn helpers_are_called_pc_relatively_when_the_address_is_known() {
+        let p = [Insn::mov64_imm(1, 11), Insn::call_helper(7), exit()];
+        let words = compile(&p, &Options { stack_depth: 0, helper: &helper_addr, base: Some(CODE), func: None }).unwrap().words;
+        assert_eq!(words.len(), jit(&p, 0).len() - 3, "pcaddu18i + jirl instead of five words");
+        let mut m = machine();
+        assert_eq!(m.run(&words, [0; 5]), 33 ^ 7);
+        assert_eq!(m.calls, vec![(7, [11, 0, 0, 0, 0])]);
     }
 
     /// `llvm-objdump` of the Rust toolchain's `llvm-tools` (which `make setup` installs).
@@ -1060,7 +1623,7 @@ mod tests {
     }
 
     /// The disassembly of `words`, one line per word.
-    fn disassemble(words: &[u32]) -> Vec<String> {
+    fn disassemble_with_objdump(words: &[u32]) -> Vec<String> {
         let (objcopy, objdump) = objdump_tools();
         let dir = std::env::temp_dir().join(format!("ltjit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1162,17 +1725,47 @@ mod tests {
             (BNEZ | 3 << 10 | (T0 as u32) << 5, "bnez $t0, 12"),
             (B | 5 << 10, "b 20"),
             (JIRL | (T0 as u32) << 5 | Ra as u32, "jirl $ra, $t0, 0"),
+            (BEQZ | ((-5i32 as u32) & 0xffff) << 10 | (T2 as u32) << 5 | 0x1f, "beqz $t2, -20"),
+            (BL | 3 << 10, "bl 12"),
+            (LL_D | (T0 as u32) << 5 | T1 as u32, "ll.d $t1, $t0, 0"),
+            (LL_W | (T0 as u32) << 5 | T1 as u32, "ll.w $t1, $t0, 0"),
+            (SC_D | (T0 as u32) << 5 | T2 as u32, "sc.d $t2, $t0, 0"),
+            (SC_W | (T0 as u32) << 5 | T2 as u32, "sc.w $t2, $t0, 0"),
+            (DBAR, "dbar 0"),
+            (AMSWAP_DB_W | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amswap_db.w $t1, $a1, $t0"),
+            (AMSWAP_DB_D | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amswap_db.d $t1, $a1, $t0"),
+            (AMADD_DB_W | (A1 as u32) << 10 | (T0 as u32) << 5, "amadd_db.w $zero, $a1, $t0"),
+            (AMADD_DB_D | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amadd_db.d $t1, $a1, $t0"),
+            (AMAND_DB_W | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amand_db.w $t1, $a1, $t0"),
+            (AMAND_DB_D | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amand_db.d $t1, $a1, $t0"),
+            (AMOR_DB_W | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amor_db.w $t1, $a1, $t0"),
+            (AMOR_DB_D | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amor_db.d $t1, $a1, $t0"),
+            (AMXOR_DB_W | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amxor_db.w $t1, $a1, $t0"),
+            (AMXOR_DB_D | (A1 as u32) << 10 | (T0 as u32) << 5 | T1 as u32, "amxor_db.d $t1, $a1, $t0"),
+            (insn::encode_alsl_d(T1, A1, A0, 3).unwrap(), "alsl.d $t1, $a1, $a0, 3"),
+            (insn::encode_amadd_db_d(Zero, T1, T2), "amadd_db.d $zero, $t1, $t2"),
+            (insn::encode_call36(Ra, T0, 0x1000, 0x4_1000).unwrap()[0], "pcaddu18i $t0, 1"),
+            (r3(OR, A0, A5, Zero), "move $a0, $a5"),
+            (insn::encode_jr(Ra), "ret"),
+            (insn::encode_jr(T1), "jr $t1"),
+            (insn::encode_li64(T0, 0x9000_0000_1234_5678)[0], "lu12i.w $t0, 74565"),
+            (insn::encode_li64(T0, 0x9000_0000_1234_5678)[2], "lu32i.d $t0, 0"),
+            (insn::encode_li64(T0, 0x9000_0000_1234_5678)[3], "lu52i.d $t0, $t0, -1792"),
         ];
         let words: Vec<u32> = cases.iter().map(|c| c.0).collect();
-        let got = disassemble(&words);
+        let got = disassemble_with_objdump(&words);
         assert_eq!(got.len(), cases.len(), "{got:#?}");
         for (g, (w, want)) in got.iter().zip(&cases) {
             assert_eq!(g, want, "word {w:#010x}");
+            assert_eq!(&disassemble(*w), want, "our disassembly of {w:#010x}");
         }
         // And a whole program: every word decodes (none is `<unknown>`).
         let p: Vec<Insn> = [ld64(0, 0x1234_5678_9abc_def0).to_vec(), vec![Insn::new(BPF_ALU | BPF_MOD | BPF_X, 0, 1, 1, 0), exit()]].concat();
-        for l in disassemble(&jit(&p, 16)) {
+        let words = jit(&p, 16);
+        let got = disassemble_with_objdump(&words);
+        for (l, w) in got.iter().zip(&words) {
             assert!(!l.contains("unknown") && !l.contains(".word"), "{l}");
+            assert_eq!(&disassemble(*w), l, "{w:#010x}");
         }
     }
 }

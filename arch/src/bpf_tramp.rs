@@ -59,6 +59,7 @@
 //! address is built in `t1` (`lu12i.w`, `ori`, `lu32i.d`, `lu52i.d`) and called with `jirl`.
 
 use crate::insn::{self, ImmError, InsnError, Reg};
+use alloc::vec::Vec;
 
 /// Bytes the trampoline reserves on the stack.
 pub const FRAME_SIZE: i64 = 112;
@@ -75,20 +76,56 @@ pub const CTX_PARENT: i64 = 104;
 /// Most integer argument registers a traced function may take (`a0`-`a7`).
 pub const MAX_ARGS: usize = 8;
 
-/// What to generate: the handlers are addresses of C-ABI functions `fn(ctx: *const u64) -> u64`
-/// that receive the frame's context (`sp + CTX_ARGS`).
+/// A handler's recursion guard (Linux's per-program, per-CPU `prog->active`): the handler runs
+/// only when its word in this CPU's per-CPU area (`r21 + percpu_off`) is 0; the trampoline sets
+/// the word (to `sp`) around the call and clears it after, and a call that finds it set is not
+/// made: `misses[cpu]` (a `u64` per CPU) is incremented atomically instead. An interrupt that
+/// comes between the check and the set runs the handler and clears the word before this call
+/// sets it, so the sequence needs no atomic on the fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guard {
+    /// Offset of the handler's active word in the per-CPU area (at most 2047).
+    pub percpu_off: u16,
+    /// Address of the handler's per-CPU miss counters, indexed by CPU number.
+    pub misses: u64,
+}
+
+/// One handler the trampoline calls: a C-ABI function `fn(ctx: *const u64[, arg: u64]) -> u64`
+/// that receives the frame's context (`sp + CTX_ARGS`) in `a0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handler {
+    /// The function.
+    pub addr: u64,
+    /// A second argument passed in `a1` (e.g. which program an interpreter runs), if any.
+    pub arg: Option<u64>,
+    /// The recursion guard, if any.
+    pub guard: Option<Guard>,
+}
+
+impl Handler {
+    /// A handler called with the context only, without a guard.
+    pub const fn plain(addr: u64) -> Handler {
+        Handler { addr, arg: None, guard: None }
+    }
+}
+
+/// What to generate.
 #[derive(Clone, Copy, Debug)]
 pub struct TrampSpec<'a> {
     /// Argument registers to save and pass on (0..=8).
     pub nargs: usize,
     /// Called before the traced function; their results are ignored.
-    pub fentry: &'a [u64],
+    pub fentry: &'a [Handler],
     /// Called after the fentry handlers; a non-zero result skips the traced function and becomes
     /// its return value.
-    pub fmod_ret: &'a [u64],
+    pub fmod_ret: &'a [Handler],
     /// Called after the traced function (or after an fmod_ret handler that skipped it); the
     /// context then holds the return value.
-    pub fexit: &'a [u64],
+    pub fexit: &'a [Handler],
+    /// Also keep the return value (`a0`) in the word right after the `nargs` arguments
+    /// (`ctx[nargs]`), where BPF's fexit and fmod_ret programs read it (Linux's layout); the
+    /// word at `CTX_RET` holds it too.
+    pub ret_after_args: bool,
 }
 
 impl TrampSpec<'_> {
@@ -100,7 +137,14 @@ impl TrampSpec<'_> {
 
     /// An upper bound, in instruction words, of the generated code.
     pub fn max_words(&self) -> usize {
-        40 + 8 * (self.fentry.len() + self.fmod_ret.len() + self.fexit.len())
+        let all = self.fentry.iter().chain(self.fmod_ret).chain(self.fexit);
+        40 + all.map(|h| 10 + h.arg.map_or(0, |_| 4) + h.guard.map_or(0, |_| 14)).sum::<usize>()
+    }
+
+    /// Where the return value is kept besides `CTX_RET`: `ctx[nargs]`, when asked for and
+    /// different.
+    fn ret_copy(&self) -> Option<i64> {
+        (self.ret_after_args && self.nargs < MAX_ARGS).then_some(CTX_ARGS + 8 * self.nargs as i64)
     }
 }
 
@@ -173,7 +217,7 @@ impl Emitter<'_> {
         Ok(())
     }
     /// `move a0, sp` then a call of `target` (through `t1` when out of `bl` reach).
-    fn call_handler(&mut self, target: u64) -> Result<(), GenError> {
+    fn call(&mut self, target: u64) -> Result<(), GenError> {
         self.put(insn::encode_move(Reg::A0, Reg::Sp));
         let pc = self.pc();
         if insn::bl_reachable(pc, target) {
@@ -189,6 +233,60 @@ impl Emitter<'_> {
         }
         Ok(())
     }
+
+    /// Calls handler `h` (its guard first, if it has one); `after` emits what belongs to the
+    /// call (e.g. keeping an fmod_ret result), skipped with the call when the guard refuses.
+    fn call_handler(&mut self, h: &Handler, misses: &mut Vec<Miss>, after: impl FnOnce(&mut Self) -> Result<(), GenError>) -> Result<(), GenError> {
+        let Some(g) = h.guard else {
+            self.load_arg(h);
+            self.call(h.addr)?;
+            return after(self);
+        };
+        let off = g.percpu_off as i64;
+        self.put(insn::encode_ld_d(Reg::T1, Reg::R21, off)?);
+        let branch_at = self.len;
+        self.put(insn::NOP);
+        self.put(insn::encode_st_d(Reg::Sp, Reg::R21, off)?);
+        self.load_arg(h);
+        self.call(h.addr)?;
+        self.put(insn::encode_st_d(Reg::Zero, Reg::R21, off)?);
+        after(self)?;
+        misses.push(Miss { branch_at, resume_at: self.len, counters: g.misses });
+        Ok(())
+    }
+
+    fn load_arg(&mut self, h: &Handler) {
+        if let Some(a) = h.arg {
+            insn::encode_li64(Reg::A1, a).into_iter().for_each(|w| self.put(w));
+        }
+    }
+
+    /// The out-of-line blocks of the guards that refused: count the miss on this CPU
+    /// (`amadd_db.d` on `misses[cpu]`), then go on after the call.
+    fn miss_blocks(&mut self, misses: &[Miss]) -> Result<(), GenError> {
+        for m in misses {
+            let here = self.pc();
+            let w = insn::encode_bnez(Reg::T1, self.base + 4 * m.branch_at as u64, here)?;
+            if let Some(slot) = self.buf.get_mut(m.branch_at) {
+                *slot = w;
+            }
+            self.put(insn::encode_ld_d(Reg::T1, Reg::R21, 0)?);
+            insn::encode_li64(Reg::T2, m.counters).into_iter().for_each(|w| self.put(w));
+            self.put(insn::encode_alsl_d(Reg::T2, Reg::T1, Reg::T2, 3)?);
+            self.addi(Reg::T1, Reg::Zero, 1)?;
+            self.put(insn::encode_amadd_db_d(Reg::Zero, Reg::T1, Reg::T2));
+            let pc = self.pc();
+            self.put(insn::encode_b(pc, self.base + 4 * m.resume_at as u64)?);
+        }
+        Ok(())
+    }
+}
+
+/// A guard's refusal to be placed at the end: the `bnez` to patch, where to go on.
+struct Miss {
+    branch_at: usize,
+    resume_at: usize,
+    counters: u64,
 }
 
 fn arg_reg(i: usize) -> Reg {
@@ -209,6 +307,8 @@ pub fn generate(spec: &TrampSpec, base: u64, buf: &mut [u32]) -> Result<usize, G
         return Err(InsnError::Misaligned { pc: base, target: base }.into());
     }
     let mut e = Emitter { base, buf, len: 0 };
+    let mut misses = Vec::new();
+    let ret_copy = spec.ret_copy();
     e.addi(Reg::Sp, Reg::Sp, -FRAME_SIZE)?;
     e.st(Reg::T0, CTX_PARENT)?;
     e.st(Reg::Fp, CTX_FP)?;
@@ -220,23 +320,25 @@ pub fn generate(spec: &TrampSpec, base: u64, buf: &mut [u32]) -> Result<usize, G
     if !spec.fmod_ret.is_empty() {
         e.st(Reg::Zero, CTX_RET)?;
         e.st(Reg::Zero, CTX_RET + 8)?;
+        if let Some(at) = ret_copy {
+            e.st(Reg::Zero, at)?;
+        }
     }
-    for &h in spec.fentry {
-        e.call_handler(h)?;
+    for h in spec.fentry {
+        e.call_handler(h, &mut misses, |_| Ok(()))?;
     }
     // Positions of the `bnez` after each fmod_ret handler, fixed up once `do_fexit` is known.
-    let mut skips = [0usize; 64];
-    let mut nskips = 0;
-    for &h in spec.fmod_ret {
-        e.call_handler(h)?;
-        e.st(Reg::A0, CTX_RET)?;
-        if let Some(s) = skips.get_mut(nskips) {
-            *s = e.len;
-        } else {
-            return Err(InsnError::OutOfRange { pc: e.pc(), target: 0, max: 0 }.into());
-        }
-        nskips += 1;
-        e.put(insn::NOP);
+    let mut skips = Vec::with_capacity(spec.fmod_ret.len());
+    for h in spec.fmod_ret {
+        e.call_handler(h, &mut misses, |e| {
+            e.st(Reg::A0, CTX_RET)?;
+            if let Some(at) = ret_copy {
+                e.st(Reg::A0, at)?;
+            }
+            skips.push(e.len);
+            e.put(insn::NOP);
+            Ok(())
+        })?;
     }
     for i in 0..spec.nargs {
         e.ld(arg_reg(i), CTX_ARGS + 8 * i as i64)?;
@@ -247,20 +349,24 @@ pub fn generate(spec: &TrampSpec, base: u64, buf: &mut [u32]) -> Result<usize, G
         e.ld(Reg::Fp, CTX_FP)?;
         e.addi(Reg::Sp, Reg::Sp, FRAME_SIZE)?;
         e.put(insn::encode_jr(Reg::T1));
+        e.miss_blocks(&misses)?;
         return finish(e);
     }
     e.put(insn::encode_jirl(Reg::Ra, Reg::T1, 0)?);
     e.st(Reg::A0, CTX_RET)?;
     e.st(Reg::A1, CTX_RET + 8)?;
+    if let Some(at) = ret_copy {
+        e.st(Reg::A0, at)?;
+    }
     let do_fexit = e.pc();
-    for &at in &skips[..nskips] {
+    for &at in &skips {
         let w = insn::encode_bnez(Reg::A0, base + 4 * at as u64, do_fexit)?;
         if let Some(slot) = e.buf.get_mut(at) {
             *slot = w;
         }
     }
-    for &h in spec.fexit {
-        e.call_handler(h)?;
+    for h in spec.fexit {
+        e.call_handler(h, &mut misses, |_| Ok(()))?;
     }
     e.ld(Reg::A0, CTX_RET)?;
     e.ld(Reg::A1, CTX_RET + 8)?;
@@ -268,6 +374,7 @@ pub fn generate(spec: &TrampSpec, base: u64, buf: &mut [u32]) -> Result<usize, G
     e.ld(Reg::Fp, CTX_FP)?;
     e.addi(Reg::Sp, Reg::Sp, FRAME_SIZE)?;
     e.put(insn::encode_jr(Reg::Ra));
+    e.miss_blocks(&misses)?;
     finish(e)
 }
 
@@ -299,10 +406,15 @@ mod tests {
     const H_VERY_FAR: u64 = 0x1234_5678_9abc_def0;
     const H_FMOD: u64 = 0x9000_0000_0030_0200;
     const H_FEXIT: u64 = 0x9000_0000_0030_0300;
+    /// The per-CPU area (`r21`; this CPU is number 3) and two guards' words in it.
+    const PERCPU: u64 = 0x9000_0000_0040_0000;
+    const GUARD_OFF: u64 = 72;
+    const MISSES: u64 = 0x9000_0000_0050_0000;
+    const CPU: u64 = 3;
 
     #[derive(Debug, Clone, PartialEq)]
     enum Event {
-        Handler { at: u64, ctx: Vec<u64>, ret: [u64; 2] },
+        Handler { at: u64, ctx: Vec<u64>, ret: [u64; 2], a1: u64, active: Vec<u64> },
         Body { args: [u64; 8] },
     }
 
@@ -320,12 +432,16 @@ mod tests {
     impl Machine {
         fn ld(&self, a: u64) -> u64 {
             assert_eq!(a & 7, 0);
-            assert!(a < STACK_TOP && a >= self.r[3], "load below sp or above the stack: {a:#x}");
+            assert!((a < STACK_TOP && a >= self.r[3]) || Self::other(a), "load below sp or above the stack: {a:#x}");
             *self.mem.get(&a).unwrap_or(&0xdead_dead_dead_dead)
+        }
+        /// The per-CPU area and the miss counters.
+        fn other(a: u64) -> bool {
+            (PERCPU..PERCPU + 0x800).contains(&a) || (MISSES..MISSES + 64).contains(&a)
         }
         fn st(&mut self, a: u64, v: u64) {
             assert_eq!(a & 7, 0);
-            assert!(a < STACK_TOP && a >= self.r[3], "store below sp: {a:#x}");
+            assert!((a < STACK_TOP && a >= self.r[3]) || Self::other(a), "store below sp: {a:#x}");
             self.mem.insert(a, v);
         }
         /// A native function: a C-ABI callee that clobbers every temporary and argument register.
@@ -341,7 +457,8 @@ mod tests {
                 let ctx = self.r[4];
                 let words: Vec<u64> = (0..8).map(|i| self.ld(ctx + 8 * i)).collect();
                 let ret = [self.ld(ctx + 64), self.ld(ctx + 72)];
-                self.events.push(Event::Handler { at, ctx: words, ret });
+                let active = [GUARD_OFF, GUARD_OFF + 8].iter().map(|&o| *self.mem.get(&(PERCPU + o)).unwrap_or(&0)).collect();
+                self.events.push(Event::Handler { at, ctx: words, ret, a1: self.r[5], active });
                 self.r[4] = if at == H_FMOD { self.fmod_result } else { 0xbad };
                 self.r[5] = 0xbad1;
             }
@@ -395,6 +512,21 @@ mod tests {
                             next = self.r[rj as usize].wrapping_add(offset as u64);
                             set(self, rd as usize, pc + 4);
                         }
+                        _ if w & 0xFFFE_0000 == 0x002c_0000 => {
+                            let sa = ((w >> 15) & 3) + 1;
+                            let rk = ((w >> 10) & 31) as usize;
+                            set(self, rd, (self.r[rj] << sa).wrapping_add(self.r[rk]))
+                        }
+                        _ if w & 0xFFFF_8000 == 0x386a_8000 => {
+                            let rk = ((w >> 10) & 31) as usize;
+                            let old = self.ld(self.r[rj]);
+                            self.st(self.r[rj], old.wrapping_add(self.r[rk]));
+                            set(self, rd, old)
+                        }
+                        _ if w & 0xFC00_0000 == 0x5000_0000 => {
+                            let o = ((w >> 10) & 0xFFFF) | ((w & 0x3FF) << 16);
+                            next = pc.wrapping_add((insn::sign_extend(o as u64, 26) << 2) as u64);
+                        }
                         _ if w & 0xFC00_0000 == insn::BNEZ_BASE => {
                             let o = ((w >> 10) & 0xFFFF) | ((w & 31) << 16);
                             if self.r[rj] != 0 {
@@ -410,6 +542,7 @@ mod tests {
     }
 
     struct Outcome {
+        mem: BTreeMap<u64, u64>,
         events: Vec<Event>,
         regs: [u64; 32],
         pc: u64,
@@ -418,6 +551,11 @@ mod tests {
     /// Runs the trampoline as the patch site would enter it; stops when control leaves it for
     /// PARENT (or for the body, in an fentry-only trampoline).
     fn run(spec: &TrampSpec, args: [u64; 8], body_ret: [u64; 2], fmod_result: u64) -> Outcome {
+        run_with(spec, args, body_ret, fmod_result, &BTreeMap::new())
+    }
+
+    /// [`run`] with words of memory set first (guards' active words, miss counters).
+    fn run_with(spec: &TrampSpec, args: [u64; 8], body_ret: [u64; 2], fmod_result: u64, preset: &BTreeMap<u64, u64>) -> Outcome {
         let mut buf = vec![0u32; spec.max_words()];
         let n = generate(spec, BASE, &mut buf).unwrap();
         buf.truncate(n);
@@ -430,28 +568,41 @@ mod tests {
         m.r[22] = STACK_TOP - 0x40; // the caller's fp
         m.r[4..12].copy_from_slice(&args);
         m.r[12] = PARENT; // t0
+        m.r[21] = PERCPU;
+        m.mem.insert(PERCPU, CPU);
+        for at in [PERCPU + GUARD_OFF, PERCPU + GUARD_OFF + 8].into_iter().chain((0..8).map(|i| MISSES + 8 * i)) {
+            m.mem.insert(at, 0);
+        }
+        for (&at, &v) in preset {
+            m.mem.insert(at, v);
+        }
         m.r[1] = BODY; // ra
         loop {
             m.step();
             if m.pc == PARENT || (m.pc == BODY && !spec.calls_function()) {
-                return Outcome { events: m.events, regs: m.r, pc: m.pc };
+                return Outcome { events: m.events, regs: m.r, pc: m.pc, mem: m.mem };
             }
         }
     }
 
     const ARGS: [u64; 8] = [10, 11, 12, 13, 14, 15, 16, 17];
 
+    fn hs(addrs: &[u64]) -> Vec<Handler> {
+        addrs.iter().map(|&a| Handler::plain(a)).collect()
+    }
+
     fn check_preserved(o: &Outcome) {
-        for i in [2usize, 21, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
+        for i in [2usize, 23, 24, 25, 26, 27, 28, 29, 30, 31] {
             assert_eq!(o.regs[i], 0x1111_0000_0000_0000 + i as u64, "r{i}");
         }
+        assert_eq!(o.regs[21], PERCPU, "r21");
         assert_eq!(o.regs[3], STACK_TOP - 0x100, "sp");
         assert_eq!(o.regs[22], STACK_TOP - 0x40, "fp");
     }
 
     #[test]
     fn fentry_only_resumes_the_body() {
-        let spec = TrampSpec { nargs: 3, fentry: &H_FENTRY, fmod_ret: &[], fexit: &[] };
+        let spec = TrampSpec { nargs: 3, fentry: &hs(&H_FENTRY), fmod_ret: &hs(&[]), fexit: &hs(&[]), ret_after_args: false };
         let o = run(&spec, ARGS, [0, 0], 0);
         assert_eq!(o.pc, BODY);
         assert_eq!(o.regs[1], PARENT, "ra = parent when the body runs");
@@ -472,7 +623,7 @@ mod tests {
     #[test]
     fn fexit_sees_arguments_and_return_value() {
         for nargs in 0..=8 {
-            let spec = TrampSpec { nargs, fentry: &[H_FENTRY[0]], fmod_ret: &[], fexit: &[H_FEXIT, H_FAR] };
+            let spec = TrampSpec { nargs, fentry: &hs(&[H_FENTRY[0]]), fmod_ret: &hs(&[]), fexit: &hs(&[H_FEXIT, H_FAR]), ret_after_args: false };
             let o = run(&spec, ARGS, [0xaaaa, 0xbbbb], 0);
             assert_eq!(o.pc, PARENT);
             assert_eq!((o.regs[4], o.regs[5]), (0xaaaa, 0xbbbb), "return value reaches the parent");
@@ -500,7 +651,7 @@ mod tests {
 
     #[test]
     fn fmod_ret_skips_the_function_when_non_zero() {
-        let spec = TrampSpec { nargs: 2, fentry: &[], fmod_ret: &[H_FMOD], fexit: &[H_FEXIT] };
+        let spec = TrampSpec { nargs: 2, fentry: &hs(&[]), fmod_ret: &hs(&[H_FMOD]), fexit: &hs(&[H_FEXIT]), ret_after_args: false };
         let o = run(&spec, ARGS, [5, 6], 0x77);
         assert_eq!(o.pc, PARENT);
         assert_eq!((o.regs[4], o.regs[5]), (0x77, 0));
@@ -518,7 +669,7 @@ mod tests {
 
     #[test]
     fn far_handlers_are_reached() {
-        let spec = TrampSpec { nargs: 1, fentry: &[H_FAR, H_VERY_FAR], fmod_ret: &[], fexit: &[H_VERY_FAR] };
+        let spec = TrampSpec { nargs: 1, fentry: &hs(&[H_FAR, H_VERY_FAR]), fmod_ret: &[], fexit: &hs(&[H_VERY_FAR]), ret_after_args: false };
         let o = run(&spec, ARGS, [1, 2], 0);
         let at: Vec<u64> = o.events.iter().filter_map(|e| match e {
             Event::Handler { at, .. } => Some(*at),
@@ -530,7 +681,7 @@ mod tests {
 
     #[test]
     fn frame_record_and_size() {
-        let spec = TrampSpec { nargs: 1, fentry: &[H_FENTRY[0]], fmod_ret: &[], fexit: &[] };
+        let spec = TrampSpec { nargs: 1, fentry: &hs(&[H_FENTRY[0]]), fmod_ret: &hs(&[]), fexit: &hs(&[]), ret_after_args: false };
         let mut buf = [0u32; 64];
         let n = generate(&spec, BASE, &mut buf).unwrap();
         // The fentry-only, one-argument, one-handler shape the bench measures: 14 words.
@@ -541,7 +692,7 @@ mod tests {
         assert_eq!(CTX_PARENT, FRAME_SIZE - 8);
         assert_eq!(FRAME_SIZE % 16, 0);
         let many = [H_VERY_FAR; 38];
-        let spec = TrampSpec { nargs: 8, fentry: &many[..13], fmod_ret: &many[..12], fexit: &many[..13] };
+        let spec = TrampSpec { nargs: 8, fentry: &hs(&many[..13]), fmod_ret: &hs(&many[..12]), fexit: &hs(&many[..13]), ret_after_args: false };
         let mut big = vec![0u32; spec.max_words()];
         assert!(generate(&spec, BASE, &mut big).unwrap() <= spec.max_words());
     }
@@ -550,11 +701,61 @@ mod tests {
     fn bad_specs_are_refused() {
         let mut buf = [0u32; 64];
         let h = [H_FEXIT];
-        assert_eq!(generate(&TrampSpec { nargs: 9, fentry: &h, fmod_ret: &[], fexit: &[] }, BASE, &mut buf), Err(GenError::TooManyArgs(9)));
-        assert_eq!(generate(&TrampSpec { nargs: 0, fentry: &[], fmod_ret: &[], fexit: &[] }, BASE, &mut buf), Err(GenError::NoHandlers));
-        assert!(matches!(generate(&TrampSpec { nargs: 0, fentry: &h, fmod_ret: &[], fexit: &[] }, BASE + 2, &mut buf), Err(GenError::Insn(_))));
-        assert!(matches!(generate(&TrampSpec { nargs: 0, fentry: &[H_FEXIT + 1], fmod_ret: &[], fexit: &[] }, BASE, &mut buf), Err(GenError::Insn(_))));
+        assert_eq!(generate(&TrampSpec { nargs: 9, fentry: &hs(&h), fmod_ret: &hs(&[]), fexit: &hs(&[]), ret_after_args: false }, BASE, &mut buf), Err(GenError::TooManyArgs(9)));
+        assert_eq!(generate(&TrampSpec { nargs: 0, fentry: &hs(&[]), fmod_ret: &hs(&[]), fexit: &hs(&[]), ret_after_args: false }, BASE, &mut buf), Err(GenError::NoHandlers));
+        assert!(matches!(generate(&TrampSpec { nargs: 0, fentry: &hs(&h), fmod_ret: &hs(&[]), fexit: &hs(&[]), ret_after_args: false }, BASE + 2, &mut buf), Err(GenError::Insn(_))));
+        assert!(matches!(generate(&TrampSpec { nargs: 0, fentry: &hs(&[H_FEXIT + 1]), fmod_ret: &hs(&[]), fexit: &hs(&[]), ret_after_args: false }, BASE, &mut buf), Err(GenError::Insn(_))));
         let mut small = [0u32; 4];
-        assert_eq!(generate(&TrampSpec { nargs: 0, fentry: &h, fmod_ret: &[], fexit: &[] }, BASE, &mut small), Err(GenError::BufferTooSmall { need: 12 }));
+        assert_eq!(generate(&TrampSpec { nargs: 0, fentry: &hs(&h), fmod_ret: &hs(&[]), fexit: &hs(&[]), ret_after_args: false }, BASE, &mut small), Err(GenError::BufferTooSmall { need: 12 }));
+    }
+
+    #[test]
+    fn guards_skip_a_running_handler_and_count_the_miss() {
+        let g = |i: u64| Some(Guard { percpu_off: (GUARD_OFF + 8 * i) as u16, misses: MISSES + 16 * i });
+        let fentry = [Handler { addr: H_FENTRY[0], arg: None, guard: g(0) }];
+        let fexit = [Handler { addr: H_FEXIT, arg: Some(0x1234_5678_9abc), guard: g(1) }];
+        let spec = TrampSpec { nargs: 2, fentry: &fentry, fmod_ret: &[], fexit: &fexit, ret_after_args: true };
+        let o = run(&spec, ARGS, [0x77, 0x88], 0);
+        assert_eq!(o.pc, PARENT);
+        assert_eq!((o.regs[4], o.regs[5]), (0x77, 0x88));
+        check_preserved(&o);
+        match (&o.events[0], &o.events[2]) {
+            (Event::Handler { at: first, active: a0, .. }, Event::Handler { at: H_FEXIT, ctx, a1, active: a2, .. }) => {
+                assert_eq!(*first, H_FENTRY[0]);
+                assert_ne!(a0[0], 0, "the fentry handler's word is set while it runs");
+                assert_eq!((a2[0], a2[1] != 0), (0, true), "cleared after, and the fexit handler's set");
+                assert_eq!(*a1, 0x1234_5678_9abc, "the handler's argument in a1");
+                assert_eq!(&ctx[..3], &[10, 11, 0x77], "the return value right after the arguments");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(o.mem.get(&(PERCPU + GUARD_OFF)), Some(&0));
+        assert_eq!(o.mem.get(&(PERCPU + GUARD_OFF + 8)), Some(&0));
+        // The fentry handler is running already on this CPU: it is not called, its miss is
+        // counted on this CPU, and the rest runs as before.
+        let preset = BTreeMap::from([(PERCPU + GUARD_OFF, 0xabc), (MISSES + 8 * CPU, 41)]);
+        let o = run_with(&spec, ARGS, [0x77, 0x88], 0, &preset);
+        let at: Vec<u64> = o.events.iter().map(|e| match e {
+            Event::Handler { at, .. } => *at,
+            Event::Body { .. } => BODY,
+        }).collect();
+        assert_eq!(at, vec![BODY, H_FEXIT]);
+        assert_eq!(o.mem.get(&(MISSES + 8 * CPU)), Some(&42));
+        assert_eq!(o.mem.get(&(PERCPU + GUARD_OFF)), Some(&0xabc), "the running call's word is left alone");
+        assert_eq!((o.regs[4], o.regs[5]), (0x77, 0x88));
+        check_preserved(&o);
+        // An fmod_ret handler that is skipped leaves the return value alone; one that runs sets
+        // both copies.
+        let fmod = [Handler { addr: H_FMOD, arg: None, guard: g(0) }];
+        let spec = TrampSpec { nargs: 1, fentry: &[], fmod_ret: &fmod, fexit: &hs(&[H_FEXIT]), ret_after_args: true };
+        let o = run_with(&spec, ARGS, [5, 6], 0x99, &preset);
+        assert!(matches!(&o.events[1], Event::Handler { at: H_FEXIT, ret: [5, 6], .. }), "{:?}", o.events);
+        assert_eq!(o.mem.get(&(MISSES + 8 * CPU)), Some(&42));
+        let o = run(&spec, ARGS, [5, 6], 0x99);
+        match &o.events[1] {
+            Event::Handler { at: H_FEXIT, ret, ctx, .. } => assert_eq!((ret[0], ctx[1]), (0x99, 0x99)),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!((o.regs[4], o.regs[5]), (0x99, 0));
     }
 }

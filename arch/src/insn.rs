@@ -444,6 +444,19 @@ pub fn encode_li64(rd: Reg, value: u64) -> [u32; 4] {
     ]
 }
 
+/// `alsl.d rd, rj, rk, sa`: `rd = (rj << sa) + rk`, `sa` in 1..=4.
+pub fn encode_alsl_d(rd: Reg, rj: Reg, rk: Reg, sa: u32) -> Result<u32, ImmError> {
+    if !(1..=4).contains(&sa) {
+        return Err(ImmError { value: sa as i64, bits: 2 });
+    }
+    Ok(0x002c_0000 | (sa - 1) << 15 | (rk as u32) << 10 | (rj as u32) << 5 | rd as u32)
+}
+
+/// `amadd_db.d rd, rk, rj`: atomically `*rj += rk` with full barriers, the old value in `rd`.
+pub const fn encode_amadd_db_d(rd: Reg, rk: Reg, rj: Reg) -> u32 {
+    0x386a_8000 | (rk as u32) << 10 | (rj as u32) << 5 | rd as u32
+}
+
 /// Whether a `bl` (or `b`) at `pc` can reach `target` directly.
 #[inline]
 pub fn bl_reachable(pc: u64, target: u64) -> bool {

@@ -1737,3 +1737,50 @@ mod tests {
         assert_eq!(Insn::check_ld_imm64_tail(Some(&Insn::new(0, 0, 0, 0, -1))), Ok(()));
     }
 }
+
+/// A program's tag, as Linux computes it (`bpf_prog_calc_tag`): the first 8 bytes of the SHA-1 of
+/// its instructions, with the immediates of `ld_imm64` of a map (`BPF_PSEUDO_MAP_FD`,
+/// `BPF_PSEUDO_MAP_VALUE`) zeroed, since they differ from load to load. It names the JITed
+/// program (`bpf_prog_<tag>_<name>`) and is what `bpftool prog show` prints as `tag`.
+pub fn tag(prog: &[Insn]) -> [u8; 8] {
+    let mut h = sha1_smol::Sha1::new();
+    let mut i = 0;
+    while i < prog.len() {
+        let mut x = prog[i];
+        if x.is_ld_imm64() && matches!(x.src, BPF_PSEUDO_MAP_FD | BPF_PSEUDO_MAP_VALUE) && i + 1 < prog.len() {
+            let mut next = prog[i + 1];
+            x.imm = 0;
+            next.imm = 0;
+            h.update(&x.to_bytes());
+            h.update(&next.to_bytes());
+            i += 2;
+            continue;
+        }
+        h.update(&x.to_bytes());
+        i += 1;
+    }
+    let d = h.digest().bytes();
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&d[..8]);
+    t
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_linux_s() {
+        // sha1 of `b7 00 00 00 00 00 00 00 95 00 00 00 00 00 00 00` (r0 = 0; exit), whose first
+        // eight bytes (a04f5eef06a7f555) are the tag `bpftool prog show` prints for that program on
+        // Linux.
+        let p = [Insn::mov64_imm(0, 0), Insn::exit()];
+        assert_eq!(tag(&p), [0xa0, 0x4f, 0x5e, 0xef, 0x06, 0xa7, 0xf5, 0x55]);
+        // A map's immediates do not count.
+        let a = [Insn::new(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, 3), Insn::new(0, 0, 0, 0, 0), Insn::exit()];
+        let b = [Insn::new(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, 9), Insn::new(0, 0, 0, 0, 5), Insn::exit()];
+        assert_eq!(tag(&a), tag(&b));
+        let c = [Insn::new(BPF_LD | BPF_DW | BPF_IMM, 1, 0, 0, 3), Insn::new(0, 0, 0, 0, 0), Insn::exit()];
+        assert_ne!(tag(&a), tag(&c));
+    }
+}

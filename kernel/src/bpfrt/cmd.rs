@@ -15,6 +15,8 @@ usage: bpf OBJECT COMMAND ...   (BPF objects QEMU was given: bpf obj list)
   bpf prog load NAME                 load object NAME (maps_test, maps_test.bpf.o): its maps and programs
   bpf prog list                      programs: id, kind, name, target, size, map ids
   bpf prog dump xlated ID            the program's instructions
+  bpf prog dump jited ID             its native code (LoongArch), each BPF instruction before its words
+  bpf prog attach ID                 attach it to its section's target (fentry/fexit/fmod_ret/kprobe/kretprobe)
   bpf prog run ID [WORD...]          run it in the interpreter on a context of 64-bit words
   bpf prog run ID hex BYTES...       ... or of bytes in hex (fexit/fmod_ret: the last word is the return value)
   bpf map list                       maps: id, type, name, flags, sizes
@@ -22,6 +24,8 @@ usage: bpf OBJECT COMMAND ...   (BPF objects QEMU was given: bpf obj list)
   bpf map lookup ID key BYTES...     one element (BYTES: decimal or 0x.. bytes, or `hex` then hex bytes)
   bpf map update ID key BYTES... value BYTES... [any|exist|noexist]
   bpf map delete ID key BYTES...
+  bpf link list                      attached programs: link id, program, where, JITed or interpreted
+  bpf link detach ID                 detach a link (no CPU runs the program from it when this returns)
   bpf obj list                       the objects QEMU was given, and which are loaded
   bpf obj unload NAME                drop an object's programs and maps
 (ID may also be written `id ID`, as bpftool takes it.)
@@ -46,7 +50,27 @@ pub fn run(args: &[&str], out: &mut String) {
             dump_xlated(&*prog(id)?, out);
             Ok(())
         }),
-        ["prog", "dump", ..] => Err(String::from("only `bpf prog dump xlated ID` (there is no JIT yet)")),
+        ["prog", "dump", "jited", rest @ ..] => take_id(rest, "program").and_then(|(id, rest)| {
+            no_more(rest)?;
+            dump_jited(&*prog(id)?, out)
+        }),
+        ["prog", "dump", ..] => Err(String::from("expected `bpf prog dump xlated ID` or `bpf prog dump jited ID`")),
+        ["prog", "attach", rest @ ..] => take_id(rest, "program").and_then(|(id, rest)| {
+            no_more(rest)?;
+            let p = prog(id)?;
+            let l = super::link::attach(&p).map_err(|e| alloc::format!("program {id}: {e}"))?;
+            let how = if p.jited.is_some() { "JITed" } else { "interpreted" };
+            let _ = writeln!(out, "link {l}: program {id} ({} {}) attached, {how}", p.kind.name(), p.target.as_deref().unwrap_or("?"));
+            Ok(())
+        }),
+        ["link"] | ["link", "list" | "show"] => {
+            link_list(out);
+            Ok(())
+        }
+        ["link", "detach", rest @ ..] => take_id(rest, "link").and_then(|(id, rest)| {
+            no_more(rest)?;
+            super::link::detach(id)
+        }),
         ["prog", "run", rest @ ..] => take_id(rest, "program").and_then(|(id, rest)| prog_run(&*prog(id)?, rest, out)),
         ["map"] | ["map", "list" | "show"] => {
             map_list(None, out);
@@ -69,7 +93,7 @@ pub fn run(args: &[&str], out: &mut String) {
             Ok(())
         }
         ["obj", "unload", name] => super::unload(name).map_err(|e| alloc::format!("{e}")),
-        [] | ["help"] | ["prog" | "map" | "obj", "help"] => {
+        [] | ["help"] | ["prog" | "map" | "obj" | "link", "help"] => {
             out.push_str(USAGE);
             Ok(())
         }
@@ -143,9 +167,23 @@ fn prog_list(only: Option<alloc::sync::Arc<BpfProg>>, out: &mut String) {
             }
         }
         let _ = writeln!(out, "{}", if p.gpl { "  gpl" } else { "" });
-        let _ = write!(out, "\tobject {}  xlated {}B  insns {}  verified {}", p.object, p.insns.len() * 8, p.insns.len(), p.verified_insns);
+        let _ = write!(out, "\tobject {}  tag {}  xlated {}B", p.object, tag_hex(&p), p.insns.len() * 8);
+        match &p.jited {
+            Some(j) => {
+                let _ = write!(out, "  jited {}B", j.len());
+            }
+            None => out.push_str("  interpreted"),
+        }
+        let _ = write!(out, "  insns {}  verified {}", p.insns.len(), p.verified_insns);
         if !p.used_maps.is_empty() {
             let _ = write!(out, "  map_ids {}", ids(&p.used_maps));
+        }
+        if let Some(l) = super::link::link_of(p.id) {
+            let _ = write!(out, "  link {l}");
+        }
+        let misses = p.misses();
+        if misses > 0 {
+            let _ = write!(out, "  recursion_misses {misses}");
         }
         out.push('\n');
     }
@@ -161,6 +199,47 @@ impl bpf::insn::Names for MapIds<'_> {
             (bpf::insn::BPF_PSEUDO_MAP_VALUE, Some(id)) => write!(f, "map[id:{id}][0]+{hi}"),
             _ => bpf::insn::LinuxNames.imm64(f, pseudo, lo, hi),
         }
+    }
+}
+
+fn tag_hex(p: &BpfProg) -> String {
+    bpf::insn::tag(&p.insns).iter().map(|b| alloc::format!("{b:02x}")).collect()
+}
+
+/// The name a JITed program has in backtraces and here: `bpf_prog_<tag>_<name>` (Linux's).
+pub fn jited_name(p: &BpfProg) -> String {
+    alloc::format!("bpf_prog_{}_{}", tag_hex(p), p.name)
+}
+
+/// `bpf prog dump jited`: the native code as `llvm-objdump` prints it, each BPF instruction (as
+/// `dump xlated` shows it) as a comment before the words it became.
+fn dump_jited(p: &BpfProg, out: &mut String) -> Result<(), String> {
+    let Some(j) = &p.jited else {
+        return Err(alloc::format!("program {} is not JITed ({})", p.id, p.jit_error.as_deref().unwrap_or("?")));
+    };
+    let _ = writeln!(out, "{}:", jited_name(p));
+    let names = MapIds(&p.map_ids);
+    let mut starts: Vec<(usize, usize)> = j.offsets.iter().enumerate().map(|(i, &w)| (w, i)).collect();
+    starts.sort();
+    let mut next = 0;
+    for (w, word) in j.code.iter().enumerate() {
+        while next < starts.len() && starts[next].0 == w {
+            let i = starts[next].1;
+            // The second slot of ld_imm64 has its own offset but no text of its own.
+            if i == 0 || !p.insns[i - 1].is_ld_imm64() {
+                let _ = writeln!(out, "; {}", p.insns[i].display(p.insns.get(i + 1), &names));
+            }
+            next += 1;
+        }
+        let _ = writeln!(out, "{:5x}:\t{}", 4 * w, arch::bpf_jit::disassemble(*word));
+    }
+    Ok(())
+}
+
+fn link_list(out: &mut String) {
+    for l in super::link::links() {
+        let how = if l.jited { "jited" } else { "interpreted" };
+        let _ = writeln!(out, "{}: {}  prog {}  name {}  target {}  addr {:#x}  {how}", l.id, l.kind.name(), l.prog, l.prog_name, l.target, l.addr);
     }
 }
 

@@ -50,6 +50,8 @@ pub fn is_kernel_ram(addr: u64, len: u64) -> bool {
 pub struct Context {
     /// The context, 8-byte aligned; `len` bytes of it are the program's.
     words: Vec<u64>,
+    /// Or memory outside it (a trampoline's frame, a probe's registers): its address (0: none).
+    ext: u64,
     len: usize,
     /// Arguments of the traced function (`bpf_get_func_arg_cnt`); the return value is the word
     /// after them (fexit, fmod_ret).
@@ -74,7 +76,16 @@ impl Context {
         for (i, b) in bytes.iter().enumerate() {
             words[i / 8] |= (*b as u64) << (8 * (i % 8));
         }
-        Ok(Context { words, len, nargs: 0, func_ip: 0, kind })
+        Ok(Context { words, ext: 0, len, nargs: 0, func_ip: 0, kind })
+    }
+
+    /// The context a program attached to a trampoline or a probe runs on: `len` bytes at `addr`
+    /// (a trampoline's frame, a probe's `pt_regs`), not copied.
+    ///
+    /// # Safety
+    /// `[addr, addr + len)` must stay valid and readable while the context is used.
+    pub unsafe fn at(kind: ProgKind, addr: u64, len: usize, nargs: u32, func_ip: u64) -> Context {
+        Context { words: Vec::new(), ext: addr, len, nargs, func_ip, kind }
     }
 
     /// A context of 64-bit words. For fentry they are the arguments (`nargs` = their number); for
@@ -105,12 +116,19 @@ impl Context {
 
     /// Word `i` of the context (0 past its end).
     pub fn word(&self, i: usize) -> u64 {
-        if (i + 1) * 8 <= self.len { self.words[i] } else { 0 }
+        if (i + 1) * 8 > self.len {
+            0
+        } else if self.ext != 0 {
+            // SAFETY: within the `len` bytes `Context::at`'s caller vouched for.
+            unsafe { core::ptr::read_volatile((self.ext as usize + 8 * i) as *const u64) }
+        } else {
+            self.words[i]
+        }
     }
 
     /// The context's address (`r1`).
     pub fn addr(&self) -> u64 {
-        self.words.as_ptr() as u64
+        if self.ext != 0 { self.ext } else { self.words.as_ptr() as u64 }
     }
 
     /// Bytes of the context.
@@ -533,6 +551,13 @@ fn enter_run() {
     }
 }
 
+/// [`enter_run`], unless a quiescent-point callback is in progress (perhaps on this very CPU, which
+/// a probe or trampoline interrupted): then false, and the run does not happen.
+fn try_enter_run() -> bool {
+    let v = GATE.load(Ordering::Relaxed);
+    v & QUIESCING == 0 && GATE.compare_exchange(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+}
+
 fn leave_run() {
     GATE.fetch_sub(1, Ordering::Release);
 }
@@ -563,4 +588,18 @@ pub fn run(prog: &BpfProg, ctx: &Context) -> Result<Exit, Fault> {
     leave_run();
     super::reclaim_deleted();
     r
+}
+
+/// [`run`] without the reclaim afterwards: a run from a trampoline or a probe (whatever context
+/// the traced code is in), where waiting has no place. `None` (nothing ran) when a quiescent
+/// point's callback is in progress.
+pub fn run_attached(prog: &BpfProg, ctx: &Context) -> Option<Result<Exit, Fault>> {
+    if !try_enter_run() {
+        return None;
+    }
+    let mut env = KernelEnv::new(prog, ctx);
+    let r = Interpreter::new(&prog.insns).run(&mut env, &[ctx.addr()]);
+    env.release_all();
+    leave_run();
+    Some(r)
 }

@@ -20,10 +20,14 @@
 //! The interpreter's environment over kernel memory is [`env`], `bpf_trace_printk`'s events
 //! [`printk`], the `bpf` shell command [`cmd`]. See docs/bpf.md, "In the kernel".
 
+pub mod btf;
 pub mod cmd;
 pub mod env;
+pub mod helpers;
 pub mod jit;
+pub mod link;
 pub mod printk;
+pub mod test_run;
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -107,6 +111,56 @@ pub struct BpfProg {
     pub ctx_size: u32,
     /// Instructions the verifier processed over all paths.
     pub verified_insns: usize,
+    /// Argument registers of its target (fentry, fexit, fmod_ret: [`btf::nargs_of`]).
+    pub nargs: Option<u32>,
+    /// Its native code, when the JIT compiled it ([`jit`]); else it runs in the interpreter.
+    pub jited: Option<jit::JitedProg>,
+    /// Why it was not compiled (the JIT was off, or refused it).
+    pub jit_error: Option<String>,
+    /// Runs skipped per CPU because the program was running on that CPU already (Linux's
+    /// `misses` in `bpftool prog show`'s `recursion_misses`).
+    pub misses: [core::sync::atomic::AtomicU64; arch::boot::MAX_CPUS],
+}
+
+impl BpfProg {
+    /// Runs skipped on every CPU because the program was running there already.
+    pub fn misses(&self) -> u64 {
+        self.misses.iter().map(|m| m.load(core::sync::atomic::Ordering::Relaxed)).sum()
+    }
+
+    /// Whether it is a program of a generated trampoline (fentry, fexit, fmod_ret).
+    pub fn is_tracing(&self) -> bool {
+        has_func_helpers(self.kind)
+    }
+
+    /// Compiles the program (if the JIT is on), placing the code near its target's trampoline
+    /// (`near`); on failure it stays interpreted and [`BpfProg::jit_error`] says why.
+    fn compile(&mut self, near: Option<u64>) {
+        if !jit::enabled() {
+            self.jit_error = Some(String::from("the JIT is off"));
+            return;
+        }
+        let func = match (self.is_tracing(), self.nargs) {
+            (true, Some(nargs)) => Some(arch::bpf_jit::FuncCtx { nargs, has_ret: self.kind != ProgKind::Fentry }),
+            (true, None) => Some(arch::bpf_jit::FuncCtx { nargs: MAX_ARGS, has_ret: self.kind != ProgKind::Fentry }),
+            _ => None,
+        };
+        match jit::resolve(&self.insns, &self.maps).and_then(|insns| jit::JitedProg::compile(&insns, func, near)) {
+            Ok(j) => self.jited = Some(j),
+            Err(e) => {
+                log::info!("bpf: program {} stays interpreted: {e}", self.name);
+                self.jit_error = Some(e);
+            }
+        }
+    }
+}
+
+/// The address of a program's target (`FUNC` or `module:FUNC`), if it is loaded.
+pub fn target_addr(target: &str) -> Option<u64> {
+    match target.split_once(':') {
+        Some((module, func)) => crate::ksyms::resolve_in(module, func),
+        None => crate::ksyms::find(target).map(|s| s.addr),
+    }
 }
 
 /// A loaded object: its programs and maps, in the plan's order.
@@ -149,6 +203,8 @@ pub enum LoadError {
     Gpl { prog: String, insn: usize, helper: u32 },
     /// The verifier refused a program.
     Verify { prog: String, section: String, error: VerifyError },
+    /// A tracing program's target has no prototype (Linux: no BTF for it), or is not loaded.
+    Target { prog: String, target: String },
 }
 
 impl LoadError {
@@ -177,6 +233,10 @@ impl fmt::Display for LoadError {
                 bpf::insn::helper_name(*helper).unwrap_or("unknown")
             ),
             LoadError::Verify { prog, section, error } => write!(f, "program {prog} ({section}) refused by the verifier: {error}"),
+            LoadError::Target { prog, target } => write!(
+                f,
+                "program {prog}: attach target {target}: no prototype for it (the kernel's test functions and functions a loaded module lists with bpf_protos! have one)"
+            ),
         }
     }
 }
@@ -300,13 +360,18 @@ pub fn load_bytes(file: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
                 return Err(LoadError::Gpl { prog: spec.name.clone(), insn, helper });
             }
         }
+        let nargs = match (has_func_helpers(spec.kind), &spec.target) {
+            (false, _) => None,
+            (true, Some(t)) if btf::nargs_of(t).is_some() && target_addr(t).is_some() => btf::nargs_of(t),
+            (true, t) => return Err(LoadError::Target { prog: spec.name.clone(), target: t.clone().unwrap_or_default() }),
+        };
         let info = ProgInfo { ctx_size: ctx_size(spec.kind), maps: infos.clone(), func_helpers: has_func_helpers(spec.kind) };
         let verified = bpf::verifier::verify(&insns, &info)
             .map_err(|error| LoadError::Verify { prog: spec.name.clone(), section: spec.section.clone(), error })?;
         let mut used: Vec<usize> = spec.map_refs().iter().map(|r| r.map).collect();
         used.sort_unstable();
         used.dedup();
-        progs.push((spec, insns, used, verified.processed));
+        progs.push((spec, insns, used, verified.processed, nargs));
     }
     // Everything made: ids, and the registry.
     let mut reg = REGISTRY.lock();
@@ -322,10 +387,10 @@ pub fn load_bytes(file: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
         .map(|((m, spec), &id)| Arc::new(BpfMap { id, object: plan.name.clone(), origin: spec.origin.clone(), map: m.clone() }))
         .collect();
     let mut bpf_progs = Vec::with_capacity(progs.len());
-    for (spec, insns, used, processed) in progs {
+    for (spec, insns, used, processed, nargs) in progs {
         let id = reg.next_prog_id;
         reg.next_prog_id += 1;
-        bpf_progs.push(Arc::new(BpfProg {
+        let mut prog = BpfProg {
             id,
             name: spec.name.clone(),
             section: spec.section.clone(),
@@ -340,7 +405,13 @@ pub fn load_bytes(file: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
             used_maps: used.iter().map(|&i| map_ids[i]).collect(),
             ctx_size: ctx_size(spec.kind),
             verified_insns: processed,
-        }));
+            nargs,
+            jited: None,
+            jit_error: None,
+            misses: Default::default(),
+        };
+        prog.compile(spec.target.as_deref().and_then(target_addr));
+        bpf_progs.push(Arc::new(prog));
     }
     let loaded = Loaded { name: plan.name.clone(), progs: bpf_progs.iter().map(|p| p.id).collect(), maps: map_ids.clone() };
     reg.objects.push(Object {
@@ -384,7 +455,25 @@ pub fn unverified(name: &str, kind: ProgKind, insns: Vec<Insn>, maps: Vec<Arc<Ma
         maps,
         ctx_size: ctx_size(kind),
         verified_insns: 0,
+        nargs: None,
+        jited: None,
+        jit_error: Some(String::from("not compiled (a program made from instructions)")),
+        misses: Default::default(),
     }
+}
+
+/// [`program`] for `target` (a function with a prototype, for a tracing program), compiled by
+/// the JIT when it is on: what [`link::attach`] takes, as a loaded object's program.
+pub fn program_for(name: &str, kind: ProgKind, target: &str, insns: Vec<Insn>, maps: Vec<Arc<Map>>) -> Result<BpfProg, String> {
+    let mut p = program(name, kind, insns, maps).map_err(|e| alloc::format!("{e}"))?;
+    p.section = alloc::format!("{}/{target}", kind.name());
+    p.target = Some(target.to_string());
+    if has_func_helpers(kind) {
+        p.nargs = Some(btf::nargs_of(target).ok_or_else(|| alloc::format!("no prototype for {target}"))?);
+    }
+    p.jit_error = None;
+    p.compile(target_addr(target));
+    Ok(p)
 }
 
 /// Drops object `name`: its programs and maps leave the registry (their memory goes when the
@@ -406,6 +495,11 @@ pub fn unload(name: &str) -> Result<(), UnloadError> {
 /// progress, else how many elements it gave back. Called after every run and after the shell's
 /// map commands.
 pub fn reclaim_deleted() -> Option<u32> {
+    // Attached programs run without the gate (JITed code), so while any is attached nothing is
+    // reused; detaching the last one reclaims (`link::detach`).
+    if link::attached() > 0 {
+        return None;
+    }
     let hashes: Vec<Arc<BpfMap>> = maps().into_iter().filter(|m| m.map.map_type() == bpf::maps::MapType::Hash).collect();
     let mut n = 0;
     env::quiescent(|| {
@@ -509,7 +603,8 @@ pub fn set_global(object: &str, var: &str, bytes: &[u8]) -> Result<(), MapError>
 }
 
 /// What the self-tests check after every case: no object left loaded.
-pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), String>)] = &[("bpf objects unloaded", check_none_loaded)];
+pub const ISOLATION_CHECKS: &[(&str, fn() -> Result<(), String>)] =
+    &[("bpf links detached", link::check_none_attached), ("bpf objects unloaded", check_none_loaded)];
 
 fn check_none_loaded() -> Result<(), String> {
     let left = objects();

@@ -35,7 +35,7 @@ use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use arch::bpf_tramp::{self as tgen, GenError, TrampSpec};
+use arch::bpf_tramp::{self as tgen, GenError, Handler, TrampSpec};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Most programs on one function, all kinds together (Linux's `BPF_MAX_TRAMP_LINKS`).
@@ -247,8 +247,10 @@ impl Func {
 struct Link {
     id: u64,
     kind: Kind,
-    prog: u64,
+    handler: Handler,
     nargs: usize,
+    /// The handler reads the return value at `ctx[nargs]` (BPF's layout).
+    ret_after_args: bool,
 }
 
 /// Code of one trampoline: in the kernel's reserved area, or in the module area.
@@ -394,10 +396,11 @@ fn free_code(image: Image) {
 
 /// Generates and writes the trampoline for `links` of the function at `ip`.
 fn build_image(ip: u64, placement: Placement, links: &[Link]) -> Result<Image, AttachError> {
-    let of = |k: Kind| -> Vec<u64> { links.iter().filter(|l| l.kind == k).map(|l| l.prog).collect() };
+    let of = |k: Kind| -> Vec<Handler> { links.iter().filter(|l| l.kind == k).map(|l| l.handler).collect() };
     let (fentry, fmod_ret, fexit) = (of(Kind::Fentry), of(Kind::FmodRet), of(Kind::Fexit));
     let nargs = links.iter().map(|l| l.nargs).max().unwrap_or(0);
-    let spec = TrampSpec { nargs, fentry: &fentry, fmod_ret: &fmod_ret, fexit: &fexit };
+    let ret_after_args = links.iter().any(|l| l.ret_after_args);
+    let spec = TrampSpec { nargs, fentry: &fentry, fmod_ret: &fmod_ret, fexit: &fexit, ret_after_args };
     let mut buf = vec![0u32; spec.max_words()];
     let mut image = alloc_code(ip, placement, buf.len() * 4)?;
     match tgen::generate(&spec, image.at(), &mut buf) {
@@ -435,12 +438,12 @@ fn ftrace_err(name: &str, e: FtraceError) -> AttachError {
     }
 }
 
-fn attach(kind: Kind, func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> {
+fn attach(kind: Kind, func: Func, handler: Handler, ret_after_args: bool) -> Result<BpfLink, AttachError> {
     if func.nargs > tgen::MAX_ARGS {
         return Err(AttachError::TooManyArgs(func.nargs));
     }
     let name = if func.name == "?" { alloc::format!("{:#x}", func.ip) } else { func.name.to_string() };
-    let link = Link { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), kind, prog: prog as *const () as u64, nargs: func.nargs };
+    let link = Link { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), kind, handler, nargs: func.nargs, ret_after_args };
     let mut reg = REG.lock();
     if let Some(t) = reg.iter_mut().find(|t| t.ip == func.ip) {
         if t.links.len() >= MAX_LINKS {
@@ -580,17 +583,73 @@ pub struct Attach;
 impl Attach {
     /// Runs `prog` at the function's entry, before its body, with its arguments.
     pub fn fentry(func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> {
-        attach(Kind::Fentry, func, prog)
+        attach(Kind::Fentry, func, Handler::plain(prog as usize as u64), false)
     }
     /// Runs `prog` after the function returned, with its arguments and return value.
     pub fn fexit(func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> {
-        attach(Kind::Fexit, func, prog)
+        attach(Kind::Fexit, func, Handler::plain(prog as usize as u64), false)
     }
     /// Runs `prog` before the function; a non-zero result skips the function and is returned to
     /// its caller instead (fexit programs still run and see it).
     pub fn fmod_ret(func: Func, prog: ProgFn) -> Result<BpfLink, AttachError> {
-        attach(Kind::FmodRet, func, prog)
+        attach(Kind::FmodRet, func, Handler::plain(prog as usize as u64), false)
     }
+
+    /// Runs `handler` as a program of `kind` (a BPF program's code, or a runner of it, with its
+    /// recursion guard; see `arch::bpf_tramp::Handler`). With `ret_after_args` the return value
+    /// is also kept at `ctx[nargs]`, where BPF's fexit and fmod_ret programs read it.
+    pub fn handler(kind: Kind, func: Func, handler: Handler, ret_after_args: bool) -> Result<BpfLink, AttachError> {
+        attach(kind, func, handler, ret_after_args)
+    }
+}
+
+/// Executable memory for code that a trampoline of `ip` calls (a JITed BPF program), placed as
+/// near as the trampoline is: in the kernel's reserved area for a kernel function (one `bl`
+/// from the trampoline and from kernel text), near a module function in the module area, or
+/// anywhere in the module area when neither has room. Freed by [`free_text`].
+pub struct Text {
+    image: Image,
+}
+
+impl Text {
+    /// Where the code starts.
+    pub fn addr(&self) -> u64 {
+        self.image.at()
+    }
+
+    /// Bytes reserved.
+    pub fn bytes(&self) -> usize {
+        match &self.image {
+            Image::Kernel { words, .. } | Image::Module { words, .. } => 4 * *words,
+        }
+    }
+
+    /// Writes `words` at the start (at most [`Text::bytes`] / 4 of them) and makes them visible
+    /// to this CPU's instruction fetch; other CPUs see them once the code is published with a
+    /// barrier of their own (a trampoline swap's).
+    pub fn write(&mut self, words: &[u32]) {
+        let n = words.len().min(self.bytes() / 4);
+        write_words(self.addr(), &words[..n]);
+    }
+}
+
+/// Space for `bytes` of code called by the trampoline of `ip` (kernel text if `ip` is `None`);
+/// see [`Text`].
+pub fn alloc_text(ip: Option<u64>, bytes: usize) -> Result<Text, AttachError> {
+    let ip = ip.unwrap_or(area().bounds().0);
+    let mut image = alloc_code(ip, Placement::Near, bytes)?;
+    match &mut image {
+        Image::Kernel { words, .. } | Image::Module { words, .. } => *words = bytes.div_ceil(4),
+    }
+    Ok(Text { image })
+}
+
+/// Frees code from [`alloc_text`], poisoning it first.
+///
+/// # Safety
+/// No CPU may run the code any more, and no trampoline may call it.
+pub unsafe fn free_text(text: Text) {
+    retire(text.image, true);
 }
 
 /// What a function's trampoline looks like now: (code address, instruction words, programs).

@@ -816,7 +816,21 @@ ktest! {
         let ids = |name: &str| map_of("maps_test", name).map(|m| m.id);
         let (pairs, counters, events) = (ids("pairs")?, ids("counters")?, ids("events")?);
         let list = sh("bpf prog list");
-        kassert!(list.starts_with(&alloc::format!("{id}: fentry  name count_calls  target bpf_fentry_test1  gpl\n\tobject maps_test  xlated {}B  insns {}", p.insns.len() * 8, p.insns.len())), "{list}");
+        let tag: String = bpf::insn::tag(&p.insns).iter().map(|b| alloc::format!("{b:02x}")).collect();
+        let jited = p.jited.as_ref().map_or(0, |j| j.len());
+        kassert!(jited > 0, "maps_test's program is JITed: {:?}", p.jit_error);
+        kassert!(
+            list.starts_with(&alloc::format!(
+                "{id}: fentry  name count_calls  target bpf_fentry_test1  gpl\n\tobject maps_test  tag {tag}  xlated {}B  jited {jited}B  insns {}",
+                p.insns.len() * 8,
+                p.insns.len()
+            )),
+            "{list}"
+        );
+        let j = sh(&alloc::format!("bpf prog dump jited {id}"));
+        kassert!(j.starts_with(&alloc::format!("bpf_prog_{tag}_count_calls:\n; r7 = *(u64 *)(r1 +0)\n    0:\t")), "{j}");
+        kassert_eq!(j.lines().filter(|l| !l.starts_with(';')).count(), jited / 4 + 1);
+        kassert!(j.contains("pcaddu18i $t0, ") && j.contains("\tret\n"), "{j}");
         kassert!(list.contains(&alloc::format!("map_ids {pairs},{counters},")), "{list}");
         kassert_eq!(sh(&alloc::format!("bpf prog show id {id}")), list);
         let x = sh(&alloc::format!("bpf prog dump xlated id {id}"));
@@ -848,7 +862,7 @@ ktest! {
             ("bpf prog run 999", "Error: get by id (999): No such file or directory"),
             ("bpf prog run x", "Error: invalid program id 'x'"),
             ("bpf prog dump xlated", "Error: expected a program id"),
-            ("bpf prog dump jited 1", "Error: only `bpf prog dump xlated ID`"),
+            ("bpf prog dump source 1", "Error: expected `bpf prog dump xlated ID` or `bpf prog dump jited ID`"),
             ("bpf map dump 999", "Error: get map by id (999): No such file or directory"),
             ("bpf obj unload nosuch", "Error: object nosuch is not loaded"),
         ] {
@@ -955,7 +969,7 @@ ktest! {
         for n in 0..2000 {
             let p = random_numbers_program(&mut rng);
             let jited = bpfrt::jit::JitedProg::new(&p, 64).map_err(|e| TestError::Fail(alloc::format!("program {n}: {e}")))?;
-            words += jited.words;
+            words += jited.code.len();
             // SAFETY: the program touches only its registers and its 64 bytes of stack, calls no
             // helper and ends (its jumps go forward).
             let native = unsafe { jited.call(0) };
@@ -964,9 +978,9 @@ ktest! {
             kassert!(native == interp, "program {n}: native {native:#x}, interpreter {interp:#x}: {p:?}");
         }
         kdiag!("2000 programs, {words} native words");
-        let atomic = [Insn::new(bpf::insn::BPF_STX | bpf::insn::BPF_ATOMIC | bpf::insn::BPF_DW, 10, 1, -8, BPF_ADD as i32), Insn::new(bpf::insn::BPF_JMP | bpf::insn::BPF_EXIT, 0, 0, 0, 0)];
-        let e = bpfrt::jit::JitedProg::new(&atomic, 8).err().unwrap_or_default();
-        kassert!(e.contains("atomic"), "{e}");
+        let kfunc = [Insn::new(bpf::insn::BPF_JMP | bpf::insn::BPF_CALL, 0, bpf::insn::BPF_PSEUDO_KFUNC_CALL, 0, 7), Insn::new(bpf::insn::BPF_JMP | bpf::insn::BPF_EXIT, 0, 0, 0, 0)];
+        let e = bpfrt::jit::JitedProg::new(&kfunc, 8).err().unwrap_or_default();
+        kassert!(e.contains("kfunc"), "{e}");
         Ok(())
     }
 }

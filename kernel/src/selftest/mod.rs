@@ -142,6 +142,7 @@ fn recover_after_abort() {
     // After the core's: it may have unregistered the trampolines' ops.
     crate::ftrace::bpf::recover_after_abort();
     crate::kprobes::kretprobe::recover_after_abort();
+    crate::bpfrt::link::recover_after_abort();
     crate::bpfrt::unload_all();
     poison::reset();
 }

@@ -25,6 +25,36 @@ unsafe extern "C" {
     pub static lt_shared_counter: core::sync::atomic::AtomicU64;
 }
 
+/// The prototype of a module function BPF programs may attach to (what Linux reads from a
+/// module's BTF): its name and how many argument registers it takes. A module lists them with
+/// [`bpf_protos!`]; the kernel finds the table by its symbol, `lt_bpf_protos`.
+#[repr(C)]
+pub struct BpfProto {
+    /// The function's name (UTF-8, `name_len` bytes); null ends the table.
+    pub name: *const u8,
+    pub name_len: usize,
+    /// Integer argument registers it takes (at most 8).
+    pub nargs: u64,
+}
+
+// SAFETY: the table is immutable and points at string literals.
+unsafe impl Sync for BpfProto {}
+
+/// Declares the prototypes of the module's functions that BPF fentry/fexit/fmod_ret programs may
+/// attach to: `bpf_protos!(sample_far_double: 1, sample_far_apply: 2);`.
+#[macro_export]
+macro_rules! bpf_protos {
+    ($($name:ident: $nargs:literal),* $(,)?) => {
+        /// The module's BPF prototype table, read by the kernel.
+        #[unsafe(no_mangle)]
+        #[used]
+        pub static lt_bpf_protos: [$crate::BpfProto; [$(stringify!($name)),*].len() + 1] = [
+            $($crate::BpfProto { name: stringify!($name).as_ptr(), name_len: stringify!($name).len(), nargs: $nargs },)*
+            $crate::BpfProto { name: core::ptr::null(), name_len: 0, nargs: 0 },
+        ];
+    };
+}
+
 /// Logs `msg` at info level.
 #[inline(always)]
 pub fn info(msg: &str) {

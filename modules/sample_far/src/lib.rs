@@ -48,6 +48,8 @@ pub extern "C" fn sample_far_oracle(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64,
     core::hint::black_box(r)
 }
 
+lt::bpf_protos!(sample_far_double: 1, sample_far_square: 1, sample_far_negate: 1, sample_far_apply: 2);
+
 fn init() -> i32 {
     lt::info("sample_far: loaded");
     0
