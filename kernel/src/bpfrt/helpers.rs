@@ -23,7 +23,7 @@ pub fn address(id: u32) -> Option<u64> {
     let f: HelperFn = match id {
         1 => map_lookup_elem,
         2 => map_update_elem,
-        3 => map_delete_elem,
+        3 => bpf_map_delete_elem,
         5 => ktime_get_ns,
         6 => trace_printk,
         8 => get_smp_processor_id,
@@ -79,7 +79,10 @@ extern "C" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64) 
     helper_ret(m.update(key, value, flags, cpu())) as u64
 }
 
-extern "C" fn map_delete_elem(m: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
+/// `bpf_map_delete_elem` (under Linux's name, a traceable kernel function with a prototype, so a
+/// program can be attached to it: the recursion test's).
+#[unsafe(no_mangle)]
+pub extern "C" fn bpf_map_delete_elem(m: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     // SAFETY: as for lookup.
     let m = unsafe { map(m) };
     if m.def().map_flags & BPF_F_RDONLY_PROG != 0 {

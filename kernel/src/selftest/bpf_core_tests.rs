@@ -86,7 +86,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 }
 
 /// Runs one shell line; returns what it printed.
-fn sh(line: &str) -> String {
+pub(crate) fn sh(line: &str) -> String {
     let mut out = String::new();
     crate::tracefs::execute(line, &mut out);
     out

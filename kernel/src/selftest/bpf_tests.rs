@@ -208,11 +208,11 @@ extern "C" fn route_cb(_ip: u64, _parent: u64, ops: &FtraceOps, _regs: &mut Ftra
 static ROUTE_OPS: FtraceOps = FtraceOps::new(route_cb, OpsFlags::SAVE_REGS);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Route {
+pub(crate) enum Route {
     Straight,
     Regs,
 }
-const ROUTES: [Route; 2] = [Route::Straight, Route::Regs];
+pub(crate) const ROUTES: [Route; 2] = [Route::Straight, Route::Regs];
 
 fn site_word(ip: u64) -> Insn {
     insn::decode(ip + 4, arch::patch::read_insn(ip + 4).unwrap_or(0))
@@ -220,7 +220,7 @@ fn site_word(ip: u64) -> Insn {
 
 /// Runs `f` with the function's site on `route`, after checking the site calls what that route
 /// should call.
-fn on_route(route: Route, ip: u64, f: impl FnOnce() -> TestResult) -> TestResult {
+pub(crate) fn on_route(route: Route, ip: u64, f: impl FnOnce() -> TestResult) -> TestResult {
     if route == Route::Regs {
         ROUTE_OPS.private.store(0, Relaxed);
         ftrace::ftrace_set_filter_ip(&ROUTE_OPS, ip, false, true)

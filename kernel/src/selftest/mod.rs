@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 pub(crate) mod abi_oracle;
 mod boot_tests;
 mod bpf_core_tests;
+mod bpf_selftests;
 mod bpf_tests;
 pub mod direct_tests;
 mod fail_demo;

@@ -48,7 +48,15 @@ pub extern "C" fn sample_far_oracle(a0: u64, a1: u64, a2: u64, a3: u64, a4: u64,
     core::hint::black_box(r)
 }
 
-lt::bpf_protos!(sample_far_double: 1, sample_far_square: 1, sample_far_negate: 1, sample_far_apply: 2);
+/// A function with a kernel function's name (the kernel's returns `a + 1`): BPF programs name
+/// this one `sample_far:bpf_fentry_test1` (the module_fentry_shadow selftest).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn bpf_fentry_test1(a: i32) -> i32 {
+    core::hint::black_box(a.wrapping_add(100))
+}
+
+lt::bpf_protos!(sample_far_double: 1, sample_far_square: 1, sample_far_negate: 1, sample_far_apply: 2, bpf_fentry_test1: 1);
 
 fn init() -> i32 {
     lt::info("sample_far: loaded");

@@ -1,0 +1,371 @@
+//! Suite `bpf_selftests`: the seed series' BPF selftests as real programs (issue 25). The
+//! objects of bpf/progs, compiled from C by clang, are loaded, JITed and attached to the kernel's
+//! test functions (and a module's) through the generated trampolines and kprobes; the test
+//! functions are called; each case then reads the programs' globals and maps from the kernel
+//! side, as the selftests' user space does with a skeleton. The ideas are those of Linux's
+//! `tools/testing/selftests/bpf/prog_tests/{fentry_test,fexit_test,fentry_fexit,modify_return,
+//! fexit_stress,trampoline_count,module_attach,module_fentry_shadow,fexit_bpf2bpf,
+//! test_overhead,kprobe,recursion}.c`.
+
+use super::bpf_tests::{ROUTES, Route, on_route};
+use crate::bpfrt::{self, BpfProg, link, test_run};
+use crate::selftest::{TestError, TestResult};
+use crate::{kassert, kassert_eq, kdiag, kskip, ktest};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::hint::black_box;
+
+fn err(what: impl core::fmt::Display) -> TestError {
+    TestError::Fail(alloc::format!("{what}"))
+}
+
+/// An object loaded and all its programs attached; detached and unloaded when dropped.
+struct Attached {
+    object: String,
+    links: Vec<u32>,
+}
+
+impl Attached {
+    /// Loads `object` and attaches every program of it (each must be JITed unless `interp`).
+    fn new(object: &str) -> Result<Attached, TestError> {
+        Self::some(object, |_| true)
+    }
+
+    /// Loads `object` and attaches the programs `which` picks.
+    fn some(object: &str, which: impl Fn(&BpfProg) -> bool) -> Result<Attached, TestError> {
+        if bpfrt::fw_cfg_objects().is_empty() {
+            kskip!("QEMU was given no BPF objects (make build builds bpf/progs)");
+        }
+        let loaded = bpfrt::load(object).map_err(|e| err(alloc::format!("load {object}: {e}\n{}", e.log())))?;
+        let mut a = Attached { object: String::from(object), links: Vec::new() };
+        for id in loaded.progs {
+            let p = bpfrt::prog(id).ok_or_else(|| err("program gone"))?;
+            if bpfrt::jit::enabled() {
+                kassert!(p.jited.is_some(), "{} is not JITed: {:?}", p.name, p.jit_error);
+            }
+            if which(&p) {
+                a.links.push(link::attach(&p).map_err(|e| err(alloc::format!("attach {}: {e}", p.name)))?);
+            }
+        }
+        Ok(a)
+    }
+
+    fn global(&self, var: &str) -> Result<u64, TestError> {
+        bpfrt::global_u64(&self.object, var).ok_or_else(|| err(alloc::format!("no global {var} in {}", self.object)))
+    }
+
+    fn prog(&self, name: &str) -> Result<Arc<BpfProg>, TestError> {
+        bpfrt::prog_named(&self.object, name).ok_or_else(|| err(alloc::format!("no program {name} in {}", self.object)))
+    }
+
+    fn set(&self, var: &str, bytes: &[u8]) -> TestResult {
+        bpfrt::set_global(&self.object, var, bytes).map_err(|e| err(alloc::format!("set {var}: {e}")))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        for l in self.links.drain(..) {
+            if let Err(e) = link::detach(l) {
+                log::error!("detach link {l}: {e}");
+            }
+        }
+        let _ = bpfrt::unload(&self.object);
+    }
+}
+
+ktest! {
+    /// fentry programs see the arguments of bpf_fentry_test1..4 (1, 2, 6 and 8 arguments of
+    /// mixed widths and signs), JITed, from the generated trampolines.
+    fn bpf_selftests::fentry_test() {
+        let a = Attached::new("fentry_test")?;
+        let r = test_run::call_all();
+        kassert_eq!(r[..4], [2, 5, 9, 36]);
+        for t in ["test1_result", "test2_result", "test3_result", "test4_result"] {
+            kassert_eq!(a.global(t)?, 1, "{t}");
+        }
+        Ok(())
+    }
+}
+
+ktest! {
+    /// fexit programs see the arguments and the return value (right after the arguments).
+    fn bpf_selftests::fexit_test() {
+        let a = Attached::new("fexit_test")?;
+        test_run::call_all();
+        kassert_eq!(a.global("test1_result")?, 1);
+        kassert_eq!(a.global("test2_result")?, 1);
+        kassert_eq!(a.global("last_ret")?, 36);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// fentry and fexit programs on the same functions at once, then each kind alone after the
+    /// other detached (the trampolines are regenerated live).
+    fn bpf_selftests::fentry_fexit() {
+        let entry = Attached::new("fentry_test")?;
+        let exit = Attached::new("fexit_test")?;
+        kassert_eq!(test_run::call_all()[..4], [2, 5, 9, 36]);
+        kassert_eq!((entry.global("test1_result")?, entry.global("test4_result")?), (1, 1));
+        kassert_eq!((exit.global("test1_result")?, exit.global("last_ret")?), (1, 36));
+        drop(entry);
+        exit.set("last_ret", &0i64.to_le_bytes())?;
+        kassert_eq!(test_run::bpf_fentry_test4(black_box(2), 2, 2, 2, 2, 2, 2, 2), 16);
+        kassert_eq!(exit.global("last_ret")?, 16, "fexit alone");
+        Ok(())
+    }
+}
+
+ktest! {
+    /// fentry, fmod_ret and fexit on one function run in order; fmod_ret's non-zero result
+    /// replaces the function's, which is then not called, and fexit sees it.
+    fn bpf_selftests::modify_return() {
+        let a = Attached::new("modify_return")?;
+        kassert_eq!(test_run::bpf_modify_return_test(black_box(1), 2), 3, "fmod_ret returned 0: the function ran");
+        kassert_eq!((a.global("fentry_result")?, a.global("fmod_ret_result")?, a.global("fexit_result")?), (1, 1, 1));
+        a.set("sequence", &0i32.to_le_bytes())?;
+        a.set("input_retval", &42i32.to_le_bytes())?;
+        kassert_eq!(test_run::bpf_modify_return_test(black_box(1), 2), 42, "fmod_ret's value");
+        kassert_eq!((a.global("fentry_result")?, a.global("fmod_ret_result")?, a.global("fexit_result")?), (1, 1, 1));
+        Ok(())
+    }
+}
+
+ktest! {
+    /// 38 fexit programs (Linux's BPF_MAX_TRAMP_LINKS) on one function all run, every call.
+    fn bpf_selftests::fexit_stress() {
+        let a = Attached::new("fexit_stress")?;
+        kassert_eq!(a.links.len(), 38);
+        for _ in 0..10 {
+            kassert_eq!(test_run::bpf_fentry_test1(black_box(1)), 2);
+        }
+        kassert_eq!((a.global("fexit_hits")?, a.global("fexit_bad")?), (380, 0));
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A function takes at most 38 programs: the 39th is refused with nothing changed, and
+    /// attaches once one of the 38 is detached.
+    fn bpf_selftests::trampoline_count() {
+        let mut stress = Attached::new("fexit_stress")?;
+        let extra = Attached::some("fentry_test", |_| false)?;
+        let p = extra.prog("test1")?;
+        let e = link::attach(&p).err().map(|e| alloc::format!("{e}")).unwrap_or_default();
+        kassert!(e.contains("already has 38 programs"), "{e}");
+        kassert_eq!(test_run::bpf_fentry_test1(black_box(1)), 2);
+        kassert_eq!(stress.global("fexit_hits")?, 38, "the 38 still run");
+        link::detach(stress.links.pop().unwrap_or(0)).map_err(err)?;
+        let l = link::attach(&p).map_err(err)?;
+        kassert_eq!(test_run::bpf_fentry_test1(black_box(1)), 2);
+        kassert_eq!((stress.global("fexit_hits")?, extra.global("test1_result")?), (38 + 37, 1));
+        link::detach(l).map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Loads sample_far (unloaded when the result drops).
+struct FarModule;
+
+impl FarModule {
+    fn load() -> Result<FarModule, TestError> {
+        drop(super::module_tests::load("sample_far")?);
+        Ok(FarModule)
+    }
+    fn func(&self, name: &str) -> Result<u64, TestError> {
+        crate::ksyms::resolve_in("sample_far", name).ok_or_else(|| err(alloc::format!("no {name} in sample_far")))
+    }
+}
+
+impl Drop for FarModule {
+    fn drop(&mut self) {
+        if let Err(e) = crate::module::unload("sample_far") {
+            log::error!("unload sample_far: {e}");
+        }
+    }
+}
+
+ktest! {
+    /// Programs on a function of a module loaded out of `bl` reach of the kernel: on the
+    /// straight route (the module function calls its trampoline) and on the regs route (an
+    /// ordinary ftrace ops on the same function). The module stays loaded while they are
+    /// attached.
+    fn bpf_selftests::module_attach() {
+        let m = FarModule::load()?;
+        let ip = m.func("sample_far_double")?;
+        // SAFETY: sample_far_double is `extern "C" fn(u64) -> u64`, loaded while `m` lives.
+        let double: extern "C" fn(u64) -> u64 = unsafe { core::mem::transmute(ip as usize) };
+        let a = Attached::new("module_attach")?;
+        kassert!(matches!(crate::module::unload("sample_far"), Err(_)), "unload refused while programs are attached");
+        let mut n = 0;
+        for route in ROUTES {
+            on_route(route, ip, || {
+                kassert_eq!(double(black_box(21 + n)), 42 + 2 * n, "{route:?}");
+                Ok(())
+            })?;
+            n += 1;
+            kassert_eq!((a.global("fentry_hits")?, a.global("fentry_arg")?), (n, 20 + n), "{route:?}");
+            kassert_eq!((a.global("fexit_hits")?, a.global("fexit_arg")?, a.global("fexit_ret")?), (n, 20 + n, 40 + 2 * n), "{route:?}");
+        }
+        kassert_eq!(n, 2);
+        let _ = Route::Straight;
+        drop(a);
+        drop(m);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A module function with a kernel function's name: `sample_far:bpf_fentry_test1` is the
+    /// module's, `bpf_fentry_test1` the kernel's, and each program sees only its own.
+    fn bpf_selftests::module_fentry_shadow() {
+        let m = FarModule::load()?;
+        // SAFETY: sample_far's bpf_fentry_test1 is `extern "C" fn(i32) -> i32`.
+        let module_fn: extern "C" fn(i32) -> i32 = unsafe { core::mem::transmute(m.func("bpf_fentry_test1")? as usize) };
+        let a = Attached::new("module_fentry_shadow")?;
+        kassert_eq!(test_run::bpf_fentry_test1(black_box(1)), 2);
+        kassert_eq!(module_fn(black_box(1)), 101);
+        kassert_eq!(module_fn(black_box(5)), 105);
+        kassert_eq!((a.global("kernel_hits")?, a.global("kernel_ret")?), (1, 2));
+        kassert_eq!((a.global("module_hits")?, a.global("module_ret")?), (2, 105));
+        drop(a);
+        drop(m);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// Programs that make BPF-to-BPF calls (subprog_test: `scale` calls `clamp`; each program has
+    /// its own copy), JITed as functions of their own, attached as fentry and fexit, with
+    /// globals in .data, .rodata and .bss and bpf_printk in the trace.
+    fn bpf_selftests::fexit_bpf2bpf() {
+        let a = Attached::new("subprog_test")?;
+        kassert_eq!(test_run::bpf_fentry_test1(black_box(1)), 2);
+        // entry: calls 7 -> 8, last_result = clamp(1 * 3 - 5) = the limit (-2 is huge unsigned)
+        kassert_eq!((a.global("calls")?, a.global("last_result")?), (8, 1000));
+        // exit: scale(2) + clamp(1) = clamp(1) + 1 = 2
+        kassert_eq!(a.global("exit_result")?, 2);
+        kassert_eq!(test_run::bpf_fentry_test1(black_box(400)), 401);
+        kassert_eq!((a.global("calls")?, a.global("last_result")?, a.global("exit_result")?), (9, 1000, 1000 + 400));
+        kassert_eq!(test_run::bpf_fentry_test1(black_box(100)), 101);
+        kassert_eq!((a.global("last_result")?, a.global("exit_result")?), (295, 298 + 100));
+        Ok(())
+    }
+}
+
+ktest! {
+    /// kprobe and kretprobe programs read the probed function's registers through
+    /// `PT_REGS_PARM1..8`/`PT_REGS_RC`/`PT_REGS_IP` (lt_tracing.h): arguments, the probed address,
+    /// the return value; and a probe inside a function (`kprobe/FUNC+0x8`).
+    fn bpf_selftests::kprobe() {
+        let entry = bpfrt::target_addr("bpf_fentry_test4").unwrap_or(0);
+        {
+            let a = Attached::some("kprobe_test", |p| p.name == "handle_kprobe" || p.name == "handle_kprobe_offset")?;
+            kassert_eq!(test_run::call_all()[3], 36);
+            kassert_eq!((a.global("kprobe_sum")?, a.global("kprobe_arg8")?, a.global("kprobe_ip")?), (36, 8, entry));
+            kassert_eq!(a.global("kprobe_offset_hits")?, 1);
+        }
+        let a = Attached::some("kprobe_test", |p| p.name == "handle_kretprobe")?;
+        kassert_eq!(test_run::bpf_fentry_test4(black_box(10), 1, 1, 1, 1, 1, 1, 1), 17);
+        kassert_eq!(a.global("kretprobe_rc")?, 17);
+        Ok(())
+    }
+}
+
+ktest! {
+    /// A program that re-enters itself (an fentry program on the native bpf_map_delete_elem that
+    /// calls bpf_map_delete_elem) is not run again: the inner call counts as a miss.
+    fn bpf_selftests::recursion() {
+        let a = Attached::new("recursion")?;
+        let map = bpfrt::map_named("recursion", "hash1").ok_or_else(|| err("no map hash1"))?;
+        let key = 3i32;
+        for _ in 0..3 {
+            let r = bpfrt::helpers::bpf_map_delete_elem(Arc::as_ptr(&map.map) as u64, &key as *const i32 as u64, 0, 0, 0);
+            kassert_eq!(r as i64, -2, "-ENOENT");
+        }
+        let p = a.prog("on_delete")?;
+        kassert_eq!((a.global("runs")?, p.misses()), (3, 3));
+        kassert_eq!(a.global("inner_result")? as i64, -2, "the inner call still deleted (nothing)");
+        let list = super::bpf_core_tests::sh("bpf prog list");
+        kassert!(list.contains("recursion_misses 3"), "{list}");
+        Ok(())
+    }
+}
+
+ktest! {
+    /// With the JIT off (Linux's bpf_jit_enable=0) programs load interpreted and run from the
+    /// same trampolines and probes, with the same results.
+    fn bpf_selftests::interpreted() {
+        let was = bpfrt::jit::set_enabled(false);
+        let r = (|| {
+            let e = Attached::new("fentry_test")?;
+            let x = Attached::new("fexit_test")?;
+            let k = Attached::some("kprobe_test", |p| p.name == "handle_kprobe")?;
+            kassert!(e.prog("test1")?.jited.is_none());
+            kassert!(link::links().iter().all(|l| !l.jited));
+            test_run::call_all();
+            for t in ["test1_result", "test2_result", "test3_result", "test4_result"] {
+                kassert_eq!(e.global(t)?, 1, "{t}");
+            }
+            kassert_eq!((x.global("test1_result")?, x.global("last_ret")?), (1, 36));
+            kassert_eq!(k.global("kprobe_sum")?, 36);
+            kassert_eq!(link::FAULTS.load(core::sync::atomic::Ordering::Relaxed), 0);
+            Ok(())
+        })();
+        bpfrt::jit::set_enabled(was);
+        r
+    }
+}
+
+ktest! {
+    /// What an attached empty program costs a call, per attach kind (the exact figures are
+    /// `make bench`'s `bpf_*` rows); every kind runs its program on every call.
+    fn bpf_selftests::test_overhead() {
+        const N: u64 = 20_000;
+        let time = || {
+            let t0 = arch::time::ticks();
+            for i in 0..N {
+                black_box(test_run::bpf_overhead_test(black_box(i)));
+            }
+            crate::time::ticks_to_ns(arch::time::ticks() - t0) / N
+        };
+        let base = time();
+        kdiag!("no program: {base} ns a call");
+        for name in ["prog_fentry", "prog_fexit", "prog_fmod_ret", "prog_kprobe", "prog_kretprobe"] {
+            let a = Attached::some("overhead", |p| p.name == name)?;
+            let ns = time();
+            let p = a.prog(name)?;
+            kdiag!("{name}: {ns} ns a call ({} ns more), {} bytes of native code", ns.saturating_sub(base), p.jited.as_ref().map_or(0, |j| j.len()));
+            kassert_eq!(p.misses(), 0);
+        }
+        Ok(())
+    }
+}
+
+ktest! {
+    /// The shell: attach, list, dump the JITed code, detach; bad input changes nothing.
+    fn bpf_selftests::shell() {
+        let sh = super::bpf_core_tests::sh;
+        if bpfrt::fw_cfg_objects().is_empty() {
+            kskip!("QEMU was given no BPF objects");
+        }
+        let _unload = Attached { object: String::from("fentry_test"), links: Vec::new() };
+        kassert!(sh("bpf prog load fentry_test").starts_with("loaded fentry_test"));
+        let p = bpfrt::prog_named("fentry_test", "test1").ok_or_else(|| err("no test1"))?;
+        let out = sh(&alloc::format!("bpf prog attach {}", p.id));
+        kassert!(out.starts_with("link ") && out.contains(&alloc::format!("program {} (fentry bpf_fentry_test1) attached, JITed", p.id)), "{out}");
+        let l = link::link_of(p.id).ok_or_else(|| err("no link"))?;
+        let list = sh("bpf link list");
+        kassert!(list.starts_with(&alloc::format!("{l}: fentry  prog {}  name test1  target bpf_fentry_test1  addr 0x", p.id)) && list.ends_with("jited\n"), "{list}");
+        kassert!(sh(&alloc::format!("bpf prog attach {}", p.id)).starts_with(&alloc::format!("Error: program {}: the program is attached already (link {l})", p.id)));
+        kassert!(sh("bpf link detach 999999").starts_with("Error: no link 999999"));
+        kassert_eq!(link::links().len(), 1, "nothing changed");
+        test_run::call_all();
+        kassert_eq!(bpfrt::global_u64("fentry_test", "test1_result"), Some(1));
+        kassert_eq!(sh(&alloc::format!("bpf link detach {l}")), "");
+        kassert_eq!(sh("bpf link list"), "");
+        Ok(())
+    }
+}
