@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod btf;
+pub mod fuzz;
 pub mod insn;
 pub mod interp;
 pub mod maps;

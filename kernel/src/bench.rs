@@ -185,6 +185,7 @@ pub fn run() {
     let _ = ftrace::unregister_ftrace_direct(&DIRECT, stub);
     let _ = ftrace::ftrace_reset_filters(&DIRECT);
     tramp_rows();
+    bpf_rows();
     row("function_tracer", |_| {
         tracer::reset_buffers();
         tracer::start(Some(target))
@@ -490,6 +491,47 @@ loongtrace_bench_empty_prog:
 unsafe extern "C" {
     // SAFETY: returns at once without touching memory; callers ignore its result.
     safe fn loongtrace_bench_empty_prog(ctx: &ftrace::bpf::TraceCtx) -> u64;
+}
+
+/// `bpf_fentry`, `bpf_fexit`, `bpf_fmod_ret`, `bpf_kprobe`: an empty BPF program (`r0 = 0;
+/// exit`), JITed and attached to `bench_target` (its trampoline with the recursion guard, or a
+/// kprobe at its entry, on ftrace); `bpf_fentry_interp` the same fentry program interpreted.
+fn bpf_rows() {
+    use crate::bpfrt::{self, link};
+    use bpf::insn::Insn;
+    use bpf::object::ProgKind;
+    let rows = [
+        ("bpf_fentry", ProgKind::Fentry, true),
+        ("bpf_fexit", ProgKind::Fexit, true),
+        ("bpf_fmod_ret", ProgKind::FmodRet, true),
+        ("bpf_kprobe", ProgKind::Kprobe, true),
+        ("bpf_fentry_interp", ProgKind::Fentry, false),
+    ];
+    for (name, kind, jit) in rows {
+        let was = bpfrt::jit::set_enabled(jit);
+        let p = bpfrt::program_for("empty", kind, "bench_target", alloc::vec![Insn::mov64_imm(0, 0), Insn::exit()], alloc::vec![]);
+        bpfrt::jit::set_enabled(was);
+        let p = match p {
+            Ok(p) if p.jited.is_some() == jit => alloc::sync::Arc::new(p),
+            Ok(p) => {
+                println!("BENCH-ERROR {name} JITed: {} ({:?})", p.jited.is_some(), p.jit_error);
+                continue;
+            }
+            Err(e) => {
+                println!("BENCH-ERROR {name} {e}");
+                continue;
+            }
+        };
+        match link::attach(&p) {
+            Ok(l) => {
+                row(name, |_| Ok(()));
+                if let Err(e) = link::detach(l) {
+                    println!("BENCH-ERROR {name} detach: {e}");
+                }
+            }
+            Err(e) => println!("BENCH-ERROR {name} {e}"),
+        }
+    }
 }
 
 /// `fentry`, `fexit`, `fexit_regs_route`: a generated trampoline with one empty program on

@@ -27,6 +27,11 @@ pub const ROWS: &[(&str, &str)] = &[
     ("fentry", "generated trampoline, one empty fentry program, called straight"),
     ("fexit", "generated trampoline, one empty fexit program, called straight"),
     ("fexit_regs_route", "the fexit trampoline reached through ftrace_regs_caller"),
+    ("bpf_fentry", "an empty BPF fentry program (C-built shape: r0 = 0; exit), JITed, with its recursion guard"),
+    ("bpf_fexit", "the same as an fexit program (the trampoline calls the function)"),
+    ("bpf_fmod_ret", "the same as an fmod_ret program returning 0"),
+    ("bpf_kprobe", "the same as a kprobe program at the entry (kprobe on ftrace)"),
+    ("bpf_fentry_interp", "the fentry program interpreted (the JIT off)"),
     ("function_tracer", "function tracer, one ring-buffer event"),
     ("function_tracer_streamed", "the same while the rings are published to a streaming reader (ltrace record)"),
     ("graph", "function_graph tracer, entry + return"),
@@ -207,6 +212,11 @@ pub fn targets(run: &BenchRun) -> Vec<Target> {
         },
         Target { text: format!("direct_straight {direct:.1} <= 8"), ok: direct <= 8.0 },
         Target { text: format!("fentry {:.1} <= direct_straight {direct:.1} + 12", get("fentry")), ok: get("fentry") <= direct + 12.0 },
+        // Issue 25: a JITed BPF program costs at most 12 instructions more than an empty Rust one.
+        Target {
+            text: format!("bpf_fentry {:.1} <= fentry {:.1} + 12", get("bpf_fentry"), get("fentry")),
+            ok: get("bpf_fentry") <= get("fentry") + 12.0,
+        },
         Target {
             text: format!("ops_1_plus_1000_irrelevant {:.1} <= ops_1 {ops1:.1} + 5", get("ops_1_plus_1000_irrelevant")),
             ok: get("ops_1_plus_1000_irrelevant") <= ops1 + 5.0,
@@ -702,6 +712,11 @@ mod tests {
         let t = targets(&parse(&heavy));
         let ok = |prefix: &str| t.iter().filter(|t| t.text.starts_with(prefix)).all(|t| t.ok);
         assert!(ok("function_tracer") && !ok("graph") && !ok("enable_all"), "{t:?}");
+        let bpf_ok = |v: f64| {
+            let t = targets(&parse(&["BENCH fentry 17.0".to_string(), format!("BENCH bpf_fentry {v}")]));
+            t.iter().find(|t| t.text.starts_with("bpf_fentry")).unwrap().ok
+        };
+        assert!(bpf_ok(29.0) && !bpf_ok(29.5));
         let t = targets(&parse(&["BENCH function_tracer 80.5".to_string()]));
         assert!(!t.iter().filter(|t| t.text.starts_with("function_tracer")).all(|t| t.ok), "{t:?}");
         let stream_ok = |plain: f64, streamed: f64| {

@@ -25,7 +25,8 @@ use alloc::vec::Vec;
 use bpf::insn::{AtomicOp, MAX_BPF_STACK, MAX_CALL_FRAMES, Size};
 use bpf::interp::{Env, Exit, Fault, FaultKind, Interpreter};
 use bpf::maps::{BPF_F_RDONLY_PROG, Map, MapType, helper_ret};
-use bpf::object::{BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, ProgKind};
+use bpf::insn::{BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE, BPF_PSEUDO_MAP_VALUE};
+use bpf::object::ProgKind;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 /// `-EPERM`, `-EFAULT`, `-EINVAL`, `-EOPNOTSUPP` as helpers return them.
@@ -39,6 +40,19 @@ pub const EOPNOTSUPP: i64 = 95;
 /// module area). Everything else (device registers, the uncached window, unmapped addresses,
 /// user-space-like low addresses) is refused with `-EFAULT` rather than read.
 pub const KERNEL_RAM: core::ops::Range<u64> = 0x9000_0000_0000_0000..0x9000_0000_1000_0000;
+
+/// When not 0, what `bpf_ktime_get_ns` answers, in the interpreter and from the native helper:
+/// the differential test (`bpf_selftests.jit_differential`) runs a program twice and compares
+/// what it wrote, times included.
+pub static FIXED_CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// `bpf_ktime_get_ns`: the stable counter in nanoseconds since boot, or [`FIXED_CLOCK`].
+pub fn ktime_ns() -> u64 {
+    match FIXED_CLOCK.load(Ordering::Relaxed) {
+        0 => crate::time::ticks_to_ns(arch::time::ticks()),
+        t => t,
+    }
+}
 
 /// Whether `[addr, addr + len)` lies in [`KERNEL_RAM`].
 pub fn is_kernel_ram(addr: u64, len: u64) -> bool {
@@ -410,8 +424,8 @@ impl Env for KernelEnv<'_> {
         let bad = FaultKind::LdImm64 { pseudo, imm };
         let map = self.prog.maps.get(imm as u32 as usize).ok_or(bad.clone())?;
         match pseudo {
-            BPF_PSEUDO_MAP_FD => Ok(Arc::as_ptr(map) as u64),
-            BPF_PSEUDO_MAP_VALUE => map.direct_value_addr((imm >> 32) as u32).map(|p| p.as_ptr() as u64).map_err(|_| bad),
+            BPF_PSEUDO_MAP_FD | BPF_PSEUDO_MAP_IDX => Ok(Arc::as_ptr(map) as u64),
+            BPF_PSEUDO_MAP_VALUE | BPF_PSEUDO_MAP_IDX_VALUE => map.direct_value_addr((imm >> 32) as u32).map(|p| p.as_ptr() as u64).map_err(|_| bad),
             _ => Err(bad),
         }
     }
@@ -445,7 +459,7 @@ impl Env for KernelEnv<'_> {
                 ret(helper_ret(m.delete(&key, self.cpu)))
             }
             // bpf_ktime_get_ns(): the stable counter in nanoseconds since boot
-            5 => Ok(crate::time::ticks_to_ns(arch::time::ticks())),
+            5 => Ok(ktime_ns()),
             // bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3)
             6 => {
                 let fmt = self.read_bytes(a[0], a[1] as usize)?;

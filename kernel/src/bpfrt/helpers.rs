@@ -94,7 +94,7 @@ pub extern "C" fn bpf_map_delete_elem(m: u64, key: u64, _: u64, _: u64, _: u64) 
 }
 
 extern "C" fn ktime_get_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    crate::time::ticks_to_ns(arch::time::ticks())
+    super::env::ktime_ns()
 }
 
 /// A NUL-terminated string from kernel RAM (for `%s`), byte by byte; `None` if a byte before the

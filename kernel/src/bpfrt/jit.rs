@@ -13,7 +13,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use arch::bpf_jit::{self, FuncCtx, Options};
 use bpf::insn::{Insn, MAX_BPF_STACK};
-use bpf::object::{BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
+use bpf::insn::{BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE, BPF_PSEUDO_MAP_VALUE};
 use core::sync::atomic::{AtomicBool, Ordering};
 use crate::ftrace::bpf::{self as tramp, Text};
 
@@ -109,8 +109,9 @@ impl Drop for JitedProg {
 }
 
 /// `insns` with every `ld_imm64` of a map resolved to a constant, as Linux's verifier rewrites
-/// them before its JIT runs: `BPF_PSEUDO_MAP_FD` to the map's address (what the helpers take),
-/// `BPF_PSEUDO_MAP_VALUE` to the address of the value plus the offset.
+/// them before its JIT runs: `BPF_PSEUDO_MAP_FD` (and `_IDX`) to the map's address (what the
+/// helpers take), `BPF_PSEUDO_MAP_VALUE` (and `_IDX_VALUE`) to the address of the value plus the
+/// offset. The map number is the index into the program's maps in every kind.
 pub fn resolve(insns: &[Insn], maps: &[alloc::sync::Arc<bpf::maps::Map>]) -> Result<Vec<Insn>, String> {
     let mut out = insns.to_vec();
     let mut pc = 0;
@@ -122,8 +123,8 @@ pub fn resolve(insns: &[Insn], maps: &[alloc::sync::Arc<bpf::maps::Map>]) -> Res
         let (pseudo, idx, off) = (out[pc].src, out[pc].imm as u32 as usize, out[pc + 1].imm as u32);
         let value = match pseudo {
             0 => None,
-            BPF_PSEUDO_MAP_FD => Some(alloc::sync::Arc::as_ptr(maps.get(idx).ok_or("a map index out of range")?) as u64),
-            BPF_PSEUDO_MAP_VALUE => {
+            BPF_PSEUDO_MAP_FD | BPF_PSEUDO_MAP_IDX => Some(alloc::sync::Arc::as_ptr(maps.get(idx).ok_or("a map index out of range")?) as u64),
+            BPF_PSEUDO_MAP_VALUE | BPF_PSEUDO_MAP_IDX_VALUE => {
                 let m = maps.get(idx).ok_or("a map index out of range")?;
                 Some(m.direct_value_addr(off).map_err(|e| alloc::format!("map value {off}: {e}"))?.as_ptr() as u64)
             }

@@ -159,7 +159,8 @@ impl BpfProg {
 pub fn target_addr(target: &str) -> Option<u64> {
     match target.split_once(':') {
         Some((module, func)) => crate::ksyms::resolve_in(module, func),
-        None => crate::ksyms::find(target).map(|s| s.addr),
+        // A full name, or (as the trampolines take it) a unique last part of a Rust path.
+        None => crate::ksyms::find(target).map(|s| s.addr).or_else(|| crate::ftrace::bpf::Func::named(target, 0).ok().map(|f| f.ip())),
     }
 }
 

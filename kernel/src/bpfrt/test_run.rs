@@ -58,6 +58,8 @@ pub const PROTOS: &[(&str, u32)] = &[
     ("bpf_fentry_test4", 8),
     ("bpf_modify_return_test", 2),
     ("bpf_overhead_test", 1),
+    // `make bench`'s traced function (kernel/src/bench.rs), for the bpf_* rows.
+    ("bench_target", 1),
     // The native helper (bpfrt::helpers), for the recursion test: (map, key).
     ("bpf_map_delete_elem", 2),
 ];

@@ -369,3 +369,158 @@ ktest! {
         Ok(())
     }
 }
+
+/// A map's contents as the syscall side sees them (`None` for a ring buffer).
+fn contents(m: &bpf::maps::Map) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if m.as_ringbuf().is_some() {
+        return None;
+    }
+    m.entries(0).ok()
+}
+
+/// Puts `m` back to `snap` (what [`contents`] read), and empties a ring buffer.
+fn restore(m: &bpf::maps::Map, snap: &Option<Vec<(Vec<u8>, Vec<u8>)>>) {
+    let Some(snap) = snap else {
+        while m.as_ringbuf().and_then(|rb| rb.consume_one()).is_some() {}
+        return;
+    };
+    if m.is_frozen() {
+        return;
+    }
+    for (k, _) in m.entries(0).unwrap_or_default() {
+        if !snap.iter().any(|(s, _)| *s == k) {
+            let _ = m.delete_user(&k, 0);
+        }
+    }
+    for (k, v) in snap {
+        let _ = m.update_user(k, v, bpf::maps::BPF_ANY, 0);
+    }
+}
+
+/// What a run left behind: every map's contents, a ring buffer's records (consumed).
+fn outcome(maps: &[Arc<bpf::maps::Map>]) -> Vec<(Option<Vec<(Vec<u8>, Vec<u8>)>>, Vec<Vec<u8>>)> {
+    maps.iter()
+        .map(|m| {
+            let mut recs = Vec::new();
+            if let Some(rb) = m.as_ringbuf() {
+                while let Some(r) = rb.consume_one() {
+                    recs.push(r);
+                }
+            }
+            (contents(m), recs)
+        })
+        .collect()
+}
+
+/// Runs `p` interpreted and JITed on the same context bytes from the same map state; fails
+/// unless r0, every map and ring buffer, and the number of bpf_trace_printk lines agree.
+fn differential(p: &BpfProg, jited: &bpfrt::jit::JitedProg, ctx: &mut [u64], nargs: u32, func_ip: u64) -> Result<u64, TestError> {
+    let before: Vec<_> = p.maps.iter().map(|m| contents(m)).collect();
+    let addr = ctx.as_mut_ptr() as u64;
+    let len = (p.ctx_size as usize).min(ctx.len() * 8);
+    let printed = bpfrt::printk::count();
+    // SAFETY: `ctx` outlives the context; its `len` bytes are the program's.
+    let c = unsafe { bpfrt::Context::at(p.kind, addr, len, nargs, func_ip) };
+    let interp = bpfrt::env::run_attached(p, &c).ok_or_else(|| err("deferred"))?.map_err(|f| err(alloc::format!("{} faulted in the interpreter: {f}", p.name)))?.r0;
+    let printed_interp = bpfrt::printk::count() - printed;
+    let after_interp = outcome(&p.maps);
+    for (m, s) in p.maps.iter().zip(&before) {
+        restore(m, s);
+    }
+    let printed = bpfrt::printk::count();
+    // SAFETY: the verifier accepted the program for this kind of context, which `ctx` holds (a
+    // trampoline frame or a register frame, as large as the program's context), and its maps
+    // are alive.
+    let native = unsafe { jited.call(addr) };
+    let printed_native = bpfrt::printk::count() - printed;
+    let after_native = outcome(&p.maps);
+    for (m, s) in p.maps.iter().zip(&before) {
+        restore(m, s);
+    }
+    kassert_eq!(native, interp, "{}: r0", p.name);
+    kassert!(after_native == after_interp, "{}: the maps differ: JITed {after_native:?}, interpreted {after_interp:?}", p.name);
+    kassert_eq!(printed_native, printed_interp, "{}: bpf_trace_printk lines", p.name);
+    Ok(native)
+}
+
+ktest! {
+    /// Differential testing of the JIT: every program of the suites, and 2,000 generated
+    /// programs the verifier accepts (context, stack and map-value accesses, lookups, bounds
+    /// checks, arithmetic, jumps), run JITed and interpreted on the same inputs from the same map
+    /// state: the same r0, map contents, ring-buffer records and trace_printk lines.
+    fn bpf_selftests::jit_differential() {
+        if bpfrt::fw_cfg_objects().is_empty() {
+            kskip!("QEMU was given no BPF objects");
+        }
+        bpfrt::env::FIXED_CLOCK.store(123_456_789, core::sync::atomic::Ordering::Relaxed);
+        struct Clock;
+        impl Drop for Clock {
+            fn drop(&mut self) {
+                bpfrt::env::FIXED_CLOCK.store(0, core::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _clock = Clock;
+        let mut r = bpf::rng::Rng(0xd1ff_e4e7_1a15_0001);
+        let mut suite = 0;
+        for object in ["fentry_test", "fexit_test", "kprobe_test", "maps_test", "modify_return", "subprog_test", "fexit_stress", "overhead", "recursion"] {
+            let a = Attached::some(object, |_| false)?;
+            for id in bpfrt::progs().iter().filter(|p| p.object == object).map(|p| p.id) {
+                let p = bpfrt::prog(id).ok_or_else(|| err("gone"))?;
+                let Some(j) = &p.jited else { return Err(err(alloc::format!("{} not JITed", p.name))) };
+                for _ in 0..20 {
+                    let mut ctx = [0u64; 40];
+                    let nargs = p.nargs.unwrap_or(0);
+                    let func_ip = p.target.as_deref().and_then(bpfrt::target_addr).unwrap_or(0);
+                    for w in ctx.iter_mut() {
+                        *w = match r.below(4) {
+                            0 => r.below(16),
+                            1 => r.next(),
+                            2 => (r.below(16) as i64 - 8) as u64,
+                            _ => r.below(1000),
+                        };
+                    }
+                    if p.is_tracing() {
+                        ctx[arch::bpf_tramp::CTX_BODY as usize / 8] = func_ip + 8;
+                    }
+                    differential(&p, j, &mut ctx, nargs, func_ip)?;
+                    suite += 1;
+                }
+            }
+            drop(a);
+        }
+        // Generated programs, on a hash map with a few elements.
+        let def = bpf::maps::MapDef::new(bpf::object::map_type::HASH, 4, bpf::fuzz::VALUE_SIZE, 16, 0);
+        let map = Arc::new(bpf::maps::Map::new("fuzz", def, bpfrt::map_cpus()).map_err(err)?);
+        let (mut accepted, mut tries) = (0, 0);
+        while accepted < 2000 && tries < 50_000 {
+            tries += 1;
+            let mut p = bpf::fuzz::generate(&mut r);
+            if tries % 2 == 0 {
+                bpf::fuzz::mutate(&mut r, &mut p);
+            }
+            // End with r0 = r7 ^ r8 (scalars the program loaded and computed) instead of 0.
+            let n = p.len();
+            p[n - 2] = bpf::insn::Insn::mov64_reg(0, 7);
+            p.insert(n - 1, bpf::insn::Insn::alu64_reg(bpf::insn::BPF_XOR, 0, 8));
+            let Ok(prog) = bpfrt::program("fuzz", bpf::object::ProgKind::Fentry, p, alloc::vec![map.clone()]) else { continue };
+            accepted += 1;
+            for k in 0..4u32 {
+                let _ = map.delete_user(&k.to_le_bytes(), 0);
+            }
+            for k in 0..2u32 {
+                let v: Vec<u8> = (0..bpf::fuzz::VALUE_SIZE).map(|_| r.next() as u8).collect();
+                map.update_user(&k.to_le_bytes(), &v, bpf::maps::BPF_ANY, 0).map_err(err)?;
+            }
+            let insns = bpfrt::jit::resolve(&prog.insns, &prog.maps).map_err(err)?;
+            let j = bpfrt::jit::JitedProg::compile(&insns, Some(arch::bpf_jit::FuncCtx { nargs: 8, has_ret: false }), None).map_err(err)?;
+            let mut ctx = [0u64; 14];
+            for w in ctx.iter_mut() {
+                *w = r.next();
+            }
+            differential(&prog, &j, &mut ctx, 8, 0)?;
+        }
+        kdiag!("{suite} runs of the suites' programs; {accepted} generated programs accepted of {tries}, each the same JITed and interpreted");
+        kassert!(accepted >= 2000, "{accepted} accepted of {tries}");
+        Ok(())
+    }
+}
