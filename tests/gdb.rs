@@ -59,6 +59,7 @@ fn script(port: u16, helpers: &Path) -> String {
         ("gdbdemo_graph_leaf", "bt graph", "bt"),
         ("gdbdemo_check_ftrace", "lt-ftrace", "lt-ftrace"),
         ("gdbdemo_check_trace", "lt-trace", "lt-trace\nlt-trace 0"),
+        ("gdbdemo_bpf_attached", "bpf attached", "lt-bt-at $a0 bt-bpf"),
     ];
     for (bp, name, cmds) in spots {
         s += &format!("break {bp}\ncommands\nsilent\necho @@{name}\\n\n{cmds}\necho @@end\\n\ncontinue\nend\n");
@@ -207,6 +208,14 @@ fn gdb_unwinds_every_route_and_reads_ftrace_state() {
     let graph = section("bt graph", 0);
     assert_chain("graph-hooked", &graph, &["gdbdemo_graph_leaf", "gdbdemo_graph_outer", "gdbdemo_graph_caller"]);
     assert!(frames(&graph, true).iter().any(|f| f == "return_to_handler"), "the hook frame is shown folded:\n{}", graph.join("\n"));
+
+    // Inside a JITed BPF fexit program (GDB knows it and its trampoline through the JIT
+    // interface): the walk goes through the trampoline to the traced function's caller.
+    let bpf = section("bt-bpf", 0);
+    let names = frames(&bpf, false);
+    assert!(names[0].starts_with("bpf_prog_") && names[0].ends_with("_test4"), "frame 0 is the JITed program:\n{}", bpf.join("\n"));
+    assert_chain("JITed BPF program", &bpf, &[&names[0], "bpf_trampoline_bpf_fentry_test4", "gdbdemo_bpf_caller"]);
+    assert!(serial.iter().any(|l| l == "gdbdemo: bpf caller returned 37, the fexit program saw Some(36)"), "{context}");
 
     // lt-ftrace lists what the kernel's own view lists.
     let kernel_sites = kernel_section(&serial, "enabled_functions");

@@ -93,6 +93,18 @@ pub struct Image {
     pub words: Vec<u32>,
     /// For each BPF instruction, the index of its first word.
     pub offsets: Vec<usize>,
+    /// The native functions, in order (the program, then its BPF-to-BPF callees).
+    pub funcs: Vec<NativeFunc>,
+}
+
+/// One native function of a program: words `[start, end)`, and the bytes its prologue reserves
+/// (0: none, a leaf without a frame; else `addi.d sp, sp, -frame; st.d ra, ..; st.d fp, ..` at
+/// `start`, the frame record at the top).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeFunc {
+    pub start: usize,
+    pub end: usize,
+    pub frame: u32,
 }
 
 /// BPF register `r` in LoongArch.
@@ -521,6 +533,8 @@ struct Layout {
     entries: Vec<usize>,
     /// Of each function's epilogue.
     exits: Vec<usize>,
+    /// Each function's frame size (0: no frame).
+    frames: Vec<u32>,
 }
 
 /// One BPF function of the program: the main program, or a subprogram a BPF-to-BPF call enters.
@@ -591,7 +605,10 @@ pub fn compile(prog: &[Insn], opts: &Options) -> Result<Image, JitError> {
     // there.
     let (_, layout) = emit(prog, opts, &funcs, &Layout::default(), true)?;
     let (words, layout) = emit(prog, opts, &funcs, &layout, false)?;
-    Ok(Image { words, offsets: layout.offsets })
+    let funcs = (0..layout.entries.len())
+        .map(|i| NativeFunc { start: layout.entries[i], end: layout.entries.get(i + 1).copied().unwrap_or(words.len()), frame: layout.frames[i] })
+        .collect();
+    Ok(Image { words, offsets: layout.offsets, funcs })
 }
 
 /// The frame of a function: `[ra, fp, saved registers…]` at the top, the BPF stack below.
@@ -611,11 +628,12 @@ fn frame_of(f: &Func, opts: &Options) -> Frame {
 
 fn emit(prog: &[Insn], opts: &Options, funcs: &[Func], layout: &Layout, sizing: bool) -> Result<(Vec<u32>, Layout), JitError> {
     let mut e = Emitter { words: Vec::with_capacity(prog.len() * 4 + 24), layout, func: 0, base: opts.base, pc: 0, sizing };
-    let mut out = Layout { offsets: alloc::vec![0; prog.len()], entries: Vec::new(), exits: Vec::new() };
+    let mut out = Layout { offsets: alloc::vec![0; prog.len()], entries: Vec::new(), exits: Vec::new(), frames: Vec::new() };
     for (fi, f) in funcs.iter().enumerate() {
         e.func = fi;
         let frame = frame_of(f, opts);
         out.entries.push(e.words.len());
+        out.frames.push(frame.size as u32);
         // Prologue: a frame record (`ra`, `fp`; `fp` = the caller's `sp`) so that backtraces
         // walk through, the callee-saved registers the function uses, and `r10` at the top of
         // its stack.

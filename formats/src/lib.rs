@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod jitelf;
 pub mod ring;
 pub mod stream;
 pub mod symtab;

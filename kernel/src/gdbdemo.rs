@@ -3,7 +3,8 @@
 //! `ftrace_regs_caller`, an ops callback on the full-register path, a function hooked by the graph
 //! tracer, and function-tracer events. The kernel prints its own view of the enabled sites and of
 //! the trace (between `gdbdemo: ... begin/end` lines), each right after the debugger had a chance
-//! to read the same state at a `gdbdemo_check_*` breakpoint.
+//! to read the same state at a `gdbdemo_check_*` breakpoint. Last, a JITed BPF fexit program on
+//! its trampoline, which GDB knows through its JIT interface (`crate::jitsyms`).
 
 use crate::ftrace::{self, FtraceError, FtraceOps, FtraceRegs, OpsFlags, core::SiteFlags};
 use crate::ftrace::{graph_tracer, tracer};
@@ -74,7 +75,7 @@ extern "C" fn gdbdemo_work_b(x: u64) -> u64 {
 
 /// How often each breakpoint spot was passed (`CHECKS[i]`). Writing it gives each spot a body of
 /// its own, so the compiler cannot merge them with each other or with look-alike functions.
-static CHECKS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static CHECKS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// Breakpoint spots: the state the debugger reads here is what the kernel prints next.
 #[unsafe(no_mangle)]
@@ -93,6 +94,43 @@ extern "C" fn gdbdemo_check_trace() -> u64 {
 #[inline(never)]
 extern "C" fn gdbdemo_done() -> u64 {
     CHECKS[2].fetch_add(1, Relaxed)
+}
+
+/// Called with the address of the JITed BPF program just attached (the debugger test sets a
+/// breakpoint there: GDB knows the program's name and frame through its JIT interface).
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_bpf_attached(prog: u64) -> u64 {
+    CHECKS[3].fetch_add(black_box(prog) & 1, Relaxed)
+}
+
+/// Calls the function the BPF program is attached to (as fexit).
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn gdbdemo_bpf_caller() -> u64 {
+    crate::bpfrt::test_run::bpf_fentry_test4(black_box(1), 2, 3, 4, 5, 6, 7, 8) + 1
+}
+
+/// A JITed program on a BPF trampoline: fexit_test's `test4` on bpf_fentry_test4.
+fn bpf_steps() -> Result<(), String> {
+    use crate::bpfrt::{self, link};
+    if bpfrt::fw_cfg_objects().is_empty() {
+        println!("gdbdemo: no BPF objects; the BPF step is skipped");
+        return Ok(());
+    }
+    bpfrt::load("fexit_test").map_err(|e| alloc::format!("{e}"))?;
+    let r = (|| {
+        let p = bpfrt::prog_named("fexit_test", "test4").ok_or("no program test4")?;
+        let addr = p.jited.as_ref().map(|j| j.addr()).ok_or("test4 is not JITed")?;
+        let l = link::attach(&p).map_err(|e| alloc::format!("{e}"))?;
+        black_box(gdbdemo_bpf_attached(addr));
+        let v = gdbdemo_bpf_caller();
+        link::detach(l)?;
+        println!("gdbdemo: bpf caller returned {v}, the fexit program saw {:?}", bpfrt::global_u64("fexit_test", "last_ret"));
+        Ok::<(), String>(())
+    })();
+    let _ = bpfrt::unload("fexit_test");
+    r
 }
 
 /// One line per enabled site, as Linux's `enabled_functions` shows them: the function (and its
@@ -176,7 +214,7 @@ fn steps() -> Result<(), String> {
     graph_tracer::stop().map_err(text)?;
     tracer::reset_buffers();
     println!("gdbdemo: graph caller returned {v}");
-    Ok(())
+    bpf_steps()
 }
 
 /// Runs the sequence and reports whether every step worked.
@@ -191,6 +229,8 @@ pub fn run() {
             let _ = ftrace::unregister_ftrace_function(&OPS);
             let _ = ftrace::ftrace_reset_filters(&OPS);
             let _ = (ftrace_direct::SAMPLE.unload)();
+            crate::bpfrt::link::detach_all();
+            crate::bpfrt::unload_all();
         }
     }
     black_box(gdbdemo_done());

@@ -179,7 +179,9 @@ pub fn name(addr: u64) -> &'static str {
 pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
     let mut n = 0;
     if let Some(pc) = pc {
-        println!("{prefix}#{n:<2} {pc:#018x} {}", sym(pc));
+        if !crate::jitsyms::describe(pc, |name, off| println!("{prefix}#{n:<2} {pc:#018x} {name}+{off:#x}")) {
+            println!("{prefix}#{n:<2} {pc:#018x} {}", sym(pc));
+        }
         n += 1;
     }
     let stack = arch::boot::stack_bounds(arch::cpu::id());
@@ -188,7 +190,11 @@ pub fn print_backtrace(prefix: &str, pc: Option<u64>, fp: u64) {
         // The return address points after the call; name the call itself.
         match GENERATED.get().and_then(|g| (g.describe)(ret - 4)) {
             Some((kind, func, off)) => println!("{prefix}#{n:<2} {ret:#018x} {kind}[{func}]+{off:#x}"),
-            None => println!("{prefix}#{n:<2} {ret:#018x} {}", sym(ret - 4)),
+            None => {
+                if !crate::jitsyms::describe(ret - 4, |name, off| println!("{prefix}#{n:<2} {ret:#018x} {name}+{:#x}", off + 4)) {
+                    println!("{prefix}#{n:<2} {ret:#018x} {}", sym(ret - 4));
+                }
+            }
         }
         n += 1;
         true

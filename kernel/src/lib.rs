@@ -26,6 +26,9 @@ pub mod console;
 pub mod heap;
 #[cfg(target_os = "none")]
 pub mod ksyms;
+// Names of code generated at run time (backtraces, GDB's JIT interface).
+#[cfg(target_os = "none")]
+pub mod jitsyms;
 #[cfg(target_os = "none")]
 pub mod logger;
 #[cfg(target_os = "none")]

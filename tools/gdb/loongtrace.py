@@ -215,6 +215,24 @@ def short_name(addr):
     return n[len(prefix):] if n.startswith(prefix) else n
 
 
+class LtBtAt(gdb.Command):
+    """lt-bt-at LOCATION LABEL: every time LOCATION (an address expression) is reached, print
+    `@@LABEL`, a backtrace and `@@end`, and go on (for scripts: the debugger test uses it on a
+    JITed BPF program whose address the kernel passes in a register)."""
+
+    def __init__(self):
+        super().__init__("lt-bt-at", gdb.COMMAND_BREAKPOINTS)
+
+    def invoke(self, arg, from_tty):
+        where, label = arg.rsplit(None, 1)
+        addr = int(gdb.parse_and_eval(where)) & U64
+        b = gdb.Breakpoint("*%#x" % addr)
+        b.commands = "silent\necho @@%s\\n\nbt\necho @@end\\n\ncontinue" % label
+
+
+LtBtAt()
+
+
 class LtSym(gdb.Command):
     """lt-sym ADDR: symbolise ADDR with the kernel's own table, as its backtraces do."""
 

@@ -478,6 +478,7 @@ pub fn embed(elf: &[u8]) -> Result<(Vec<u8>, EmbedStats), SymtabError> {
     let mut out = elf.to_vec();
     out[start..start + blob.len()].copy_from_slice(&blob);
     out[start + blob.len()..end].fill(0);
+    unallocate_generated_text(&mut out);
     let stats = EmbedStats {
         symbols: symbols.len(),
         bytes: blob.len(),
@@ -485,6 +486,35 @@ pub fn embed(elf: &[u8]) -> Result<(Vec<u8>, EmbedStats), SymtabError> {
         region,
     };
     Ok((out, stats))
+}
+
+/// The output section that holds code generated at run time (linker/kernel.ld: the BPF
+/// trampoline area and the kprobe slots).
+pub const GENERATED_TEXT_SECTION: &str = ".gentext";
+
+/// Clears `SHF_ALLOC` of the `.gentext` section header (the segment that loads the image is
+/// unchanged): GDB then leaves those addresses to the objects the kernel registers through its
+/// JIT interface (JITed BPF programs, trampolines), instead of naming them after the last kernel
+/// symbol before them. Does nothing to an image without that section.
+pub fn unallocate_generated_text(elf: &mut [u8]) {
+    let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map_or(0, |x| u16::from_le_bytes([x[0], x[1]])) as usize;
+    let u64_at = |b: &[u8], o: usize| b.get(o..o + 8).map_or(0, |x| u64::from_le_bytes(x.try_into().unwrap_or([0; 8]))) as usize;
+    let (shoff, shentsize, shnum, shstrndx) = (u64_at(elf, 0x28), u16_at(elf, 0x3a), u16_at(elf, 0x3c), u16_at(elf, 0x3e));
+    if shentsize < 64 || shstrndx >= shnum {
+        return;
+    }
+    let strtab = u64_at(elf, shoff + shstrndx * shentsize + 0x18);
+    for i in 0..shnum {
+        let h = shoff + i * shentsize;
+        let name_off = strtab + elf.get(h..h + 4).map_or(0, |x| u32::from_le_bytes([x[0], x[1], x[2], x[3]])) as usize;
+        let name = elf.get(name_off..).and_then(|n| n.split(|&b| b == 0).next()).unwrap_or(&[]);
+        if name == GENERATED_TEXT_SECTION.as_bytes() {
+            if let Some(flags) = elf.get_mut(h + 8..h + 16) {
+                let v = u64::from_le_bytes((&*flags).try_into().unwrap_or([0; 8])) & !2;
+                flags.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
 }
 
 /// A decoded table, as the kernel sees it.

@@ -16,6 +16,7 @@ use bpf::insn::{Insn, MAX_BPF_STACK};
 use bpf::insn::{BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE, BPF_PSEUDO_MAP_VALUE};
 use core::sync::atomic::{AtomicBool, Ordering};
 use crate::ftrace::bpf::{self as tramp, Text};
+use crate::jitsyms::Shape;
 
 /// Whether programs are compiled when they are loaded (Linux's `net.core.bpf_jit_enable`).
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -33,16 +34,22 @@ pub fn enabled() -> bool {
 /// A compiled program in executable memory; freed when dropped.
 pub struct JitedProg {
     text: Option<Text>,
+    /// Whether its functions are named in [`crate::jitsyms`] (backtraces, GDB).
+    named: bool,
     /// The native code's words (what `bpf prog dump jited` disassembles).
     pub code: Vec<u32>,
     /// For each BPF instruction, the index of its first word.
     pub offsets: Vec<usize>,
+    /// The first word of each native function (the program's, then its callees').
+    pub funcs: Vec<usize>,
 }
 
 impl JitedProg {
     /// Compiles `insns` (a verified program whose `ld_imm64` are constants; see [`resolve`]) for
-    /// a trampoline of `near` (a function's entry; `None`: kernel text) to call.
-    pub fn compile(insns: &[Insn], func: Option<FuncCtx>, near: Option<u64>) -> Result<JitedProg, String> {
+    /// a trampoline of `near` (a function's entry; `None`: kernel text) to call. With a `name`
+    /// (`bpf_prog_<tag>_<name>`) its code is named for backtraces and GDB: the program's
+    /// function by it, its BPF-to-BPF callees `<name>_sub<N>`.
+    pub fn compile(insns: &[Insn], func: Option<FuncCtx>, near: Option<u64>, name: Option<&str>) -> Result<JitedProg, String> {
         let helper = |id| super::helpers::address(id);
         let opts = |base| Options { stack_depth: MAX_BPF_STACK as u32, helper: &helper, base, func };
         // The size with helpers called through constants is an upper bound of the final one.
@@ -57,7 +64,15 @@ impl JitedProg {
             }
         };
         text.write(&image.words);
-        Ok(JitedProg { text: Some(text), code: image.words, offsets: image.offsets })
+        if let Some(name) = name {
+            for (i, f) in image.funcs.iter().enumerate() {
+                let n = if i == 0 { String::from(name) } else { alloc::format!("{name}_sub{i}") };
+                let shape = if f.frame == 0 { Shape::Leaf } else { Shape::Framed { size: f.frame } };
+                crate::jitsyms::register(n, text.addr() + 4 * f.start as u64, 4 * (f.end - f.start) as u64, shape);
+            }
+        }
+        let funcs = image.funcs.iter().map(|f| f.start).collect();
+        Ok(JitedProg { text: Some(text), named: name.is_some(), code: image.words, offsets: image.offsets, funcs })
     }
 
     /// Compiles a program of numbers and the stack (no helper, no map), for the differential
@@ -66,7 +81,7 @@ impl JitedProg {
         let image = bpf_jit::compile(insns, &Options::plain(stack_depth)).map_err(|e| e.to_string())?;
         let mut text = tramp::alloc_text(None, image.words.len() * 4).map_err(|e| e.to_string())?;
         text.write(&image.words);
-        Ok(JitedProg { text: Some(text), code: image.words, offsets: image.offsets })
+        Ok(JitedProg { text: Some(text), named: false, code: image.words, offsets: image.offsets, funcs: alloc::vec![0] })
     }
 
     /// Where the code starts.
@@ -101,6 +116,11 @@ impl JitedProg {
 impl Drop for JitedProg {
     fn drop(&mut self) {
         if let Some(t) = self.text.take() {
+            if self.named {
+                for &f in &self.funcs {
+                    crate::jitsyms::unregister(t.addr() + 4 * f as u64);
+                }
+            }
             // SAFETY: a program is dropped with its last `Arc`: no link (so no trampoline or
             // probe) calls it any more, and no run through `call` is in progress.
             unsafe { tramp::free_text(t) };

@@ -145,7 +145,8 @@ impl BpfProg {
             (true, None) => Some(arch::bpf_jit::FuncCtx { nargs: MAX_ARGS, has_ret: self.kind != ProgKind::Fentry }),
             _ => None,
         };
-        match jit::resolve(&self.insns, &self.maps).and_then(|insns| jit::JitedProg::compile(&insns, func, near)) {
+        let name = cmd::jited_name(self);
+        match jit::resolve(&self.insns, &self.maps).and_then(|insns| jit::JitedProg::compile(&insns, func, near, Some(&name))) {
             Ok(j) => self.jited = Some(j),
             Err(e) => {
                 log::info!("bpf: program {} stays interpreted: {e}", self.name);

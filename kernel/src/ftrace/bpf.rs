@@ -406,6 +406,9 @@ fn build_image(ip: u64, placement: Placement, links: &[Link]) -> Result<Image, A
     match tgen::generate(&spec, image.at(), &mut buf) {
         Ok(n) => {
             write_words(image.at(), &buf[..n]);
+            let name = sites::index_of(ip).map_or("?", |i| sites::all()[i].name);
+            let shape = crate::jitsyms::Shape::Trampoline { size: tgen::FRAME_SIZE as u32 };
+            crate::jitsyms::register(alloc::format!("bpf_trampoline_{name}"), image.at(), 4 * n as u64, shape);
             match &mut image {
                 Image::Kernel { words, .. } | Image::Module { words, .. } => *words = n,
             }
@@ -421,6 +424,7 @@ fn build_image(ip: u64, placement: Placement, links: &[Link]) -> Result<Image, A
 
 /// Frees code no CPU can still be running (`quiet`), or leaks it with an error.
 fn retire(image: Image, quiet: bool) {
+    crate::jitsyms::unregister(image.at());
     if !quiet {
         LEAKED.fetch_add(1, Ordering::Relaxed);
         log::error!("bpf: a CPU stayed inside the trampoline at {:#x}; its code is leaked", image.at());

@@ -512,7 +512,7 @@ ktest! {
                 map.update_user(&k.to_le_bytes(), &v, bpf::maps::BPF_ANY, 0).map_err(err)?;
             }
             let insns = bpfrt::jit::resolve(&prog.insns, &prog.maps).map_err(err)?;
-            let j = bpfrt::jit::JitedProg::compile(&insns, Some(arch::bpf_jit::FuncCtx { nargs: 8, has_ret: false }), None).map_err(err)?;
+            let j = bpfrt::jit::JitedProg::compile(&insns, Some(arch::bpf_jit::FuncCtx { nargs: 8, has_ret: false }), None, None).map_err(err)?;
             let mut ctx = [0u64; 14];
             for w in ctx.iter_mut() {
                 *w = r.next();
