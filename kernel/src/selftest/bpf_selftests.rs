@@ -524,3 +524,56 @@ ktest! {
         Ok(())
     }
 }
+
+/// The names `jitsyms` gives the return addresses above [`jit_bt_prog`], taken while it runs.
+static JIT_BT: spin::Mutex<Vec<String>> = spin::Mutex::new(Vec::new());
+static JIT_BT_TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A Rust program that records (once) the return addresses of the frames above it.
+extern "C" fn jit_bt_prog(_ctx: &crate::ftrace::bpf::TraceCtx) -> u64 {
+    use core::sync::atomic::Ordering::Relaxed;
+    if JIT_BT_TAKEN.swap(true, Relaxed) {
+        return 0;
+    }
+    // Printed first, so that this function makes a real call and has its own frame record.
+    crate::ksyms::print_backtrace("    #   ", None, arch::cpu::frame_pointer());
+    let mut names = Vec::new();
+    arch::unwind::walk(arch::cpu::frame_pointer(), arch::boot::stack_bounds(arch::cpu::id()), 4, |f| {
+        let mut s = String::new();
+        crate::jitsyms::describe(f.ret - 4, |n, _| s = String::from(n));
+        names.push(s);
+        true
+    });
+    *JIT_BT.lock() = names;
+    0
+}
+
+ktest! {
+    /// The kernel's backtraces name JITed code: a backtrace taken inside a call made by a JITed
+    /// program (recursion's on_delete calling bpf_map_delete_elem, whose trampoline also runs a
+    /// Rust program that walks the frame records) passes `bpf_trampoline_bpf_map_delete_elem`,
+    /// then `bpf_prog_<tag>_on_delete`, then the trampoline again, each named by
+    /// `jitsyms` (what GDB gets too); the names go when the code does.
+    fn bpf_selftests::backtrace_names_jited_code() {
+        use core::sync::atomic::Ordering::Relaxed;
+        let a = Attached::new("recursion")?;
+        let p = a.prog("on_delete")?;
+        let name = bpfrt::cmd::jited_name(&p);
+        kassert!(crate::jitsyms::list().iter().any(|(n, s, _)| *n == name && Some(*s) == p.jited.as_ref().map(|j| j.addr())), "{name} registered");
+        JIT_BT_TAKEN.store(false, Relaxed);
+        let func = crate::ftrace::bpf::Func::named("bpf_map_delete_elem", 2).map_err(err)?;
+        let l = crate::ftrace::bpf::Attach::fentry(func, jit_bt_prog).map_err(err)?;
+        let map = bpfrt::map_named("recursion", "hash1").ok_or_else(|| err("no map hash1"))?;
+        let key = 1i32;
+        bpfrt::helpers::bpf_map_delete_elem(Arc::as_ptr(&map.map) as u64, &key as *const i32 as u64, 0, 0, 0);
+        l.detach().map_err(err)?;
+        let names = core::mem::take(&mut *JIT_BT.lock());
+        let tramp = String::from("bpf_trampoline_bpf_map_delete_elem");
+        kassert!(names.len() >= 4, "{names:?}");
+        kassert_eq!(names[..3], [tramp.clone(), name.clone(), tramp], "{names:?}");
+        drop(p);
+        drop(a);
+        kassert!(!crate::jitsyms::list().iter().any(|(n, _, _)| *n == name || n.starts_with("bpf_trampoline_bpf_map_delete")), "names gone after unload");
+        Ok(())
+    }
+}
