@@ -22,6 +22,7 @@ const USAGE: &str = "usage: run WORKLOAD [N]
   bench [N]     call bench_target N times (1000)
   samples       run the code the loaded ftrace-direct samples trace, print their log
   module [N]    call sample_mod_work(N) in the loaded module sample_mod (3)
+  bpf_test [N]  call the BPF test functions bpf_fentry_test1..4 and bpf_modify_return_test, N times (1)
 ";
 
 /// Registers `run`, `insmod`, `rmmod`, `lsmod` and `bpf` with the shell (at boot).
@@ -104,6 +105,15 @@ pub fn run(args: &[&str], out: &mut String) {
             let f: extern "C" fn(u64) -> u64 = unsafe { core::mem::transmute(addr) };
             let _ = writeln!(out, "sample_mod_work({n}) = {:#x}", f(n));
             drop(m);
+        }
+        Some("bpf_test") => {
+            // What Linux's BPF_PROG_TEST_RUN of a tracing program does: call the test functions.
+            let n = n.unwrap_or(1).min(1_000_000);
+            let mut r = [0; 5];
+            for _ in 0..n {
+                r = crate::bpfrt::test_run::call_all();
+            }
+            let _ = writeln!(out, "bpf test functions called {n} times: test1..4 = {}, {}, {}, {}; modify_return = {}", r[0], r[1], r[2], r[3], r[4]);
         }
         _ => out.push_str(USAGE),
     }

@@ -25,6 +25,7 @@ usage: bpf OBJECT COMMAND ...   (BPF objects QEMU was given: bpf obj list)
   bpf map update ID key BYTES... value BYTES... [any|exist|noexist]
   bpf map delete ID key BYTES...
   bpf link list                      attached programs: link id, program, where, JITed or interpreted
+  bpf link dump ID                   the code of the link's trampoline (fentry/fexit/fmod_ret links)
   bpf link detach ID                 detach a link (no CPU runs the program from it when this returns)
   bpf obj list                       the objects QEMU was given, and which are loaded
   bpf obj unload NAME                drop an object's programs and maps
@@ -67,6 +68,10 @@ pub fn run(args: &[&str], out: &mut String) {
             link_list(out);
             Ok(())
         }
+        ["link", "dump", rest @ ..] => take_id(rest, "link").and_then(|(id, rest)| {
+            no_more(rest)?;
+            link_dump(id, out)
+        }),
         ["link", "detach", rest @ ..] => take_id(rest, "link").and_then(|(id, rest)| {
             no_more(rest)?;
             super::link::detach(id)
@@ -232,6 +237,21 @@ fn dump_jited(p: &BpfProg, out: &mut String) -> Result<(), String> {
             next += 1;
         }
         let _ = writeln!(out, "{:5x}:\t{}", 4 * w, arch::bpf_jit::disassemble(*word));
+    }
+    Ok(())
+}
+
+/// `bpf link dump`: the trampoline a fentry/fexit/fmod_ret link runs in, disassembled.
+fn link_dump(id: u32, out: &mut String) -> Result<(), String> {
+    let l = super::link::links().into_iter().find(|l| l.id == id).ok_or_else(|| alloc::format!("no link {id} (bpf link list shows them)"))?;
+    let (at, words, n) = match crate::ftrace::bpf::trampoline_of(l.addr) {
+        Some(t) if !matches!(l.kind, bpf::object::ProgKind::Kprobe | bpf::object::ProgKind::Kretprobe) => t,
+        _ => return Err(alloc::format!("link {id} is a probe, not a trampoline")),
+    };
+    let name = crate::ftrace::sites::index_of(l.addr).map_or("?", |i| crate::ftrace::sites::all()[i].name);
+    let _ = writeln!(out, "bpf_trampoline_{name} at {at:#x}: {} words, {n} programs", words.len());
+    for (i, w) in words.iter().enumerate() {
+        let _ = writeln!(out, "{:5x}:\t{}", 4 * i, arch::bpf_jit::disassemble(*w));
     }
     Ok(())
 }
