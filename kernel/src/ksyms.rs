@@ -164,8 +164,26 @@ pub fn find(name: &str) -> Option<Symbol<'static>> {
 
 /// `name+0xoff/0xsize`, or the bare address.
 #[patchable_function_entry(prefix_nops = 0, entry_nops = 0)]
-pub fn sym(addr: u64) -> SymDisplay<'static> {
-    SymDisplay(lookup(addr), addr)
+pub fn sym(addr: u64) -> SymText {
+    SymText(addr)
+}
+
+/// [`sym`]'s text: a run-time code's name (`crate::jitsyms`: a JITed BPF program, a trampoline)
+/// for an address in the generated-code area, else the symbol table's `name+0xoff/0xsize`.
+pub struct SymText(u64);
+
+impl core::fmt::Display for SymText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let addr = self.0;
+        if generated_range(addr).is_some() || crate::execmem::area::in_area(addr) {
+            let mut r = None;
+            crate::jitsyms::describe(addr, |name, off| r = Some(write!(f, "{name}+{off:#x}")));
+            if let Some(r) = r {
+                return r;
+            }
+        }
+        SymDisplay(lookup(addr), addr).fmt(f)
+    }
 }
 
 /// Just the name of the function containing `addr` (or `?`).

@@ -82,6 +82,7 @@ extern "C" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64) 
 /// `bpf_map_delete_elem` (under Linux's name, a traceable kernel function with a prototype, so a
 /// program can be attached to it: the recursion test's).
 #[unsafe(no_mangle)]
+#[inline(never)]
 pub extern "C" fn bpf_map_delete_elem(m: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     // SAFETY: as for lookup.
     let m = unsafe { map(m) };

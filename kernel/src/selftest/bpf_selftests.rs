@@ -560,6 +560,9 @@ ktest! {
         let p = a.prog("on_delete")?;
         let name = bpfrt::cmd::jited_name(&p);
         kassert!(crate::jitsyms::list().iter().any(|(n, s, _)| *n == name && Some(*s) == p.jited.as_ref().map(|j| j.addr())), "{name} registered");
+        let at = p.jited.as_ref().map_or(0, |j| j.addr());
+        let text = alloc::format!("{}", crate::ksyms::sym(at + 8));
+        kassert_eq!(text, alloc::format!("{name}+0x8"), "the symboliser names it");
         JIT_BT_TAKEN.store(false, Relaxed);
         let func = crate::ftrace::bpf::Func::named("bpf_map_delete_elem", 2).map_err(err)?;
         let l = crate::ftrace::bpf::Attach::fentry(func, jit_bt_prog).map_err(err)?;
@@ -574,6 +577,81 @@ ktest! {
         drop(p);
         drop(a);
         kassert!(!crate::jitsyms::list().iter().any(|(n, _, _)| *n == name || n.starts_with("bpf_trampoline_bpf_map_delete")), "names gone after unload");
+        Ok(())
+    }
+}
+
+static LIVE_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static LIVE_CALLS: [core::sync::atomic::AtomicU64; arch::boot::MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; arch::boot::MAX_CPUS];
+static LIVE_BAD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn live_worker(cpu: usize) {
+    use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+    let mut n = 0u64;
+    while !LIVE_STOP.load(Acquire) {
+        if test_run::bpf_fentry_test1(black_box(1)) != 2 {
+            LIVE_BAD.fetch_add(1, Relaxed);
+        }
+        n += 1;
+        LIVE_CALLS[cpu].store(n, Release);
+    }
+}
+
+ktest! {
+    /// Attaching and detaching is live: while other CPUs call bpf_fentry_test1 without pause, this
+    /// CPU attaches and detaches programs on it (fentry and fexit, JITed and interpreted) again and
+    /// again; a program attached the whole time (an atomic counter) sees every call exactly once,
+    /// no call returns a wrong value, no old trampoline is leaked.
+    fn bpf_selftests::live_attach_detach() {
+        use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let workers: Vec<usize> = (1..crate::smp::online().min(4)).collect();
+        if workers.is_empty() {
+            kskip!("needs at least 2 CPUs");
+        }
+        let keep = Attached::some("fexit_stress", |p| p.name == "fexit_0")?;
+        let entry = Attached::some("fentry_test", |_| false)?;
+        let exit = Attached::some("fexit_test", |_| false)?;
+        let was = bpfrt::jit::set_enabled(false);
+        let interp = Attached::some("modify_return", |_| false);
+        bpfrt::jit::set_enabled(was);
+        let interp = interp?;
+        let flips = [entry.prog("test1")?, exit.prog("test1")?, interp.prog("fexit_test")?];
+        let leaked = crate::ftrace::bpf::LEAKED.load(Relaxed);
+        LIVE_STOP.store(false, Release);
+        LIVE_CALLS.iter().for_each(|c| c.store(0, Relaxed));
+        LIVE_BAD.store(0, Relaxed);
+        keep.set("fexit_hits", &0u64.to_le_bytes())?;
+        let started = workers.iter().filter(|&&c| crate::smp::run_on(c, live_worker)).count();
+        let mut r: TestResult = Ok(());
+        let t0 = arch::time::ticks();
+        let mut rounds = 0;
+        for i in 0..200 {
+            if i >= 12 && arch::time::ticks() - t0 > 3 * crate::time::counter_hz() {
+                break;
+            }
+            rounds += 1;
+            let p = &flips[i % flips.len()];
+            if let Err(e) = link::attach(p).map_err(|e| alloc::format!("{e}")).and_then(link::detach) {
+                r = Err(err(e));
+                break;
+            }
+        }
+        LIVE_STOP.store(true, Release);
+        for &c in &workers {
+            while crate::smp::work_running(c) {
+                core::hint::spin_loop();
+            }
+        }
+        let calls: u64 = LIVE_CALLS.iter().map(|c| c.load(Acquire)).sum();
+        let hits = keep.global("fexit_hits")?;
+        drop(keep);
+        r?;
+        kdiag!("{started} CPUs made {calls} calls during {rounds} attach/detach rounds");
+        kassert_eq!(started, workers.len());
+        kassert!(calls > 0);
+        kassert_eq!(hits, calls, "the program attached throughout saw every call exactly once");
+        kassert_eq!(LIVE_BAD.load(Relaxed), 0, "wrong results");
+        kassert_eq!(crate::ftrace::bpf::LEAKED.load(Relaxed), leaked, "old trampolines could all be freed");
         Ok(())
     }
 }
