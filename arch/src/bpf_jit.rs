@@ -743,8 +743,10 @@ fn emit(prog: &[Insn], opts: &Options, funcs: &[Func], layout: &Layout, sizing: 
             for (i, r) in f.saved.iter().enumerate() {
                 e.put(ri12(LD_D, *r, Reg::Sp, n - 24 - 8 * i as i32));
             }
-            e.put(ri12(LD_D, Reg::Fp, Reg::Sp, n - 16));
+            // `ra` before `fp`: from here on one of them always points into the caller (for a
+            // trampoline's caller, what the CPUs' quiescence check looks for), never neither.
             e.put(ri12(LD_D, Reg::Ra, Reg::Sp, n - 8));
+            e.put(ri12(LD_D, Reg::Fp, Reg::Sp, n - 16));
             e.put(ri12(ADDI_D, Reg::Sp, Reg::Sp, n));
         }
         e.put(insn::encode_jr(Reg::Ra));

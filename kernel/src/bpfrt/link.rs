@@ -88,13 +88,20 @@ struct ProbeBox {
 
 /// A kretprobe program's probe. Instances of a call still in flight refer to the kretprobe after
 /// it is unregistered (they then run no handler), so its memory is never freed; the program is
-/// released at detach through `prog`.
+/// released at detach through `prog`, and the box is used again by the next kretprobe program
+/// on the same function ([`RETPROBES`]).
 #[repr(C)]
 struct RetProbeBox {
     rp: Kretprobe,
     prog: AtomicPtr<BpfProg>,
-    slot: usize,
+    slot: core::sync::atomic::AtomicUsize,
+    /// The target it was made for (what `rp` names).
+    target: &'static str,
+    in_use: core::sync::atomic::AtomicBool,
 }
+
+/// Every kretprobe box ever made (they are never freed), for reuse.
+static RETPROBES: spin::Mutex<Vec<&'static RetProbeBox>> = spin::Mutex::new(Vec::new());
 
 enum Hook {
     Tramp(BpfLink),
@@ -220,7 +227,7 @@ fn kretprobe_ret(ri: &KretprobeInstance, regs: &mut PtRegs) {
     }
     // SAFETY: non-null: the link still holds the program (detach clears the pointer, waits until
     // no handler runs, then drops its reference).
-    run_on_regs(unsafe { &*p }, b.slot, regs);
+    run_on_regs(unsafe { &*p }, b.slot.load(Ordering::Relaxed), regs);
 }
 
 /// The trampoline function of a target: `FUNC` or `module:FUNC`.
@@ -288,14 +295,9 @@ fn hook(prog: &Arc<BpfProg>, target: &str, slot: usize) -> Result<(Hook, u64), A
             Ok((Hook::Kprobe(b), addr + prog.offset))
         }
         ProgKind::Kretprobe => {
-            // The kretprobe names its function (`FUNC`, `module:FUNC`): kept with the (never freed)
-            // probe.
-            let sym: &'static str = Box::leak(target.to_string().into_boxed_str());
-            let b: &'static RetProbeBox = Box::leak(Box::new(RetProbeBox {
-                rp: Kretprobe::new(sym, None, Some(kretprobe_ret), 0),
-                prog: AtomicPtr::new(Arc::into_raw(prog.clone()) as *mut BpfProg),
-                slot,
-            }));
+            let b = retprobe_box(target);
+            b.slot.store(slot, Ordering::Relaxed);
+            b.prog.store(Arc::into_raw(prog.clone()) as *mut BpfProg, Ordering::Release);
             if let Err(e) = kretprobe::register_kretprobe(&b.rp) {
                 release(b);
                 return Err(AttachError::Probe(e));
@@ -306,48 +308,92 @@ fn hook(prog: &Arc<BpfProg>, target: &str, slot: usize) -> Result<(Hook, u64), A
     }
 }
 
-/// Drops a kretprobe box's reference to its program.
+/// An unused kretprobe box for `target`: one made before for it, or a new one.
+fn retprobe_box(target: &str) -> &'static RetProbeBox {
+    let mut all = RETPROBES.lock();
+    if let Some(b) = all.iter().find(|b| b.target == target && !b.in_use.load(Ordering::Relaxed)) {
+        b.in_use.store(true, Ordering::Relaxed);
+        return b;
+    }
+    // The kretprobe names its function (`FUNC`, `module:FUNC`): kept with the probe.
+    let sym: &'static str = Box::leak(target.to_string().into_boxed_str());
+    let b: &'static RetProbeBox = Box::leak(Box::new(RetProbeBox {
+        rp: Kretprobe::new(sym, None, Some(kretprobe_ret), 0),
+        prog: AtomicPtr::new(core::ptr::null_mut()),
+        slot: core::sync::atomic::AtomicUsize::new(0),
+        target: sym,
+        in_use: core::sync::atomic::AtomicBool::new(true),
+    }));
+    all.push(b);
+    b
+}
+
+/// Drops a kretprobe box's reference to its program and makes the box reusable.
 fn release(b: &RetProbeBox) {
     let p = b.prog.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
         // SAFETY: `p` came from `Arc::into_raw` in `hook` and is released once (swapped out).
         drop(unsafe { Arc::from_raw(p) });
     }
+    b.in_use.store(false, Ordering::Relaxed);
 }
 
-/// Detaches link `id`: when this returns, no CPU runs its program from it any more.
+/// Detaches link `id`: when this returns, no CPU runs its program from it any more. On an error
+/// the link stays attached (and listed). When a CPU was never seen leaving the old trampoline
+/// (its code is leaked, `ftrace::bpf::LEAKED`), the program and its guard slot are kept forever
+/// too, since that code may still call them.
 pub fn detach(id: u32) -> Result<(), String> {
-    let link = {
+    let mut link = {
         let mut links = LINKS.lock();
         let i = links.iter().position(|l| l.info.id == id).ok_or_else(|| alloc::format!("no link {id} (bpf link list shows them)"))?;
         links.remove(i)
     };
-    let r = unhook(link.hook);
-    give_slot(link.slot);
-    drop(link.prog);
+    match unhook(&mut link.hook) {
+        Err(e) => {
+            LINKS.lock().push(link);
+            return Err(e);
+        }
+        Ok(false) => {
+            log::error!("bpf: link {id}: a CPU never left the old trampoline; program {} is kept", link.prog.name);
+            core::mem::forget(link.prog);
+        }
+        Ok(true) => {
+            give_slot(link.slot);
+            drop(link.prog);
+        }
+    }
     if attached() == 0 {
         super::reclaim_deleted();
     }
-    r
+    Ok(())
 }
 
-fn unhook(hook: Hook) -> Result<(), String> {
+/// Takes the program off its hook: `Ok(true)` when nothing can run it from there any more,
+/// `Ok(false)` when old code that may call it had to be leaked.
+fn unhook(hook: &mut Hook) -> Result<bool, String> {
     match hook {
-        Hook::Tramp(l) => l.detach().map_err(|e| alloc::format!("{e}")),
+        Hook::Tramp(l) => l.detach_in_place().map_err(|e| alloc::format!("{e}")),
         Hook::Kprobe(b) => {
-            let r = kprobes::unregister_kprobe(&b.kp).map_err(|e| alloc::format!("{e}"));
-            if r.is_ok() {
-                // SAFETY: unregistered: no CPU runs the handler, nothing refers to the box.
-                drop(unsafe { Box::from_raw(b as *const ProbeBox as *mut ProbeBox) });
-            }
-            r
+            kprobes::unregister_kprobe(&b.kp).map_err(|e| alloc::format!("{e}"))?;
+            // SAFETY: unregistered (which waited until no CPU runs the handler); nothing else
+            // refers to the box, which `hook` leaked for this link alone.
+            drop(unsafe { Box::from_raw(*b as *const ProbeBox as *mut ProbeBox) });
+            Ok(true)
         }
         Hook::Kretprobe(b) => {
-            let r = kretprobe::unregister_kretprobe(&b.rp).map_err(|e| alloc::format!("{e}"));
+            kretprobe::unregister_kretprobe(&b.rp).map_err(|e| alloc::format!("{e}"))?;
             release(b);
-            r
+            Ok(true)
         }
     }
+}
+
+/// Calls `f` if no program is attached, holding attachments back until it returns.
+pub fn while_none_attached<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let links = LINKS.lock();
+    let r = links.is_empty().then(f);
+    drop(links);
+    r
 }
 
 /// Detaches every link (recovery after an abandoned test case, and `bpf link detach all`).
@@ -373,9 +419,11 @@ pub fn recover_after_abort() {
         unsafe { SLOTS.force_unlock() };
     }
     let links = core::mem::take(&mut *LINKS.lock());
-    for l in links {
-        let _ = unhook(l.hook);
-        give_slot(l.slot);
+    for mut l in links {
+        // The trampolines' own recovery already freed them; a probe may still be registered.
+        if let Ok(true) | Err(_) = unhook(&mut l.hook) {
+            give_slot(l.slot);
+        }
     }
 }
 

@@ -498,18 +498,18 @@ pub fn unload(name: &str) -> Result<(), UnloadError> {
 /// map commands.
 pub fn reclaim_deleted() -> Option<u32> {
     // Attached programs run without the gate (JITed code), so while any is attached nothing is
-    // reused; detaching the last one reclaims (`link::detach`).
-    if link::attached() > 0 {
-        return None;
-    }
-    let hashes: Vec<Arc<BpfMap>> = maps().into_iter().filter(|m| m.map.map_type() == bpf::maps::MapType::Hash).collect();
-    let mut n = 0;
-    env::quiescent(|| {
-        for m in &hashes {
-            n += m.map.reclaim(arch::cpu::id() as u32 % m.map.ncpus()).unwrap_or(0);
-        }
+    // reused; detaching the last one reclaims (`link::detach`). No attachment starts meanwhile.
+    link::while_none_attached(|| {
+        let hashes: Vec<Arc<BpfMap>> = maps().into_iter().filter(|m| m.map.map_type() == bpf::maps::MapType::Hash).collect();
+        let mut n = 0;
+        env::quiescent(|| {
+            for m in &hashes {
+                n += m.map.reclaim(arch::cpu::id() as u32 % m.map.ncpus()).unwrap_or(0);
+            }
+        })
+        .then_some(n)
     })
-    .then_some(n)
+    .flatten()
 }
 
 /// Drops every object (recovery after a test case that was abandoned).

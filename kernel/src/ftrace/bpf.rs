@@ -146,6 +146,10 @@ pub enum AttachError {
     NotAttached,
     /// The ftrace core refused (e.g. another direct trampoline owns the function).
     Ftrace(FtraceError),
+    /// A program that reads the return value right after the arguments (a BPF fexit or fmod_ret
+    /// program, at `ctx[nargs]`) cannot share the function with one that takes more arguments
+    /// (that word is an argument for it).
+    RetSlot { func: String, nargs: usize, max: usize },
     /// The code generator refused.
     Gen(GenError),
 }
@@ -163,6 +167,10 @@ impl core::fmt::Display for AttachError {
             AttachError::NoSpace => write!(f, "the trampoline area is full"),
             AttachError::NotAttached => write!(f, "the program is not attached"),
             AttachError::Ftrace(e) => write!(f, "{e}"),
+            AttachError::RetSlot { func, nargs, max } => write!(
+                f,
+                "{func}: a program reads the return value at ctx[{nargs}], where another program of the function takes {max} arguments"
+            ),
             AttachError::Gen(e) => write!(f, "cannot generate the trampoline: {e}"),
         }
     }
@@ -458,6 +466,7 @@ fn attach(kind: Kind, func: Func, handler: Handler, ret_after_args: bool) -> Res
         }
         let mut links = t.links.clone();
         links.push(link);
+        check_ret_slot(&name, &links)?;
         swap_image(t, links)?;
         crate::tracepoint::trace!(crate::tracepoint::points::BPF_ATTACH, func.ip, kind.name(), t.links.len());
         return Ok(BpfLink { ip: func.ip, id: link.id, kind, attached: true });
@@ -499,6 +508,16 @@ fn attach(kind: Kind, func: Func, handler: Handler, ret_after_args: bool) -> Res
     reg.push(Tramp { ip: func.ip, name: info.site.name, ops, links, image, placement: func.placement, _module: module });
     crate::tracepoint::trace!(crate::tracepoint::points::BPF_ATTACH, func.ip, kind.name(), 1usize);
     Ok(BpfLink { ip: func.ip, id: link.id, kind, attached: true })
+}
+
+/// Refuses a set of links where one keeps the return value at `ctx[n]` and another takes more
+/// than `n` arguments.
+fn check_ret_slot(name: &str, links: &[Link]) -> Result<(), AttachError> {
+    let max = links.iter().map(|l| l.nargs).max().unwrap_or(0);
+    match links.iter().find(|l| l.ret_after_args && l.nargs < max) {
+        Some(l) => Err(AttachError::RetSlot { func: name.to_string(), nargs: l.nargs, max }),
+        None => Ok(()),
+    }
 }
 
 /// Generates the trampoline for `links` and swaps it in for `t`'s.
@@ -556,9 +575,20 @@ pub struct BpfLink {
 impl BpfLink {
     /// Detaches the program: when this returns, no CPU runs it for this link any more.
     pub fn detach(mut self) -> Result<(), AttachError> {
+        self.detach_in_place().map(drop)
+    }
+
+    /// [`BpfLink::detach`] that keeps the link on an error (it is still attached then, and may be
+    /// detached again). `Ok(false)`: detached, but a CPU was never seen leaving the old trampoline,
+    /// whose code was leaked (see [`LEAKED`]): what it calls must stay too.
+    pub fn detach_in_place(&mut self) -> Result<bool, AttachError> {
+        if !self.attached {
+            return Err(AttachError::NotAttached);
+        }
+        let leaked = LEAKED.load(Ordering::Relaxed);
         detach(self.ip, self.id)?;
         self.attached = false;
-        Ok(())
+        Ok(LEAKED.load(Ordering::Relaxed) == leaked)
     }
     /// The traced function's entry.
     pub fn func_ip(&self) -> u64 {

@@ -655,3 +655,34 @@ ktest! {
         Ok(())
     }
 }
+
+extern "C" fn empty_rust_prog(_ctx: &crate::ftrace::bpf::TraceCtx) -> u64 {
+    0
+}
+
+ktest! {
+    /// A BPF fexit program reads the return value at ctx[nargs]: it cannot share its function with
+    /// a program that takes more arguments (that word is an argument for it); either order is
+    /// refused with nothing changed, and a program with as many arguments is fine.
+    fn bpf_selftests::ret_slot_conflict() {
+        use crate::ftrace::bpf::{Attach, Func};
+        let a = Attached::some("modify_return", |_| false)?;
+        let p = a.prog("fexit_test")?;
+        let wide = Attach::fexit(Func::named("bpf_modify_return_test", 8).map_err(err)?, empty_rust_prog).map_err(err)?;
+        let e = link::attach(&p).err().map(|e| alloc::format!("{e}")).unwrap_or_default();
+        kassert!(e.contains("reads the return value at ctx[2], where another program of the function takes 8 arguments"), "{e}");
+        kassert!(link::links().is_empty());
+        wide.detach().map_err(err)?;
+        let l = link::attach(&p).map_err(err)?;
+        let r = Attach::fexit(Func::named("bpf_modify_return_test", 8).map_err(err)?, empty_rust_prog).err().map(|e| alloc::format!("{e}")).unwrap_or_default();
+        kassert!(r.contains("takes 8 arguments"), "{r}");
+        let same = Attach::fexit(Func::named("bpf_modify_return_test", 2).map_err(err)?, empty_rust_prog).map_err(err)?;
+        // The program checks it runs third (after fentry and fmod_ret, not attached here).
+        a.set("sequence", &2i32.to_le_bytes())?;
+        kassert_eq!(test_run::bpf_modify_return_test(black_box(1), 2), 3);
+        kassert_eq!(a.global("fexit_result")?, 1, "the BPF program saw the return value");
+        same.detach().map_err(err)?;
+        link::detach(l).map_err(err)?;
+        Ok(())
+    }
+}
