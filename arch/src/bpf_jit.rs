@@ -776,12 +776,15 @@ fn store_ops(size: Size) -> (u32, u32) {
 }
 
 impl Emitter<'_> {
-    /// A call of the native function at `addr`: pc-relative when the code's address is known,
-    /// else through a 64-bit constant.
+    /// A call of the native function at `addr`: `bl` when the code's address is known and the
+    /// function within its reach (±128 MiB: every kernel function from the kernel's trampoline
+    /// area), else `pcaddu18i` + `jirl` (±128 GiB), else through a 64-bit constant.
     fn call_far(&mut self, addr: u64) -> Result<(), JitError> {
-        if let Some(base) = self.base {
-            let pc = base + 4 * self.words.len() as u64;
-            let pair = insn::encode_call36(Reg::Ra, T0, pc, addr).map_err(|_| JitError::TooFar { pc: self.pc })?;
+        let pc = self.base.map(|base| base + 4 * self.words.len() as u64);
+        if let Some(pc) = pc.filter(|&pc| insn::bl_reachable(pc, addr)) {
+            // Both passes place this word at the same address, so it takes one word in both.
+            self.put(insn::encode_bl(pc, addr).map_err(|_| JitError::TooFar { pc: self.pc })?);
+        } else if let Some(pair) = pc.and_then(|pc| insn::encode_call36(Reg::Ra, T0, pc, addr).ok()) {
             pair.into_iter().for_each(|w| self.put(w));
         } else {
             for w in insn::encode_li64(T0, addr) {
@@ -1233,7 +1236,11 @@ mod tests {
                                     BL => {
                                         let o = (w >> 10 & 0xffff) | (w & 0x3ff) << 16;
                                         self.r[1] = pc + 4;
-                                        return pc.wrapping_add((insn::sign_extend(o as u64, 26) << 2) as u64);
+                                        let to = pc.wrapping_add((insn::sign_extend(o as u64, 26) << 2) as u64);
+                                        if (HELPERS..HELPERS + 0x1000).contains(&to) {
+                                            self.ret_to = pc + 4;
+                                        }
+                                        return to;
                                     }
                                     BNEZ => {
                                         let o = (w >> 10 & 0xffff) | (w & 31) << 16;
@@ -1622,11 +1629,17 @@ mod tests {
     #[test]
     fn helpers_are_called_pc_relatively_when_the_address_is_known() {
         let p = [Insn::mov64_imm(1, 11), Insn::call_helper(7), exit()];
-        let words = compile(&p, &Options { stack_depth: 0, helper: &helper_addr, base: Some(CODE), func: None }).unwrap().words;
-        assert_eq!(words.len(), jit(&p, 0).len() - 3, "pcaddu18i + jirl instead of five words");
+        let at = |base| compile(&p, &Options { stack_depth: 0, helper: &helper_addr, base: Some(base), func: None }).unwrap().words;
+        let words = at(CODE);
+        assert_eq!(words.len(), jit(&p, 0).len() - 4, "bl instead of five words");
+        assert!(insn::is_bl(words[5]), "{:#x}", words[5]);
         let mut m = machine();
         assert_eq!(m.run(&words, [0; 5]), 33 ^ 7);
         assert_eq!(m.calls, vec![(7, [11, 0, 0, 0, 0])]);
+        // Out of bl reach (1 GiB away): pcaddu18i + jirl; out of that (a different window): the
+        // 64-bit constant.
+        assert_eq!(at(CODE + (1 << 30)).len(), jit(&p, 0).len() - 3);
+        assert_eq!(at(0x1000_0000_0000_0000).len(), jit(&p, 0).len());
     }
 
     /// `llvm-objdump` of the Rust toolchain's `llvm-tools` (which `make setup` installs).
