@@ -267,9 +267,19 @@ ktest! {
             kassert_eq!((a.global("kprobe_sum")?, a.global("kprobe_arg8")?, a.global("kprobe_ip")?), (36, 8, entry));
             kassert_eq!(a.global("kprobe_offset_hits")?, 1);
         }
-        let a = Attached::some("kprobe_test", |p| p.name == "handle_kretprobe")?;
+        let mut a = Attached::some("kprobe_test", |p| p.name == "handle_kretprobe")?;
         kassert_eq!(test_run::bpf_fentry_test4(black_box(10), 1, 1, 1, 1, 1, 1, 1), 17);
         kassert_eq!(a.global("kretprobe_rc")?, 17);
+        // Detached and attached again, the kretprobe program runs each time (its probe is reused).
+        let p = a.prog("handle_kretprobe")?;
+        for i in 0..3u64 {
+            link::detach(a.links.pop().unwrap_or(0)).map_err(err)?;
+            kassert_eq!(test_run::bpf_fentry_test4(black_box(20 + i), 1, 1, 1, 1, 1, 1, 1), 27 + i);
+            kassert!(a.global("kretprobe_rc")? != 27 + i, "detached: not run");
+            a.links.push(link::attach(&p).map_err(err)?);
+            kassert_eq!(test_run::bpf_fentry_test4(black_box(30 + i), 1, 1, 1, 1, 1, 1, 1), 37 + i);
+            kassert_eq!(a.global("kretprobe_rc")?, 37 + i, "attached again: run");
+        }
         Ok(())
     }
 }
