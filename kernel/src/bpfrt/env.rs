@@ -46,6 +46,20 @@ pub const KERNEL_RAM: core::ops::Range<u64> = 0x9000_0000_0000_0000..0x9000_0000
 /// what it wrote, times included.
 pub static FIXED_CLOCK: AtomicU64 = AtomicU64::new(0);
 
+/// While set, every helper call (by the interpreter or a JITed program) appends its id to
+/// [`CALLS`]: the differential test compares the two runs' calls.
+pub static LOG_CALLS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The helper ids called while [`LOG_CALLS`] is set, in order.
+pub static CALLS: spin::Mutex<Vec<u32>> = spin::Mutex::new(Vec::new());
+
+/// Notes a call of helper `id` when [`LOG_CALLS`] is set (one load otherwise).
+#[inline(always)]
+pub fn log_call(id: u32) {
+    if LOG_CALLS.load(Ordering::Relaxed) {
+        CALLS.lock().push(id);
+    }
+}
+
 /// `bpf_ktime_get_ns`: the stable counter in nanoseconds since boot, or [`FIXED_CLOCK`].
 pub fn ktime_ns() -> u64 {
     match FIXED_CLOCK.load(Ordering::Relaxed) {
@@ -431,6 +445,7 @@ impl Env for KernelEnv<'_> {
     }
 
     fn helper(&mut self, id: u32, a: [u64; 5]) -> Result<u64, FaultKind> {
+        log_call(id);
         let ret = |r: i64| Ok(r as u64);
         match id {
             // bpf_map_lookup_elem(map, key): the value's address (this CPU's for a per-CPU array) or NULL

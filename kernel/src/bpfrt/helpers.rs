@@ -63,12 +63,14 @@ fn cpu() -> u32 {
 }
 
 extern "C" fn map_lookup_elem(m: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(1);
     // SAFETY: the verifier proved `m` a map of the program and `key` key_size readable bytes.
     let (m, key) = unsafe { (map(m), bytes(key, map(m).def().key_size as usize)) };
     m.lookup(key, cpu()).map_or(0, |p| p.as_ptr() as u64)
 }
 
 extern "C" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
+    super::env::log_call(2);
     // SAFETY: as for lookup; `value` is value_size readable bytes.
     let m = unsafe { map(m) };
     if m.def().map_flags & BPF_F_RDONLY_PROG != 0 {
@@ -84,6 +86,7 @@ extern "C" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64) 
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn bpf_map_delete_elem(m: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(3);
     // SAFETY: as for lookup.
     let m = unsafe { map(m) };
     if m.def().map_flags & BPF_F_RDONLY_PROG != 0 {
@@ -95,6 +98,7 @@ pub extern "C" fn bpf_map_delete_elem(m: u64, key: u64, _: u64, _: u64, _: u64) 
 }
 
 extern "C" fn ktime_get_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(5);
     super::env::ktime_ns()
 }
 
@@ -117,6 +121,7 @@ fn read_cstr(addr: u64, buf: &mut [u8]) -> Option<usize> {
 }
 
 extern "C" fn trace_printk(fmt: u64, size: u64, a: u64, b: u64, c: u64) -> u64 {
+    super::env::log_call(6);
     // SAFETY: the verifier proved `fmt` `size` readable bytes of the program's.
     let fmt = unsafe { bytes(fmt, size as usize) };
     match bpf::printk::format(fmt, &[a, b, c], &mut read_cstr) {
@@ -129,15 +134,18 @@ extern "C" fn trace_printk(fmt: u64, size: u64, a: u64, b: u64, c: u64) -> u64 {
 }
 
 extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(8);
     cpu() as u64
 }
 
 extern "C" fn get_current_pid_tgid(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(14);
     let pid = formats::task::pid(cpu()) as u64;
     pid << 32 | pid
 }
 
 extern "C" fn probe_read_kernel(dst: u64, size: u64, src: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(113);
     let n = size as usize;
     let ok = n == 0 || is_kernel_ram(src, size);
     for i in 0..n as u64 {
@@ -152,6 +160,7 @@ extern "C" fn probe_read_kernel(dst: u64, size: u64, src: u64, _: u64, _: u64) -
 }
 
 extern "C" fn ringbuf_output(m: u64, data: u64, size: u64, flags: u64, _: u64) -> u64 {
+    super::env::log_call(130);
     // SAFETY: the verifier proved `m` a ring-buffer map of the program and `data` `size` bytes.
     let (m, data) = unsafe { (map(m), bytes(data, size as usize)) };
     match m.as_ringbuf() {
@@ -168,6 +177,7 @@ static OPEN: [[[AtomicU64; 2]; OPEN_RECORDS]; arch::boot::MAX_CPUS] =
     [const { [const { [AtomicU64::new(0), AtomicU64::new(0)] }; OPEN_RECORDS] }; arch::boot::MAX_CPUS];
 
 extern "C" fn ringbuf_reserve(m: u64, size: u64, flags: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(131);
     // SAFETY: the verifier proved `m` a ring-buffer map of the program.
     let Some(rb) = (unsafe { map(m) }).as_ringbuf() else { return 0 };
     let slots = &OPEN[cpu() as usize % arch::boot::MAX_CPUS];
@@ -200,9 +210,11 @@ fn commit(sample: u64, flags: u64, discard: bool) -> u64 {
 }
 
 extern "C" fn ringbuf_submit(sample: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(132);
     commit(sample, flags, false)
 }
 
 extern "C" fn ringbuf_discard(sample: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    super::env::log_call(133);
     commit(sample, flags, true)
 }

@@ -422,8 +422,12 @@ fn outcome(maps: &[Arc<bpf::maps::Map>]) -> Vec<(Option<Vec<(Vec<u8>, Vec<u8>)>>
         .collect()
 }
 
+/// Helper calls of the last [`differential`] run.
+static LAST_CALLS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Runs `p` interpreted and JITed on the same context bytes from the same map state; fails
-/// unless r0, every map and ring buffer, and the number of bpf_trace_printk lines agree.
+/// unless r0, every map and ring buffer, the number of bpf_trace_printk lines and the helpers
+/// called (ids, in order) agree.
 fn differential(p: &BpfProg, jited: &bpfrt::jit::JitedProg, ctx: &mut [u64], nargs: u32, func_ip: u64) -> Result<u64, TestError> {
     let before: Vec<_> = p.maps.iter().map(|m| contents(m)).collect();
     let addr = ctx.as_mut_ptr() as u64;
@@ -431,7 +435,9 @@ fn differential(p: &BpfProg, jited: &bpfrt::jit::JitedProg, ctx: &mut [u64], nar
     let printed = bpfrt::printk::count();
     // SAFETY: `ctx` outlives the context; its `len` bytes are the program's.
     let c = unsafe { bpfrt::Context::at(p.kind, addr, len, nargs, func_ip) };
+    bpfrt::env::CALLS.lock().clear();
     let interp = bpfrt::env::run_attached(p, &c).ok_or_else(|| err("deferred"))?.map_err(|f| err(alloc::format!("{} faulted in the interpreter: {f}", p.name)))?.r0;
+    let calls_interp = core::mem::take(&mut *bpfrt::env::CALLS.lock());
     let printed_interp = bpfrt::printk::count() - printed;
     let after_interp = outcome(&p.maps);
     for (m, s) in p.maps.iter().zip(&before) {
@@ -442,6 +448,7 @@ fn differential(p: &BpfProg, jited: &bpfrt::jit::JitedProg, ctx: &mut [u64], nar
     // trampoline frame or a register frame, as large as the program's context), and its maps
     // are alive.
     let native = unsafe { jited.call(addr) };
+    let calls_native = core::mem::take(&mut *bpfrt::env::CALLS.lock());
     let printed_native = bpfrt::printk::count() - printed;
     let after_native = outcome(&p.maps);
     for (m, s) in p.maps.iter().zip(&before) {
@@ -450,6 +457,8 @@ fn differential(p: &BpfProg, jited: &bpfrt::jit::JitedProg, ctx: &mut [u64], nar
     kassert_eq!(native, interp, "{}: r0", p.name);
     kassert!(after_native == after_interp, "{}: the maps differ: JITed {after_native:?}, interpreted {after_interp:?}", p.name);
     kassert_eq!(printed_native, printed_interp, "{}: bpf_trace_printk lines", p.name);
+    kassert_eq!(calls_native, calls_interp, "{}: the helpers called, in order", p.name);
+    LAST_CALLS.store(calls_native.len() as u64, core::sync::atomic::Ordering::Relaxed);
     Ok(native)
 }
 
@@ -457,21 +466,24 @@ ktest! {
     /// Differential testing of the JIT: every program of the suites, and 2,000 generated
     /// programs the verifier accepts (context, stack and map-value accesses, lookups, bounds
     /// checks, arithmetic, jumps), run JITed and interpreted on the same inputs from the same map
-    /// state: the same r0, map contents, ring-buffer records and trace_printk lines.
+    /// state: the same r0, map contents, ring-buffer records, trace_printk lines and helper calls.
     fn bpf_selftests::jit_differential() {
         if bpfrt::fw_cfg_objects().is_empty() {
             kskip!("QEMU was given no BPF objects");
         }
         bpfrt::env::FIXED_CLOCK.store(123_456_789, core::sync::atomic::Ordering::Relaxed);
+        bpfrt::env::LOG_CALLS.store(true, core::sync::atomic::Ordering::Relaxed);
         struct Clock;
         impl Drop for Clock {
             fn drop(&mut self) {
                 bpfrt::env::FIXED_CLOCK.store(0, core::sync::atomic::Ordering::Relaxed);
+                bpfrt::env::LOG_CALLS.store(false, core::sync::atomic::Ordering::Relaxed);
+                bpfrt::env::CALLS.lock().clear();
             }
         }
         let _clock = Clock;
         let mut r = bpf::rng::Rng(0xd1ff_e4e7_1a15_0001);
-        let mut suite = 0;
+        let (mut suite, mut helper_calls) = (0, 0);
         for object in ["fentry_test", "fexit_test", "kprobe_test", "maps_test", "modify_return", "subprog_test", "fexit_stress", "overhead", "recursion"] {
             let a = Attached::some(object, |_| false)?;
             for id in bpfrt::progs().iter().filter(|p| p.object == object).map(|p| p.id) {
@@ -494,6 +506,7 @@ ktest! {
                     }
                     differential(&p, j, &mut ctx, nargs, func_ip)?;
                     suite += 1;
+                    helper_calls += LAST_CALLS.load(core::sync::atomic::Ordering::Relaxed);
                 }
             }
             drop(a);
@@ -529,7 +542,8 @@ ktest! {
             }
             differential(&prog, &j, &mut ctx, 8, 0)?;
         }
-        kdiag!("{suite} runs of the suites' programs; {accepted} generated programs accepted of {tries}, each the same JITed and interpreted");
+        kdiag!("{suite} runs of the suites' programs ({helper_calls} helper calls); {accepted} generated programs accepted of {tries}, each the same JITed and interpreted");
+        kassert!(helper_calls > 100, "the suites' programs call helpers ({helper_calls})");
         kassert!(accepted >= 2000, "{accepted} accepted of {tries}");
         Ok(())
     }
