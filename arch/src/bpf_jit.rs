@@ -25,6 +25,7 @@
 //! store-release, BPF-to-BPF calls, kfunc calls and `ld_imm64` of a map or other pseudo value.
 
 use crate::insn::{self, Reg};
+use alloc::string::String;
 use alloc::vec::Vec;
 use bpf::insn::{AluOp, AtomicOp, Cond, Endian, Insn, Op, Operand, Size};
 
@@ -989,8 +990,6 @@ pub fn disassemble(w: u32) -> alloc::string::String {
         _ => format!(".word {w:#010x}"),
     }
 }
-
-use alloc::string::String;
 
 #[cfg(test)]
 mod tests {

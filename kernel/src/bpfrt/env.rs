@@ -610,12 +610,19 @@ pub fn quiescent(f: impl FnOnce()) -> bool {
 /// is in progress, the hash elements deleted meanwhile become reusable
 /// ([`super::reclaim_deleted`]).
 pub fn run(prog: &BpfProg, ctx: &Context) -> Result<Exit, Fault> {
-    let mut env = KernelEnv::new(prog, ctx);
     enter_run();
+    let r = run_in_gate(prog, ctx);
+    super::reclaim_deleted();
+    r
+}
+
+/// One interpreted run, inside the gate (which it leaves): records it left reserved (a fault's)
+/// are discarded.
+fn run_in_gate(prog: &BpfProg, ctx: &Context) -> Result<Exit, Fault> {
+    let mut env = KernelEnv::new(prog, ctx);
     let r = Interpreter::new(&prog.insns).run(&mut env, &[ctx.addr()]);
     env.release_all();
     leave_run();
-    super::reclaim_deleted();
     r
 }
 
@@ -623,12 +630,5 @@ pub fn run(prog: &BpfProg, ctx: &Context) -> Result<Exit, Fault> {
 /// the traced code is in), where waiting has no place. `None` (nothing ran) when a quiescent
 /// point's callback is in progress.
 pub fn run_attached(prog: &BpfProg, ctx: &Context) -> Option<Result<Exit, Fault>> {
-    if !try_enter_run() {
-        return None;
-    }
-    let mut env = KernelEnv::new(prog, ctx);
-    let r = Interpreter::new(&prog.insns).run(&mut env, &[ctx.addr()]);
-    env.release_all();
-    leave_run();
-    Some(r)
+    try_enter_run().then(|| run_in_gate(prog, ctx))
 }

@@ -75,15 +75,6 @@ impl JitedProg {
         Ok(JitedProg { text: Some(text), named: name.is_some(), code: image.words, offsets: image.offsets, funcs })
     }
 
-    /// Compiles a program of numbers and the stack (no helper, no map), for the differential
-    /// self-test.
-    pub fn new(insns: &[Insn], stack_depth: u32) -> Result<JitedProg, String> {
-        let image = bpf_jit::compile(insns, &Options::plain(stack_depth)).map_err(|e| e.to_string())?;
-        let mut text = tramp::alloc_text(None, image.words.len() * 4).map_err(|e| e.to_string())?;
-        text.write(&image.words);
-        Ok(JitedProg { text: Some(text), named: false, code: image.words, offsets: image.offsets, funcs: alloc::vec![0] })
-    }
-
     /// Where the code starts.
     pub fn addr(&self) -> u64 {
         self.text.as_ref().map_or(0, |t| t.addr())

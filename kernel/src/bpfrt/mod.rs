@@ -140,11 +140,9 @@ impl BpfProg {
             self.jit_error = Some(String::from("the JIT is off"));
             return;
         }
-        let func = match (self.is_tracing(), self.nargs) {
-            (true, Some(nargs)) => Some(arch::bpf_jit::FuncCtx { nargs, has_ret: self.kind != ProgKind::Fentry }),
-            (true, None) => Some(arch::bpf_jit::FuncCtx { nargs: MAX_ARGS, has_ret: self.kind != ProgKind::Fentry }),
-            _ => None,
-        };
+        // A tracing program always has its target's argument count here (`load_bytes` and
+        // `program_for` refuse one without a prototype).
+        let func = self.nargs.filter(|_| self.is_tracing()).map(|nargs| arch::bpf_jit::FuncCtx { nargs, has_ret: self.kind != ProgKind::Fentry });
         let name = cmd::jited_name(self);
         match jit::resolve(&self.insns, &self.maps).and_then(|insns| jit::JitedProg::compile(&insns, func, near, Some(&name))) {
             Ok(j) => self.jited = Some(j),

@@ -30,7 +30,7 @@ impl Drop for UnloadAll {
     }
 }
 
-fn err(what: impl core::fmt::Display) -> TestError {
+pub(crate) fn err(what: impl core::fmt::Display) -> TestError {
     TestError::Fail(alloc::format!("{what}"))
 }
 
@@ -962,14 +962,14 @@ fn random_numbers_program(rng: &mut bpf::rng::Rng) -> Vec<Insn> {
 
 ktest! {
     /// The JIT on the real (emulated) CPU: 2,000 random programs of numbers and the stack, each
-    /// run natively from the module area and in the interpreter, give the same `r0`; and a
+    /// run natively (from the generated-code area) and in the interpreter, give the same `r0`; and a
     /// program the JIT does not compile is refused with the reason (it stays interpreted).
     fn bpf_core::jit_matches_the_interpreter() {
         let mut rng = bpf::rng::Rng(0x0b5e_55ed_0f_1a7e);
         let mut words = 0;
         for n in 0..2000 {
             let p = random_numbers_program(&mut rng);
-            let jited = bpfrt::jit::JitedProg::new(&p, 64).map_err(|e| TestError::Fail(alloc::format!("program {n}: {e}")))?;
+            let jited = bpfrt::jit::JitedProg::compile(&p, None, None, None).map_err(|e| TestError::Fail(alloc::format!("program {n}: {e}")))?;
             words += jited.code.len();
             // SAFETY: the program touches only its registers and its 64 bytes of stack, calls no
             // helper and ends (its jumps go forward).
@@ -980,7 +980,7 @@ ktest! {
         }
         kdiag!("2000 programs, {words} native words");
         let kfunc = [Insn::new(bpf::insn::BPF_JMP | bpf::insn::BPF_CALL, 0, bpf::insn::BPF_PSEUDO_KFUNC_CALL, 0, 7), Insn::new(bpf::insn::BPF_JMP | bpf::insn::BPF_EXIT, 0, 0, 0, 0)];
-        let e = bpfrt::jit::JitedProg::new(&kfunc, 8).err().unwrap_or_default();
+        let e = bpfrt::jit::JitedProg::compile(&kfunc, None, None, None).err().unwrap_or_default();
         kassert!(e.contains("kfunc"), "{e}");
         Ok(())
     }

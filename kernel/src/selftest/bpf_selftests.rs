@@ -7,6 +7,7 @@
 //! fexit_stress,trampoline_count,module_attach,module_fentry_shadow,fexit_bpf2bpf,
 //! test_overhead,kprobe,recursion}.c`.
 
+use super::bpf_core_tests::err;
 use super::bpf_tests::{ROUTES, Route, on_route};
 use crate::bpfrt::{self, BpfProg, link, test_run};
 use crate::selftest::{TestError, TestResult};
@@ -15,10 +16,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::hint::black_box;
-
-fn err(what: impl core::fmt::Display) -> TestError {
-    TestError::Fail(alloc::format!("{what}"))
-}
 
 /// An object loaded and all its programs attached; detached and unloaded when dropped.
 struct Attached {
